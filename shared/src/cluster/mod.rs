@@ -1,0 +1,47 @@
+//! The Kubernetes cluster as the workers use it, behind a small trait: the kube-rs client for
+//! real clusters, and a simulated in-process cluster for the demo.
+
+pub mod bootstrap;
+pub mod kube_api;
+pub mod simulated;
+
+use async_trait::async_trait;
+
+pub use bootstrap::BootstrapToken;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// Worth retrying: network trouble, server errors, throttling.
+    #[error("Kubernetes API unavailable: {0}")]
+    Unavailable(String),
+    /// Retrying will not help: forbidden, invalid, malformed cluster-info.
+    #[error("Kubernetes API refused: {0}")]
+    Refused(String),
+}
+
+pub type ClusterResult<T> = std::result::Result<T, ClusterError>;
+
+/// What `kubeadm join` needs to know about the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterInfo {
+    /// The API server URL, from cluster-info (or the operator's override).
+    pub server: String,
+    /// The cluster CA certificate (PEM or DER).
+    pub ca_cert: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Created {
+    New,
+    AlreadyExists,
+}
+
+#[async_trait]
+pub trait Cluster: Send + Sync + 'static {
+    /// Reads `cluster-info` in `kube-public`.
+    async fn cluster_info(&self) -> ClusterResult<ClusterInfo>;
+    async fn create_bootstrap_token(&self, token: &BootstrapToken) -> ClusterResult<Created>;
+    async fn get_bootstrap_token(&self, token_id: &str) -> ClusterResult<Option<BootstrapToken>>;
+    /// Deleting a token that is already gone is not an error.
+    async fn delete_bootstrap_token(&self, token_id: &str) -> ClusterResult<()>;
+}

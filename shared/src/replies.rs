@@ -1,0 +1,101 @@
+//! Answers to providers on `provider:response:<provider_id>`.
+//!
+//! Old agents create their consumer group (`sdk-group`) at `$` only after publishing, so an
+//! answer written before that group exists would never reach them. The broker therefore creates
+//! `sdk-group` at `0` itself before writing: the agent's own create then meets BUSYGROUP (which
+//! the agents tolerate) and its `XREADGROUP >` still delivers every answer written since.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use chrono::{SecondsFormat, Utc};
+use redis::aio::ConnectionManager;
+
+use crate::messages::ProviderResponse;
+use crate::streams::{StreamNames, AGENT_RESPONSE_GROUP};
+
+#[derive(Debug, thiserror::Error)]
+#[error("writing the answer to provider {provider_id}: {why}")]
+pub struct ReplyError {
+    pub provider_id: String,
+    pub why: String,
+}
+
+#[async_trait]
+pub trait ProviderReplies: Send + Sync + 'static {
+    async fn reply(&self, provider_id: &str, response: &ProviderResponse) -> Result<(), ReplyError>;
+}
+
+pub struct RedisReplies {
+    conn: ConnectionManager,
+    streams: StreamNames,
+    ttl_s: i64,
+}
+
+impl RedisReplies {
+    pub fn new(conn: ConnectionManager, streams: StreamNames, ttl_s: i64) -> Self {
+        Self { conn, streams, ttl_s }
+    }
+}
+
+/// Creates a consumer group at `from`, treating "already exists" as success.
+pub async fn ensure_group(conn: &mut ConnectionManager, stream: &str, group: &str, from: &str) -> redis::RedisResult<()> {
+    let res: redis::RedisResult<()> =
+        redis::cmd("XGROUP").arg("CREATE").arg(stream).arg(group).arg(from).arg("MKSTREAM").query_async(conn).await;
+    match res {
+        Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+        other => other,
+    }
+}
+
+#[async_trait]
+impl ProviderReplies for RedisReplies {
+    async fn reply(&self, provider_id: &str, response: &ProviderResponse) -> Result<(), ReplyError> {
+        let err = |e: redis::RedisError| ReplyError { provider_id: provider_id.to_string(), why: e.to_string() };
+        let stream = self.streams.response(provider_id);
+        let mut conn = self.conn.clone();
+        ensure_group(&mut conn, &stream, AGENT_RESPONSE_GROUP, "0").await.map_err(err)?;
+        let data = serde_json::to_string(response).expect("responses serialise");
+        let now = Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true);
+        redis::pipe()
+            .cmd("XADD")
+            .arg(&stream)
+            .arg("*")
+            .arg("data")
+            .arg(data)
+            .arg("timestamp")
+            .arg(now)
+            .ignore()
+            .cmd("EXPIRE")
+            .arg(&stream)
+            .arg(self.ttl_s)
+            .ignore()
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(err)
+    }
+}
+
+/// Answers kept in memory, for the embedded default and tests.
+#[derive(Default)]
+pub struct MemoryReplies {
+    answers: Mutex<HashMap<String, Vec<ProviderResponse>>>,
+}
+
+impl MemoryReplies {
+    pub fn answers_for(&self, provider_id: &str) -> Vec<ProviderResponse> {
+        self.answers.lock().expect("replies lock").get(provider_id).cloned().unwrap_or_default()
+    }
+    pub fn total(&self) -> usize {
+        self.answers.lock().expect("replies lock").values().map(Vec::len).sum()
+    }
+}
+
+#[async_trait]
+impl ProviderReplies for MemoryReplies {
+    async fn reply(&self, provider_id: &str, response: &ProviderResponse) -> Result<(), ReplyError> {
+        self.answers.lock().expect("replies lock").entry(provider_id.to_string()).or_default().push(response.clone());
+        Ok(())
+    }
+}

@@ -1,0 +1,92 @@
+//! The embedded store: items in memory, the same conditional-write semantics as DynamoDB
+//! (evaluated by `expr`), and a sorted state index so index queries never walk the whole table.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+
+use super::expr::{apply, eval};
+use super::{Cond, Item, ItemStore, Op, StoreResult, Table, INDEX_SORT_ATTR, INDEX_STATE_ATTR, KEY_ATTR};
+
+#[derive(Default)]
+struct MemTable {
+    items: HashMap<String, Item>,
+    /// (state, hb_at, key) for items that carry both, like a DynamoDB sparse GSI.
+    index: BTreeSet<(String, i64, String)>,
+}
+
+fn index_entry(item: &Item) -> Option<(String, i64, String)> {
+    Some((
+        item.get(INDEX_STATE_ATTR)?.as_str()?.to_string(),
+        item.get(INDEX_SORT_ATTR)?.as_i64()?,
+        item.get(KEY_ATTR)?.as_str()?.to_string(),
+    ))
+}
+
+#[derive(Default)]
+pub struct MemoryStore {
+    tables: Mutex<HashMap<Table, MemTable>>,
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+#[async_trait]
+impl ItemStore for MemoryStore {
+    async fn get(&self, table: Table, key: &str) -> StoreResult<Option<Item>> {
+        let tables = self.tables.lock().expect("store lock");
+        Ok(tables.get(&table).and_then(|t| t.items.get(key)).cloned())
+    }
+
+    async fn update(&self, table: Table, key: &str, cond: &Cond, ops: &[Op]) -> StoreResult<Option<Item>> {
+        let mut tables = self.tables.lock().expect("store lock");
+        let t = tables.entry(table).or_default();
+        let current = t.items.get(key);
+        if !eval(cond, current) {
+            return Ok(None);
+        }
+        let new = apply(current, KEY_ATTR, key, ops)?;
+        if let Some(old) = current.and_then(index_entry) {
+            t.index.remove(&old);
+        }
+        if let Some(entry) = index_entry(&new) {
+            t.index.insert(entry);
+        }
+        t.items.insert(key.to_string(), new.clone());
+        Ok(Some(new))
+    }
+
+    async fn query_by_state(&self, table: Table, state: &str, hb_before: Option<i64>) -> StoreResult<Vec<Item>> {
+        let tables = self.tables.lock().expect("store lock");
+        let Some(t) = tables.get(&table) else { return Ok(vec![]) };
+        let lo = (state.to_string(), i64::MIN, String::new());
+        let hi = (state.to_string(), hb_before.unwrap_or(i64::MAX), String::new());
+        let keys = if hb_before.is_some() {
+            t.index.range(lo..hi).collect::<Vec<_>>()
+        } else {
+            t.index.range(lo..).take_while(|(s, _, _)| s == state).collect()
+        };
+        Ok(keys.into_iter().filter_map(|(_, _, k)| t.items.get(k).cloned()).collect())
+    }
+
+    async fn scan(&self, table: Table) -> StoreResult<Vec<Item>> {
+        let tables = self.tables.lock().expect("store lock");
+        let mut out: Vec<Item> = tables.get(&table).map(|t| t.items.values().cloned().collect()).unwrap_or_default();
+        out.sort_by(|a, b| a.get(KEY_ATTR).cmp(&b.get(KEY_ATTR)));
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn memory_store_passes_the_contract() {
+        super::super::contract::run_all(&MemoryStore::new()).await;
+    }
+}

@@ -1,0 +1,53 @@
+//! Shared state. Workers never hold state of their own: every change is one conditional write on
+//! one item, so many workers (and redeliveries) can race without harm. Two stores pass one
+//! contract suite: DynamoDB (production) and in-memory (the embedded default).
+
+pub mod dynamo;
+pub mod expr;
+pub mod memory;
+pub mod providers;
+
+#[cfg(any(test, feature = "test-support"))]
+pub mod contract;
+
+use async_trait::async_trait;
+
+pub use expr::{Cond, Item, Op, Value};
+
+/// Key attribute of every table.
+pub const KEY_ATTR: &str = "id";
+/// The providers' index: partition on state, sort on the last heartbeat (epoch ms). The staleness
+/// sweeper reads only stale providers through it, never the whole table.
+pub const INDEX_STATE_ATTR: &str = "state";
+pub const INDEX_SORT_ATTR: &str = "hb_at";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Table {
+    Providers,
+    Jobs,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("state store backend: {0}")]
+    Backend(String),
+    #[error(transparent)]
+    Path(#[from] expr::PathError),
+    #[error("stored item {key} is malformed: {why}")]
+    Corrupt { key: String, why: String },
+}
+
+pub type StoreResult<T> = std::result::Result<T, StoreError>;
+
+#[async_trait]
+pub trait ItemStore: Send + Sync + 'static {
+    async fn get(&self, table: Table, key: &str) -> StoreResult<Option<Item>>;
+    /// Applies `ops` to the item (creating it if absent) only if `cond` holds on the item as
+    /// stored at write time. Returns the new item, or `None` when the condition failed.
+    async fn update(&self, table: Table, key: &str, cond: &Cond, ops: &[Op]) -> StoreResult<Option<Item>>;
+    /// Items in `state`, optionally only those whose `hb_at` is below `hb_before`, through the
+    /// state index (never a scan).
+    async fn query_by_state(&self, table: Table, state: &str, hb_before: Option<i64>) -> StoreResult<Vec<Item>>;
+    /// Every item; for operators' listings, never on a worker's hot path.
+    async fn scan(&self, table: Table) -> StoreResult<Vec<Item>>;
+}

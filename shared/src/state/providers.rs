@@ -1,0 +1,256 @@
+//! The provider item and its state transitions. Each transition is a pure function returning
+//! the condition and the update of one conditional write; the stores only execute them.
+
+use chrono::{DateTime, TimeZone, Utc};
+
+use super::{Cond, Item, ItemStore, Op, StoreError, StoreResult, Table, Value, INDEX_SORT_ATTR, INDEX_STATE_ATTR, KEY_ATTR};
+use crate::labels::gpu_model_label;
+use crate::messages::{ProviderState, Registration};
+use crate::validation::node_name;
+
+pub mod attr {
+    pub const WALLET: &str = "wallet";
+    pub const STATE: &str = super::INDEX_STATE_ATTR;
+    pub const HB_AT: &str = super::INDEX_SORT_ATTR;
+    pub const SPEC: &str = "spec";
+    pub const CAPACITY: &str = "capacity";
+    pub const MINING: &str = "mining";
+    pub const NODE_NAME: &str = "node_name";
+    pub const GPU_MODEL: &str = "gpu_model";
+    pub const GPU_COUNT: &str = "gpu_count";
+    pub const PRICE_MICROS: &str = "price_micros";
+    pub const REGISTRATION_ID: &str = "registration_id";
+    pub const REGISTERED_AT: &str = "registered_at";
+    pub const UPDATED_AT: &str = "updated_at";
+    pub const TOKEN_ID: &str = "token_id";
+    pub const TOKEN_EXPIRES_AT: &str = "token_expires_at";
+    pub const APPROVED_AT: &str = "approved_at";
+    pub const ANSWERED_REGISTRATION: &str = "answered_registration";
+}
+
+/// A price per GPU-hour in integer micro-units, so that sums are exact.
+pub fn price_to_micros(price: f64) -> i64 {
+    (price * 1_000_000.0).round() as i64
+}
+
+/// A provider as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProviderRecord {
+    pub provider_id: String,
+    pub wallet: String,
+    pub state: ProviderState,
+    pub node_name: String,
+    pub gpu_model: String,
+    pub gpu_count: i64,
+    pub price_micros: i64,
+    pub spec_json: String,
+    pub capacity_json: String,
+    pub registration_id: String,
+    pub registered_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub last_heartbeat_at: DateTime<Utc>,
+    pub token_id: Option<String>,
+    pub token_expires_at: Option<DateTime<Utc>>,
+    pub approved_at: Option<DateTime<Utc>>,
+    pub answered_registration: Option<String>,
+}
+
+fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+fn from_ms(v: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(v).single().unwrap_or_default()
+}
+
+impl ProviderRecord {
+    pub fn from_item(item: &Item) -> StoreResult<Self> {
+        let key = item.get(KEY_ATTR).and_then(Value::as_str).unwrap_or("?").to_string();
+        let corrupt = |why: String| StoreError::Corrupt { key: key.clone(), why };
+        let s = |a: &str| item.get(a).and_then(Value::as_str).map(str::to_string);
+        let n = |a: &str| item.get(a).and_then(Value::as_i64);
+        let req_s = |a: &str| s(a).ok_or_else(|| corrupt(format!("missing {a}")));
+        let req_n = |a: &str| n(a).ok_or_else(|| corrupt(format!("missing {a}")));
+        let state_s = req_s(attr::STATE)?;
+        Ok(Self {
+            provider_id: key.clone(),
+            wallet: req_s(attr::WALLET)?,
+            state: ProviderState::parse(&state_s).ok_or_else(|| corrupt(format!("unknown state {state_s}")))?,
+            node_name: req_s(attr::NODE_NAME)?,
+            gpu_model: req_s(attr::GPU_MODEL)?,
+            gpu_count: req_n(attr::GPU_COUNT)?,
+            price_micros: req_n(attr::PRICE_MICROS)?,
+            spec_json: req_s(attr::SPEC)?,
+            capacity_json: req_s(attr::CAPACITY)?,
+            registration_id: req_s(attr::REGISTRATION_ID)?,
+            registered_at: from_ms(req_n(attr::REGISTERED_AT)?),
+            updated_at: from_ms(req_n(attr::UPDATED_AT)?),
+            last_heartbeat_at: from_ms(req_n(attr::HB_AT)?),
+            token_id: s(attr::TOKEN_ID),
+            token_expires_at: n(attr::TOKEN_EXPIRES_AT).map(from_ms),
+            approved_at: n(attr::APPROVED_AT).map(from_ms),
+            answered_registration: s(attr::ANSWERED_REGISTRATION),
+        })
+    }
+
+    pub async fn load(store: &dyn ItemStore, provider_id: &str) -> StoreResult<Option<Self>> {
+        store.get(Table::Providers, provider_id).await?.as_ref().map(Self::from_item).transpose()
+    }
+}
+
+/// One conditional write: apply `ops` only if `cond` holds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transition {
+    pub cond: Cond,
+    pub ops: Vec<Op>,
+}
+
+impl Transition {
+    pub async fn run(&self, store: &dyn ItemStore, provider_id: &str) -> StoreResult<Option<ProviderRecord>> {
+        store
+            .update(Table::Providers, provider_id, &self.cond, &self.ops)
+            .await?
+            .as_ref()
+            .map(ProviderRecord::from_item)
+            .transpose()
+    }
+}
+
+/// States from which a registration (re)starts the provider as `pending`.
+const RESTARTABLE: [&str; 3] = ["pending", "expired", "rejected"];
+
+/// A new provider, or its own wallet registering again while not yet approved. The registration
+/// id guard makes a redelivered registration write nothing. Capacity in use is never touched.
+pub fn register_pending(reg: &Registration, registration_id: &str, now: DateTime<Utc>) -> Transition {
+    let wallet = reg.wallet_addr.to_ascii_lowercase();
+    let cond = Cond::Or(vec![
+        Cond::ItemNotExists,
+        Cond::And(vec![
+            Cond::eq(attr::WALLET, wallet.as_str()),
+            Cond::state_in(&RESTARTABLE),
+            Cond::Not(Box::new(Cond::eq(attr::REGISTRATION_ID, registration_id))),
+        ]),
+    ]);
+    let first_gpu = reg.spec.gpus.first().map(|g| g.name.as_str()).unwrap_or_default();
+    let offered_gpus = reg.capacity.gpu_count.unwrap_or(reg.spec.total_gpus);
+    let ops = vec![
+        Op::set(attr::WALLET, wallet),
+        Op::set(attr::STATE, ProviderState::Pending.as_str()),
+        Op::set(attr::NODE_NAME, node_name(&reg.spec.hostname)),
+        Op::set(attr::GPU_MODEL, gpu_model_label(first_gpu)),
+        Op::set(attr::GPU_COUNT, i64::from(offered_gpus)),
+        Op::set(attr::PRICE_MICROS, price_to_micros(reg.capacity.gpu_price_per_hour)),
+        Op::set(attr::SPEC, serde_json::to_string(&reg.spec).expect("spec serialises")),
+        Op::set(attr::CAPACITY, serde_json::to_string(&reg.capacity).expect("capacity serialises")),
+        Op::set(attr::MINING, reg.mining_config.as_ref().map(|m| serde_json::to_string(m).expect("serialises")).unwrap_or_default()),
+        Op::set(attr::REGISTRATION_ID, registration_id),
+        Op::set(attr::REGISTERED_AT, ms(now)),
+        Op::set(attr::UPDATED_AT, ms(now)),
+        Op::set(attr::HB_AT, ms(now)),
+    ];
+    Transition { cond, ops }
+}
+
+/// Reserves a bootstrap token id for a pending provider, unless one is reserved and still valid.
+pub fn reserve_token(token_id: &str, expires_at: DateTime<Utc>, now: DateTime<Utc>) -> Transition {
+    Transition {
+        cond: Cond::eq(attr::STATE, "pending").and(Cond::Or(vec![
+            Cond::AttrNotExists(attr::TOKEN_ID.into()),
+            Cond::Le(attr::TOKEN_EXPIRES_AT.into(), ms(now)),
+        ])),
+        ops: vec![
+            Op::set(attr::TOKEN_ID, token_id),
+            Op::set(attr::TOKEN_EXPIRES_AT, ms(expires_at)),
+            Op::set(attr::UPDATED_AT, ms(now)),
+        ],
+    }
+}
+
+/// `pending → approved`, only with the token that was reserved (and so really created).
+pub fn approve(token_id: &str, registration_id: &str, now: DateTime<Utc>) -> Transition {
+    Transition {
+        cond: Cond::eq(attr::STATE, "pending").and(Cond::eq(attr::TOKEN_ID, token_id)),
+        ops: vec![
+            Op::set(attr::STATE, ProviderState::Approved.as_str()),
+            Op::set(attr::APPROVED_AT, ms(now)),
+            Op::set(attr::ANSWERED_REGISTRATION, registration_id),
+            Op::set(attr::UPDATED_AT, ms(now)),
+            Op::set(attr::HB_AT, ms(now)),
+        ],
+    }
+}
+
+/// Records that an already-approved provider's new registration has been answered again.
+pub fn mark_answered(registration_id: &str, now: DateTime<Utc>) -> Transition {
+    Transition {
+        cond: Cond::ItemExists.and(Cond::Not(Box::new(Cond::eq(attr::ANSWERED_REGISTRATION, registration_id)))),
+        ops: vec![Op::set(attr::ANSWERED_REGISTRATION, registration_id), Op::set(attr::UPDATED_AT, ms(now))],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::expr::{apply, eval};
+    use super::*;
+    use crate::messages::{Capacity, Gpu, Spec};
+
+    fn reg(wallet: &str) -> Registration {
+        Registration {
+            provider_id: "p1".into(),
+            wallet_addr: wallet.into(),
+            spec: Spec {
+                hostname: "GPU-01".into(),
+                os: None,
+                kernel_ver: None,
+                architecture: None,
+                cpu_model: None,
+                cpu_cores: 8,
+                cpu_threads: None,
+                total_memory_mb: 32768,
+                gpus: vec![Gpu { index: None, name: "NVIDIA GeForce RTX 4090".into(), memory_mb: 24564, uuid: None, driver_ver: None, cuda_version: None, pci_bus_id: None }],
+                total_gpus: 1,
+                total_disk_gb: None,
+                available_disk_gb: 100,
+                public_ip: "8.8.8.8".into(),
+                private_ip: None,
+            },
+            capacity: Capacity { gpu_count: None, cpu_cores: None, memory_mb: None, gpu_price_per_hour: 0.5, cpu_price_per_hour: None },
+            mining_config: None,
+            agent_version: None,
+            timestamp: None,
+            enc_pubkey: None,
+        }
+    }
+
+    fn run(t: &Transition, item: Option<&Item>) -> Option<Item> {
+        eval(&t.cond, item).then(|| apply(item, KEY_ATTR, "p1", &t.ops).unwrap())
+    }
+
+    #[test]
+    fn provider_lifecycle_transitions() {
+        let now = Utc::now();
+        let w = "0x5aaeb6053f3e94c9b9a09f33669435e7ef1beaed";
+        let created = run(&register_pending(&reg(w), "1-0", now), None).expect("new provider");
+        let rec = ProviderRecord::from_item(&created).unwrap();
+        assert_eq!((rec.state, rec.node_name.as_str(), rec.gpu_model.as_str(), rec.price_micros), (ProviderState::Pending, "gpu-01", "RTX-4090", 500_000));
+        // Redelivery of the same entry: nothing to write.
+        assert!(run(&register_pending(&reg(w), "1-0", now), Some(&created)).is_none());
+        // Another wallet: refused.
+        assert!(run(&register_pending(&reg("0x0000000000000000000000000000000000000001"), "2-0", now), Some(&created)).is_none());
+        // The same wallet again, with a new entry: still pending.
+        let again = run(&register_pending(&reg(&w.to_uppercase().replace("0X", "0x")), "2-0", now), Some(&created)).unwrap();
+        // Approval needs the reserved token.
+        assert!(run(&approve("abcdef", "2-0", now), Some(&again)).is_none());
+        let reserved = run(&reserve_token("abcdef", now + chrono::Duration::hours(1), now), Some(&again)).unwrap();
+        assert!(run(&reserve_token("zzzzzz", now + chrono::Duration::hours(1), now), Some(&reserved)).is_none(), "a valid reservation stays");
+        let later = now + chrono::Duration::hours(2);
+        assert!(run(&reserve_token("zzzzzz", later, later), Some(&reserved)).is_some(), "an expired one is replaced");
+        let approved = run(&approve("abcdef", "2-0", now), Some(&reserved)).unwrap();
+        assert_eq!(ProviderRecord::from_item(&approved).unwrap().state, ProviderState::Approved);
+        assert!(run(&approve("abcdef", "2-0", now), Some(&approved)).is_none(), "approve is once");
+        // Approved providers are not reset by a new registration.
+        assert!(run(&register_pending(&reg(w), "3-0", now), Some(&approved)).is_none());
+        assert!(run(&mark_answered("2-0", now), Some(&approved)).is_none());
+        assert!(run(&mark_answered("3-0", now), Some(&approved)).is_some());
+    }
+}

@@ -1,0 +1,29 @@
+//! Redis stream names. The agents in the field use fixed names; a prefix (empty in production)
+//! lets tests and side-by-side deployments share one Redis.
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StreamNames {
+    pub prefix: String,
+}
+
+/// The consumer group the agents read their answers with.
+pub const AGENT_RESPONSE_GROUP: &str = "sdk-group";
+
+impl StreamNames {
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Self { prefix: prefix.into() }
+    }
+    pub fn registration(&self) -> String {
+        format!("{}provider:registration", self.prefix)
+    }
+    pub fn heartbeat(&self) -> String {
+        format!("{}provider:heartbeat", self.prefix)
+    }
+    pub fn response(&self, provider_id: &str) -> String {
+        format!("{}provider:response:{provider_id}", self.prefix)
+    }
+    /// Entries the bridge could not forward, each with its reason.
+    pub fn dead_letter(&self) -> String {
+        format!("{}provider:deadletter", self.prefix)
+    }
+}

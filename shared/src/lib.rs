@@ -4,6 +4,7 @@
 //! `state::expr`, `state::providers`, `cluster::bootstrap`. IO sits behind small traits:
 //! `state::ItemStore`, `bus::Bus`, `cluster::Cluster`, `replies::ProviderReplies`.
 
+pub mod backends;
 pub mod bus;
 pub mod cluster;
 pub mod config;

@@ -1,1 +1,254 @@
-pub fn x(){}
+//! Redis-to-bus bridge: reads the agents' streams through a consumer group, publishes each
+//! entry to the bus and XACKs only after the publish is confirmed. Entries a crashed bridge left
+//! pending are reclaimed (XAUTOCLAIM); entries that cannot be forwarded go to a dead-letter
+//! stream with their reason, then are acked; processed entries are trimmed. Several bridges may
+//! run at once: the consumer group shares the entries out.
+
+pub mod entry;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use redis::Value;
+use tokio::sync::broadcast;
+use worldland_shared::bus::Bus;
+use worldland_shared::messages::topics;
+use worldland_shared::replies::ensure_group;
+use worldland_shared::streams::StreamNames;
+use worldland_shared::Config;
+
+pub use entry::{envelope_for, RawEntry};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("unexpected reply from redis to {0}")]
+    Reply(&'static str),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+#[derive(Debug, Clone)]
+pub struct BridgeSettings {
+    pub streams: StreamNames,
+    pub group: String,
+    pub consumer: String,
+    pub reclaim_idle_ms: u64,
+    pub block_ms: u64,
+    pub batch: usize,
+}
+
+impl BridgeSettings {
+    pub fn from_config(cfg: &Config) -> Self {
+        Self {
+            streams: cfg.streams(),
+            group: cfg.bridge_group.clone(),
+            consumer: cfg.consumer_name(),
+            reclaim_idle_ms: cfg.reclaim_idle_ms,
+            block_ms: cfg.bridge_block_ms,
+            batch: cfg.bridge_batch,
+        }
+    }
+}
+
+/// What one pass did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Pass {
+    pub forwarded: usize,
+    pub dead_lettered: usize,
+    /// Entries whose publish failed: left pending, to be reclaimed later.
+    pub left_pending: usize,
+}
+
+impl std::ops::AddAssign for Pass {
+    fn add_assign(&mut self, o: Self) {
+        self.forwarded += o.forwarded;
+        self.dead_lettered += o.dead_lettered;
+        self.left_pending += o.left_pending;
+    }
+}
+
+pub struct RedisBridge {
+    conn: ConnectionManager,
+    bus: Arc<dyn Bus>,
+    settings: BridgeSettings,
+}
+
+impl RedisBridge {
+    pub fn new(conn: ConnectionManager, bus: Arc<dyn Bus>, settings: BridgeSettings) -> Self {
+        Self { conn, bus, settings }
+    }
+
+    fn streams(&self) -> [(String, &'static str); 2] {
+        [
+            (self.settings.streams.registration(), topics::REGISTRATION_RECEIVED),
+            (self.settings.streams.heartbeat(), topics::HEARTBEAT_RECEIVED),
+        ]
+    }
+
+    /// Creates the consumer group at `0` on both streams, so entries written before any bridge
+    /// ran are read too.
+    pub async fn ensure_groups(&self) -> Result<()> {
+        let mut conn = self.conn.clone();
+        for (stream, _) in self.streams() {
+            ensure_group(&mut conn, &stream, &self.settings.group, "0").await?;
+        }
+        Ok(())
+    }
+
+    /// Reads new entries (blocking up to `block_ms`) and forwards them.
+    pub async fn poll_once(&self) -> Result<Pass> {
+        let streams = self.streams();
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP").arg(&self.settings.group).arg(&self.settings.consumer);
+        cmd.arg("COUNT").arg(self.settings.batch).arg("BLOCK").arg(self.settings.block_ms).arg("STREAMS");
+        for (s, _) in &streams {
+            cmd.arg(s);
+        }
+        for _ in &streams {
+            cmd.arg(">");
+        }
+        let reply: Value = cmd.query_async(&mut self.conn.clone()).await?;
+        let mut pass = Pass::default();
+        for (stream, entries) in entry::parse_read_reply(&reply).ok_or(Error::Reply("XREADGROUP"))? {
+            pass += self.forward_all(&stream, entries).await?;
+        }
+        Ok(pass)
+    }
+
+    /// Takes over entries another (crashed) bridge left pending longer than `reclaim_idle_ms`.
+    pub async fn reclaim_once(&self) -> Result<Pass> {
+        let mut pass = Pass::default();
+        for (stream, _) in self.streams() {
+            let mut start = "0-0".to_string();
+            loop {
+                let reply: Value = redis::cmd("XAUTOCLAIM")
+                    .arg(&stream)
+                    .arg(&self.settings.group)
+                    .arg(&self.settings.consumer)
+                    .arg(self.settings.reclaim_idle_ms)
+                    .arg(&start)
+                    .arg("COUNT")
+                    .arg(self.settings.batch)
+                    .query_async(&mut self.conn.clone())
+                    .await?;
+                let (next, entries, deleted) = entry::parse_autoclaim_reply(&reply).ok_or(Error::Reply("XAUTOCLAIM"))?;
+                if !deleted.is_empty() {
+                    // Trimmed away while pending: nothing left to forward, just clear them.
+                    redis::cmd("XACK").arg(&stream).arg(&self.settings.group).arg(&deleted).query_async::<()>(&mut self.conn.clone()).await?;
+                }
+                if !entries.is_empty() {
+                    tracing::info!(%stream, count = entries.len(), "reclaimed pending entries");
+                }
+                pass += self.forward_all(&stream, entries).await?;
+                if next == "0-0" {
+                    break;
+                }
+                start = next;
+            }
+        }
+        Ok(pass)
+    }
+
+    async fn forward_all(&self, stream: &str, entries: Vec<RawEntry>) -> Result<Pass> {
+        let topic = self.streams().into_iter().find(|(s, _)| s == stream).map(|(_, t)| t).ok_or(Error::Reply("unknown stream"))?;
+        let mut pass = Pass::default();
+        for e in entries {
+            match envelope_for(stream, &e) {
+                Ok(env) => {
+                    let body = serde_json::to_vec(&env).expect("envelopes serialise");
+                    match self.bus.publish(topic, &env.message_id(), &body).await {
+                        Ok(()) => {
+                            self.ack(stream, &e.id).await?;
+                            pass.forwarded += 1;
+                        }
+                        Err(err) => {
+                            // Not acked: it stays pending and is reclaimed after the idle time.
+                            tracing::warn!(%stream, id = %e.id, error = %err, "publish not confirmed; entry left pending");
+                            pass.left_pending += 1;
+                        }
+                    }
+                }
+                Err(rej) => {
+                    tracing::warn!(%stream, id = %e.id, reason = rej.reason.code(), message = %rej.message, "entry dead-lettered");
+                    let mut p = redis::pipe();
+                    p.atomic()
+                        .cmd("XADD")
+                        .arg(self.settings.streams.dead_letter())
+                        .arg("*")
+                        .arg("stream")
+                        .arg(stream)
+                        .arg("entry_id")
+                        .arg(&e.id)
+                        .arg("reason")
+                        .arg(rej.reason.code())
+                        .arg("message")
+                        .arg(&rej.message);
+                    for (k, v) in e.fields.iter().flatten() {
+                        p.arg(k.as_slice()).arg(v.as_slice());
+                    }
+                    p.ignore().cmd("XACK").arg(stream).arg(&self.settings.group).arg(&e.id).ignore();
+                    p.query_async::<()>(&mut self.conn.clone()).await?;
+                    pass.dead_lettered += 1;
+                }
+            }
+        }
+        Ok(pass)
+    }
+
+    async fn ack(&self, stream: &str, id: &str) -> Result<()> {
+        redis::cmd("XACK").arg(stream).arg(&self.settings.group).arg(id).query_async::<()>(&mut self.conn.clone()).await?;
+        Ok(())
+    }
+
+    /// Trims entries every bridge has finished with: everything before the oldest pending
+    /// entry, or before the last delivered one when none is pending.
+    pub async fn trim_once(&self) -> Result<u64> {
+        let mut trimmed = 0;
+        for (stream, _) in self.streams() {
+            let groups: Value = redis::cmd("XINFO").arg("GROUPS").arg(&stream).query_async(&mut self.conn.clone()).await?;
+            let Some(last_delivered) = entry::group_last_delivered(&groups, &self.settings.group) else { continue };
+            let pending: Value = redis::cmd("XPENDING").arg(&stream).arg(&self.settings.group).query_async(&mut self.conn.clone()).await?;
+            let min_id = entry::pending_min_id(&pending).unwrap_or(last_delivered);
+            let n: u64 = redis::cmd("XTRIM").arg(&stream).arg("MINID").arg(&min_id).query_async(&mut self.conn.clone()).await?;
+            trimmed += n;
+        }
+        Ok(trimmed)
+    }
+
+    /// Runs until `shutdown` fires: poll continuously, reclaim and trim every few seconds.
+    pub async fn run(&self, mut shutdown: broadcast::Receiver<()>) -> Result<()> {
+        self.ensure_groups().await?;
+        let housekeeping = Duration::from_millis(self.settings.reclaim_idle_ms.clamp(1_000, 30_000));
+        let mut last_housekeeping = tokio::time::Instant::now() - housekeeping;
+        let mut failures = 0u32;
+        loop {
+            if last_housekeeping.elapsed() >= housekeeping {
+                last_housekeeping = tokio::time::Instant::now();
+                if let Err(e) = self.reclaim_once().await {
+                    tracing::warn!(error = %e, "reclaim failed");
+                }
+                if let Err(e) = self.trim_once().await {
+                    tracing::warn!(error = %e, "trim failed");
+                }
+            }
+            tokio::select! {
+                _ = shutdown.recv() => break,
+                r = self.poll_once() => match r {
+                    Ok(_) => failures = 0,
+                    Err(e) => {
+                        failures += 1;
+                        tracing::warn!(error = %e, "poll failed; backing off");
+                        tokio::time::sleep(worldland_shared::worker::retry_delay(failures)).await;
+                        // The group may have vanished with a Redis restart.
+                        let _ = self.ensure_groups().await;
+                    }
+                },
+            }
+        }
+        tracing::info!("bridge stopped");
+        Ok(())
+    }
+}

@@ -1,1 +1,16 @@
-fn main(){}
+//! `redis-bridge`: the long-running Redis-to-bus bridge, as a container.
+
+use anyhow::Context;
+use redis_bridge::{BridgeSettings, RedisBridge};
+use worldland_shared::{backends, telemetry, Config};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cfg = Config::from_env()?;
+    telemetry::init(cfg.log_format);
+    let conn = backends::redis(&cfg).await.context("connecting to Redis")?;
+    let bus = std::sync::Arc::new(backends::rabbit(&cfg).await.context("connecting to RabbitMQ")?);
+    let shutdown = backends::shutdown_on_signal();
+    RedisBridge::new(conn, bus, BridgeSettings::from_config(&cfg)).run(shutdown.subscribe()).await?;
+    Ok(())
+}

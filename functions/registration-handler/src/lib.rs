@@ -1,1 +1,110 @@
-pub fn x(){}
+//! Registration handler: validates a registration, checks its signature, and stores the provider
+//! as `pending` with one conditional write; then emits `provider.validated`. A refusal is
+//! answered to the provider (when its id is valid) and always logged with its reason code.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use tracing::instrument;
+use worldland_shared::bus::Bus;
+use worldland_shared::messages::{topics, ProviderResponse, ProviderValidated, Registration, StreamEnvelope, MAX_ENTRY_BYTES};
+use worldland_shared::replies::ProviderReplies;
+use worldland_shared::signature::{verify_entry, SignaturePolicy};
+use worldland_shared::state::providers::{register_pending, ProviderRecord};
+use worldland_shared::state::ItemStore;
+use worldland_shared::validation::{check_provider_id, validate_registration, Reason, Rejection, ValidationPolicy};
+use worldland_shared::worker::{Handler, Outcome};
+
+pub const WORKER: &str = "registration-handler";
+
+pub struct Context {
+    pub store: Arc<dyn ItemStore>,
+    pub bus: Arc<dyn Bus>,
+    pub replies: Arc<dyn ProviderReplies>,
+    pub policy: ValidationPolicy,
+    pub signatures: SignaturePolicy,
+}
+
+/// The provider id of a registration that did not parse, if one can be read and is valid: the
+/// refusal can then still be answered.
+fn provider_id_of(data: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(data).ok()?;
+    let id = v.get("provider_id")?.as_str()?.to_string();
+    check_provider_id(&id).is_ok().then_some(id)
+}
+
+/// Validates and signature-checks a registration; pure.
+pub fn check(env: &StreamEnvelope, ctx: &Context, now: DateTime<Utc>) -> Result<Registration, Rejection> {
+    let size = env.data.len() + env.signature.as_ref().map_or(0, String::len);
+    if size > MAX_ENTRY_BYTES {
+        return Err(Rejection::new(Reason::EntryTooLarge, format!("entry is {size} bytes; the limit is {MAX_ENTRY_BYTES}")));
+    }
+    let reg: Registration = serde_json::from_str(&env.data)
+        .map_err(|e| Rejection::new(Reason::MalformedJson, format!("registration does not match the agents' format: {e}")))?;
+    validate_registration(&reg, &ctx.policy, now)?;
+    verify_entry(env.data.as_bytes(), env.signature.as_deref(), &reg.wallet_addr, ctx.signatures)?;
+    Ok(reg)
+}
+
+#[instrument(skip(env, ctx), fields(entry = %env.entry_id))]
+pub async fn handle(env: &StreamEnvelope, ctx: &Context, now: DateTime<Utc>) -> Outcome {
+    let reg = match check(env, ctx, now) {
+        Ok(reg) => reg,
+        Err(rejection) => return refuse(provider_id_of(&env.data), rejection, ctx).await,
+    };
+    let id = reg.provider_id.clone();
+    let written = match register_pending(&reg, &env.entry_id, now).run(ctx.store.as_ref(), &id).await {
+        Ok(w) => w,
+        Err(e) => return Outcome::Retry(e.to_string()),
+    };
+    if written.is_none() {
+        // The condition failed: find out why.
+        let current = match ProviderRecord::load(ctx.store.as_ref(), &id).await {
+            Ok(Some(rec)) => rec,
+            Ok(None) => return Outcome::Retry("provider vanished between write and read".into()),
+            Err(e) => return Outcome::Retry(e.to_string()),
+        };
+        if !current.wallet.eq_ignore_ascii_case(&reg.wallet_addr) {
+            // Someone else's provider id: refuse, and do not write on its owner's response stream.
+            let r = Rejection::new(Reason::WalletMismatch, "provider_id is registered to another wallet");
+            return refuse(None, r, ctx).await;
+        }
+        tracing::info!(provider_id = %id, state = %current.state, "registration already recorded; passing it on");
+    }
+    let validated = ProviderValidated { provider_id: id.clone(), registration_id: env.entry_id.clone(), enc_pubkey: reg.enc_pubkey.clone() };
+    let body = serde_json::to_vec(&validated).expect("serialises");
+    match ctx.bus.publish(topics::PROVIDER_VALIDATED, &format!("validated/{}", env.entry_id), &body).await {
+        Ok(()) => Outcome::Done,
+        Err(e) => Outcome::Retry(e.to_string()),
+    }
+}
+
+async fn refuse(provider_id: Option<String>, rejection: Rejection, ctx: &Context) -> Outcome {
+    if let Some(id) = provider_id {
+        let answer = ProviderResponse::rejected(format!("{}: {}", rejection.reason.code(), rejection.message));
+        if let Err(e) = ctx.replies.reply(&id, &answer).await {
+            return Outcome::Retry(e.to_string());
+        }
+    }
+    Outcome::Rejected(rejection)
+}
+
+/// The transport adapters' entry point: decodes the bus body, then [`handle`].
+pub struct RegistrationHandler(pub Context);
+
+#[async_trait]
+impl Handler for RegistrationHandler {
+    fn name(&self) -> &'static str {
+        WORKER
+    }
+    fn bindings(&self) -> &'static [&'static str] {
+        &[topics::REGISTRATION_RECEIVED]
+    }
+    async fn handle(&self, _routing_key: &str, body: &[u8], now: DateTime<Utc>) -> Outcome {
+        match serde_json::from_slice::<StreamEnvelope>(body) {
+            Ok(env) => handle(&env, &self.0, now).await,
+            Err(e) => Outcome::Rejected(Rejection::new(Reason::MalformedJson, format!("not a stream envelope: {e}"))),
+        }
+    }
+}

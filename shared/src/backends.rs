@@ -1,0 +1,91 @@
+//! Builds the configured backends once per process (clients outside any handler).
+
+use std::sync::Arc;
+
+use tokio::sync::broadcast;
+
+use crate::bus::rabbit::{RabbitBus, RabbitSettings};
+use crate::cluster::kube_api::KubeCluster;
+use crate::cluster::simulated::SimulatedCluster;
+use crate::cluster::Cluster;
+use crate::config::{ClusterKind, Config, StoreKind};
+use crate::replies::RedisReplies;
+use crate::state::dynamo::{dynamo_client, DynamoStore};
+use crate::state::memory::MemoryStore;
+use crate::state::ItemStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("Redis at {url}: {why}")]
+    Redis { url: String, why: String },
+    #[error(transparent)]
+    Bus(#[from] crate::bus::BusError),
+    #[error("Kubernetes client: {0}")]
+    Kube(String),
+    #[error(transparent)]
+    Store(#[from] crate::state::StoreError),
+}
+
+pub async fn redis(cfg: &Config) -> Result<redis::aio::ConnectionManager, BackendError> {
+    let err = |e: redis::RedisError| BackendError::Redis { url: cfg.redis_url.clone(), why: e.to_string() };
+    let client = redis::Client::open(cfg.redis_url.as_str()).map_err(err)?;
+    client.get_connection_manager().await.map_err(err)
+}
+
+pub fn rabbit_settings(cfg: &Config) -> RabbitSettings {
+    RabbitSettings {
+        url: cfg.amqp_url.clone(),
+        exchange: cfg.exchange.clone(),
+        prefetch: cfg.prefetch,
+        delivery_limit: cfg.delivery_limit,
+    }
+}
+
+pub async fn rabbit(cfg: &Config) -> Result<RabbitBus, BackendError> {
+    Ok(RabbitBus::connect(rabbit_settings(cfg)).await?)
+}
+
+pub async fn dynamo(cfg: &Config) -> DynamoStore {
+    DynamoStore::new(dynamo_client(cfg.dynamodb_endpoint.as_deref(), &cfg.aws_region).await, cfg.table_names())
+}
+
+pub async fn store(cfg: &Config) -> Arc<dyn ItemStore> {
+    match cfg.store {
+        StoreKind::Memory => Arc::new(MemoryStore::new()),
+        StoreKind::Dynamodb => Arc::new(dynamo(cfg).await),
+    }
+}
+
+pub async fn cluster(cfg: &Config) -> Result<Arc<dyn Cluster>, BackendError> {
+    Ok(match cfg.cluster {
+        ClusterKind::Simulated => Arc::new(SimulatedCluster::new(cfg.api_endpoint.clone().unwrap_or_else(|| "https://10.0.0.1:6443".into()))),
+        ClusterKind::Kube => {
+            let client = kube::Client::try_default().await.map_err(|e| BackendError::Kube(e.to_string()))?;
+            Arc::new(KubeCluster::new(client))
+        }
+    })
+}
+
+pub async fn replies(cfg: &Config) -> Result<Arc<RedisReplies>, BackendError> {
+    Ok(Arc::new(RedisReplies::new(redis(cfg).await?, cfg.streams(), cfg.response_ttl_s)))
+}
+
+/// A broadcast that fires on SIGTERM or Ctrl-C: every loop stops taking new work and finishes
+/// what it holds.
+pub fn shutdown_on_signal() -> broadcast::Sender<()> {
+    let (tx, _) = broadcast::channel(1);
+    let sender = tx.clone();
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+            tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        tracing::info!("shutting down");
+        let _ = sender.send(());
+    });
+    tx
+}

@@ -1,1 +1,132 @@
-fn main(){}
+//! `worldland-provider-sdk`: install (measure, register, join) and status.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use base64::Engine;
+use clap::{Parser, Subcommand};
+use worldland_provider_sdk::local_state::{default_dir, LocalState};
+use worldland_provider_sdk::{client, detect, wallet};
+use worldland_shared::messages::{Capacity, Registration};
+use worldland_shared::sealed::new_enc_keypair;
+use worldland_shared::streams::StreamNames;
+
+#[derive(Parser)]
+#[command(name = "worldland-provider-sdk", about = "Join this GPU machine to the WorldLand network")]
+struct Cli {
+    /// Where the SDK keeps its state.
+    #[arg(long, global = true, env = "WORLDLAND_SDK_DIR")]
+    state_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Measure the machine, register, and join the cluster.
+    Install {
+        /// File holding the wallet's hex private key (mode 0600).
+        #[arg(long, env = "WORLDLAND_WALLET_KEY_FILE")]
+        wallet_key: PathBuf,
+        #[arg(long, env = "WORLDLAND_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+        redis_url: String,
+        /// This machine's public IP (detected when absent).
+        #[arg(long)]
+        public_ip: Option<String>,
+        /// Price per GPU-hour, in WL.
+        #[arg(long, default_value_t = 0.5)]
+        price: f64,
+        /// Print the join command instead of running it.
+        #[arg(long)]
+        dry_run: bool,
+        /// Seconds to wait for the broker's answer.
+        #[arg(long, default_value_t = 120)]
+        timeout: u64,
+        /// Directory whose disk is offered.
+        #[arg(long, default_value = "/")]
+        disk_dir: String,
+    },
+    /// Show what the SDK knows.
+    Status,
+    /// Print the detected spec as JSON and exit.
+    Detect {
+        #[arg(long)]
+        public_ip: Option<String>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    worldland_shared::telemetry::init(worldland_shared::config::LogFormat::Text);
+    let cli = Cli::parse();
+    let dir = cli.state_dir.unwrap_or_else(default_dir);
+    match cli.command {
+        Command::Detect { public_ip } => {
+            let (spec, source) = detect::detect_spec(public_ip, "/")?;
+            eprintln!("GPUs found through {source:?}");
+            println!("{}", serde_json::to_string_pretty(&spec)?);
+        }
+        Command::Status => match LocalState::load(&dir)? {
+            None => println!("not installed (no state in {})", dir.display()),
+            Some(s) => {
+                println!("provider_id:  {}", s.provider_id);
+                println!("wallet:       {}", s.wallet_addr);
+                println!("status:       {}", s.status);
+                println!("message:      {}", s.message);
+                println!("node name:    {}", s.node_name.as_deref().unwrap_or("-"));
+                println!("joined:       {}", s.joined);
+            }
+        },
+        Command::Install { wallet_key, redis_url, public_ip, price, dry_run, timeout, disk_dir } => {
+            let key = wallet::load_wallet_key(&wallet_key)?;
+            let (spec, source) = detect::detect_spec(public_ip, &disk_dir)?;
+            tracing::info!(gpus = spec.total_gpus, ?source, "machine measured");
+            let mut state = LocalState::load(&dir)?.unwrap_or_default();
+            if state.provider_id.is_empty() {
+                state.provider_id = uuid::Uuid::new_v4().to_string();
+            }
+            let (secret, public) = new_enc_keypair();
+            state.enc_secret_key = base64::engine::general_purpose::STANDARD.encode(secret.to_bytes());
+            state.wallet_addr = wallet::wallet_address(&key);
+            // Like the agents: keep 20% of CPU and memory for the host.
+            let capacity = Capacity {
+                gpu_count: Some(spec.total_gpus),
+                cpu_cores: Some((spec.cpu_cores * 4 / 5).max(1)),
+                memory_mb: Some(spec.total_memory_mb * 4 / 5),
+                gpu_price_per_hour: price,
+                cpu_price_per_hour: None,
+            };
+            let reg = Registration {
+                provider_id: state.provider_id.clone(),
+                wallet_addr: state.wallet_addr.clone(),
+                spec,
+                capacity,
+                mining_config: None,
+                agent_version: Some(env!("CARGO_PKG_VERSION").into()),
+                timestamp: Some(chrono::Utc::now()),
+                enc_pubkey: Some(public),
+            };
+            let mut conn = redis::Client::open(redis_url.as_str())?.get_connection_manager().await.context("connecting to Redis")?;
+            let streams = StreamNames::default();
+            let entry = client::publish_registration(&mut conn, &streams, &reg, &key).await?;
+            state.registration_entry = Some(entry.clone());
+            state.status = "pending".into();
+            state.save(&dir)?;
+            println!("registered as {}; waiting for the broker…", state.provider_id);
+            let resp = client::wait_for_response(&mut conn, &streams, &state.provider_id, &entry, Duration::from_secs(timeout)).await?;
+            state.status = resp.status.clone();
+            state.message = resp.message.clone();
+            state.node_name = resp.node_name.clone();
+            state.save(&dir)?;
+            let join = client::join_from_response(&resp, &secret)?;
+            client::run_join(&join, dry_run).await?;
+            if !dry_run {
+                state.joined = true;
+                state.save(&dir)?;
+            }
+            println!("{}: {}", resp.status, resp.message);
+        }
+    }
+    Ok(())
+}

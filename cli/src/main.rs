@@ -1,1 +1,208 @@
-fn main(){}
+//! `worldland`: the operator's binary and the composition root.
+
+mod demo;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use redis_bridge::{BridgeSettings, RedisBridge};
+use worldland_shared::bus::{Bus, QueueSpec};
+use worldland_shared::messages::ProviderState;
+use worldland_shared::state::providers::ProviderRecord;
+use worldland_shared::state::{ItemStore, Table};
+use worldland_shared::worker::{run_consumer, Handler};
+use worldland_shared::{backends, telemetry, Config};
+
+#[derive(Parser)]
+#[command(name = "worldland", about = "Operate the WorldLand provider plane")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The whole registration path in one process on the embedded default.
+    Demo {
+        #[arg(long, default_value_t = 50)]
+        providers: usize,
+        /// Print the summary as one JSON object.
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value_t = 120)]
+        timeout_s: u64,
+    },
+    /// Every worker in one process against the configured backends.
+    Up,
+    /// Infrastructure.
+    Infra {
+        #[command(subcommand)]
+        command: InfraCommand,
+    },
+    /// Providers as the broker sees them.
+    Providers {
+        #[command(subcommand)]
+        command: ProvidersCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum InfraCommand {
+    /// Create DynamoDB tables and indexes, the RabbitMQ exchange, queues and dead-letter queues,
+    /// and the bridge's consumer groups. Idempotent.
+    Init,
+}
+
+#[derive(Subcommand)]
+enum ProvidersCommand {
+    List {
+        #[arg(long)]
+        state: Option<String>,
+    },
+    Show {
+        id: String,
+    },
+}
+
+/// Every worker's queue, for `infra init` and `up`.
+fn worker_queues(cfg: &Config) -> Vec<QueueSpec> {
+    [
+        (registration_handler::WORKER, registration_handler::BINDINGS),
+        (join_token_issuer::WORKER, join_token_issuer::BINDINGS),
+    ]
+    .into_iter()
+    .map(|(w, b)| QueueSpec::new(cfg.queue(w), b))
+    .collect()
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Demo { providers, json, timeout_s } => {
+            // Logs go to stderr; by default only warnings (the simulated-cluster notice and each
+            // refusal with its reason), so the table stays readable.
+            if std::env::var_os("RUST_LOG").is_none() {
+                std::env::set_var("RUST_LOG", if json { "error" } else { "warn" });
+            }
+            telemetry::init(Default::default());
+            let summary = demo::run(demo::DemoOptions { providers, show_progress: !json, timeout: Duration::from_secs(timeout_s) }).await?;
+            if json {
+                println!("{}", serde_json::to_string(&summary)?);
+            } else {
+                demo::print_table(&summary);
+            }
+            if !summary.ok() {
+                std::process::exit(1);
+            }
+        }
+        Command::Up => {
+            let cfg = Config::from_env()?;
+            telemetry::init(cfg.log_format);
+            up(cfg).await?;
+        }
+        Command::Infra { command: InfraCommand::Init } => {
+            let cfg = Config::from_env()?;
+            telemetry::init(cfg.log_format);
+            let store = backends::dynamo(&cfg).await;
+            store.ensure_tables().await.context("creating DynamoDB tables")?;
+            println!("DynamoDB tables ready: {}, {} (index {})", cfg.providers_table, cfg.jobs_table, cfg.providers_state_index);
+            let bus = backends::rabbit(&cfg).await.context("connecting to RabbitMQ")?;
+            for q in worker_queues(&cfg) {
+                bus.declare(&q).await?;
+                println!("RabbitMQ queue ready: {} (+ {})", q.name, q.dead_letter_name());
+            }
+            let conn = backends::redis(&cfg).await?;
+            let bridge = RedisBridge::new(conn, Arc::new(bus), BridgeSettings::from_config(&cfg));
+            bridge.ensure_groups().await?;
+            println!("Redis consumer group ready: {}", cfg.bridge_group);
+        }
+        Command::Providers { command } => {
+            let cfg = Config::from_env()?;
+            telemetry::init(cfg.log_format);
+            let store = backends::store(&cfg).await;
+            providers(store.as_ref(), command).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn up(cfg: Config) -> anyhow::Result<()> {
+    let bus = Arc::new(backends::rabbit(&cfg).await.context("connecting to RabbitMQ")?);
+    let store = backends::store(&cfg).await;
+    let replies = backends::replies(&cfg).await?;
+    let cluster = backends::cluster(&cfg).await?;
+    let shutdown = backends::shutdown_on_signal();
+    let handlers: Vec<Arc<dyn Handler>> = vec![
+        Arc::new(registration_handler::RegistrationHandler(registration_handler::Context {
+            store: store.clone(),
+            bus: bus.clone(),
+            replies: replies.clone(),
+            policy: cfg.validation_policy(),
+            signatures: cfg.signature_policy,
+        })),
+        Arc::new(join_token_issuer::JoinTokenIssuer(join_token_issuer::Context {
+            store: store.clone(),
+            cluster,
+            replies,
+            token_ttl: chrono::Duration::seconds(cfg.token_ttl_s),
+            api_endpoint: cfg.api_endpoint.clone(),
+        })),
+    ];
+    let mut tasks = vec![];
+    for h in handlers {
+        let queue = QueueSpec::new(cfg.queue(h.name()), h.bindings());
+        let bus: Arc<dyn Bus> = bus.clone();
+        tasks.push(tokio::spawn(run_consumer(bus, queue, h, cfg.prefetch as usize, shutdown.subscribe())));
+    }
+    let bridge = RedisBridge::new(backends::redis(&cfg).await?, bus.clone(), BridgeSettings::from_config(&cfg));
+    let rx = shutdown.subscribe();
+    let bridge_task = tokio::spawn(async move { bridge.run(rx).await });
+    for t in tasks {
+        t.await??;
+    }
+    bridge_task.await??;
+    Ok(())
+}
+
+async fn providers(store: &dyn ItemStore, command: ProvidersCommand) -> anyhow::Result<()> {
+    match command {
+        ProvidersCommand::List { state } => {
+            let items = match &state {
+                Some(s) => {
+                    let st = ProviderState::parse(s).with_context(|| format!("unknown state {s}"))?;
+                    store.query_by_state(Table::Providers, st.as_str(), None).await?
+                }
+                None => store.scan(Table::Providers).await?,
+            };
+            let now = chrono::Utc::now();
+            println!("{:<38} {:<10} {:>8} {:<24} {:>5} {:<16}", "provider", "state", "hb age", "node", "gpus", "model");
+            for item in items {
+                let r = ProviderRecord::from_item(&item)?;
+                let age = (now - r.last_heartbeat_at).num_seconds();
+                println!("{:<38} {:<10} {:>7}s {:<24} {:>5} {:<16}", r.provider_id, r.state, age, r.node_name, r.gpu_count, r.gpu_model);
+            }
+        }
+        ProvidersCommand::Show { id } => match ProviderRecord::load(store, &id).await? {
+            None => anyhow::bail!("no provider {id}"),
+            Some(r) => {
+                println!("provider:        {}", r.provider_id);
+                println!("wallet:          {}", r.wallet);
+                println!("state:           {}", r.state);
+                println!("node name:       {}", r.node_name);
+                println!("gpus:            {} × {}", r.gpu_count, r.gpu_model);
+                println!("price/GPU-hour:  {:.6}", r.price_micros as f64 / 1e6);
+                println!("registered:      {}", r.registered_at.to_rfc3339());
+                println!("approved:        {}", r.approved_at.map(|t| t.to_rfc3339()).unwrap_or_else(|| "-".into()));
+                println!("last heartbeat:  {}", r.last_heartbeat_at.to_rfc3339());
+                println!("token id:        {}", r.token_id.as_deref().unwrap_or("-"));
+                println!("token expires:   {}", r.token_expires_at.map(|t| t.to_rfc3339()).unwrap_or_else(|| "-".into()));
+                println!("spec:            {}", r.spec_json);
+                println!("capacity:        {}", r.capacity_json);
+            }
+        },
+    }
+    Ok(())
+}

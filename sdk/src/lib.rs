@@ -4,6 +4,7 @@
 pub mod client;
 pub mod detect;
 pub mod local_state;
+pub mod simulated;
 pub mod wallet;
 
 #[derive(Debug, thiserror::Error)]

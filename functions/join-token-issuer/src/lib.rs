@@ -19,6 +19,8 @@ use worldland_shared::state::ItemStore;
 use worldland_shared::validation::{Reason, Rejection};
 use worldland_shared::worker::{Handler, Outcome};
 
+/// The routing keys this worker consumes.
+pub const BINDINGS: &[&str] = &[topics::PROVIDER_VALIDATED];
 pub const WORKER: &str = "join-token-issuer";
 
 pub struct Context {
@@ -34,7 +36,7 @@ fn retry(e: impl std::fmt::Display) -> Outcome {
     Outcome::Retry(e.to_string())
 }
 
-#[instrument(skip(ctx), fields(provider_id = %msg.provider_id))]
+#[instrument(skip(msg, ctx, now), fields(provider_id = %msg.provider_id, registration = %msg.registration_id))]
 pub async fn handle(msg: &ProviderValidated, ctx: &Context, now: DateTime<Utc>) -> Outcome {
     let rec = match ProviderRecord::load(ctx.store.as_ref(), &msg.provider_id).await {
         Ok(Some(rec)) => rec,
@@ -193,7 +195,7 @@ impl Handler for JoinTokenIssuer {
         WORKER
     }
     fn bindings(&self) -> &'static [&'static str] {
-        &[topics::PROVIDER_VALIDATED]
+        BINDINGS
     }
     async fn handle(&self, _routing_key: &str, body: &[u8], now: DateTime<Utc>) -> Outcome {
         match serde_json::from_slice::<ProviderValidated>(body) {

@@ -16,6 +16,8 @@ use worldland_shared::state::ItemStore;
 use worldland_shared::validation::{check_provider_id, validate_registration, Reason, Rejection, ValidationPolicy};
 use worldland_shared::worker::{Handler, Outcome};
 
+/// The routing keys this worker consumes.
+pub const BINDINGS: &[&str] = &[topics::REGISTRATION_RECEIVED];
 pub const WORKER: &str = "registration-handler";
 
 pub struct Context {
@@ -47,7 +49,7 @@ pub fn check(env: &StreamEnvelope, ctx: &Context, now: DateTime<Utc>) -> Result<
     Ok(reg)
 }
 
-#[instrument(skip(env, ctx), fields(entry = %env.entry_id))]
+#[instrument(skip(env, ctx, now), fields(entry = %env.entry_id))]
 pub async fn handle(env: &StreamEnvelope, ctx: &Context, now: DateTime<Utc>) -> Outcome {
     let reg = match check(env, ctx, now) {
         Ok(reg) => reg,
@@ -99,7 +101,7 @@ impl Handler for RegistrationHandler {
         WORKER
     }
     fn bindings(&self) -> &'static [&'static str] {
-        &[topics::REGISTRATION_RECEIVED]
+        BINDINGS
     }
     async fn handle(&self, _routing_key: &str, body: &[u8], now: DateTime<Utc>) -> Outcome {
         match serde_json::from_slice::<StreamEnvelope>(body) {

@@ -1,1 +1,98 @@
+//! Shared set-up for the tests that cross functions: every test gets its own streams, queues,
+//! exchange and tables (a random prefix) and removes them when it ends, even on a panic.
 
+pub mod kube_mock;
+pub mod notifying_store;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use redis::aio::ConnectionManager;
+use worldland_shared::bus::rabbit::RabbitBus;
+use worldland_shared::bus::QueueSpec;
+use worldland_shared::state::dynamo::DynamoStore;
+use worldland_shared::{backends, Config};
+
+/// Where scripts/test started dynalite.
+pub fn dynamodb_endpoint() -> String {
+    std::env::var("WORLDLAND_TEST_DYNAMODB_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:4567".into())
+}
+
+pub struct TestEnv {
+    pub id: String,
+    pub cfg: Config,
+    queues: std::sync::Mutex<Vec<QueueSpec>>,
+}
+
+impl TestEnv {
+    pub fn new(overrides: &[(&str, &str)]) -> Self {
+        let id = format!("wltest-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let mut vars: BTreeMap<String, String> = BTreeMap::from([
+            ("WORLDLAND_STREAM_PREFIX".into(), format!("{id}:")),
+            ("WORLDLAND_EXCHANGE".into(), id.clone()),
+            ("WORLDLAND_QUEUE_PREFIX".into(), format!("{id}.")),
+            ("WORLDLAND_PROVIDERS_TABLE".into(), format!("{id}-providers")),
+            ("WORLDLAND_JOBS_TABLE".into(), format!("{id}-jobs")),
+            ("WORLDLAND_DYNAMODB_ENDPOINT".into(), dynamodb_endpoint()),
+            ("WORLDLAND_BRIDGE_GROUP".into(), format!("{id}-bridge")),
+            ("WORLDLAND_BRIDGE_BLOCK_MS".into(), "100".into()),
+            ("WORLDLAND_STORE".into(), "dynamodb".into()),
+            ("WORLDLAND_CLUSTER".into(), "simulated".into()),
+        ]);
+        for (k, v) in overrides {
+            vars.insert(k.to_string(), v.to_string());
+        }
+        let cfg = Config::from_iter(vars).expect("test config");
+        Self { id, cfg, queues: Default::default() }
+    }
+
+    pub async fn redis(&self) -> ConnectionManager {
+        backends::redis(&self.cfg).await.expect("Redis on 127.0.0.1:6379 (scripts/test starts it)")
+    }
+
+    pub async fn dynamo(&self) -> DynamoStore {
+        let store = backends::dynamo(&self.cfg).await;
+        store.ensure_tables().await.expect("dynalite (scripts/test starts it)");
+        store
+    }
+
+    pub async fn rabbit(&self) -> RabbitBus {
+        backends::rabbit(&self.cfg).await.expect("RabbitMQ on 127.0.0.1:5672 (scripts/test starts it)")
+    }
+
+    /// Remembers a queue so it is deleted at the end.
+    pub fn queue(&self, worker: &str, bindings: &[&str]) -> QueueSpec {
+        let q = QueueSpec::new(self.cfg.queue(worker), bindings);
+        self.queues.lock().unwrap().push(q.clone());
+        q
+    }
+
+    async fn cleanup(cfg: Config, id: String, queues: Vec<QueueSpec>) {
+        if let Ok(mut conn) = backends::redis(&cfg).await {
+            let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{id}:*")).query_async(&mut conn).await.unwrap_or_default();
+            if !keys.is_empty() {
+                let _: Result<(), _> = redis::cmd("DEL").arg(&keys).query_async(&mut conn).await;
+            }
+        }
+        if let Ok(bus) = backends::rabbit(&cfg).await {
+            let _ = bus.delete_topology(&queues).await;
+        }
+        let _ = backends::dynamo(&cfg).await.delete_tables().await;
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        let (cfg, id, queues) = (self.cfg.clone(), self.id.clone(), self.queues.lock().unwrap().clone());
+        // Drop cannot await; clean up on a thread of its own so it also runs after a panic.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            rt.block_on(Self::cleanup(cfg, id, queues));
+        })
+        .join();
+    }
+}
+
+pub fn arc<T>(t: T) -> Arc<T> {
+    Arc::new(t)
+}

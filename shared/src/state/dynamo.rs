@@ -264,15 +264,14 @@ impl ItemStore for DynamoStore {
     }
 
     async fn update(&self, table: Table, key: &str, cond: &Cond, ops: &[Op]) -> StoreResult<Option<Item>> {
+        if ops.is_empty() {
+            // A pure check writes nothing: a consistent read judged by the same evaluator.
+            let item = self.get(table, key).await?;
+            return Ok(if super::expr::eval(cond, item.as_ref()) { Some(item.unwrap_or_default()) } else { None });
+        }
         let mut b = ExprBuilder::default();
         let condition = (*cond != Cond::Always).then(|| b.cond(cond));
-        let mut update = b.update(ops);
-        if update.is_empty() {
-            // A pure condition check: rewrite the key to itself.
-            let p = b.path(KEY_ATTR);
-            let v = b.value(AttributeValue::S(key.to_string()));
-            update = format!("SET {p} = {v}");
-        }
+        let update = b.update(ops);
         let res = self
             .client
             .update_item()

@@ -115,7 +115,8 @@ async fn main() -> anyhow::Result<()> {
                 println!("RabbitMQ queue ready: {} (+ {})", q.name, q.dead_letter_name());
             }
             let conn = backends::redis(&cfg).await?;
-            let bridge = RedisBridge::new(conn, Arc::new(bus), BridgeSettings::from_config(&cfg));
+            let reader = backends::redis_blocking(&cfg).await?;
+            let bridge = RedisBridge::new(conn, reader, Arc::new(bus), BridgeSettings::from_config(&cfg));
             bridge.ensure_groups().await?;
             println!("Redis consumer group ready: {}", cfg.bridge_group);
         }
@@ -157,7 +158,7 @@ async fn up(cfg: Config) -> anyhow::Result<()> {
         let bus: Arc<dyn Bus> = bus.clone();
         tasks.push(tokio::spawn(run_consumer(bus, queue, h, cfg.prefetch as usize, shutdown.subscribe())));
     }
-    let bridge = RedisBridge::new(backends::redis(&cfg).await?, bus.clone(), BridgeSettings::from_config(&cfg));
+    let bridge = RedisBridge::new(backends::redis(&cfg).await?, backends::redis_blocking(&cfg).await?, bus.clone(), BridgeSettings::from_config(&cfg));
     let rx = shutdown.subscribe();
     let bridge_task = tokio::spawn(async move { bridge.run(rx).await });
     for t in tasks {

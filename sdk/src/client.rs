@@ -56,7 +56,8 @@ fn first_answer(reply: &Value) -> Option<(String, ProviderResponse)> {
 }
 
 /// Waits for the first answer written after `registration_entry` (an id of the registration
-/// stream, which shares Redis's clock with the response stream).
+/// stream, which shares Redis's clock with the response stream). `conn` must be a connection of
+/// its own without a response timeout (`backends::redis_connection(url, true)`): it blocks.
 pub async fn wait_for_response(
     conn: &mut ConnectionManager,
     streams: &StreamNames,

@@ -107,14 +107,15 @@ async fn main() -> anyhow::Result<()> {
                 timestamp: Some(chrono::Utc::now()),
                 enc_pubkey: Some(public),
             };
-            let mut conn = redis::Client::open(redis_url.as_str())?.get_connection_manager().await.context("connecting to Redis")?;
+            let mut conn = worldland_shared::backends::redis_connection(&redis_url, false).await.context("connecting to Redis")?;
+            let mut reader = worldland_shared::backends::redis_connection(&redis_url, true).await.context("connecting to Redis")?;
             let streams = StreamNames::default();
             let entry = client::publish_registration(&mut conn, &streams, &reg, &key).await?;
             state.registration_entry = Some(entry.clone());
             state.status = "pending".into();
             state.save(&dir)?;
             println!("registered as {}; waiting for the broker…", state.provider_id);
-            let resp = client::wait_for_response(&mut conn, &streams, &state.provider_id, &entry, Duration::from_secs(timeout)).await?;
+            let resp = client::wait_for_response(&mut reader, &streams, &state.provider_id, &entry, Duration::from_secs(timeout)).await?;
             state.status = resp.status.clone();
             state.message = resp.message.clone();
             state.node_name = resp.node_name.clone();

@@ -26,10 +26,24 @@ pub enum BackendError {
     Store(#[from] crate::state::StoreError),
 }
 
+/// A reconnecting Redis connection for ordinary commands. Commands on one connection are
+/// pipelined, so blocking reads must use [`redis_blocking`] instead.
 pub async fn redis(cfg: &Config) -> Result<redis::aio::ConnectionManager, BackendError> {
-    let err = |e: redis::RedisError| BackendError::Redis { url: cfg.redis_url.clone(), why: e.to_string() };
-    let client = redis::Client::open(cfg.redis_url.as_str()).map_err(err)?;
-    client.get_connection_manager().await.map_err(err)
+    redis_connection(&cfg.redis_url, false).await
+}
+
+/// A connection of its own for blocking reads (XREAD/XREADGROUP BLOCK), without a response
+/// timeout: a blocked read must not stall, nor be cut short by, other commands.
+pub async fn redis_blocking(cfg: &Config) -> Result<redis::aio::ConnectionManager, BackendError> {
+    redis_connection(&cfg.redis_url, true).await
+}
+
+pub async fn redis_connection(url: &str, blocking: bool) -> Result<redis::aio::ConnectionManager, BackendError> {
+    let err = |e: redis::RedisError| BackendError::Redis { url: url.to_string(), why: e.to_string() };
+    let client = redis::Client::open(url).map_err(err)?;
+    let timeout = if blocking { None } else { Some(std::time::Duration::from_secs(5)) };
+    let config = redis::aio::ConnectionManagerConfig::new().set_response_timeout(timeout);
+    client.get_connection_manager_with_config(config).await.map_err(err)
 }
 
 pub fn rabbit_settings(cfg: &Config) -> RabbitSettings {

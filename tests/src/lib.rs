@@ -50,6 +50,11 @@ impl TestEnv {
         backends::redis(&self.cfg).await.expect("Redis on 127.0.0.1:6379 (scripts/test starts it)")
     }
 
+    /// A connection of its own for blocking reads.
+    pub async fn redis_blocking(&self) -> ConnectionManager {
+        backends::redis_blocking(&self.cfg).await.expect("Redis on 127.0.0.1:6379")
+    }
+
     pub async fn dynamo(&self) -> DynamoStore {
         let store = backends::dynamo(&self.cfg).await;
         store.ensure_tables().await.expect("dynalite (scripts/test starts it)");
@@ -95,4 +100,38 @@ impl Drop for TestEnv {
 
 pub fn arc<T>(t: T) -> Arc<T> {
     Arc::new(t)
+}
+
+/// Wraps a handler and counts the messages it has finished, so tests can await "handled n".
+pub struct Counted {
+    inner: Arc<dyn worldland_shared::worker::Handler>,
+    done: tokio::sync::watch::Sender<usize>,
+}
+
+impl Counted {
+    pub fn new(inner: Arc<dyn worldland_shared::worker::Handler>) -> Arc<Self> {
+        Arc::new(Self { inner, done: tokio::sync::watch::channel(0).0 })
+    }
+
+    /// Waits until at least `n` messages were handled.
+    pub async fn wait_for(&self, n: usize, timeout: std::time::Duration) {
+        let mut rx = self.done.subscribe();
+        let r = tokio::time::timeout(timeout, rx.wait_for(|c| *c >= n)).await;
+        assert!(r.is_ok(), "{} handled {} messages, expected {n}", self.inner.name(), *self.done.borrow());
+    }
+}
+
+#[async_trait::async_trait]
+impl worldland_shared::worker::Handler for Counted {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+    fn bindings(&self) -> &'static [&'static str] {
+        self.inner.bindings()
+    }
+    async fn handle(&self, key: &str, body: &[u8], now: chrono::DateTime<chrono::Utc>) -> worldland_shared::worker::Outcome {
+        let out = self.inner.handle(key, body, now).await;
+        self.done.send_modify(|c| *c += 1);
+        out
+    }
 }

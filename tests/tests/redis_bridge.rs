@@ -68,7 +68,7 @@ async fn forwards_entries_written_before_it_started_and_acks_them() {
 
     let (bus, q) = memory_bus();
     let mut sub = bus.subscribe(&q).await.unwrap();
-    let bridge = RedisBridge::new(conn.clone(), bus.clone(), settings(&env, "b1", 60_000));
+    let bridge = RedisBridge::new(conn.clone(), env.redis_blocking().await, bus.clone(), settings(&env, "b1", 60_000));
     bridge.ensure_groups().await.unwrap();
     let pass = bridge.poll_once().await.unwrap();
     assert_eq!(pass, Pass { forwarded: 3, dead_lettered: 0, left_pending: 0 });
@@ -91,7 +91,7 @@ async fn entries_that_cannot_be_forwarded_are_dead_lettered_with_their_reason_an
     xadd(&mut conn, &reg, &[(b"data", &[0xff, 0xfe, 0x00])]).await;
     xadd(&mut conn, &reg, &[(b"data", &big)]).await;
     let (bus, _q) = memory_bus();
-    let bridge = RedisBridge::new(conn.clone(), bus.clone(), settings(&env, "b1", 60_000));
+    let bridge = RedisBridge::new(conn.clone(), env.redis_blocking().await, bus.clone(), settings(&env, "b1", 60_000));
     bridge.ensure_groups().await.unwrap();
     assert_eq!(bridge.poll_once().await.unwrap(), Pass { forwarded: 0, dead_lettered: 3, left_pending: 0 });
     assert_eq!(bus.published(), 0);
@@ -133,18 +133,18 @@ async fn an_unconfirmed_publish_stays_pending_and_another_bridge_reclaims_it() {
     let (bus, q) = memory_bus();
     let mut sub = bus.subscribe(&q).await.unwrap();
     let flaky = Arc::new(FlakyBus { inner: bus.clone(), failures: AtomicU32::new(1) });
-    let crashed = RedisBridge::new(conn.clone(), flaky, settings(&env, "crashed", 60_000));
+    let crashed = RedisBridge::new(conn.clone(), env.redis_blocking().await, flaky, settings(&env, "crashed", 60_000));
     crashed.ensure_groups().await.unwrap();
     assert_eq!(crashed.poll_once().await.unwrap().left_pending, 1);
     assert_eq!(pending(&mut conn, &env, &reg).await, 1, "not acked without a confirmed publish");
 
     // Idle time 0: the rescuer may claim at once (in production it waits reclaim_idle_ms).
-    let rescuer = RedisBridge::new(conn.clone(), bus.clone(), settings(&env, "rescuer", 0));
+    let rescuer = RedisBridge::new(conn.clone(), env.redis_blocking().await, bus.clone(), settings(&env, "rescuer", 0));
     assert_eq!(rescuer.reclaim_once().await.unwrap().forwarded, 1);
     assert_eq!(received(&mut sub, 1).await[0].data, "{\"provider_id\":\"a\"}");
     assert_eq!(pending(&mut conn, &env, &reg).await, 0);
     // A slow bridge with a long idle time takes nothing that is not idle long enough.
-    assert_eq!(RedisBridge::new(conn.clone(), bus.clone(), settings(&env, "slow", 60_000)).reclaim_once().await.unwrap(), Pass::default());
+    assert_eq!(RedisBridge::new(conn.clone(), env.redis_blocking().await, bus.clone(), settings(&env, "slow", 60_000)).reclaim_once().await.unwrap(), Pass::default());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -154,8 +154,8 @@ async fn two_bridges_share_the_stream_without_duplicates_then_trim_it() {
     let reg = env.cfg.streams().registration();
     let (bus, q) = memory_bus();
     let mut sub = bus.subscribe(&q).await.unwrap();
-    let a = Arc::new(RedisBridge::new(conn.clone(), bus.clone(), settings(&env, "a", 60_000)));
-    let b = Arc::new(RedisBridge::new(conn.clone(), bus.clone(), settings(&env, "b", 60_000)));
+    let a = Arc::new(RedisBridge::new(conn.clone(), env.redis_blocking().await, bus.clone(), settings(&env, "a", 60_000)));
+    let b = Arc::new(RedisBridge::new(conn.clone(), env.redis_blocking().await, bus.clone(), settings(&env, "b", 60_000)));
     a.ensure_groups().await.unwrap();
     b.ensure_groups().await.unwrap();
     for i in 0..200 {
@@ -190,7 +190,7 @@ async fn a_partly_processed_stream_keeps_everything_from_the_oldest_pending_entr
     let reg = env.cfg.streams().registration();
     let (bus, _q) = memory_bus();
     let flaky = Arc::new(FlakyBus { inner: bus.clone(), failures: AtomicU32::new(1) });
-    let bridge = RedisBridge::new(conn.clone(), flaky, settings(&env, "a", 60_000));
+    let bridge = RedisBridge::new(conn.clone(), env.redis_blocking().await, flaky, settings(&env, "a", 60_000));
     bridge.ensure_groups().await.unwrap();
     for i in 0..5 {
         xadd(&mut conn, &reg, &[(b"data", format!("{{\"n\":{i}}}").as_bytes())]).await;

@@ -72,13 +72,16 @@ impl std::ops::AddAssign for Pass {
 
 pub struct RedisBridge {
     conn: ConnectionManager,
+    /// Only for the blocking XREADGROUP: a blocked read would hold up every command pipelined
+    /// behind it on a shared connection.
+    reader: ConnectionManager,
     bus: Arc<dyn Bus>,
     settings: BridgeSettings,
 }
 
 impl RedisBridge {
-    pub fn new(conn: ConnectionManager, bus: Arc<dyn Bus>, settings: BridgeSettings) -> Self {
-        Self { conn, bus, settings }
+    pub fn new(conn: ConnectionManager, reader: ConnectionManager, bus: Arc<dyn Bus>, settings: BridgeSettings) -> Self {
+        Self { conn, reader, bus, settings }
     }
 
     fn streams(&self) -> [(String, &'static str); 2] {
@@ -110,7 +113,7 @@ impl RedisBridge {
         for _ in &streams {
             cmd.arg(">");
         }
-        let reply: Value = cmd.query_async(&mut self.conn.clone()).await?;
+        let reply: Value = cmd.query_async(&mut self.reader.clone()).await?;
         let mut pass = Pass::default();
         for (stream, entries) in entry::parse_read_reply(&reply).ok_or(Error::Reply("XREADGROUP"))? {
             pass += self.forward_all(&stream, entries).await?;

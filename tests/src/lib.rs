@@ -135,3 +135,10 @@ impl worldland_shared::worker::Handler for Counted {
         out
     }
 }
+
+/// An in-process bus with the issuer's queue declared, so `provider.validated` has a taker.
+pub fn validated_sink() -> Arc<worldland_shared::bus::memory::MemoryBus> {
+    let bus = Arc::new(worldland_shared::bus::memory::MemoryBus::new(5));
+    bus.declare(&QueueSpec::new("issuer", join_token_issuer::BINDINGS));
+    bus
+}

@@ -7,7 +7,6 @@ use chrono::{Duration, Utc};
 use k256::ecdsa::SigningKey;
 use serde_json::{json, Value};
 use worldland_provider_sdk::simulated::SimulatedProvider;
-use worldland_shared::bus::memory::MemoryBus;
 use worldland_shared::messages::StreamEnvelope;
 use worldland_shared::replies::MemoryReplies;
 use worldland_shared::signature::{sign_personal, SignaturePolicy};
@@ -15,6 +14,8 @@ use worldland_shared::state::memory::MemoryStore;
 use worldland_shared::state::{ItemStore, Table};
 use worldland_shared::validation::ValidationPolicy;
 use worldland_shared::worker::Outcome;
+use worldland_tests::validated_sink;
+
 
 struct Case {
     name: &'static str,
@@ -113,7 +114,7 @@ async fn every_bad_registration_is_refused_with_its_reason_and_changes_nothing()
     let p = SimulatedProvider::new(1, now);
     let thief = SimulatedProvider::new(2, now);
     let store = Arc::new(MemoryStore::new());
-    let bus = Arc::new(MemoryBus::new(5));
+    let bus = validated_sink();
     let replies = Arc::new(MemoryReplies::default());
     let ctx = registration_handler::Context {
         store: store.clone(),
@@ -158,7 +159,7 @@ async fn an_unsigned_registration_is_accepted_only_under_policy_optional() {
     let store = Arc::new(MemoryStore::new());
     let ctx = |policy| registration_handler::Context {
         store: store.clone(),
-        bus: Arc::new(MemoryBus::new(5)),
+        bus: validated_sink(),
         replies: Arc::new(MemoryReplies::default()),
         policy: ValidationPolicy::default(),
         signatures: policy,

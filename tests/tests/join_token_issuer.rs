@@ -10,7 +10,6 @@ use chrono::Utc;
 use serde_json::{json, Value};
 use worldland_provider_sdk::client::join_from_response;
 use worldland_provider_sdk::simulated::SimulatedProvider;
-use worldland_shared::bus::memory::MemoryBus;
 use worldland_shared::cluster::kube_api::KubeCluster;
 use worldland_shared::messages::{ProviderState, ProviderValidated};
 use worldland_shared::replies::MemoryReplies;
@@ -20,6 +19,8 @@ use worldland_shared::state::providers::ProviderRecord;
 use worldland_shared::state::{ItemStore, Table};
 use worldland_shared::validation::ValidationPolicy;
 use worldland_shared::worker::Outcome;
+use worldland_tests::validated_sink;
+
 use worldland_tests::kube_mock::{check_bootstrap_secret, fixture, fixtures_dir, mock_client, ApiServerVerifier, Expect, CLUSTER_INFO_PATH, SECRETS_PATH};
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -42,7 +43,7 @@ async fn pending_provider(n: usize, sealed: bool) -> Setup {
     let replies = Arc::new(MemoryReplies::default());
     let ctx = registration_handler::Context {
         store: store.clone(),
-        bus: Arc::new(MemoryBus::new(5)),
+        bus: validated_sink(),
         replies: replies.clone(),
         policy: ValidationPolicy::default(),
         signatures: SignaturePolicy::Required,

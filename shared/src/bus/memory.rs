@@ -75,6 +75,10 @@ impl MemoryBus {
 impl Bus for MemoryBus {
     async fn publish(&self, routing_key: &str, message_id: &str, body: &[u8]) -> BusResult<()> {
         let mut inner = self.inner.lock().expect("bus lock");
+        // Like the broker's mandatory publish: a message no queue takes is refused, not lost.
+        if !inner.queues.values().any(|q| q.bindings.iter().any(|b| topic_matches(b, routing_key))) {
+            return Err(BusError::NotConfirmed(format!("{routing_key} (no queue bound)")));
+        }
         inner.published += 1;
         for q in inner.queues.values() {
             if q.bindings.iter().any(|b| topic_matches(b, routing_key)) {
@@ -165,7 +169,7 @@ mod tests {
         let bus = MemoryBus::new(3);
         let mut sub = bus.subscribe(&QueueSpec::new("q", &["provider.*"])).await.unwrap();
         bus.publish("provider.validated", "m1", b"one").await.unwrap();
-        bus.publish("job.allocate", "m2", b"not for q").await.unwrap();
+        assert!(matches!(bus.publish("job.allocate", "m2", b"not for q").await, Err(BusError::NotConfirmed(_))));
         bus.publish("provider.approved", "m3", b"three").await.unwrap();
         let d = sub.next().await.unwrap();
         assert_eq!((d.body.as_slice(), d.previous_deliveries), (&b"one"[..], 0));

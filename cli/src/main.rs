@@ -182,8 +182,8 @@ async fn providers(store: &dyn ItemStore, command: ProvidersCommand) -> anyhow::
             println!("{:<38} {:<10} {:>8} {:<24} {:>5} {:<16}", "provider", "state", "hb age", "node", "gpus", "model");
             for item in items {
                 let r = ProviderRecord::from_item(&item)?;
-                let age = (now - r.last_heartbeat_at).num_seconds();
-                println!("{:<38} {:<10} {:>7}s {:<24} {:>5} {:<16}", r.provider_id, r.state, age, r.node_name, r.gpu_count, r.gpu_model);
+                let age = r.last_heartbeat.map(|t| format!("{}s", (now - t).num_seconds())).unwrap_or_else(|| "-".into());
+                println!("{:<38} {:<10} {:>8} {:<24} {:>5} {:<16}", r.provider_id, r.state, age, r.node_name, r.gpu_count, r.gpu_model);
             }
         }
         ProvidersCommand::Show { id } => match ProviderRecord::load(store, &id).await? {
@@ -197,7 +197,12 @@ async fn providers(store: &dyn ItemStore, command: ProvidersCommand) -> anyhow::
                 println!("price/GPU-hour:  {:.6}", r.price_micros as f64 / 1e6);
                 println!("registered:      {}", r.registered_at.to_rfc3339());
                 println!("approved:        {}", r.approved_at.map(|t| t.to_rfc3339()).unwrap_or_else(|| "-".into()));
-                println!("last heartbeat:  {}", r.last_heartbeat_at.to_rfc3339());
+                let opt = |t: Option<chrono::DateTime<chrono::Utc>>| t.map(|t| t.to_rfc3339()).unwrap_or_else(|| "-".into());
+                println!("joined:          {}", opt(r.joined_at));
+                println!("last heartbeat:  {}", opt(r.last_heartbeat));
+                println!("agent says:      {} ({} active jobs)", r.heartbeat_status.as_deref().unwrap_or("-"), r.active_jobs);
+                println!("offline since:   {}", opt(r.offline_at));
+                println!("unschedulable:   {}", r.unschedulable.as_deref().unwrap_or("no"));
                 println!("token id:        {}", r.token_id.as_deref().unwrap_or("-"));
                 println!("token expires:   {}", r.token_expires_at.map(|t| t.to_rfc3339()).unwrap_or_else(|| "-".into()));
                 println!("spec:            {}", r.spec_json);

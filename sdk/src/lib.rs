@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod detect;
+pub mod heartbeat;
 pub mod local_state;
 pub mod simulated;
 pub mod wallet;

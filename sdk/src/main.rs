@@ -7,7 +7,7 @@ use anyhow::Context;
 use base64::Engine;
 use clap::{Parser, Subcommand};
 use worldland_provider_sdk::local_state::{default_dir, LocalState};
-use worldland_provider_sdk::{client, detect, wallet};
+use worldland_provider_sdk::{client, detect, heartbeat, wallet};
 use worldland_shared::messages::{Capacity, Registration};
 use worldland_shared::sealed::new_enc_keypair;
 use worldland_shared::streams::StreamNames;
@@ -46,6 +46,28 @@ enum Command {
         /// Directory whose disk is offered.
         #[arg(long, default_value = "/")]
         disk_dir: String,
+        /// After joining, install a systemd unit that runs the heartbeats (instead of running
+        /// them in the foreground).
+        #[arg(long)]
+        systemd: bool,
+        /// Where the unit goes.
+        #[arg(long, default_value = "/etc/systemd/system")]
+        unit_dir: PathBuf,
+    },
+    /// Send a signed heartbeat every interval until SIGTERM.
+    Run {
+        #[arg(long, env = "WORLDLAND_WALLET_KEY_FILE")]
+        wallet_key: PathBuf,
+        #[arg(long, env = "WORLDLAND_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+        redis_url: String,
+        /// Seconds between heartbeats.
+        #[arg(long, default_value_t = 30)]
+        interval: u64,
+    },
+    /// Remove the systemd unit.
+    Uninstall {
+        #[arg(long, default_value = "/etc/systemd/system")]
+        unit_dir: PathBuf,
     },
     /// Show what the SDK knows.
     Status,
@@ -78,7 +100,26 @@ async fn main() -> anyhow::Result<()> {
                 println!("joined:       {}", s.joined);
             }
         },
-        Command::Install { wallet_key, redis_url, public_ip, price, dry_run, timeout, disk_dir } => {
+        Command::Run { wallet_key, redis_url, interval } => {
+            let key = wallet::load_wallet_key(&wallet_key)?;
+            let state = LocalState::load(&dir)?.context("not installed: run `install` first")?;
+            run_heartbeats(&state, key, redis_url, Duration::from_secs(interval)).await?;
+        }
+        Command::Uninstall { unit_dir } => {
+            let unit = unit_dir.join(heartbeat::UNIT_NAME);
+            if has_systemctl() {
+                let _ = std::process::Command::new("systemctl").args(["disable", "--now", heartbeat::UNIT_NAME]).status();
+            }
+            match std::fs::remove_file(&unit) {
+                Ok(()) => println!("removed {}", unit.display()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => println!("no unit at {}", unit.display()),
+                Err(e) => return Err(e).with_context(|| format!("removing {}", unit.display())),
+            }
+            if has_systemctl() {
+                let _ = std::process::Command::new("systemctl").arg("daemon-reload").status();
+            }
+        }
+        Command::Install { wallet_key, redis_url, public_ip, price, dry_run, timeout, disk_dir, systemd, unit_dir } => {
             let key = wallet::load_wallet_key(&wallet_key)?;
             let (spec, source) = detect::detect_spec(public_ip, &disk_dir)?;
             tracing::info!(gpus = spec.total_gpus, ?source, "machine measured");
@@ -122,12 +163,43 @@ async fn main() -> anyhow::Result<()> {
             state.save(&dir)?;
             let join = client::join_from_response(&resp, &secret)?;
             client::run_join(&join, dry_run).await?;
-            if !dry_run {
-                state.joined = true;
-                state.save(&dir)?;
-            }
             println!("{}: {}", resp.status, resp.message);
+            if dry_run {
+                return Ok(());
+            }
+            state.joined = true;
+            state.save(&dir)?;
+            if systemd {
+                let exe = std::env::current_exe()?.display().to_string();
+                let unit = heartbeat::systemd_unit(&exe, &dir.display().to_string(), &std::fs::canonicalize(&wallet_key)?.display().to_string(), &redis_url);
+                std::fs::create_dir_all(&unit_dir)?;
+                let path = unit_dir.join(heartbeat::UNIT_NAME);
+                std::fs::write(&path, unit).with_context(|| format!("writing {}", path.display()))?;
+                println!("wrote {}", path.display());
+                if has_systemctl() {
+                    let ok = std::process::Command::new("systemctl").arg("daemon-reload").status()?.success()
+                        && std::process::Command::new("systemctl").args(["enable", "--now", heartbeat::UNIT_NAME]).status()?.success();
+                    anyhow::ensure!(ok, "systemctl could not enable {}", heartbeat::UNIT_NAME);
+                    println!("enabled {}", heartbeat::UNIT_NAME);
+                }
+            } else {
+                run_heartbeats(&state, key, redis_url, Duration::from_secs(30)).await?;
+            }
         }
     }
+    Ok(())
+}
+
+fn has_systemctl() -> bool {
+    std::process::Command::new("systemctl").arg("--version").output().is_ok_and(|o| o.status.success())
+}
+
+async fn run_heartbeats(state: &LocalState, key: k256::ecdsa::SigningKey, redis_url: String, interval: Duration) -> anyhow::Result<()> {
+    let node_name = state.node_name.clone().context("no node name yet: the broker has not approved this provider")?;
+    let settings = heartbeat::HeartbeatSettings { redis_url, streams: StreamNames::default(), provider_id: state.provider_id.clone(), node_name, interval };
+    let shutdown = worldland_shared::backends::shutdown_on_signal();
+    let mut probe = heartbeat::UsageProbe::default();
+    println!("sending a heartbeat every {} s; stop with SIGTERM", interval.as_secs());
+    heartbeat::run_heartbeats(settings, key, move || probe.sample(), shutdown.subscribe()).await;
     Ok(())
 }

@@ -92,6 +92,15 @@ fn d_batch() -> usize {
 fn d_response_ttl_s() -> i64 {
     86_400
 }
+fn d_sweep_interval_s() -> u64 {
+    15
+}
+fn d_stale_after_s() -> i64 {
+    120
+}
+fn d_annotate_interval_s() -> i64 {
+    300
+}
 fn d_health_addr() -> String {
     "127.0.0.1:8080".into()
 }
@@ -152,6 +161,15 @@ pub struct Config {
     pub bridge_batch: usize,
     #[serde(default = "d_response_ttl_s")]
     pub response_ttl_s: i64,
+    /// How often the staleness sweeper runs.
+    #[serde(default = "d_sweep_interval_s")]
+    pub sweep_interval_s: u64,
+    /// A provider whose last heartbeat is older than this is offline.
+    #[serde(default = "d_stale_after_s")]
+    pub stale_after_s: i64,
+    /// The node's last-heartbeat annotation is rewritten at most this often.
+    #[serde(default = "d_annotate_interval_s")]
+    pub annotate_interval_s: i64,
     #[serde(default)]
     pub log_format: LogFormat,
     #[serde(default = "d_health_addr")]
@@ -217,6 +235,15 @@ impl Config {
         }
         if self.bridge_batch == 0 {
             return bad("bridge_batch", "must be at least 1");
+        }
+        if self.sweep_interval_s == 0 {
+            return bad("sweep_interval_s", "must be at least 1");
+        }
+        if self.stale_after_s <= 0 {
+            return bad("stale_after_s", "must be above 0");
+        }
+        if self.annotate_interval_s <= 0 {
+            return bad("annotate_interval_s", "must be above 0");
         }
         if self.response_ttl_s <= 0 {
             return bad("response_ttl_s", "must be above 0");

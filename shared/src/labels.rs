@@ -8,6 +8,8 @@ pub const PROVIDER_ID: &str = "worldland.io/provider-id";
 pub const GPU_MODEL: &str = "worldland.io/gpu-model";
 pub const GPU_COUNT: &str = "worldland.io/gpu-count";
 pub const STATUS: &str = "worldland.io/status";
+pub const ACTIVE_JOBS: &str = "worldland.io/active-jobs";
+pub const STATUS_OFFLINE: &str = "offline";
 /// An annotation, not a label: label values cannot hold an RFC 3339 timestamp's ':'.
 pub const LAST_HEARTBEAT_ANNOTATION: &str = "worldland.io/last-heartbeat";
 pub const OFFLINE_TAINT: &str = "worldland.io/offline";

@@ -40,6 +40,10 @@ pub enum Reason {
     SignatureMismatch,
     WalletMismatch,
     UnknownProvider,
+    NotApproved,
+    NodeNameMismatch,
+    NodeNotFound,
+    StaleHeartbeat,
 }
 
 impl Reason {
@@ -73,6 +77,10 @@ impl Reason {
             Self::SignatureMismatch => "signature_mismatch",
             Self::WalletMismatch => "wallet_mismatch",
             Self::UnknownProvider => "unknown_provider",
+            Self::NotApproved => "not_approved",
+            Self::NodeNameMismatch => "node_name_mismatch",
+            Self::NodeNotFound => "node_not_found",
+            Self::StaleHeartbeat => "stale_heartbeat",
         }
     }
 }

@@ -147,7 +147,7 @@ async fn issue(msg: &ProviderValidated, rec: ProviderRecord, ctx: &Context, now:
     if let Err(e) = ctx.replies.reply(&rec.provider_id, &answer).await {
         return retry(e);
     }
-    match approve(&token.id, &msg.registration_id, now).run(ctx.store.as_ref(), &rec.provider_id).await {
+    match approve(&token.id, &msg.registration_id, token.expires_at, now).run(ctx.store.as_ref(), &rec.provider_id).await {
         Ok(Some(_)) => {
             tracing::info!(token_id = %token.id, "provider approved");
             Outcome::Done

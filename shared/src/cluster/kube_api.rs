@@ -3,13 +3,14 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Secret};
 use k8s_openapi::ByteString;
-use kube::api::{DeleteParams, ObjectMeta, PostParams};
+use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 
 use super::bootstrap::{secret_name, BootstrapToken, CLUSTER_INFO_NAME, CLUSTER_INFO_NAMESPACE, TOKEN_NAMESPACE, TOKEN_SECRET_TYPE};
-use super::{Cluster, ClusterError, ClusterInfo, ClusterResult, Created};
+use super::node::{parse_quantity, taints_with_offline};
+use super::{Cluster, ClusterError, ClusterInfo, ClusterResult, Created, NodeInfo, Taint};
 use crate::labels::FIELD_MANAGER;
 
 #[derive(Clone)]
@@ -35,6 +36,33 @@ fn classify(e: kube::Error) -> ClusterError {
         }
         kube::Error::Api(status) => ClusterError::Refused(format!("{} {}: {}", status.code, status.reason, status.message)),
         other => ClusterError::Unavailable(other.to_string()),
+    }
+}
+
+fn patch_params() -> PatchParams {
+    PatchParams { field_manager: Some(FIELD_MANAGER.to_string()), ..Default::default() }
+}
+
+fn node_info(node: Node) -> NodeInfo {
+    let status = node.status.unwrap_or_default();
+    let capacity = status.capacity.unwrap_or_default();
+    let q = |k: &str, scale| capacity.get(k).and_then(|v| parse_quantity(&v.0, scale));
+    NodeInfo {
+        name: node.metadata.name.unwrap_or_default(),
+        resource_version: node.metadata.resource_version.unwrap_or_default(),
+        ready: status.conditions.unwrap_or_default().iter().any(|c| c.type_ == "Ready" && c.status == "True"),
+        labels: node.metadata.labels.unwrap_or_default(),
+        annotations: node.metadata.annotations.unwrap_or_default(),
+        taints: node
+            .spec
+            .and_then(|s| s.taints)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|t| Taint { key: t.key, value: t.value, effect: t.effect })
+            .collect(),
+        cpu_millis: q("cpu", 1000),
+        memory_bytes: q("memory", 1),
+        gpus: q("nvidia.com/gpu", 1),
     }
 }
 
@@ -99,6 +127,69 @@ impl Cluster for KubeCluster {
             .filter_map(|(k, v)| String::from_utf8(v.0).ok().map(|v| (k, v)))
             .collect();
         Ok(BootstrapToken::from_secret_data(&data))
+    }
+
+    async fn get_node(&self, name: &str) -> ClusterResult<Option<NodeInfo>> {
+        let nodes: Api<Node> = Api::all(self.client.clone());
+        Ok(nodes.get_opt(name).await.map_err(classify)?.map(node_info))
+    }
+
+    async fn patch_node_metadata(
+        &self,
+        name: &str,
+        labels: &BTreeMap<String, Option<String>>,
+        annotations: &BTreeMap<String, Option<String>>,
+    ) -> ClusterResult<()> {
+        let mut metadata = serde_json::Map::new();
+        if !labels.is_empty() {
+            metadata.insert("labels".into(), serde_json::to_value(labels).expect("maps serialise"));
+        }
+        if !annotations.is_empty() {
+            metadata.insert("annotations".into(), serde_json::to_value(annotations).expect("maps serialise"));
+        }
+        let patch = serde_json::json!({ "metadata": metadata });
+        let nodes: Api<Node> = Api::all(self.client.clone());
+        nodes.patch(name, &patch_params(), &Patch::Merge(&patch)).await.map_err(classify)?;
+        Ok(())
+    }
+
+    async fn set_offline_taint(&self, name: &str, offline: bool) -> ClusterResult<()> {
+        let nodes: Api<Node> = Api::all(self.client.clone());
+        // A merge patch replaces the whole taint list, so read, modify, and write with the
+        // resourceVersion as a precondition; on a conflict, read again.
+        for _ in 0..5 {
+            let node = match nodes.get_opt(name).await.map_err(classify)? {
+                Some(n) => node_info(n),
+                None => return Err(ClusterError::Refused(format!("node {name} not found"))),
+            };
+            let wanted = taints_with_offline(&node.taints, offline);
+            if wanted == node.taints {
+                return Ok(());
+            }
+            let taints = if wanted.is_empty() {
+                serde_json::Value::Null
+            } else {
+                serde_json::Value::Array(
+                    wanted
+                        .iter()
+                        .map(|t| {
+                            let mut v = serde_json::json!({"key": t.key, "effect": t.effect});
+                            if let Some(val) = &t.value {
+                                v["value"] = serde_json::json!(val);
+                            }
+                            v
+                        })
+                        .collect(),
+                )
+            };
+            let patch = serde_json::json!({"metadata": {"resourceVersion": node.resource_version}, "spec": {"taints": taints}});
+            match nodes.patch(name, &patch_params(), &Patch::Merge(&patch)).await {
+                Ok(_) => return Ok(()),
+                Err(kube::Error::Api(s)) if s.is_conflict() => continue,
+                Err(e) => return Err(classify(e)),
+            }
+        }
+        Err(ClusterError::Unavailable(format!("node {name} kept changing under the taint update")))
     }
 
     async fn delete_bootstrap_token(&self, token_id: &str) -> ClusterResult<()> {

@@ -3,11 +3,15 @@
 
 pub mod bootstrap;
 pub mod kube_api;
+pub mod node;
 pub mod simulated;
 
 use async_trait::async_trait;
 
+use std::collections::BTreeMap;
+
 pub use bootstrap::BootstrapToken;
+pub use node::{NodeInfo, Taint};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -44,4 +48,15 @@ pub trait Cluster: Send + Sync + 'static {
     async fn get_bootstrap_token(&self, token_id: &str) -> ClusterResult<Option<BootstrapToken>>;
     /// Deleting a token that is already gone is not an error.
     async fn delete_bootstrap_token(&self, token_id: &str) -> ClusterResult<()>;
+    async fn get_node(&self, name: &str) -> ClusterResult<Option<NodeInfo>>;
+    /// Merge-patches labels and annotations (`None` removes one). One write.
+    async fn patch_node_metadata(
+        &self,
+        name: &str,
+        labels: &BTreeMap<String, Option<String>>,
+        annotations: &BTreeMap<String, Option<String>>,
+    ) -> ClusterResult<()>;
+    /// Adds or removes the `worldland.io/offline:NoSchedule` taint, keeping every other taint
+    /// (read, modify, write with a resourceVersion precondition). No write if already so.
+    async fn set_offline_taint(&self, name: &str, offline: bool) -> ClusterResult<()>;
 }

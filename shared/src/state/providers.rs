@@ -26,6 +26,22 @@ pub mod attr {
     pub const TOKEN_EXPIRES_AT: &str = "token_expires_at";
     pub const APPROVED_AT: &str = "approved_at";
     pub const ANSWERED_REGISTRATION: &str = "answered_registration";
+    /// The agent's last heartbeat time (ms). `hb_at` equals it once joined; while approved,
+    /// `hb_at` holds the token's expiry, so the sweeper finds expired approvals by the index.
+    pub const LAST_HB: &str = "last_hb";
+    /// What the agent last claimed its status was: recorded, never trusted.
+    pub const HB_STATUS: &str = "hb_status";
+    pub const ACTIVE_JOBS: &str = "active_jobs";
+    pub const USAGE: &str = "usage";
+    /// The active-jobs value last written to the node's label.
+    pub const LABELLED_JOBS: &str = "labelled_jobs";
+    /// When the node's last-heartbeat annotation was last written (ms).
+    pub const ANNOTATED_AT: &str = "annotated_at";
+    /// Why the node contradicts the claimed spec; such a provider never becomes available.
+    pub const UNSCHEDULABLE: &str = "unschedulable";
+    pub const JOINED_AT: &str = "joined_at";
+    pub const OFFLINE_AT: &str = "offline_at";
+    pub const EXPIRED_AT: &str = "expired_at";
 }
 
 /// A price per GPU-hour in integer micro-units, so that sums are exact.
@@ -45,17 +61,27 @@ pub struct ProviderRecord {
     pub price_micros: i64,
     pub spec_json: String,
     pub capacity_json: String,
+    pub mining_json: String,
     pub registration_id: String,
     pub registered_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
-    pub last_heartbeat_at: DateTime<Utc>,
+    /// The index sort key: the last heartbeat once joined; the token's expiry while approved.
+    pub hb_at: DateTime<Utc>,
     pub token_id: Option<String>,
     pub token_expires_at: Option<DateTime<Utc>>,
     pub approved_at: Option<DateTime<Utc>>,
     pub answered_registration: Option<String>,
+    pub last_heartbeat: Option<DateTime<Utc>>,
+    pub heartbeat_status: Option<String>,
+    pub active_jobs: i64,
+    pub labelled_jobs: Option<i64>,
+    pub annotated_at: Option<DateTime<Utc>>,
+    pub unschedulable: Option<String>,
+    pub joined_at: Option<DateTime<Utc>>,
+    pub offline_at: Option<DateTime<Utc>>,
 }
 
-fn ms(t: DateTime<Utc>) -> i64 {
+pub fn ms(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
 }
 
@@ -82,14 +108,23 @@ impl ProviderRecord {
             price_micros: req_n(attr::PRICE_MICROS)?,
             spec_json: req_s(attr::SPEC)?,
             capacity_json: req_s(attr::CAPACITY)?,
+            mining_json: s(attr::MINING).unwrap_or_default(),
             registration_id: req_s(attr::REGISTRATION_ID)?,
             registered_at: from_ms(req_n(attr::REGISTERED_AT)?),
             updated_at: from_ms(req_n(attr::UPDATED_AT)?),
-            last_heartbeat_at: from_ms(req_n(attr::HB_AT)?),
+            hb_at: from_ms(req_n(attr::HB_AT)?),
             token_id: s(attr::TOKEN_ID),
             token_expires_at: n(attr::TOKEN_EXPIRES_AT).map(from_ms),
             approved_at: n(attr::APPROVED_AT).map(from_ms),
             answered_registration: s(attr::ANSWERED_REGISTRATION),
+            last_heartbeat: n(attr::LAST_HB).map(from_ms),
+            heartbeat_status: s(attr::HB_STATUS),
+            active_jobs: n(attr::ACTIVE_JOBS).unwrap_or(0),
+            labelled_jobs: n(attr::LABELLED_JOBS),
+            annotated_at: n(attr::ANNOTATED_AT).map(from_ms),
+            unschedulable: s(attr::UNSCHEDULABLE),
+            joined_at: n(attr::JOINED_AT).map(from_ms),
+            offline_at: n(attr::OFFLINE_AT).map(from_ms),
         })
     }
 
@@ -167,7 +202,8 @@ pub fn reserve_token(token_id: &str, expires_at: DateTime<Utc>, now: DateTime<Ut
 }
 
 /// `pending → approved`, only with the token that was reserved (and so really created).
-pub fn approve(token_id: &str, registration_id: &str, now: DateTime<Utc>) -> Transition {
+/// While approved, the index sort key holds the token's expiry.
+pub fn approve(token_id: &str, registration_id: &str, token_expires_at: DateTime<Utc>, now: DateTime<Utc>) -> Transition {
     Transition {
         cond: Cond::eq(attr::STATE, "pending").and(Cond::eq(attr::TOKEN_ID, token_id)),
         ops: vec![
@@ -175,9 +211,96 @@ pub fn approve(token_id: &str, registration_id: &str, now: DateTime<Utc>) -> Tra
             Op::set(attr::APPROVED_AT, ms(now)),
             Op::set(attr::ANSWERED_REGISTRATION, registration_id),
             Op::set(attr::UPDATED_AT, ms(now)),
-            Op::set(attr::HB_AT, ms(now)),
+            Op::set(attr::HB_AT, ms(token_expires_at)),
         ],
     }
+}
+
+/// What a heartbeat records.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeartbeatFacts<'a> {
+    pub node_name: &'a str,
+    pub at: DateTime<Utc>,
+    pub claimed_status: &'a str,
+    pub active_jobs: i64,
+    pub usage_json: String,
+}
+
+impl HeartbeatFacts<'_> {
+    fn ops(&self) -> Vec<Op> {
+        vec![
+            Op::set(attr::HB_AT, ms(self.at)),
+            Op::set(attr::LAST_HB, ms(self.at)),
+            Op::set(attr::HB_STATUS, self.claimed_status),
+            Op::set(attr::ACTIVE_JOBS, self.active_jobs),
+            Op::set(attr::USAGE, self.usage_json.clone()),
+        ]
+    }
+}
+
+/// The hot path: one write, no read before it. Applies only to a joined, available or offline
+/// provider on its own node, signed by its own wallet (when signed), and only if this heartbeat
+/// is later than the last one — so a late or replayed heartbeat changes nothing.
+pub fn record_heartbeat(hb: &HeartbeatFacts<'_>, signer: Option<&str>) -> Transition {
+    let mut cond = Cond::state_in(&["joined", "available", "offline"])
+        .and(Cond::eq(attr::NODE_NAME, hb.node_name))
+        .and(Cond::Or(vec![Cond::AttrNotExists(attr::LAST_HB.into()), Cond::Lt(attr::LAST_HB.into(), ms(hb.at))]));
+    if let Some(w) = signer {
+        cond = cond.and(Cond::eq(attr::WALLET, w.to_ascii_lowercase()));
+    }
+    Transition { cond, ops: hb.ops() }
+}
+
+/// `approved → joined` on the first heartbeat from the provider's node; records why the node
+/// contradicts the spec, if it does.
+pub fn join(hb: &HeartbeatFacts<'_>, unschedulable: Option<&str>, now: DateTime<Utc>) -> Transition {
+    let mut ops = hb.ops();
+    ops.push(Op::set(attr::STATE, ProviderState::Joined.as_str()));
+    ops.push(Op::set(attr::JOINED_AT, ms(now)));
+    ops.push(Op::set(attr::UPDATED_AT, ms(now)));
+    ops.push(match unschedulable {
+        Some(why) => Op::set(attr::UNSCHEDULABLE, why),
+        None => Op::Remove(attr::UNSCHEDULABLE.into()),
+    });
+    Transition { cond: Cond::eq(attr::STATE, "approved").and(Cond::eq(attr::NODE_NAME, hb.node_name)), ops }
+}
+
+/// `joined → available` (node Ready and labelled), or `offline → available` on recovery. Never
+/// for a provider whose node contradicts its spec.
+pub fn make_available(from: ProviderState, now: DateTime<Utc>) -> Transition {
+    Transition {
+        cond: Cond::eq(attr::STATE, from.as_str()).and(Cond::AttrNotExists(attr::UNSCHEDULABLE.into())),
+        ops: vec![Op::set(attr::STATE, ProviderState::Available.as_str()), Op::set(attr::UPDATED_AT, ms(now)), Op::Remove(attr::OFFLINE_AT.into())],
+    }
+}
+
+/// `joined`/`available` → `offline`, only if still stale at write time: a heartbeat that lands
+/// between the sweeper's query and this write wins.
+pub fn mark_offline_if_stale(stale_before: DateTime<Utc>, now: DateTime<Utc>) -> Transition {
+    Transition {
+        cond: Cond::state_in(&["joined", "available"]).and(Cond::Lt(attr::HB_AT.into(), ms(stale_before))),
+        ops: vec![Op::set(attr::STATE, ProviderState::Offline.as_str()), Op::set(attr::OFFLINE_AT, ms(now)), Op::set(attr::UPDATED_AT, ms(now))],
+    }
+}
+
+/// `approved → expired` once the token ran out without a join.
+pub fn expire_if_unjoined(now: DateTime<Utc>) -> Transition {
+    Transition {
+        cond: Cond::eq(attr::STATE, "approved").and(Cond::Le(attr::TOKEN_EXPIRES_AT.into(), ms(now))),
+        ops: vec![Op::set(attr::STATE, ProviderState::Expired.as_str()), Op::set(attr::EXPIRED_AT, ms(now)), Op::set(attr::UPDATED_AT, ms(now))],
+    }
+}
+
+/// Records node writes so the next heartbeat knows what the node already shows.
+pub fn note_node_write(labelled_jobs: Option<i64>, annotated_at: Option<DateTime<Utc>>) -> Transition {
+    let mut ops = vec![];
+    if let Some(j) = labelled_jobs {
+        ops.push(Op::set(attr::LABELLED_JOBS, j));
+    }
+    if let Some(t) = annotated_at {
+        ops.push(Op::set(attr::ANNOTATED_AT, ms(t)));
+    }
+    Transition { cond: Cond::ItemExists, ops }
 }
 
 /// Records that an already-approved provider's new registration has been answered again.
@@ -240,17 +363,52 @@ mod tests {
         // The same wallet again, with a new entry: still pending.
         let again = run(&register_pending(&reg(&w.to_uppercase().replace("0X", "0x")), "2-0", now), Some(&created)).unwrap();
         // Approval needs the reserved token.
-        assert!(run(&approve("abcdef", "2-0", now), Some(&again)).is_none());
+        assert!(run(&approve("abcdef", "2-0", now, now), Some(&again)).is_none());
         let reserved = run(&reserve_token("abcdef", now + chrono::Duration::hours(1), now), Some(&again)).unwrap();
         assert!(run(&reserve_token("zzzzzz", now + chrono::Duration::hours(1), now), Some(&reserved)).is_none(), "a valid reservation stays");
         let later = now + chrono::Duration::hours(2);
         assert!(run(&reserve_token("zzzzzz", later, later), Some(&reserved)).is_some(), "an expired one is replaced");
-        let approved = run(&approve("abcdef", "2-0", now), Some(&reserved)).unwrap();
-        assert_eq!(ProviderRecord::from_item(&approved).unwrap().state, ProviderState::Approved);
-        assert!(run(&approve("abcdef", "2-0", now), Some(&approved)).is_none(), "approve is once");
+        let expires = now + chrono::Duration::hours(1);
+        let approved = run(&approve("abcdef", "2-0", expires, now), Some(&reserved)).unwrap();
+        let rec = ProviderRecord::from_item(&approved).unwrap();
+        assert_eq!((rec.state, rec.hb_at), (ProviderState::Approved, from_ms(ms(expires))));
+        assert!(run(&approve("abcdef", "2-0", expires, now), Some(&approved)).is_none(), "approve is once");
         // Approved providers are not reset by a new registration.
         assert!(run(&register_pending(&reg(w), "3-0", now), Some(&approved)).is_none());
         assert!(run(&mark_answered("2-0", now), Some(&approved)).is_none());
         assert!(run(&mark_answered("3-0", now), Some(&approved)).is_some());
+
+        // The heartbeat lifecycle.
+        let t = |s: i64| now + chrono::Duration::seconds(s);
+        let hb = |at, node: &'static str| HeartbeatFacts { node_name: node, at, claimed_status: "available", active_jobs: 0, usage_json: "{}".into() };
+        assert!(run(&record_heartbeat(&hb(t(30), "gpu-01"), Some(w)), Some(&approved)).is_none(), "approved takes the join path");
+        assert!(run(&join(&hb(t(30), "other-node"), None, t(30)), Some(&approved)).is_none(), "not its node");
+        let joined = run(&join(&hb(t(30), "gpu-01"), None, t(30)), Some(&approved)).unwrap();
+        let available = run(&make_available(ProviderState::Joined, t(31)), Some(&joined)).unwrap();
+        let table: Vec<(HeartbeatFacts, Option<&str>, bool)> = vec![
+            (hb(t(60), "gpu-01"), Some(w), true),
+            (hb(t(60), "gpu-01"), None, true),
+            (hb(t(30), "gpu-01"), Some(w), false),
+            (hb(t(10), "gpu-01"), Some(w), false),
+            (hb(t(60), "gpu-02"), Some(w), false),
+            (hb(t(60), "gpu-01"), Some("0x0000000000000000000000000000000000000001"), false),
+        ];
+        for (h, signer, applies) in table {
+            assert_eq!(run(&record_heartbeat(&h, signer), Some(&available)).is_some(), applies, "{h:?} {signer:?}");
+        }
+        // Offline only while still stale at write time.
+        let beat = run(&record_heartbeat(&hb(t(60), "gpu-01"), Some(w)), Some(&available)).unwrap();
+        assert!(run(&mark_offline_if_stale(t(60), t(200)), Some(&beat)).is_none(), "a heartbeat at the stale bound wins");
+        let offline = run(&mark_offline_if_stale(t(61), t(200)), Some(&beat)).unwrap();
+        assert_eq!(ProviderRecord::from_item(&offline).unwrap().state, ProviderState::Offline);
+        let back = run(&record_heartbeat(&hb(t(210), "gpu-01"), Some(w)), Some(&offline)).unwrap();
+        let recovered = run(&make_available(ProviderState::Offline, t(210)), Some(&back)).unwrap();
+        assert_eq!(ProviderRecord::from_item(&recovered).unwrap().state, ProviderState::Available);
+        // A contradicting node: joined but never available.
+        let odd = run(&join(&hb(t(30), "gpu-01"), Some("node reports 8 GPUs"), t(30)), Some(&approved)).unwrap();
+        assert!(run(&make_available(ProviderState::Joined, t(31)), Some(&odd)).is_none());
+        // Expiry of approvals that never joined.
+        assert!(run(&expire_if_unjoined(now), Some(&approved)).is_none());
+        assert!(run(&expire_if_unjoined(expires), Some(&approved)).is_some());
     }
 }

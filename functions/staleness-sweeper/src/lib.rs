@@ -1,0 +1,99 @@
+//! Staleness sweeper: on a schedule, finds joined/available providers whose last heartbeat is
+//! older than the threshold — through the state index, never a table scan — and marks each
+//! offline with a conditional write that still requires staleness at write time (a heartbeat
+//! landing in between wins). Offline nodes get `worldland.io/status=offline` and the
+//! `worldland.io/offline:NoSchedule` taint. Approved providers whose token ran out without a join
+//! become `expired`. Several sweepers may run at once: only one write per provider succeeds, and
+//! only its writer touches the node.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+use tokio::sync::broadcast;
+use worldland_shared::cluster::Cluster;
+use worldland_shared::labels;
+use worldland_shared::messages::ProviderState;
+use worldland_shared::state::providers::{expire_if_unjoined, mark_offline_if_stale, ms};
+use worldland_shared::state::{ItemStore, StoreResult, Table, Value, KEY_ATTR};
+
+pub const WORKER: &str = "staleness-sweeper";
+
+pub struct Context {
+    pub store: Arc<dyn ItemStore>,
+    pub cluster: Arc<dyn Cluster>,
+    /// A provider whose last heartbeat is older than this is offline.
+    pub stale_after: Duration,
+}
+
+/// What one sweep did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SweepReport {
+    /// Items the index queries returned.
+    pub examined: usize,
+    pub marked_offline: usize,
+    pub expired: usize,
+}
+
+/// Marks a node offline: the status label and the NoSchedule taint.
+async fn mark_node_offline(cluster: &dyn Cluster, node: &str) -> worldland_shared::cluster::ClusterResult<()> {
+    let status = BTreeMap::from([(labels::STATUS.to_string(), Some(labels::STATUS_OFFLINE.to_string()))]);
+    cluster.patch_node_metadata(node, &status, &BTreeMap::new()).await?;
+    cluster.set_offline_taint(node, true).await
+}
+
+pub async fn sweep_once(ctx: &Context, now: DateTime<Utc>) -> StoreResult<SweepReport> {
+    let mut report = SweepReport::default();
+    let stale_before = now - ctx.stale_after;
+    for state in [ProviderState::Joined, ProviderState::Available] {
+        let stale = ctx.store.query_by_state(Table::Providers, state.as_str(), Some(ms(stale_before))).await?;
+        report.examined += stale.len();
+        for item in stale {
+            let Some(id) = item.get(KEY_ATTR).and_then(Value::as_str) else { continue };
+            let Some(marked) = mark_offline_if_stale(stale_before, now).run(ctx.store.as_ref(), id).await? else {
+                continue; // a heartbeat landed in between, or another sweeper was first
+            };
+            report.marked_offline += 1;
+            tracing::info!(provider_id = %marked.provider_id, last_heartbeat = ?marked.last_heartbeat, "provider offline");
+            if let Err(e) = mark_node_offline(ctx.cluster.as_ref(), &marked.node_name).await {
+                tracing::warn!(provider_id = %marked.provider_id, error = %e, "offline marks not written to the node");
+            }
+        }
+    }
+    // While approved, the index sort key is the token's expiry.
+    let expired = ctx.store.query_by_state(Table::Providers, ProviderState::Approved.as_str(), Some(ms(now) + 1)).await?;
+    report.examined += expired.len();
+    for item in expired {
+        let Some(id) = item.get(KEY_ATTR).and_then(Value::as_str) else { continue };
+        if let Some(rec) = expire_if_unjoined(now).run(ctx.store.as_ref(), id).await? {
+            report.expired += 1;
+            tracing::info!(provider_id = %rec.provider_id, "approval expired without a join");
+            if let Some(id) = &rec.token_id {
+                if let Err(e) = ctx.cluster.delete_bootstrap_token(id).await {
+                    tracing::warn!(provider_id = %rec.provider_id, error = %e, "expired token not deleted");
+                }
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// Sweeps every `interval` until `shutdown` fires. `clock` gives "now" (tests pass tokio's
+/// paused clock).
+pub async fn run(ctx: Arc<Context>, interval: std::time::Duration, clock: Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>, mut shutdown: broadcast::Receiver<()>) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.recv() => break,
+            _ = ticker.tick() => {
+                match sweep_once(&ctx, clock()).await {
+                    Ok(r) if r.marked_offline + r.expired > 0 => tracing::info!(?r, "sweep"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "sweep failed; next tick tries again"),
+                }
+            }
+        }
+    }
+    tracing::info!("sweeper stopped");
+}

@@ -1,0 +1,20 @@
+//! `staleness-sweeper` as a container: a loop on the configured interval.
+
+use std::sync::Arc;
+
+use staleness_sweeper::{run, Context};
+use worldland_shared::{backends, telemetry, Config};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cfg = Config::from_env()?;
+    telemetry::init(cfg.log_format);
+    let ctx = Arc::new(Context {
+        store: backends::store(&cfg).await,
+        cluster: backends::cluster(&cfg).await?,
+        stale_after: chrono::Duration::seconds(cfg.stale_after_s),
+    });
+    let shutdown = backends::shutdown_on_signal();
+    run(ctx, std::time::Duration::from_secs(cfg.sweep_interval_s), Arc::new(chrono::Utc::now), shutdown.subscribe()).await;
+    Ok(())
+}

@@ -1,0 +1,190 @@
+//! `worldland-provider-sdk run`: a signed heartbeat every interval. Each beat is built fresh when
+//! it is sent, so an outage never leaves a backlog of stale heartbeats behind; a failed send is
+//! retried with growing backoff (never slower than the interval) on a new connection.
+
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use k256::ecdsa::SigningKey;
+use tokio::sync::broadcast;
+use worldland_shared::messages::Heartbeat;
+use worldland_shared::signature::sign_personal;
+use worldland_shared::streams::StreamNames;
+
+/// Machine load at the moment of a heartbeat.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Usage {
+    pub gpu: Vec<f64>,
+    pub cpu: f64,
+    pub memory: f64,
+}
+
+pub fn build_heartbeat(provider_id: &str, node_name: &str, status: &str, active_jobs: u32, usage: &Usage, now: DateTime<Utc>) -> Heartbeat {
+    Heartbeat {
+        provider_id: provider_id.into(),
+        node_name: node_name.into(),
+        status: status.into(),
+        gpu_usage: usage.gpu.clone(),
+        cpu_usage: usage.cpu,
+        memory_usage: usage.memory,
+        active_jobs,
+        timestamp: now,
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct HeartbeatSettings {
+    pub redis_url: String,
+    pub streams: StreamNames,
+    pub provider_id: String,
+    pub node_name: String,
+    pub interval: Duration,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct HeartbeatStats {
+    pub sent: u64,
+    pub failed: u64,
+}
+
+async fn send(conn: &mut redis::aio::ConnectionManager, s: &HeartbeatSettings, key: &SigningKey, usage: &Usage) -> redis::RedisResult<()> {
+    let now = Utc::now();
+    let hb = build_heartbeat(&s.provider_id, &s.node_name, "available", 0, usage, now);
+    let data = serde_json::to_string(&hb).expect("heartbeats serialise");
+    redis::cmd("XADD")
+        .arg(s.streams.heartbeat())
+        .arg("*")
+        .arg("data")
+        .arg(&data)
+        .arg("signature")
+        .arg(sign_personal(key, data.as_bytes()))
+        .arg("timestamp")
+        .arg(now.to_rfc3339_opts(SecondsFormat::Secs, true))
+        .query_async(conn)
+        .await
+}
+
+/// Sends heartbeats until `shutdown` fires; returns what it did.
+pub async fn run_heartbeats(s: HeartbeatSettings, key: SigningKey, mut usage: impl FnMut() -> Usage, mut shutdown: broadcast::Receiver<()>) -> HeartbeatStats {
+    let mut stats = HeartbeatStats::default();
+    let mut conn: Option<redis::aio::ConnectionManager> = None;
+    let mut backoff = Duration::from_millis(500);
+    let mut next = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = shutdown.recv() => break,
+            _ = tokio::time::sleep_until(next) => {}
+        }
+        if conn.is_none() {
+            conn = worldland_shared::backends::redis_connection(&s.redis_url, false).await.ok();
+        }
+        let ok = match conn.as_mut() {
+            Some(c) => send(c, &s, &key, &usage()).await.is_ok(),
+            None => false,
+        };
+        if ok {
+            stats.sent += 1;
+            backoff = Duration::from_millis(500);
+            next = tokio::time::Instant::now() + s.interval;
+        } else {
+            stats.failed += 1;
+            conn = None;
+            tracing::warn!(retry_in = ?backoff, "heartbeat not delivered; Redis unreachable");
+            next = tokio::time::Instant::now() + backoff;
+            backoff = (backoff * 2).min(s.interval);
+        }
+    }
+    tracing::info!(?stats, "heartbeats stopped");
+    stats
+}
+
+/// Reads CPU and memory load from /proc (CPU since the previous call) and GPU load from NVML.
+pub struct UsageProbe {
+    last_cpu: Option<(u64, u64)>,
+    nvml: Option<nvml_wrapper::Nvml>,
+}
+
+impl Default for UsageProbe {
+    fn default() -> Self {
+        Self { last_cpu: None, nvml: nvml_wrapper::Nvml::init().ok() }
+    }
+}
+
+/// (busy, total) jiffies from the first line of /proc/stat.
+pub fn parse_proc_stat(text: &str) -> Option<(u64, u64)> {
+    let nums: Vec<u64> = text.lines().next()?.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
+    let total: u64 = nums.iter().sum();
+    let idle = nums.get(3)? + nums.get(4).unwrap_or(&0);
+    Some((total - idle, total))
+}
+
+/// Percent of memory in use, from MemTotal and MemAvailable.
+pub fn parse_memory_usage(text: &str) -> Option<f64> {
+    let get = |k: &str| text.lines().find(|l| l.starts_with(k))?.split_whitespace().nth(1)?.parse::<f64>().ok();
+    let (total, avail) = (get("MemTotal:")?, get("MemAvailable:")?);
+    (total > 0.0).then(|| 100.0 * (total - avail) / total)
+}
+
+impl UsageProbe {
+    pub fn sample(&mut self) -> Usage {
+        let cpu_now = std::fs::read_to_string("/proc/stat").ok().as_deref().and_then(parse_proc_stat);
+        let cpu = match (self.last_cpu, cpu_now) {
+            (Some((b0, t0)), Some((b1, t1))) if t1 > t0 => 100.0 * (b1 - b0) as f64 / (t1 - t0) as f64,
+            _ => 0.0,
+        };
+        self.last_cpu = cpu_now;
+        let memory = std::fs::read_to_string("/proc/meminfo").ok().as_deref().and_then(parse_memory_usage).unwrap_or(0.0);
+        let gpu = self
+            .nvml
+            .as_ref()
+            .and_then(|n| {
+                let count = n.device_count().ok()?;
+                (0..count).map(|i| n.device_by_index(i).ok()?.utilization_rates().ok().map(|u| f64::from(u.gpu))).collect()
+            })
+            .unwrap_or_default();
+        Usage { gpu, cpu, memory }
+    }
+}
+
+/// The systemd unit that keeps `run` going.
+pub fn systemd_unit(exe: &str, state_dir: &str, wallet_key: &str, redis_url: &str) -> String {
+    format!(
+        "[Unit]\nDescription=WorldLand provider heartbeats\nAfter=network-online.target\nWants=network-online.target\n\n\
+         [Service]\nExecStart={exe} --state-dir {state_dir} run --wallet-key {wallet_key} --redis-url {redis_url}\n\
+         Restart=always\nRestartSec=5\nKillSignal=SIGTERM\n\n[Install]\nWantedBy=multi-user.target\n"
+    )
+}
+
+pub const UNIT_NAME: &str = "worldland-provider.service";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_parsers() {
+        assert_eq!(parse_proc_stat("cpu  100 0 100 700 100 0 0 0 0 0\ncpu0 1 2 3 4\n"), Some((200, 1000)));
+        let mem = "MemTotal:       1000 kB\nMemFree: 100 kB\nMemAvailable:    250 kB\n";
+        assert_eq!(parse_memory_usage(mem), Some(75.0));
+        assert_eq!(parse_memory_usage("MemTotal: 0 kB\nMemAvailable: 0 kB"), None);
+    }
+
+    #[test]
+    fn the_unit_runs_the_heartbeat_loop_and_restarts_it() {
+        let unit = systemd_unit("/usr/local/bin/worldland-provider-sdk", "/root/.worldland", "/root/key", "redis://broker:6379");
+        assert!(unit.contains("ExecStart=/usr/local/bin/worldland-provider-sdk --state-dir /root/.worldland run --wallet-key /root/key --redis-url redis://broker:6379"));
+        assert!(unit.contains("Restart=always") && unit.contains("WantedBy=multi-user.target"));
+    }
+
+    #[test]
+    fn heartbeats_have_the_agents_shape() {
+        let now = DateTime::parse_from_rfc3339("2026-01-01T00:00:30Z").unwrap().with_timezone(&Utc);
+        let hb = build_heartbeat("p", "gpu-01", "available", 1, &Usage { gpu: vec![93.5, 0.0], cpu: 41.2, memory: 55.0 }, now);
+        let v = serde_json::to_value(&hb).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"provider_id": "p", "node_name": "gpu-01", "status": "available", "gpu_usage": [93.5, 0.0],
+                "cpu_usage": 41.2, "memory_usage": 55.0, "active_jobs": 1, "timestamp": "2026-01-01T00:00:30Z"})
+        );
+    }
+}

@@ -142,3 +142,88 @@ pub fn validated_sink() -> Arc<worldland_shared::bus::memory::MemoryBus> {
     bus.declare(&QueueSpec::new("issuer", join_token_issuer::BINDINGS));
     bus
 }
+
+/// The wiring a lifecycle test needs on the embedded backends.
+pub mod lifecycle {
+    use std::sync::Arc;
+
+    use chrono::{DateTime, Utc};
+    use worldland_provider_sdk::simulated::{signed_envelope, SimulatedProvider};
+    use worldland_shared::cluster::{Cluster, NodeInfo};
+    use worldland_shared::messages::{Heartbeat, ProviderValidated, Registration, StreamEnvelope};
+    use worldland_shared::replies::MemoryReplies;
+    use worldland_shared::signature::{sign_personal, SignaturePolicy};
+    use worldland_shared::state::ItemStore;
+    use worldland_shared::validation::ValidationPolicy;
+    use worldland_shared::worker::Outcome;
+
+    /// A provider shaped like the fixture node `gpu-server-01`: 4 × RTX 4090, 32 cores, 128 GiB.
+    pub fn fixture_shaped_provider(n: usize, now: DateTime<Utc>) -> SimulatedProvider {
+        let mut p = SimulatedProvider::new(n, now);
+        let reg: &mut Registration = &mut p.registration;
+        reg.spec.hostname = "gpu-server-01".into();
+        let gpu = reg.spec.gpus[0].clone();
+        reg.spec.gpus = (0..4).map(|i| worldland_shared::messages::Gpu { index: Some(i), name: "NVIDIA GeForce RTX 4090".into(), memory_mb: 24564, ..gpu.clone() }).collect();
+        reg.spec.total_gpus = 4;
+        reg.spec.cpu_cores = 32;
+        reg.spec.total_memory_mb = 131_072;
+        reg.capacity.gpu_count = Some(4);
+        reg.capacity.cpu_cores = Some(25);
+        reg.capacity.memory_mb = Some(104_857);
+        p
+    }
+
+    /// The node a provider's machine would register, matching its spec.
+    pub fn node_for(p: &SimulatedProvider, ready: bool) -> NodeInfo {
+        let spec = &p.registration.spec;
+        NodeInfo {
+            name: worldland_shared::validation::node_name(&spec.hostname),
+            resource_version: "1".into(),
+            ready,
+            cpu_millis: Some(i64::from(spec.cpu_cores) * 1000),
+            memory_bytes: Some(spec.total_memory_mb as i64 * 1024 * 1024),
+            gpus: Some(i64::from(spec.total_gpus)),
+            ..Default::default()
+        }
+    }
+
+    /// Registers and approves `p` through the real handler and issuer.
+    pub async fn approve(p: &SimulatedProvider, store: Arc<dyn ItemStore>, cluster: Arc<dyn Cluster>, now: DateTime<Utc>) {
+        let replies = Arc::new(MemoryReplies::default());
+        let reg_ctx = registration_handler::Context {
+            store: store.clone(),
+            bus: crate::validated_sink(),
+            replies: replies.clone(),
+            policy: ValidationPolicy::default(),
+            signatures: SignaturePolicy::Required,
+        };
+        let entry = format!("{}-0", now.timestamp_millis());
+        let env = signed_envelope(&p.registration, &p.key, "provider:registration", &entry);
+        assert_eq!(registration_handler::handle(&env, &reg_ctx, now).await, Outcome::Done);
+        let issuer = join_token_issuer::Context { store, cluster, replies, token_ttl: chrono::Duration::hours(1), api_endpoint: None };
+        let msg = ProviderValidated { provider_id: p.provider_id.clone(), registration_id: entry, enc_pubkey: p.registration.enc_pubkey.clone() };
+        assert_eq!(join_token_issuer::handle(&msg, &issuer, now).await, Outcome::Done);
+    }
+
+    /// A heartbeat from `p` at `at`, signed by its wallet, as the bridge forwards it.
+    pub fn heartbeat(p: &SimulatedProvider, at: DateTime<Utc>, active_jobs: u32) -> StreamEnvelope {
+        let hb = Heartbeat {
+            provider_id: p.provider_id.clone(),
+            node_name: worldland_shared::validation::node_name(&p.registration.spec.hostname),
+            status: "available".into(),
+            gpu_usage: vec![12.5],
+            cpu_usage: 40.0,
+            memory_usage: 50.0,
+            active_jobs,
+            timestamp: at,
+        };
+        let data = serde_json::to_string(&hb).unwrap();
+        StreamEnvelope {
+            stream: "provider:heartbeat".into(),
+            entry_id: format!("{}-0", at.timestamp_millis()),
+            signature: Some(sign_personal(&p.key, data.as_bytes())),
+            data,
+            timestamp: None,
+        }
+    }
+}

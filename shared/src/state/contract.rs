@@ -64,6 +64,10 @@ pub async fn numbers_and_nested_maps(store: &dyn ItemStore) {
     assert_eq!(item.get("ok"), Some(&Value::B(true)));
     assert_eq!(item.get("alloc").and_then(Value::as_map).map(|m| m.len()), Some(2));
     assert!(store.update(Table::Providers, &k, &Cond::Lt("free".into(), 0), &[]).await.unwrap().is_none());
+    // Overlapping paths in one update are refused, whatever the condition says.
+    assert!(store.update(Table::Providers, &k, &Cond::Always, &[Op::set("ok", false), Op::set("ok", true)]).await.is_err());
+    assert!(store.update(Table::Providers, &k, &Cond::Always, &[Op::Remove("alloc".into()), Op::set("alloc.j9", 1i64)]).await.is_err());
+    assert_eq!(store.get(Table::Providers, &k).await.unwrap().unwrap().get("ok"), Some(&Value::B(true)));
     assert!(store.update(Table::Providers, &k, &Cond::Le("free".into(), 0), &[]).await.unwrap().is_some());
 }
 

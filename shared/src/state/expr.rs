@@ -155,11 +155,26 @@ pub fn eval(cond: &Cond, item: Option<&Item>) -> bool {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("update path {0} goes through a value that is not a map")]
+#[error("update path {0} goes through a value that is not a map, or overlaps another path of the same update")]
 pub struct PathError(pub String);
+
+/// DynamoDB refuses an update whose paths overlap (the same path twice, or one inside another);
+/// so does every store.
+pub fn check_paths(ops: &[Op]) -> Result<(), PathError> {
+    for (i, a) in ops.iter().enumerate() {
+        for b in &ops[i + 1..] {
+            let (a, b) = (a.path(), b.path());
+            if a == b || b.starts_with(&format!("{a}.")) || a.starts_with(&format!("{b}.")) {
+                return Err(PathError(format!("{a} / {b}")));
+            }
+        }
+    }
+    Ok(())
+}
 
 /// Applies update operations to an item (creating it if `None`), as DynamoDB would.
 pub fn apply(item: Option<&Item>, key_attr: &str, key: &str, ops: &[Op]) -> Result<Item, PathError> {
+    check_paths(ops)?;
     let mut out = item.cloned().unwrap_or_else(|| Item::from([(key_attr.to_string(), Value::from(key))]));
     for op in ops {
         let parts: Vec<&str> = op.path().split('.').collect();
@@ -248,5 +263,7 @@ mod tests {
         let fresh = apply(None, "id", "p2", &[Op::set("state", "pending")]).unwrap();
         assert_eq!(fresh["id"], Value::from("p2"));
         assert!(apply(Some(&item()), "id", "p1", &[Op::set("state.x", 1i64)]).is_err());
+        assert!(apply(Some(&item()), "id", "p1", &[Op::set("state", "a"), Op::set("state", "b")]).is_err(), "the same path twice");
+        assert!(apply(Some(&item()), "id", "p1", &[Op::Remove("alloc".into()), Op::Add("alloc.job-1".into(), 1)]).is_err(), "nested paths");
     }
 }

@@ -46,6 +46,7 @@ impl ItemStore for MemoryStore {
         let mut tables = self.tables.lock().expect("store lock");
         let t = tables.entry(table).or_default();
         let current = t.items.get(key);
+        super::expr::check_paths(ops)?;
         if !eval(cond, current) {
             return Ok(None);
         }

@@ -89,13 +89,20 @@ pub struct Expect {
     pub query: &'static str,
     /// Checks the request body; returns an error description on mismatch.
     pub check_body: Box<dyn Fn(&Value) -> Result<(), String> + Send>,
+    pub content_type: Option<&'static str>,
     pub status: u16,
     pub response: Value,
 }
 
 impl Expect {
     pub fn new(method: &'static str, path: impl Into<String>, query: &'static str, status: u16, response: Value) -> Self {
-        Self { method, path: path.into(), query, check_body: Box::new(|b| if b.is_null() { Ok(()) } else { Err(format!("unexpected body {b}")) }), status, response }
+        Self { method, path: path.into(), query, check_body: Box::new(|b| if b.is_null() { Ok(()) } else { Err(format!("unexpected body {b}")) }), content_type: None, status, response }
+    }
+    /// Expects exactly this JSON body, sent as `content_type`.
+    pub fn exact_body(mut self, content_type: &'static str, want: Value) -> Self {
+        self.content_type = Some(content_type);
+        self.check_body = Box::new(move |b| if *b == want { Ok(()) } else { Err(format!("body {b}\n  expected {want}")) });
+        self
     }
     pub fn body(mut self, check: impl Fn(&Value) -> Result<(), String> + Send + 'static) -> Self {
         self.check_body = Box::new(check);
@@ -131,6 +138,9 @@ impl ApiServerVerifier {
                         let mut errs = vec![];
                         if got.method != e.method || got.path != e.path || got.query != e.query {
                             errs.push(format!("expected {} {}?{}, got {} {}?{}", e.method, e.path, e.query, got.method, got.path, got.query));
+                        }
+                        if e.content_type.is_some() && got.content_type.as_deref() != e.content_type {
+                            errs.push(format!("{} {}: content type {:?}, expected {:?}", got.method, got.path, got.content_type, e.content_type));
                         }
                         if let Err(why) = (e.check_body)(&got.body) {
                             errs.push(format!("{} {}: {why}", got.method, got.path));

@@ -190,7 +190,9 @@ async fn join_cluster(rec: ProviderRecord, facts: &HeartbeatFacts<'_>, ctx: &Con
         let mut wanted: BTreeMap<String, Option<String>> =
             provider_node_labels(&rec.provider_id, first_gpu, rec.gpu_count as u32).into_iter().map(|(k, v)| (k, Some(v))).collect();
         wanted.insert(labels::ACTIVE_JOBS.to_string(), Some(facts.active_jobs.to_string()));
-        if let Err(e) = ctx.cluster.patch_node_metadata(&rec.node_name, &wanted, &BTreeMap::new()).await {
+        // The first last-heartbeat annotation goes in the same write.
+        let annotation = BTreeMap::from([(labels::LAST_HEARTBEAT_ANNOTATION.to_string(), Some(facts.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)))]);
+        if let Err(e) = ctx.cluster.patch_node_metadata(&rec.node_name, &wanted, &annotation).await {
             return retry(e);
         }
     }
@@ -203,7 +205,7 @@ async fn join_cluster(rec: ProviderRecord, facts: &HeartbeatFacts<'_>, ctx: &Con
         Ok(Some(joined)) => {
             tracing::info!(provider_id = %rec.provider_id, node = %rec.node_name, "provider joined");
             if contradiction.is_none() {
-                let _ = note_node_write(Some(facts.active_jobs), None).run(ctx.store.as_ref(), &rec.provider_id).await;
+                let _ = note_node_write(Some(facts.active_jobs), Some(facts.at)).run(ctx.store.as_ref(), &rec.provider_id).await;
             }
             become_available_if_ready(&joined, ProviderState::Joined, ctx, now).await
         }

@@ -231,12 +231,46 @@ pub struct RoutingApiServer {
     pub calls: Arc<Mutex<Vec<String>>>,
     /// Answer this many Secret creates with 500 first (a flaky API server).
     pub fail_creates: Arc<Mutex<u32>>,
+    /// Nodes by name, as the API server would return them.
+    pub nodes: Arc<Mutex<BTreeMap<String, Value>>>,
+}
+
+/// RFC 7386 JSON merge patch: what the API server does with `application/merge-patch+json`.
+pub fn merge_patch(target: &mut Value, patch: &Value) {
+    match patch {
+        Value::Object(p) => {
+            if !target.is_object() {
+                *target = json!({});
+            }
+            let t = target.as_object_mut().unwrap();
+            for (k, v) in p {
+                if v.is_null() {
+                    t.remove(k);
+                } else {
+                    merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
+                }
+            }
+        }
+        other => *target = other.clone(),
+    }
 }
 
 pub const SECRETS_PATH: &str = "/api/v1/namespaces/kube-system/secrets";
 pub const CLUSTER_INFO_PATH: &str = "/api/v1/namespaces/kube-public/configmaps/cluster-info";
 
 impl RoutingApiServer {
+    /// A node joins: the fixture node (Ready, 32 CPU, 128 GiB, 4 GPUs) under `name`.
+    pub fn add_fixture_node(&self, name: &str) {
+        let mut node = fixture("15-get-node.json").response_body;
+        node["metadata"]["name"] = json!(name);
+        node["metadata"]["labels"] = json!({"kubernetes.io/hostname": name});
+        self.nodes.lock().unwrap().insert(name.to_string(), node);
+    }
+
+    pub fn node(&self, name: &str) -> Option<Value> {
+        self.nodes.lock().unwrap().get(name).cloned()
+    }
+
     pub fn spawn(&self, mut handle: Handle) -> tokio::task::JoinHandle<()> {
         let me = self.clone();
         tokio::spawn(async move {
@@ -309,6 +343,35 @@ impl RoutingApiServer {
                         respond(404, &body)
                     }
                 }
+            }
+            ("GET", p) if p.starts_with("/api/v1/nodes/") && got.query.is_empty() => {
+                let name = &p["/api/v1/nodes/".len()..];
+                match self.nodes.lock().unwrap().get(name) {
+                    Some(n) => respond(200, n),
+                    None => {
+                        let mut body = fixture("22-get-node-not-found.json").response_body;
+                        body["message"] = json!(format!("nodes \"{name}\" not found"));
+                        body["details"]["name"] = json!(name);
+                        respond(404, &body)
+                    }
+                }
+            }
+            ("PATCH", p) if p.starts_with("/api/v1/nodes/") => {
+                if got.query != "&fieldManager=worldland" || got.content_type.as_deref() != Some("application/merge-patch+json") {
+                    return self.fail(format!("PATCH node with query {:?} and content type {:?}", got.query, got.content_type));
+                }
+                let name = &p["/api/v1/nodes/".len()..];
+                let mut nodes = self.nodes.lock().unwrap();
+                let Some(node) = nodes.get_mut(name) else { return self.fail(format!("PATCH of unknown node {name}")) };
+                let current = node["metadata"]["resourceVersion"].as_str().unwrap_or("0").to_string();
+                if let Some(rv) = got.body["metadata"]["resourceVersion"].as_str() {
+                    if rv != current {
+                        return respond(409, &fixture("26-patch-node-stale-resource-version.json").response_body);
+                    }
+                }
+                merge_patch(node, &got.body);
+                node["metadata"]["resourceVersion"] = json!((current.parse::<u64>().unwrap_or(0) + 1).to_string());
+                respond(200, node)
             }
             _ => self.fail(format!("unexpected call {} {}?{}", got.method, got.path, got.query)),
         }

@@ -33,6 +33,7 @@ struct Plane {
     store: Arc<NotifyingStore>,
     bus: Arc<RabbitBus>,
     api: RoutingApiServer,
+    cluster: Arc<KubeCluster>,
     handler: Arc<Counted>,
     issuer: Arc<Counted>,
     stop: broadcast::Sender<()>,
@@ -50,6 +51,7 @@ impl Plane {
         let (client, handle) = mock_client();
         let api = RoutingApiServer::default();
         api.spawn(handle);
+        let cluster = Arc::new(KubeCluster::new(client));
         let handler = Counted::new(Arc::new(registration_handler::RegistrationHandler(registration_handler::Context {
             store: store.clone(),
             bus: bus.clone(),
@@ -59,7 +61,7 @@ impl Plane {
         })));
         let issuer = Counted::new(Arc::new(join_token_issuer::JoinTokenIssuer(join_token_issuer::Context {
             store: store.clone(),
-            cluster: Arc::new(KubeCluster::new(client)),
+            cluster: cluster.clone(),
             replies,
             token_ttl: chrono::Duration::hours(1),
             api_endpoint: None,
@@ -74,7 +76,7 @@ impl Plane {
                 run_consumer(bus, q, h, 8, rx).await.unwrap();
             }));
         }
-        Self { env, redis, store, bus, api, handler, issuer, stop, tasks }
+        Self { env, redis, store, bus, api, cluster, handler, issuer, stop, tasks }
     }
 
     async fn bridge(&self, consumer: &str, bus: Arc<dyn Bus>, reclaim_idle_ms: u64) -> RedisBridge {
@@ -253,5 +255,74 @@ async fn every_message_delivered_twice_still_leaves_one_provider_and_one_token()
         .map(|a| join_from_response(&a, &p.enc_secret).unwrap().join_token)
         .collect();
     assert_eq!(tokens.len(), 1, "{tokens:?}");
+    plane.stop().await;
+}
+
+/// The lifecycle through every real piece: the SDK's heartbeat loop writes to Redis, the bridge
+/// forwards over RabbitMQ, the recorder and the sweeper keep state in dynalite, and the API mock
+/// holds the node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn heartbeats_carry_a_provider_to_available_offline_and_back() {
+    use worldland_provider_sdk::heartbeat::{run_heartbeats, HeartbeatSettings, Usage};
+
+    let mut plane = Plane::start(&[]).await;
+    let recorder = Counted::new(Arc::new(heartbeat_recorder::HeartbeatRecorder(heartbeat_recorder::Context {
+        store: plane.store.clone(),
+        cluster: plane.cluster.clone(),
+        signatures: worldland_shared::signature::SignaturePolicy::Required,
+        replay_window: chrono::Duration::minutes(5),
+        annotate_interval: chrono::Duration::minutes(5),
+    })));
+    let q = plane.env.queue(recorder.name(), recorder.bindings());
+    let (bus, rx) = (plane.bus.clone() as Arc<dyn Bus>, plane.stop.subscribe());
+    let h = recorder.clone() as Arc<dyn Handler>;
+    plane.tasks.push(tokio::spawn(async move { run_consumer(bus, q, h, 8, rx).await.unwrap() }));
+    let sweeper = Arc::new(staleness_sweeper::Context { store: plane.store.clone(), cluster: plane.cluster.clone(), stale_after: chrono::Duration::seconds(2) });
+    let rx = plane.stop.subscribe();
+    plane.tasks.push(tokio::spawn(staleness_sweeper::run(sweeper, Duration::from_millis(250), Arc::new(chrono::Utc::now), rx)));
+    plane.run_bridge().await;
+
+    let streams = plane.env.cfg.streams();
+    let p = worldland_tests::lifecycle::fixture_shaped_provider(21, chrono::Utc::now());
+    let mut conn = plane.redis.clone();
+    let entry = publish_registration(&mut conn, &streams, &p.registration, &p.key).await.unwrap();
+    let answer = wait_for_response(&mut plane.env.redis_blocking().await, &streams, &p.provider_id, &entry, WAIT).await.unwrap();
+    let node_name = answer.node_name.clone().unwrap();
+    plane.api.add_fixture_node(&node_name);
+
+    let beats = |plane: &Plane| {
+        let settings = HeartbeatSettings {
+            redis_url: plane.env.cfg.redis_url.clone(),
+            streams: streams.clone(),
+            provider_id: p.provider_id.clone(),
+            node_name: node_name.clone(),
+            interval: Duration::from_millis(200),
+        };
+        let (stop, rx) = broadcast::channel(1);
+        (stop, tokio::spawn(run_heartbeats(settings, p.key.clone(), Usage::default, rx)))
+    };
+    let (stop_beats, beating) = beats(&plane);
+    plane.wait_state(&p.provider_id, ProviderState::Available).await;
+    let node = plane.api.node(&node_name).unwrap();
+    assert_eq!(node["metadata"]["labels"]["worldland.io/rental-type"], "gpu");
+    assert_eq!(plane.api.token_count(), 0, "the bootstrap token is deleted on join");
+
+    // The machine goes quiet: offline, tainted.
+    let _ = stop_beats.send(());
+    assert!(beating.await.unwrap().sent >= 1);
+    plane.wait_state(&p.provider_id, ProviderState::Offline).await;
+    let node = plane.api.node(&node_name).unwrap();
+    assert_eq!(node["metadata"]["labels"]["worldland.io/status"], "offline");
+    assert!(node["spec"]["taints"].as_array().unwrap().iter().any(|t| t["key"] == "worldland.io/offline"));
+    assert!(node["spec"]["taints"].as_array().unwrap().iter().any(|t| t["key"] == "node.kubernetes.io/not-ready"), "other taints kept");
+
+    // And back.
+    let (stop_beats, beating) = beats(&plane);
+    plane.wait_state(&p.provider_id, ProviderState::Available).await;
+    let _ = stop_beats.send(());
+    beating.await.unwrap();
+    let node = plane.api.node(&node_name).unwrap();
+    assert!(node["metadata"]["labels"].get("worldland.io/status").is_none());
+    assert!(!node["spec"]["taints"].as_array().unwrap().iter().any(|t| t["key"] == "worldland.io/offline"));
     plane.stop().await;
 }

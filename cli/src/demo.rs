@@ -27,6 +27,7 @@ use worldland_shared::worker::{run_consumer, Handler};
 #[derive(Debug, Clone)]
 pub struct DemoOptions {
     pub providers: usize,
+    pub lifecycle: bool,
     pub show_progress: bool,
     pub timeout: Duration,
 }
@@ -49,13 +50,50 @@ pub struct DemoSummary {
     pub sealed_joins_opened: usize,
     pub unanswered: Vec<String>,
     pub stage_times: BTreeMap<String, StageTimes>,
+    pub lifecycle: Option<LifecycleSummary>,
     pub elapsed_ms: f64,
 }
 
 impl DemoSummary {
     pub fn ok(&self) -> bool {
-        self.unanswered.is_empty() && self.sealed_joins_opened == self.providers
+        self.unanswered.is_empty() && self.sealed_joins_opened == self.providers && self.lifecycle.as_ref().is_none_or(LifecycleSummary::ok)
     }
+}
+
+/// The lifecycle phase, on a virtual clock: providers join and heartbeat, a share die and are
+/// detected offline, some come back.
+#[derive(Debug, Clone, Serialize)]
+pub struct LifecycleSummary {
+    pub virtual_minutes: i64,
+    pub heartbeats: u64,
+    pub providers_per_state: BTreeMap<String, usize>,
+    pub died: usize,
+    pub detected_offline: usize,
+    pub came_back: usize,
+    pub back_available: usize,
+    pub offline_detection_latency_s: Seconds,
+    /// The bound detection must meet: threshold + one sweep interval.
+    pub detection_bound_s: i64,
+    pub kubernetes_writes_per_provider_minute: f64,
+}
+
+impl LifecycleSummary {
+    pub fn ok(&self) -> bool {
+        self.detected_offline == self.died
+            && self.back_available == self.came_back
+            && self.offline_detection_latency_s.max <= self.detection_bound_s as f64
+    }
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Seconds {
+    pub median: f64,
+    pub max: f64,
+}
+
+fn seconds(v: Vec<f64>) -> Seconds {
+    let t = stage(v);
+    Seconds { median: t.median_ms, max: t.max_ms }
 }
 
 fn stage(mut v: Vec<f64>) -> StageTimes {
@@ -199,6 +237,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoSummary> {
             _ => unanswered.push(p.provider_id.clone()),
         }
     }
+    let lifecycle = if opts.lifecycle { Some(lifecycle(&providers, store.clone(), cluster.clone()).await?) } else { None };
     let mut per_reason = BTreeMap::new();
     for d in bus.dead_letters() {
         *per_reason.entry(d.reason).or_insert(0) += 1;
@@ -220,7 +259,123 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoSummary> {
             ("1 received → pending (validated, signed, stored)".to_string(), stage(to_pending)),
             ("2 pending → approved (token, answer sealed and sent)".to_string(), stage(to_approved)),
         ]),
+        lifecycle,
         elapsed_ms: started.elapsed().as_secs_f64() * 1000.0,
+    })
+}
+
+const HEARTBEAT_EVERY_S: i64 = 30;
+const SWEEP_EVERY_S: i64 = 15;
+const STALE_AFTER_S: i64 = 120;
+
+/// Drives the heartbeat recorder's and the sweeper's cores on a virtual clock: fifteen minutes in
+/// about a second. Providers 0, 5, 10, … die at minute 7; every other one of those comes back at
+/// minute 12. The steady-state window (minutes 1–7) includes one annotation refresh per node.
+async fn lifecycle(providers: &[SimulatedProvider], store: Arc<MemoryStore>, cluster: Arc<SimulatedCluster>) -> anyhow::Result<LifecycleSummary> {
+    use chrono::Duration as D;
+    use worldland_shared::cluster::NodeInfo;
+    use worldland_shared::messages::Heartbeat;
+    use worldland_shared::signature::sign_personal;
+
+    for p in providers {
+        let spec = &p.registration.spec;
+        cluster.add_node(NodeInfo {
+            name: worldland_shared::validation::node_name(&spec.hostname),
+            resource_version: "1".into(),
+            ready: true,
+            cpu_millis: Some(i64::from(spec.cpu_cores) * 1000),
+            memory_bytes: Some(spec.total_memory_mb as i64 * 1024 * 1024),
+            gpus: Some(i64::from(spec.total_gpus)),
+            ..Default::default()
+        });
+    }
+    let recorder = heartbeat_recorder::Context {
+        store: store.clone(),
+        cluster: cluster.clone(),
+        signatures: SignaturePolicy::Required,
+        replay_window: D::minutes(5),
+        annotate_interval: D::minutes(5),
+    };
+    let sweeper = staleness_sweeper::Context { store: store.clone(), cluster: cluster.clone(), stale_after: D::seconds(STALE_AFTER_S) };
+    let (die_at, return_at, end_at) = (420, 720, 900);
+    let dies = |n: usize| n % 5 == 0;
+    let returns = |n: usize| n % 10 == 0;
+    let silent = |n: usize, tick: i64| dies(n) && tick >= die_at && (tick < return_at || !returns(n));
+    // Steady state for the write rate: after the joins (minute 1) until the first deaths; it
+    // spans one annotation refresh (every 5 minutes) per node.
+    let steady = (60, die_at);
+    let start = Utc::now();
+    let mut last_beat: BTreeMap<usize, chrono::DateTime<Utc>> = BTreeMap::new();
+    let mut latencies = vec![];
+    let (mut beats, mut writes_at_steady_start, mut writes_per_provider_minute) = (0u64, 0u64, 0.0);
+    for tick in 0..=end_at {
+        let now = start + D::seconds(tick);
+        if tick == steady.0 {
+            writes_at_steady_start = cluster.writes();
+        }
+        if tick == steady.1 && !providers.is_empty() {
+            let minutes = (steady.1 - steady.0) as f64 / 60.0;
+            writes_per_provider_minute = (cluster.writes() - writes_at_steady_start) as f64 / providers.len() as f64 / minutes;
+        }
+        if tick == return_at {
+            // The outage is over: how long did detection take for each provider that died?
+            for (n, p) in providers.iter().enumerate().filter(|(n, _)| dies(*n)) {
+                let rec = ProviderRecord::load(store.as_ref(), &p.provider_id).await?.ok_or_else(|| anyhow::anyhow!("provider vanished"))?;
+                if let (ProviderState::Offline, Some(off), Some(last)) = (rec.state, rec.offline_at, last_beat.get(&n)) {
+                    latencies.push((off - *last).num_seconds() as f64);
+                }
+            }
+        }
+        for (n, p) in providers.iter().enumerate() {
+            if (tick + n as i64) % HEARTBEAT_EVERY_S != 0 || silent(n, tick) {
+                continue;
+            }
+            let hb = Heartbeat {
+                provider_id: p.provider_id.clone(),
+                node_name: worldland_shared::validation::node_name(&p.registration.spec.hostname),
+                status: "available".into(),
+                gpu_usage: vec![0.0; p.registration.spec.total_gpus as usize],
+                cpu_usage: 5.0,
+                memory_usage: 20.0,
+                active_jobs: 0,
+                timestamp: now,
+            };
+            let data = serde_json::to_string(&hb)?;
+            let env = StreamEnvelope {
+                stream: "provider:heartbeat".into(),
+                entry_id: format!("{}-{n}", now.timestamp_millis()),
+                signature: Some(sign_personal(&p.key, data.as_bytes())),
+                data,
+                timestamp: None,
+            };
+            let _ = heartbeat_recorder::handle(&env, &recorder, now).await;
+            last_beat.insert(n, now);
+            beats += 1;
+        }
+        if tick % SWEEP_EVERY_S == 0 {
+            staleness_sweeper::sweep_once(&sweeper, now).await?;
+        }
+    }
+    let mut per_state = BTreeMap::new();
+    let mut back_available = 0;
+    for (n, p) in providers.iter().enumerate() {
+        let rec = ProviderRecord::load(store.as_ref(), &p.provider_id).await?.ok_or_else(|| anyhow::anyhow!("provider vanished"))?;
+        *per_state.entry(rec.state.to_string()).or_insert(0) += 1;
+        if returns(n) && rec.state == ProviderState::Available {
+            back_available += 1;
+        }
+    }
+    Ok(LifecycleSummary {
+        virtual_minutes: end_at / 60,
+        heartbeats: beats,
+        providers_per_state: per_state,
+        died: (0..providers.len()).filter(|n| dies(*n)).count(),
+        detected_offline: latencies.len(),
+        came_back: (0..providers.len()).filter(|n| returns(*n)).count(),
+        back_available,
+        offline_detection_latency_s: seconds(latencies),
+        detection_bound_s: STALE_AFTER_S + SWEEP_EVERY_S,
+        kubernetes_writes_per_provider_minute: writes_per_provider_minute,
     })
 }
 
@@ -240,6 +395,17 @@ pub fn print_table(s: &DemoSummary) {
     for (name, t) in &s.stage_times {
         println!("  {name:<54} {:>9.2} {:>9.2} {:>9.2}", t.median_ms, t.p95_ms, t.max_ms);
     }
+    if let Some(l) = &s.lifecycle {
+        println!("\nLifecycle, {} virtual minutes on a virtual clock ({} heartbeats)", l.virtual_minutes, l.heartbeats);
+        println!("{:<28} {:>8}", "providers per state", "count");
+        for (state, n) in &l.providers_per_state {
+            println!("  {state:<26} {n:>8}");
+        }
+        println!("  died at minute 7: {}, detected offline: {}, came back at minute 12: {}, available again: {}", l.died, l.detected_offline, l.came_back, l.back_available);
+        let t = &l.offline_detection_latency_s;
+        println!("  offline-detection latency: median {:.0} s, max {:.0} s (bound: threshold + one sweep = {} s)", t.median, t.max, l.detection_bound_s);
+        println!("  Kubernetes writes per provider per minute (steady state): {:.3}", l.kubernetes_writes_per_provider_minute);
+    }
     if !s.unanswered.is_empty() {
         println!("\nNEITHER APPROVED NOR REJECTED: {:?}", s.unanswered);
     }
@@ -251,12 +417,19 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn demo_approves_every_provider_and_rejects_each_bad_one_with_its_reason() {
-        let s = run(DemoOptions { providers: 12, show_progress: false, timeout: Duration::from_secs(30) }).await.unwrap();
+        let s = run(DemoOptions { providers: 12, lifecycle: true, show_progress: false, timeout: Duration::from_secs(30) }).await.unwrap();
         assert!(s.ok(), "{s:?}");
         assert_eq!(s.providers_per_state.get("approved"), Some(&12));
         assert_eq!(s.rejections_per_reason.values().sum::<usize>(), s.bad_registrations);
         for reason in ["invalid_hostname", "non_public_ip", "price_above_ceiling", "gpu_count_mismatch", "timestamp_outside_window", "signature_mismatch", "wallet_mismatch", "malformed_json"] {
             assert_eq!(s.rejections_per_reason.get(reason), Some(&1), "{reason}: {s:?}");
         }
+        let l = s.lifecycle.unwrap();
+        assert_eq!((l.died, l.detected_offline, l.came_back, l.back_available), (3, 3, 2, 2));
+        assert!(l.offline_detection_latency_s.max <= 135.0 && l.offline_detection_latency_s.median > 120.0, "{l:?}");
+        assert_eq!(l.providers_per_state.get("available"), Some(&11));
+        assert_eq!(l.providers_per_state.get("offline"), Some(&1));
+        // One annotation refresh per node in six minutes, nothing else.
+        assert!(l.kubernetes_writes_per_provider_minute > 0.1 && l.kubernetes_writes_per_provider_minute < 0.25, "{l:?}");
     }
 }

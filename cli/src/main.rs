@@ -33,6 +33,9 @@ enum Command {
         json: bool,
         #[arg(long, default_value_t = 120)]
         timeout_s: u64,
+        /// Skip the lifecycle phase (heartbeats, offline, recovery).
+        #[arg(long)]
+        no_lifecycle: bool,
     },
     /// Every worker in one process against the configured backends.
     Up,
@@ -81,14 +84,14 @@ fn worker_queues(cfg: &Config) -> Vec<QueueSpec> {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Demo { providers, json, timeout_s } => {
+        Command::Demo { providers, json, timeout_s, no_lifecycle } => {
             // Logs go to stderr; by default only warnings (the simulated-cluster notice and each
             // refusal with its reason), so the table stays readable.
             if std::env::var_os("RUST_LOG").is_none() {
                 std::env::set_var("RUST_LOG", if json { "error" } else { "warn" });
             }
             telemetry::init(Default::default());
-            let summary = demo::run(demo::DemoOptions { providers, show_progress: !json, timeout: Duration::from_secs(timeout_s) }).await?;
+            let summary = demo::run(demo::DemoOptions { providers, lifecycle: !no_lifecycle, show_progress: !json, timeout: Duration::from_secs(timeout_s) }).await?;
             if json {
                 println!("{}", serde_json::to_string(&summary)?);
             } else {

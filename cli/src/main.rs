@@ -1,5 +1,6 @@
 //! `worldland`: the operator's binary and the composition root.
 
+mod bench;
 mod demo;
 
 use std::sync::Arc;
@@ -39,6 +40,11 @@ enum Command {
     },
     /// Every worker in one process against the configured backends.
     Up,
+    /// Benchmarks (build with --release).
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
     /// Infrastructure.
     Infra {
         #[command(subcommand)]
@@ -48,6 +54,24 @@ enum Command {
     Providers {
         #[command(subcommand)]
         command: ProvidersCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// The heartbeat path: (a) embedded, one core; (b) through Redis and RabbitMQ.
+    Heartbeat {
+        /// Simulated providers for (a).
+        #[arg(long, default_value_t = 100_000)]
+        providers: usize,
+        /// Heartbeats for (b).
+        #[arg(long, default_value_t = 5_000)]
+        through_brokers: usize,
+        /// Skip (b), which needs Redis and RabbitMQ.
+        #[arg(long)]
+        embedded_only: bool,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -74,6 +98,7 @@ fn worker_queues(cfg: &Config) -> Vec<QueueSpec> {
     [
         (registration_handler::WORKER, registration_handler::BINDINGS),
         (join_token_issuer::WORKER, join_token_issuer::BINDINGS),
+        (heartbeat_recorder::WORKER, heartbeat_recorder::BINDINGS),
     ]
     .into_iter()
     .map(|(w, b)| QueueSpec::new(cfg.queue(w), b))
@@ -99,6 +124,19 @@ async fn main() -> anyhow::Result<()> {
             }
             if !summary.ok() {
                 std::process::exit(1);
+            }
+        }
+        Command::Bench { command: BenchCommand::Heartbeat { providers, through_brokers, embedded_only, json } } => {
+            if std::env::var_os("RUST_LOG").is_none() {
+                std::env::set_var("RUST_LOG", "error");
+            }
+            telemetry::init(Default::default());
+            let a = bench::embedded(providers).await?;
+            let b = if embedded_only { None } else { Some(bench::through_redis_and_rabbitmq(through_brokers).await?) };
+            if json {
+                println!("{}", serde_json::json!({"embedded": a, "through_brokers": b}));
+            } else {
+                bench::print(&a, b.as_ref());
             }
         }
         Command::Up => {
@@ -149,11 +187,12 @@ async fn up(cfg: Config) -> anyhow::Result<()> {
         })),
         Arc::new(join_token_issuer::JoinTokenIssuer(join_token_issuer::Context {
             store: store.clone(),
-            cluster,
+            cluster: cluster.clone(),
             replies,
             token_ttl: chrono::Duration::seconds(cfg.token_ttl_s),
             api_endpoint: cfg.api_endpoint.clone(),
         })),
+        Arc::new(heartbeat_recorder::HeartbeatRecorder(heartbeat_recorder::Context::from_config(&cfg, store.clone(), cluster.clone()))),
     ];
     let mut tasks = vec![];
     for h in handlers {
@@ -161,6 +200,8 @@ async fn up(cfg: Config) -> anyhow::Result<()> {
         let bus: Arc<dyn Bus> = bus.clone();
         tasks.push(tokio::spawn(run_consumer(bus, queue, h, cfg.prefetch as usize, shutdown.subscribe())));
     }
+    let sweeper = Arc::new(staleness_sweeper::Context { store: store.clone(), cluster, stale_after: chrono::Duration::seconds(cfg.stale_after_s) });
+    let sweeping = tokio::spawn(staleness_sweeper::run(sweeper, Duration::from_secs(cfg.sweep_interval_s), Arc::new(chrono::Utc::now), shutdown.subscribe()));
     let bridge = RedisBridge::new(backends::redis(&cfg).await?, backends::redis_blocking(&cfg).await?, bus.clone(), BridgeSettings::from_config(&cfg));
     let rx = shutdown.subscribe();
     let bridge_task = tokio::spawn(async move { bridge.run(rx).await });
@@ -168,6 +209,7 @@ async fn up(cfg: Config) -> anyhow::Result<()> {
         t.await??;
     }
     bridge_task.await??;
+    sweeping.await?;
     Ok(())
 }
 

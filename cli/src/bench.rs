@@ -10,7 +10,10 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use k256::ecdsa::SigningKey;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions};
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
+};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use tokio::sync::broadcast;
@@ -44,9 +47,16 @@ async fn seed(store: &dyn ItemStore, n: usize, now: DateTime<Utc>) -> (SigningKe
             Op::set(attr::LABELLED_JOBS, 0i64),
             Op::set(attr::ANNOTATED_AT, ms(now)),
         ];
-        let mut ops: Vec<Op> = register_pending(&reg, "0-0", now).ops.into_iter().filter(|o| extra.iter().all(|e| e.path() != o.path())).collect();
+        let mut ops: Vec<Op> = register_pending(&reg, "0-0", now)
+            .ops
+            .into_iter()
+            .filter(|o| extra.iter().all(|e| e.path() != o.path()))
+            .collect();
         ops.extend(extra);
-        store.update(Table::Providers, &id, &Cond::Always, &ops).await.expect("seeding the in-memory store");
+        store
+            .update(Table::Providers, &id, &Cond::Always, &ops)
+            .await
+            .expect("seeding the in-memory store");
         ids.push(id);
     }
     (template.key, ids)
@@ -65,18 +75,30 @@ fn heartbeat_body(key: &SigningKey, id: &str, at: DateTime<Utc>) -> Vec<u8> {
         timestamp: at,
     };
     let data = serde_json::to_string(&hb).expect("serialises");
-    let env = StreamEnvelope { stream: "provider:heartbeat".into(), entry_id: "0-0".into(), signature: Some(sign_personal(key, data.as_bytes())), data, timestamp: None };
+    let env = StreamEnvelope {
+        stream: "provider:heartbeat".into(),
+        entry_id: "0-0".into(),
+        signature: Some(sign_personal(key, data.as_bytes())),
+        data,
+        timestamp: None,
+    };
     serde_json::to_vec(&env).expect("serialises")
 }
 
 /// Signs one heartbeat per provider on every core (set-up, not measured).
 async fn sign_round(key: &SigningKey, ids: &[String], at: DateTime<Utc>) -> Vec<Vec<u8>> {
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
     let chunk = ids.len().div_ceil(cores).max(1);
     let mut tasks = vec![];
     for part in ids.chunks(chunk) {
         let (key, part) = (key.clone(), part.to_vec());
-        tasks.push(tokio::task::spawn_blocking(move || part.iter().map(|id| heartbeat_body(&key, id, at)).collect::<Vec<_>>()));
+        tasks.push(tokio::task::spawn_blocking(move || {
+            part.iter()
+                .map(|id| heartbeat_body(&key, id, at))
+                .collect::<Vec<_>>()
+        }));
     }
     let mut out = Vec::with_capacity(ids.len());
     for t in tasks {
@@ -117,13 +139,26 @@ pub async fn embedded(providers: usize) -> anyhow::Result<EmbeddedFigures> {
     let t0 = Instant::now();
     for body in &bodies {
         let out = rec.handle("provider.heartbeat.received", body, at).await;
-        anyhow::ensure!(out == Outcome::Done, "a heartbeat was not recorded: {out:?}");
+        anyhow::ensure!(
+            out == Outcome::Done,
+            "a heartbeat was not recorded: {out:?}"
+        );
     }
     let wall = t0.elapsed().as_secs_f64();
-    let cpu = cpu_time().saturating_sub(cpu0).as_secs_f64().max(f64::EPSILON);
+    let cpu = cpu_time()
+        .saturating_sub(cpu0)
+        .as_secs_f64()
+        .max(f64::EPSILON);
     let per_second = bodies.len() as f64 / wall;
     let needed = providers as f64 / INTERVAL_S;
-    Ok(EmbeddedFigures { providers, heartbeats: bodies.len(), per_second, cpu_us_per_heartbeat: cpu * 1e6 / bodies.len() as f64, needed_per_second: needed, core_share: needed * cpu / bodies.len() as f64 })
+    Ok(EmbeddedFigures {
+        providers,
+        heartbeats: bodies.len(),
+        per_second,
+        cpu_us_per_heartbeat: cpu * 1e6 / bodies.len() as f64,
+        needed_per_second: needed,
+        core_share: needed * cpu / bodies.len() as f64,
+    })
 }
 
 /// This process's CPU time (user + system), from /proc/self/stat.
@@ -145,11 +180,22 @@ pub struct PathFigures {
     pub ratio: f64,
 }
 
-async fn xadd_all(conn: &mut redis::aio::ConnectionManager, stream: &str, bodies: &[(String, String)]) -> anyhow::Result<()> {
+async fn xadd_all(
+    conn: &mut redis::aio::ConnectionManager,
+    stream: &str,
+    bodies: &[(String, String)],
+) -> anyhow::Result<()> {
     for chunk in bodies.chunks(100) {
         let mut p = redis::pipe();
         for (data, sig) in chunk {
-            p.cmd("XADD").arg(stream).arg("*").arg("data").arg(data).arg("signature").arg(sig).ignore();
+            p.cmd("XADD")
+                .arg(stream)
+                .arg("*")
+                .arg("data")
+                .arg(data)
+                .arg("signature")
+                .arg(sig)
+                .ignore();
         }
         p.query_async::<()>(conn).await?;
     }
@@ -160,7 +206,7 @@ async fn xadd_all(conn: &mut redis::aio::ConnectionManager, stream: &str, bodies
 pub async fn through_redis_and_rabbitmq(count: usize) -> anyhow::Result<PathFigures> {
     let run_id = &uuid::Uuid::new_v4().simple().to_string()[..10];
     let prefix = format!("bench-{run_id}");
-    let cfg = Config::from_iter([
+    let cfg = Config::from_vars([
         ("WORLDLAND_STREAM_PREFIX".to_string(), format!("{prefix}:")),
         ("WORLDLAND_EXCHANGE".into(), prefix.clone()),
         ("WORLDLAND_QUEUE_PREFIX".into(), format!("{prefix}.")),
@@ -185,7 +231,11 @@ pub async fn through_redis_and_rabbitmq(count: usize) -> anyhow::Result<PathFigu
     // The heartbeat path.
     let done = Arc::new(AtomicU64::new(0));
     let (done_tx, mut done_rx) = tokio::sync::watch::channel(0u64);
-    struct Counting(heartbeat_recorder::HeartbeatRecorder, Arc<AtomicU64>, tokio::sync::watch::Sender<u64>);
+    struct Counting(
+        heartbeat_recorder::HeartbeatRecorder,
+        Arc<AtomicU64>,
+        tokio::sync::watch::Sender<u64>,
+    );
     #[async_trait::async_trait]
     impl Handler for Counting {
         fn name(&self) -> &'static str {
@@ -201,18 +251,34 @@ pub async fn through_redis_and_rabbitmq(count: usize) -> anyhow::Result<PathFigu
             out
         }
     }
-    let handler: Arc<dyn Handler> = Arc::new(Counting(recorder(store.clone()), done.clone(), done_tx));
+    let handler: Arc<dyn Handler> =
+        Arc::new(Counting(recorder(store.clone()), done.clone(), done_tx));
     let queue = QueueSpec::new(cfg.queue(handler.name()), handler.bindings());
     bus.declare(&queue).await?;
     let (stop, _) = broadcast::channel(1);
-    let consumer = tokio::spawn(run_consumer(bus.clone() as Arc<dyn Bus>, queue.clone(), handler, cfg.prefetch as usize, stop.subscribe()));
-    let bridge = redis_bridge::RedisBridge::new(conn.clone(), backends::redis_blocking(&cfg).await?, bus.clone(), redis_bridge::BridgeSettings::from_config(&cfg));
+    let consumer = tokio::spawn(run_consumer(
+        bus.clone() as Arc<dyn Bus>,
+        queue.clone(),
+        handler,
+        cfg.prefetch as usize,
+        stop.subscribe(),
+    ));
+    let bridge = redis_bridge::RedisBridge::new(
+        conn.clone(),
+        backends::redis_blocking(&cfg).await?,
+        bus.clone(),
+        redis_bridge::BridgeSettings::from_config(&cfg),
+    );
     bridge.ensure_groups().await?;
     let rx = stop.subscribe();
     let bridging = tokio::spawn(async move { bridge.run(rx).await });
     let t0 = Instant::now();
     xadd_all(&mut conn, &cfg.streams().heartbeat(), &bodies).await?;
-    tokio::time::timeout(Duration::from_secs(600), done_rx.wait_for(|n| *n as usize >= count)).await??;
+    tokio::time::timeout(
+        Duration::from_secs(600),
+        done_rx.wait_for(|n| *n as usize >= count),
+    )
+    .await??;
     let path_secs = t0.elapsed().as_secs_f64();
     let _ = stop.send(());
     let _ = consumer.await;
@@ -224,11 +290,29 @@ pub async fn through_redis_and_rabbitmq(count: usize) -> anyhow::Result<PathFigu
     worldland_shared::replies::ensure_group(&mut conn, &raw_stream, "raw", "0").await?;
     let amqp = Connection::connect(&cfg.amqp_url, ConnectionProperties::default()).await?;
     let pub_ch = amqp.create_channel().await?;
-    pub_ch.confirm_select(ConfirmSelectOptions::default()).await?;
-    pub_ch.queue_declare(raw_queue.as_str().into(), QueueDeclareOptions { durable: true, ..Default::default() }, FieldTable::default()).await?;
+    pub_ch
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    pub_ch
+        .queue_declare(
+            raw_queue.as_str().into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
     let sub_ch = amqp.create_channel().await?;
     sub_ch.basic_qos(cfg.prefetch, Default::default()).await?;
-    let mut consumer = sub_ch.basic_consume(raw_queue.as_str().into(), "raw".into(), BasicConsumeOptions::default(), FieldTable::default()).await?;
+    let mut consumer = sub_ch
+        .basic_consume(
+            raw_queue.as_str().into(),
+            "raw".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
     let consuming = tokio::spawn(async move {
         let mut n = 0;
         while n < count {
@@ -248,50 +332,132 @@ pub async fn through_redis_and_rabbitmq(count: usize) -> anyhow::Result<PathFigu
     let mut forwarded = 0;
     while forwarded < count {
         let reply: redis::streams::StreamReadReply = redis::cmd("XREADGROUP")
-            .arg("GROUP").arg("raw").arg("raw-1").arg("COUNT").arg(64).arg("BLOCK").arg(1000).arg("STREAMS").arg(&raw_stream).arg(">")
+            .arg("GROUP")
+            .arg("raw")
+            .arg("raw-1")
+            .arg("COUNT")
+            .arg(64)
+            .arg("BLOCK")
+            .arg(1000)
+            .arg("STREAMS")
+            .arg(&raw_stream)
+            .arg(">")
             .query_async(&mut reader)
             .await?;
         for entry in reply.keys.iter().flat_map(|k| k.ids.iter()) {
             let data: Vec<u8> = entry.get("data").unwrap_or_default();
             pub_ch
-                .basic_publish("".into(), raw_queue.as_str().into(), BasicPublishOptions::default(), &data, BasicProperties::default().with_delivery_mode(2))
+                .basic_publish(
+                    "".into(),
+                    raw_queue.as_str().into(),
+                    BasicPublishOptions::default(),
+                    &data,
+                    BasicProperties::default().with_delivery_mode(2),
+                )
                 .await?
                 .await?;
-            redis::cmd("XACK").arg(&raw_stream).arg("raw").arg(&entry.id).query_async::<()>(&mut conn).await?;
+            redis::cmd("XACK")
+                .arg(&raw_stream)
+                .arg("raw")
+                .arg(&entry.id)
+                .query_async::<()>(&mut conn)
+                .await?;
             forwarded += 1;
         }
     }
     let consumed = consuming.await?;
-    anyhow::ensure!(consumed == count, "the raw consumer got {consumed} of {count}");
+    anyhow::ensure!(
+        consumed == count,
+        "the raw consumer got {consumed} of {count}"
+    );
     let raw_secs = t0.elapsed().as_secs_f64();
 
     // Clean up what this run created.
-    let _ = pub_ch.queue_delete(raw_queue.as_str().into(), QueueDeleteOptions::default()).await;
+    let _ = pub_ch
+        .queue_delete(raw_queue.as_str().into(), QueueDeleteOptions::default())
+        .await;
     let _ = amqp.close(200, "bench done".into()).await;
     let _ = bus.delete_topology(&[queue]).await;
-    let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{prefix}:*")).query_async(&mut conn).await?;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:*"))
+        .query_async(&mut conn)
+        .await?;
     if !keys.is_empty() {
-        redis::cmd("DEL").arg(&keys).query_async::<()>(&mut conn).await?;
+        redis::cmd("DEL")
+            .arg(&keys)
+            .query_async::<()>(&mut conn)
+            .await?;
     }
     let path = count as f64 / path_secs;
     let raw = count as f64 / raw_secs;
-    Ok(PathFigures { heartbeats: count, path_per_second: path, raw_per_second: raw, ratio: path / raw })
+    Ok(PathFigures {
+        heartbeats: count,
+        path_per_second: path,
+        raw_per_second: raw,
+        ratio: path / raw,
+    })
 }
 
 pub fn print(a: &EmbeddedFigures, b: Option<&PathFigures>) {
-    println!("worldland bench heartbeat ({})", if cfg!(debug_assertions) { "DEBUG build — use --release for real figures" } else { "release build" });
+    println!(
+        "worldland bench heartbeat ({})",
+        if cfg!(debug_assertions) {
+            "DEBUG build — use --release for real figures"
+        } else {
+            "release build"
+        }
+    );
     println!();
     println!("(a) embedded store, one task, signature verified on every heartbeat");
-    println!("  {:<44} {:>14}", "providers (one heartbeat each)", a.providers);
-    println!("  {:<44} {:>14.0}", "heartbeats per second sustained", a.per_second);
-    println!("  {:<44} {:>14.1}", "CPU µs per heartbeat", a.cpu_us_per_heartbeat);
-    println!("  {:<44} {:>14.0}", "needed: providers / 30 s", a.needed_per_second);
-    println!("  {:<44} {:>13.1}%  {}", "share of one core for the fleet", a.core_share * 100.0, if a.core_share <= 1.0 { "(target: within one core — met)" } else { "(target: within one core — NOT met)" });
+    println!(
+        "  {:<44} {:>14}",
+        "providers (one heartbeat each)", a.providers
+    );
+    println!(
+        "  {:<44} {:>14.0}",
+        "heartbeats per second sustained", a.per_second
+    );
+    println!(
+        "  {:<44} {:>14.1}",
+        "CPU µs per heartbeat", a.cpu_us_per_heartbeat
+    );
+    println!(
+        "  {:<44} {:>14.0}",
+        "needed: providers / 30 s", a.needed_per_second
+    );
+    println!(
+        "  {:<44} {:>13.1}%  {}",
+        "share of one core for the fleet",
+        a.core_share * 100.0,
+        if a.core_share <= 1.0 {
+            "(target: within one core — met)"
+        } else {
+            "(target: within one core — NOT met)"
+        }
+    );
     if let Some(b) = b {
         println!();
-        println!("(b) through real Redis and RabbitMQ ({} heartbeats)", b.heartbeats);
-        println!("  {:<44} {:>14.0}", "heartbeat path: XADD → bridge → RabbitMQ → recorder, per s", b.path_per_second);
-        println!("  {:<44} {:>14.0}", "raw: XADD → XREADGROUP → publish-confirm → XACK → consume, per s", b.raw_per_second);
-        println!("  {:<44} {:>14.2}  {}", "ratio", b.ratio, if b.ratio >= 0.5 { "(target ≥ 0.5 — met)" } else { "(target ≥ 0.5 — NOT met)" });
+        println!(
+            "(b) through real Redis and RabbitMQ ({} heartbeats)",
+            b.heartbeats
+        );
+        println!(
+            "  {:<66} {:>8.0}",
+            "heartbeat path: XADD → bridge → RabbitMQ → recorder, per s", b.path_per_second
+        );
+        println!(
+            "  {:<66} {:>8.0}",
+            "raw: XADD → XREADGROUP → publish-confirm → XACK → consume, per s", b.raw_per_second
+        );
+        println!(
+            "  {:<66} {:>8.2}  {}",
+            "ratio",
+            b.ratio,
+            if b.ratio >= 0.5 {
+                "(target ≥ 0.5 — met)"
+            } else {
+                "(target ≥ 0.5 — NOT met)"
+            }
+        );
     }
 }

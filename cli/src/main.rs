@@ -109,14 +109,25 @@ fn worker_queues(cfg: &Config) -> Vec<QueueSpec> {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Demo { providers, json, timeout_s, no_lifecycle } => {
+        Command::Demo {
+            providers,
+            json,
+            timeout_s,
+            no_lifecycle,
+        } => {
             // Logs go to stderr; by default only warnings (the simulated-cluster notice and each
             // refusal with its reason), so the table stays readable.
             if std::env::var_os("RUST_LOG").is_none() {
                 std::env::set_var("RUST_LOG", if json { "error" } else { "warn" });
             }
             telemetry::init(Default::default());
-            let summary = demo::run(demo::DemoOptions { providers, lifecycle: !no_lifecycle, show_progress: !json, timeout: Duration::from_secs(timeout_s) }).await?;
+            let summary = demo::run(demo::DemoOptions {
+                providers,
+                lifecycle: !no_lifecycle,
+                show_progress: !json,
+                timeout: Duration::from_secs(timeout_s),
+            })
+            .await?;
             if json {
                 println!("{}", serde_json::to_string(&summary)?);
             } else {
@@ -126,15 +137,30 @@ async fn main() -> anyhow::Result<()> {
                 std::process::exit(1);
             }
         }
-        Command::Bench { command: BenchCommand::Heartbeat { providers, through_brokers, embedded_only, json } } => {
+        Command::Bench {
+            command:
+                BenchCommand::Heartbeat {
+                    providers,
+                    through_brokers,
+                    embedded_only,
+                    json,
+                },
+        } => {
             if std::env::var_os("RUST_LOG").is_none() {
                 std::env::set_var("RUST_LOG", "error");
             }
             telemetry::init(Default::default());
             let a = bench::embedded(providers).await?;
-            let b = if embedded_only { None } else { Some(bench::through_redis_and_rabbitmq(through_brokers).await?) };
+            let b = if embedded_only {
+                None
+            } else {
+                Some(bench::through_redis_and_rabbitmq(through_brokers).await?)
+            };
             if json {
-                println!("{}", serde_json::json!({"embedded": a, "through_brokers": b}));
+                println!(
+                    "{}",
+                    serde_json::json!({"embedded": a, "through_brokers": b})
+                );
             } else {
                 bench::print(&a, b.as_ref());
             }
@@ -144,20 +170,39 @@ async fn main() -> anyhow::Result<()> {
             telemetry::init(cfg.log_format);
             up(cfg).await?;
         }
-        Command::Infra { command: InfraCommand::Init } => {
+        Command::Infra {
+            command: InfraCommand::Init,
+        } => {
             let cfg = Config::from_env()?;
             telemetry::init(cfg.log_format);
             let store = backends::dynamo(&cfg).await;
-            store.ensure_tables().await.context("creating DynamoDB tables")?;
-            println!("DynamoDB tables ready: {}, {} (index {})", cfg.providers_table, cfg.jobs_table, cfg.providers_state_index);
-            let bus = backends::rabbit(&cfg).await.context("connecting to RabbitMQ")?;
+            store
+                .ensure_tables()
+                .await
+                .context("creating DynamoDB tables")?;
+            println!(
+                "DynamoDB tables ready: {}, {} (index {})",
+                cfg.providers_table, cfg.jobs_table, cfg.providers_state_index
+            );
+            let bus = backends::rabbit(&cfg)
+                .await
+                .context("connecting to RabbitMQ")?;
             for q in worker_queues(&cfg) {
                 bus.declare(&q).await?;
-                println!("RabbitMQ queue ready: {} (+ {})", q.name, q.dead_letter_name());
+                println!(
+                    "RabbitMQ queue ready: {} (+ {})",
+                    q.name,
+                    q.dead_letter_name()
+                );
             }
             let conn = backends::redis(&cfg).await?;
             let reader = backends::redis_blocking(&cfg).await?;
-            let bridge = RedisBridge::new(conn, reader, Arc::new(bus), BridgeSettings::from_config(&cfg));
+            let bridge = RedisBridge::new(
+                conn,
+                reader,
+                Arc::new(bus),
+                BridgeSettings::from_config(&cfg),
+            );
             bridge.ensure_groups().await?;
             println!("Redis consumer group ready: {}", cfg.bridge_group);
         }
@@ -172,37 +217,67 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn up(cfg: Config) -> anyhow::Result<()> {
-    let bus = Arc::new(backends::rabbit(&cfg).await.context("connecting to RabbitMQ")?);
+    let bus = Arc::new(
+        backends::rabbit(&cfg)
+            .await
+            .context("connecting to RabbitMQ")?,
+    );
     let store = backends::store(&cfg).await;
     let replies = backends::replies(&cfg).await?;
     let cluster = backends::cluster(&cfg).await?;
     let shutdown = backends::shutdown_on_signal();
     let handlers: Vec<Arc<dyn Handler>> = vec![
-        Arc::new(registration_handler::RegistrationHandler(registration_handler::Context {
-            store: store.clone(),
-            bus: bus.clone(),
-            replies: replies.clone(),
-            policy: cfg.validation_policy(),
-            signatures: cfg.signature_policy,
-        })),
-        Arc::new(join_token_issuer::JoinTokenIssuer(join_token_issuer::Context {
-            store: store.clone(),
-            cluster: cluster.clone(),
-            replies,
-            token_ttl: chrono::Duration::seconds(cfg.token_ttl_s),
-            api_endpoint: cfg.api_endpoint.clone(),
-        })),
-        Arc::new(heartbeat_recorder::HeartbeatRecorder(heartbeat_recorder::Context::from_config(&cfg, store.clone(), cluster.clone()))),
+        Arc::new(registration_handler::RegistrationHandler(
+            registration_handler::Context {
+                store: store.clone(),
+                bus: bus.clone(),
+                replies: replies.clone(),
+                policy: cfg.validation_policy(),
+                signatures: cfg.signature_policy,
+            },
+        )),
+        Arc::new(join_token_issuer::JoinTokenIssuer(
+            join_token_issuer::Context {
+                store: store.clone(),
+                cluster: cluster.clone(),
+                replies,
+                token_ttl: chrono::Duration::seconds(cfg.token_ttl_s),
+                api_endpoint: cfg.api_endpoint.clone(),
+            },
+        )),
+        Arc::new(heartbeat_recorder::HeartbeatRecorder(
+            heartbeat_recorder::Context::from_config(&cfg, store.clone(), cluster.clone()),
+        )),
     ];
     let mut tasks = vec![];
     for h in handlers {
         let queue = QueueSpec::new(cfg.queue(h.name()), h.bindings());
         let bus: Arc<dyn Bus> = bus.clone();
-        tasks.push(tokio::spawn(run_consumer(bus, queue, h, cfg.prefetch as usize, shutdown.subscribe())));
+        tasks.push(tokio::spawn(run_consumer(
+            bus,
+            queue,
+            h,
+            cfg.prefetch as usize,
+            shutdown.subscribe(),
+        )));
     }
-    let sweeper = Arc::new(staleness_sweeper::Context { store: store.clone(), cluster, stale_after: chrono::Duration::seconds(cfg.stale_after_s) });
-    let sweeping = tokio::spawn(staleness_sweeper::run(sweeper, Duration::from_secs(cfg.sweep_interval_s), Arc::new(chrono::Utc::now), shutdown.subscribe()));
-    let bridge = RedisBridge::new(backends::redis(&cfg).await?, backends::redis_blocking(&cfg).await?, bus.clone(), BridgeSettings::from_config(&cfg));
+    let sweeper = Arc::new(staleness_sweeper::Context {
+        store: store.clone(),
+        cluster,
+        stale_after: chrono::Duration::seconds(cfg.stale_after_s),
+    });
+    let sweeping = tokio::spawn(staleness_sweeper::run(
+        sweeper,
+        Duration::from_secs(cfg.sweep_interval_s),
+        Arc::new(chrono::Utc::now),
+        shutdown.subscribe(),
+    ));
+    let bridge = RedisBridge::new(
+        backends::redis(&cfg).await?,
+        backends::redis_blocking(&cfg).await?,
+        bus.clone(),
+        BridgeSettings::from_config(&cfg),
+    );
     let rx = shutdown.subscribe();
     let bridge_task = tokio::spawn(async move { bridge.run(rx).await });
     for t in tasks {
@@ -218,17 +293,29 @@ async fn providers(store: &dyn ItemStore, command: ProvidersCommand) -> anyhow::
         ProvidersCommand::List { state } => {
             let items = match &state {
                 Some(s) => {
-                    let st = ProviderState::parse(s).with_context(|| format!("unknown state {s}"))?;
-                    store.query_by_state(Table::Providers, st.as_str(), None).await?
+                    let st =
+                        ProviderState::parse(s).with_context(|| format!("unknown state {s}"))?;
+                    store
+                        .query_by_state(Table::Providers, st.as_str(), None)
+                        .await?
                 }
                 None => store.scan(Table::Providers).await?,
             };
             let now = chrono::Utc::now();
-            println!("{:<38} {:<10} {:>8} {:<24} {:>5} {:<16}", "provider", "state", "hb age", "node", "gpus", "model");
+            println!(
+                "{:<38} {:<10} {:>8} {:<24} {:>5} {:<16}",
+                "provider", "state", "hb age", "node", "gpus", "model"
+            );
             for item in items {
                 let r = ProviderRecord::from_item(&item)?;
-                let age = r.last_heartbeat.map(|t| format!("{}s", (now - t).num_seconds())).unwrap_or_else(|| "-".into());
-                println!("{:<38} {:<10} {:>8} {:<24} {:>5} {:<16}", r.provider_id, r.state, age, r.node_name, r.gpu_count, r.gpu_model);
+                let age = r
+                    .last_heartbeat
+                    .map(|t| format!("{}s", (now - t).num_seconds()))
+                    .unwrap_or_else(|| "-".into());
+                println!(
+                    "{:<38} {:<10} {:>8} {:<24} {:>5} {:<16}",
+                    r.provider_id, r.state, age, r.node_name, r.gpu_count, r.gpu_model
+                );
             }
         }
         ProvidersCommand::Show { id } => match ProviderRecord::load(store, &id).await? {
@@ -241,15 +328,34 @@ async fn providers(store: &dyn ItemStore, command: ProvidersCommand) -> anyhow::
                 println!("gpus:            {} × {}", r.gpu_count, r.gpu_model);
                 println!("price/GPU-hour:  {:.6}", r.price_micros as f64 / 1e6);
                 println!("registered:      {}", r.registered_at.to_rfc3339());
-                println!("approved:        {}", r.approved_at.map(|t| t.to_rfc3339()).unwrap_or_else(|| "-".into()));
-                let opt = |t: Option<chrono::DateTime<chrono::Utc>>| t.map(|t| t.to_rfc3339()).unwrap_or_else(|| "-".into());
+                println!(
+                    "approved:        {}",
+                    r.approved_at
+                        .map(|t| t.to_rfc3339())
+                        .unwrap_or_else(|| "-".into())
+                );
+                let opt = |t: Option<chrono::DateTime<chrono::Utc>>| {
+                    t.map(|t| t.to_rfc3339()).unwrap_or_else(|| "-".into())
+                };
                 println!("joined:          {}", opt(r.joined_at));
                 println!("last heartbeat:  {}", opt(r.last_heartbeat));
-                println!("agent says:      {} ({} active jobs)", r.heartbeat_status.as_deref().unwrap_or("-"), r.active_jobs);
+                println!(
+                    "agent says:      {} ({} active jobs)",
+                    r.heartbeat_status.as_deref().unwrap_or("-"),
+                    r.active_jobs
+                );
                 println!("offline since:   {}", opt(r.offline_at));
-                println!("unschedulable:   {}", r.unschedulable.as_deref().unwrap_or("no"));
+                println!(
+                    "unschedulable:   {}",
+                    r.unschedulable.as_deref().unwrap_or("no")
+                );
                 println!("token id:        {}", r.token_id.as_deref().unwrap_or("-"));
-                println!("token expires:   {}", r.token_expires_at.map(|t| t.to_rfc3339()).unwrap_or_else(|| "-".into()));
+                println!(
+                    "token expires:   {}",
+                    r.token_expires_at
+                        .map(|t| t.to_rfc3339())
+                        .unwrap_or_else(|| "-".into())
+                );
                 println!("spec:            {}", r.spec_json);
                 println!("capacity:        {}", r.capacity_json);
             }

@@ -17,7 +17,12 @@ use worldland_shared::streams::StreamNames;
 use crate::{Error, Result};
 
 /// XADDs the registration with its EIP-191 signature; returns the entry id.
-pub async fn publish_registration(conn: &mut ConnectionManager, streams: &StreamNames, reg: &Registration, key: &SigningKey) -> Result<String> {
+pub async fn publish_registration(
+    conn: &mut ConnectionManager,
+    streams: &StreamNames,
+    reg: &Registration,
+    key: &SigningKey,
+) -> Result<String> {
     let data = serde_json::to_string(reg).expect("registrations serialise");
     let signature = sign_personal(key, data.as_bytes());
     let id: String = redis::cmd("XADD")
@@ -36,12 +41,21 @@ pub async fn publish_registration(conn: &mut ConnectionManager, streams: &Stream
 
 fn first_answer(reply: &Value) -> Option<(String, ProviderResponse)> {
     // XREAD: [[stream, [[id, [field, value, ...]], ...]]]
-    let Value::Array(streams) = reply else { return None };
-    let Value::Array(parts) = streams.first()? else { return None };
-    let Value::Array(entries) = parts.get(1)? else { return None };
+    let Value::Array(streams) = reply else {
+        return None;
+    };
+    let Value::Array(parts) = streams.first()? else {
+        return None;
+    };
+    let Value::Array(entries) = parts.get(1)? else {
+        return None;
+    };
     for e in entries {
         let Value::Array(idf) = e else { continue };
-        let (Some(Value::BulkString(id)), Some(Value::Array(fields))) = (idf.first(), idf.get(1)) else { continue };
+        let (Some(Value::BulkString(id)), Some(Value::Array(fields))) = (idf.first(), idf.get(1))
+        else {
+            continue;
+        };
         for kv in fields.chunks(2) {
             if let [Value::BulkString(k), Value::BulkString(v)] = kv {
                 if k == b"data" {
@@ -75,7 +89,16 @@ pub async fn wait_for_response(
             return Err(Error::Timeout(timeout.as_secs()));
         }
         let block = left.as_millis().clamp(1, 1_000) as u64;
-        let reply: Value = redis::cmd("XREAD").arg("COUNT").arg(10).arg("BLOCK").arg(block).arg("STREAMS").arg(&stream).arg(&start).query_async(conn).await?;
+        let reply: Value = redis::cmd("XREAD")
+            .arg("COUNT")
+            .arg(10)
+            .arg("BLOCK")
+            .arg(block)
+            .arg("STREAMS")
+            .arg(&stream)
+            .arg(&start)
+            .query_async(conn)
+            .await?;
         if let Some((_, resp)) = first_answer(&reply) {
             return Ok(resp);
         }
@@ -91,7 +114,10 @@ pub fn join_from_response(resp: &ProviderResponse, secret: &SecretKey) -> Result
         return open_join(sealed, secret).map_err(|e| Error::Sealed(e.to_string()));
     }
     match (&resp.join_token, &resp.join_command) {
-        (Some(t), Some(c)) => Ok(SealedJoin { join_token: t.clone(), join_command: c.clone() }),
+        (Some(t), Some(c)) => Ok(SealedJoin {
+            join_token: t.clone(),
+            join_command: c.clone(),
+        }),
         _ => Err(Error::Sealed("the answer carries no join command".into())),
     }
 }
@@ -105,8 +131,14 @@ pub async fn run_join(join: &SealedJoin, dry_run: bool) -> Result<()> {
         return Ok(());
     }
     let mut parts = join.join_command.split_whitespace();
-    let program = parts.next().ok_or_else(|| Error::Join("empty join command".into()))?;
-    let status = tokio::process::Command::new(program).args(parts).status().await.map_err(|e| Error::Join(e.to_string()))?;
+    let program = parts
+        .next()
+        .ok_or_else(|| Error::Join("empty join command".into()))?;
+    let status = tokio::process::Command::new(program)
+        .args(parts)
+        .status()
+        .await
+        .map_err(|e| Error::Join(e.to_string()))?;
     if status.success() {
         Ok(())
     } else {

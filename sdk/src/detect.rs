@@ -9,12 +9,15 @@ use worldland_shared::messages::{Gpu, Spec};
 use crate::{Error, Result};
 
 /// The query the fallback parser reads.
-pub const NVIDIA_SMI_ARGS: [&str; 2] =
-    ["--query-gpu=index,name,memory.total,uuid,driver_version,pci.bus_id", "--format=csv,noheader,nounits"];
+pub const NVIDIA_SMI_ARGS: [&str; 2] = [
+    "--query-gpu=index,name,memory.total,uuid,driver_version,pci.bus_id",
+    "--format=csv,noheader,nounits",
+];
 
 fn field(raw: &str) -> Option<String> {
     let v = raw.trim();
-    (!v.is_empty() && !v.starts_with("[N/A]") && !v.starts_with("[Not Supported]") && v != "N/A").then(|| v.to_string())
+    (!v.is_empty() && !v.starts_with("[N/A]") && !v.starts_with("[Not Supported]") && v != "N/A")
+        .then(|| v.to_string())
 }
 
 /// Parses `nvidia-smi --query-gpu=index,name,memory.total,uuid,driver_version,pci.bus_id
@@ -22,18 +25,33 @@ fn field(raw: &str) -> Option<String> {
 /// name is everything between the first field and the last four.
 pub fn parse_nvidia_smi(text: &str) -> std::result::Result<Vec<Gpu>, String> {
     let mut gpus = vec![];
-    for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+    for (n, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
         let parts: Vec<&str> = line.split(',').collect();
         if parts.len() < 6 {
-            return Err(format!("line {}: expected 6 fields, found {}", n + 1, parts.len()));
+            return Err(format!(
+                "line {}: expected 6 fields, found {}",
+                n + 1,
+                parts.len()
+            ));
         }
         let tail = &parts[parts.len() - 4..];
         let name = parts[1..parts.len() - 4].join(",").trim().to_string();
         let index = field(parts[0]).and_then(|v| v.parse().ok());
-        let memory_mb = field(tail[0]).and_then(|v| v.parse::<f64>().ok()).map(|m| m as u64).unwrap_or(0);
+        let memory_mb = field(tail[0])
+            .and_then(|v| v.parse::<f64>().ok())
+            .map(|m| m as u64)
+            .unwrap_or(0);
         gpus.push(Gpu {
             index,
-            name: if name.is_empty() || name.starts_with("[N/A]") { "Unknown GPU".into() } else { name },
+            name: if name.is_empty() || name.starts_with("[N/A]") {
+                "Unknown GPU".into()
+            } else {
+                name
+            },
             memory_mb,
             uuid: field(tail[1]),
             driver_ver: field(tail[2]),
@@ -48,14 +66,20 @@ fn gpus_from_nvml() -> Option<Vec<Gpu>> {
     let nvml = nvml_wrapper::Nvml::init().ok()?;
     let count = nvml.device_count().ok()?;
     let driver = nvml.sys_driver_version().ok();
-    let cuda = nvml.sys_cuda_driver_version().ok().map(|v| format!("{}.{}", v / 1000, (v % 1000) / 10));
+    let cuda = nvml
+        .sys_cuda_driver_version()
+        .ok()
+        .map(|v| format!("{}.{}", v / 1000, (v % 1000) / 10));
     let mut out = vec![];
     for i in 0..count {
         let d = nvml.device_by_index(i).ok()?;
         out.push(Gpu {
             index: Some(i),
             name: d.name().unwrap_or_else(|_| "Unknown GPU".into()),
-            memory_mb: d.memory_info().map(|m| m.total / (1024 * 1024)).unwrap_or(0),
+            memory_mb: d
+                .memory_info()
+                .map(|m| m.total / (1024 * 1024))
+                .unwrap_or(0),
             uuid: d.uuid().ok(),
             driver_ver: driver.clone(),
             cuda_version: cuda.clone(),
@@ -66,7 +90,10 @@ fn gpus_from_nvml() -> Option<Vec<Gpu>> {
 }
 
 fn gpus_from_nvidia_smi() -> Option<Vec<Gpu>> {
-    let out = Command::new("nvidia-smi").args(NVIDIA_SMI_ARGS).output().ok()?;
+    let out = Command::new("nvidia-smi")
+        .args(NVIDIA_SMI_ARGS)
+        .output()
+        .ok()?;
     if !out.status.success() {
         return None;
     }
@@ -109,7 +136,11 @@ pub fn parse_cpuinfo(text: &str) -> (u32, u32, Option<String>) {
             _ => {}
         }
     }
-    let physical = if cores.is_empty() { threads } else { cores.len() as u32 };
+    let physical = if cores.is_empty() {
+        threads
+    } else {
+        cores.len() as u32
+    };
     (physical.max(1), threads.max(1), model)
 }
 
@@ -143,12 +174,32 @@ pub fn detect_public_ip() -> Option<IpAddr> {
 pub fn detect_spec(public_ip: Option<String>, disk_dir: &str) -> Result<(Spec, GpuSource)> {
     let (gpus, source) = detect_gpus()?;
     let (cores, threads, cpu_model) = parse_cpuinfo(&read("/proc/cpuinfo").unwrap_or_default());
-    let total_memory_mb = read("/proc/meminfo").as_deref().and_then(parse_meminfo_total_mb).ok_or_else(|| Error::Detect("no MemTotal in /proc/meminfo".into()))?;
-    let df = Command::new("df").arg("-Pk").arg(disk_dir).output().map_err(|e| Error::Detect(format!("df: {e}")))?;
-    let (total_disk_gb, available_disk_gb) = parse_df(&String::from_utf8_lossy(&df.stdout)).ok_or_else(|| Error::Detect("cannot read df output".into()))?;
-    let hostname = read("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).filter(|h| !h.is_empty()).ok_or_else(|| Error::Detect("no host name".into()))?;
-    let os = read("/etc/os-release").and_then(|t| t.lines().find_map(|l| l.strip_prefix("PRETTY_NAME=").map(|v| v.trim_matches('"').to_string())));
-    let public_ip = public_ip.or_else(|| detect_public_ip().map(|ip| ip.to_string())).ok_or_else(|| Error::Detect("cannot find this machine's address; pass --public-ip".into()))?;
+    let total_memory_mb = read("/proc/meminfo")
+        .as_deref()
+        .and_then(parse_meminfo_total_mb)
+        .ok_or_else(|| Error::Detect("no MemTotal in /proc/meminfo".into()))?;
+    let df = Command::new("df")
+        .arg("-Pk")
+        .arg(disk_dir)
+        .output()
+        .map_err(|e| Error::Detect(format!("df: {e}")))?;
+    let (total_disk_gb, available_disk_gb) = parse_df(&String::from_utf8_lossy(&df.stdout))
+        .ok_or_else(|| Error::Detect("cannot read df output".into()))?;
+    let hostname = read("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| Error::Detect("no host name".into()))?;
+    let os = read("/etc/os-release").and_then(|t| {
+        t.lines().find_map(|l| {
+            l.strip_prefix("PRETTY_NAME=")
+                .map(|v| v.trim_matches('"').to_string())
+        })
+    });
+    let public_ip = public_ip
+        .or_else(|| detect_public_ip().map(|ip| ip.to_string()))
+        .ok_or_else(|| {
+            Error::Detect("cannot find this machine's address; pass --public-ip".into())
+        })?;
     let spec = Spec {
         hostname,
         os,
@@ -182,7 +233,10 @@ mod tests {
     fn one_gpu() {
         let g = parse_nvidia_smi(&fixture("nvidia-smi-1gpu.csv")).unwrap();
         assert_eq!(g.len(), 1);
-        assert_eq!((g[0].name.as_str(), g[0].memory_mb), ("NVIDIA GeForce RTX 4090", 24564));
+        assert_eq!(
+            (g[0].name.as_str(), g[0].memory_mb),
+            ("NVIDIA GeForce RTX 4090", 24564)
+        );
         assert_eq!(g[0].pci_bus_id.as_deref(), Some("00000000:01:00.0"));
     }
 
@@ -190,8 +244,13 @@ mod tests {
     fn four_gpus() {
         let g = parse_nvidia_smi(&fixture("nvidia-smi-4gpu.csv")).unwrap();
         assert_eq!(g.len(), 4);
-        assert!(g.iter().all(|g| g.name == "NVIDIA A100-SXM4-80GB" && g.memory_mb == 81920));
-        assert_eq!(g.iter().map(|g| g.index.unwrap()).collect::<Vec<_>>(), vec![0, 1, 2, 3]);
+        assert!(g
+            .iter()
+            .all(|g| g.name == "NVIDIA A100-SXM4-80GB" && g.memory_mb == 81920));
+        assert_eq!(
+            g.iter().map(|g| g.index.unwrap()).collect::<Vec<_>>(),
+            vec![0, 1, 2, 3]
+        );
     }
 
     #[test]
@@ -200,7 +259,10 @@ mod tests {
         assert_eq!(g.len(), 8);
         assert_eq!(g[1].name, "NVIDIA H100 80GB HBM3, rev. B");
         assert_eq!(g[2].uuid, None, "[N/A] uuid");
-        assert_eq!(g[3].memory_mb, 0, "[N/A] memory is reported as 0 and refused by the broker");
+        assert_eq!(
+            g[3].memory_mb, 0,
+            "[N/A] memory is reported as 0 and refused by the broker"
+        );
         assert_eq!(g[4].driver_ver, None, "[Not Supported]");
         assert_eq!(g[5].name, "Unknown GPU");
     }
@@ -215,7 +277,10 @@ mod tests {
     fn proc_files() {
         let cpu = "processor\t: 0\nmodel name\t: AMD EPYC 7543\nphysical id\t: 0\ncore id\t: 0\n\nprocessor\t: 1\nmodel name\t: AMD EPYC 7543\nphysical id\t: 0\ncore id\t: 0\n\nprocessor\t: 2\nphysical id\t: 0\ncore id\t: 1\n";
         assert_eq!(parse_cpuinfo(cpu), (2, 3, Some("AMD EPYC 7543".into())));
-        assert_eq!(parse_meminfo_total_mb("MemTotal:       131072000 kB\nMemFree: 1 kB\n"), Some(128000));
+        assert_eq!(
+            parse_meminfo_total_mb("MemTotal:       131072000 kB\nMemFree: 1 kB\n"),
+            Some(128000)
+        );
         assert_eq!(parse_df("Filesystem 1024-blocks Used Available Capacity Mounted on\n/dev/vda 1048576000 0 524288000 50% /\n"), Some((1000, 500)));
     }
 }

@@ -19,7 +19,14 @@ pub struct Usage {
     pub memory: f64,
 }
 
-pub fn build_heartbeat(provider_id: &str, node_name: &str, status: &str, active_jobs: u32, usage: &Usage, now: DateTime<Utc>) -> Heartbeat {
+pub fn build_heartbeat(
+    provider_id: &str,
+    node_name: &str,
+    status: &str,
+    active_jobs: u32,
+    usage: &Usage,
+    now: DateTime<Utc>,
+) -> Heartbeat {
     Heartbeat {
         provider_id: provider_id.into(),
         node_name: node_name.into(),
@@ -47,7 +54,12 @@ pub struct HeartbeatStats {
     pub failed: u64,
 }
 
-async fn send(conn: &mut redis::aio::ConnectionManager, s: &HeartbeatSettings, key: &SigningKey, usage: &Usage) -> redis::RedisResult<()> {
+async fn send(
+    conn: &mut redis::aio::ConnectionManager,
+    s: &HeartbeatSettings,
+    key: &SigningKey,
+    usage: &Usage,
+) -> redis::RedisResult<()> {
     let now = Utc::now();
     let hb = build_heartbeat(&s.provider_id, &s.node_name, "available", 0, usage, now);
     let data = serde_json::to_string(&hb).expect("heartbeats serialise");
@@ -65,7 +77,12 @@ async fn send(conn: &mut redis::aio::ConnectionManager, s: &HeartbeatSettings, k
 }
 
 /// Sends heartbeats until `shutdown` fires; returns what it did.
-pub async fn run_heartbeats(s: HeartbeatSettings, key: SigningKey, mut usage: impl FnMut() -> Usage, mut shutdown: broadcast::Receiver<()>) -> HeartbeatStats {
+pub async fn run_heartbeats(
+    s: HeartbeatSettings,
+    key: SigningKey,
+    mut usage: impl FnMut() -> Usage,
+    mut shutdown: broadcast::Receiver<()>,
+) -> HeartbeatStats {
     let mut stats = HeartbeatStats::default();
     let mut conn: Option<redis::aio::ConnectionManager> = None;
     let mut backoff = Duration::from_millis(500);
@@ -76,7 +93,9 @@ pub async fn run_heartbeats(s: HeartbeatSettings, key: SigningKey, mut usage: im
             _ = tokio::time::sleep_until(next) => {}
         }
         if conn.is_none() {
-            conn = worldland_shared::backends::redis_connection(&s.redis_url, false).await.ok();
+            conn = worldland_shared::backends::redis_connection(&s.redis_url, false)
+                .await
+                .ok();
         }
         let ok = match conn.as_mut() {
             Some(c) => send(c, &s, &key, &usage()).await.is_ok(),
@@ -106,13 +125,22 @@ pub struct UsageProbe {
 
 impl Default for UsageProbe {
     fn default() -> Self {
-        Self { last_cpu: None, nvml: nvml_wrapper::Nvml::init().ok() }
+        Self {
+            last_cpu: None,
+            nvml: nvml_wrapper::Nvml::init().ok(),
+        }
     }
 }
 
 /// (busy, total) jiffies from the first line of /proc/stat.
 pub fn parse_proc_stat(text: &str) -> Option<(u64, u64)> {
-    let nums: Vec<u64> = text.lines().next()?.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
+    let nums: Vec<u64> = text
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
     let total: u64 = nums.iter().sum();
     let idle = nums.get(3)? + nums.get(4).unwrap_or(&0);
     Some((total - idle, total))
@@ -120,26 +148,50 @@ pub fn parse_proc_stat(text: &str) -> Option<(u64, u64)> {
 
 /// Percent of memory in use, from MemTotal and MemAvailable.
 pub fn parse_memory_usage(text: &str) -> Option<f64> {
-    let get = |k: &str| text.lines().find(|l| l.starts_with(k))?.split_whitespace().nth(1)?.parse::<f64>().ok();
+    let get = |k: &str| {
+        text.lines()
+            .find(|l| l.starts_with(k))?
+            .split_whitespace()
+            .nth(1)?
+            .parse::<f64>()
+            .ok()
+    };
     let (total, avail) = (get("MemTotal:")?, get("MemAvailable:")?);
     (total > 0.0).then(|| 100.0 * (total - avail) / total)
 }
 
 impl UsageProbe {
     pub fn sample(&mut self) -> Usage {
-        let cpu_now = std::fs::read_to_string("/proc/stat").ok().as_deref().and_then(parse_proc_stat);
+        let cpu_now = std::fs::read_to_string("/proc/stat")
+            .ok()
+            .as_deref()
+            .and_then(parse_proc_stat);
         let cpu = match (self.last_cpu, cpu_now) {
-            (Some((b0, t0)), Some((b1, t1))) if t1 > t0 => 100.0 * (b1 - b0) as f64 / (t1 - t0) as f64,
+            (Some((b0, t0)), Some((b1, t1))) if t1 > t0 => {
+                100.0 * (b1 - b0) as f64 / (t1 - t0) as f64
+            }
             _ => 0.0,
         };
         self.last_cpu = cpu_now;
-        let memory = std::fs::read_to_string("/proc/meminfo").ok().as_deref().and_then(parse_memory_usage).unwrap_or(0.0);
+        let memory = std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .as_deref()
+            .and_then(parse_memory_usage)
+            .unwrap_or(0.0);
         let gpu = self
             .nvml
             .as_ref()
             .and_then(|n| {
                 let count = n.device_count().ok()?;
-                (0..count).map(|i| n.device_by_index(i).ok()?.utilization_rates().ok().map(|u| f64::from(u.gpu))).collect()
+                (0..count)
+                    .map(|i| {
+                        n.device_by_index(i)
+                            .ok()?
+                            .utilization_rates()
+                            .ok()
+                            .map(|u| f64::from(u.gpu))
+                    })
+                    .collect()
             })
             .unwrap_or_default();
         Usage { gpu, cpu, memory }
@@ -163,23 +215,47 @@ mod tests {
 
     #[test]
     fn proc_parsers() {
-        assert_eq!(parse_proc_stat("cpu  100 0 100 700 100 0 0 0 0 0\ncpu0 1 2 3 4\n"), Some((200, 1000)));
+        assert_eq!(
+            parse_proc_stat("cpu  100 0 100 700 100 0 0 0 0 0\ncpu0 1 2 3 4\n"),
+            Some((200, 1000))
+        );
         let mem = "MemTotal:       1000 kB\nMemFree: 100 kB\nMemAvailable:    250 kB\n";
         assert_eq!(parse_memory_usage(mem), Some(75.0));
-        assert_eq!(parse_memory_usage("MemTotal: 0 kB\nMemAvailable: 0 kB"), None);
+        assert_eq!(
+            parse_memory_usage("MemTotal: 0 kB\nMemAvailable: 0 kB"),
+            None
+        );
     }
 
     #[test]
     fn the_unit_runs_the_heartbeat_loop_and_restarts_it() {
-        let unit = systemd_unit("/usr/local/bin/worldland-provider-sdk", "/root/.worldland", "/root/key", "redis://broker:6379");
+        let unit = systemd_unit(
+            "/usr/local/bin/worldland-provider-sdk",
+            "/root/.worldland",
+            "/root/key",
+            "redis://broker:6379",
+        );
         assert!(unit.contains("ExecStart=/usr/local/bin/worldland-provider-sdk --state-dir /root/.worldland run --wallet-key /root/key --redis-url redis://broker:6379"));
         assert!(unit.contains("Restart=always") && unit.contains("WantedBy=multi-user.target"));
     }
 
     #[test]
     fn heartbeats_have_the_agents_shape() {
-        let now = DateTime::parse_from_rfc3339("2026-01-01T00:00:30Z").unwrap().with_timezone(&Utc);
-        let hb = build_heartbeat("p", "gpu-01", "available", 1, &Usage { gpu: vec![93.5, 0.0], cpu: 41.2, memory: 55.0 }, now);
+        let now = DateTime::parse_from_rfc3339("2026-01-01T00:00:30Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let hb = build_heartbeat(
+            "p",
+            "gpu-01",
+            "available",
+            1,
+            &Usage {
+                gpu: vec![93.5, 0.0],
+                cpu: 41.2,
+                memory: 55.0,
+            },
+            now,
+        );
         let v = serde_json::to_value(&hb).unwrap();
         assert_eq!(
             v,

@@ -27,11 +27,17 @@ pub struct LocalState {
 }
 
 pub fn default_dir() -> PathBuf {
-    std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(".")).join(".worldland")
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join(".worldland")
 }
 
 fn err(path: &Path, why: impl std::fmt::Display) -> Error {
-    Error::State { path: path.display().to_string(), why: why.to_string() }
+    Error::State {
+        path: path.display().to_string(),
+        why: why.to_string(),
+    }
 }
 
 impl LocalState {
@@ -42,7 +48,9 @@ impl LocalState {
     pub fn load(dir: &Path) -> Result<Option<Self>> {
         let path = Self::path(dir);
         match std::fs::read_to_string(&path) {
-            Ok(text) => serde_json::from_str(&text).map(Some).map_err(|e| err(&path, e)),
+            Ok(text) => serde_json::from_str(&text)
+                .map(Some)
+                .map_err(|e| err(&path, e)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(err(&path, e)),
         }
@@ -53,11 +61,19 @@ impl LocalState {
         use std::io::Write;
         use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
         std::fs::create_dir_all(dir).map_err(|e| err(dir, e))?;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| err(dir, e))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| err(dir, e))?;
         let path = Self::path(dir);
         let tmp = dir.join("state.json.tmp");
-        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(|e| err(&tmp, e))?;
-        f.write_all(&serde_json::to_vec_pretty(self).expect("serialises")).map_err(|e| err(&tmp, e))?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| err(&tmp, e))?;
+        f.write_all(&serde_json::to_vec_pretty(self).expect("serialises"))
+            .map_err(|e| err(&tmp, e))?;
         f.sync_all().map_err(|e| err(&tmp, e))?;
         std::fs::rename(&tmp, &path).map_err(|e| err(&path, e))
     }
@@ -71,12 +87,23 @@ mod tests {
     #[test]
     fn saves_private_files() {
         let dir = std::env::temp_dir().join(format!("wl-state-{}", uuid::Uuid::new_v4().simple()));
-        let s = LocalState { provider_id: "p".into(), status: "approved".into(), ..Default::default() };
+        let s = LocalState {
+            provider_id: "p".into(),
+            status: "approved".into(),
+            ..Default::default()
+        };
         s.save(&dir).unwrap();
         assert_eq!(LocalState::load(&dir).unwrap(), Some(s));
-        let mode = std::fs::metadata(LocalState::path(&dir)).unwrap().permissions().mode() & 0o777;
+        let mode = std::fs::metadata(LocalState::path(&dir))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(mode, 0o600);
-        assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
+        assert_eq!(
+            std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

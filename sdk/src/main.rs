@@ -13,7 +13,10 @@ use worldland_shared::sealed::new_enc_keypair;
 use worldland_shared::streams::StreamNames;
 
 #[derive(Parser)]
-#[command(name = "worldland-provider-sdk", about = "Join this GPU machine to the WorldLand network")]
+#[command(
+    name = "worldland-provider-sdk",
+    about = "Join this GPU machine to the WorldLand network"
+)]
 struct Cli {
     /// Where the SDK keeps its state.
     #[arg(long, global = true, env = "WORLDLAND_SDK_DIR")]
@@ -29,7 +32,11 @@ enum Command {
         /// File holding the wallet's hex private key (mode 0600).
         #[arg(long, env = "WORLDLAND_WALLET_KEY_FILE")]
         wallet_key: PathBuf,
-        #[arg(long, env = "WORLDLAND_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+        #[arg(
+            long,
+            env = "WORLDLAND_REDIS_URL",
+            default_value = "redis://127.0.0.1:6379"
+        )]
         redis_url: String,
         /// This machine's public IP (detected when absent).
         #[arg(long)]
@@ -58,7 +65,11 @@ enum Command {
     Run {
         #[arg(long, env = "WORLDLAND_WALLET_KEY_FILE")]
         wallet_key: PathBuf,
-        #[arg(long, env = "WORLDLAND_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+        #[arg(
+            long,
+            env = "WORLDLAND_REDIS_URL",
+            default_value = "redis://127.0.0.1:6379"
+        )]
         redis_url: String,
         /// Seconds between heartbeats.
         #[arg(long, default_value_t = 30)]
@@ -100,7 +111,11 @@ async fn main() -> anyhow::Result<()> {
                 println!("joined:       {}", s.joined);
             }
         },
-        Command::Run { wallet_key, redis_url, interval } => {
+        Command::Run {
+            wallet_key,
+            redis_url,
+            interval,
+        } => {
             let key = wallet::load_wallet_key(&wallet_key)?;
             let state = LocalState::load(&dir)?.context("not installed: run `install` first")?;
             run_heartbeats(&state, key, redis_url, Duration::from_secs(interval)).await?;
@@ -108,18 +123,34 @@ async fn main() -> anyhow::Result<()> {
         Command::Uninstall { unit_dir } => {
             let unit = unit_dir.join(heartbeat::UNIT_NAME);
             if has_systemctl() {
-                let _ = std::process::Command::new("systemctl").args(["disable", "--now", heartbeat::UNIT_NAME]).status();
+                let _ = std::process::Command::new("systemctl")
+                    .args(["disable", "--now", heartbeat::UNIT_NAME])
+                    .status();
             }
             match std::fs::remove_file(&unit) {
                 Ok(()) => println!("removed {}", unit.display()),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => println!("no unit at {}", unit.display()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    println!("no unit at {}", unit.display())
+                }
                 Err(e) => return Err(e).with_context(|| format!("removing {}", unit.display())),
             }
             if has_systemctl() {
-                let _ = std::process::Command::new("systemctl").arg("daemon-reload").status();
+                let _ = std::process::Command::new("systemctl")
+                    .arg("daemon-reload")
+                    .status();
             }
         }
-        Command::Install { wallet_key, redis_url, public_ip, price, dry_run, timeout, disk_dir, systemd, unit_dir } => {
+        Command::Install {
+            wallet_key,
+            redis_url,
+            public_ip,
+            price,
+            dry_run,
+            timeout,
+            disk_dir,
+            systemd,
+            unit_dir,
+        } => {
             let key = wallet::load_wallet_key(&wallet_key)?;
             let (spec, source) = detect::detect_spec(public_ip, &disk_dir)?;
             tracing::info!(gpus = spec.total_gpus, ?source, "machine measured");
@@ -128,7 +159,8 @@ async fn main() -> anyhow::Result<()> {
                 state.provider_id = uuid::Uuid::new_v4().to_string();
             }
             let (secret, public) = new_enc_keypair();
-            state.enc_secret_key = base64::engine::general_purpose::STANDARD.encode(secret.to_bytes());
+            state.enc_secret_key =
+                base64::engine::general_purpose::STANDARD.encode(secret.to_bytes());
             state.wallet_addr = wallet::wallet_address(&key);
             // Like the agents: keep 20% of CPU and memory for the host.
             let capacity = Capacity {
@@ -148,15 +180,29 @@ async fn main() -> anyhow::Result<()> {
                 timestamp: Some(chrono::Utc::now()),
                 enc_pubkey: Some(public),
             };
-            let mut conn = worldland_shared::backends::redis_connection(&redis_url, false).await.context("connecting to Redis")?;
-            let mut reader = worldland_shared::backends::redis_connection(&redis_url, true).await.context("connecting to Redis")?;
+            let mut conn = worldland_shared::backends::redis_connection(&redis_url, false)
+                .await
+                .context("connecting to Redis")?;
+            let mut reader = worldland_shared::backends::redis_connection(&redis_url, true)
+                .await
+                .context("connecting to Redis")?;
             let streams = StreamNames::default();
             let entry = client::publish_registration(&mut conn, &streams, &reg, &key).await?;
             state.registration_entry = Some(entry.clone());
             state.status = "pending".into();
             state.save(&dir)?;
-            println!("registered as {}; waiting for the broker…", state.provider_id);
-            let resp = client::wait_for_response(&mut reader, &streams, &state.provider_id, &entry, Duration::from_secs(timeout)).await?;
+            println!(
+                "registered as {}; waiting for the broker…",
+                state.provider_id
+            );
+            let resp = client::wait_for_response(
+                &mut reader,
+                &streams,
+                &state.provider_id,
+                &entry,
+                Duration::from_secs(timeout),
+            )
+            .await?;
             state.status = resp.status.clone();
             state.message = resp.message.clone();
             state.node_name = resp.node_name.clone();
@@ -171,14 +217,26 @@ async fn main() -> anyhow::Result<()> {
             state.save(&dir)?;
             if systemd {
                 let exe = std::env::current_exe()?.display().to_string();
-                let unit = heartbeat::systemd_unit(&exe, &dir.display().to_string(), &std::fs::canonicalize(&wallet_key)?.display().to_string(), &redis_url);
+                let unit = heartbeat::systemd_unit(
+                    &exe,
+                    &dir.display().to_string(),
+                    &std::fs::canonicalize(&wallet_key)?.display().to_string(),
+                    &redis_url,
+                );
                 std::fs::create_dir_all(&unit_dir)?;
                 let path = unit_dir.join(heartbeat::UNIT_NAME);
-                std::fs::write(&path, unit).with_context(|| format!("writing {}", path.display()))?;
+                std::fs::write(&path, unit)
+                    .with_context(|| format!("writing {}", path.display()))?;
                 println!("wrote {}", path.display());
                 if has_systemctl() {
-                    let ok = std::process::Command::new("systemctl").arg("daemon-reload").status()?.success()
-                        && std::process::Command::new("systemctl").args(["enable", "--now", heartbeat::UNIT_NAME]).status()?.success();
+                    let ok = std::process::Command::new("systemctl")
+                        .arg("daemon-reload")
+                        .status()?
+                        .success()
+                        && std::process::Command::new("systemctl")
+                            .args(["enable", "--now", heartbeat::UNIT_NAME])
+                            .status()?
+                            .success();
                     anyhow::ensure!(ok, "systemctl could not enable {}", heartbeat::UNIT_NAME);
                     println!("enabled {}", heartbeat::UNIT_NAME);
                 }
@@ -191,15 +249,35 @@ async fn main() -> anyhow::Result<()> {
 }
 
 fn has_systemctl() -> bool {
-    std::process::Command::new("systemctl").arg("--version").output().is_ok_and(|o| o.status.success())
+    std::process::Command::new("systemctl")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
 }
 
-async fn run_heartbeats(state: &LocalState, key: k256::ecdsa::SigningKey, redis_url: String, interval: Duration) -> anyhow::Result<()> {
-    let node_name = state.node_name.clone().context("no node name yet: the broker has not approved this provider")?;
-    let settings = heartbeat::HeartbeatSettings { redis_url, streams: StreamNames::default(), provider_id: state.provider_id.clone(), node_name, interval };
+async fn run_heartbeats(
+    state: &LocalState,
+    key: k256::ecdsa::SigningKey,
+    redis_url: String,
+    interval: Duration,
+) -> anyhow::Result<()> {
+    let node_name = state
+        .node_name
+        .clone()
+        .context("no node name yet: the broker has not approved this provider")?;
+    let settings = heartbeat::HeartbeatSettings {
+        redis_url,
+        streams: StreamNames::default(),
+        provider_id: state.provider_id.clone(),
+        node_name,
+        interval,
+    };
     let shutdown = worldland_shared::backends::shutdown_on_signal();
     let mut probe = heartbeat::UsageProbe::default();
-    println!("sending a heartbeat every {} s; stop with SIGTERM", interval.as_secs());
+    println!(
+        "sending a heartbeat every {} s; stop with SIGTERM",
+        interval.as_secs()
+    );
     heartbeat::run_heartbeats(settings, key, move || probe.sample(), shutdown.subscribe()).await;
     Ok(())
 }

@@ -47,13 +47,26 @@ impl SimulatedProvider {
                 cpu_threads: Some(cpu * 2),
                 total_memory_mb: memory,
                 gpus: (0..gpus)
-                    .map(|i| Gpu { index: Some(i), name: model.into(), memory_mb: mem, uuid: Some(format!("GPU-{n}-{i}")), driver_ver: Some("550.54".into()), cuda_version: Some("12.4".into()), pci_bus_id: None })
+                    .map(|i| Gpu {
+                        index: Some(i),
+                        name: model.into(),
+                        memory_mb: mem,
+                        uuid: Some(format!("GPU-{n}-{i}")),
+                        driver_ver: Some("550.54".into()),
+                        cuda_version: Some("12.4".into()),
+                        pci_bus_id: None,
+                    })
                     .collect(),
                 total_gpus: gpus,
                 total_disk_gb: Some(2000),
                 available_disk_gb: 1000,
                 // 45.0.0.0–94.255.255.255 holds no private, shared or reserved range.
-                public_ip: format!("{}.{}.{}.10", 45 + (n / 65536) % 50, (n / 256) % 256, n % 256),
+                public_ip: format!(
+                    "{}.{}.{}.10",
+                    45 + (n / 65536) % 50,
+                    (n / 256) % 256,
+                    n % 256
+                ),
                 private_ip: Some("10.0.0.5".into()),
             },
             capacity: Capacity {
@@ -68,7 +81,12 @@ impl SimulatedProvider {
             timestamp: Some(now),
             enc_pubkey: Some(enc_public),
         };
-        Self { provider_id, key, enc_secret, registration }
+        Self {
+            provider_id,
+            key,
+            enc_secret,
+            registration,
+        }
     }
 
     /// The registration as a signed stream entry would reach the bus.
@@ -77,7 +95,12 @@ impl SimulatedProvider {
     }
 }
 
-pub fn signed_envelope(reg: &Registration, key: &SigningKey, stream: &str, entry_id: &str) -> StreamEnvelope {
+pub fn signed_envelope(
+    reg: &Registration,
+    key: &SigningKey,
+    stream: &str,
+    entry_id: &str,
+) -> StreamEnvelope {
     let data = serde_json::to_string(reg).expect("serialises");
     StreamEnvelope {
         stream: stream.into(),

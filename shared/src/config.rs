@@ -186,24 +186,39 @@ fn var(field: &str) -> String {
 
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_iter(std::env::vars())
+        Self::from_vars(std::env::vars())
     }
 
     /// From any set of variables (tests pass their own).
-    pub fn from_iter<I: IntoIterator<Item = (String, String)>>(vars: I) -> Result<Self, ConfigError> {
-        let vars: Vec<(String, String)> = vars.into_iter().filter(|(k, _)| k.starts_with(PREFIX)).collect();
+    pub fn from_vars<I: IntoIterator<Item = (String, String)>>(
+        vars: I,
+    ) -> Result<Self, ConfigError> {
+        let vars: Vec<(String, String)> = vars
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(PREFIX))
+            .collect();
         let cfg = match envy::prefixed(PREFIX).from_iter::<_, Config>(vars.clone()) {
             Ok(cfg) => cfg,
-            Err(envy::Error::MissingValue(field)) => return Err(ConfigError(format!("{} is required", var(field)))),
+            Err(envy::Error::MissingValue(field)) => {
+                return Err(ConfigError(format!("{} is required", var(field))))
+            }
             Err(envy::Error::Custom(msg)) => {
                 // envy does not always say which variable it choked on: find it by reading each
                 // variable alone.
                 let culprit = vars
                     .iter()
-                    .find(|kv| envy::prefixed(PREFIX).from_iter::<_, Config>(vec![(*kv).clone()]).is_err())
+                    .find(|kv| {
+                        envy::prefixed(PREFIX)
+                            .from_iter::<_, Config>(vec![(*kv).clone()])
+                            .is_err()
+                    })
                     .map(|(k, _)| k.clone())
                     .unwrap_or_else(|| format!("a {PREFIX}* variable"));
-                let msg = msg.split(" provided by ").next().unwrap_or(&msg).to_string();
+                let msg = msg
+                    .split(" provided by ")
+                    .next()
+                    .unwrap_or(&msg)
+                    .to_string();
                 return Err(ConfigError(format!("{culprit} is invalid: {msg}")));
             }
         };
@@ -213,7 +228,7 @@ impl Config {
 
     /// The defaults, as if no variable were set.
     pub fn defaults() -> Self {
-        Self::from_iter(std::iter::empty()).expect("defaults are valid")
+        Self::from_vars(std::iter::empty()).expect("defaults are valid")
     }
 
     fn check(&self) -> Result<(), ConfigError> {
@@ -276,7 +291,9 @@ impl Config {
     }
 
     pub fn consumer_name(&self) -> String {
-        self.consumer_name.clone().unwrap_or_else(|| format!("bridge-{}", uuid::Uuid::new_v4().simple()))
+        self.consumer_name
+            .clone()
+            .unwrap_or_else(|| format!("bridge-{}", uuid::Uuid::new_v4().simple()))
     }
 }
 
@@ -285,7 +302,10 @@ mod tests {
     use super::*;
 
     fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -299,8 +319,16 @@ mod tests {
 
     #[test]
     fn reads_prefixed_variables() {
-        let c = Config::from_iter(vars(&[("WORLDLAND_SIGNATURE_POLICY", "optional"), ("WORLDLAND_PREFETCH", "4"), ("OTHER_PREFETCH", "9")])).unwrap();
-        assert_eq!((c.signature_policy, c.prefetch), (SignaturePolicy::Optional, 4));
+        let c = Config::from_vars(vars(&[
+            ("WORLDLAND_SIGNATURE_POLICY", "optional"),
+            ("WORLDLAND_PREFETCH", "4"),
+            ("OTHER_PREFETCH", "9"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            (c.signature_policy, c.prefetch),
+            (SignaturePolicy::Optional, 4)
+        );
     }
 
     #[test]
@@ -308,13 +336,19 @@ mod tests {
         let table = [
             (("WORLDLAND_PREFETCH", "lots"), "WORLDLAND_PREFETCH"),
             (("WORLDLAND_PREFETCH", "0"), "WORLDLAND_PREFETCH"),
-            (("WORLDLAND_SIGNATURE_POLICY", "sometimes"), "WORLDLAND_SIGNATURE_POLICY"),
+            (
+                ("WORLDLAND_SIGNATURE_POLICY", "sometimes"),
+                "WORLDLAND_SIGNATURE_POLICY",
+            ),
             (("WORLDLAND_TOKEN_TTL_S", "5"), "WORLDLAND_TOKEN_TTL_S"),
             (("WORLDLAND_PRICE_CEILING", "-1"), "WORLDLAND_PRICE_CEILING"),
-            (("WORLDLAND_ALLOW_PRIVATE_NETWORKS", "maybe"), "WORLDLAND_ALLOW_PRIVATE_NETWORKS"),
+            (
+                ("WORLDLAND_ALLOW_PRIVATE_NETWORKS", "maybe"),
+                "WORLDLAND_ALLOW_PRIVATE_NETWORKS",
+            ),
         ];
         for ((k, v), want) in table {
-            let err = Config::from_iter(vars(&[(k, v)])).unwrap_err();
+            let err = Config::from_vars(vars(&[(k, v)])).unwrap_err();
             assert!(err.0.contains(want), "{k}={v}: {err}");
         }
     }

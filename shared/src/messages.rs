@@ -275,19 +275,26 @@ mod tests {
 
     #[test]
     fn accepts_the_product_description_gpu_spelling() {
-        let gpu: Gpu = serde_json::from_str(r#"{"name":"NVIDIA GeForce RTX 4090","memory":24576}"#).unwrap();
+        let gpu: Gpu =
+            serde_json::from_str(r#"{"name":"NVIDIA GeForce RTX 4090","memory":24576}"#).unwrap();
         assert_eq!(gpu.memory_mb, 24576);
     }
 
     #[test]
     fn rejection_has_the_agents_shape() {
         let v = serde_json::to_value(ProviderResponse::rejected("bad")).unwrap();
-        assert_eq!(v, serde_json::json!({"success": false, "status": "rejected", "message": "bad"}));
+        assert_eq!(
+            v,
+            serde_json::json!({"success": false, "status": "rejected", "message": "bad"})
+        );
     }
 
     #[test]
     fn sealed_join_debug_hides_the_token() {
-        let s = SealedJoin { join_token: "abcdef.0123456789abcdef".into(), join_command: "kubeadm join".into() };
+        let s = SealedJoin {
+            join_token: "abcdef.0123456789abcdef".into(),
+            join_command: "kubeadm join".into(),
+        };
         assert!(!format!("{s:?}").contains("abcdef"));
     }
 }

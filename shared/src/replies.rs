@@ -24,7 +24,8 @@ pub struct ReplyError {
 
 #[async_trait]
 pub trait ProviderReplies: Send + Sync + 'static {
-    async fn reply(&self, provider_id: &str, response: &ProviderResponse) -> Result<(), ReplyError>;
+    async fn reply(&self, provider_id: &str, response: &ProviderResponse)
+        -> Result<(), ReplyError>;
 }
 
 pub struct RedisReplies {
@@ -35,14 +36,29 @@ pub struct RedisReplies {
 
 impl RedisReplies {
     pub fn new(conn: ConnectionManager, streams: StreamNames, ttl_s: i64) -> Self {
-        Self { conn, streams, ttl_s }
+        Self {
+            conn,
+            streams,
+            ttl_s,
+        }
     }
 }
 
 /// Creates a consumer group at `from`, treating "already exists" as success.
-pub async fn ensure_group(conn: &mut ConnectionManager, stream: &str, group: &str, from: &str) -> redis::RedisResult<()> {
-    let res: redis::RedisResult<()> =
-        redis::cmd("XGROUP").arg("CREATE").arg(stream).arg(group).arg(from).arg("MKSTREAM").query_async(conn).await;
+pub async fn ensure_group(
+    conn: &mut ConnectionManager,
+    stream: &str,
+    group: &str,
+    from: &str,
+) -> redis::RedisResult<()> {
+    let res: redis::RedisResult<()> = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(stream)
+        .arg(group)
+        .arg(from)
+        .arg("MKSTREAM")
+        .query_async(conn)
+        .await;
     match res {
         Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
         other => other,
@@ -51,11 +67,20 @@ pub async fn ensure_group(conn: &mut ConnectionManager, stream: &str, group: &st
 
 #[async_trait]
 impl ProviderReplies for RedisReplies {
-    async fn reply(&self, provider_id: &str, response: &ProviderResponse) -> Result<(), ReplyError> {
-        let err = |e: redis::RedisError| ReplyError { provider_id: provider_id.to_string(), why: e.to_string() };
+    async fn reply(
+        &self,
+        provider_id: &str,
+        response: &ProviderResponse,
+    ) -> Result<(), ReplyError> {
+        let err = |e: redis::RedisError| ReplyError {
+            provider_id: provider_id.to_string(),
+            why: e.to_string(),
+        };
         let stream = self.streams.response(provider_id);
         let mut conn = self.conn.clone();
-        ensure_group(&mut conn, &stream, AGENT_RESPONSE_GROUP, "0").await.map_err(err)?;
+        ensure_group(&mut conn, &stream, AGENT_RESPONSE_GROUP, "0")
+            .await
+            .map_err(err)?;
         let data = serde_json::to_string(response).expect("responses serialise");
         let now = Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true);
         redis::pipe()
@@ -85,17 +110,36 @@ pub struct MemoryReplies {
 
 impl MemoryReplies {
     pub fn answers_for(&self, provider_id: &str) -> Vec<ProviderResponse> {
-        self.answers.lock().expect("replies lock").get(provider_id).cloned().unwrap_or_default()
+        self.answers
+            .lock()
+            .expect("replies lock")
+            .get(provider_id)
+            .cloned()
+            .unwrap_or_default()
     }
     pub fn total(&self) -> usize {
-        self.answers.lock().expect("replies lock").values().map(Vec::len).sum()
+        self.answers
+            .lock()
+            .expect("replies lock")
+            .values()
+            .map(Vec::len)
+            .sum()
     }
 }
 
 #[async_trait]
 impl ProviderReplies for MemoryReplies {
-    async fn reply(&self, provider_id: &str, response: &ProviderResponse) -> Result<(), ReplyError> {
-        self.answers.lock().expect("replies lock").entry(provider_id.to_string()).or_default().push(response.clone());
+    async fn reply(
+        &self,
+        provider_id: &str,
+        response: &ProviderResponse,
+    ) -> Result<(), ReplyError> {
+        self.answers
+            .lock()
+            .expect("replies lock")
+            .entry(provider_id.to_string())
+            .or_default()
+            .push(response.clone());
         Ok(())
     }
 }

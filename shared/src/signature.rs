@@ -48,8 +48,14 @@ pub fn sign_personal(key: &SigningKey, message: &[u8]) -> String {
 
 /// The address that signed `message`, from a 65-byte hex signature.
 pub fn recover_personal(message: &[u8], signature_hex: &str) -> Result<String, Rejection> {
-    let malformed = || Rejection::new(Reason::SignatureMalformed, "signature must be 65 bytes of hex (r, s, v)");
-    let raw = hex::decode(signature_hex.strip_prefix("0x").unwrap_or(signature_hex)).map_err(|_| malformed())?;
+    let malformed = || {
+        Rejection::new(
+            Reason::SignatureMalformed,
+            "signature must be 65 bytes of hex (r, s, v)",
+        )
+    };
+    let raw = hex::decode(signature_hex.strip_prefix("0x").unwrap_or(signature_hex))
+        .map_err(|_| malformed())?;
     if raw.len() != 65 {
         return Err(malformed());
     }
@@ -65,9 +71,13 @@ pub fn recover_personal(message: &[u8], signature_hex: &str) -> Result<String, R
         sig = low;
         recid = RecoveryId::new(!recid.is_y_odd(), recid.is_x_reduced());
     }
-    let key = VerifyingKey::recover_from_prehash(&eip191_hash(message), &sig, recid).map_err(|_| {
-        Rejection::new(Reason::SignatureMismatch, "signature does not recover to any key")
-    })?;
+    let key =
+        VerifyingKey::recover_from_prehash(&eip191_hash(message), &sig, recid).map_err(|_| {
+            Rejection::new(
+                Reason::SignatureMismatch,
+                "signature does not recover to any key",
+            )
+        })?;
     Ok(address_of(&key))
 }
 
@@ -92,7 +102,10 @@ pub fn verify_entry(
             if signer.eq_ignore_ascii_case(wallet) {
                 Ok(true)
             } else {
-                Err(Rejection::new(Reason::SignatureMismatch, "signature was not made by wallet_addr"))
+                Err(Rejection::new(
+                    Reason::SignatureMismatch,
+                    "signature was not made by wallet_addr",
+                ))
             }
         }
     }
@@ -112,7 +125,10 @@ mod tests {
         let mut sk = [0u8; 32];
         sk[31] = 1;
         let key = SigningKey::from_slice(&sk).unwrap();
-        assert_eq!(address_of(key.verifying_key()), "0x7e5f4552091a69125d5dfcb7b8c2659029395bdf");
+        assert_eq!(
+            address_of(key.verifying_key()),
+            "0x7e5f4552091a69125d5dfcb7b8c2659029395bdf"
+        );
     }
 
     #[test]
@@ -130,7 +146,13 @@ mod tests {
         let addr = address_of(k.verifying_key());
         let sig = sign_personal(&k, b"{\"a\":1}");
         assert_eq!(recover_personal(b"{\"a\":1}", &sig).unwrap(), addr);
-        assert!(verify_entry(b"{\"a\":1}", Some(&sig), &addr.to_uppercase().replace("0X", "0x"), SignaturePolicy::Required).unwrap());
+        assert!(verify_entry(
+            b"{\"a\":1}",
+            Some(&sig),
+            &addr.to_uppercase().replace("0X", "0x"),
+            SignaturePolicy::Required
+        )
+        .unwrap());
     }
 
     #[test]
@@ -143,17 +165,42 @@ mod tests {
             (Some(&sig), &addr, SignaturePolicy::Required, Ok(true)),
             (Some(&sig), &addr, SignaturePolicy::Optional, Ok(true)),
             (None, &addr, SignaturePolicy::Optional, Ok(false)),
-            (None, &addr, SignaturePolicy::Required, Err(Reason::SignatureMissing)),
-            (Some(&sig), &other, SignaturePolicy::Optional, Err(Reason::SignatureMismatch)),
-            (Some("0x1234"), &addr, SignaturePolicy::Optional, Err(Reason::SignatureMalformed)),
-            (Some("zz"), &addr, SignaturePolicy::Required, Err(Reason::SignatureMalformed)),
+            (
+                None,
+                &addr,
+                SignaturePolicy::Required,
+                Err(Reason::SignatureMissing),
+            ),
+            (
+                Some(&sig),
+                &other,
+                SignaturePolicy::Optional,
+                Err(Reason::SignatureMismatch),
+            ),
+            (
+                Some("0x1234"),
+                &addr,
+                SignaturePolicy::Optional,
+                Err(Reason::SignatureMalformed),
+            ),
+            (
+                Some("zz"),
+                &addr,
+                SignaturePolicy::Required,
+                Err(Reason::SignatureMalformed),
+            ),
         ];
         for (s, w, p, want) in table {
-            assert_eq!(verify_entry(b"data", s, w, p).map_err(|r| r.reason), want, "{s:?} {p:?}");
+            assert_eq!(
+                verify_entry(b"data", s, w, p).map_err(|r| r.reason),
+                want,
+                "{s:?} {p:?}"
+            );
         }
         // One changed byte of data: the signature no longer matches.
         assert_eq!(
-            verify_entry(b"datA", Some(&sig), &addr, SignaturePolicy::Required).map_err(|r| r.reason),
+            verify_entry(b"datA", Some(&sig), &addr, SignaturePolicy::Required)
+                .map_err(|r| r.reason),
             Err(Reason::SignatureMismatch)
         );
     }

@@ -34,7 +34,8 @@ pub struct Fixture {
 }
 
 pub fn fixture(name: &str) -> Fixture {
-    let text = std::fs::read_to_string(format!("{}/{name}", fixtures_dir())).unwrap_or_else(|e| panic!("fixture {name}: {e}"));
+    let text = std::fs::read_to_string(format!("{}/{name}", fixtures_dir()))
+        .unwrap_or_else(|e| panic!("fixture {name}: {e}"));
     let v: Value = serde_json::from_str(&text).unwrap();
     Fixture {
         method: v["request"]["method"].as_str().unwrap().into(),
@@ -77,8 +78,16 @@ async fn read(req: Request<Body>) -> Seen {
         method: parts.method.to_string(),
         path: parts.uri.path().to_string(),
         query: parts.uri.query().unwrap_or("").to_string(),
-        content_type: parts.headers.get("content-type").map(|v| v.to_str().unwrap().to_string()),
-        body: if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into())) },
+        content_type: parts
+            .headers
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_string()),
+        body: if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()))
+        },
     }
 }
 
@@ -95,13 +104,39 @@ pub struct Expect {
 }
 
 impl Expect {
-    pub fn new(method: &'static str, path: impl Into<String>, query: &'static str, status: u16, response: Value) -> Self {
-        Self { method, path: path.into(), query, check_body: Box::new(|b| if b.is_null() { Ok(()) } else { Err(format!("unexpected body {b}")) }), content_type: None, status, response }
+    pub fn new(
+        method: &'static str,
+        path: impl Into<String>,
+        query: &'static str,
+        status: u16,
+        response: Value,
+    ) -> Self {
+        Self {
+            method,
+            path: path.into(),
+            query,
+            check_body: Box::new(|b| {
+                if b.is_null() {
+                    Ok(())
+                } else {
+                    Err(format!("unexpected body {b}"))
+                }
+            }),
+            content_type: None,
+            status,
+            response,
+        }
     }
     /// Expects exactly this JSON body, sent as `content_type`.
     pub fn exact_body(mut self, content_type: &'static str, want: Value) -> Self {
         self.content_type = Some(content_type);
-        self.check_body = Box::new(move |b| if *b == want { Ok(()) } else { Err(format!("body {b}\n  expected {want}")) });
+        self.check_body = Box::new(move |b| {
+            if *b == want {
+                Ok(())
+            } else {
+                Err(format!("body {b}\n  expected {want}"))
+            }
+        });
         self
     }
     pub fn body(mut self, check: impl Fn(&Value) -> Result<(), String> + Send + 'static) -> Self {
@@ -131,16 +166,29 @@ impl ApiServerVerifier {
                 s.lock().unwrap().push(got.clone());
                 match expected.next() {
                     None => {
-                        f.lock().unwrap().push(format!("unexpected call {} {}?{}", got.method, got.path, got.query));
-                        send.send_response(respond(500, &json!({"kind": "Status", "code": 500, "message": "unexpected call"})));
+                        f.lock().unwrap().push(format!(
+                            "unexpected call {} {}?{}",
+                            got.method, got.path, got.query
+                        ));
+                        send.send_response(respond(
+                            500,
+                            &json!({"kind": "Status", "code": 500, "message": "unexpected call"}),
+                        ));
                     }
                     Some(e) => {
                         let mut errs = vec![];
                         if got.method != e.method || got.path != e.path || got.query != e.query {
-                            errs.push(format!("expected {} {}?{}, got {} {}?{}", e.method, e.path, e.query, got.method, got.path, got.query));
+                            errs.push(format!(
+                                "expected {} {}?{}, got {} {}?{}",
+                                e.method, e.path, e.query, got.method, got.path, got.query
+                            ));
                         }
-                        if e.content_type.is_some() && got.content_type.as_deref() != e.content_type {
-                            errs.push(format!("{} {}: content type {:?}, expected {:?}", got.method, got.path, got.content_type, e.content_type));
+                        if e.content_type.is_some() && got.content_type.as_deref() != e.content_type
+                        {
+                            errs.push(format!(
+                                "{} {}: content type {:?}, expected {:?}",
+                                got.method, got.path, got.content_type, e.content_type
+                            ));
                         }
                         if let Err(why) = (e.check_body)(&got.body) {
                             errs.push(format!("{} {}: {why}", got.method, got.path));
@@ -151,21 +199,34 @@ impl ApiServerVerifier {
                 }
             }
         });
-        Self { failures, seen, task, expected: n }
+        Self {
+            failures,
+            seen,
+            task,
+            expected: n,
+        }
     }
 
     /// Asserts every expected request came (waiting up to `timeout`) and nothing else did.
     pub async fn finish(self, timeout: Duration) -> Vec<Seen> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut ticker = tokio::time::interval(Duration::from_millis(5));
-        while self.seen.lock().unwrap().len() < self.expected && tokio::time::Instant::now() < deadline {
+        while self.seen.lock().unwrap().len() < self.expected
+            && tokio::time::Instant::now() < deadline
+        {
             ticker.tick().await;
         }
         self.task.abort();
         let seen = self.seen.lock().unwrap().clone();
         let failures = self.failures.lock().unwrap().clone();
         assert!(failures.is_empty(), "API server mock: {failures:#?}");
-        assert_eq!(seen.len(), self.expected, "expected {} calls, saw {:#?}", self.expected, seen);
+        assert_eq!(
+            seen.len(),
+            self.expected,
+            "expected {} calls, saw {:#?}",
+            self.expected,
+            seen
+        );
         seen
     }
 }
@@ -173,7 +234,11 @@ impl ApiServerVerifier {
 /// Checks a bootstrap-token Secret body strictly against kubeadm's format and the fixture.
 pub fn check_bootstrap_secret(body: &Value, provider_id: Option<&str>) -> Result<String, String> {
     let fx = fixture("06-create-bootstrap-token.json").request_body;
-    let keys = |v: &Value| v.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>()).unwrap_or_default();
+    let keys = |v: &Value| {
+        v.as_object()
+            .map(|o| o.keys().cloned().collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
     if body["apiVersion"] != "v1" || body["kind"] != "Secret" {
         return Err(format!("not a v1 Secret: {body}"));
     }
@@ -181,7 +246,11 @@ pub fn check_bootstrap_secret(body: &Value, provider_id: Option<&str>) -> Result
         return Err(format!("type {} is not {}", body["type"], fx["type"]));
     }
     if keys(&body["data"]) != keys(&fx["data"]) {
-        return Err(format!("data keys {:?} differ from kubeadm's {:?}", keys(&body["data"]), keys(&fx["data"])));
+        return Err(format!(
+            "data keys {:?} differ from kubeadm's {:?}",
+            keys(&body["data"]),
+            keys(&fx["data"])
+        ));
     }
     let mut extra = keys(body);
     extra.retain(|k| !["apiVersion", "kind", "metadata", "type", "data"].contains(&k.as_str()));
@@ -192,16 +261,35 @@ pub fn check_bootstrap_secret(body: &Value, provider_id: Option<&str>) -> Result
         .as_object()
         .unwrap()
         .iter()
-        .map(|(k, v)| (k.clone(), String::from_utf8(base64::engine::general_purpose::STANDARD.decode(v.as_str().unwrap_or("")).unwrap_or_default()).unwrap_or_default()))
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                String::from_utf8(
+                    base64::engine::general_purpose::STANDARD
+                        .decode(v.as_str().unwrap_or(""))
+                        .unwrap_or_default(),
+                )
+                .unwrap_or_default(),
+            )
+        })
         .collect();
     let id = &data["token-id"];
     let secret = &data["token-secret"];
-    let az09 = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    let az09 = |s: &str, n: usize| {
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    };
     if !az09(id, 6) || !az09(secret, 16) {
         return Err("token-id must be [a-z0-9]{6} and token-secret [a-z0-9]{16}".into());
     }
-    if body["metadata"] != json!({"name": format!("bootstrap-token-{id}"), "namespace": "kube-system"}) {
-        return Err(format!("metadata {} does not name bootstrap-token-{id} in kube-system", body["metadata"]));
+    if body["metadata"]
+        != json!({"name": format!("bootstrap-token-{id}"), "namespace": "kube-system"})
+    {
+        return Err(format!(
+            "metadata {} does not name bootstrap-token-{id} in kube-system",
+            body["metadata"]
+        ));
     }
     for k in ["usage-bootstrap-authentication", "usage-bootstrap-signing"] {
         if data[k] != "true" {
@@ -209,15 +297,22 @@ pub fn check_bootstrap_secret(body: &Value, provider_id: Option<&str>) -> Result
         }
     }
     if data["auth-extra-groups"] != "system:bootstrappers:kubeadm:default-node-token" {
-        return Err(format!("auth-extra-groups is {}", data["auth-extra-groups"]));
+        return Err(format!(
+            "auth-extra-groups is {}",
+            data["auth-extra-groups"]
+        ));
     }
-    let exp = chrono::DateTime::parse_from_rfc3339(&data["expiration"]).map_err(|e| format!("expiration: {e}"))?;
+    let exp = chrono::DateTime::parse_from_rfc3339(&data["expiration"])
+        .map_err(|e| format!("expiration: {e}"))?;
     if exp.with_timezone(&chrono::Utc) <= chrono::Utc::now() {
         return Err("expiration is not in the future".into());
     }
     if let Some(p) = provider_id {
         if !data["description"].contains(p) {
-            return Err(format!("description {:?} does not name provider {p}", data["description"]));
+            return Err(format!(
+                "description {:?} does not name provider {p}",
+                data["description"]
+            ));
         }
     }
     Ok(id.clone())
@@ -276,7 +371,10 @@ impl RoutingApiServer {
         tokio::spawn(async move {
             while let Some((req, send)) = handle.next_request().await {
                 let got = read(req).await;
-                me.calls.lock().unwrap().push(format!("{} {}", got.method, got.path));
+                me.calls
+                    .lock()
+                    .unwrap()
+                    .push(format!("{} {}", got.method, got.path));
                 send.send_response(me.answer(&got));
             }
         })
@@ -284,19 +382,30 @@ impl RoutingApiServer {
 
     fn fail(&self, why: String) -> Response<Body> {
         self.failures.lock().unwrap().push(why);
-        respond(500, &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": "mock refused", "code": 500}))
+        respond(
+            500,
+            &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": "mock refused", "code": 500}),
+        )
     }
 
     fn answer(&self, got: &Seen) -> Response<Body> {
-        let name_in = |path: &str| path.strip_prefix(&format!("{SECRETS_PATH}/")).map(str::to_string);
+        let name_in = |path: &str| {
+            path.strip_prefix(&format!("{SECRETS_PATH}/"))
+                .map(str::to_string)
+        };
         match (got.method.as_str(), got.path.as_str()) {
             ("GET", CLUSTER_INFO_PATH) if got.query.is_empty() => {
                 let fx = fixture("05-get-cluster-info.json");
                 respond(fx.status, &fx.response_body)
             }
             ("POST", SECRETS_PATH) => {
-                if got.query != "&fieldManager=worldland" || got.content_type.as_deref() != Some("application/json") {
-                    return self.fail(format!("POST secrets with query {:?} and content type {:?}", got.query, got.content_type));
+                if got.query != "&fieldManager=worldland"
+                    || got.content_type.as_deref() != Some("application/json")
+                {
+                    return self.fail(format!(
+                        "POST secrets with query {:?} and content type {:?}",
+                        got.query, got.content_type
+                    ));
                 }
                 if let Err(why) = check_bootstrap_secret(&got.body, None) {
                     return self.fail(why);
@@ -305,10 +414,16 @@ impl RoutingApiServer {
                     let mut flaky = self.fail_creates.lock().unwrap();
                     if *flaky > 0 {
                         *flaky -= 1;
-                        return respond(500, &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": "etcdserver: request timed out", "reason": "InternalError", "code": 500}));
+                        return respond(
+                            500,
+                            &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": "etcdserver: request timed out", "reason": "InternalError", "code": 500}),
+                        );
                     }
                 }
-                let name = got.body["metadata"]["name"].as_str().unwrap_or_default().to_string();
+                let name = got.body["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
                 let mut secrets = self.secrets.lock().unwrap();
                 if secrets.contains_key(&name) {
                     let mut body = fixture("07-create-bootstrap-token-again.json").response_body;
@@ -322,13 +437,18 @@ impl RoutingApiServer {
                 secrets.insert(name, created.clone());
                 respond(201, &created)
             }
-            ("GET", p) if name_in(p).is_some() => match self.secrets.lock().unwrap().get(&name_in(p).unwrap()) {
-                Some(s) => respond(200, s),
-                None => {
-                    let name = name_in(p).unwrap();
-                    respond(404, &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": format!("secrets \"{name}\" not found"), "reason": "NotFound", "details": {"name": name, "kind": "secrets"}, "code": 404}))
+            ("GET", p) if name_in(p).is_some() => {
+                match self.secrets.lock().unwrap().get(&name_in(p).unwrap()) {
+                    Some(s) => respond(200, s),
+                    None => {
+                        let name = name_in(p).unwrap();
+                        respond(
+                            404,
+                            &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": format!("secrets \"{name}\" not found"), "reason": "NotFound", "details": {"name": name, "kind": "secrets"}, "code": 404}),
+                        )
+                    }
                 }
-            },
+            }
             ("DELETE", p) if name_in(p).is_some() => {
                 let name = name_in(p).unwrap();
                 match self.secrets.lock().unwrap().remove(&name) {
@@ -338,7 +458,8 @@ impl RoutingApiServer {
                         respond(200, &body)
                     }
                     None => {
-                        let mut body = fixture("12-delete-bootstrap-token-again.json").response_body;
+                        let mut body =
+                            fixture("12-delete-bootstrap-token-again.json").response_body;
                         body["details"]["name"] = json!(name);
                         respond(404, &body)
                     }
@@ -357,23 +478,40 @@ impl RoutingApiServer {
                 }
             }
             ("PATCH", p) if p.starts_with("/api/v1/nodes/") => {
-                if got.query != "&fieldManager=worldland" || got.content_type.as_deref() != Some("application/merge-patch+json") {
-                    return self.fail(format!("PATCH node with query {:?} and content type {:?}", got.query, got.content_type));
+                if got.query != "&fieldManager=worldland"
+                    || got.content_type.as_deref() != Some("application/merge-patch+json")
+                {
+                    return self.fail(format!(
+                        "PATCH node with query {:?} and content type {:?}",
+                        got.query, got.content_type
+                    ));
                 }
                 let name = &p["/api/v1/nodes/".len()..];
                 let mut nodes = self.nodes.lock().unwrap();
-                let Some(node) = nodes.get_mut(name) else { return self.fail(format!("PATCH of unknown node {name}")) };
-                let current = node["metadata"]["resourceVersion"].as_str().unwrap_or("0").to_string();
+                let Some(node) = nodes.get_mut(name) else {
+                    return self.fail(format!("PATCH of unknown node {name}"));
+                };
+                let current = node["metadata"]["resourceVersion"]
+                    .as_str()
+                    .unwrap_or("0")
+                    .to_string();
                 if let Some(rv) = got.body["metadata"]["resourceVersion"].as_str() {
                     if rv != current {
-                        return respond(409, &fixture("26-patch-node-stale-resource-version.json").response_body);
+                        return respond(
+                            409,
+                            &fixture("26-patch-node-stale-resource-version.json").response_body,
+                        );
                     }
                 }
                 merge_patch(node, &got.body);
-                node["metadata"]["resourceVersion"] = json!((current.parse::<u64>().unwrap_or(0) + 1).to_string());
+                node["metadata"]["resourceVersion"] =
+                    json!((current.parse::<u64>().unwrap_or(0) + 1).to_string());
                 respond(200, node)
             }
-            _ => self.fail(format!("unexpected call {} {}?{}", got.method, got.path, got.query)),
+            _ => self.fail(format!(
+                "unexpected call {} {}?{}",
+                got.method, got.path, got.query
+            )),
         }
     }
 

@@ -15,7 +15,8 @@ use worldland_shared::{backends, Config};
 
 /// Where scripts/test started dynalite.
 pub fn dynamodb_endpoint() -> String {
-    std::env::var("WORLDLAND_TEST_DYNAMODB_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:4567".into())
+    std::env::var("WORLDLAND_TEST_DYNAMODB_ENDPOINT")
+        .unwrap_or_else(|_| "http://127.0.0.1:4567".into())
 }
 
 pub struct TestEnv {
@@ -26,12 +27,18 @@ pub struct TestEnv {
 
 impl TestEnv {
     pub fn new(overrides: &[(&str, &str)]) -> Self {
-        let id = format!("wltest-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let id = format!(
+            "wltest-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        );
         let mut vars: BTreeMap<String, String> = BTreeMap::from([
             ("WORLDLAND_STREAM_PREFIX".into(), format!("{id}:")),
             ("WORLDLAND_EXCHANGE".into(), id.clone()),
             ("WORLDLAND_QUEUE_PREFIX".into(), format!("{id}.")),
-            ("WORLDLAND_PROVIDERS_TABLE".into(), format!("{id}-providers")),
+            (
+                "WORLDLAND_PROVIDERS_TABLE".into(),
+                format!("{id}-providers"),
+            ),
             ("WORLDLAND_JOBS_TABLE".into(), format!("{id}-jobs")),
             ("WORLDLAND_DYNAMODB_ENDPOINT".into(), dynamodb_endpoint()),
             ("WORLDLAND_BRIDGE_GROUP".into(), format!("{id}-bridge")),
@@ -42,27 +49,40 @@ impl TestEnv {
         for (k, v) in overrides {
             vars.insert(k.to_string(), v.to_string());
         }
-        let cfg = Config::from_iter(vars).expect("test config");
-        Self { id, cfg, queues: Default::default() }
+        let cfg = Config::from_vars(vars).expect("test config");
+        Self {
+            id,
+            cfg,
+            queues: Default::default(),
+        }
     }
 
     pub async fn redis(&self) -> ConnectionManager {
-        backends::redis(&self.cfg).await.expect("Redis on 127.0.0.1:6379 (scripts/test starts it)")
+        backends::redis(&self.cfg)
+            .await
+            .expect("Redis on 127.0.0.1:6379 (scripts/test starts it)")
     }
 
     /// A connection of its own for blocking reads.
     pub async fn redis_blocking(&self) -> ConnectionManager {
-        backends::redis_blocking(&self.cfg).await.expect("Redis on 127.0.0.1:6379")
+        backends::redis_blocking(&self.cfg)
+            .await
+            .expect("Redis on 127.0.0.1:6379")
     }
 
     pub async fn dynamo(&self) -> DynamoStore {
         let store = backends::dynamo(&self.cfg).await;
-        store.ensure_tables().await.expect("dynalite (scripts/test starts it)");
+        store
+            .ensure_tables()
+            .await
+            .expect("dynalite (scripts/test starts it)");
         store
     }
 
     pub async fn rabbit(&self) -> RabbitBus {
-        backends::rabbit(&self.cfg).await.expect("RabbitMQ on 127.0.0.1:5672 (scripts/test starts it)")
+        backends::rabbit(&self.cfg)
+            .await
+            .expect("RabbitMQ on 127.0.0.1:5672 (scripts/test starts it)")
     }
 
     /// Remembers a queue so it is deleted at the end.
@@ -74,7 +94,11 @@ impl TestEnv {
 
     async fn cleanup(cfg: Config, id: String, queues: Vec<QueueSpec>) {
         if let Ok(mut conn) = backends::redis(&cfg).await {
-            let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{id}:*")).query_async(&mut conn).await.unwrap_or_default();
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(format!("{id}:*"))
+                .query_async(&mut conn)
+                .await
+                .unwrap_or_default();
             if !keys.is_empty() {
                 let _: Result<(), _> = redis::cmd("DEL").arg(&keys).query_async(&mut conn).await;
             }
@@ -88,10 +112,17 @@ impl TestEnv {
 
 impl Drop for TestEnv {
     fn drop(&mut self) {
-        let (cfg, id, queues) = (self.cfg.clone(), self.id.clone(), self.queues.lock().unwrap().clone());
+        let (cfg, id, queues) = (
+            self.cfg.clone(),
+            self.id.clone(),
+            self.queues.lock().unwrap().clone(),
+        );
         // Drop cannot await; clean up on a thread of its own so it also runs after a panic.
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
             rt.block_on(Self::cleanup(cfg, id, queues));
         })
         .join();
@@ -110,14 +141,22 @@ pub struct Counted {
 
 impl Counted {
     pub fn new(inner: Arc<dyn worldland_shared::worker::Handler>) -> Arc<Self> {
-        Arc::new(Self { inner, done: tokio::sync::watch::channel(0).0 })
+        Arc::new(Self {
+            inner,
+            done: tokio::sync::watch::channel(0).0,
+        })
     }
 
     /// Waits until at least `n` messages were handled.
     pub async fn wait_for(&self, n: usize, timeout: std::time::Duration) {
         let mut rx = self.done.subscribe();
         let r = tokio::time::timeout(timeout, rx.wait_for(|c| *c >= n)).await;
-        assert!(r.is_ok(), "{} handled {} messages, expected {n}", self.inner.name(), *self.done.borrow());
+        assert!(
+            r.is_ok(),
+            "{} handled {} messages, expected {n}",
+            self.inner.name(),
+            *self.done.borrow()
+        );
     }
 }
 
@@ -129,7 +168,12 @@ impl worldland_shared::worker::Handler for Counted {
     fn bindings(&self) -> &'static [&'static str] {
         self.inner.bindings()
     }
-    async fn handle(&self, key: &str, body: &[u8], now: chrono::DateTime<chrono::Utc>) -> worldland_shared::worker::Outcome {
+    async fn handle(
+        &self,
+        key: &str,
+        body: &[u8],
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> worldland_shared::worker::Outcome {
         let out = self.inner.handle(key, body, now).await;
         self.done.send_modify(|c| *c += 1);
         out
@@ -163,7 +207,14 @@ pub mod lifecycle {
         let reg: &mut Registration = &mut p.registration;
         reg.spec.hostname = "gpu-server-01".into();
         let gpu = reg.spec.gpus[0].clone();
-        reg.spec.gpus = (0..4).map(|i| worldland_shared::messages::Gpu { index: Some(i), name: "NVIDIA GeForce RTX 4090".into(), memory_mb: 24564, ..gpu.clone() }).collect();
+        reg.spec.gpus = (0..4)
+            .map(|i| worldland_shared::messages::Gpu {
+                index: Some(i),
+                name: "NVIDIA GeForce RTX 4090".into(),
+                memory_mb: 24564,
+                ..gpu.clone()
+            })
+            .collect();
         reg.spec.total_gpus = 4;
         reg.spec.cpu_cores = 32;
         reg.spec.total_memory_mb = 131_072;
@@ -188,7 +239,12 @@ pub mod lifecycle {
     }
 
     /// Registers and approves `p` through the real handler and issuer.
-    pub async fn approve(p: &SimulatedProvider, store: Arc<dyn ItemStore>, cluster: Arc<dyn Cluster>, now: DateTime<Utc>) {
+    pub async fn approve(
+        p: &SimulatedProvider,
+        store: Arc<dyn ItemStore>,
+        cluster: Arc<dyn Cluster>,
+        now: DateTime<Utc>,
+    ) {
         let replies = Arc::new(MemoryReplies::default());
         let reg_ctx = registration_handler::Context {
             store: store.clone(),
@@ -199,10 +255,26 @@ pub mod lifecycle {
         };
         let entry = format!("{}-0", now.timestamp_millis());
         let env = signed_envelope(&p.registration, &p.key, "provider:registration", &entry);
-        assert_eq!(registration_handler::handle(&env, &reg_ctx, now).await, Outcome::Done);
-        let issuer = join_token_issuer::Context { store, cluster, replies, token_ttl: chrono::Duration::hours(1), api_endpoint: None };
-        let msg = ProviderValidated { provider_id: p.provider_id.clone(), registration_id: entry, enc_pubkey: p.registration.enc_pubkey.clone() };
-        assert_eq!(join_token_issuer::handle(&msg, &issuer, now).await, Outcome::Done);
+        assert_eq!(
+            registration_handler::handle(&env, &reg_ctx, now).await,
+            Outcome::Done
+        );
+        let issuer = join_token_issuer::Context {
+            store,
+            cluster,
+            replies,
+            token_ttl: chrono::Duration::hours(1),
+            api_endpoint: None,
+        };
+        let msg = ProviderValidated {
+            provider_id: p.provider_id.clone(),
+            registration_id: entry,
+            enc_pubkey: p.registration.enc_pubkey.clone(),
+        };
+        assert_eq!(
+            join_token_issuer::handle(&msg, &issuer, now).await,
+            Outcome::Done
+        );
     }
 
     /// A heartbeat from `p` at `at`, signed by its wallet, as the bridge forwards it.

@@ -15,7 +15,10 @@ pub struct NotifyingStore {
 
 impl NotifyingStore {
     pub fn new(inner: Arc<dyn ItemStore>) -> Self {
-        Self { inner, writes: watch::channel(0).0 }
+        Self {
+            inner,
+            writes: watch::channel(0).0,
+        }
     }
 
     /// Waits (up to `timeout`) until `check` holds, re-checking after every write.
@@ -37,7 +40,10 @@ impl NotifyingStore {
             }
         })
         .await;
-        assert!(waited.is_ok(), "timed out after {timeout:?} waiting for: {what}");
+        assert!(
+            waited.is_ok(),
+            "timed out after {timeout:?} waiting for: {what}"
+        );
     }
 }
 
@@ -46,14 +52,25 @@ impl ItemStore for NotifyingStore {
     async fn get(&self, table: Table, key: &str) -> StoreResult<Option<Item>> {
         self.inner.get(table, key).await
     }
-    async fn update(&self, table: Table, key: &str, cond: &Cond, ops: &[Op]) -> StoreResult<Option<Item>> {
+    async fn update(
+        &self,
+        table: Table,
+        key: &str,
+        cond: &Cond,
+        ops: &[Op],
+    ) -> StoreResult<Option<Item>> {
         let out = self.inner.update(table, key, cond, ops).await?;
         if out.is_some() {
             self.writes.send_modify(|n| *n += 1);
         }
         Ok(out)
     }
-    async fn query_by_state(&self, table: Table, state: &str, hb_before: Option<i64>) -> StoreResult<Vec<Item>> {
+    async fn query_by_state(
+        &self,
+        table: Table,
+        state: &str,
+        hb_before: Option<i64>,
+    ) -> StoreResult<Vec<Item>> {
         self.inner.query_by_state(table, state, hb_before).await
     }
     async fn scan(&self, table: Table) -> StoreResult<Vec<Item>> {

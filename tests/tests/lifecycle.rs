@@ -58,23 +58,46 @@ async fn offline_within_threshold_plus_one_sweep_and_back_on_the_next_heartbeat(
     let ctx = recorder(store.clone(), cluster.clone());
 
     let (stop, _) = broadcast::channel(1);
-    let sweeper = Arc::new(staleness_sweeper::Context { store: store.clone(), cluster: cluster.clone(), stale_after: Duration::seconds(THRESHOLD) });
-    let sweeping = tokio::spawn(staleness_sweeper::run(sweeper, StdDuration::from_secs(SWEEP_EVERY), now.clone(), stop.subscribe()));
+    let sweeper = Arc::new(staleness_sweeper::Context {
+        store: store.clone(),
+        cluster: cluster.clone(),
+        stale_after: Duration::seconds(THRESHOLD),
+    });
+    let sweeping = tokio::spawn(staleness_sweeper::run(
+        sweeper,
+        StdDuration::from_secs(SWEEP_EVERY),
+        now.clone(),
+        stop.subscribe(),
+    ));
 
     // Heartbeats every 30 s for five minutes: joined, then available, and stays so.
     let mut last = now();
     for i in 0..10 {
         last = now();
-        assert_eq!(heartbeat_recorder::handle(&heartbeat(&p, last, 0), &ctx, last).await, Outcome::Done);
+        assert_eq!(
+            heartbeat_recorder::handle(&heartbeat(&p, last, 0), &ctx, last).await,
+            Outcome::Done
+        );
         if i == 0 {
-            assert_eq!(state_of(store.as_ref(), &p.provider_id).await.state, ProviderState::Available);
+            assert_eq!(
+                state_of(store.as_ref(), &p.provider_id).await.state,
+                ProviderState::Available
+            );
             let node = cluster.node("gpu-server-01").unwrap();
             assert_eq!(node.labels[labels::RENTAL_TYPE], "gpu");
             assert_eq!(node.labels[labels::GPU_MODEL], "RTX-4090");
-            assert_eq!(cluster.token_count(), 0, "the bootstrap token is deleted on join");
+            assert_eq!(
+                cluster.token_count(),
+                0,
+                "the bootstrap token is deleted on join"
+            );
         }
         tokio::time::sleep(StdDuration::from_secs(30)).await;
-        assert_eq!(state_of(store.as_ref(), &p.provider_id).await.state, ProviderState::Available, "beat {i}");
+        assert_eq!(
+            state_of(store.as_ref(), &p.provider_id).await.state,
+            ProviderState::Available,
+            "beat {i}"
+        );
     }
 
     // The heartbeats stop. Wait (on the paused clock) until the sweeper says offline.
@@ -83,25 +106,50 @@ async fn offline_within_threshold_plus_one_sweep_and_back_on_the_next_heartbeat(
     store
         .wait_until(StdDuration::from_secs(600), "offline", || {
             let (s, id) = (s2.clone(), id.clone());
-            async move { ProviderRecord::load(s.as_ref(), &id).await.unwrap().unwrap().state == ProviderState::Offline }
+            async move {
+                ProviderRecord::load(s.as_ref(), &id)
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .state
+                    == ProviderState::Offline
+            }
         })
         .await;
     let rec = state_of(store.as_ref(), &p.provider_id).await;
     let latency = rec.offline_at.unwrap() - last;
-    assert!(latency > Duration::seconds(THRESHOLD), "not before the threshold: {latency}");
-    assert!(latency <= Duration::seconds(THRESHOLD + SWEEP_EVERY as i64), "within threshold + one sweep: {latency}");
+    assert!(
+        latency > Duration::seconds(THRESHOLD),
+        "not before the threshold: {latency}"
+    );
+    assert!(
+        latency <= Duration::seconds(THRESHOLD + SWEEP_EVERY as i64),
+        "within threshold + one sweep: {latency}"
+    );
     let node = cluster.node("gpu-server-01").unwrap();
-    assert_eq!(node.labels.get(labels::STATUS).map(String::as_str), Some("offline"));
-    assert!(node.taints.iter().any(|t| t.key == labels::OFFLINE_TAINT && t.effect == "NoSchedule"));
+    assert_eq!(
+        node.labels.get(labels::STATUS).map(String::as_str),
+        Some("offline")
+    );
+    assert!(node
+        .taints
+        .iter()
+        .any(|t| t.key == labels::OFFLINE_TAINT && t.effect == "NoSchedule"));
 
     // It comes back.
     let back = now();
-    assert_eq!(heartbeat_recorder::handle(&heartbeat(&p, back, 0), &ctx, back).await, Outcome::Done);
+    assert_eq!(
+        heartbeat_recorder::handle(&heartbeat(&p, back, 0), &ctx, back).await,
+        Outcome::Done
+    );
     let rec = state_of(store.as_ref(), &p.provider_id).await;
     assert_eq!(rec.state, ProviderState::Available);
     assert_eq!(rec.last_heartbeat, Some(back));
     let node = cluster.node("gpu-server-01").unwrap();
-    assert!(node.labels.get(labels::STATUS).is_none() && node.taints.is_empty(), "offline marks removed: {node:?}");
+    assert!(
+        node.labels.get(labels::STATUS).is_none() && node.taints.is_empty(),
+        "offline marks removed: {node:?}"
+    );
 
     let _ = stop.send(());
     sweeping.await.unwrap();
@@ -116,20 +164,49 @@ async fn a_heartbeat_racing_the_sweeper_is_never_lost() {
     approve(&p, store.clone(), cluster.clone(), now).await;
     cluster.add_node(node_for(&p, true));
     let ctx = recorder(store.clone(), cluster.clone());
-    assert_eq!(heartbeat_recorder::handle(&heartbeat(&p, now, 0), &ctx, now).await, Outcome::Done);
+    assert_eq!(
+        heartbeat_recorder::handle(&heartbeat(&p, now, 0), &ctx, now).await,
+        Outcome::Done
+    );
 
     // The sweeper, three minutes on, reads the provider as stale…
     let sweep_at = now + Duration::minutes(3);
     let stale_before = sweep_at - Duration::seconds(THRESHOLD);
-    let stale = store.query_by_state(Table::Providers, "available", Some(stale_before.timestamp_millis())).await.unwrap();
+    let stale = store
+        .query_by_state(
+            Table::Providers,
+            "available",
+            Some(stale_before.timestamp_millis()),
+        )
+        .await
+        .unwrap();
     assert_eq!(stale.len(), 1);
     // …a heartbeat lands before its write…
-    assert_eq!(heartbeat_recorder::handle(&heartbeat(&p, sweep_at, 0), &ctx, sweep_at).await, Outcome::Done);
+    assert_eq!(
+        heartbeat_recorder::handle(&heartbeat(&p, sweep_at, 0), &ctx, sweep_at).await,
+        Outcome::Done
+    );
     // …and the write, which still requires staleness, does nothing.
-    assert!(mark_offline_if_stale(stale_before, sweep_at).run(store.as_ref(), &p.provider_id).await.unwrap().is_none());
-    let report = staleness_sweeper::sweep_once(&staleness_sweeper::Context { store: store.clone(), cluster: cluster.clone(), stale_after: Duration::seconds(THRESHOLD) }, sweep_at).await.unwrap();
+    assert!(mark_offline_if_stale(stale_before, sweep_at)
+        .run(store.as_ref(), &p.provider_id)
+        .await
+        .unwrap()
+        .is_none());
+    let report = staleness_sweeper::sweep_once(
+        &staleness_sweeper::Context {
+            store: store.clone(),
+            cluster: cluster.clone(),
+            stale_after: Duration::seconds(THRESHOLD),
+        },
+        sweep_at,
+    )
+    .await
+    .unwrap();
     assert_eq!(report.marked_offline, 0);
-    assert_eq!(state_of(store.as_ref(), &p.provider_id).await.state, ProviderState::Available);
+    assert_eq!(
+        state_of(store.as_ref(), &p.provider_id).await.state,
+        ProviderState::Available
+    );
 }
 
 #[tokio::test]
@@ -140,10 +217,25 @@ async fn two_sweepers_mark_each_stale_provider_once() {
     let p = fixture_shaped_provider(3, now);
     approve(&p, store.clone(), cluster.clone(), now).await;
     cluster.add_node(node_for(&p, true));
-    assert_eq!(heartbeat_recorder::handle(&heartbeat(&p, now, 0), &recorder(store.clone(), cluster.clone()), now).await, Outcome::Done);
-    let ctx = staleness_sweeper::Context { store: store.clone(), cluster: cluster.clone(), stale_after: Duration::seconds(THRESHOLD) };
+    assert_eq!(
+        heartbeat_recorder::handle(
+            &heartbeat(&p, now, 0),
+            &recorder(store.clone(), cluster.clone()),
+            now
+        )
+        .await,
+        Outcome::Done
+    );
+    let ctx = staleness_sweeper::Context {
+        store: store.clone(),
+        cluster: cluster.clone(),
+        stale_after: Duration::seconds(THRESHOLD),
+    };
     let later = now + Duration::minutes(5);
-    let (a, b) = tokio::join!(staleness_sweeper::sweep_once(&ctx, later), staleness_sweeper::sweep_once(&ctx, later));
+    let (a, b) = tokio::join!(
+        staleness_sweeper::sweep_once(&ctx, later),
+        staleness_sweeper::sweep_once(&ctx, later)
+    );
     assert_eq!(a.unwrap().marked_offline + b.unwrap().marked_offline, 1);
 }
 
@@ -154,11 +246,30 @@ async fn an_approval_that_never_joins_expires_and_its_token_goes() {
     let cluster = Arc::new(SimulatedCluster::new("https://10.0.0.1:6443"));
     let p = fixture_shaped_provider(4, now);
     approve(&p, store.clone(), cluster.clone(), now).await;
-    let ctx = staleness_sweeper::Context { store: store.clone(), cluster: cluster.clone(), stale_after: Duration::seconds(THRESHOLD) };
-    assert_eq!(staleness_sweeper::sweep_once(&ctx, now + Duration::minutes(59)).await.unwrap().expired, 0);
+    let ctx = staleness_sweeper::Context {
+        store: store.clone(),
+        cluster: cluster.clone(),
+        stale_after: Duration::seconds(THRESHOLD),
+    };
+    assert_eq!(
+        staleness_sweeper::sweep_once(&ctx, now + Duration::minutes(59))
+            .await
+            .unwrap()
+            .expired,
+        0
+    );
     assert_eq!(cluster.token_count(), 1);
-    assert_eq!(staleness_sweeper::sweep_once(&ctx, now + Duration::minutes(61)).await.unwrap().expired, 1);
-    assert_eq!(state_of(store.as_ref(), &p.provider_id).await.state, ProviderState::Expired);
+    assert_eq!(
+        staleness_sweeper::sweep_once(&ctx, now + Duration::minutes(61))
+            .await
+            .unwrap()
+            .expired,
+        1
+    );
+    assert_eq!(
+        state_of(store.as_ref(), &p.provider_id).await.state,
+        ProviderState::Expired
+    );
     assert_eq!(cluster.token_count(), 0);
 }
 
@@ -166,11 +277,31 @@ async fn an_approval_that_never_joins_expires_and_its_token_goes() {
 async fn seed(store: &dyn ItemStore, n: usize, stale: usize, now: DateTime<Utc>) {
     let template = fixture_shaped_provider(0, now).registration;
     for i in 0..n {
-        let hb = if i < stale { now - Duration::minutes(10) } else { now - Duration::seconds(10) };
-        let extra = [Op::set("state", "available"), Op::set("hb_at", hb.timestamp_millis()), Op::set("last_hb", hb.timestamp_millis())];
-        let mut ops: Vec<Op> = register_pending(&template, &format!("{i}-0"), now).ops.into_iter().filter(|o| extra.iter().all(|e| e.path() != o.path())).collect();
+        let hb = if i < stale {
+            now - Duration::minutes(10)
+        } else {
+            now - Duration::seconds(10)
+        };
+        let extra = [
+            Op::set("state", "available"),
+            Op::set("hb_at", hb.timestamp_millis()),
+            Op::set("last_hb", hb.timestamp_millis()),
+        ];
+        let mut ops: Vec<Op> = register_pending(&template, &format!("{i}-0"), now)
+            .ops
+            .into_iter()
+            .filter(|o| extra.iter().all(|e| e.path() != o.path()))
+            .collect();
         ops.extend(extra);
-        store.update(Table::Providers, &format!("seed-{i:05}"), &Cond::ItemNotExists, &ops).await.unwrap();
+        store
+            .update(
+                Table::Providers,
+                &format!("seed-{i:05}"),
+                &Cond::ItemNotExists,
+                &ops,
+            )
+            .await
+            .unwrap();
     }
 }
 
@@ -180,11 +311,25 @@ async fn the_sweeper_reads_only_stale_items_among_ten_thousand() {
     let store: Arc<dyn ItemStore> = Arc::new(MemoryStore::new());
     seed(store.as_ref(), 10_000, 10, now).await;
     let cluster = Arc::new(SimulatedCluster::new("https://10.0.0.1:6443"));
-    let ctx = staleness_sweeper::Context { store: store.clone(), cluster, stale_after: Duration::seconds(THRESHOLD) };
+    let ctx = staleness_sweeper::Context {
+        store: store.clone(),
+        cluster,
+        stale_after: Duration::seconds(THRESHOLD),
+    };
     let report = staleness_sweeper::sweep_once(&ctx, now).await.unwrap();
-    assert_eq!(report.examined, 10, "the index query returned only the stale items");
+    assert_eq!(
+        report.examined, 10,
+        "the index query returned only the stale items"
+    );
     assert_eq!(report.marked_offline, 10);
-    assert_eq!(store.query_by_state(Table::Providers, "offline", None).await.unwrap().len(), 10);
+    assert_eq!(
+        store
+            .query_by_state(Table::Providers, "offline", None)
+            .await
+            .unwrap()
+            .len(),
+        10
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -193,7 +338,11 @@ async fn the_dynamodb_index_query_reads_only_stale_items() {
     let store: Arc<dyn ItemStore> = Arc::new(env.dynamo().await);
     let now = t0();
     seed(store.as_ref(), 300, 10, now).await;
-    let ctx = staleness_sweeper::Context { store: store.clone(), cluster: Arc::new(SimulatedCluster::new("https://x:6443")), stale_after: Duration::seconds(THRESHOLD) };
+    let ctx = staleness_sweeper::Context {
+        store: store.clone(),
+        cluster: Arc::new(SimulatedCluster::new("https://x:6443")),
+        stale_after: Duration::seconds(THRESHOLD),
+    };
     let report = staleness_sweeper::sweep_once(&ctx, now).await.unwrap();
     assert_eq!((report.examined, report.marked_offline), (10, 10));
 }

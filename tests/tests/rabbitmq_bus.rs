@@ -11,19 +11,41 @@ use worldland_shared::bus::{Bus, BusError, Subscription};
 use worldland_tests::TestEnv;
 
 async fn next(sub: &mut Box<dyn Subscription>) -> worldland_shared::bus::Delivery {
-    tokio::time::timeout(Duration::from_secs(10), sub.next()).await.expect("a delivery within 10 s").expect("bus open")
+    tokio::time::timeout(Duration::from_secs(10), sub.next())
+        .await
+        .expect("a delivery within 10 s")
+        .expect("bus open")
 }
 
 /// Takes one message off a dead-letter queue: its body and the reason header.
 async fn dead_letter(env: &TestEnv, queue: &str) -> (Vec<u8>, Option<String>) {
-    let conn = Connection::connect(&env.cfg.amqp_url, ConnectionProperties::default()).await.unwrap();
+    let conn = Connection::connect(&env.cfg.amqp_url, ConnectionProperties::default())
+        .await
+        .unwrap();
     let ch = conn.create_channel().await.unwrap();
-    let mut consumer = ch.basic_consume(queue.into(), "dlq-reader".into(), BasicConsumeOptions::default(), FieldTable::default()).await.unwrap();
-    let d = tokio::time::timeout(Duration::from_secs(10), consumer.next()).await.expect("a dead letter within 10 s").unwrap().unwrap();
-    let reason = d.properties.headers().as_ref().and_then(|h| h.inner().get("x-worldland-reason").cloned()).and_then(|v| match v {
-        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
-        _ => None,
-    });
+    let mut consumer = ch
+        .basic_consume(
+            queue.into(),
+            "dlq-reader".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let d = tokio::time::timeout(Duration::from_secs(10), consumer.next())
+        .await
+        .expect("a dead letter within 10 s")
+        .unwrap()
+        .unwrap();
+    let reason = d
+        .properties
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get("x-worldland-reason").cloned())
+        .and_then(|v| match v {
+            AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+            _ => None,
+        });
     d.acker.ack(BasicAckOptions::default()).await.unwrap();
     let _ = conn.close(200, "done".into()).await;
     (d.data.clone(), reason)
@@ -36,21 +58,44 @@ async fn publish_consume_retry_and_dead_letter() {
     let q = env.queue("bus-test", &["provider.*"]);
     let mut sub = bus.subscribe(&q).await.unwrap();
 
-    bus.publish("provider.validated", "m-1", b"{\"n\":1}").await.unwrap();
+    bus.publish("provider.validated", "m-1", b"{\"n\":1}")
+        .await
+        .unwrap();
     let d = next(&mut sub).await;
-    assert_eq!((d.body.as_slice(), d.message_id.as_deref(), d.previous_deliveries), (&b"{\"n\":1}"[..], Some("m-1"), 0));
+    assert_eq!(
+        (
+            d.body.as_slice(),
+            d.message_id.as_deref(),
+            d.previous_deliveries
+        ),
+        (&b"{\"n\":1}"[..], Some("m-1"), 0)
+    );
     d.retry().await.unwrap();
     let d = next(&mut sub).await;
     assert_eq!(d.message_id.as_deref(), Some("m-1"));
-    assert!(d.previous_deliveries >= 1, "a retried message says it was delivered before");
+    assert!(
+        d.previous_deliveries >= 1,
+        "a retried message says it was delivered before"
+    );
     d.ack().await.unwrap();
 
-    bus.publish("provider.approved", "m-2", b"bad").await.unwrap();
-    next(&mut sub).await.dead_letter("malformed_json", "not JSON").await.unwrap();
-    assert_eq!(dead_letter(&env, &q.dead_letter_name()).await, (b"bad".to_vec(), Some("malformed_json".into())));
+    bus.publish("provider.approved", "m-2", b"bad")
+        .await
+        .unwrap();
+    next(&mut sub)
+        .await
+        .dead_letter("malformed_json", "not JSON")
+        .await
+        .unwrap();
+    assert_eq!(
+        dead_letter(&env, &q.dead_letter_name()).await,
+        (b"bad".to_vec(), Some("malformed_json".into()))
+    );
 
     // Failing on every delivery: the quorum queue dead-letters it at the delivery limit.
-    bus.publish("provider.validated", "m-3", b"poison").await.unwrap();
+    bus.publish("provider.validated", "m-3", b"poison")
+        .await
+        .unwrap();
     for _ in 0..3 {
         match tokio::time::timeout(Duration::from_secs(2), sub.next()).await {
             Ok(Some(d)) => d.retry().await.unwrap(),
@@ -79,7 +124,9 @@ async fn an_unacked_message_returns_when_its_consumer_dies() {
     let bus = env.rabbit().await;
     let q = env.queue("bus-test", &["provider.*"]);
     let mut first = bus.subscribe(&q).await.unwrap();
-    bus.publish("provider.validated", "m-1", b"work").await.unwrap();
+    bus.publish("provider.validated", "m-1", b"work")
+        .await
+        .unwrap();
     let d = next(&mut first).await;
     // The worker "dies" before acking: its connection goes away with the delivery unsettled.
     drop(d);

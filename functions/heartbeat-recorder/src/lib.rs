@@ -17,12 +17,16 @@ use tracing::instrument;
 use worldland_shared::cluster::node::spec_contradiction;
 use worldland_shared::cluster::Cluster;
 use worldland_shared::labels::{self, provider_node_labels};
-use worldland_shared::messages::{topics, Heartbeat, ProviderState, Spec, StreamEnvelope, MAX_ENTRY_BYTES};
+use worldland_shared::messages::{
+    topics, Heartbeat, ProviderState, Spec, StreamEnvelope, MAX_ENTRY_BYTES,
+};
 use worldland_shared::signature::{recover_personal, SignaturePolicy};
-use worldland_shared::state::providers::{join, make_available, note_node_write, record_heartbeat, HeartbeatFacts, ProviderRecord};
+use worldland_shared::state::providers::{
+    join, make_available, note_node_write, record_heartbeat, HeartbeatFacts, ProviderRecord,
+};
 use worldland_shared::state::ItemStore;
 use worldland_shared::validation::{check_provider_id, check_timestamp, Reason, Rejection};
-use worldland_shared::worker::{Handler, Outcome};
+use worldland_shared::worker::{decode, Handler, Outcome};
 
 pub const WORKER: &str = "heartbeat-recorder";
 pub const BINDINGS: &[&str] = &[topics::HEARTBEAT_RECEIVED];
@@ -42,18 +46,32 @@ fn retry(e: impl std::fmt::Display) -> Outcome {
 }
 
 /// Parses and checks what can be checked without state: size, format, timestamp, signature.
-pub fn check(env: &StreamEnvelope, ctx: &Context, now: DateTime<Utc>) -> Result<(Heartbeat, Option<String>), Rejection> {
+pub fn check(
+    env: &StreamEnvelope,
+    ctx: &Context,
+    now: DateTime<Utc>,
+) -> Result<(Heartbeat, Option<String>), Rejection> {
     let size = env.data.len() + env.signature.as_ref().map_or(0, String::len);
     if size > MAX_ENTRY_BYTES {
-        return Err(Rejection::new(Reason::EntryTooLarge, format!("entry is {size} bytes; the limit is {MAX_ENTRY_BYTES}")));
+        return Err(Rejection::new(
+            Reason::EntryTooLarge,
+            format!("entry is {size} bytes; the limit is {MAX_ENTRY_BYTES}"),
+        ));
     }
-    let hb: Heartbeat = serde_json::from_str(&env.data)
-        .map_err(|e| Rejection::new(Reason::MalformedJson, format!("heartbeat does not match the agents' format: {e}")))?;
+    let hb: Heartbeat = serde_json::from_str(&env.data).map_err(|e| {
+        Rejection::new(
+            Reason::MalformedJson,
+            format!("heartbeat does not match the agents' format: {e}"),
+        )
+    })?;
     check_provider_id(&hb.provider_id)?;
     check_timestamp(Some(hb.timestamp), now, ctx.replay_window)?;
     let signer = match env.signature.as_deref() {
         None | Some("") if ctx.signatures == SignaturePolicy::Required => {
-            return Err(Rejection::new(Reason::SignatureMissing, "this network requires signed heartbeats"));
+            return Err(Rejection::new(
+                Reason::SignatureMissing,
+                "this network requires signed heartbeats",
+            ));
         }
         None | Some("") => None,
         Some(sig) => Some(recover_personal(env.data.as_bytes(), sig)?),
@@ -67,9 +85,20 @@ pub async fn handle(env: &StreamEnvelope, ctx: &Context, now: DateTime<Utc>) -> 
         Ok(v) => v,
         Err(r) => return Outcome::Rejected(r),
     };
-    let usage = serde_json::json!({"gpu": hb.gpu_usage, "cpu": hb.cpu_usage, "memory": hb.memory_usage}).to_string();
-    let facts = HeartbeatFacts { node_name: &hb.node_name, at: hb.timestamp, claimed_status: &hb.status, active_jobs: i64::from(hb.active_jobs), usage_json: usage };
-    match record_heartbeat(&facts, signer.as_deref()).run(ctx.store.as_ref(), &hb.provider_id).await {
+    let usage =
+        serde_json::json!({"gpu": hb.gpu_usage, "cpu": hb.cpu_usage, "memory": hb.memory_usage})
+            .to_string();
+    let facts = HeartbeatFacts {
+        node_name: &hb.node_name,
+        at: hb.timestamp,
+        claimed_status: &hb.status,
+        active_jobs: i64::from(hb.active_jobs),
+        usage_json: usage,
+    };
+    match record_heartbeat(&facts, signer.as_deref())
+        .run(ctx.store.as_ref(), &hb.provider_id)
+        .await
+    {
         Ok(Some(rec)) => after_recorded(rec, &hb, ctx, now).await,
         Ok(None) => cold_path(&hb, &facts, signer.as_deref(), ctx, now).await,
         Err(e) => retry(e),
@@ -77,20 +106,34 @@ pub async fn handle(env: &StreamEnvelope, ctx: &Context, now: DateTime<Utc>) -> 
 }
 
 /// The heartbeat is recorded; act on the state it found.
-async fn after_recorded(rec: ProviderRecord, hb: &Heartbeat, ctx: &Context, now: DateTime<Utc>) -> Outcome {
+async fn after_recorded(
+    rec: ProviderRecord,
+    hb: &Heartbeat,
+    ctx: &Context,
+    now: DateTime<Utc>,
+) -> Outcome {
     match rec.state {
-        ProviderState::Joined => become_available_if_ready(&rec, ProviderState::Joined, ctx, now).await,
+        ProviderState::Joined => {
+            become_available_if_ready(&rec, ProviderState::Joined, ctx, now).await
+        }
         ProviderState::Offline => {
             // Back from the dead: remove the offline marks, then available again.
             if let Err(e) = ctx.cluster.set_offline_taint(&rec.node_name, false).await {
                 return retry(e);
             }
             let status = BTreeMap::from([(labels::STATUS.to_string(), None)]);
-            if let Err(e) = ctx.cluster.patch_node_metadata(&rec.node_name, &status, &BTreeMap::new()).await {
+            if let Err(e) = ctx
+                .cluster
+                .patch_node_metadata(&rec.node_name, &status, &BTreeMap::new())
+                .await
+            {
                 return retry(e);
             }
             tracing::info!(provider_id = %rec.provider_id, "provider is back from offline");
-            match make_available(ProviderState::Offline, now).run(ctx.store.as_ref(), &rec.provider_id).await {
+            match make_available(ProviderState::Offline, now)
+                .run(ctx.store.as_ref(), &rec.provider_id)
+                .await
+            {
                 Ok(_) => Outcome::Done,
                 Err(e) => retry(e),
             }
@@ -100,13 +143,25 @@ async fn after_recorded(rec: ProviderRecord, hb: &Heartbeat, ctx: &Context, now:
     }
 }
 
-async fn become_available_if_ready(rec: &ProviderRecord, from: ProviderState, ctx: &Context, now: DateTime<Utc>) -> Outcome {
+async fn become_available_if_ready(
+    rec: &ProviderRecord,
+    from: ProviderState,
+    ctx: &Context,
+    now: DateTime<Utc>,
+) -> Outcome {
     if rec.unschedulable.is_some() {
         return Outcome::Done;
     }
     match ctx.cluster.get_node(&rec.node_name).await {
-        Ok(Some(node)) if node.ready && node.labels.get(labels::RENTAL_TYPE).map(String::as_str) == Some(labels::RENTAL_TYPE_GPU) => {
-            match make_available(from, now).run(ctx.store.as_ref(), &rec.provider_id).await {
+        Ok(Some(node))
+            if node.ready
+                && node.labels.get(labels::RENTAL_TYPE).map(String::as_str)
+                    == Some(labels::RENTAL_TYPE_GPU) =>
+        {
+            match make_available(from, now)
+                .run(ctx.store.as_ref(), &rec.provider_id)
+                .await
+            {
                 Ok(_) => Outcome::Done,
                 Err(e) => retry(e),
             }
@@ -120,24 +175,42 @@ async fn become_available_if_ready(rec: &ProviderRecord, from: ProviderState, ct
 /// Steady state: no node write unless the active-jobs label changed or the annotation is due.
 async fn refresh_node_marks(rec: &ProviderRecord, hb: &Heartbeat, ctx: &Context) -> Outcome {
     let jobs_changed = rec.labelled_jobs != Some(rec.active_jobs);
-    let annotation_due = rec.annotated_at.is_none_or(|t| hb.timestamp - t >= ctx.annotate_interval);
+    let annotation_due = rec
+        .annotated_at
+        .is_none_or(|t| hb.timestamp - t >= ctx.annotate_interval);
     if !jobs_changed && !annotation_due {
         return Outcome::Done;
     }
     let mut l = BTreeMap::new();
     let mut a = BTreeMap::new();
     if jobs_changed {
-        l.insert(labels::ACTIVE_JOBS.to_string(), Some(rec.active_jobs.to_string()));
+        l.insert(
+            labels::ACTIVE_JOBS.to_string(),
+            Some(rec.active_jobs.to_string()),
+        );
     }
     if annotation_due {
-        a.insert(labels::LAST_HEARTBEAT_ANNOTATION.to_string(), Some(hb.timestamp.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)));
+        a.insert(
+            labels::LAST_HEARTBEAT_ANNOTATION.to_string(),
+            Some(
+                hb.timestamp
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            ),
+        );
     }
-    if let Err(e) = ctx.cluster.patch_node_metadata(&rec.node_name, &l, &a).await {
+    if let Err(e) = ctx
+        .cluster
+        .patch_node_metadata(&rec.node_name, &l, &a)
+        .await
+    {
         // The heartbeat itself is recorded; the marks are refreshed by a later one.
         tracing::warn!(provider_id = %rec.provider_id, error = %e, "node marks not refreshed");
         return Outcome::Done;
     }
-    let noted = note_node_write(jobs_changed.then_some(rec.active_jobs), annotation_due.then_some(hb.timestamp));
+    let noted = note_node_write(
+        jobs_changed.then_some(rec.active_jobs),
+        annotation_due.then_some(hb.timestamp),
+    );
     match noted.run(ctx.store.as_ref(), &rec.provider_id).await {
         Ok(_) => Outcome::Done,
         Err(e) => retry(e),
@@ -145,26 +218,46 @@ async fn refresh_node_marks(rec: &ProviderRecord, hb: &Heartbeat, ctx: &Context)
 }
 
 /// The hot write did not apply: read the provider to learn why.
-async fn cold_path(hb: &Heartbeat, facts: &HeartbeatFacts<'_>, signer: Option<&str>, ctx: &Context, now: DateTime<Utc>) -> Outcome {
+async fn cold_path(
+    hb: &Heartbeat,
+    facts: &HeartbeatFacts<'_>,
+    signer: Option<&str>,
+    ctx: &Context,
+    now: DateTime<Utc>,
+) -> Outcome {
     let rec = match ProviderRecord::load(ctx.store.as_ref(), &hb.provider_id).await {
         Ok(Some(r)) => r,
-        Ok(None) => return Outcome::Rejected(Rejection::new(Reason::UnknownProvider, "no such provider")),
+        Ok(None) => {
+            return Outcome::Rejected(Rejection::new(Reason::UnknownProvider, "no such provider"))
+        }
         Err(e) => return retry(e),
     };
     if signer.is_some_and(|s| !s.eq_ignore_ascii_case(&rec.wallet)) {
-        return Outcome::Rejected(Rejection::new(Reason::SignatureMismatch, "heartbeat was not signed by the provider's wallet"));
+        return Outcome::Rejected(Rejection::new(
+            Reason::SignatureMismatch,
+            "heartbeat was not signed by the provider's wallet",
+        ));
     }
     if hb.node_name != rec.node_name {
-        return Outcome::Rejected(Rejection::new(Reason::NodeNameMismatch, format!("node_name {:?} is not this provider's node", hb.node_name)));
+        return Outcome::Rejected(Rejection::new(
+            Reason::NodeNameMismatch,
+            format!("node_name {:?} is not this provider's node", hb.node_name),
+        ));
     }
     match rec.state {
         ProviderState::Pending | ProviderState::Rejected | ProviderState::Expired => {
-            Outcome::Rejected(Rejection::new(Reason::NotApproved, format!("provider is {}, not approved", rec.state)))
+            Outcome::Rejected(Rejection::new(
+                Reason::NotApproved,
+                format!("provider is {}, not approved", rec.state),
+            ))
         }
         ProviderState::Approved => join_cluster(rec, facts, ctx, now).await,
         _ => match rec.last_heartbeat {
             Some(last) if last == hb.timestamp => Outcome::Done, // the same heartbeat again
-            Some(last) if last > hb.timestamp => Outcome::Rejected(Rejection::new(Reason::StaleHeartbeat, "an equal or later heartbeat was already recorded")),
+            Some(last) if last > hb.timestamp => Outcome::Rejected(Rejection::new(
+                Reason::StaleHeartbeat,
+                "an equal or later heartbeat was already recorded",
+            )),
             _ => retry("heartbeat raced another write; retrying"),
         },
     }
@@ -172,27 +265,55 @@ async fn cold_path(hb: &Heartbeat, facts: &HeartbeatFacts<'_>, signer: Option<&s
 
 /// `approved` + first heartbeat: check the node against the spec, label it, delete the
 /// bootstrap token, `joined` — and `available` at once if the node is Ready.
-async fn join_cluster(rec: ProviderRecord, facts: &HeartbeatFacts<'_>, ctx: &Context, now: DateTime<Utc>) -> Outcome {
+async fn join_cluster(
+    rec: ProviderRecord,
+    facts: &HeartbeatFacts<'_>,
+    ctx: &Context,
+    now: DateTime<Utc>,
+) -> Outcome {
     let node = match ctx.cluster.get_node(&rec.node_name).await {
         Ok(Some(n)) => n,
-        Ok(None) => return Outcome::Rejected(Rejection::new(Reason::NodeNotFound, format!("node {} has not joined the cluster", rec.node_name))),
+        Ok(None) => {
+            return Outcome::Rejected(Rejection::new(
+                Reason::NodeNotFound,
+                format!("node {} has not joined the cluster", rec.node_name),
+            ))
+        }
         Err(e) => return retry(e),
     };
     let spec: Spec = match serde_json::from_str(&rec.spec_json) {
         Ok(s) => s,
         Err(e) => return retry(format!("stored spec unreadable: {e}")),
     };
-    let contradiction = spec_contradiction(&node, spec.total_gpus, spec.cpu_cores, spec.total_memory_mb);
+    let contradiction =
+        spec_contradiction(&node, spec.total_gpus, spec.cpu_cores, spec.total_memory_mb);
     if let Some(why) = &contradiction {
         tracing::warn!(provider_id = %rec.provider_id, %why, "node contradicts the claimed spec; provider stays unschedulable");
     } else {
-        let first_gpu = spec.gpus.first().map(|g| g.name.as_str()).unwrap_or_default();
+        let first_gpu = spec
+            .gpus
+            .first()
+            .map(|g| g.name.as_str())
+            .unwrap_or_default();
         let mut wanted: BTreeMap<String, Option<String>> =
-            provider_node_labels(&rec.provider_id, first_gpu, rec.gpu_count as u32).into_iter().map(|(k, v)| (k, Some(v))).collect();
-        wanted.insert(labels::ACTIVE_JOBS.to_string(), Some(facts.active_jobs.to_string()));
+            provider_node_labels(&rec.provider_id, first_gpu, rec.gpu_count as u32)
+                .into_iter()
+                .map(|(k, v)| (k, Some(v)))
+                .collect();
+        wanted.insert(
+            labels::ACTIVE_JOBS.to_string(),
+            Some(facts.active_jobs.to_string()),
+        );
         // The first last-heartbeat annotation goes in the same write.
-        let annotation = BTreeMap::from([(labels::LAST_HEARTBEAT_ANNOTATION.to_string(), Some(facts.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)))]);
-        if let Err(e) = ctx.cluster.patch_node_metadata(&rec.node_name, &wanted, &annotation).await {
+        let annotation = BTreeMap::from([(
+            labels::LAST_HEARTBEAT_ANNOTATION.to_string(),
+            Some(facts.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+        )]);
+        if let Err(e) = ctx
+            .cluster
+            .patch_node_metadata(&rec.node_name, &wanted, &annotation)
+            .await
+        {
             return retry(e);
         }
     }
@@ -201,11 +322,16 @@ async fn join_cluster(rec: ProviderRecord, facts: &HeartbeatFacts<'_>, ctx: &Con
             return retry(e);
         }
     }
-    match join(facts, contradiction.as_deref(), now).run(ctx.store.as_ref(), &rec.provider_id).await {
+    match join(facts, contradiction.as_deref(), now)
+        .run(ctx.store.as_ref(), &rec.provider_id)
+        .await
+    {
         Ok(Some(joined)) => {
             tracing::info!(provider_id = %rec.provider_id, node = %rec.node_name, "provider joined");
             if contradiction.is_none() {
-                let _ = note_node_write(Some(facts.active_jobs), Some(facts.at)).run(ctx.store.as_ref(), &rec.provider_id).await;
+                let _ = note_node_write(Some(facts.active_jobs), Some(facts.at))
+                    .run(ctx.store.as_ref(), &rec.provider_id)
+                    .await;
             }
             become_available_if_ready(&joined, ProviderState::Joined, ctx, now).await
         }
@@ -225,15 +351,19 @@ impl Handler for HeartbeatRecorder {
         BINDINGS
     }
     async fn handle(&self, _routing_key: &str, body: &[u8], now: DateTime<Utc>) -> Outcome {
-        match serde_json::from_slice::<StreamEnvelope>(body) {
+        match decode::<StreamEnvelope>(body, "a stream envelope") {
             Ok(env) => handle(&env, &self.0, now).await,
-            Err(e) => Outcome::Rejected(Rejection::new(Reason::MalformedJson, format!("not a stream envelope: {e}"))),
+            Err(refused) => refused,
         }
     }
 }
 
 impl Context {
-    pub fn from_config(cfg: &worldland_shared::Config, store: Arc<dyn ItemStore>, cluster: Arc<dyn Cluster>) -> Self {
+    pub fn from_config(
+        cfg: &worldland_shared::Config,
+        store: Arc<dyn ItemStore>,
+        cluster: Arc<dyn Cluster>,
+    ) -> Self {
         Self {
             store,
             cluster,

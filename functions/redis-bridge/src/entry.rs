@@ -39,7 +39,11 @@ fn parse_entry(v: &Value) -> Option<RawEntry> {
         None | Some(Value::Nil) => None,
         Some(f) => {
             let flat = items(f)?;
-            Some(flat.chunks(2).filter_map(|kv| Some((bytes(kv.first()?)?, bytes(kv.get(1)?)?))).collect())
+            Some(
+                flat.chunks(2)
+                    .filter_map(|kv| Some((bytes(kv.first()?)?, bytes(kv.get(1)?)?)))
+                    .collect(),
+            )
         }
     };
     Some(RawEntry { id, fields })
@@ -53,7 +57,10 @@ fn parse_entries(v: &Value) -> Option<Vec<RawEntry>> {
 pub fn parse_read_reply(v: &Value) -> Option<Vec<(String, Vec<RawEntry>)>> {
     match v {
         Value::Nil => Some(vec![]),
-        Value::Map(m) => m.iter().map(|(k, e)| Some((text(k)?, parse_entries(e)?))).collect(),
+        Value::Map(m) => m
+            .iter()
+            .map(|(k, e)| Some((text(k)?, parse_entries(e)?)))
+            .collect(),
         Value::Array(streams) => streams
             .iter()
             .map(|s| {
@@ -70,12 +77,19 @@ pub fn parse_autoclaim_reply(v: &Value) -> Option<(String, Vec<RawEntry>, Vec<St
     let parts = items(v)?;
     let next = text(parts.first()?)?;
     let entries = parse_entries(parts.get(1)?)?;
-    let deleted = parts.get(2).and_then(|d| items(d)).map(|d| d.into_iter().filter_map(text).collect()).unwrap_or_default();
+    let deleted = parts
+        .get(2)
+        .and_then(|d| items(d))
+        .map(|d| d.into_iter().filter_map(text).collect())
+        .unwrap_or_default();
     Some((next, entries, deleted))
 }
 
 fn field<'a>(pairs: &'a [Value], name: &str) -> Option<&'a Value> {
-    pairs.chunks(2).find(|kv| text(&kv[0]).as_deref() == Some(name)).and_then(|kv| kv.get(1))
+    pairs
+        .chunks(2)
+        .find(|kv| text(&kv[0]).as_deref() == Some(name))
+        .and_then(|kv| kv.get(1))
 }
 
 /// XINFO GROUPS: the `last-delivered-id` of `group`.
@@ -85,7 +99,8 @@ pub fn group_last_delivered(v: &Value, group: &str) -> Option<String> {
             Value::Map(m) => m.iter().flat_map(|(k, v)| [k.clone(), v.clone()]).collect(),
             other => items(other)?.into_iter().cloned().collect(),
         };
-        (field(&pairs, "name").and_then(text).as_deref() == Some(group)).then(|| field(&pairs, "last-delivered-id").and_then(text))?
+        (field(&pairs, "name").and_then(text).as_deref() == Some(group))
+            .then(|| field(&pairs, "last-delivered-id").and_then(text))?
     })
 }
 
@@ -102,23 +117,48 @@ pub fn pending_min_id(v: &Value) -> Option<String> {
 /// signature within the size cap.
 pub fn envelope_for(stream: &str, e: &RawEntry) -> Result<StreamEnvelope, Rejection> {
     let Some(fields) = &e.fields else {
-        return Err(Rejection::new(Reason::MissingData, "entry was deleted before it could be forwarded"));
+        return Err(Rejection::new(
+            Reason::MissingData,
+            "entry was deleted before it could be forwarded",
+        ));
     };
-    let get = |name: &str| fields.iter().find(|(k, _)| k.as_slice() == name.as_bytes()).map(|(_, v)| v);
+    let get = |name: &str| {
+        fields
+            .iter()
+            .find(|(k, _)| k.as_slice() == name.as_bytes())
+            .map(|(_, v)| v)
+    };
     let size: usize = fields.iter().map(|(k, v)| k.len() + v.len()).sum();
     if size > MAX_ENTRY_BYTES {
-        return Err(Rejection::new(Reason::EntryTooLarge, format!("entry is {size} bytes; the limit is {MAX_ENTRY_BYTES}")));
+        return Err(Rejection::new(
+            Reason::EntryTooLarge,
+            format!("entry is {size} bytes; the limit is {MAX_ENTRY_BYTES}"),
+        ));
     }
     let Some(data) = get("data") else {
-        return Err(Rejection::new(Reason::MissingData, "entry has no data field"));
+        return Err(Rejection::new(
+            Reason::MissingData,
+            "entry has no data field",
+        ));
     };
-    let data = String::from_utf8(data.clone()).map_err(|_| Rejection::new(Reason::NotUtf8, "data is not UTF-8 text"))?;
+    let data = String::from_utf8(data.clone())
+        .map_err(|_| Rejection::new(Reason::NotUtf8, "data is not UTF-8 text"))?;
     let opt_text = |name: &str| -> Result<Option<String>, Rejection> {
         get(name)
-            .map(|v| String::from_utf8(v.clone()).map_err(|_| Rejection::new(Reason::NotUtf8, format!("{name} is not UTF-8 text"))))
+            .map(|v| {
+                String::from_utf8(v.clone()).map_err(|_| {
+                    Rejection::new(Reason::NotUtf8, format!("{name} is not UTF-8 text"))
+                })
+            })
             .transpose()
     };
-    Ok(StreamEnvelope { stream: stream.to_string(), entry_id: e.id.clone(), data, signature: opt_text("signature")?, timestamp: opt_text("timestamp")? })
+    Ok(StreamEnvelope {
+        stream: stream.to_string(),
+        entry_id: e.id.clone(),
+        data,
+        signature: opt_text("signature")?,
+        timestamp: opt_text("timestamp")?,
+    })
 }
 
 #[cfg(test)]
@@ -130,7 +170,15 @@ mod tests {
     }
 
     fn entry(fields: &[(&[u8], &[u8])]) -> RawEntry {
-        RawEntry { id: "1-0".into(), fields: Some(fields.iter().map(|(k, v)| (k.to_vec(), v.to_vec())).collect()) }
+        RawEntry {
+            id: "1-0".into(),
+            fields: Some(
+                fields
+                    .iter()
+                    .map(|(k, v)| (k.to_vec(), v.to_vec()))
+                    .collect(),
+            ),
+        }
     }
 
     #[test]
@@ -141,12 +189,25 @@ mod tests {
             (entry(&[(b"data", b"{}"), (b"signature", b"0xab")]), Ok(())),
             (entry(&[(b"timestamp", b"t")]), Err(Reason::MissingData)),
             (entry(&[(b"data", &[0xff, 0xfe])]), Err(Reason::NotUtf8)),
-            (entry(&[(b"data", b"{}"), (b"signature", &[0xff])]), Err(Reason::NotUtf8)),
+            (
+                entry(&[(b"data", b"{}"), (b"signature", &[0xff])]),
+                Err(Reason::NotUtf8),
+            ),
             (entry(&[(b"data", &big)]), Err(Reason::EntryTooLarge)),
-            (RawEntry { id: "1-0".into(), fields: None }, Err(Reason::MissingData)),
+            (
+                RawEntry {
+                    id: "1-0".into(),
+                    fields: None,
+                },
+                Err(Reason::MissingData),
+            ),
         ];
         for (e, want) in table {
-            assert_eq!(envelope_for("s", &e).map(|_| ()).map_err(|r| r.reason), want, "{e:?}");
+            assert_eq!(
+                envelope_for("s", &e).map(|_| ()).map_err(|r| r.reason),
+                want,
+                "{e:?}"
+            );
         }
     }
 
@@ -156,7 +217,10 @@ mod tests {
             bs(b"provider:registration"),
             Value::Array(vec![
                 Value::Array(vec![bs(b"1-0"), Value::Array(vec![bs(b"data"), bs(b"{}")])]),
-                Value::Array(vec![bs(b"2-0"), Value::Array(vec![bs(&[0xff]), bs(&[0xfe])])]),
+                Value::Array(vec![
+                    bs(b"2-0"),
+                    Value::Array(vec![bs(&[0xff]), bs(&[0xfe])]),
+                ]),
                 Value::Array(vec![bs(b"3-0"), Value::Nil]),
             ]),
         ])]);
@@ -166,12 +230,40 @@ mod tests {
         assert_eq!(parsed[0].1[1].fields.as_ref().unwrap()[0].0, vec![0xff]);
         assert_eq!(parsed[0].1[2].fields, None);
         assert_eq!(parse_read_reply(&Value::Nil), Some(vec![]));
-        let claim = Value::Array(vec![bs(b"0-0"), Value::Array(vec![]), Value::Array(vec![bs(b"5-0")])]);
-        assert_eq!(parse_autoclaim_reply(&claim), Some(("0-0".into(), vec![], vec!["5-0".into()])));
-        let groups = Value::Array(vec![Value::Array(vec![bs(b"name"), bs(b"g"), bs(b"last-delivered-id"), bs(b"7-1")])]);
+        let claim = Value::Array(vec![
+            bs(b"0-0"),
+            Value::Array(vec![]),
+            Value::Array(vec![bs(b"5-0")]),
+        ]);
+        assert_eq!(
+            parse_autoclaim_reply(&claim),
+            Some(("0-0".into(), vec![], vec!["5-0".into()]))
+        );
+        let groups = Value::Array(vec![Value::Array(vec![
+            bs(b"name"),
+            bs(b"g"),
+            bs(b"last-delivered-id"),
+            bs(b"7-1"),
+        ])]);
         assert_eq!(group_last_delivered(&groups, "g"), Some("7-1".into()));
         assert_eq!(group_last_delivered(&groups, "other"), None);
-        assert_eq!(pending_min_id(&Value::Array(vec![Value::Int(0), Value::Nil, Value::Nil, Value::Nil])), None);
-        assert_eq!(pending_min_id(&Value::Array(vec![Value::Int(2), bs(b"3-0"), bs(b"4-0"), Value::Nil])), Some("3-0".into()));
+        assert_eq!(
+            pending_min_id(&Value::Array(vec![
+                Value::Int(0),
+                Value::Nil,
+                Value::Nil,
+                Value::Nil
+            ])),
+            None
+        );
+        assert_eq!(
+            pending_min_id(&Value::Array(vec![
+                Value::Int(2),
+                bs(b"3-0"),
+                bs(b"4-0"),
+                Value::Nil
+            ])),
+            Some("3-0".into())
+        );
     }
 }

@@ -80,14 +80,30 @@ pub struct RedisBridge {
 }
 
 impl RedisBridge {
-    pub fn new(conn: ConnectionManager, reader: ConnectionManager, bus: Arc<dyn Bus>, settings: BridgeSettings) -> Self {
-        Self { conn, reader, bus, settings }
+    pub fn new(
+        conn: ConnectionManager,
+        reader: ConnectionManager,
+        bus: Arc<dyn Bus>,
+        settings: BridgeSettings,
+    ) -> Self {
+        Self {
+            conn,
+            reader,
+            bus,
+            settings,
+        }
     }
 
     fn streams(&self) -> [(String, &'static str); 2] {
         [
-            (self.settings.streams.registration(), topics::REGISTRATION_RECEIVED),
-            (self.settings.streams.heartbeat(), topics::HEARTBEAT_RECEIVED),
+            (
+                self.settings.streams.registration(),
+                topics::REGISTRATION_RECEIVED,
+            ),
+            (
+                self.settings.streams.heartbeat(),
+                topics::HEARTBEAT_RECEIVED,
+            ),
         ]
     }
 
@@ -105,8 +121,14 @@ impl RedisBridge {
     pub async fn poll_once(&self) -> Result<Pass> {
         let streams = self.streams();
         let mut cmd = redis::cmd("XREADGROUP");
-        cmd.arg("GROUP").arg(&self.settings.group).arg(&self.settings.consumer);
-        cmd.arg("COUNT").arg(self.settings.batch).arg("BLOCK").arg(self.settings.block_ms).arg("STREAMS");
+        cmd.arg("GROUP")
+            .arg(&self.settings.group)
+            .arg(&self.settings.consumer);
+        cmd.arg("COUNT")
+            .arg(self.settings.batch)
+            .arg("BLOCK")
+            .arg(self.settings.block_ms)
+            .arg("STREAMS");
         for (s, _) in &streams {
             cmd.arg(s);
         }
@@ -115,7 +137,9 @@ impl RedisBridge {
         }
         let reply: Value = cmd.query_async(&mut self.reader.clone()).await?;
         let mut pass = Pass::default();
-        for (stream, entries) in entry::parse_read_reply(&reply).ok_or(Error::Reply("XREADGROUP"))? {
+        for (stream, entries) in
+            entry::parse_read_reply(&reply).ok_or(Error::Reply("XREADGROUP"))?
+        {
             pass += self.forward_all(&stream, entries).await?;
         }
         Ok(pass)
@@ -137,10 +161,16 @@ impl RedisBridge {
                     .arg(self.settings.batch)
                     .query_async(&mut self.conn.clone())
                     .await?;
-                let (next, entries, deleted) = entry::parse_autoclaim_reply(&reply).ok_or(Error::Reply("XAUTOCLAIM"))?;
+                let (next, entries, deleted) =
+                    entry::parse_autoclaim_reply(&reply).ok_or(Error::Reply("XAUTOCLAIM"))?;
                 if !deleted.is_empty() {
                     // Trimmed away while pending: nothing left to forward, just clear them.
-                    redis::cmd("XACK").arg(&stream).arg(&self.settings.group).arg(&deleted).query_async::<()>(&mut self.conn.clone()).await?;
+                    redis::cmd("XACK")
+                        .arg(&stream)
+                        .arg(&self.settings.group)
+                        .arg(&deleted)
+                        .query_async::<()>(&mut self.conn.clone())
+                        .await?;
                 }
                 if !entries.is_empty() {
                     tracing::info!(%stream, count = entries.len(), "reclaimed pending entries");
@@ -156,7 +186,12 @@ impl RedisBridge {
     }
 
     async fn forward_all(&self, stream: &str, entries: Vec<RawEntry>) -> Result<Pass> {
-        let topic = self.streams().into_iter().find(|(s, _)| s == stream).map(|(_, t)| t).ok_or(Error::Reply("unknown stream"))?;
+        let topic = self
+            .streams()
+            .into_iter()
+            .find(|(s, _)| s == stream)
+            .map(|(_, t)| t)
+            .ok_or(Error::Reply("unknown stream"))?;
         let mut pass = Pass::default();
         for e in entries {
             match envelope_for(stream, &e) {
@@ -192,7 +227,12 @@ impl RedisBridge {
                     for (k, v) in e.fields.iter().flatten() {
                         p.arg(k.as_slice()).arg(v.as_slice());
                     }
-                    p.ignore().cmd("XACK").arg(stream).arg(&self.settings.group).arg(&e.id).ignore();
+                    p.ignore()
+                        .cmd("XACK")
+                        .arg(stream)
+                        .arg(&self.settings.group)
+                        .arg(&e.id)
+                        .ignore();
                     p.query_async::<()>(&mut self.conn.clone()).await?;
                     pass.dead_lettered += 1;
                 }
@@ -202,7 +242,12 @@ impl RedisBridge {
     }
 
     async fn ack(&self, stream: &str, id: &str) -> Result<()> {
-        redis::cmd("XACK").arg(stream).arg(&self.settings.group).arg(id).query_async::<()>(&mut self.conn.clone()).await?;
+        redis::cmd("XACK")
+            .arg(stream)
+            .arg(&self.settings.group)
+            .arg(id)
+            .query_async::<()>(&mut self.conn.clone())
+            .await?;
         Ok(())
     }
 
@@ -211,11 +256,27 @@ impl RedisBridge {
     pub async fn trim_once(&self) -> Result<u64> {
         let mut trimmed = 0;
         for (stream, _) in self.streams() {
-            let groups: Value = redis::cmd("XINFO").arg("GROUPS").arg(&stream).query_async(&mut self.conn.clone()).await?;
-            let Some(last_delivered) = entry::group_last_delivered(&groups, &self.settings.group) else { continue };
-            let pending: Value = redis::cmd("XPENDING").arg(&stream).arg(&self.settings.group).query_async(&mut self.conn.clone()).await?;
+            let groups: Value = redis::cmd("XINFO")
+                .arg("GROUPS")
+                .arg(&stream)
+                .query_async(&mut self.conn.clone())
+                .await?;
+            let Some(last_delivered) = entry::group_last_delivered(&groups, &self.settings.group)
+            else {
+                continue;
+            };
+            let pending: Value = redis::cmd("XPENDING")
+                .arg(&stream)
+                .arg(&self.settings.group)
+                .query_async(&mut self.conn.clone())
+                .await?;
             let min_id = entry::pending_min_id(&pending).unwrap_or(last_delivered);
-            let n: u64 = redis::cmd("XTRIM").arg(&stream).arg("MINID").arg(&min_id).query_async(&mut self.conn.clone()).await?;
+            let n: u64 = redis::cmd("XTRIM")
+                .arg(&stream)
+                .arg("MINID")
+                .arg(&min_id)
+                .query_async(&mut self.conn.clone())
+                .await?;
             trimmed += n;
         }
         Ok(trimmed)
@@ -224,7 +285,8 @@ impl RedisBridge {
     /// Runs until `shutdown` fires: poll continuously, reclaim and trim every few seconds.
     pub async fn run(&self, mut shutdown: broadcast::Receiver<()>) -> Result<()> {
         self.ensure_groups().await?;
-        let housekeeping = Duration::from_millis(self.settings.reclaim_idle_ms.clamp(1_000, 30_000));
+        let housekeeping =
+            Duration::from_millis(self.settings.reclaim_idle_ms.clamp(1_000, 30_000));
         let mut last_housekeeping = tokio::time::Instant::now() - housekeeping;
         let mut failures = 0u32;
         loop {

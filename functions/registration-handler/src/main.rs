@@ -4,15 +4,17 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use registration_handler::{Context, RegistrationHandler};
-use worldland_shared::bus::QueueSpec;
-use worldland_shared::worker::{run_consumer, Handler};
 use worldland_shared::{backends, telemetry, Config};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cfg = Config::from_env()?;
     telemetry::init(cfg.log_format);
-    let bus = Arc::new(backends::rabbit(&cfg).await.context("connecting to RabbitMQ")?);
+    let bus = Arc::new(
+        backends::rabbit(&cfg)
+            .await
+            .context("connecting to RabbitMQ")?,
+    );
     let ctx = Context {
         store: backends::store(&cfg).await,
         bus: bus.clone(),
@@ -20,9 +22,6 @@ async fn main() -> anyhow::Result<()> {
         policy: cfg.validation_policy(),
         signatures: cfg.signature_policy,
     };
-    let handler: Arc<dyn Handler> = Arc::new(RegistrationHandler(ctx));
-    let queue = QueueSpec::new(cfg.queue(handler.name()), handler.bindings());
-    let shutdown = backends::shutdown_on_signal();
-    run_consumer(bus, queue, handler, cfg.prefetch as usize, shutdown.subscribe()).await?;
+    backends::run_rabbit_worker(&cfg, bus, Arc::new(RegistrationHandler(ctx))).await?;
     Ok(())
 }

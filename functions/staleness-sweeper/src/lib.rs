@@ -36,9 +36,17 @@ pub struct SweepReport {
 }
 
 /// Marks a node offline: the status label and the NoSchedule taint.
-async fn mark_node_offline(cluster: &dyn Cluster, node: &str) -> worldland_shared::cluster::ClusterResult<()> {
-    let status = BTreeMap::from([(labels::STATUS.to_string(), Some(labels::STATUS_OFFLINE.to_string()))]);
-    cluster.patch_node_metadata(node, &status, &BTreeMap::new()).await?;
+async fn mark_node_offline(
+    cluster: &dyn Cluster,
+    node: &str,
+) -> worldland_shared::cluster::ClusterResult<()> {
+    let status = BTreeMap::from([(
+        labels::STATUS.to_string(),
+        Some(labels::STATUS_OFFLINE.to_string()),
+    )]);
+    cluster
+        .patch_node_metadata(node, &status, &BTreeMap::new())
+        .await?;
     cluster.set_offline_taint(node, true).await
 }
 
@@ -46,11 +54,19 @@ pub async fn sweep_once(ctx: &Context, now: DateTime<Utc>) -> StoreResult<SweepR
     let mut report = SweepReport::default();
     let stale_before = now - ctx.stale_after;
     for state in [ProviderState::Joined, ProviderState::Available] {
-        let stale = ctx.store.query_by_state(Table::Providers, state.as_str(), Some(ms(stale_before))).await?;
+        let stale = ctx
+            .store
+            .query_by_state(Table::Providers, state.as_str(), Some(ms(stale_before)))
+            .await?;
         report.examined += stale.len();
         for item in stale {
-            let Some(id) = item.get(KEY_ATTR).and_then(Value::as_str) else { continue };
-            let Some(marked) = mark_offline_if_stale(stale_before, now).run(ctx.store.as_ref(), id).await? else {
+            let Some(id) = item.get(KEY_ATTR).and_then(Value::as_str) else {
+                continue;
+            };
+            let Some(marked) = mark_offline_if_stale(stale_before, now)
+                .run(ctx.store.as_ref(), id)
+                .await?
+            else {
                 continue; // a heartbeat landed in between, or another sweeper was first
             };
             report.marked_offline += 1;
@@ -61,10 +77,19 @@ pub async fn sweep_once(ctx: &Context, now: DateTime<Utc>) -> StoreResult<SweepR
         }
     }
     // While approved, the index sort key is the token's expiry.
-    let expired = ctx.store.query_by_state(Table::Providers, ProviderState::Approved.as_str(), Some(ms(now) + 1)).await?;
+    let expired = ctx
+        .store
+        .query_by_state(
+            Table::Providers,
+            ProviderState::Approved.as_str(),
+            Some(ms(now) + 1),
+        )
+        .await?;
     report.examined += expired.len();
     for item in expired {
-        let Some(id) = item.get(KEY_ATTR).and_then(Value::as_str) else { continue };
+        let Some(id) = item.get(KEY_ATTR).and_then(Value::as_str) else {
+            continue;
+        };
         if let Some(rec) = expire_if_unjoined(now).run(ctx.store.as_ref(), id).await? {
             report.expired += 1;
             tracing::info!(provider_id = %rec.provider_id, "approval expired without a join");
@@ -80,7 +105,12 @@ pub async fn sweep_once(ctx: &Context, now: DateTime<Utc>) -> StoreResult<SweepR
 
 /// Sweeps every `interval` until `shutdown` fires. `clock` gives "now" (tests pass tokio's
 /// paused clock).
-pub async fn run(ctx: Arc<Context>, interval: std::time::Duration, clock: Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>, mut shutdown: broadcast::Receiver<()>) {
+pub async fn run(
+    ctx: Arc<Context>,
+    interval: std::time::Duration,
+    clock: Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>,
+    mut shutdown: broadcast::Receiver<()>,
+) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

@@ -15,6 +15,12 @@ async fn main() -> anyhow::Result<()> {
         stale_after: chrono::Duration::seconds(cfg.stale_after_s),
     });
     let shutdown = backends::shutdown_on_signal();
-    run(ctx, std::time::Duration::from_secs(cfg.sweep_interval_s), Arc::new(chrono::Utc::now), shutdown.subscribe()).await;
+    run(
+        ctx,
+        std::time::Duration::from_secs(cfg.sweep_interval_s),
+        Arc::new(chrono::Utc::now),
+        shutdown.subscribe(),
+    )
+    .await;
     Ok(())
 }

@@ -50,7 +50,10 @@ pub struct MemoryBus {
 
 impl MemoryBus {
     pub fn new(delivery_limit: u32) -> Self {
-        Self { inner: Arc::default(), delivery_limit }
+        Self {
+            inner: Arc::default(),
+            delivery_limit,
+        }
     }
 
     pub fn dead_letters(&self) -> Vec<DeadLetter> {
@@ -66,7 +69,11 @@ impl MemoryBus {
         let mut inner = self.inner.lock().expect("bus lock");
         inner.queues.entry(queue.name.clone()).or_insert_with(|| {
             let (tx, rx) = mpsc::unbounded_channel();
-            Queue { bindings: queue.bindings.clone(), tx, rx: Arc::new(tokio::sync::Mutex::new(rx)) }
+            Queue {
+                bindings: queue.bindings.clone(),
+                tx,
+                rx: Arc::new(tokio::sync::Mutex::new(rx)),
+            }
         });
     }
 }
@@ -76,8 +83,14 @@ impl Bus for MemoryBus {
     async fn publish(&self, routing_key: &str, message_id: &str, body: &[u8]) -> BusResult<()> {
         let mut inner = self.inner.lock().expect("bus lock");
         // Like the broker's mandatory publish: a message no queue takes is refused, not lost.
-        if !inner.queues.values().any(|q| q.bindings.iter().any(|b| topic_matches(b, routing_key))) {
-            return Err(BusError::NotConfirmed(format!("{routing_key} (no queue bound)")));
+        if !inner
+            .queues
+            .values()
+            .any(|q| q.bindings.iter().any(|b| topic_matches(b, routing_key)))
+        {
+            return Err(BusError::NotConfirmed(format!(
+                "{routing_key} (no queue bound)"
+            )));
         }
         inner.published += 1;
         for q in inner.queues.values() {
@@ -98,7 +111,12 @@ impl Bus for MemoryBus {
         self.declare(queue);
         let inner = self.inner.lock().expect("bus lock");
         let q = inner.queues.get(&queue.name).expect("declared above");
-        Ok(Box::new(MemorySubscription { rx: q.rx.clone(), tx: q.tx.clone(), queue: queue.name.clone(), bus: self.clone() }))
+        Ok(Box::new(MemorySubscription {
+            rx: q.rx.clone(),
+            tx: q.tx.clone(),
+            queue: queue.name.clone(),
+            bus: self.clone(),
+        }))
     }
 }
 
@@ -113,8 +131,19 @@ struct MemorySubscription {
 impl Subscription for MemorySubscription {
     async fn next(&mut self) -> Option<Delivery> {
         let msg = self.rx.lock().await.recv().await?;
-        let settle = MemorySettle { msg: msg.clone(), tx: self.tx.clone(), queue: self.queue.clone(), bus: self.bus.clone() };
-        Some(Delivery::new(msg.routing_key, Some(msg.message_id), msg.body, msg.previous_deliveries, Box::new(settle)))
+        let settle = MemorySettle {
+            msg: msg.clone(),
+            tx: self.tx.clone(),
+            queue: self.queue.clone(),
+            bus: self.bus.clone(),
+        };
+        Some(Delivery::new(
+            msg.routing_key,
+            Some(msg.message_id),
+            msg.body,
+            msg.previous_deliveries,
+            Box::new(settle),
+        ))
     }
 }
 
@@ -127,14 +156,19 @@ struct MemorySettle {
 
 impl MemorySettle {
     fn park(&self, reason: &str, detail: &str) {
-        self.bus.inner.lock().expect("bus lock").dead.push(DeadLetter {
-            queue: self.queue.clone(),
-            routing_key: self.msg.routing_key.clone(),
-            message_id: Some(self.msg.message_id.clone()),
-            body: self.msg.body.clone(),
-            reason: reason.to_string(),
-            detail: detail.to_string(),
-        });
+        self.bus
+            .inner
+            .lock()
+            .expect("bus lock")
+            .dead
+            .push(DeadLetter {
+                queue: self.queue.clone(),
+                routing_key: self.msg.routing_key.clone(),
+                message_id: Some(self.msg.message_id.clone()),
+                body: self.msg.body.clone(),
+                reason: reason.to_string(),
+                detail: detail.to_string(),
+            });
     }
 }
 
@@ -154,7 +188,14 @@ impl Settle for MemorySettle {
         self.tx.send(again).map_err(|_| BusError::Closed)
     }
 
-    async fn dead_letter(&self, _key: &str, _id: Option<&str>, _body: &[u8], reason: &str, detail: &str) -> BusResult<()> {
+    async fn dead_letter(
+        &self,
+        _key: &str,
+        _id: Option<&str>,
+        _body: &[u8],
+        reason: &str,
+        detail: &str,
+    ) -> BusResult<()> {
         self.park(reason, detail);
         Ok(())
     }
@@ -167,10 +208,20 @@ mod tests {
     #[tokio::test]
     async fn routes_redelivers_and_dead_letters() {
         let bus = MemoryBus::new(3);
-        let mut sub = bus.subscribe(&QueueSpec::new("q", &["provider.*"])).await.unwrap();
-        bus.publish("provider.validated", "m1", b"one").await.unwrap();
-        assert!(matches!(bus.publish("job.allocate", "m2", b"not for q").await, Err(BusError::NotConfirmed(_))));
-        bus.publish("provider.approved", "m3", b"three").await.unwrap();
+        let mut sub = bus
+            .subscribe(&QueueSpec::new("q", &["provider.*"]))
+            .await
+            .unwrap();
+        bus.publish("provider.validated", "m1", b"one")
+            .await
+            .unwrap();
+        assert!(matches!(
+            bus.publish("job.allocate", "m2", b"not for q").await,
+            Err(BusError::NotConfirmed(_))
+        ));
+        bus.publish("provider.approved", "m3", b"three")
+            .await
+            .unwrap();
         let d = sub.next().await.unwrap();
         assert_eq!((d.body.as_slice(), d.previous_deliveries), (&b"one"[..], 0));
         d.retry().await.unwrap();
@@ -184,10 +235,18 @@ mod tests {
         assert_eq!(d.previous_deliveries, 2);
         d.retry().await.unwrap();
         let dead = bus.dead_letters();
-        assert_eq!(dead.iter().map(|d| d.reason.as_str()).collect::<Vec<_>>(), vec!["bad", "delivery_limit"]);
+        assert_eq!(
+            dead.iter().map(|d| d.reason.as_str()).collect::<Vec<_>>(),
+            vec!["bad", "delivery_limit"]
+        );
         // A second consumer shares the queue: each message goes to one of them.
-        let mut other = bus.subscribe(&QueueSpec::new("q", &["provider.*"])).await.unwrap();
-        bus.publish("provider.validated", "m4", b"four").await.unwrap();
+        let mut other = bus
+            .subscribe(&QueueSpec::new("q", &["provider.*"]))
+            .await
+            .unwrap();
+        bus.publish("provider.validated", "m4", b"four")
+            .await
+            .unwrap();
         assert_eq!(other.next().await.unwrap().body, b"four");
     }
 }

@@ -28,7 +28,10 @@ pub struct QueueSpec {
 
 impl QueueSpec {
     pub fn new(name: impl Into<String>, bindings: &[&str]) -> Self {
-        Self { name: name.into(), bindings: bindings.iter().map(|s| s.to_string()).collect() }
+        Self {
+            name: name.into(),
+            bindings: bindings.iter().map(|s| s.to_string()).collect(),
+        }
     }
     /// Where messages that exhausted their deliveries, or were refused, end up.
     pub fn dead_letter_name(&self) -> String {
@@ -65,7 +68,13 @@ impl Delivery {
         previous_deliveries: u32,
         settle: Box<dyn Settle>,
     ) -> Self {
-        Self { routing_key, message_id, body, previous_deliveries, settle }
+        Self {
+            routing_key,
+            message_id,
+            body,
+            previous_deliveries,
+            settle,
+        }
     }
     /// The work is done and written.
     pub async fn ack(self) -> BusResult<()> {
@@ -78,7 +87,9 @@ impl Delivery {
     /// Refused for good: park it on the dead-letter queue with its reason, then ack.
     pub async fn dead_letter(self, reason: &str, detail: &str) -> BusResult<()> {
         let (settle, body, key, id) = (self.settle, self.body, self.routing_key, self.message_id);
-        settle.dead_letter(&key, id.as_deref(), &body, reason, detail).await
+        settle
+            .dead_letter(&key, id.as_deref(), &body, reason, detail)
+            .await
     }
 }
 
@@ -87,7 +98,14 @@ impl Delivery {
 pub trait Settle: Send + Sync {
     async fn ack(&self) -> BusResult<()>;
     async fn retry(&self) -> BusResult<()>;
-    async fn dead_letter(&self, routing_key: &str, message_id: Option<&str>, body: &[u8], reason: &str, detail: &str) -> BusResult<()>;
+    async fn dead_letter(
+        &self,
+        routing_key: &str,
+        message_id: Option<&str>,
+        body: &[u8],
+        reason: &str,
+        detail: &str,
+    ) -> BusResult<()>;
 }
 
 #[async_trait]

@@ -8,8 +8,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::StreamExt;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
-    ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer, ExchangeKind};
@@ -60,7 +61,12 @@ async fn backoff(attempt: u32) {
 impl RabbitBus {
     /// Connects and declares the exchanges. Fails if the broker cannot be reached after retries.
     pub async fn connect(settings: RabbitSettings) -> BusResult<Self> {
-        let bus = Self { inner: Arc::new(Inner { settings, publisher: Mutex::new(None) }) };
+        let bus = Self {
+            inner: Arc::new(Inner {
+                settings,
+                publisher: Mutex::new(None),
+            }),
+        };
         bus.publisher_channel().await?;
         Ok(bus)
     }
@@ -71,15 +77,30 @@ impl RabbitBus {
 
     async fn open(&self) -> BusResult<(Connection, Channel)> {
         let s = &self.inner.settings;
-        let conn = Connection::connect(&s.url, ConnectionProperties::default()).await.map_err(conn_err)?;
+        let conn = Connection::connect(&s.url, ConnectionProperties::default())
+            .await
+            .map_err(conn_err)?;
         let ch = conn.create_channel().await.map_err(conn_err)?;
-        let durable = ExchangeDeclareOptions { durable: true, ..Default::default() };
-        ch.exchange_declare(s.exchange.as_str().into(), ExchangeKind::Topic, durable, FieldTable::default())
-            .await
-            .map_err(conn_err)?;
-        ch.exchange_declare(s.dead_letter_exchange().as_str().into(), ExchangeKind::Direct, durable, FieldTable::default())
-            .await
-            .map_err(conn_err)?;
+        let durable = ExchangeDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        ch.exchange_declare(
+            s.exchange.as_str().into(),
+            ExchangeKind::Topic,
+            durable,
+            FieldTable::default(),
+        )
+        .await
+        .map_err(conn_err)?;
+        ch.exchange_declare(
+            s.dead_letter_exchange().as_str().into(),
+            ExchangeKind::Direct,
+            durable,
+            FieldTable::default(),
+        )
+        .await
+        .map_err(conn_err)?;
         Ok((conn, ch))
     }
 
@@ -94,7 +115,9 @@ impl RabbitBus {
         for attempt in 0..MAX_ATTEMPTS {
             match self.open().await {
                 Ok((conn, ch)) => {
-                    ch.confirm_select(ConfirmSelectOptions::default()).await.map_err(conn_err)?;
+                    ch.confirm_select(ConfirmSelectOptions::default())
+                        .await
+                        .map_err(conn_err)?;
                     *guard = Some((conn, ch.clone()));
                     return Ok(ch);
                 }
@@ -108,7 +131,14 @@ impl RabbitBus {
         Err(last.unwrap_or(BusError::Closed))
     }
 
-    async fn publish_to(&self, exchange: &str, routing_key: &str, message_id: &str, body: &[u8], headers: FieldTable) -> BusResult<()> {
+    async fn publish_to(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        message_id: &str,
+        body: &[u8],
+        headers: FieldTable,
+    ) -> BusResult<()> {
         let mut last = None;
         for attempt in 0..MAX_ATTEMPTS {
             let ch = self.publisher_channel().await?;
@@ -117,14 +147,23 @@ impl RabbitBus {
                 .with_content_type("application/json".into())
                 .with_message_id(ShortString::from(message_id))
                 .with_headers(headers.clone());
-            let opts = BasicPublishOptions { mandatory: true, ..Default::default() };
+            let opts = BasicPublishOptions {
+                mandatory: true,
+                ..Default::default()
+            };
             let res = async {
-                ch.basic_publish(exchange.into(), routing_key.into(), opts, body, props).await?.await
+                ch.basic_publish(exchange.into(), routing_key.into(), opts, body, props)
+                    .await?
+                    .await
             }
             .await;
             match res {
                 Ok(lapin::Confirmation::Ack(None)) => return Ok(()),
-                Ok(_) => return Err(BusError::NotConfirmed(format!("{routing_key} (nacked or unroutable: no queue bound)"))),
+                Ok(_) => {
+                    return Err(BusError::NotConfirmed(format!(
+                        "{routing_key} (nacked or unroutable: no queue bound)"
+                    )))
+                }
                 Err(e) => {
                     tracing::warn!(attempt, error = %e, "publish failed; reconnecting");
                     *self.inner.publisher.lock().await = None;
@@ -146,10 +185,15 @@ impl RabbitBus {
 
     async fn declare_on(&self, ch: &Channel, queue: &QueueSpec) -> BusResult<()> {
         let s = &self.inner.settings;
-        let durable = QueueDeclareOptions { durable: true, ..Default::default() };
+        let durable = QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
         let mut dlq_args = FieldTable::default();
         dlq_args.insert("x-queue-type".into(), long("quorum"));
-        ch.queue_declare(queue.dead_letter_name().as_str().into(), durable, dlq_args).await.map_err(conn_err)?;
+        ch.queue_declare(queue.dead_letter_name().as_str().into(), durable, dlq_args)
+            .await
+            .map_err(conn_err)?;
         ch.queue_bind(
             queue.dead_letter_name().as_str().into(),
             s.dead_letter_exchange().as_str().into(),
@@ -161,14 +205,28 @@ impl RabbitBus {
         .map_err(conn_err)?;
         let mut args = FieldTable::default();
         args.insert("x-queue-type".into(), long("quorum"));
-        args.insert("x-dead-letter-exchange".into(), long(&s.dead_letter_exchange()));
+        args.insert(
+            "x-dead-letter-exchange".into(),
+            long(&s.dead_letter_exchange()),
+        );
         args.insert("x-dead-letter-routing-key".into(), long(&queue.name));
-        args.insert("x-delivery-limit".into(), AMQPValue::LongInt(s.delivery_limit as i32));
-        ch.queue_declare(queue.name.as_str().into(), durable, args).await.map_err(conn_err)?;
+        args.insert(
+            "x-delivery-limit".into(),
+            AMQPValue::LongInt(s.delivery_limit as i32),
+        );
+        ch.queue_declare(queue.name.as_str().into(), durable, args)
+            .await
+            .map_err(conn_err)?;
         for key in &queue.bindings {
-            ch.queue_bind(queue.name.as_str().into(), s.exchange.as_str().into(), key.as_str().into(), QueueBindOptions::default(), FieldTable::default())
-                .await
-                .map_err(conn_err)?;
+            ch.queue_bind(
+                queue.name.as_str().into(),
+                s.exchange.as_str().into(),
+                key.as_str().into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(conn_err)?;
         }
         Ok(())
     }
@@ -176,10 +234,17 @@ impl RabbitBus {
     async fn consume(&self, queue: &QueueSpec) -> BusResult<(Connection, Consumer)> {
         let (conn, ch) = self.open().await?;
         self.declare_on(&ch, queue).await?;
-        ch.basic_qos(self.inner.settings.prefetch, BasicQosOptions::default()).await.map_err(conn_err)?;
+        ch.basic_qos(self.inner.settings.prefetch, BasicQosOptions::default())
+            .await
+            .map_err(conn_err)?;
         let tag = format!("{}-{}", queue.name, uuid::Uuid::new_v4().simple());
         let consumer = ch
-            .basic_consume(queue.name.as_str().into(), tag.as_str().into(), BasicConsumeOptions::default(), FieldTable::default())
+            .basic_consume(
+                queue.name.as_str().into(),
+                tag.as_str().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
             .await
             .map_err(conn_err)?;
         Ok((conn, consumer))
@@ -190,12 +255,16 @@ impl RabbitBus {
         let (conn, ch) = self.open().await?;
         for q in queues {
             for name in [q.name.clone(), q.dead_letter_name()] {
-                let _ = ch.queue_delete(name.as_str().into(), QueueDeleteOptions::default()).await;
+                let _ = ch
+                    .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
+                    .await;
             }
         }
         let s = &self.inner.settings;
         for ex in [s.exchange.clone(), s.dead_letter_exchange()] {
-            let _ = ch.exchange_delete(ex.as_str().into(), ExchangeDeleteOptions::default()).await;
+            let _ = ch
+                .exchange_delete(ex.as_str().into(), ExchangeDeleteOptions::default())
+                .await;
         }
         let _ = conn.close(200, "cleanup".into()).await;
         Ok(())
@@ -206,12 +275,24 @@ impl RabbitBus {
 impl Bus for RabbitBus {
     async fn publish(&self, routing_key: &str, message_id: &str, body: &[u8]) -> BusResult<()> {
         let exchange = self.inner.settings.exchange.clone();
-        self.publish_to(&exchange, routing_key, message_id, body, FieldTable::default()).await
+        self.publish_to(
+            &exchange,
+            routing_key,
+            message_id,
+            body,
+            FieldTable::default(),
+        )
+        .await
     }
 
     async fn subscribe(&self, queue: &QueueSpec) -> BusResult<Box<dyn Subscription>> {
         let (conn, consumer) = self.consume(queue).await?;
-        Ok(Box::new(RabbitSubscription { bus: self.clone(), queue: queue.clone(), conn: Arc::new(conn), consumer }))
+        Ok(Box::new(RabbitSubscription {
+            bus: self.clone(),
+            queue: queue.clone(),
+            conn: Arc::new(conn),
+            consumer,
+        }))
     }
 }
 
@@ -223,7 +304,10 @@ struct RabbitSubscription {
 }
 
 fn previous_deliveries(props: &BasicProperties, redelivered: bool) -> u32 {
-    let count = props.headers().as_ref().and_then(|h| h.inner().get("x-delivery-count").cloned());
+    let count = props
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get("x-delivery-count").cloned());
     match count {
         Some(AMQPValue::LongLongInt(n)) => n.max(0) as u32,
         Some(AMQPValue::LongInt(n)) => n.max(0) as u32,
@@ -240,9 +324,23 @@ impl Subscription for RabbitSubscription {
             match self.consumer.next().await {
                 Some(Ok(d)) => {
                     let prev = previous_deliveries(&d.properties, d.redelivered);
-                    let message_id = d.properties.message_id().as_ref().map(|s| s.as_str().to_string());
-                    let settle = RabbitSettle { bus: self.bus.clone(), queue: self.queue.name.clone(), acker: d.acker };
-                    return Some(Delivery::new(d.routing_key.as_str().to_string(), message_id, d.data, prev, Box::new(settle)));
+                    let message_id = d
+                        .properties
+                        .message_id()
+                        .as_ref()
+                        .map(|s| s.as_str().to_string());
+                    let settle = RabbitSettle {
+                        bus: self.bus.clone(),
+                        queue: self.queue.name.clone(),
+                        acker: d.acker,
+                    };
+                    return Some(Delivery::new(
+                        d.routing_key.as_str().to_string(),
+                        message_id,
+                        d.data,
+                        prev,
+                        Box::new(settle),
+                    ));
                 }
                 other => {
                     // The broker went away or cancelled us: unacked messages return to the queue;
@@ -257,7 +355,9 @@ impl Subscription for RabbitSubscription {
                             self.conn = Arc::new(conn);
                             self.consumer = consumer;
                         }
-                        Err(e) => tracing::warn!(queue = %self.queue.name, error = %e, "reconnect failed"),
+                        Err(e) => {
+                            tracing::warn!(queue = %self.queue.name, error = %e, "reconnect failed")
+                        }
                     }
                 }
             }
@@ -285,21 +385,41 @@ struct RabbitSettle {
 #[async_trait]
 impl Settle for RabbitSettle {
     async fn ack(&self) -> BusResult<()> {
-        self.acker.ack(BasicAckOptions::default()).await.map(|_| ()).map_err(conn_err)
+        self.acker
+            .ack(BasicAckOptions::default())
+            .await
+            .map(|_| ())
+            .map_err(conn_err)
     }
 
     async fn retry(&self) -> BusResult<()> {
         // Back to the queue; the quorum queue counts deliveries and dead-letters at the limit.
-        self.acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await.map(|_| ()).map_err(conn_err)
+        self.acker
+            .nack(BasicNackOptions {
+                requeue: true,
+                ..Default::default()
+            })
+            .await
+            .map(|_| ())
+            .map_err(conn_err)
     }
 
-    async fn dead_letter(&self, routing_key: &str, message_id: Option<&str>, body: &[u8], reason: &str, detail: &str) -> BusResult<()> {
+    async fn dead_letter(
+        &self,
+        routing_key: &str,
+        message_id: Option<&str>,
+        body: &[u8],
+        reason: &str,
+        detail: &str,
+    ) -> BusResult<()> {
         let mut headers = FieldTable::default();
         headers.insert("x-worldland-reason".into(), long(reason));
         headers.insert("x-worldland-detail".into(), long(detail));
         headers.insert("x-original-routing-key".into(), long(routing_key));
         let dlx = self.bus.inner.settings.dead_letter_exchange();
-        self.bus.publish_to(&dlx, &self.queue, message_id.unwrap_or(""), body, headers).await?;
+        self.bus
+            .publish_to(&dlx, &self.queue, message_id.unwrap_or(""), body, headers)
+            .await?;
         // Only once the dead-letter copy is confirmed is the original let go.
         self.ack().await
     }

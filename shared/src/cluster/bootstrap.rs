@@ -54,12 +54,22 @@ impl std::fmt::Debug for BootstrapToken {
 
 impl BootstrapToken {
     pub fn generate(expires_at: DateTime<Utc>, description: String) -> Self {
-        Self { id: random_token_chars(6), secret: random_token_chars(16), expires_at, description }
+        Self {
+            id: random_token_chars(6),
+            secret: random_token_chars(16),
+            expires_at,
+            description,
+        }
     }
 
     /// A token with a known id (a reservation made earlier) and a fresh secret.
     pub fn with_id(id: &str, expires_at: DateTime<Utc>, description: String) -> Self {
-        Self { id: id.to_string(), secret: random_token_chars(16), expires_at, description }
+        Self {
+            id: id.to_string(),
+            secret: random_token_chars(16),
+            expires_at,
+            description,
+        }
     }
 
     /// `<id>.<secret>`, what `kubeadm join --token` takes.
@@ -76,7 +86,10 @@ impl BootstrapToken {
         BTreeMap::from([
             ("auth-extra-groups".into(), TOKEN_EXTRA_GROUPS.into()),
             ("description".into(), self.description.clone()),
-            ("expiration".into(), self.expires_at.to_rfc3339_opts(SecondsFormat::Secs, true)),
+            (
+                "expiration".into(),
+                self.expires_at.to_rfc3339_opts(SecondsFormat::Secs, true),
+            ),
             ("token-id".into(), self.id.clone()),
             ("token-secret".into(), self.secret.clone()),
             ("usage-bootstrap-authentication".into(), "true".into()),
@@ -89,7 +102,9 @@ impl BootstrapToken {
         Some(Self {
             id: data.get("token-id")?.clone(),
             secret: data.get("token-secret")?.clone(),
-            expires_at: DateTime::parse_from_rfc3339(data.get("expiration")?).ok()?.with_timezone(&Utc),
+            expires_at: DateTime::parse_from_rfc3339(data.get("expiration")?)
+                .ok()?
+                .with_timezone(&Utc),
             description: data.get("description").cloned().unwrap_or_default(),
         })
     }
@@ -107,8 +122,14 @@ pub enum CaError {
 
 /// kubeadm's discovery hash: `sha256:` + hex SHA-256 of the CA's DER SubjectPublicKeyInfo.
 pub fn ca_cert_hash(ca: &[u8]) -> Result<String, CaError> {
-    let cert = Certificate::from_pem(ca).or_else(|_| Certificate::from_der(ca)).map_err(|_| CaError::NotACertificate)?;
-    let spki = cert.tbs_certificate.subject_public_key_info.to_der().map_err(|_| CaError::NotACertificate)?;
+    let cert = Certificate::from_pem(ca)
+        .or_else(|_| Certificate::from_der(ca))
+        .map_err(|_| CaError::NotACertificate)?;
+    let spki = cert
+        .tbs_certificate
+        .subject_public_key_info
+        .to_der()
+        .map_err(|_| CaError::NotACertificate)?;
     Ok(format!("sha256:{}", hex::encode(Sha256::digest(&spki))))
 }
 
@@ -118,7 +139,10 @@ pub fn endpoint_host_port(server: &str) -> (String, u16) {
     let authority = rest.split('/').next().unwrap_or(rest);
     if let Some(v6) = authority.strip_prefix('[') {
         let (host, port) = v6.split_once(']').unwrap_or((v6, ""));
-        let port = port.strip_prefix(':').and_then(|p| p.parse().ok()).unwrap_or(443);
+        let port = port
+            .strip_prefix(':')
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(443);
         return (host.to_string(), port);
     }
     match authority.rsplit_once(':') {
@@ -129,7 +153,11 @@ pub fn endpoint_host_port(server: &str) -> (String, u16) {
 
 /// The command a provider runs to join.
 pub fn join_command(host: &str, port: u16, token: &str, ca_hash: &str) -> String {
-    let hostport = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
+    let hostport = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
     format!("kubeadm join {hostport} --token {token} --discovery-token-ca-cert-hash {ca_hash}")
 }
 
@@ -152,7 +180,10 @@ mod tests {
         let t = BootstrapToken::generate(Utc::now(), "x".into());
         assert_eq!(t.id.len(), 6);
         assert_eq!(t.secret.len(), 16);
-        assert!(t.token().chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.'));
+        assert!(t
+            .token()
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.'));
         assert!(!format!("{t:?}").contains(&t.secret));
         // 36,000 draws: every character appears, none wildly over-represented.
         let s = random_token_chars(36_000);
@@ -164,8 +195,15 @@ mod tests {
 
     #[test]
     fn secret_data_round_trips_and_matches_the_fixture_form() {
-        let exp = DateTime::parse_from_rfc3339("2026-11-27T00:00:42Z").unwrap().with_timezone(&Utc);
-        let t = BootstrapToken { id: "abcdef".into(), secret: "0123456789abcdef".into(), expires_at: exp, description: "d".into() };
+        let exp = DateTime::parse_from_rfc3339("2026-11-27T00:00:42Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let t = BootstrapToken {
+            id: "abcdef".into(),
+            secret: "0123456789abcdef".into(),
+            expires_at: exp,
+            description: "d".into(),
+        };
         let data = t.secret_data();
         assert_eq!(data["expiration"], "2026-11-27T00:00:42Z");
         assert_eq!(data["auth-extra-groups"], TOKEN_EXTRA_GROUPS);

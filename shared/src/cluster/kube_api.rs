@@ -8,7 +8,10 @@ use k8s_openapi::ByteString;
 use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 
-use super::bootstrap::{secret_name, BootstrapToken, CLUSTER_INFO_NAME, CLUSTER_INFO_NAMESPACE, TOKEN_NAMESPACE, TOKEN_SECRET_TYPE};
+use super::bootstrap::{
+    secret_name, BootstrapToken, CLUSTER_INFO_NAME, CLUSTER_INFO_NAMESPACE, TOKEN_NAMESPACE,
+    TOKEN_SECRET_TYPE,
+};
 use super::node::{parse_quantity, taints_with_offline};
 use super::{Cluster, ClusterError, ClusterInfo, ClusterResult, Created, NodeInfo, Taint};
 use crate::labels::FIELD_MANAGER;
@@ -32,15 +35,24 @@ impl KubeCluster {
 fn classify(e: kube::Error) -> ClusterError {
     match e {
         kube::Error::Api(status) if status.code == 429 || status.code >= 500 => {
-            ClusterError::Unavailable(format!("{} {}: {}", status.code, status.reason, status.message))
+            ClusterError::Unavailable(format!(
+                "{} {}: {}",
+                status.code, status.reason, status.message
+            ))
         }
-        kube::Error::Api(status) => ClusterError::Refused(format!("{} {}: {}", status.code, status.reason, status.message)),
+        kube::Error::Api(status) => ClusterError::Refused(format!(
+            "{} {}: {}",
+            status.code, status.reason, status.message
+        )),
         other => ClusterError::Unavailable(other.to_string()),
     }
 }
 
 fn patch_params() -> PatchParams {
-    PatchParams { field_manager: Some(FIELD_MANAGER.to_string()), ..Default::default() }
+    PatchParams {
+        field_manager: Some(FIELD_MANAGER.to_string()),
+        ..Default::default()
+    }
 }
 
 fn node_info(node: Node) -> NodeInfo {
@@ -50,7 +62,11 @@ fn node_info(node: Node) -> NodeInfo {
     NodeInfo {
         name: node.metadata.name.unwrap_or_default(),
         resource_version: node.metadata.resource_version.unwrap_or_default(),
-        ready: status.conditions.unwrap_or_default().iter().any(|c| c.type_ == "Ready" && c.status == "True"),
+        ready: status
+            .conditions
+            .unwrap_or_default()
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True"),
         labels: node.metadata.labels.unwrap_or_default(),
         annotations: node.metadata.annotations.unwrap_or_default(),
         taints: node
@@ -58,7 +74,11 @@ fn node_info(node: Node) -> NodeInfo {
             .and_then(|s| s.taints)
             .unwrap_or_default()
             .into_iter()
-            .map(|t| Taint { key: t.key, value: t.value, effect: t.effect })
+            .map(|t| Taint {
+                key: t.key,
+                value: t.value,
+                effect: t.effect,
+            })
             .collect(),
         cpu_millis: q("cpu", 1000),
         memory_bytes: q("memory", 1),
@@ -67,7 +87,10 @@ fn node_info(node: Node) -> NodeInfo {
 }
 
 fn post_params() -> PostParams {
-    PostParams { dry_run: false, field_manager: Some(FIELD_MANAGER.to_string()) }
+    PostParams {
+        dry_run: false,
+        field_manager: Some(FIELD_MANAGER.to_string()),
+    }
 }
 
 #[async_trait]
@@ -87,18 +110,29 @@ impl Cluster for KubeCluster {
             .into_iter()
             .find_map(|c| c.cluster)
             .ok_or_else(|| ClusterError::Refused("cluster-info names no cluster".into()))?;
-        let server = cluster.server.ok_or_else(|| ClusterError::Refused("cluster-info has no server".into()))?;
+        let server = cluster
+            .server
+            .ok_or_else(|| ClusterError::Refused("cluster-info has no server".into()))?;
         use base64::Engine;
         let ca_cert = cluster
             .certificate_authority_data
-            .and_then(|d| base64::engine::general_purpose::STANDARD.decode(d.trim()).ok())
-            .ok_or_else(|| ClusterError::Refused("cluster-info has no certificate-authority-data".into()))?;
+            .and_then(|d| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(d.trim())
+                    .ok()
+            })
+            .ok_or_else(|| {
+                ClusterError::Refused("cluster-info has no certificate-authority-data".into())
+            })?;
         Ok(ClusterInfo { server, ca_cert })
     }
 
     async fn create_bootstrap_token(&self, token: &BootstrapToken) -> ClusterResult<Created> {
-        let data: BTreeMap<String, ByteString> =
-            token.secret_data().into_iter().map(|(k, v)| (k, ByteString(v.into_bytes()))).collect();
+        let data: BTreeMap<String, ByteString> = token
+            .secret_data()
+            .into_iter()
+            .map(|(k, v)| (k, ByteString(v.into_bytes())))
+            .collect();
         let secret = Secret {
             metadata: ObjectMeta {
                 name: Some(token.secret_name()),
@@ -117,7 +151,12 @@ impl Cluster for KubeCluster {
     }
 
     async fn get_bootstrap_token(&self, token_id: &str) -> ClusterResult<Option<BootstrapToken>> {
-        let Some(secret) = self.secrets().get_opt(&secret_name(token_id)).await.map_err(classify)? else {
+        let Some(secret) = self
+            .secrets()
+            .get_opt(&secret_name(token_id))
+            .await
+            .map_err(classify)?
+        else {
             return Ok(None);
         };
         let data: BTreeMap<String, String> = secret
@@ -142,14 +181,23 @@ impl Cluster for KubeCluster {
     ) -> ClusterResult<()> {
         let mut metadata = serde_json::Map::new();
         if !labels.is_empty() {
-            metadata.insert("labels".into(), serde_json::to_value(labels).expect("maps serialise"));
+            metadata.insert(
+                "labels".into(),
+                serde_json::to_value(labels).expect("maps serialise"),
+            );
         }
         if !annotations.is_empty() {
-            metadata.insert("annotations".into(), serde_json::to_value(annotations).expect("maps serialise"));
+            metadata.insert(
+                "annotations".into(),
+                serde_json::to_value(annotations).expect("maps serialise"),
+            );
         }
         let patch = serde_json::json!({ "metadata": metadata });
         let nodes: Api<Node> = Api::all(self.client.clone());
-        nodes.patch(name, &patch_params(), &Patch::Merge(&patch)).await.map_err(classify)?;
+        nodes
+            .patch(name, &patch_params(), &Patch::Merge(&patch))
+            .await
+            .map_err(classify)?;
         Ok(())
     }
 
@@ -183,17 +231,26 @@ impl Cluster for KubeCluster {
                 )
             };
             let patch = serde_json::json!({"metadata": {"resourceVersion": node.resource_version}, "spec": {"taints": taints}});
-            match nodes.patch(name, &patch_params(), &Patch::Merge(&patch)).await {
+            match nodes
+                .patch(name, &patch_params(), &Patch::Merge(&patch))
+                .await
+            {
                 Ok(_) => return Ok(()),
                 Err(kube::Error::Api(s)) if s.is_conflict() => continue,
                 Err(e) => return Err(classify(e)),
             }
         }
-        Err(ClusterError::Unavailable(format!("node {name} kept changing under the taint update")))
+        Err(ClusterError::Unavailable(format!(
+            "node {name} kept changing under the taint update"
+        )))
     }
 
     async fn delete_bootstrap_token(&self, token_id: &str) -> ClusterResult<()> {
-        match self.secrets().delete(&secret_name(token_id), &DeleteParams::default()).await {
+        match self
+            .secrets()
+            .delete(&secret_name(token_id), &DeleteParams::default())
+            .await
+        {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(s)) if s.is_not_found() => Ok(()),
             Err(e) => Err(classify(e)),

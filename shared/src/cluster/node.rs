@@ -13,7 +13,11 @@ pub struct Taint {
 
 impl Taint {
     pub fn offline() -> Self {
-        Self { key: OFFLINE_TAINT.into(), value: Some("true".into()), effect: "NoSchedule".into() }
+        Self {
+            key: OFFLINE_TAINT.into(),
+            value: Some("true".into()),
+            effect: "NoSchedule".into(),
+        }
     }
 }
 
@@ -33,7 +37,11 @@ pub struct NodeInfo {
 
 /// The taint list with ours added (or removed), every other taint kept as it was.
 pub fn taints_with_offline(current: &[Taint], offline: bool) -> Vec<Taint> {
-    let mut out: Vec<Taint> = current.iter().filter(|t| t.key != OFFLINE_TAINT).cloned().collect();
+    let mut out: Vec<Taint> = current
+        .iter()
+        .filter(|t| t.key != OFFLINE_TAINT)
+        .cloned()
+        .collect();
     if offline {
         out.push(Taint::offline());
     }
@@ -44,7 +52,9 @@ pub fn taints_with_offline(current: &[Taint], offline: bool) -> Vec<Taint> {
 /// 1 for bytes). `None` for what it cannot read.
 pub fn parse_quantity(q: &str, scale: i64) -> Option<i64> {
     let q = q.trim();
-    let split = q.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(q.len());
+    let split = q
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(q.len());
     let (num, suffix) = q.split_at(split);
     let n: f64 = num.parse().ok()?;
     let mult: f64 = match suffix {
@@ -64,21 +74,34 @@ pub fn parse_quantity(q: &str, scale: i64) -> Option<i64> {
 }
 
 /// Why a node contradicts what its provider claimed, if it does.
-pub fn spec_contradiction(node: &NodeInfo, gpus: u32, cpu_cores: u32, memory_mb: u64) -> Option<String> {
+pub fn spec_contradiction(
+    node: &NodeInfo,
+    gpus: u32,
+    cpu_cores: u32,
+    memory_mb: u64,
+) -> Option<String> {
     if let Some(n) = node.gpus {
         if n != i64::from(gpus) {
-            return Some(format!("node reports {n} nvidia.com/gpu, the provider claimed {gpus}"));
+            return Some(format!(
+                "node reports {n} nvidia.com/gpu, the provider claimed {gpus}"
+            ));
         }
     }
     if let Some(m) = node.cpu_millis {
         if i64::from(cpu_cores) * 1000 > m {
-            return Some(format!("node has {} CPU cores, the provider claimed {cpu_cores}", m as f64 / 1000.0));
+            return Some(format!(
+                "node has {} CPU cores, the provider claimed {cpu_cores}",
+                m as f64 / 1000.0
+            ));
         }
     }
     if let Some(b) = node.memory_bytes {
         // One MiB of slack for rounding between /proc/meminfo (KiB) and MiB.
         if (memory_mb as i64 - 1) * 1024 * 1024 > b {
-            return Some(format!("node has {} MiB of memory, the provider claimed {memory_mb}", b / (1024 * 1024)));
+            return Some(format!(
+                "node has {} MiB of memory, the provider claimed {memory_mb}",
+                b / (1024 * 1024)
+            ));
         }
     }
     None
@@ -109,19 +132,38 @@ mod tests {
 
     #[test]
     fn contradictions() {
-        let node = NodeInfo { gpus: Some(4), cpu_millis: Some(32_000), memory_bytes: Some(137_438_953_472), ..Default::default() };
+        let node = NodeInfo {
+            gpus: Some(4),
+            cpu_millis: Some(32_000),
+            memory_bytes: Some(137_438_953_472),
+            ..Default::default()
+        };
         assert_eq!(spec_contradiction(&node, 4, 32, 131_072), None);
-        assert!(spec_contradiction(&node, 8, 32, 131_072).unwrap().contains("nvidia.com/gpu"));
-        assert!(spec_contradiction(&node, 4, 64, 131_072).unwrap().contains("CPU"));
-        assert!(spec_contradiction(&node, 4, 32, 262_144).unwrap().contains("memory"));
+        assert!(spec_contradiction(&node, 8, 32, 131_072)
+            .unwrap()
+            .contains("nvidia.com/gpu"));
+        assert!(spec_contradiction(&node, 4, 64, 131_072)
+            .unwrap()
+            .contains("CPU"));
+        assert!(spec_contradiction(&node, 4, 32, 262_144)
+            .unwrap()
+            .contains("memory"));
         let no_plugin = NodeInfo { gpus: None, ..node };
-        assert_eq!(spec_contradiction(&no_plugin, 8, 32, 131_072), None, "GPU count unchecked without the device plugin");
+        assert_eq!(
+            spec_contradiction(&no_plugin, 8, 32, 131_072),
+            None,
+            "GPU count unchecked without the device plugin"
+        );
     }
 
     #[test]
     fn offline_taint_keeps_the_others() {
-        let other = Taint { key: "node.kubernetes.io/not-ready".into(), value: None, effect: "NoSchedule".into() };
-        let on = taints_with_offline(&[other.clone()], true);
+        let other = Taint {
+            key: "node.kubernetes.io/not-ready".into(),
+            value: None,
+            effect: "NoSchedule".into(),
+        };
+        let on = taints_with_offline(std::slice::from_ref(&other), true);
         assert_eq!(on, vec![other.clone(), Taint::offline()]);
         assert_eq!(taints_with_offline(&on, true), on, "idempotent");
         assert_eq!(taints_with_offline(&on, false), vec![other]);

@@ -24,12 +24,20 @@ impl SimulatedCluster {
     pub fn new(server: impl Into<String>) -> Self {
         let server = server.into();
         tracing::warn!(%server, "using a SIMULATED Kubernetes cluster: tokens are not real and nothing can join");
-        Self { server, tokens: Mutex::default(), nodes: Mutex::default(), writes: AtomicU64::new(0) }
+        Self {
+            server,
+            tokens: Mutex::default(),
+            nodes: Mutex::default(),
+            writes: AtomicU64::new(0),
+        }
     }
 
     /// A node joins (what `kubeadm join` and the kubelet would do).
     pub fn add_node(&self, node: NodeInfo) {
-        self.nodes.lock().expect("cluster lock").insert(node.name.clone(), node);
+        self.nodes
+            .lock()
+            .expect("cluster lock")
+            .insert(node.name.clone(), node);
     }
 
     pub fn node(&self, name: &str) -> Option<NodeInfo> {
@@ -53,7 +61,10 @@ impl SimulatedCluster {
 #[async_trait]
 impl Cluster for SimulatedCluster {
     async fn cluster_info(&self) -> ClusterResult<ClusterInfo> {
-        Ok(ClusterInfo { server: self.server.clone(), ca_cert: SIMULATED_CA_PEM.as_bytes().to_vec() })
+        Ok(ClusterInfo {
+            server: self.server.clone(),
+            ca_cert: SIMULATED_CA_PEM.as_bytes().to_vec(),
+        })
     }
 
     async fn create_bootstrap_token(&self, token: &BootstrapToken) -> ClusterResult<Created> {
@@ -68,11 +79,22 @@ impl Cluster for SimulatedCluster {
     }
 
     async fn get_bootstrap_token(&self, token_id: &str) -> ClusterResult<Option<BootstrapToken>> {
-        Ok(self.tokens.lock().expect("cluster lock").get(token_id).cloned())
+        Ok(self
+            .tokens
+            .lock()
+            .expect("cluster lock")
+            .get(token_id)
+            .cloned())
     }
 
     async fn delete_bootstrap_token(&self, token_id: &str) -> ClusterResult<()> {
-        if self.tokens.lock().expect("cluster lock").remove(token_id).is_some() {
+        if self
+            .tokens
+            .lock()
+            .expect("cluster lock")
+            .remove(token_id)
+            .is_some()
+        {
             self.wrote();
         }
         Ok(())
@@ -89,8 +111,13 @@ impl Cluster for SimulatedCluster {
         annotations: &BTreeMap<String, Option<String>>,
     ) -> ClusterResult<()> {
         let mut nodes = self.nodes.lock().expect("cluster lock");
-        let node = nodes.get_mut(name).ok_or_else(|| ClusterError::Refused(format!("node {name} not found")))?;
-        for (map, patch) in [(&mut node.labels, labels), (&mut node.annotations, annotations)] {
+        let node = nodes
+            .get_mut(name)
+            .ok_or_else(|| ClusterError::Refused(format!("node {name} not found")))?;
+        for (map, patch) in [
+            (&mut node.labels, labels),
+            (&mut node.annotations, annotations),
+        ] {
             for (k, v) in patch {
                 match v {
                     Some(v) => map.insert(k.clone(), v.clone()),
@@ -104,7 +131,9 @@ impl Cluster for SimulatedCluster {
 
     async fn set_offline_taint(&self, name: &str, offline: bool) -> ClusterResult<()> {
         let mut nodes = self.nodes.lock().expect("cluster lock");
-        let node = nodes.get_mut(name).ok_or_else(|| ClusterError::Refused(format!("node {name} not found")))?;
+        let node = nodes
+            .get_mut(name)
+            .ok_or_else(|| ClusterError::Refused(format!("node {name} not found")))?;
         let wanted = taints_with_offline(&node.taints, offline);
         if wanted != node.taints {
             node.taints = wanted;

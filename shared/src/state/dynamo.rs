@@ -6,12 +6,15 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
-    ProjectionType, ReturnValue, ScalarAttributeType, TableStatus,
+    AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement,
+    KeyType, Projection, ProjectionType, ReturnValue, ScalarAttributeType, TableStatus,
 };
 use aws_sdk_dynamodb::Client;
 
-use super::{Cond, Item, ItemStore, Op, StoreError, StoreResult, Table, Value, INDEX_SORT_ATTR, INDEX_STATE_ATTR, KEY_ATTR};
+use super::{
+    Cond, Item, ItemStore, Op, StoreError, StoreResult, Table, Value, INDEX_SORT_ATTR,
+    INDEX_STATE_ATTR, KEY_ATTR,
+};
 
 /// Table and index names, from config.
 #[derive(Debug, Clone)]
@@ -50,21 +53,35 @@ fn to_av(v: &Value) -> AttributeValue {
 }
 
 fn from_av(key: &str, av: &AttributeValue) -> StoreResult<Value> {
-    let corrupt = |why: &str| StoreError::Corrupt { key: key.to_string(), why: why.to_string() };
+    let corrupt = |why: &str| StoreError::Corrupt {
+        key: key.to_string(),
+        why: why.to_string(),
+    };
     Ok(match av {
         AttributeValue::S(s) => Value::S(s.clone()),
-        AttributeValue::N(n) => Value::N(n.parse().map_err(|_| corrupt("a number is not an integer"))?),
+        AttributeValue::N(n) => Value::N(
+            n.parse()
+                .map_err(|_| corrupt("a number is not an integer"))?,
+        ),
         AttributeValue::Bool(b) => Value::B(*b),
-        AttributeValue::M(m) => {
-            Value::M(m.iter().map(|(k, v)| Ok((k.clone(), from_av(key, v)?))).collect::<StoreResult<_>>()?)
-        }
+        AttributeValue::M(m) => Value::M(
+            m.iter()
+                .map(|(k, v)| Ok((k.clone(), from_av(key, v)?)))
+                .collect::<StoreResult<_>>()?,
+        ),
         _ => return Err(corrupt("an attribute has a type this project never writes")),
     })
 }
 
 fn from_item(raw: &HashMap<String, AttributeValue>) -> StoreResult<Item> {
-    let key = raw.get(KEY_ATTR).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
-    raw.iter().map(|(k, v)| Ok((k.clone(), from_av(&key, v)?))).collect()
+    let key = raw
+        .get(KEY_ATTR)
+        .and_then(|v| v.as_s().ok())
+        .cloned()
+        .unwrap_or_default();
+    raw.iter()
+        .map(|(k, v)| Ok((k.clone(), from_av(&key, v)?)))
+        .collect()
 }
 
 /// Builds expression strings with placeholders for every name and value.
@@ -99,7 +116,8 @@ impl ExprBuilder {
 
     fn cond(&mut self, c: &Cond) -> String {
         match c {
-            Cond::Always => "attribute_exists(#always) OR attribute_not_exists(#always)".replace("#always", &self.path(KEY_ATTR)),
+            Cond::Always => "attribute_exists(#always) OR attribute_not_exists(#always)"
+                .replace("#always", &self.path(KEY_ATTR)),
             Cond::ItemExists => format!("attribute_exists({})", self.path(KEY_ATTR)),
             Cond::ItemNotExists => format!("attribute_not_exists({})", self.path(KEY_ATTR)),
             Cond::AttrExists(p) => format!("attribute_exists({})", self.path(p)),
@@ -130,8 +148,16 @@ impl ExprBuilder {
             }
             Cond::And(cs) if cs.is_empty() => self.cond(&Cond::Always),
             Cond::Or(cs) if cs.is_empty() => format!("NOT ({})", self.cond(&Cond::Always)),
-            Cond::And(cs) => cs.iter().map(|c| format!("({})", self.cond(c))).collect::<Vec<_>>().join(" AND "),
-            Cond::Or(cs) => cs.iter().map(|c| format!("({})", self.cond(c))).collect::<Vec<_>>().join(" OR "),
+            Cond::And(cs) => cs
+                .iter()
+                .map(|c| format!("({})", self.cond(c)))
+                .collect::<Vec<_>>()
+                .join(" AND "),
+            Cond::Or(cs) => cs
+                .iter()
+                .map(|c| format!("({})", self.cond(c)))
+                .collect::<Vec<_>>()
+                .join(" OR "),
             Cond::Not(c) => format!("NOT ({})", self.cond(c)),
         }
     }
@@ -183,12 +209,28 @@ impl DynamoStore {
     pub async fn ensure_tables(&self) -> StoreResult<()> {
         for table in [Table::Providers, Table::Jobs] {
             let name = self.names.of(table).to_string();
-            let exists = self.client.describe_table().table_name(&name).send().await.is_ok();
+            let exists = self
+                .client
+                .describe_table()
+                .table_name(&name)
+                .send()
+                .await
+                .is_ok();
             if !exists {
                 let key = |n: &str, t: ScalarAttributeType| {
-                    AttributeDefinition::builder().attribute_name(n).attribute_type(t).build().map_err(backend)
+                    AttributeDefinition::builder()
+                        .attribute_name(n)
+                        .attribute_type(t)
+                        .build()
+                        .map_err(backend)
                 };
-                let schema = |n: &str, t: KeyType| KeySchemaElement::builder().attribute_name(n).key_type(t).build().map_err(backend);
+                let schema = |n: &str, t: KeyType| {
+                    KeySchemaElement::builder()
+                        .attribute_name(n)
+                        .key_type(t)
+                        .build()
+                        .map_err(backend)
+                };
                 let mut req = self
                     .client
                     .create_table()
@@ -205,13 +247,19 @@ impl DynamoStore {
                                 .index_name(&self.names.providers_state_index)
                                 .key_schema(schema(INDEX_STATE_ATTR, KeyType::Hash)?)
                                 .key_schema(schema(INDEX_SORT_ATTR, KeyType::Range)?)
-                                .projection(Projection::builder().projection_type(ProjectionType::All).build())
+                                .projection(
+                                    Projection::builder()
+                                        .projection_type(ProjectionType::All)
+                                        .build(),
+                                )
                                 .build()
                                 .map_err(backend)?,
                         );
                 }
                 if let Err(e) = req.send().await {
-                    let in_use = e.as_service_error().is_some_and(|s| s.is_resource_in_use_exception());
+                    let in_use = e
+                        .as_service_error()
+                        .is_some_and(|s| s.is_resource_in_use_exception());
                     if !in_use {
                         return Err(backend(aws_sdk_dynamodb::error::DisplayErrorContext(e)));
                     }
@@ -228,7 +276,9 @@ impl DynamoStore {
             let out = self.client.describe_table().table_name(name).send().await;
             let active = out.as_ref().ok().and_then(|o| o.table()).map(|t| {
                 t.table_status() == Some(&TableStatus::Active)
-                    && t.global_secondary_indexes().iter().all(|g| g.index_status() == Some(&aws_sdk_dynamodb::types::IndexStatus::Active))
+                    && t.global_secondary_indexes().iter().all(|g| {
+                        g.index_status() == Some(&aws_sdk_dynamodb::types::IndexStatus::Active)
+                    })
             });
             if active == Some(true) {
                 return Ok(());
@@ -236,13 +286,20 @@ impl DynamoStore {
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_millis(500));
         }
-        Err(StoreError::Backend(format!("table {name} did not become active")))
+        Err(StoreError::Backend(format!(
+            "table {name} did not become active"
+        )))
     }
 
     /// Deletes the tables (tests clean up what they created).
     pub async fn delete_tables(&self) -> StoreResult<()> {
         for table in [Table::Providers, Table::Jobs] {
-            let _ = self.client.delete_table().table_name(self.names.of(table)).send().await;
+            let _ = self
+                .client
+                .delete_table()
+                .table_name(self.names.of(table))
+                .send()
+                .await;
         }
         Ok(())
     }
@@ -263,11 +320,21 @@ impl ItemStore for DynamoStore {
         out.item().map(from_item).transpose()
     }
 
-    async fn update(&self, table: Table, key: &str, cond: &Cond, ops: &[Op]) -> StoreResult<Option<Item>> {
+    async fn update(
+        &self,
+        table: Table,
+        key: &str,
+        cond: &Cond,
+        ops: &[Op],
+    ) -> StoreResult<Option<Item>> {
         if ops.is_empty() {
             // A pure check writes nothing: a consistent read judged by the same evaluator.
             let item = self.get(table, key).await?;
-            return Ok(if super::expr::eval(cond, item.as_ref()) { Some(item.unwrap_or_default()) } else { None });
+            return Ok(if super::expr::eval(cond, item.as_ref()) {
+                Some(item.unwrap_or_default())
+            } else {
+                None
+            });
         }
         let mut b = ExprBuilder::default();
         let condition = (*cond != Cond::Always).then(|| b.cond(cond));
@@ -285,13 +352,28 @@ impl ItemStore for DynamoStore {
             .send()
             .await;
         match res {
-            Ok(out) => Ok(Some(out.attributes().map(from_item).transpose()?.unwrap_or_default())),
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => Ok(None),
+            Ok(out) => Ok(Some(
+                out.attributes()
+                    .map(from_item)
+                    .transpose()?
+                    .unwrap_or_default(),
+            )),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Ok(None)
+            }
             Err(e) => Err(backend(aws_sdk_dynamodb::error::DisplayErrorContext(e))),
         }
     }
 
-    async fn query_by_state(&self, table: Table, state: &str, hb_before: Option<i64>) -> StoreResult<Vec<Item>> {
+    async fn query_by_state(
+        &self,
+        table: Table,
+        state: &str,
+        hb_before: Option<i64>,
+    ) -> StoreResult<Vec<Item>> {
         let mut b = ExprBuilder::default();
         let s = b.path(INDEX_STATE_ATTR);
         let sv = b.value(AttributeValue::S(state.to_string()));
@@ -362,7 +444,11 @@ pub async fn dynamo_client(endpoint: Option<&str>, region: &str) -> Client {
         if std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
             // Local servers accept any key; this avoids probing the instance metadata service.
             loader = loader.credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
-                "local", "local", None, None, "worldland-local",
+                "local",
+                "local",
+                None,
+                None,
+                "worldland-local",
             ));
         }
     }

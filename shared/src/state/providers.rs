@@ -3,7 +3,10 @@
 
 use chrono::{DateTime, TimeZone, Utc};
 
-use super::{Cond, Item, ItemStore, Op, StoreError, StoreResult, Table, Value, INDEX_SORT_ATTR, INDEX_STATE_ATTR, KEY_ATTR};
+use super::{
+    Cond, Item, ItemStore, Op, StoreError, StoreResult, Table, Value, INDEX_SORT_ATTR,
+    INDEX_STATE_ATTR, KEY_ATTR,
+};
 use crate::labels::gpu_model_label;
 use crate::messages::{ProviderState, Registration};
 use crate::validation::node_name;
@@ -91,8 +94,15 @@ fn from_ms(v: i64) -> DateTime<Utc> {
 
 impl ProviderRecord {
     pub fn from_item(item: &Item) -> StoreResult<Self> {
-        let key = item.get(KEY_ATTR).and_then(Value::as_str).unwrap_or("?").to_string();
-        let corrupt = |why: String| StoreError::Corrupt { key: key.clone(), why };
+        let key = item
+            .get(KEY_ATTR)
+            .and_then(Value::as_str)
+            .unwrap_or("?")
+            .to_string();
+        let corrupt = |why: String| StoreError::Corrupt {
+            key: key.clone(),
+            why,
+        };
         let s = |a: &str| item.get(a).and_then(Value::as_str).map(str::to_string);
         let n = |a: &str| item.get(a).and_then(Value::as_i64);
         let req_s = |a: &str| s(a).ok_or_else(|| corrupt(format!("missing {a}")));
@@ -101,7 +111,8 @@ impl ProviderRecord {
         Ok(Self {
             provider_id: key.clone(),
             wallet: req_s(attr::WALLET)?,
-            state: ProviderState::parse(&state_s).ok_or_else(|| corrupt(format!("unknown state {state_s}")))?,
+            state: ProviderState::parse(&state_s)
+                .ok_or_else(|| corrupt(format!("unknown state {state_s}")))?,
             node_name: req_s(attr::NODE_NAME)?,
             gpu_model: req_s(attr::GPU_MODEL)?,
             gpu_count: req_n(attr::GPU_COUNT)?,
@@ -129,7 +140,12 @@ impl ProviderRecord {
     }
 
     pub async fn load(store: &dyn ItemStore, provider_id: &str) -> StoreResult<Option<Self>> {
-        store.get(Table::Providers, provider_id).await?.as_ref().map(Self::from_item).transpose()
+        store
+            .get(Table::Providers, provider_id)
+            .await?
+            .as_ref()
+            .map(Self::from_item)
+            .transpose()
     }
 }
 
@@ -141,7 +157,11 @@ pub struct Transition {
 }
 
 impl Transition {
-    pub async fn run(&self, store: &dyn ItemStore, provider_id: &str) -> StoreResult<Option<ProviderRecord>> {
+    pub async fn run(
+        &self,
+        store: &dyn ItemStore,
+        provider_id: &str,
+    ) -> StoreResult<Option<ProviderRecord>> {
         store
             .update(Table::Providers, provider_id, &self.cond, &self.ops)
             .await?
@@ -156,7 +176,11 @@ const RESTARTABLE: [&str; 3] = ["pending", "expired", "rejected"];
 
 /// A new provider, or its own wallet registering again while not yet approved. The registration
 /// id guard makes a redelivered registration write nothing. Capacity in use is never touched.
-pub fn register_pending(reg: &Registration, registration_id: &str, now: DateTime<Utc>) -> Transition {
+pub fn register_pending(
+    reg: &Registration,
+    registration_id: &str,
+    now: DateTime<Utc>,
+) -> Transition {
     let wallet = reg.wallet_addr.to_ascii_lowercase();
     let cond = Cond::Or(vec![
         Cond::ItemNotExists,
@@ -166,7 +190,12 @@ pub fn register_pending(reg: &Registration, registration_id: &str, now: DateTime
             Cond::Not(Box::new(Cond::eq(attr::REGISTRATION_ID, registration_id))),
         ]),
     ]);
-    let first_gpu = reg.spec.gpus.first().map(|g| g.name.as_str()).unwrap_or_default();
+    let first_gpu = reg
+        .spec
+        .gpus
+        .first()
+        .map(|g| g.name.as_str())
+        .unwrap_or_default();
     let offered_gpus = reg.capacity.gpu_count.unwrap_or(reg.spec.total_gpus);
     let ops = vec![
         Op::set(attr::WALLET, wallet),
@@ -174,10 +203,25 @@ pub fn register_pending(reg: &Registration, registration_id: &str, now: DateTime
         Op::set(attr::NODE_NAME, node_name(&reg.spec.hostname)),
         Op::set(attr::GPU_MODEL, gpu_model_label(first_gpu)),
         Op::set(attr::GPU_COUNT, i64::from(offered_gpus)),
-        Op::set(attr::PRICE_MICROS, price_to_micros(reg.capacity.gpu_price_per_hour)),
-        Op::set(attr::SPEC, serde_json::to_string(&reg.spec).expect("spec serialises")),
-        Op::set(attr::CAPACITY, serde_json::to_string(&reg.capacity).expect("capacity serialises")),
-        Op::set(attr::MINING, reg.mining_config.as_ref().map(|m| serde_json::to_string(m).expect("serialises")).unwrap_or_default()),
+        Op::set(
+            attr::PRICE_MICROS,
+            price_to_micros(reg.capacity.gpu_price_per_hour),
+        ),
+        Op::set(
+            attr::SPEC,
+            serde_json::to_string(&reg.spec).expect("spec serialises"),
+        ),
+        Op::set(
+            attr::CAPACITY,
+            serde_json::to_string(&reg.capacity).expect("capacity serialises"),
+        ),
+        Op::set(
+            attr::MINING,
+            reg.mining_config
+                .as_ref()
+                .map(|m| serde_json::to_string(m).expect("serialises"))
+                .unwrap_or_default(),
+        ),
         Op::set(attr::REGISTRATION_ID, registration_id),
         Op::set(attr::REGISTERED_AT, ms(now)),
         Op::set(attr::UPDATED_AT, ms(now)),
@@ -203,7 +247,12 @@ pub fn reserve_token(token_id: &str, expires_at: DateTime<Utc>, now: DateTime<Ut
 
 /// `pending → approved`, only with the token that was reserved (and so really created).
 /// While approved, the index sort key holds the token's expiry.
-pub fn approve(token_id: &str, registration_id: &str, token_expires_at: DateTime<Utc>, now: DateTime<Utc>) -> Transition {
+pub fn approve(
+    token_id: &str,
+    registration_id: &str,
+    token_expires_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Transition {
     Transition {
         cond: Cond::eq(attr::STATE, "pending").and(Cond::eq(attr::TOKEN_ID, token_id)),
         ops: vec![
@@ -244,16 +293,26 @@ impl HeartbeatFacts<'_> {
 pub fn record_heartbeat(hb: &HeartbeatFacts<'_>, signer: Option<&str>) -> Transition {
     let mut cond = Cond::state_in(&["joined", "available", "offline"])
         .and(Cond::eq(attr::NODE_NAME, hb.node_name))
-        .and(Cond::Or(vec![Cond::AttrNotExists(attr::LAST_HB.into()), Cond::Lt(attr::LAST_HB.into(), ms(hb.at))]));
+        .and(Cond::Or(vec![
+            Cond::AttrNotExists(attr::LAST_HB.into()),
+            Cond::Lt(attr::LAST_HB.into(), ms(hb.at)),
+        ]));
     if let Some(w) = signer {
         cond = cond.and(Cond::eq(attr::WALLET, w.to_ascii_lowercase()));
     }
-    Transition { cond, ops: hb.ops() }
+    Transition {
+        cond,
+        ops: hb.ops(),
+    }
 }
 
 /// `approved → joined` on the first heartbeat from the provider's node; records why the node
 /// contradicts the spec, if it does.
-pub fn join(hb: &HeartbeatFacts<'_>, unschedulable: Option<&str>, now: DateTime<Utc>) -> Transition {
+pub fn join(
+    hb: &HeartbeatFacts<'_>,
+    unschedulable: Option<&str>,
+    now: DateTime<Utc>,
+) -> Transition {
     let mut ops = hb.ops();
     ops.push(Op::set(attr::STATE, ProviderState::Joined.as_str()));
     ops.push(Op::set(attr::JOINED_AT, ms(now)));
@@ -262,15 +321,23 @@ pub fn join(hb: &HeartbeatFacts<'_>, unschedulable: Option<&str>, now: DateTime<
         Some(why) => Op::set(attr::UNSCHEDULABLE, why),
         None => Op::Remove(attr::UNSCHEDULABLE.into()),
     });
-    Transition { cond: Cond::eq(attr::STATE, "approved").and(Cond::eq(attr::NODE_NAME, hb.node_name)), ops }
+    Transition {
+        cond: Cond::eq(attr::STATE, "approved").and(Cond::eq(attr::NODE_NAME, hb.node_name)),
+        ops,
+    }
 }
 
 /// `joined → available` (node Ready and labelled), or `offline → available` on recovery. Never
 /// for a provider whose node contradicts its spec.
 pub fn make_available(from: ProviderState, now: DateTime<Utc>) -> Transition {
     Transition {
-        cond: Cond::eq(attr::STATE, from.as_str()).and(Cond::AttrNotExists(attr::UNSCHEDULABLE.into())),
-        ops: vec![Op::set(attr::STATE, ProviderState::Available.as_str()), Op::set(attr::UPDATED_AT, ms(now)), Op::Remove(attr::OFFLINE_AT.into())],
+        cond: Cond::eq(attr::STATE, from.as_str())
+            .and(Cond::AttrNotExists(attr::UNSCHEDULABLE.into())),
+        ops: vec![
+            Op::set(attr::STATE, ProviderState::Available.as_str()),
+            Op::set(attr::UPDATED_AT, ms(now)),
+            Op::Remove(attr::OFFLINE_AT.into()),
+        ],
     }
 }
 
@@ -278,21 +345,34 @@ pub fn make_available(from: ProviderState, now: DateTime<Utc>) -> Transition {
 /// between the sweeper's query and this write wins.
 pub fn mark_offline_if_stale(stale_before: DateTime<Utc>, now: DateTime<Utc>) -> Transition {
     Transition {
-        cond: Cond::state_in(&["joined", "available"]).and(Cond::Lt(attr::HB_AT.into(), ms(stale_before))),
-        ops: vec![Op::set(attr::STATE, ProviderState::Offline.as_str()), Op::set(attr::OFFLINE_AT, ms(now)), Op::set(attr::UPDATED_AT, ms(now))],
+        cond: Cond::state_in(&["joined", "available"])
+            .and(Cond::Lt(attr::HB_AT.into(), ms(stale_before))),
+        ops: vec![
+            Op::set(attr::STATE, ProviderState::Offline.as_str()),
+            Op::set(attr::OFFLINE_AT, ms(now)),
+            Op::set(attr::UPDATED_AT, ms(now)),
+        ],
     }
 }
 
 /// `approved → expired` once the token ran out without a join.
 pub fn expire_if_unjoined(now: DateTime<Utc>) -> Transition {
     Transition {
-        cond: Cond::eq(attr::STATE, "approved").and(Cond::Le(attr::TOKEN_EXPIRES_AT.into(), ms(now))),
-        ops: vec![Op::set(attr::STATE, ProviderState::Expired.as_str()), Op::set(attr::EXPIRED_AT, ms(now)), Op::set(attr::UPDATED_AT, ms(now))],
+        cond: Cond::eq(attr::STATE, "approved")
+            .and(Cond::Le(attr::TOKEN_EXPIRES_AT.into(), ms(now))),
+        ops: vec![
+            Op::set(attr::STATE, ProviderState::Expired.as_str()),
+            Op::set(attr::EXPIRED_AT, ms(now)),
+            Op::set(attr::UPDATED_AT, ms(now)),
+        ],
     }
 }
 
 /// Records node writes so the next heartbeat knows what the node already shows.
-pub fn note_node_write(labelled_jobs: Option<i64>, annotated_at: Option<DateTime<Utc>>) -> Transition {
+pub fn note_node_write(
+    labelled_jobs: Option<i64>,
+    annotated_at: Option<DateTime<Utc>>,
+) -> Transition {
     let mut ops = vec![];
     if let Some(j) = labelled_jobs {
         ops.push(Op::set(attr::LABELLED_JOBS, j));
@@ -300,14 +380,23 @@ pub fn note_node_write(labelled_jobs: Option<i64>, annotated_at: Option<DateTime
     if let Some(t) = annotated_at {
         ops.push(Op::set(attr::ANNOTATED_AT, ms(t)));
     }
-    Transition { cond: Cond::ItemExists, ops }
+    Transition {
+        cond: Cond::ItemExists,
+        ops,
+    }
 }
 
 /// Records that an already-approved provider's new registration has been answered again.
 pub fn mark_answered(registration_id: &str, now: DateTime<Utc>) -> Transition {
     Transition {
-        cond: Cond::ItemExists.and(Cond::Not(Box::new(Cond::eq(attr::ANSWERED_REGISTRATION, registration_id)))),
-        ops: vec![Op::set(attr::ANSWERED_REGISTRATION, registration_id), Op::set(attr::UPDATED_AT, ms(now))],
+        cond: Cond::ItemExists.and(Cond::Not(Box::new(Cond::eq(
+            attr::ANSWERED_REGISTRATION,
+            registration_id,
+        )))),
+        ops: vec![
+            Op::set(attr::ANSWERED_REGISTRATION, registration_id),
+            Op::set(attr::UPDATED_AT, ms(now)),
+        ],
     }
 }
 
@@ -330,14 +419,28 @@ mod tests {
                 cpu_cores: 8,
                 cpu_threads: None,
                 total_memory_mb: 32768,
-                gpus: vec![Gpu { index: None, name: "NVIDIA GeForce RTX 4090".into(), memory_mb: 24564, uuid: None, driver_ver: None, cuda_version: None, pci_bus_id: None }],
+                gpus: vec![Gpu {
+                    index: None,
+                    name: "NVIDIA GeForce RTX 4090".into(),
+                    memory_mb: 24564,
+                    uuid: None,
+                    driver_ver: None,
+                    cuda_version: None,
+                    pci_bus_id: None,
+                }],
                 total_gpus: 1,
                 total_disk_gb: None,
                 available_disk_gb: 100,
                 public_ip: "8.8.8.8".into(),
                 private_ip: None,
             },
-            capacity: Capacity { gpu_count: None, cpu_cores: None, memory_mb: None, gpu_price_per_hour: 0.5, cpu_price_per_hour: None },
+            capacity: Capacity {
+                gpu_count: None,
+                cpu_cores: None,
+                memory_mb: None,
+                gpu_price_per_hour: 0.5,
+                cpu_price_per_hour: None,
+            },
             mining_config: None,
             agent_version: None,
             timestamp: None,
@@ -355,24 +458,64 @@ mod tests {
         let w = "0x5aaeb6053f3e94c9b9a09f33669435e7ef1beaed";
         let created = run(&register_pending(&reg(w), "1-0", now), None).expect("new provider");
         let rec = ProviderRecord::from_item(&created).unwrap();
-        assert_eq!((rec.state, rec.node_name.as_str(), rec.gpu_model.as_str(), rec.price_micros), (ProviderState::Pending, "gpu-01", "RTX-4090", 500_000));
+        assert_eq!(
+            (
+                rec.state,
+                rec.node_name.as_str(),
+                rec.gpu_model.as_str(),
+                rec.price_micros
+            ),
+            (ProviderState::Pending, "gpu-01", "RTX-4090", 500_000)
+        );
         // Redelivery of the same entry: nothing to write.
         assert!(run(&register_pending(&reg(w), "1-0", now), Some(&created)).is_none());
         // Another wallet: refused.
-        assert!(run(&register_pending(&reg("0x0000000000000000000000000000000000000001"), "2-0", now), Some(&created)).is_none());
+        assert!(run(
+            &register_pending(
+                &reg("0x0000000000000000000000000000000000000001"),
+                "2-0",
+                now
+            ),
+            Some(&created)
+        )
+        .is_none());
         // The same wallet again, with a new entry: still pending.
-        let again = run(&register_pending(&reg(&w.to_uppercase().replace("0X", "0x")), "2-0", now), Some(&created)).unwrap();
+        let again = run(
+            &register_pending(&reg(&w.to_uppercase().replace("0X", "0x")), "2-0", now),
+            Some(&created),
+        )
+        .unwrap();
         // Approval needs the reserved token.
         assert!(run(&approve("abcdef", "2-0", now, now), Some(&again)).is_none());
-        let reserved = run(&reserve_token("abcdef", now + chrono::Duration::hours(1), now), Some(&again)).unwrap();
-        assert!(run(&reserve_token("zzzzzz", now + chrono::Duration::hours(1), now), Some(&reserved)).is_none(), "a valid reservation stays");
+        let reserved = run(
+            &reserve_token("abcdef", now + chrono::Duration::hours(1), now),
+            Some(&again),
+        )
+        .unwrap();
+        assert!(
+            run(
+                &reserve_token("zzzzzz", now + chrono::Duration::hours(1), now),
+                Some(&reserved)
+            )
+            .is_none(),
+            "a valid reservation stays"
+        );
         let later = now + chrono::Duration::hours(2);
-        assert!(run(&reserve_token("zzzzzz", later, later), Some(&reserved)).is_some(), "an expired one is replaced");
+        assert!(
+            run(&reserve_token("zzzzzz", later, later), Some(&reserved)).is_some(),
+            "an expired one is replaced"
+        );
         let expires = now + chrono::Duration::hours(1);
         let approved = run(&approve("abcdef", "2-0", expires, now), Some(&reserved)).unwrap();
         let rec = ProviderRecord::from_item(&approved).unwrap();
-        assert_eq!((rec.state, rec.hb_at), (ProviderState::Approved, from_ms(ms(expires))));
-        assert!(run(&approve("abcdef", "2-0", expires, now), Some(&approved)).is_none(), "approve is once");
+        assert_eq!(
+            (rec.state, rec.hb_at),
+            (ProviderState::Approved, from_ms(ms(expires)))
+        );
+        assert!(
+            run(&approve("abcdef", "2-0", expires, now), Some(&approved)).is_none(),
+            "approve is once"
+        );
         // Approved providers are not reset by a new registration.
         assert!(run(&register_pending(&reg(w), "3-0", now), Some(&approved)).is_none());
         assert!(run(&mark_answered("2-0", now), Some(&approved)).is_none());
@@ -380,9 +523,29 @@ mod tests {
 
         // The heartbeat lifecycle.
         let t = |s: i64| now + chrono::Duration::seconds(s);
-        let hb = |at, node: &'static str| HeartbeatFacts { node_name: node, at, claimed_status: "available", active_jobs: 0, usage_json: "{}".into() };
-        assert!(run(&record_heartbeat(&hb(t(30), "gpu-01"), Some(w)), Some(&approved)).is_none(), "approved takes the join path");
-        assert!(run(&join(&hb(t(30), "other-node"), None, t(30)), Some(&approved)).is_none(), "not its node");
+        let hb = |at, node: &'static str| HeartbeatFacts {
+            node_name: node,
+            at,
+            claimed_status: "available",
+            active_jobs: 0,
+            usage_json: "{}".into(),
+        };
+        assert!(
+            run(
+                &record_heartbeat(&hb(t(30), "gpu-01"), Some(w)),
+                Some(&approved)
+            )
+            .is_none(),
+            "approved takes the join path"
+        );
+        assert!(
+            run(
+                &join(&hb(t(30), "other-node"), None, t(30)),
+                Some(&approved)
+            )
+            .is_none(),
+            "not its node"
+        );
         let joined = run(&join(&hb(t(30), "gpu-01"), None, t(30)), Some(&approved)).unwrap();
         let available = run(&make_available(ProviderState::Joined, t(31)), Some(&joined)).unwrap();
         let table: Vec<(HeartbeatFacts, Option<&str>, bool)> = vec![
@@ -391,21 +554,50 @@ mod tests {
             (hb(t(30), "gpu-01"), Some(w), false),
             (hb(t(10), "gpu-01"), Some(w), false),
             (hb(t(60), "gpu-02"), Some(w), false),
-            (hb(t(60), "gpu-01"), Some("0x0000000000000000000000000000000000000001"), false),
+            (
+                hb(t(60), "gpu-01"),
+                Some("0x0000000000000000000000000000000000000001"),
+                false,
+            ),
         ];
         for (h, signer, applies) in table {
-            assert_eq!(run(&record_heartbeat(&h, signer), Some(&available)).is_some(), applies, "{h:?} {signer:?}");
+            assert_eq!(
+                run(&record_heartbeat(&h, signer), Some(&available)).is_some(),
+                applies,
+                "{h:?} {signer:?}"
+            );
         }
         // Offline only while still stale at write time.
-        let beat = run(&record_heartbeat(&hb(t(60), "gpu-01"), Some(w)), Some(&available)).unwrap();
-        assert!(run(&mark_offline_if_stale(t(60), t(200)), Some(&beat)).is_none(), "a heartbeat at the stale bound wins");
+        let beat = run(
+            &record_heartbeat(&hb(t(60), "gpu-01"), Some(w)),
+            Some(&available),
+        )
+        .unwrap();
+        assert!(
+            run(&mark_offline_if_stale(t(60), t(200)), Some(&beat)).is_none(),
+            "a heartbeat at the stale bound wins"
+        );
         let offline = run(&mark_offline_if_stale(t(61), t(200)), Some(&beat)).unwrap();
-        assert_eq!(ProviderRecord::from_item(&offline).unwrap().state, ProviderState::Offline);
-        let back = run(&record_heartbeat(&hb(t(210), "gpu-01"), Some(w)), Some(&offline)).unwrap();
+        assert_eq!(
+            ProviderRecord::from_item(&offline).unwrap().state,
+            ProviderState::Offline
+        );
+        let back = run(
+            &record_heartbeat(&hb(t(210), "gpu-01"), Some(w)),
+            Some(&offline),
+        )
+        .unwrap();
         let recovered = run(&make_available(ProviderState::Offline, t(210)), Some(&back)).unwrap();
-        assert_eq!(ProviderRecord::from_item(&recovered).unwrap().state, ProviderState::Available);
+        assert_eq!(
+            ProviderRecord::from_item(&recovered).unwrap().state,
+            ProviderState::Available
+        );
         // A contradicting node: joined but never available.
-        let odd = run(&join(&hb(t(30), "gpu-01"), Some("node reports 8 GPUs"), t(30)), Some(&approved)).unwrap();
+        let odd = run(
+            &join(&hb(t(30), "gpu-01"), Some("node reports 8 GPUs"), t(30)),
+            Some(&approved),
+        )
+        .unwrap();
         assert!(run(&make_available(ProviderState::Joined, t(31)), Some(&odd)).is_none());
         // Expiry of approvals that never joined.
         assert!(run(&expire_if_unjoined(now), Some(&approved)).is_none());

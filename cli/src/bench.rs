@@ -11,8 +11,7 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use k256::ecdsa::SigningKey;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions,
-    QueueDeclareOptions, QueueDeleteOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
@@ -87,17 +86,13 @@ fn heartbeat_body(key: &SigningKey, id: &str, at: DateTime<Utc>) -> Vec<u8> {
 
 /// Signs one heartbeat per provider on every core (set-up, not measured).
 async fn sign_round(key: &SigningKey, ids: &[String], at: DateTime<Utc>) -> Vec<Vec<u8>> {
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2);
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
     let chunk = ids.len().div_ceil(cores).max(1);
     let mut tasks = vec![];
     for part in ids.chunks(chunk) {
         let (key, part) = (key.clone(), part.to_vec());
         tasks.push(tokio::task::spawn_blocking(move || {
-            part.iter()
-                .map(|id| heartbeat_body(&key, id, at))
-                .collect::<Vec<_>>()
+            part.iter().map(|id| heartbeat_body(&key, id, at)).collect::<Vec<_>>()
         }));
     }
     let mut out = Vec::with_capacity(ids.len());
@@ -139,16 +134,10 @@ pub async fn embedded(providers: usize) -> anyhow::Result<EmbeddedFigures> {
     let t0 = Instant::now();
     for body in &bodies {
         let out = rec.handle("provider.heartbeat.received", body, at).await;
-        anyhow::ensure!(
-            out == Outcome::Done,
-            "a heartbeat was not recorded: {out:?}"
-        );
+        anyhow::ensure!(out == Outcome::Done, "a heartbeat was not recorded: {out:?}");
     }
     let wall = t0.elapsed().as_secs_f64();
-    let cpu = cpu_time()
-        .saturating_sub(cpu0)
-        .as_secs_f64()
-        .max(f64::EPSILON);
+    let cpu = cpu_time().saturating_sub(cpu0).as_secs_f64().max(f64::EPSILON);
     let per_second = bodies.len() as f64 / wall;
     let needed = providers as f64 / INTERVAL_S;
     Ok(EmbeddedFigures {
@@ -180,11 +169,7 @@ pub struct PathFigures {
     pub ratio: f64,
 }
 
-async fn xadd_all(
-    conn: &mut redis::aio::ConnectionManager,
-    stream: &str,
-    bodies: &[(String, String)],
-) -> anyhow::Result<()> {
+async fn xadd_all(conn: &mut redis::aio::ConnectionManager, stream: &str, bodies: &[(String, String)]) -> anyhow::Result<()> {
     for chunk in bodies.chunks(100) {
         let mut p = redis::pipe();
         for (data, sig) in chunk {
@@ -251,8 +236,7 @@ pub async fn through_redis_and_rabbitmq(count: usize) -> anyhow::Result<PathFigu
             out
         }
     }
-    let handler: Arc<dyn Handler> =
-        Arc::new(Counting(recorder(store.clone()), done.clone(), done_tx));
+    let handler: Arc<dyn Handler> = Arc::new(Counting(recorder(store.clone()), done.clone(), done_tx));
     let queue = QueueSpec::new(cfg.queue(handler.name()), handler.bindings());
     bus.declare(&queue).await?;
     let (stop, _) = broadcast::channel(1);
@@ -274,11 +258,7 @@ pub async fn through_redis_and_rabbitmq(count: usize) -> anyhow::Result<PathFigu
     let bridging = tokio::spawn(async move { bridge.run(rx).await });
     let t0 = Instant::now();
     xadd_all(&mut conn, &cfg.streams().heartbeat(), &bodies).await?;
-    tokio::time::timeout(
-        Duration::from_secs(600),
-        done_rx.wait_for(|n| *n as usize >= count),
-    )
-    .await??;
+    tokio::time::timeout(Duration::from_secs(600), done_rx.wait_for(|n| *n as usize >= count)).await??;
     let path_secs = t0.elapsed().as_secs_f64();
     let _ = stop.send(());
     let _ = consumer.await;
@@ -290,9 +270,7 @@ pub async fn through_redis_and_rabbitmq(count: usize) -> anyhow::Result<PathFigu
     worldland_shared::replies::ensure_group(&mut conn, &raw_stream, "raw", "0").await?;
     let amqp = Connection::connect(&cfg.amqp_url, ConnectionProperties::default()).await?;
     let pub_ch = amqp.create_channel().await?;
-    pub_ch
-        .confirm_select(ConfirmSelectOptions::default())
-        .await?;
+    pub_ch.confirm_select(ConfirmSelectOptions::default()).await?;
     pub_ch
         .queue_declare(
             raw_queue.as_str().into(),
@@ -366,27 +344,16 @@ pub async fn through_redis_and_rabbitmq(count: usize) -> anyhow::Result<PathFigu
         }
     }
     let consumed = consuming.await?;
-    anyhow::ensure!(
-        consumed == count,
-        "the raw consumer got {consumed} of {count}"
-    );
+    anyhow::ensure!(consumed == count, "the raw consumer got {consumed} of {count}");
     let raw_secs = t0.elapsed().as_secs_f64();
 
     // Clean up what this run created.
-    let _ = pub_ch
-        .queue_delete(raw_queue.as_str().into(), QueueDeleteOptions::default())
-        .await;
+    let _ = pub_ch.queue_delete(raw_queue.as_str().into(), QueueDeleteOptions::default()).await;
     let _ = amqp.close(200, "bench done".into()).await;
     let _ = bus.delete_topology(&[queue]).await;
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{prefix}:*"))
-        .query_async(&mut conn)
-        .await?;
+    let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{prefix}:*")).query_async(&mut conn).await?;
     if !keys.is_empty() {
-        redis::cmd("DEL")
-            .arg(&keys)
-            .query_async::<()>(&mut conn)
-            .await?;
+        redis::cmd("DEL").arg(&keys).query_async::<()>(&mut conn).await?;
     }
     let path = count as f64 / path_secs;
     let raw = count as f64 / raw_secs;
@@ -409,22 +376,10 @@ pub fn print(a: &EmbeddedFigures, b: Option<&PathFigures>) {
     );
     println!();
     println!("(a) embedded store, one task, signature verified on every heartbeat");
-    println!(
-        "  {:<44} {:>14}",
-        "providers (one heartbeat each)", a.providers
-    );
-    println!(
-        "  {:<44} {:>14.0}",
-        "heartbeats per second sustained", a.per_second
-    );
-    println!(
-        "  {:<44} {:>14.1}",
-        "CPU µs per heartbeat", a.cpu_us_per_heartbeat
-    );
-    println!(
-        "  {:<44} {:>14.0}",
-        "needed: providers / 30 s", a.needed_per_second
-    );
+    println!("  {:<44} {:>14}", "providers (one heartbeat each)", a.providers);
+    println!("  {:<44} {:>14.0}", "heartbeats per second sustained", a.per_second);
+    println!("  {:<44} {:>14.1}", "CPU µs per heartbeat", a.cpu_us_per_heartbeat);
+    println!("  {:<44} {:>14.0}", "needed: providers / 30 s", a.needed_per_second);
     println!(
         "  {:<44} {:>13.1}%  {}",
         "share of one core for the fleet",
@@ -437,10 +392,7 @@ pub fn print(a: &EmbeddedFigures, b: Option<&PathFigures>) {
     );
     if let Some(b) = b {
         println!();
-        println!(
-            "(b) through real Redis and RabbitMQ ({} heartbeats)",
-            b.heartbeats
-        );
+        println!("(b) through real Redis and RabbitMQ ({} heartbeats)", b.heartbeats);
         println!(
             "  {:<66} {:>8.0}",
             "heartbeat path: XADD → bridge → RabbitMQ → recorder, per s", b.path_per_second

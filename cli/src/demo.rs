@@ -56,9 +56,7 @@ pub struct DemoSummary {
 
 impl DemoSummary {
     pub fn ok(&self) -> bool {
-        self.unanswered.is_empty()
-            && self.sealed_joins_opened == self.providers
-            && self.lifecycle.as_ref().is_none_or(LifecycleSummary::ok)
+        self.unanswered.is_empty() && self.sealed_joins_opened == self.providers && self.lifecycle.as_ref().is_none_or(LifecycleSummary::ok)
     }
 }
 
@@ -119,40 +117,20 @@ fn stage(mut v: Vec<f64>) -> StageTimes {
 }
 
 /// Hostile and broken registrations, each with the reason the broker must give.
-fn bad_registrations(
-    streams: &StreamNames,
-    first: &SimulatedProvider,
-) -> Vec<(StreamEnvelope, &'static str)> {
+fn bad_registrations(streams: &StreamNames, first: &SimulatedProvider) -> Vec<(StreamEnvelope, &'static str)> {
     let now = Utc::now();
     let stream = streams.registration();
     let mut out = vec![];
-    let mut add = |n: usize,
-                   f: &dyn Fn(&mut worldland_shared::messages::Registration),
-                   reason: &'static str| {
+    let mut add = |n: usize, f: &dyn Fn(&mut worldland_shared::messages::Registration), reason: &'static str| {
         let p = SimulatedProvider::new(90_000 + n, now);
         let mut reg = p.registration.clone();
         reg.provider_id = format!("bad-provider-{n}");
         f(&mut reg);
-        out.push((
-            signed_envelope(&reg, &p.key, &stream, &format!("{}-9", 2_000_000 + n)),
-            reason,
-        ));
+        out.push((signed_envelope(&reg, &p.key, &stream, &format!("{}-9", 2_000_000 + n)), reason));
     };
-    add(
-        1,
-        &|r| r.spec.hostname = "bad_host!".into(),
-        "invalid_hostname",
-    );
-    add(
-        2,
-        &|r| r.spec.public_ip = "192.168.1.20".into(),
-        "non_public_ip",
-    );
-    add(
-        3,
-        &|r| r.capacity.gpu_price_per_hour = 5_000.0,
-        "price_above_ceiling",
-    );
+    add(1, &|r| r.spec.hostname = "bad_host!".into(), "invalid_hostname");
+    add(2, &|r| r.spec.public_ip = "192.168.1.20".into(), "non_public_ip");
+    add(3, &|r| r.capacity.gpu_price_per_hour = 5_000.0, "price_above_ceiling");
     add(4, &|r| r.spec.total_gpus = 9, "gpu_count_mismatch");
     add(
         5,
@@ -164,18 +142,12 @@ fn bad_registrations(
     let mut reg = p.registration.clone();
     reg.provider_id = "bad-provider-6".into();
     let other = SimulatedProvider::new(90_007, now);
-    out.push((
-        signed_envelope(&reg, &other.key, &stream, "2000006-9"),
-        "signature_mismatch",
-    ));
+    out.push((signed_envelope(&reg, &other.key, &stream, "2000006-9"), "signature_mismatch"));
     // Someone else's wallet claiming the first provider's id.
     let thief = SimulatedProvider::new(90_008, now);
     let mut reg = thief.registration.clone();
     reg.provider_id = first.provider_id.clone();
-    out.push((
-        signed_envelope(&reg, &thief.key, &stream, "2000008-9"),
-        "wallet_mismatch",
-    ));
+    out.push((signed_envelope(&reg, &thief.key, &stream, "2000008-9"), "wallet_mismatch"));
     // Not JSON at all.
     out.push((
         StreamEnvelope {
@@ -199,65 +171,43 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoSummary> {
     let streams = StreamNames::default();
     let policy = ValidationPolicy::default();
 
-    let registration: Arc<dyn Handler> = Arc::new(registration_handler::RegistrationHandler(
-        registration_handler::Context {
-            store: store.clone(),
-            bus: bus.clone(),
-            replies: replies.clone(),
-            policy,
-            signatures: SignaturePolicy::Required,
-        },
-    ));
-    let issuer: Arc<dyn Handler> = Arc::new(join_token_issuer::JoinTokenIssuer(
-        join_token_issuer::Context {
-            store: store.clone(),
-            cluster: cluster.clone(),
-            replies: replies.clone(),
-            token_ttl: chrono::Duration::hours(1),
-            api_endpoint: None,
-        },
-    ));
+    let registration: Arc<dyn Handler> = Arc::new(registration_handler::RegistrationHandler(registration_handler::Context {
+        store: store.clone(),
+        bus: bus.clone(),
+        replies: replies.clone(),
+        policy,
+        signatures: SignaturePolicy::Required,
+    }));
+    let issuer: Arc<dyn Handler> = Arc::new(join_token_issuer::JoinTokenIssuer(join_token_issuer::Context {
+        store: store.clone(),
+        cluster: cluster.clone(),
+        replies: replies.clone(),
+        token_ttl: chrono::Duration::hours(1),
+        api_endpoint: None,
+    }));
     let (stop, _) = broadcast::channel(1);
     let mut workers = vec![];
     for h in [registration, issuer] {
         let queue = QueueSpec::new(format!("worldland.{}", h.name()), h.bindings());
         bus.declare(&queue);
-        workers.push(tokio::spawn(run_consumer(
-            bus.clone(),
-            queue,
-            h,
-            16,
-            stop.subscribe(),
-        )));
+        workers.push(tokio::spawn(run_consumer(bus.clone(), queue, h, 16, stop.subscribe())));
     }
 
     // The agents' side: the bridge would forward each stream entry onto the bus like this.
     let now = Utc::now();
-    let providers: Vec<SimulatedProvider> = (0..opts.providers)
-        .map(|n| SimulatedProvider::new(n, now))
-        .collect();
-    let bad = providers
-        .first()
-        .map(|p| bad_registrations(&streams, p))
-        .unwrap_or_default();
+    let providers: Vec<SimulatedProvider> = (0..opts.providers).map(|n| SimulatedProvider::new(n, now)).collect();
+    let bad = providers.first().map(|p| bad_registrations(&streams, p)).unwrap_or_default();
     let progress = opts.show_progress.then(|| {
         let bar = indicatif::ProgressBar::new((providers.len() + bad.len()) as u64);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} answered  {msg}")
-                .expect("template"),
-        );
+        bar.set_style(indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} answered  {msg}").expect("template"));
         bar
     });
     let mut published_at = BTreeMap::new();
     for (n, p) in providers.iter().enumerate() {
         let env = p.envelope(&streams.registration(), &format!("{}-0", 1_000_000 + n));
         published_at.insert(p.provider_id.clone(), Utc::now());
-        bus.publish(
-            topics::REGISTRATION_RECEIVED,
-            &env.message_id(),
-            &serde_json::to_vec(&env)?,
-        )
-        .await?;
+        bus.publish(topics::REGISTRATION_RECEIVED, &env.message_id(), &serde_json::to_vec(&env)?)
+            .await?;
     }
     // Bad ones go after the good ones, so the wallet thief meets an existing provider.
     let expected_rejections = bad.len();
@@ -266,28 +216,19 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoSummary> {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     for (env, _) in &bad {
-        bus.publish(
-            topics::REGISTRATION_RECEIVED,
-            &env.message_id(),
-            &serde_json::to_vec(env)?,
-        )
-        .await?;
+        bus.publish(topics::REGISTRATION_RECEIVED, &env.message_id(), &serde_json::to_vec(env)?)
+            .await?;
     }
 
     // Wait until every good provider has an answer and every bad one is dead-lettered.
     loop {
-        let answered = providers
-            .iter()
-            .filter(|p| !replies.answers_for(&p.provider_id).is_empty())
-            .count();
+        let answered = providers.iter().filter(|p| !replies.answers_for(&p.provider_id).is_empty()).count();
         let rejected = bus.dead_letters().len();
         if let Some(bar) = &progress {
             bar.set_position((answered + rejected.min(expected_rejections)) as u64);
             bar.set_message(format!("{rejected} rejected"));
         }
-        if (answered == providers.len() && rejected >= expected_rejections)
-            || Instant::now() >= deadline
-        {
+        if (answered == providers.len() && rejected >= expected_rejections) || Instant::now() >= deadline {
             break;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -305,41 +246,25 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoSummary> {
     let mut unanswered = vec![];
     for p in &providers {
         let rec = ProviderRecord::load(store.as_ref(), &p.provider_id).await?;
-        let state = rec
-            .as_ref()
-            .map(|r| r.state.to_string())
-            .unwrap_or_else(|| "missing".into());
+        let state = rec.as_ref().map(|r| r.state.to_string()).unwrap_or_else(|| "missing".into());
         *per_state.entry(state).or_insert(0) += 1;
-        let answer = replies
-            .answers_for(&p.provider_id)
-            .into_iter()
-            .find(|a| a.success);
+        let answer = replies.answers_for(&p.provider_id).into_iter().find(|a| a.success);
         match (&rec, answer) {
             (Some(rec), Some(answer)) if rec.state == ProviderState::Approved => {
                 if join_from_response(&answer, &p.enc_secret).is_ok() {
                     opened += 1;
                 }
                 let published = published_at[&p.provider_id];
-                to_pending.push(
-                    (rec.registered_at - published)
-                        .num_microseconds()
-                        .unwrap_or(0) as f64
-                        / 1000.0,
-                );
+                to_pending.push((rec.registered_at - published).num_microseconds().unwrap_or(0) as f64 / 1000.0);
                 if let Some(approved) = rec.approved_at {
-                    to_approved.push(
-                        (approved - rec.registered_at)
-                            .num_microseconds()
-                            .unwrap_or(0) as f64
-                            / 1000.0,
-                    );
+                    to_approved.push((approved - rec.registered_at).num_microseconds().unwrap_or(0) as f64 / 1000.0);
                 }
             }
             _ => unanswered.push(p.provider_id.clone()),
         }
     }
     let lifecycle = if opts.lifecycle {
-        Some(lifecycle(&providers, store.clone(), cluster.clone()).await?)
+        Some(lifecycle(&providers, store.clone(), cluster.clone(), bus.clone(), replies.clone()).await?)
     } else {
         None
     };
@@ -361,10 +286,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoSummary> {
         sealed_joins_opened: opened,
         unanswered,
         stage_times: BTreeMap::from([
-            (
-                "1 received → pending (validated, signed, stored)".to_string(),
-                stage(to_pending),
-            ),
+            ("1 received → pending (validated, signed, stored)".to_string(), stage(to_pending)),
             (
                 "2 pending → approved (token, answer sealed and sent)".to_string(),
                 stage(to_approved),
@@ -386,6 +308,8 @@ async fn lifecycle(
     providers: &[SimulatedProvider],
     store: Arc<MemoryStore>,
     cluster: Arc<SimulatedCluster>,
+    bus: Arc<MemoryBus>,
+    replies: Arc<MemoryReplies>,
 ) -> anyhow::Result<LifecycleSummary> {
     use chrono::Duration as D;
     use worldland_shared::cluster::NodeInfo;
@@ -414,13 +338,14 @@ async fn lifecycle(
     let sweeper = staleness_sweeper::Context {
         store: store.clone(),
         cluster: cluster.clone(),
+        bus: bus.clone(),
+        replies: replies.clone(),
         stale_after: D::seconds(STALE_AFTER_S),
     };
     let (die_at, return_at, end_at) = (420, 720, 900);
     let dies = |n: usize| n.is_multiple_of(5);
     let returns = |n: usize| n.is_multiple_of(10);
-    let silent =
-        |n: usize, tick: i64| dies(n) && tick >= die_at && (tick < return_at || !returns(n));
+    let silent = |n: usize, tick: i64| dies(n) && tick >= die_at && (tick < return_at || !returns(n));
     // Steady state for the write rate: after the joins (minute 1) until the first deaths; it
     // spans one annotation refresh (every 5 minutes) per node.
     let steady = (60, die_at);
@@ -435,9 +360,7 @@ async fn lifecycle(
         }
         if tick == steady.1 && !providers.is_empty() {
             let minutes = (steady.1 - steady.0) as f64 / 60.0;
-            writes_per_provider_minute = (cluster.writes() - writes_at_steady_start) as f64
-                / providers.len() as f64
-                / minutes;
+            writes_per_provider_minute = (cluster.writes() - writes_at_steady_start) as f64 / providers.len() as f64 / minutes;
         }
         if tick == return_at {
             // The outage is over: how long did detection take for each provider that died?
@@ -445,9 +368,7 @@ async fn lifecycle(
                 let rec = ProviderRecord::load(store.as_ref(), &p.provider_id)
                     .await?
                     .ok_or_else(|| anyhow::anyhow!("provider vanished"))?;
-                if let (ProviderState::Offline, Some(off), Some(last)) =
-                    (rec.state, rec.offline_at, last_beat.get(&n))
-                {
+                if let (ProviderState::Offline, Some(off), Some(last)) = (rec.state, rec.offline_at, last_beat.get(&n)) {
                     latencies.push((off - *last).num_seconds() as f64);
                 }
             }
@@ -525,15 +446,9 @@ pub fn print_table(s: &DemoSummary) {
         "\nsealed join commands opened by their provider: {}/{}",
         s.sealed_joins_opened, s.providers
     );
-    println!(
-        "\n{:<56} {:>9} {:>9} {:>9}",
-        "stage", "median ms", "p95 ms", "max ms"
-    );
+    println!("\n{:<56} {:>9} {:>9} {:>9}", "stage", "median ms", "p95 ms", "max ms");
     for (name, t) in &s.stage_times {
-        println!(
-            "  {name:<54} {:>9.2} {:>9.2} {:>9.2}",
-            t.median_ms, t.p95_ms, t.max_ms
-        );
+        println!("  {name:<54} {:>9.2} {:>9.2} {:>9.2}", t.median_ms, t.p95_ms, t.max_ms);
     }
     if let Some(l) = &s.lifecycle {
         println!(
@@ -544,9 +459,15 @@ pub fn print_table(s: &DemoSummary) {
         for (state, n) in &l.providers_per_state {
             println!("  {state:<26} {n:>8}");
         }
-        println!("  died at minute 7: {}, detected offline: {}, came back at minute 12: {}, available again: {}", l.died, l.detected_offline, l.came_back, l.back_available);
+        println!(
+            "  died at minute 7: {}, detected offline: {}, came back at minute 12: {}, available again: {}",
+            l.died, l.detected_offline, l.came_back, l.back_available
+        );
         let t = &l.offline_detection_latency_s;
-        println!("  offline-detection latency: median {:.0} s, max {:.0} s (bound: threshold + one sweep = {} s)", t.median, t.max, l.detection_bound_s);
+        println!(
+            "  offline-detection latency: median {:.0} s, max {:.0} s (bound: threshold + one sweep = {} s)",
+            t.median, t.max, l.detection_bound_s
+        );
         println!(
             "  Kubernetes writes per provider per minute (steady state): {:.3}",
             l.kubernetes_writes_per_provider_minute
@@ -573,10 +494,7 @@ mod tests {
         .unwrap();
         assert!(s.ok(), "{s:?}");
         assert_eq!(s.providers_per_state.get("approved"), Some(&12));
-        assert_eq!(
-            s.rejections_per_reason.values().sum::<usize>(),
-            s.bad_registrations
-        );
+        assert_eq!(s.rejections_per_reason.values().sum::<usize>(), s.bad_registrations);
         for reason in [
             "invalid_hostname",
             "non_public_ip",
@@ -587,28 +505,19 @@ mod tests {
             "wallet_mismatch",
             "malformed_json",
         ] {
-            assert_eq!(
-                s.rejections_per_reason.get(reason),
-                Some(&1),
-                "{reason}: {s:?}"
-            );
+            assert_eq!(s.rejections_per_reason.get(reason), Some(&1), "{reason}: {s:?}");
         }
         let l = s.lifecycle.unwrap();
-        assert_eq!(
-            (l.died, l.detected_offline, l.came_back, l.back_available),
-            (3, 3, 2, 2)
-        );
+        assert_eq!((l.died, l.detected_offline, l.came_back, l.back_available), (3, 3, 2, 2));
         assert!(
-            l.offline_detection_latency_s.max <= 135.0
-                && l.offline_detection_latency_s.median > 120.0,
+            l.offline_detection_latency_s.max <= 135.0 && l.offline_detection_latency_s.median > 120.0,
             "{l:?}"
         );
         assert_eq!(l.providers_per_state.get("available"), Some(&11));
         assert_eq!(l.providers_per_state.get("offline"), Some(&1));
         // One annotation refresh per node in six minutes, nothing else.
         assert!(
-            l.kubernetes_writes_per_provider_minute > 0.1
-                && l.kubernetes_writes_per_provider_minute < 0.25,
+            l.kubernetes_writes_per_provider_minute > 0.1 && l.kubernetes_writes_per_provider_minute < 0.25,
             "{l:?}"
         );
     }

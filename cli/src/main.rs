@@ -157,10 +157,7 @@ async fn main() -> anyhow::Result<()> {
                 Some(bench::through_redis_and_rabbitmq(through_brokers).await?)
             };
             if json {
-                println!(
-                    "{}",
-                    serde_json::json!({"embedded": a, "through_brokers": b})
-                );
+                println!("{}", serde_json::json!({"embedded": a, "through_brokers": b}));
             } else {
                 bench::print(&a, b.as_ref());
             }
@@ -176,33 +173,19 @@ async fn main() -> anyhow::Result<()> {
             let cfg = Config::from_env()?;
             telemetry::init(cfg.log_format);
             let store = backends::dynamo(&cfg).await;
-            store
-                .ensure_tables()
-                .await
-                .context("creating DynamoDB tables")?;
+            store.ensure_tables().await.context("creating DynamoDB tables")?;
             println!(
                 "DynamoDB tables ready: {}, {} (index {})",
                 cfg.providers_table, cfg.jobs_table, cfg.providers_state_index
             );
-            let bus = backends::rabbit(&cfg)
-                .await
-                .context("connecting to RabbitMQ")?;
+            let bus = backends::rabbit(&cfg).await.context("connecting to RabbitMQ")?;
             for q in worker_queues(&cfg) {
                 bus.declare(&q).await?;
-                println!(
-                    "RabbitMQ queue ready: {} (+ {})",
-                    q.name,
-                    q.dead_letter_name()
-                );
+                println!("RabbitMQ queue ready: {} (+ {})", q.name, q.dead_letter_name());
             }
             let conn = backends::redis(&cfg).await?;
             let reader = backends::redis_blocking(&cfg).await?;
-            let bridge = RedisBridge::new(
-                conn,
-                reader,
-                Arc::new(bus),
-                BridgeSettings::from_config(&cfg),
-            );
+            let bridge = RedisBridge::new(conn, reader, Arc::new(bus), BridgeSettings::from_config(&cfg));
             bridge.ensure_groups().await?;
             println!("Redis consumer group ready: {}", cfg.bridge_group);
         }
@@ -217,37 +200,31 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn up(cfg: Config) -> anyhow::Result<()> {
-    let bus = Arc::new(
-        backends::rabbit(&cfg)
-            .await
-            .context("connecting to RabbitMQ")?,
-    );
+    let bus = Arc::new(backends::rabbit(&cfg).await.context("connecting to RabbitMQ")?);
     let store = backends::store(&cfg).await;
     let replies = backends::replies(&cfg).await?;
     let cluster = backends::cluster(&cfg).await?;
     let shutdown = backends::shutdown_on_signal();
     let handlers: Vec<Arc<dyn Handler>> = vec![
-        Arc::new(registration_handler::RegistrationHandler(
-            registration_handler::Context {
-                store: store.clone(),
-                bus: bus.clone(),
-                replies: replies.clone(),
-                policy: cfg.validation_policy(),
-                signatures: cfg.signature_policy,
-            },
-        )),
-        Arc::new(join_token_issuer::JoinTokenIssuer(
-            join_token_issuer::Context {
-                store: store.clone(),
-                cluster: cluster.clone(),
-                replies,
-                token_ttl: chrono::Duration::seconds(cfg.token_ttl_s),
-                api_endpoint: cfg.api_endpoint.clone(),
-            },
-        )),
-        Arc::new(heartbeat_recorder::HeartbeatRecorder(
-            heartbeat_recorder::Context::from_config(&cfg, store.clone(), cluster.clone()),
-        )),
+        Arc::new(registration_handler::RegistrationHandler(registration_handler::Context {
+            store: store.clone(),
+            bus: bus.clone(),
+            replies: replies.clone(),
+            policy: cfg.validation_policy(),
+            signatures: cfg.signature_policy,
+        })),
+        Arc::new(join_token_issuer::JoinTokenIssuer(join_token_issuer::Context {
+            store: store.clone(),
+            cluster: cluster.clone(),
+            replies: replies.clone(),
+            token_ttl: chrono::Duration::seconds(cfg.token_ttl_s),
+            api_endpoint: cfg.api_endpoint.clone(),
+        })),
+        Arc::new(heartbeat_recorder::HeartbeatRecorder(heartbeat_recorder::Context::from_config(
+            &cfg,
+            store.clone(),
+            cluster.clone(),
+        ))),
     ];
     let mut tasks = vec![];
     for h in handlers {
@@ -264,6 +241,8 @@ async fn up(cfg: Config) -> anyhow::Result<()> {
     let sweeper = Arc::new(staleness_sweeper::Context {
         store: store.clone(),
         cluster,
+        bus: bus.clone(),
+        replies: replies.clone(),
         stale_after: chrono::Duration::seconds(cfg.stale_after_s),
     });
     let sweeping = tokio::spawn(staleness_sweeper::run(
@@ -293,11 +272,8 @@ async fn providers(store: &dyn ItemStore, command: ProvidersCommand) -> anyhow::
         ProvidersCommand::List { state } => {
             let items = match &state {
                 Some(s) => {
-                    let st =
-                        ProviderState::parse(s).with_context(|| format!("unknown state {s}"))?;
-                    store
-                        .query_by_state(Table::Providers, st.as_str(), None)
-                        .await?
+                    let st = ProviderState::parse(s).with_context(|| format!("unknown state {s}"))?;
+                    store.query_by_state(Table::Providers, st.as_str(), None).await?
                 }
                 None => store.scan(Table::Providers).await?,
             };
@@ -330,13 +306,9 @@ async fn providers(store: &dyn ItemStore, command: ProvidersCommand) -> anyhow::
                 println!("registered:      {}", r.registered_at.to_rfc3339());
                 println!(
                     "approved:        {}",
-                    r.approved_at
-                        .map(|t| t.to_rfc3339())
-                        .unwrap_or_else(|| "-".into())
+                    r.approved_at.map(|t| t.to_rfc3339()).unwrap_or_else(|| "-".into())
                 );
-                let opt = |t: Option<chrono::DateTime<chrono::Utc>>| {
-                    t.map(|t| t.to_rfc3339()).unwrap_or_else(|| "-".into())
-                };
+                let opt = |t: Option<chrono::DateTime<chrono::Utc>>| t.map(|t| t.to_rfc3339()).unwrap_or_else(|| "-".into());
                 println!("joined:          {}", opt(r.joined_at));
                 println!("last heartbeat:  {}", opt(r.last_heartbeat));
                 println!(
@@ -345,16 +317,11 @@ async fn providers(store: &dyn ItemStore, command: ProvidersCommand) -> anyhow::
                     r.active_jobs
                 );
                 println!("offline since:   {}", opt(r.offline_at));
-                println!(
-                    "unschedulable:   {}",
-                    r.unschedulable.as_deref().unwrap_or("no")
-                );
+                println!("unschedulable:   {}", r.unschedulable.as_deref().unwrap_or("no"));
                 println!("token id:        {}", r.token_id.as_deref().unwrap_or("-"));
                 println!(
                     "token expires:   {}",
-                    r.token_expires_at
-                        .map(|t| t.to_rfc3339())
-                        .unwrap_or_else(|| "-".into())
+                    r.token_expires_at.map(|t| t.to_rfc3339()).unwrap_or_else(|| "-".into())
                 );
                 println!("spec:            {}", r.spec_json);
                 println!("capacity:        {}", r.capacity_json);

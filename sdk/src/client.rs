@@ -52,8 +52,7 @@ fn first_answer(reply: &Value) -> Option<(String, ProviderResponse)> {
     };
     for e in entries {
         let Value::Array(idf) = e else { continue };
-        let (Some(Value::BulkString(id)), Some(Value::Array(fields))) = (idf.first(), idf.get(1))
-        else {
+        let (Some(Value::BulkString(id)), Some(Value::Array(fields))) = (idf.first(), idf.get(1)) else {
             continue;
         };
         for kv in fields.chunks(2) {
@@ -131,9 +130,7 @@ pub async fn run_join(join: &SealedJoin, dry_run: bool) -> Result<()> {
         return Ok(());
     }
     let mut parts = join.join_command.split_whitespace();
-    let program = parts
-        .next()
-        .ok_or_else(|| Error::Join("empty join command".into()))?;
+    let program = parts.next().ok_or_else(|| Error::Join("empty join command".into()))?;
     let status = tokio::process::Command::new(program)
         .args(parts)
         .status()

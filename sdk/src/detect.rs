@@ -16,8 +16,7 @@ pub const NVIDIA_SMI_ARGS: [&str; 2] = [
 
 fn field(raw: &str) -> Option<String> {
     let v = raw.trim();
-    (!v.is_empty() && !v.starts_with("[N/A]") && !v.starts_with("[Not Supported]") && v != "N/A")
-        .then(|| v.to_string())
+    (!v.is_empty() && !v.starts_with("[N/A]") && !v.starts_with("[Not Supported]") && v != "N/A").then(|| v.to_string())
 }
 
 /// Parses `nvidia-smi --query-gpu=index,name,memory.total,uuid,driver_version,pci.bus_id
@@ -25,26 +24,15 @@ fn field(raw: &str) -> Option<String> {
 /// name is everything between the first field and the last four.
 pub fn parse_nvidia_smi(text: &str) -> std::result::Result<Vec<Gpu>, String> {
     let mut gpus = vec![];
-    for (n, line) in text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-    {
+    for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
         let parts: Vec<&str> = line.split(',').collect();
         if parts.len() < 6 {
-            return Err(format!(
-                "line {}: expected 6 fields, found {}",
-                n + 1,
-                parts.len()
-            ));
+            return Err(format!("line {}: expected 6 fields, found {}", n + 1, parts.len()));
         }
         let tail = &parts[parts.len() - 4..];
         let name = parts[1..parts.len() - 4].join(",").trim().to_string();
         let index = field(parts[0]).and_then(|v| v.parse().ok());
-        let memory_mb = field(tail[0])
-            .and_then(|v| v.parse::<f64>().ok())
-            .map(|m| m as u64)
-            .unwrap_or(0);
+        let memory_mb = field(tail[0]).and_then(|v| v.parse::<f64>().ok()).map(|m| m as u64).unwrap_or(0);
         gpus.push(Gpu {
             index,
             name: if name.is_empty() || name.starts_with("[N/A]") {
@@ -76,10 +64,7 @@ fn gpus_from_nvml() -> Option<Vec<Gpu>> {
         out.push(Gpu {
             index: Some(i),
             name: d.name().unwrap_or_else(|_| "Unknown GPU".into()),
-            memory_mb: d
-                .memory_info()
-                .map(|m| m.total / (1024 * 1024))
-                .unwrap_or(0),
+            memory_mb: d.memory_info().map(|m| m.total / (1024 * 1024)).unwrap_or(0),
             uuid: d.uuid().ok(),
             driver_ver: driver.clone(),
             cuda_version: cuda.clone(),
@@ -90,10 +75,7 @@ fn gpus_from_nvml() -> Option<Vec<Gpu>> {
 }
 
 fn gpus_from_nvidia_smi() -> Option<Vec<Gpu>> {
-    let out = Command::new("nvidia-smi")
-        .args(NVIDIA_SMI_ARGS)
-        .output()
-        .ok()?;
+    let out = Command::new("nvidia-smi").args(NVIDIA_SMI_ARGS).output().ok()?;
     if !out.status.success() {
         return None;
     }
@@ -136,11 +118,7 @@ pub fn parse_cpuinfo(text: &str) -> (u32, u32, Option<String>) {
             _ => {}
         }
     }
-    let physical = if cores.is_empty() {
-        threads
-    } else {
-        cores.len() as u32
-    };
+    let physical = if cores.is_empty() { threads } else { cores.len() as u32 };
     (physical.max(1), threads.max(1), model)
 }
 
@@ -183,23 +161,19 @@ pub fn detect_spec(public_ip: Option<String>, disk_dir: &str) -> Result<(Spec, G
         .arg(disk_dir)
         .output()
         .map_err(|e| Error::Detect(format!("df: {e}")))?;
-    let (total_disk_gb, available_disk_gb) = parse_df(&String::from_utf8_lossy(&df.stdout))
-        .ok_or_else(|| Error::Detect("cannot read df output".into()))?;
+    let (total_disk_gb, available_disk_gb) =
+        parse_df(&String::from_utf8_lossy(&df.stdout)).ok_or_else(|| Error::Detect("cannot read df output".into()))?;
     let hostname = read("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .filter(|h| !h.is_empty())
         .ok_or_else(|| Error::Detect("no host name".into()))?;
     let os = read("/etc/os-release").and_then(|t| {
-        t.lines().find_map(|l| {
-            l.strip_prefix("PRETTY_NAME=")
-                .map(|v| v.trim_matches('"').to_string())
-        })
+        t.lines()
+            .find_map(|l| l.strip_prefix("PRETTY_NAME=").map(|v| v.trim_matches('"').to_string()))
     });
     let public_ip = public_ip
         .or_else(|| detect_public_ip().map(|ip| ip.to_string()))
-        .ok_or_else(|| {
-            Error::Detect("cannot find this machine's address; pass --public-ip".into())
-        })?;
+        .ok_or_else(|| Error::Detect("cannot find this machine's address; pass --public-ip".into()))?;
     let spec = Spec {
         hostname,
         os,
@@ -233,10 +207,7 @@ mod tests {
     fn one_gpu() {
         let g = parse_nvidia_smi(&fixture("nvidia-smi-1gpu.csv")).unwrap();
         assert_eq!(g.len(), 1);
-        assert_eq!(
-            (g[0].name.as_str(), g[0].memory_mb),
-            ("NVIDIA GeForce RTX 4090", 24564)
-        );
+        assert_eq!((g[0].name.as_str(), g[0].memory_mb), ("NVIDIA GeForce RTX 4090", 24564));
         assert_eq!(g[0].pci_bus_id.as_deref(), Some("00000000:01:00.0"));
     }
 
@@ -244,13 +215,8 @@ mod tests {
     fn four_gpus() {
         let g = parse_nvidia_smi(&fixture("nvidia-smi-4gpu.csv")).unwrap();
         assert_eq!(g.len(), 4);
-        assert!(g
-            .iter()
-            .all(|g| g.name == "NVIDIA A100-SXM4-80GB" && g.memory_mb == 81920));
-        assert_eq!(
-            g.iter().map(|g| g.index.unwrap()).collect::<Vec<_>>(),
-            vec![0, 1, 2, 3]
-        );
+        assert!(g.iter().all(|g| g.name == "NVIDIA A100-SXM4-80GB" && g.memory_mb == 81920));
+        assert_eq!(g.iter().map(|g| g.index.unwrap()).collect::<Vec<_>>(), vec![0, 1, 2, 3]);
     }
 
     #[test]
@@ -259,10 +225,7 @@ mod tests {
         assert_eq!(g.len(), 8);
         assert_eq!(g[1].name, "NVIDIA H100 80GB HBM3, rev. B");
         assert_eq!(g[2].uuid, None, "[N/A] uuid");
-        assert_eq!(
-            g[3].memory_mb, 0,
-            "[N/A] memory is reported as 0 and refused by the broker"
-        );
+        assert_eq!(g[3].memory_mb, 0, "[N/A] memory is reported as 0 and refused by the broker");
         assert_eq!(g[4].driver_ver, None, "[Not Supported]");
         assert_eq!(g[5].name, "Unknown GPU");
     }
@@ -281,6 +244,9 @@ mod tests {
             parse_meminfo_total_mb("MemTotal:       131072000 kB\nMemFree: 1 kB\n"),
             Some(128000)
         );
-        assert_eq!(parse_df("Filesystem 1024-blocks Used Available Capacity Mounted on\n/dev/vda 1048576000 0 524288000 50% /\n"), Some((1000, 500)));
+        assert_eq!(
+            parse_df("Filesystem 1024-blocks Used Available Capacity Mounted on\n/dev/vda 1048576000 0 524288000 50% /\n"),
+            Some((1000, 500))
+        );
     }
 }

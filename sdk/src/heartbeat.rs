@@ -19,14 +19,7 @@ pub struct Usage {
     pub memory: f64,
 }
 
-pub fn build_heartbeat(
-    provider_id: &str,
-    node_name: &str,
-    status: &str,
-    active_jobs: u32,
-    usage: &Usage,
-    now: DateTime<Utc>,
-) -> Heartbeat {
+pub fn build_heartbeat(provider_id: &str, node_name: &str, status: &str, active_jobs: u32, usage: &Usage, now: DateTime<Utc>) -> Heartbeat {
     Heartbeat {
         provider_id: provider_id.into(),
         node_name: node_name.into(),
@@ -54,12 +47,7 @@ pub struct HeartbeatStats {
     pub failed: u64,
 }
 
-async fn send(
-    conn: &mut redis::aio::ConnectionManager,
-    s: &HeartbeatSettings,
-    key: &SigningKey,
-    usage: &Usage,
-) -> redis::RedisResult<()> {
+async fn send(conn: &mut redis::aio::ConnectionManager, s: &HeartbeatSettings, key: &SigningKey, usage: &Usage) -> redis::RedisResult<()> {
     let now = Utc::now();
     let hb = build_heartbeat(&s.provider_id, &s.node_name, "available", 0, usage, now);
     let data = serde_json::to_string(&hb).expect("heartbeats serialise");
@@ -93,9 +81,7 @@ pub async fn run_heartbeats(
             _ = tokio::time::sleep_until(next) => {}
         }
         if conn.is_none() {
-            conn = worldland_shared::backends::redis_connection(&s.redis_url, false)
-                .await
-                .ok();
+            conn = worldland_shared::backends::redis_connection(&s.redis_url, false).await.ok();
         }
         let ok = match conn.as_mut() {
             Some(c) => send(c, &s, &key, &usage()).await.is_ok(),
@@ -162,14 +148,9 @@ pub fn parse_memory_usage(text: &str) -> Option<f64> {
 
 impl UsageProbe {
     pub fn sample(&mut self) -> Usage {
-        let cpu_now = std::fs::read_to_string("/proc/stat")
-            .ok()
-            .as_deref()
-            .and_then(parse_proc_stat);
+        let cpu_now = std::fs::read_to_string("/proc/stat").ok().as_deref().and_then(parse_proc_stat);
         let cpu = match (self.last_cpu, cpu_now) {
-            (Some((b0, t0)), Some((b1, t1))) if t1 > t0 => {
-                100.0 * (b1 - b0) as f64 / (t1 - t0) as f64
-            }
+            (Some((b0, t0)), Some((b1, t1))) if t1 > t0 => 100.0 * (b1 - b0) as f64 / (t1 - t0) as f64,
             _ => 0.0,
         };
         self.last_cpu = cpu_now;
@@ -184,13 +165,7 @@ impl UsageProbe {
             .and_then(|n| {
                 let count = n.device_count().ok()?;
                 (0..count)
-                    .map(|i| {
-                        n.device_by_index(i)
-                            .ok()?
-                            .utilization_rates()
-                            .ok()
-                            .map(|u| f64::from(u.gpu))
-                    })
+                    .map(|i| n.device_by_index(i).ok()?.utilization_rates().ok().map(|u| f64::from(u.gpu)))
                     .collect()
             })
             .unwrap_or_default();
@@ -221,10 +196,7 @@ mod tests {
         );
         let mem = "MemTotal:       1000 kB\nMemFree: 100 kB\nMemAvailable:    250 kB\n";
         assert_eq!(parse_memory_usage(mem), Some(75.0));
-        assert_eq!(
-            parse_memory_usage("MemTotal: 0 kB\nMemAvailable: 0 kB"),
-            None
-        );
+        assert_eq!(parse_memory_usage("MemTotal: 0 kB\nMemAvailable: 0 kB"), None);
     }
 
     #[test]
@@ -241,9 +213,7 @@ mod tests {
 
     #[test]
     fn heartbeats_have_the_agents_shape() {
-        let now = DateTime::parse_from_rfc3339("2026-01-01T00:00:30Z")
-            .unwrap()
-            .with_timezone(&Utc);
+        let now = DateTime::parse_from_rfc3339("2026-01-01T00:00:30Z").unwrap().with_timezone(&Utc);
         let hb = build_heartbeat(
             "p",
             "gpu-01",

@@ -48,9 +48,7 @@ impl LocalState {
     pub fn load(dir: &Path) -> Result<Option<Self>> {
         let path = Self::path(dir);
         match std::fs::read_to_string(&path) {
-            Ok(text) => serde_json::from_str(&text)
-                .map(Some)
-                .map_err(|e| err(&path, e)),
+            Ok(text) => serde_json::from_str(&text).map(Some).map_err(|e| err(&path, e)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(err(&path, e)),
         }
@@ -61,8 +59,7 @@ impl LocalState {
         use std::io::Write;
         use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
         std::fs::create_dir_all(dir).map_err(|e| err(dir, e))?;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-            .map_err(|e| err(dir, e))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| err(dir, e))?;
         let path = Self::path(dir);
         let tmp = dir.join("state.json.tmp");
         let mut f = std::fs::OpenOptions::new()
@@ -94,16 +91,9 @@ mod tests {
         };
         s.save(&dir).unwrap();
         assert_eq!(LocalState::load(&dir).unwrap(), Some(s));
-        let mode = std::fs::metadata(LocalState::path(&dir))
-            .unwrap()
-            .permissions()
-            .mode()
-            & 0o777;
+        let mode = std::fs::metadata(LocalState::path(&dir)).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        assert_eq!(
-            std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
-            0o700
-        );
+        assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

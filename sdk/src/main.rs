@@ -13,10 +13,7 @@ use worldland_shared::sealed::new_enc_keypair;
 use worldland_shared::streams::StreamNames;
 
 #[derive(Parser)]
-#[command(
-    name = "worldland-provider-sdk",
-    about = "Join this GPU machine to the WorldLand network"
-)]
+#[command(name = "worldland-provider-sdk", about = "Join this GPU machine to the WorldLand network")]
 struct Cli {
     /// Where the SDK keeps its state.
     #[arg(long, global = true, env = "WORLDLAND_SDK_DIR")]
@@ -32,11 +29,7 @@ enum Command {
         /// File holding the wallet's hex private key (mode 0600).
         #[arg(long, env = "WORLDLAND_WALLET_KEY_FILE")]
         wallet_key: PathBuf,
-        #[arg(
-            long,
-            env = "WORLDLAND_REDIS_URL",
-            default_value = "redis://127.0.0.1:6379"
-        )]
+        #[arg(long, env = "WORLDLAND_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
         redis_url: String,
         /// This machine's public IP (detected when absent).
         #[arg(long)]
@@ -65,11 +58,7 @@ enum Command {
     Run {
         #[arg(long, env = "WORLDLAND_WALLET_KEY_FILE")]
         wallet_key: PathBuf,
-        #[arg(
-            long,
-            env = "WORLDLAND_REDIS_URL",
-            default_value = "redis://127.0.0.1:6379"
-        )]
+        #[arg(long, env = "WORLDLAND_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
         redis_url: String,
         /// Seconds between heartbeats.
         #[arg(long, default_value_t = 30)]
@@ -135,9 +124,7 @@ async fn main() -> anyhow::Result<()> {
                 Err(e) => return Err(e).with_context(|| format!("removing {}", unit.display())),
             }
             if has_systemctl() {
-                let _ = std::process::Command::new("systemctl")
-                    .arg("daemon-reload")
-                    .status();
+                let _ = std::process::Command::new("systemctl").arg("daemon-reload").status();
             }
         }
         Command::Install {
@@ -159,8 +146,7 @@ async fn main() -> anyhow::Result<()> {
                 state.provider_id = uuid::Uuid::new_v4().to_string();
             }
             let (secret, public) = new_enc_keypair();
-            state.enc_secret_key =
-                base64::engine::general_purpose::STANDARD.encode(secret.to_bytes());
+            state.enc_secret_key = base64::engine::general_purpose::STANDARD.encode(secret.to_bytes());
             state.wallet_addr = wallet::wallet_address(&key);
             // Like the agents: keep 20% of CPU and memory for the host.
             let capacity = Capacity {
@@ -191,18 +177,8 @@ async fn main() -> anyhow::Result<()> {
             state.registration_entry = Some(entry.clone());
             state.status = "pending".into();
             state.save(&dir)?;
-            println!(
-                "registered as {}; waiting for the broker…",
-                state.provider_id
-            );
-            let resp = client::wait_for_response(
-                &mut reader,
-                &streams,
-                &state.provider_id,
-                &entry,
-                Duration::from_secs(timeout),
-            )
-            .await?;
+            println!("registered as {}; waiting for the broker…", state.provider_id);
+            let resp = client::wait_for_response(&mut reader, &streams, &state.provider_id, &entry, Duration::from_secs(timeout)).await?;
             state.status = resp.status.clone();
             state.message = resp.message.clone();
             state.node_name = resp.node_name.clone();
@@ -225,14 +201,10 @@ async fn main() -> anyhow::Result<()> {
                 );
                 std::fs::create_dir_all(&unit_dir)?;
                 let path = unit_dir.join(heartbeat::UNIT_NAME);
-                std::fs::write(&path, unit)
-                    .with_context(|| format!("writing {}", path.display()))?;
+                std::fs::write(&path, unit).with_context(|| format!("writing {}", path.display()))?;
                 println!("wrote {}", path.display());
                 if has_systemctl() {
-                    let ok = std::process::Command::new("systemctl")
-                        .arg("daemon-reload")
-                        .status()?
-                        .success()
+                    let ok = std::process::Command::new("systemctl").arg("daemon-reload").status()?.success()
                         && std::process::Command::new("systemctl")
                             .args(["enable", "--now", heartbeat::UNIT_NAME])
                             .status()?
@@ -255,12 +227,7 @@ fn has_systemctl() -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
-async fn run_heartbeats(
-    state: &LocalState,
-    key: k256::ecdsa::SigningKey,
-    redis_url: String,
-    interval: Duration,
-) -> anyhow::Result<()> {
+async fn run_heartbeats(state: &LocalState, key: k256::ecdsa::SigningKey, redis_url: String, interval: Duration) -> anyhow::Result<()> {
     let node_name = state
         .node_name
         .clone()
@@ -274,10 +241,7 @@ async fn run_heartbeats(
     };
     let shutdown = worldland_shared::backends::shutdown_on_signal();
     let mut probe = heartbeat::UsageProbe::default();
-    println!(
-        "sending a heartbeat every {} s; stop with SIGTERM",
-        interval.as_secs()
-    );
+    println!("sending a heartbeat every {} s; stop with SIGTERM", interval.as_secs());
     heartbeat::run_heartbeats(settings, key, move || probe.sample(), shutdown.subscribe()).await;
     Ok(())
 }

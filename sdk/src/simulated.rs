@@ -61,12 +61,7 @@ impl SimulatedProvider {
                 total_disk_gb: Some(2000),
                 available_disk_gb: 1000,
                 // 45.0.0.0–94.255.255.255 holds no private, shared or reserved range.
-                public_ip: format!(
-                    "{}.{}.{}.10",
-                    45 + (n / 65536) % 50,
-                    (n / 256) % 256,
-                    n % 256
-                ),
+                public_ip: format!("{}.{}.{}.10", 45 + (n / 65536) % 50, (n / 256) % 256, n % 256),
                 private_ip: Some("10.0.0.5".into()),
             },
             capacity: Capacity {
@@ -95,12 +90,7 @@ impl SimulatedProvider {
     }
 }
 
-pub fn signed_envelope(
-    reg: &Registration,
-    key: &SigningKey,
-    stream: &str,
-    entry_id: &str,
-) -> StreamEnvelope {
+pub fn signed_envelope(reg: &Registration, key: &SigningKey, stream: &str, entry_id: &str) -> StreamEnvelope {
     let data = serde_json::to_string(reg).expect("serialises");
     StreamEnvelope {
         stream: stream.into(),

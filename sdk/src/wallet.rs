@@ -19,9 +19,7 @@ pub fn load_wallet_key(path: &Path) -> Result<SigningKey> {
         let meta = std::fs::metadata(path).map_err(|e| err(&e.to_string()))?;
         let mode = meta.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
-            return Err(err(&format!(
-                "is readable by others (mode {mode:o}); run chmod 600 on it"
-            )));
+            return Err(err(&format!("is readable by others (mode {mode:o}); run chmod 600 on it")));
         }
     }
     let text = std::fs::read_to_string(path).map_err(|e| err(&e.to_string()))?;
@@ -48,18 +46,12 @@ mod tests {
         std::fs::write(&path, &secret).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         let e = load_wallet_key(&path).unwrap_err().to_string();
-        assert!(
-            e.contains("readable by others") && !e.contains(&"11".repeat(32)),
-            "{e}"
-        );
+        assert!(e.contains("readable by others") && !e.contains(&"11".repeat(32)), "{e}");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         let key = load_wallet_key(&path).unwrap();
         assert!(wallet_address(&key).starts_with("0x"));
         std::fs::write(&path, "not hex").unwrap();
-        assert!(load_wallet_key(&path)
-            .unwrap_err()
-            .to_string()
-            .contains("hex"));
+        assert!(load_wallet_key(&path).unwrap_err().to_string().contains("hex"));
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -38,25 +38,15 @@ pub async fn redis_blocking(cfg: &Config) -> Result<redis::aio::ConnectionManage
     redis_connection(&cfg.redis_url, true).await
 }
 
-pub async fn redis_connection(
-    url: &str,
-    blocking: bool,
-) -> Result<redis::aio::ConnectionManager, BackendError> {
+pub async fn redis_connection(url: &str, blocking: bool) -> Result<redis::aio::ConnectionManager, BackendError> {
     let err = |e: redis::RedisError| BackendError::Redis {
         url: url.to_string(),
         why: e.to_string(),
     };
     let client = redis::Client::open(url).map_err(err)?;
-    let timeout = if blocking {
-        None
-    } else {
-        Some(std::time::Duration::from_secs(5))
-    };
+    let timeout = if blocking { None } else { Some(std::time::Duration::from_secs(5)) };
     let config = redis::aio::ConnectionManagerConfig::new().set_response_timeout(timeout);
-    client
-        .get_connection_manager_with_config(config)
-        .await
-        .map_err(err)
+    client.get_connection_manager_with_config(config).await.map_err(err)
 }
 
 pub fn rabbit_settings(cfg: &Config) -> RabbitSettings {
@@ -89,25 +79,17 @@ pub async fn store(cfg: &Config) -> Arc<dyn ItemStore> {
 pub async fn cluster(cfg: &Config) -> Result<Arc<dyn Cluster>, BackendError> {
     Ok(match cfg.cluster {
         ClusterKind::Simulated => Arc::new(SimulatedCluster::new(
-            cfg.api_endpoint
-                .clone()
-                .unwrap_or_else(|| "https://10.0.0.1:6443".into()),
+            cfg.api_endpoint.clone().unwrap_or_else(|| "https://10.0.0.1:6443".into()),
         )),
         ClusterKind::Kube => {
-            let client = kube::Client::try_default()
-                .await
-                .map_err(|e| BackendError::Kube(e.to_string()))?;
+            let client = kube::Client::try_default().await.map_err(|e| BackendError::Kube(e.to_string()))?;
             Arc::new(KubeCluster::new(client))
         }
     })
 }
 
 pub async fn replies(cfg: &Config) -> Result<Arc<RedisReplies>, BackendError> {
-    Ok(Arc::new(RedisReplies::new(
-        redis(cfg).await?,
-        cfg.streams(),
-        cfg.response_ttl_s,
-    )))
+    Ok(Arc::new(RedisReplies::new(redis(cfg).await?, cfg.streams(), cfg.response_ttl_s)))
 }
 
 /// Runs one worker as a RabbitMQ consumer of its own queue until SIGTERM or Ctrl-C.
@@ -118,14 +100,7 @@ pub async fn run_rabbit_worker(
 ) -> Result<(), BackendError> {
     let queue = crate::bus::QueueSpec::new(cfg.queue(handler.name()), handler.bindings());
     let shutdown = shutdown_on_signal();
-    crate::worker::run_consumer(
-        bus,
-        queue,
-        handler,
-        cfg.prefetch as usize,
-        shutdown.subscribe(),
-    )
-    .await?;
+    crate::worker::run_consumer(bus, queue, handler, cfg.prefetch as usize, shutdown.subscribe()).await?;
     Ok(())
 }
 
@@ -138,9 +113,7 @@ pub fn shutdown_on_signal() -> broadcast::Sender<()> {
         let ctrl_c = tokio::signal::ctrl_c();
         #[cfg(unix)]
         {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    .expect("SIGTERM handler");
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
             tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
         }
         #[cfg(not(unix))]

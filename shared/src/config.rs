@@ -65,6 +65,9 @@ fn d_providers_table() -> String {
 fn d_state_index() -> String {
     "state-heartbeat-index".into()
 }
+fn d_jobs_index() -> String {
+    "state-due-index".into()
+}
 fn d_jobs_table() -> String {
     "worldland-jobs".into()
 }
@@ -134,6 +137,8 @@ pub struct Config {
     pub providers_state_index: String,
     #[serde(default = "d_jobs_table")]
     pub jobs_table: String,
+    #[serde(default = "d_jobs_index")]
+    pub jobs_state_index: String,
     #[serde(default)]
     pub signature_policy: SignaturePolicy,
     #[serde(default)]
@@ -190,35 +195,20 @@ impl Config {
     }
 
     /// From any set of variables (tests pass their own).
-    pub fn from_vars<I: IntoIterator<Item = (String, String)>>(
-        vars: I,
-    ) -> Result<Self, ConfigError> {
-        let vars: Vec<(String, String)> = vars
-            .into_iter()
-            .filter(|(k, _)| k.starts_with(PREFIX))
-            .collect();
+    pub fn from_vars<I: IntoIterator<Item = (String, String)>>(vars: I) -> Result<Self, ConfigError> {
+        let vars: Vec<(String, String)> = vars.into_iter().filter(|(k, _)| k.starts_with(PREFIX)).collect();
         let cfg = match envy::prefixed(PREFIX).from_iter::<_, Config>(vars.clone()) {
             Ok(cfg) => cfg,
-            Err(envy::Error::MissingValue(field)) => {
-                return Err(ConfigError(format!("{} is required", var(field))))
-            }
+            Err(envy::Error::MissingValue(field)) => return Err(ConfigError(format!("{} is required", var(field)))),
             Err(envy::Error::Custom(msg)) => {
                 // envy does not always say which variable it choked on: find it by reading each
                 // variable alone.
                 let culprit = vars
                     .iter()
-                    .find(|kv| {
-                        envy::prefixed(PREFIX)
-                            .from_iter::<_, Config>(vec![(*kv).clone()])
-                            .is_err()
-                    })
+                    .find(|kv| envy::prefixed(PREFIX).from_iter::<_, Config>(vec![(*kv).clone()]).is_err())
                     .map(|(k, _)| k.clone())
                     .unwrap_or_else(|| format!("a {PREFIX}* variable"));
-                let msg = msg
-                    .split(" provided by ")
-                    .next()
-                    .unwrap_or(&msg)
-                    .to_string();
+                let msg = msg.split(" provided by ").next().unwrap_or(&msg).to_string();
                 return Err(ConfigError(format!("{culprit} is invalid: {msg}")));
             }
         };
@@ -283,6 +273,7 @@ impl Config {
             providers: self.providers_table.clone(),
             providers_state_index: self.providers_state_index.clone(),
             jobs: self.jobs_table.clone(),
+            jobs_state_index: self.jobs_state_index.clone(),
         }
     }
 
@@ -302,10 +293,7 @@ mod tests {
     use super::*;
 
     fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     #[test]
@@ -325,10 +313,7 @@ mod tests {
             ("OTHER_PREFETCH", "9"),
         ]))
         .unwrap();
-        assert_eq!(
-            (c.signature_policy, c.prefetch),
-            (SignaturePolicy::Optional, 4)
-        );
+        assert_eq!((c.signature_policy, c.prefetch), (SignaturePolicy::Optional, 4));
     }
 
     #[test]
@@ -336,16 +321,10 @@ mod tests {
         let table = [
             (("WORLDLAND_PREFETCH", "lots"), "WORLDLAND_PREFETCH"),
             (("WORLDLAND_PREFETCH", "0"), "WORLDLAND_PREFETCH"),
-            (
-                ("WORLDLAND_SIGNATURE_POLICY", "sometimes"),
-                "WORLDLAND_SIGNATURE_POLICY",
-            ),
+            (("WORLDLAND_SIGNATURE_POLICY", "sometimes"), "WORLDLAND_SIGNATURE_POLICY"),
             (("WORLDLAND_TOKEN_TTL_S", "5"), "WORLDLAND_TOKEN_TTL_S"),
             (("WORLDLAND_PRICE_CEILING", "-1"), "WORLDLAND_PRICE_CEILING"),
-            (
-                ("WORLDLAND_ALLOW_PRIVATE_NETWORKS", "maybe"),
-                "WORLDLAND_ALLOW_PRIVATE_NETWORKS",
-            ),
+            (("WORLDLAND_ALLOW_PRIVATE_NETWORKS", "maybe"), "WORLDLAND_ALLOW_PRIVATE_NETWORKS"),
         ];
         for ((k, v), want) in table {
             let err = Config::from_vars(vars(&[(k, v)])).unwrap_err();

@@ -63,22 +63,14 @@ pub fn is_valid_label_value(v: &str) -> bool {
         || (v.len() <= 63
             && v.starts_with(|c: char| c.is_ascii_alphanumeric())
             && v.ends_with(|c: char| c.is_ascii_alphanumeric())
-            && v.chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+            && v.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
 }
 
 /// The labels a provider's node carries (and that its jobs select on).
-pub fn provider_node_labels(
-    provider_id: &str,
-    gpu_name: &str,
-    gpu_count: u32,
-) -> BTreeMap<String, String> {
+pub fn provider_node_labels(provider_id: &str, gpu_name: &str, gpu_count: u32) -> BTreeMap<String, String> {
     BTreeMap::from([
         (RENTAL_TYPE.to_string(), RENTAL_TYPE_GPU.to_string()),
-        (
-            PROVIDER_ID.to_string(),
-            label_value(provider_id).unwrap_or_default(),
-        ),
+        (PROVIDER_ID.to_string(), label_value(provider_id).unwrap_or_default()),
         (GPU_MODEL.to_string(), gpu_model_label(gpu_name)),
         (GPU_COUNT.to_string(), gpu_count.to_string()),
     ])
@@ -129,10 +121,7 @@ mod tests {
         for (name, want) in table {
             let got = gpu_model_label(name);
             assert_eq!(got, want, "{name:?}");
-            assert!(
-                is_valid_label_value(&got),
-                "{got:?} must be a valid label value"
-            );
+            assert!(is_valid_label_value(&got), "{got:?} must be a valid label value");
         }
     }
 
@@ -147,10 +136,7 @@ mod tests {
             ".a.".into(),
         ] {
             let got = gpu_model_label(&name);
-            assert!(
-                is_valid_label_value(&got) && !got.is_empty(),
-                "{name:?} -> {got:?}"
-            );
+            assert!(is_valid_label_value(&got) && !got.is_empty(), "{name:?} -> {got:?}");
             assert_eq!(got, gpu_model_label(&name), "deterministic");
         }
     }
@@ -159,9 +145,6 @@ mod tests {
     fn model_matching_goes_through_the_label() {
         assert!(same_gpu_model("NVIDIA GeForce RTX 4090", "RTX 4090"));
         assert!(same_gpu_model("rtx-4090", "NVIDIA GeForce RTX 4090"));
-        assert!(!same_gpu_model(
-            "NVIDIA GeForce RTX 4090",
-            "NVIDIA GeForce RTX 4080"
-        ));
+        assert!(!same_gpu_model("NVIDIA GeForce RTX 4090", "NVIDIA GeForce RTX 4080"));
     }
 }

@@ -255,6 +255,14 @@ pub mod topics {
     pub const HEARTBEAT_RECEIVED: &str = "provider.heartbeat.received";
     pub const PROVIDER_VALIDATED: &str = "provider.validated";
     pub const PROVIDER_APPROVED: &str = "provider.approved";
+    pub const JOB_ALLOCATE: &str = "job.allocate";
+    pub const JOB_RELEASE: &str = "job.release";
+    pub const JOB_ALLOCATED: &str = "job.allocated";
+    pub const JOB_REJECTED: &str = "job.rejected";
+    pub const JOB_RELEASED: &str = "job.released";
+    /// The answers customers (and billing) read, kept on one queue of their own.
+    pub const JOB_EVENTS: &[&str] = &[JOB_ALLOCATED, JOB_REJECTED, JOB_RELEASED];
+    pub const JOB_EVENTS_QUEUE: &str = "job-events";
 }
 
 #[cfg(test)]
@@ -275,18 +283,14 @@ mod tests {
 
     #[test]
     fn accepts_the_product_description_gpu_spelling() {
-        let gpu: Gpu =
-            serde_json::from_str(r#"{"name":"NVIDIA GeForce RTX 4090","memory":24576}"#).unwrap();
+        let gpu: Gpu = serde_json::from_str(r#"{"name":"NVIDIA GeForce RTX 4090","memory":24576}"#).unwrap();
         assert_eq!(gpu.memory_mb, 24576);
     }
 
     #[test]
     fn rejection_has_the_agents_shape() {
         let v = serde_json::to_value(ProviderResponse::rejected("bad")).unwrap();
-        assert_eq!(
-            v,
-            serde_json::json!({"success": false, "status": "rejected", "message": "bad"})
-        );
+        assert_eq!(v, serde_json::json!({"success": false, "status": "rejected", "message": "bad"}));
     }
 
     #[test]
@@ -297,4 +301,87 @@ mod tests {
         };
         assert!(!format!("{s:?}").contains("abcdef"));
     }
+}
+
+/// Customers' requests and the allocator's answers (`job.*` on the bus).
+pub mod jobs {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Serialize};
+
+    /// `job.allocate`.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub struct AllocateRequest {
+        pub job_id: String,
+        pub customer_id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub gpu_model: Option<String>,
+        pub gpus: u32,
+        pub cpu_cores: u32,
+        pub memory_mb: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub max_price_per_gpu_hour: Option<f64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub duration_s: Option<u64>,
+    }
+
+    /// `job.release`.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub struct ReleaseRequest {
+        pub job_id: String,
+        #[serde(default)]
+        pub reason: String,
+    }
+
+    /// `job.allocated`: where the job runs and what it pays.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub struct JobAllocated {
+        pub job_id: String,
+        pub customer_id: String,
+        pub provider_id: String,
+        pub node_name: String,
+        /// Labels a pod's nodeSelector uses to land on that node.
+        pub node_selector: BTreeMap<String, String>,
+        pub gpu_model: String,
+        pub gpus: u32,
+        pub cpu_cores: u32,
+        pub memory_mb: u64,
+        pub price_per_gpu_hour_micros: i64,
+        /// GPUs taken back from mining for this job.
+        pub mining_gpus_taken: u32,
+    }
+
+    /// `job.rejected`.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub struct JobRejected {
+        pub job_id: String,
+        pub reason: String,
+        pub message: String,
+    }
+
+    /// `job.released`: the job is closed, with its duration and cost.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub struct JobReleased {
+        pub job_id: String,
+        pub provider_id: String,
+        pub reason: String,
+        pub duration_ms: i64,
+        /// GPUs × price per GPU-hour × hours, in integer micro-units (exact).
+        pub cost_micros: i64,
+    }
+
+    /// A command to a provider's SDK, on its response stream.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub struct MiningCommand {
+        /// `mining.stop` or `mining.resume`.
+        #[serde(rename = "type")]
+        pub kind: String,
+        pub command_id: String,
+        pub job_id: String,
+        pub gpu_model: String,
+        pub gpus: u32,
+    }
+
+    pub const MINING_STOP: &str = "mining.stop";
+    pub const MINING_RESUME: &str = "mining.resume";
 }

@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use chrono::{SecondsFormat, Utc};
 use redis::aio::ConnectionManager;
 
+use crate::messages::jobs::MiningCommand;
 use crate::messages::ProviderResponse;
 use crate::streams::{StreamNames, AGENT_RESPONSE_GROUP};
 
@@ -24,8 +25,9 @@ pub struct ReplyError {
 
 #[async_trait]
 pub trait ProviderReplies: Send + Sync + 'static {
-    async fn reply(&self, provider_id: &str, response: &ProviderResponse)
-        -> Result<(), ReplyError>;
+    async fn reply(&self, provider_id: &str, response: &ProviderResponse) -> Result<(), ReplyError>;
+    /// A command for the provider's SDK (`mining.stop`, `mining.resume`), on the same stream.
+    async fn command(&self, provider_id: &str, command: &MiningCommand) -> Result<(), ReplyError>;
 }
 
 pub struct RedisReplies {
@@ -36,21 +38,12 @@ pub struct RedisReplies {
 
 impl RedisReplies {
     pub fn new(conn: ConnectionManager, streams: StreamNames, ttl_s: i64) -> Self {
-        Self {
-            conn,
-            streams,
-            ttl_s,
-        }
+        Self { conn, streams, ttl_s }
     }
 }
 
 /// Creates a consumer group at `from`, treating "already exists" as success.
-pub async fn ensure_group(
-    conn: &mut ConnectionManager,
-    stream: &str,
-    group: &str,
-    from: &str,
-) -> redis::RedisResult<()> {
+pub async fn ensure_group(conn: &mut ConnectionManager, stream: &str, group: &str, from: &str) -> redis::RedisResult<()> {
     let res: redis::RedisResult<()> = redis::cmd("XGROUP")
         .arg("CREATE")
         .arg(stream)
@@ -65,23 +58,15 @@ pub async fn ensure_group(
     }
 }
 
-#[async_trait]
-impl ProviderReplies for RedisReplies {
-    async fn reply(
-        &self,
-        provider_id: &str,
-        response: &ProviderResponse,
-    ) -> Result<(), ReplyError> {
+impl RedisReplies {
+    async fn write(&self, provider_id: &str, data: String) -> Result<(), ReplyError> {
         let err = |e: redis::RedisError| ReplyError {
             provider_id: provider_id.to_string(),
             why: e.to_string(),
         };
         let stream = self.streams.response(provider_id);
         let mut conn = self.conn.clone();
-        ensure_group(&mut conn, &stream, AGENT_RESPONSE_GROUP, "0")
-            .await
-            .map_err(err)?;
-        let data = serde_json::to_string(response).expect("responses serialise");
+        ensure_group(&mut conn, &stream, AGENT_RESPONSE_GROUP, "0").await.map_err(err)?;
         let now = Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true);
         redis::pipe()
             .cmd("XADD")
@@ -102,10 +87,24 @@ impl ProviderReplies for RedisReplies {
     }
 }
 
+#[async_trait]
+impl ProviderReplies for RedisReplies {
+    async fn reply(&self, provider_id: &str, response: &ProviderResponse) -> Result<(), ReplyError> {
+        self.write(provider_id, serde_json::to_string(response).expect("responses serialise"))
+            .await
+    }
+
+    async fn command(&self, provider_id: &str, command: &MiningCommand) -> Result<(), ReplyError> {
+        self.write(provider_id, serde_json::to_string(command).expect("commands serialise"))
+            .await
+    }
+}
+
 /// Answers kept in memory, for the embedded default and tests.
 #[derive(Default)]
 pub struct MemoryReplies {
     answers: Mutex<HashMap<String, Vec<ProviderResponse>>>,
+    commands: Mutex<HashMap<String, Vec<MiningCommand>>>,
 }
 
 impl MemoryReplies {
@@ -118,28 +117,37 @@ impl MemoryReplies {
             .unwrap_or_default()
     }
     pub fn total(&self) -> usize {
-        self.answers
+        self.answers.lock().expect("replies lock").values().map(Vec::len).sum()
+    }
+    pub fn commands_for(&self, provider_id: &str) -> Vec<MiningCommand> {
+        self.commands
             .lock()
             .expect("replies lock")
-            .values()
-            .map(Vec::len)
-            .sum()
+            .get(provider_id)
+            .cloned()
+            .unwrap_or_default()
     }
 }
 
 #[async_trait]
 impl ProviderReplies for MemoryReplies {
-    async fn reply(
-        &self,
-        provider_id: &str,
-        response: &ProviderResponse,
-    ) -> Result<(), ReplyError> {
+    async fn reply(&self, provider_id: &str, response: &ProviderResponse) -> Result<(), ReplyError> {
         self.answers
             .lock()
             .expect("replies lock")
             .entry(provider_id.to_string())
             .or_default()
             .push(response.clone());
+        Ok(())
+    }
+
+    async fn command(&self, provider_id: &str, command: &MiningCommand) -> Result<(), ReplyError> {
+        self.commands
+            .lock()
+            .expect("replies lock")
+            .entry(provider_id.to_string())
+            .or_default()
+            .push(command.clone());
         Ok(())
     }
 }

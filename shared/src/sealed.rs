@@ -24,9 +24,7 @@ pub fn seal_join(join: &SealedJoin, enc_pubkey_b64: &str) -> Result<String, Seal
         .ok_or(SealError::BadPublicKey)?;
     let public = PublicKey::from(bytes);
     let plain = serde_json::to_vec(join).expect("SealedJoin serialises");
-    let sealed = public
-        .seal(&mut rand_core::OsRng, &plain)
-        .map_err(|_| SealError::BadPublicKey)?;
+    let sealed = public.seal(&mut rand_core::OsRng, &plain).map_err(|_| SealError::BadPublicKey)?;
     Ok(B64.encode(sealed))
 }
 
@@ -58,13 +56,7 @@ mod tests {
         assert!(!sealed.contains("abcdef"));
         assert_eq!(open_join(&sealed, &secret).unwrap(), join);
         let (other, _) = new_enc_keypair();
-        assert!(matches!(
-            open_join(&sealed, &other),
-            Err(SealError::CannotOpen)
-        ));
-        assert!(matches!(
-            seal_join(&join, "bm90LWEta2V5"),
-            Err(SealError::BadPublicKey)
-        ));
+        assert!(matches!(open_join(&sealed, &other), Err(SealError::CannotOpen)));
+        assert!(matches!(seal_join(&join, "bm90LWEta2V5"), Err(SealError::BadPublicKey)));
     }
 }

@@ -48,14 +48,8 @@ pub fn sign_personal(key: &SigningKey, message: &[u8]) -> String {
 
 /// The address that signed `message`, from a 65-byte hex signature.
 pub fn recover_personal(message: &[u8], signature_hex: &str) -> Result<String, Rejection> {
-    let malformed = || {
-        Rejection::new(
-            Reason::SignatureMalformed,
-            "signature must be 65 bytes of hex (r, s, v)",
-        )
-    };
-    let raw = hex::decode(signature_hex.strip_prefix("0x").unwrap_or(signature_hex))
-        .map_err(|_| malformed())?;
+    let malformed = || Rejection::new(Reason::SignatureMalformed, "signature must be 65 bytes of hex (r, s, v)");
+    let raw = hex::decode(signature_hex.strip_prefix("0x").unwrap_or(signature_hex)).map_err(|_| malformed())?;
     if raw.len() != 65 {
         return Err(malformed());
     }
@@ -71,24 +65,14 @@ pub fn recover_personal(message: &[u8], signature_hex: &str) -> Result<String, R
         sig = low;
         recid = RecoveryId::new(!recid.is_y_odd(), recid.is_x_reduced());
     }
-    let key =
-        VerifyingKey::recover_from_prehash(&eip191_hash(message), &sig, recid).map_err(|_| {
-            Rejection::new(
-                Reason::SignatureMismatch,
-                "signature does not recover to any key",
-            )
-        })?;
+    let key = VerifyingKey::recover_from_prehash(&eip191_hash(message), &sig, recid)
+        .map_err(|_| Rejection::new(Reason::SignatureMismatch, "signature does not recover to any key"))?;
     Ok(address_of(&key))
 }
 
 /// Applies the policy: `Ok(true)` when a valid signature by `wallet` is present, `Ok(false)` when
 /// none is and the policy allows that.
-pub fn verify_entry(
-    data: &[u8],
-    signature: Option<&str>,
-    wallet: &str,
-    policy: SignaturePolicy,
-) -> Result<bool, Rejection> {
+pub fn verify_entry(data: &[u8], signature: Option<&str>, wallet: &str, policy: SignaturePolicy) -> Result<bool, Rejection> {
     match signature {
         None | Some("") => match policy {
             SignaturePolicy::Required => Err(Rejection::new(
@@ -102,10 +86,7 @@ pub fn verify_entry(
             if signer.eq_ignore_ascii_case(wallet) {
                 Ok(true)
             } else {
-                Err(Rejection::new(
-                    Reason::SignatureMismatch,
-                    "signature was not made by wallet_addr",
-                ))
+                Err(Rejection::new(Reason::SignatureMismatch, "signature was not made by wallet_addr"))
             }
         }
     }
@@ -125,10 +106,7 @@ mod tests {
         let mut sk = [0u8; 32];
         sk[31] = 1;
         let key = SigningKey::from_slice(&sk).unwrap();
-        assert_eq!(
-            address_of(key.verifying_key()),
-            "0x7e5f4552091a69125d5dfcb7b8c2659029395bdf"
-        );
+        assert_eq!(address_of(key.verifying_key()), "0x7e5f4552091a69125d5dfcb7b8c2659029395bdf");
     }
 
     #[test]
@@ -165,42 +143,17 @@ mod tests {
             (Some(&sig), &addr, SignaturePolicy::Required, Ok(true)),
             (Some(&sig), &addr, SignaturePolicy::Optional, Ok(true)),
             (None, &addr, SignaturePolicy::Optional, Ok(false)),
-            (
-                None,
-                &addr,
-                SignaturePolicy::Required,
-                Err(Reason::SignatureMissing),
-            ),
-            (
-                Some(&sig),
-                &other,
-                SignaturePolicy::Optional,
-                Err(Reason::SignatureMismatch),
-            ),
-            (
-                Some("0x1234"),
-                &addr,
-                SignaturePolicy::Optional,
-                Err(Reason::SignatureMalformed),
-            ),
-            (
-                Some("zz"),
-                &addr,
-                SignaturePolicy::Required,
-                Err(Reason::SignatureMalformed),
-            ),
+            (None, &addr, SignaturePolicy::Required, Err(Reason::SignatureMissing)),
+            (Some(&sig), &other, SignaturePolicy::Optional, Err(Reason::SignatureMismatch)),
+            (Some("0x1234"), &addr, SignaturePolicy::Optional, Err(Reason::SignatureMalformed)),
+            (Some("zz"), &addr, SignaturePolicy::Required, Err(Reason::SignatureMalformed)),
         ];
         for (s, w, p, want) in table {
-            assert_eq!(
-                verify_entry(b"data", s, w, p).map_err(|r| r.reason),
-                want,
-                "{s:?} {p:?}"
-            );
+            assert_eq!(verify_entry(b"data", s, w, p).map_err(|r| r.reason), want, "{s:?} {p:?}");
         }
         // One changed byte of data: the signature no longer matches.
         assert_eq!(
-            verify_entry(b"datA", Some(&sig), &addr, SignaturePolicy::Required)
-                .map_err(|r| r.reason),
+            verify_entry(b"datA", Some(&sig), &addr, SignaturePolicy::Required).map_err(|r| r.reason),
             Err(Reason::SignatureMismatch)
         );
     }

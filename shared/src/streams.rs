@@ -11,9 +11,7 @@ pub const AGENT_RESPONSE_GROUP: &str = "sdk-group";
 
 impl StreamNames {
     pub fn new(prefix: impl Into<String>) -> Self {
-        Self {
-            prefix: prefix.into(),
-        }
+        Self { prefix: prefix.into() }
     }
     pub fn registration(&self) -> String {
         format!("{}provider:registration", self.prefix)

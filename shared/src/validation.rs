@@ -44,6 +44,7 @@ pub enum Reason {
     NodeNameMismatch,
     NodeNotFound,
     StaleHeartbeat,
+    InvalidRequest,
 }
 
 impl Reason {
@@ -81,6 +82,7 @@ impl Reason {
             Self::NodeNameMismatch => "node_name_mismatch",
             Self::NodeNotFound => "node_not_found",
             Self::StaleHeartbeat => "stale_heartbeat",
+            Self::InvalidRequest => "invalid_request",
         }
     }
 }
@@ -146,10 +148,7 @@ fn refuse(reason: Reason, message: impl Into<String>) -> Rule {
 
 /// A UUID, or 1–63 characters of `[a-z0-9-]` (it names streams and label values).
 pub fn check_provider_id(id: &str) -> Rule {
-    let slug = (1..=63).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    let slug = (1..=63).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
     if slug || uuid::Uuid::parse_str(id).is_ok() {
         Ok(())
     } else {
@@ -166,10 +165,7 @@ pub fn check_wallet_addr(addr: &str) -> Rule {
         return refuse(Reason::InvalidWalletAddr, "wallet_addr must start with 0x");
     };
     if hex_part.len() != 40 || !hex_part.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return refuse(
-            Reason::InvalidWalletAddr,
-            "wallet_addr must be 0x followed by 40 hex digits",
-        );
+        return refuse(Reason::InvalidWalletAddr, "wallet_addr must be 0x followed by 40 hex digits");
     }
     let has_upper = hex_part.bytes().any(|b| b.is_ascii_uppercase());
     let has_lower = hex_part.bytes().any(|b| b.is_ascii_lowercase());
@@ -206,9 +202,7 @@ pub fn check_hostname(host: &str) -> Rule {
         && host.len() <= 253
         && host.split('.').all(|label| {
             (1..=63).contains(&label.len())
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
                 && !label.starts_with('-')
                 && !label.ends_with('-')
         });
@@ -229,10 +223,7 @@ pub fn node_name(hostname: &str) -> String {
 
 fn v4_is_private(ip: Ipv4Addr) -> bool {
     let o = ip.octets();
-    ip.is_private()
-        || ip.is_loopback()
-        || ip.is_link_local()
-        || (o[0] == 100 && (o[1] & 0xc0) == 64)
+    ip.is_private() || ip.is_loopback() || ip.is_link_local() || (o[0] == 100 && (o[1] & 0xc0) == 64)
 }
 
 fn v6_is_private(ip: Ipv6Addr) -> bool {
@@ -243,43 +234,31 @@ fn v6_is_private(ip: Ipv6Addr) -> bool {
 /// A public IPv4 or IPv6 address; private, loopback and link-local only when the operator allows.
 pub fn check_public_ip(ip: &str, allow_private_networks: bool) -> Rule {
     let Ok(addr) = ip.parse::<IpAddr>() else {
-        return refuse(
-            Reason::InvalidPublicIp,
-            "public_ip is not an IPv4 or IPv6 address",
-        );
+        return refuse(Reason::InvalidPublicIp, "public_ip is not an IPv4 or IPv6 address");
     };
     let addr = match addr {
-        IpAddr::V6(v6) => v6
-            .to_ipv4_mapped()
-            .map(IpAddr::V4)
-            .unwrap_or(IpAddr::V6(v6)),
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
         v4 => v4,
     };
     let (never, private) = match addr {
-        IpAddr::V4(v4) => (
-            v4.is_unspecified() || v4.is_multicast() || v4.is_broadcast(),
-            v4_is_private(v4),
-        ),
+        IpAddr::V4(v4) => (v4.is_unspecified() || v4.is_multicast() || v4.is_broadcast(), v4_is_private(v4)),
         IpAddr::V6(v6) => (v6.is_unspecified() || v6.is_multicast(), v6_is_private(v6)),
     };
     if never {
-        return refuse(
-            Reason::NonPublicIp,
-            "public_ip is unspecified, multicast or broadcast",
-        );
+        return refuse(Reason::NonPublicIp, "public_ip is unspecified, multicast or broadcast");
     }
     if private && !allow_private_networks {
-        return refuse(Reason::NonPublicIp, "public_ip is private, loopback or link-local; this network accepts public addresses only");
+        return refuse(
+            Reason::NonPublicIp,
+            "public_ip is private, loopback or link-local; this network accepts public addresses only",
+        );
     }
     Ok(())
 }
 
 fn check_price(price: f64, ceiling: f64) -> Rule {
     if !price.is_finite() || price <= 0.0 {
-        return refuse(
-            Reason::InvalidPrice,
-            "gpu_price_per_hour must be a finite number above 0",
-        );
+        return refuse(Reason::InvalidPrice, "gpu_price_per_hour must be a finite number above 0");
     }
     if price > ceiling {
         return refuse(
@@ -295,10 +274,7 @@ pub fn check_timestamp(ts: Option<DateTime<Utc>>, now: DateTime<Utc>, window: Du
     match ts {
         Some(ts) if (ts - now).abs() > window => refuse(
             Reason::TimestampOutsideWindow,
-            format!(
-                "timestamp is more than {} s away from the broker's clock",
-                window.num_seconds()
-            ),
+            format!("timestamp is more than {} s away from the broker's clock", window.num_seconds()),
         ),
         _ => Ok(()),
     }
@@ -309,47 +285,30 @@ fn check_enc_pubkey(key: Option<&str>) -> Rule {
         None => Ok(()),
         Some(k) => match base64::engine::general_purpose::STANDARD.decode(k) {
             Ok(bytes) if bytes.len() == 32 => Ok(()),
-            _ => refuse(
-                Reason::InvalidEncPubkey,
-                "enc_pubkey must be a base64 X25519 public key (32 bytes)",
-            ),
+            _ => refuse(Reason::InvalidEncPubkey, "enc_pubkey must be a base64 X25519 public key (32 bytes)"),
         },
     }
 }
 
 /// Every rule, in a fixed order; the first broken one is reported.
-pub fn validate_registration(
-    reg: &Registration,
-    policy: &ValidationPolicy,
-    now: DateTime<Utc>,
-) -> Rule {
+pub fn validate_registration(reg: &Registration, policy: &ValidationPolicy, now: DateTime<Utc>) -> Rule {
     check_provider_id(&reg.provider_id)?;
     check_wallet_addr(&reg.wallet_addr)?;
     let spec = &reg.spec;
     check_hostname(&spec.hostname)?;
     check_public_ip(&spec.public_ip, policy.allow_private_networks)?;
     if !(1..=MAX_GPUS).contains(&spec.total_gpus) {
-        return refuse(
-            Reason::GpuCountOutOfRange,
-            format!("total_gpus must be between 1 and {MAX_GPUS}"),
-        );
+        return refuse(Reason::GpuCountOutOfRange, format!("total_gpus must be between 1 and {MAX_GPUS}"));
     }
     if spec.gpus.len() != spec.total_gpus as usize {
         return refuse(
             Reason::GpuCountMismatch,
-            format!(
-                "total_gpus is {} but {} GPUs are listed",
-                spec.total_gpus,
-                spec.gpus.len()
-            ),
+            format!("total_gpus is {} but {} GPUs are listed", spec.total_gpus, spec.gpus.len()),
         );
     }
     for (i, gpu) in spec.gpus.iter().enumerate() {
         if gpu.name.trim().is_empty() || gpu.name.len() > 256 {
-            return refuse(
-                Reason::GpuNameMissing,
-                format!("GPU {i} has no name (or one over 256 characters)"),
-            );
+            return refuse(Reason::GpuNameMissing, format!("GPU {i} has no name (or one over 256 characters)"));
         }
         if !(MIN_GPU_MEMORY_MB..=MAX_GPU_MEMORY_MB).contains(&gpu.memory_mb) {
             return refuse(
@@ -371,10 +330,7 @@ pub fn validate_registration(
         );
     }
     if spec.available_disk_gb < 1 {
-        return refuse(
-            Reason::DiskOutOfRange,
-            "available_disk_gb must be at least 1",
-        );
+        return refuse(Reason::DiskOutOfRange, "available_disk_gb must be at least 1");
     }
     let cap = &reg.capacity;
     if cap.gpu_count.is_some_and(|n| n > spec.total_gpus)
@@ -391,21 +347,12 @@ pub fn validate_registration(
     }
     if let Some(mining) = &reg.mining_config {
         if mining.gpu_count > cap.gpu_count.unwrap_or(spec.total_gpus) {
-            return refuse(
-                Reason::CapacityAboveSpec,
-                "mining_config uses more GPUs than the capacity offers",
-            );
+            return refuse(Reason::CapacityAboveSpec, "mining_config uses more GPUs than the capacity offers");
         }
     }
     check_price(cap.gpu_price_per_hour, policy.price_ceiling)?;
-    if cap
-        .cpu_price_per_hour
-        .is_some_and(|p| !p.is_finite() || p < 0.0)
-    {
-        return refuse(
-            Reason::InvalidPrice,
-            "cpu_price_per_hour must be a finite number, 0 or above",
-        );
+    if cap.cpu_price_per_hour.is_some_and(|p| !p.is_finite() || p < 0.0) {
+        return refuse(Reason::InvalidPrice, "cpu_price_per_hour must be a finite number, 0 or above");
     }
     check_timestamp(reg.timestamp, now, policy.replay_window)?;
     check_enc_pubkey(reg.enc_pubkey.as_deref())?;
@@ -446,30 +393,14 @@ mod tests {
             ("0xD1220A0cf47c7B9Be7A2E6BA89F429762e7b9aDb", Ok(())),
             ("0x5aaeb6053f3e94c9b9a09f33669435e7ef1beaed", Ok(())),
             ("0x5AAEB6053F3E94C9B9A09F33669435E7EF1BEAED", Ok(())),
-            (
-                "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAeD",
-                Err(Reason::WalletChecksumMismatch),
-            ),
-            (
-                "5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed",
-                Err(Reason::InvalidWalletAddr),
-            ),
-            (
-                "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAe",
-                Err(Reason::InvalidWalletAddr),
-            ),
-            (
-                "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAgd",
-                Err(Reason::InvalidWalletAddr),
-            ),
+            ("0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAeD", Err(Reason::WalletChecksumMismatch)),
+            ("5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed", Err(Reason::InvalidWalletAddr)),
+            ("0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAe", Err(Reason::InvalidWalletAddr)),
+            ("0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAgd", Err(Reason::InvalidWalletAddr)),
             ("0x1234...abcd", Err(Reason::InvalidWalletAddr)),
         ];
         for (addr, want) in table {
-            assert_eq!(
-                check_wallet_addr(addr).map_err(|r| r.reason),
-                want,
-                "{addr}"
-            );
+            assert_eq!(check_wallet_addr(addr).map_err(|r| r.reason), want, "{addr}");
         }
     }
 
@@ -543,19 +474,14 @@ mod tests {
 
     #[test]
     fn timestamps() {
-        let now = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
-            .unwrap()
-            .with_timezone(&Utc);
+        let now = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z").unwrap().with_timezone(&Utc);
         let w = Duration::minutes(5);
         let table = [
             (None, true),
             (Some(now), true),
             (Some(now - Duration::minutes(5)), true),
             (Some(now + Duration::minutes(5)), true),
-            (
-                Some(now - Duration::minutes(5) - Duration::seconds(1)),
-                false,
-            ),
+            (Some(now - Duration::minutes(5) - Duration::seconds(1)), false),
             (Some(now + Duration::hours(1)), false),
         ];
         for (ts, ok) in table {

@@ -34,12 +34,7 @@ pub trait Handler: Send + Sync + 'static {
 
 /// Decodes a bus body; one that does not decode is refused (`malformed_json`), never retried.
 pub fn decode<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> Result<T, Outcome> {
-    serde_json::from_slice(body).map_err(|e| {
-        Outcome::Rejected(Rejection::new(
-            Reason::MalformedJson,
-            format!("not {what}: {e}"),
-        ))
-    })
+    serde_json::from_slice(body).map_err(|e| Outcome::Rejected(Rejection::new(Reason::MalformedJson, format!("not {what}: {e}"))))
 }
 
 /// Backoff before a retried message goes back, growing with its deliveries.
@@ -79,16 +74,10 @@ pub async fn run_consumer(
             _ = shutdown.recv() => break,
             d = sub.next() => match d { Some(d) => d, None => break },
         };
-        let permit = permits
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("semaphore is never closed");
+        let permit = permits.clone().acquire_owned().await.expect("semaphore is never closed");
         let handler = handler.clone();
         tokio::spawn(async move {
-            let outcome = handler
-                .handle(&delivery.routing_key, &delivery.body, Utc::now())
-                .await;
+            let outcome = handler.handle(&delivery.routing_key, &delivery.body, Utc::now()).await;
             if let Err(e) = settle(handler.name(), delivery, outcome).await {
                 // The message stays unacked and comes back; handlers are idempotent.
                 tracing::warn!(worker = handler.name(), error = %e, "could not settle a delivery");

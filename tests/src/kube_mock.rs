@@ -34,8 +34,7 @@ pub struct Fixture {
 }
 
 pub fn fixture(name: &str) -> Fixture {
-    let text = std::fs::read_to_string(format!("{}/{name}", fixtures_dir()))
-        .unwrap_or_else(|e| panic!("fixture {name}: {e}"));
+    let text = std::fs::read_to_string(format!("{}/{name}", fixtures_dir())).unwrap_or_else(|e| panic!("fixture {name}: {e}"));
     let v: Value = serde_json::from_str(&text).unwrap();
     Fixture {
         method: v["request"]["method"].as_str().unwrap().into(),
@@ -78,15 +77,11 @@ async fn read(req: Request<Body>) -> Seen {
         method: parts.method.to_string(),
         path: parts.uri.path().to_string(),
         query: parts.uri.query().unwrap_or("").to_string(),
-        content_type: parts
-            .headers
-            .get("content-type")
-            .map(|v| v.to_str().unwrap().to_string()),
+        content_type: parts.headers.get("content-type").map(|v| v.to_str().unwrap().to_string()),
         body: if bytes.is_empty() {
             Value::Null
         } else {
-            serde_json::from_slice(&bytes)
-                .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()))
+            serde_json::from_slice(&bytes).unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()))
         },
     }
 }
@@ -104,24 +99,12 @@ pub struct Expect {
 }
 
 impl Expect {
-    pub fn new(
-        method: &'static str,
-        path: impl Into<String>,
-        query: &'static str,
-        status: u16,
-        response: Value,
-    ) -> Self {
+    pub fn new(method: &'static str, path: impl Into<String>, query: &'static str, status: u16, response: Value) -> Self {
         Self {
             method,
             path: path.into(),
             query,
-            check_body: Box::new(|b| {
-                if b.is_null() {
-                    Ok(())
-                } else {
-                    Err(format!("unexpected body {b}"))
-                }
-            }),
+            check_body: Box::new(|b| if b.is_null() { Ok(()) } else { Err(format!("unexpected body {b}")) }),
             content_type: None,
             status,
             response,
@@ -166,14 +149,10 @@ impl ApiServerVerifier {
                 s.lock().unwrap().push(got.clone());
                 match expected.next() {
                     None => {
-                        f.lock().unwrap().push(format!(
-                            "unexpected call {} {}?{}",
-                            got.method, got.path, got.query
-                        ));
-                        send.send_response(respond(
-                            500,
-                            &json!({"kind": "Status", "code": 500, "message": "unexpected call"}),
-                        ));
+                        f.lock()
+                            .unwrap()
+                            .push(format!("unexpected call {} {}?{}", got.method, got.path, got.query));
+                        send.send_response(respond(500, &json!({"kind": "Status", "code": 500, "message": "unexpected call"})));
                     }
                     Some(e) => {
                         let mut errs = vec![];
@@ -183,8 +162,7 @@ impl ApiServerVerifier {
                                 e.method, e.path, e.query, got.method, got.path, got.query
                             ));
                         }
-                        if e.content_type.is_some() && got.content_type.as_deref() != e.content_type
-                        {
+                        if e.content_type.is_some() && got.content_type.as_deref() != e.content_type {
                             errs.push(format!(
                                 "{} {}: content type {:?}, expected {:?}",
                                 got.method, got.path, got.content_type, e.content_type
@@ -211,22 +189,14 @@ impl ApiServerVerifier {
     pub async fn finish(self, timeout: Duration) -> Vec<Seen> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut ticker = tokio::time::interval(Duration::from_millis(5));
-        while self.seen.lock().unwrap().len() < self.expected
-            && tokio::time::Instant::now() < deadline
-        {
+        while self.seen.lock().unwrap().len() < self.expected && tokio::time::Instant::now() < deadline {
             ticker.tick().await;
         }
         self.task.abort();
         let seen = self.seen.lock().unwrap().clone();
         let failures = self.failures.lock().unwrap().clone();
         assert!(failures.is_empty(), "API server mock: {failures:#?}");
-        assert_eq!(
-            seen.len(),
-            self.expected,
-            "expected {} calls, saw {:#?}",
-            self.expected,
-            seen
-        );
+        assert_eq!(seen.len(), self.expected, "expected {} calls, saw {:#?}", self.expected, seen);
         seen
     }
 }
@@ -234,11 +204,7 @@ impl ApiServerVerifier {
 /// Checks a bootstrap-token Secret body strictly against kubeadm's format and the fixture.
 pub fn check_bootstrap_secret(body: &Value, provider_id: Option<&str>) -> Result<String, String> {
     let fx = fixture("06-create-bootstrap-token.json").request_body;
-    let keys = |v: &Value| {
-        v.as_object()
-            .map(|o| o.keys().cloned().collect::<Vec<_>>())
-            .unwrap_or_default()
-    };
+    let keys = |v: &Value| v.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>()).unwrap_or_default();
     if body["apiVersion"] != "v1" || body["kind"] != "Secret" {
         return Err(format!("not a v1 Secret: {body}"));
     }
@@ -275,17 +241,11 @@ pub fn check_bootstrap_secret(body: &Value, provider_id: Option<&str>) -> Result
         .collect();
     let id = &data["token-id"];
     let secret = &data["token-secret"];
-    let az09 = |s: &str, n: usize| {
-        s.len() == n
-            && s.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-    };
+    let az09 = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
     if !az09(id, 6) || !az09(secret, 16) {
         return Err("token-id must be [a-z0-9]{6} and token-secret [a-z0-9]{16}".into());
     }
-    if body["metadata"]
-        != json!({"name": format!("bootstrap-token-{id}"), "namespace": "kube-system"})
-    {
+    if body["metadata"] != json!({"name": format!("bootstrap-token-{id}"), "namespace": "kube-system"}) {
         return Err(format!(
             "metadata {} does not name bootstrap-token-{id} in kube-system",
             body["metadata"]
@@ -297,22 +257,15 @@ pub fn check_bootstrap_secret(body: &Value, provider_id: Option<&str>) -> Result
         }
     }
     if data["auth-extra-groups"] != "system:bootstrappers:kubeadm:default-node-token" {
-        return Err(format!(
-            "auth-extra-groups is {}",
-            data["auth-extra-groups"]
-        ));
+        return Err(format!("auth-extra-groups is {}", data["auth-extra-groups"]));
     }
-    let exp = chrono::DateTime::parse_from_rfc3339(&data["expiration"])
-        .map_err(|e| format!("expiration: {e}"))?;
+    let exp = chrono::DateTime::parse_from_rfc3339(&data["expiration"]).map_err(|e| format!("expiration: {e}"))?;
     if exp.with_timezone(&chrono::Utc) <= chrono::Utc::now() {
         return Err("expiration is not in the future".into());
     }
     if let Some(p) = provider_id {
         if !data["description"].contains(p) {
-            return Err(format!(
-                "description {:?} does not name provider {p}",
-                data["description"]
-            ));
+            return Err(format!("description {:?} does not name provider {p}", data["description"]));
         }
     }
     Ok(id.clone())
@@ -371,10 +324,7 @@ impl RoutingApiServer {
         tokio::spawn(async move {
             while let Some((req, send)) = handle.next_request().await {
                 let got = read(req).await;
-                me.calls
-                    .lock()
-                    .unwrap()
-                    .push(format!("{} {}", got.method, got.path));
+                me.calls.lock().unwrap().push(format!("{} {}", got.method, got.path));
                 send.send_response(me.answer(&got));
             }
         })
@@ -389,19 +339,14 @@ impl RoutingApiServer {
     }
 
     fn answer(&self, got: &Seen) -> Response<Body> {
-        let name_in = |path: &str| {
-            path.strip_prefix(&format!("{SECRETS_PATH}/"))
-                .map(str::to_string)
-        };
+        let name_in = |path: &str| path.strip_prefix(&format!("{SECRETS_PATH}/")).map(str::to_string);
         match (got.method.as_str(), got.path.as_str()) {
             ("GET", CLUSTER_INFO_PATH) if got.query.is_empty() => {
                 let fx = fixture("05-get-cluster-info.json");
                 respond(fx.status, &fx.response_body)
             }
             ("POST", SECRETS_PATH) => {
-                if got.query != "&fieldManager=worldland"
-                    || got.content_type.as_deref() != Some("application/json")
-                {
+                if got.query != "&fieldManager=worldland" || got.content_type.as_deref() != Some("application/json") {
                     return self.fail(format!(
                         "POST secrets with query {:?} and content type {:?}",
                         got.query, got.content_type
@@ -420,10 +365,7 @@ impl RoutingApiServer {
                         );
                     }
                 }
-                let name = got.body["metadata"]["name"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string();
+                let name = got.body["metadata"]["name"].as_str().unwrap_or_default().to_string();
                 let mut secrets = self.secrets.lock().unwrap();
                 if secrets.contains_key(&name) {
                     let mut body = fixture("07-create-bootstrap-token-again.json").response_body;
@@ -437,18 +379,16 @@ impl RoutingApiServer {
                 secrets.insert(name, created.clone());
                 respond(201, &created)
             }
-            ("GET", p) if name_in(p).is_some() => {
-                match self.secrets.lock().unwrap().get(&name_in(p).unwrap()) {
-                    Some(s) => respond(200, s),
-                    None => {
-                        let name = name_in(p).unwrap();
-                        respond(
-                            404,
-                            &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": format!("secrets \"{name}\" not found"), "reason": "NotFound", "details": {"name": name, "kind": "secrets"}, "code": 404}),
-                        )
-                    }
+            ("GET", p) if name_in(p).is_some() => match self.secrets.lock().unwrap().get(&name_in(p).unwrap()) {
+                Some(s) => respond(200, s),
+                None => {
+                    let name = name_in(p).unwrap();
+                    respond(
+                        404,
+                        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": format!("secrets \"{name}\" not found"), "reason": "NotFound", "details": {"name": name, "kind": "secrets"}, "code": 404}),
+                    )
                 }
-            }
+            },
             ("DELETE", p) if name_in(p).is_some() => {
                 let name = name_in(p).unwrap();
                 match self.secrets.lock().unwrap().remove(&name) {
@@ -458,8 +398,7 @@ impl RoutingApiServer {
                         respond(200, &body)
                     }
                     None => {
-                        let mut body =
-                            fixture("12-delete-bootstrap-token-again.json").response_body;
+                        let mut body = fixture("12-delete-bootstrap-token-again.json").response_body;
                         body["details"]["name"] = json!(name);
                         respond(404, &body)
                     }
@@ -478,9 +417,7 @@ impl RoutingApiServer {
                 }
             }
             ("PATCH", p) if p.starts_with("/api/v1/nodes/") => {
-                if got.query != "&fieldManager=worldland"
-                    || got.content_type.as_deref() != Some("application/merge-patch+json")
-                {
+                if got.query != "&fieldManager=worldland" || got.content_type.as_deref() != Some("application/merge-patch+json") {
                     return self.fail(format!(
                         "PATCH node with query {:?} and content type {:?}",
                         got.query, got.content_type
@@ -491,27 +428,17 @@ impl RoutingApiServer {
                 let Some(node) = nodes.get_mut(name) else {
                     return self.fail(format!("PATCH of unknown node {name}"));
                 };
-                let current = node["metadata"]["resourceVersion"]
-                    .as_str()
-                    .unwrap_or("0")
-                    .to_string();
+                let current = node["metadata"]["resourceVersion"].as_str().unwrap_or("0").to_string();
                 if let Some(rv) = got.body["metadata"]["resourceVersion"].as_str() {
                     if rv != current {
-                        return respond(
-                            409,
-                            &fixture("26-patch-node-stale-resource-version.json").response_body,
-                        );
+                        return respond(409, &fixture("26-patch-node-stale-resource-version.json").response_body);
                     }
                 }
                 merge_patch(node, &got.body);
-                node["metadata"]["resourceVersion"] =
-                    json!((current.parse::<u64>().unwrap_or(0) + 1).to_string());
+                node["metadata"]["resourceVersion"] = json!((current.parse::<u64>().unwrap_or(0) + 1).to_string());
                 respond(200, node)
             }
-            _ => self.fail(format!(
-                "unexpected call {} {}?{}",
-                got.method, got.path, got.query
-            )),
+            _ => self.fail(format!("unexpected call {} {}?{}", got.method, got.path, got.query)),
         }
     }
 

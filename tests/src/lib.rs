@@ -15,8 +15,7 @@ use worldland_shared::{backends, Config};
 
 /// Where scripts/test started dynalite.
 pub fn dynamodb_endpoint() -> String {
-    std::env::var("WORLDLAND_TEST_DYNAMODB_ENDPOINT")
-        .unwrap_or_else(|_| "http://127.0.0.1:4567".into())
+    std::env::var("WORLDLAND_TEST_DYNAMODB_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:4567".into())
 }
 
 pub struct TestEnv {
@@ -27,18 +26,12 @@ pub struct TestEnv {
 
 impl TestEnv {
     pub fn new(overrides: &[(&str, &str)]) -> Self {
-        let id = format!(
-            "wltest-{}",
-            &uuid::Uuid::new_v4().simple().to_string()[..12]
-        );
+        let id = format!("wltest-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
         let mut vars: BTreeMap<String, String> = BTreeMap::from([
             ("WORLDLAND_STREAM_PREFIX".into(), format!("{id}:")),
             ("WORLDLAND_EXCHANGE".into(), id.clone()),
             ("WORLDLAND_QUEUE_PREFIX".into(), format!("{id}.")),
-            (
-                "WORLDLAND_PROVIDERS_TABLE".into(),
-                format!("{id}-providers"),
-            ),
+            ("WORLDLAND_PROVIDERS_TABLE".into(), format!("{id}-providers")),
             ("WORLDLAND_JOBS_TABLE".into(), format!("{id}-jobs")),
             ("WORLDLAND_DYNAMODB_ENDPOINT".into(), dynamodb_endpoint()),
             ("WORLDLAND_BRIDGE_GROUP".into(), format!("{id}-bridge")),
@@ -65,17 +58,12 @@ impl TestEnv {
 
     /// A connection of its own for blocking reads.
     pub async fn redis_blocking(&self) -> ConnectionManager {
-        backends::redis_blocking(&self.cfg)
-            .await
-            .expect("Redis on 127.0.0.1:6379")
+        backends::redis_blocking(&self.cfg).await.expect("Redis on 127.0.0.1:6379")
     }
 
     pub async fn dynamo(&self) -> DynamoStore {
         let store = backends::dynamo(&self.cfg).await;
-        store
-            .ensure_tables()
-            .await
-            .expect("dynalite (scripts/test starts it)");
+        store.ensure_tables().await.expect("dynalite (scripts/test starts it)");
         store
     }
 
@@ -112,17 +100,10 @@ impl TestEnv {
 
 impl Drop for TestEnv {
     fn drop(&mut self) {
-        let (cfg, id, queues) = (
-            self.cfg.clone(),
-            self.id.clone(),
-            self.queues.lock().unwrap().clone(),
-        );
+        let (cfg, id, queues) = (self.cfg.clone(), self.id.clone(), self.queues.lock().unwrap().clone());
         // Drop cannot await; clean up on a thread of its own so it also runs after a panic.
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
             rt.block_on(Self::cleanup(cfg, id, queues));
         })
         .join();
@@ -168,12 +149,7 @@ impl worldland_shared::worker::Handler for Counted {
     fn bindings(&self) -> &'static [&'static str] {
         self.inner.bindings()
     }
-    async fn handle(
-        &self,
-        key: &str,
-        body: &[u8],
-        now: chrono::DateTime<chrono::Utc>,
-    ) -> worldland_shared::worker::Outcome {
+    async fn handle(&self, key: &str, body: &[u8], now: chrono::DateTime<chrono::Utc>) -> worldland_shared::worker::Outcome {
         let out = self.inner.handle(key, body, now).await;
         self.done.send_modify(|c| *c += 1);
         out
@@ -239,12 +215,7 @@ pub mod lifecycle {
     }
 
     /// Registers and approves `p` through the real handler and issuer.
-    pub async fn approve(
-        p: &SimulatedProvider,
-        store: Arc<dyn ItemStore>,
-        cluster: Arc<dyn Cluster>,
-        now: DateTime<Utc>,
-    ) {
+    pub async fn approve(p: &SimulatedProvider, store: Arc<dyn ItemStore>, cluster: Arc<dyn Cluster>, now: DateTime<Utc>) {
         let replies = Arc::new(MemoryReplies::default());
         let reg_ctx = registration_handler::Context {
             store: store.clone(),
@@ -255,10 +226,7 @@ pub mod lifecycle {
         };
         let entry = format!("{}-0", now.timestamp_millis());
         let env = signed_envelope(&p.registration, &p.key, "provider:registration", &entry);
-        assert_eq!(
-            registration_handler::handle(&env, &reg_ctx, now).await,
-            Outcome::Done
-        );
+        assert_eq!(registration_handler::handle(&env, &reg_ctx, now).await, Outcome::Done);
         let issuer = join_token_issuer::Context {
             store,
             cluster,
@@ -271,10 +239,7 @@ pub mod lifecycle {
             registration_id: entry,
             enc_pubkey: p.registration.enc_pubkey.clone(),
         };
-        assert_eq!(
-            join_token_issuer::handle(&msg, &issuer, now).await,
-            Outcome::Done
-        );
+        assert_eq!(join_token_issuer::handle(&msg, &issuer, now).await, Outcome::Done);
     }
 
     /// A heartbeat from `p` at `at`, signed by its wallet, as the bridge forwards it.
@@ -298,4 +263,59 @@ pub mod lifecycle {
             timestamp: None,
         }
     }
+}
+
+/// An in-process bus where job events have a queue to land on.
+pub fn event_sink() -> Arc<worldland_shared::bus::memory::MemoryBus> {
+    let bus = Arc::new(worldland_shared::bus::memory::MemoryBus::new(5));
+    bus.declare(&QueueSpec::new(
+        worldland_shared::messages::topics::JOB_EVENTS_QUEUE,
+        worldland_shared::messages::topics::JOB_EVENTS,
+    ));
+    bus
+}
+
+/// A sweeper on the given store and cluster, its events going to in-process sinks.
+pub fn sweeper(
+    store: Arc<dyn worldland_shared::state::ItemStore>,
+    cluster: Arc<dyn worldland_shared::cluster::Cluster>,
+    stale_after: chrono::Duration,
+) -> staleness_sweeper::Context {
+    staleness_sweeper::Context {
+        store,
+        cluster,
+        bus: event_sink(),
+        replies: Arc::new(worldland_shared::replies::MemoryReplies::default()),
+        stale_after,
+    }
+}
+
+/// Seeds an available provider with its ledger set up from `reg` (as the recorder would).
+pub async fn seed_available(
+    store: &dyn worldland_shared::state::ItemStore,
+    reg: &worldland_shared::messages::Registration,
+    now: chrono::DateTime<chrono::Utc>,
+) {
+    use worldland_shared::state::providers::{attr, ms, register_pending};
+    use worldland_shared::state::{Cond, Op};
+    let mut ops = register_pending(reg, "0-0", now).ops;
+    ops.retain(|o| o.path() != attr::STATE);
+    ops.push(Op::set(attr::STATE, "available"));
+    ops.push(Op::set(attr::LAST_HB, ms(now)));
+    ops.retain(|o| o.path() != attr::HB_AT);
+    ops.push(Op::set(attr::HB_AT, ms(now)));
+    ops.extend(worldland_shared::ledger::init_ledger_ops(
+        &reg.spec,
+        &reg.capacity,
+        reg.mining_config.as_ref(),
+    ));
+    store
+        .update(
+            worldland_shared::state::Table::Providers,
+            &reg.provider_id,
+            &Cond::ItemNotExists,
+            &ops,
+        )
+        .await
+        .expect("seeding a provider");
 }

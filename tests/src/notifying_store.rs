@@ -40,10 +40,7 @@ impl NotifyingStore {
             }
         })
         .await;
-        assert!(
-            waited.is_ok(),
-            "timed out after {timeout:?} waiting for: {what}"
-        );
+        assert!(waited.is_ok(), "timed out after {timeout:?} waiting for: {what}");
     }
 }
 
@@ -52,25 +49,14 @@ impl ItemStore for NotifyingStore {
     async fn get(&self, table: Table, key: &str) -> StoreResult<Option<Item>> {
         self.inner.get(table, key).await
     }
-    async fn update(
-        &self,
-        table: Table,
-        key: &str,
-        cond: &Cond,
-        ops: &[Op],
-    ) -> StoreResult<Option<Item>> {
+    async fn update(&self, table: Table, key: &str, cond: &Cond, ops: &[Op]) -> StoreResult<Option<Item>> {
         let out = self.inner.update(table, key, cond, ops).await?;
         if out.is_some() {
             self.writes.send_modify(|n| *n += 1);
         }
         Ok(out)
     }
-    async fn query_by_state(
-        &self,
-        table: Table,
-        state: &str,
-        hb_before: Option<i64>,
-    ) -> StoreResult<Vec<Item>> {
+    async fn query_by_state(&self, table: Table, state: &str, hb_before: Option<i64>) -> StoreResult<Vec<Item>> {
         self.inner.query_by_state(table, state, hb_before).await
     }
     async fn scan(&self, table: Table) -> StoreResult<Vec<Item>> {

@@ -139,12 +139,7 @@ fn cases(p: &SimulatedProvider, thief: &SimulatedProvider) -> Vec<Case> {
         "gpu_count_out_of_range",
         true,
     );
-    case(
-        "65 GPUs",
-        &|v| v["spec"]["total_gpus"] = json!(65),
-        "gpu_count_out_of_range",
-        true,
-    );
+    case("65 GPUs", &|v| v["spec"]["total_gpus"] = json!(65), "gpu_count_out_of_range", true);
     case(
         "GPU count and list disagree",
         &|v| {
@@ -214,12 +209,7 @@ fn cases(p: &SimulatedProvider, thief: &SimulatedProvider) -> Vec<Case> {
         "capacity_above_spec",
         true,
     );
-    case(
-        "offers no GPU",
-        &|v| v["capacity"]["gpu_count"] = json!(0),
-        "no_gpu_offered",
-        true,
-    );
+    case("offers no GPU", &|v| v["capacity"]["gpu_count"] = json!(0), "no_gpu_offered", true);
     case(
         "free GPUs",
         &|v| v["capacity"]["gpu_price_per_hour"] = json!(0.0),
@@ -258,13 +248,7 @@ fn cases(p: &SimulatedProvider, thief: &SimulatedProvider) -> Vec<Case> {
     );
     case(
         "no spec",
-        &|v| {
-            v.as_object_mut()
-                .unwrap()
-                .remove("spec")
-                .map(|_| ())
-                .unwrap_or(())
-        },
+        &|v| v.as_object_mut().unwrap().remove("spec").map(|_| ()).unwrap_or(()),
         "malformed_json",
         true,
     );
@@ -306,9 +290,7 @@ fn cases(p: &SimulatedProvider, thief: &SimulatedProvider) -> Vec<Case> {
         answered: true,
     });
     let mut tampered = signed(&base, &p.key);
-    tampered.data = tampered
-        .data
-        .replacen(&p.registration.spec.hostname, "tampered-host", 1);
+    tampered.data = tampered.data.replacen(&p.registration.spec.hostname, "tampered-host", 1);
     out.push(Case {
         name: "data changed after signing",
         envelope: tampered,
@@ -363,10 +345,7 @@ async fn every_bad_registration_is_refused_with_its_reason_and_changes_nothing()
     };
     // The real provider registers first, so the id-theft case meets an existing provider.
     let first = p.envelope("provider:registration", "0-1");
-    assert_eq!(
-        registration_handler::handle(&first, &ctx, now).await,
-        Outcome::Done
-    );
+    assert_eq!(registration_handler::handle(&first, &ctx, now).await, Outcome::Done);
     let before = store.scan(Table::Providers).await.unwrap();
     let published_before = bus.published();
 
@@ -377,18 +356,12 @@ async fn every_bad_registration_is_refused_with_its_reason_and_changes_nothing()
         let id = serde_json::from_str::<Value>(&case.envelope.data)
             .ok()
             .and_then(|v| v["provider_id"].as_str().map(str::to_string));
-        let answers_before = id
-            .as_deref()
-            .map(|i| replies.answers_for(i).len())
-            .unwrap_or(0);
+        let answers_before = id.as_deref().map(|i| replies.answers_for(i).len()).unwrap_or(0);
         match registration_handler::handle(&case.envelope, &ctx, now).await {
             Outcome::Rejected(r) => {
                 assert_eq!(r.reason.code(), case.reason, "{}: {}", case.name, r.message)
             }
-            other => panic!(
-                "{}: expected rejection {}, got {other:?}",
-                case.name, case.reason
-            ),
+            other => panic!("{}: expected rejection {}, got {other:?}", case.name, case.reason),
         }
         assert_eq!(
             store.scan(Table::Providers).await.unwrap(),
@@ -396,20 +369,10 @@ async fn every_bad_registration_is_refused_with_its_reason_and_changes_nothing()
             "{}: the store changed",
             case.name
         );
-        assert_eq!(
-            bus.published(),
-            published_before,
-            "{}: something was published",
-            case.name
-        );
+        assert_eq!(bus.published(), published_before, "{}: something was published", case.name);
         if case.answered {
             let answers = replies.answers_for(id.as_deref().unwrap());
-            assert_eq!(
-                answers.len(),
-                answers_before + 1,
-                "{}: not answered",
-                case.name
-            );
+            assert_eq!(answers.len(), answers_before + 1, "{}: not answered", case.name);
             let last = answers.last().unwrap();
             assert!(
                 !last.success && last.status == "rejected" && last.message.starts_with(case.reason),
@@ -450,10 +413,7 @@ async fn an_unsigned_registration_is_accepted_only_under_policy_optional() {
     );
     // A wrong signature is refused even under `optional`.
     let mut wrong = p.envelope("provider:registration", "6-0");
-    wrong.signature = Some(sign_personal(
-        &SimulatedProvider::new(4, now).key,
-        wrong.data.as_bytes(),
-    ));
+    wrong.signature = Some(sign_personal(&SimulatedProvider::new(4, now).key, wrong.data.as_bytes()));
     assert!(
         matches!(registration_handler::handle(&wrong, &ctx(SignaturePolicy::Optional), now).await, Outcome::Rejected(r) if r.reason.code() == "signature_mismatch")
     );

@@ -52,30 +52,23 @@ impl Plane {
         let api = RoutingApiServer::default();
         api.spawn(handle);
         let cluster = Arc::new(KubeCluster::new(client));
-        let handler = Counted::new(Arc::new(registration_handler::RegistrationHandler(
-            registration_handler::Context {
-                store: store.clone(),
-                bus: bus.clone(),
-                replies: replies.clone(),
-                policy: env.cfg.validation_policy(),
-                signatures: env.cfg.signature_policy,
-            },
-        )));
-        let issuer = Counted::new(Arc::new(join_token_issuer::JoinTokenIssuer(
-            join_token_issuer::Context {
-                store: store.clone(),
-                cluster: cluster.clone(),
-                replies,
-                token_ttl: chrono::Duration::hours(1),
-                api_endpoint: None,
-            },
-        )));
+        let handler = Counted::new(Arc::new(registration_handler::RegistrationHandler(registration_handler::Context {
+            store: store.clone(),
+            bus: bus.clone(),
+            replies: replies.clone(),
+            policy: env.cfg.validation_policy(),
+            signatures: env.cfg.signature_policy,
+        })));
+        let issuer = Counted::new(Arc::new(join_token_issuer::JoinTokenIssuer(join_token_issuer::Context {
+            store: store.clone(),
+            cluster: cluster.clone(),
+            replies,
+            token_ttl: chrono::Duration::hours(1),
+            api_endpoint: None,
+        })));
         let (stop, _) = broadcast::channel(1);
         let mut tasks = vec![];
-        for h in [
-            handler.clone() as Arc<dyn Handler>,
-            issuer.clone() as Arc<dyn Handler>,
-        ] {
+        for h in [handler.clone() as Arc<dyn Handler>, issuer.clone() as Arc<dyn Handler>] {
             let q = env.queue(h.name(), h.bindings());
             bus.declare(&q).await.unwrap();
             let (bus, rx) = (bus.clone() as Arc<dyn Bus>, stop.subscribe());
@@ -104,12 +97,7 @@ impl Plane {
             block_ms: 100,
             ..BridgeSettings::from_config(&self.env.cfg)
         };
-        RedisBridge::new(
-            self.redis.clone(),
-            self.env.redis_blocking().await,
-            bus,
-            settings,
-        )
+        RedisBridge::new(self.redis.clone(), self.env.redis_blocking().await, bus, settings)
     }
 
     async fn run_bridge(&mut self) {
@@ -150,21 +138,15 @@ async fn signed_registrations_become_sealed_join_commands() {
     let mut plane = Plane::start(&[]).await;
     plane.run_bridge().await;
     let streams = plane.env.cfg.streams();
-    let providers: Vec<SimulatedProvider> = (0..4)
-        .map(|n| SimulatedProvider::new(n, chrono::Utc::now()))
-        .collect();
+    let providers: Vec<SimulatedProvider> = (0..4).map(|n| SimulatedProvider::new(n, chrono::Utc::now())).collect();
     let mut waits = vec![];
     for p in &providers {
         let mut conn = plane.redis.clone();
-        let entry = publish_registration(&mut conn, &streams, &p.registration, &p.key)
-            .await
-            .unwrap();
+        let entry = publish_registration(&mut conn, &streams, &p.registration, &p.key).await.unwrap();
         let (streams, id) = (streams.clone(), p.provider_id.clone());
         let mut reader = plane.env.redis_blocking().await;
         waits.push(tokio::spawn(async move {
-            wait_for_response(&mut reader, &streams, &id, &entry, WAIT)
-                .await
-                .unwrap()
+            wait_for_response(&mut reader, &streams, &id, &entry, WAIT).await.unwrap()
         }));
     }
     for (p, w) in providers.iter().zip(waits) {
@@ -181,16 +163,9 @@ async fn signed_registrations_become_sealed_join_commands() {
                 .contains_key(&format!("bootstrap-token-{token_id}")),
             "the token exists in the cluster"
         );
-        assert!(join
-            .join_command
-            .contains(answer.ca_hash.as_deref().unwrap()));
-        plane
-            .wait_state(&p.provider_id, ProviderState::Approved)
-            .await;
-        let rec = ProviderRecord::load(plane.store.as_ref(), &p.provider_id)
-            .await
-            .unwrap()
-            .unwrap();
+        assert!(join.join_command.contains(answer.ca_hash.as_deref().unwrap()));
+        plane.wait_state(&p.provider_id, ProviderState::Approved).await;
+        let rec = ProviderRecord::load(plane.store.as_ref(), &p.provider_id).await.unwrap().unwrap();
         assert_eq!(rec.token_id.as_deref(), Some(token_id.as_str()));
     }
     assert_eq!(plane.api.token_count(), 4);
@@ -253,13 +228,8 @@ async fn an_old_unsigned_agent_that_makes_its_group_late_still_gets_the_answer()
         .query_async(&mut conn)
         .await
         .unwrap();
-    let entry = &reply
-        .keys
-        .first()
-        .expect("the old agent's group delivers the answer")
-        .ids[0];
-    let answer: ProviderResponse =
-        serde_json::from_str(&entry.get::<String>("data").unwrap()).unwrap();
+    let entry = &reply.keys.first().expect("the old agent's group delivers the answer").ids[0];
+    let answer: ProviderResponse = serde_json::from_str(&entry.get::<String>("data").unwrap()).unwrap();
     assert!(answer.success && answer.status == "approved", "{answer:?}");
     assert!(answer
         .join_command
@@ -267,9 +237,7 @@ async fn an_old_unsigned_agent_that_makes_its_group_late_still_gets_the_answer()
         .unwrap()
         .starts_with("kubeadm join 127.0.0.1:6443 --token "));
     assert!(answer.sealed_join.is_none());
-    plane
-        .wait_state(&p.provider_id, ProviderState::Approved)
-        .await;
+    plane.wait_state(&p.provider_id, ProviderState::Approved).await;
     plane.stop().await;
 }
 
@@ -284,9 +252,7 @@ impl Bus for CrashAfterPublish {
     async fn publish(&self, key: &str, id: &str, body: &[u8]) -> BusResult<()> {
         self.inner.publish(key, id, body).await?;
         self.crashed.store(true, Ordering::SeqCst);
-        Err(BusError::Connection(
-            "bridge process died before XACK".into(),
-        ))
+        Err(BusError::Connection("bridge process died before XACK".into()))
     }
     async fn subscribe(&self, q: &QueueSpec) -> BusResult<Box<dyn Subscription>> {
         self.inner.subscribe(q).await
@@ -299,18 +265,14 @@ async fn every_message_delivered_twice_still_leaves_one_provider_and_one_token()
     let streams = plane.env.cfg.streams();
     let p = SimulatedProvider::new(11, chrono::Utc::now());
     let mut conn = plane.redis.clone();
-    let entry = publish_registration(&mut conn, &streams, &p.registration, &p.key)
-        .await
-        .unwrap();
+    let entry = publish_registration(&mut conn, &streams, &p.registration, &p.key).await.unwrap();
 
     // The bridge publishes, then dies before XACK; a second bridge reclaims and publishes again.
     let crashing = Arc::new(CrashAfterPublish {
         inner: plane.bus.clone(),
         crashed: AtomicBool::new(false),
     });
-    let first = plane
-        .bridge("bridge-crashes", crashing.clone(), 60_000)
-        .await;
+    let first = plane.bridge("bridge-crashes", crashing.clone(), 60_000).await;
     first.ensure_groups().await.unwrap();
     assert_eq!(first.poll_once().await.unwrap().left_pending, 1);
     assert!(crashing.crashed.load(Ordering::SeqCst));
@@ -331,30 +293,18 @@ async fn every_message_delivered_twice_still_leaves_one_provider_and_one_token()
     .unwrap();
     plane
         .bus
-        .publish(
-            worldland_shared::messages::topics::REGISTRATION_RECEIVED,
-            "redelivered",
-            &env,
-        )
+        .publish(worldland_shared::messages::topics::REGISTRATION_RECEIVED, "redelivered", &env)
         .await
         .unwrap();
 
     // Three registration deliveries, each passed on once: three validated messages handled.
     plane.handler.wait_for(3, WAIT).await;
     plane.issuer.wait_for(3, WAIT).await;
-    let answer = wait_for_response(
-        &mut plane.env.redis_blocking().await,
-        &streams,
-        &p.provider_id,
-        &entry,
-        WAIT,
-    )
-    .await
-    .unwrap();
+    let answer = wait_for_response(&mut plane.env.redis_blocking().await, &streams, &p.provider_id, &entry, WAIT)
+        .await
+        .unwrap();
     assert!(answer.success);
-    plane
-        .wait_state(&p.provider_id, ProviderState::Approved)
-        .await;
+    plane.wait_state(&p.provider_id, ProviderState::Approved).await;
     let providers = plane.store.scan(Table::Providers).await.unwrap();
     assert_eq!(providers.len(), 1, "one provider");
     assert_eq!(plane.api.token_count(), 1, "one token");
@@ -369,9 +319,7 @@ async fn every_message_delivered_twice_still_leaves_one_provider_and_one_token()
     let tokens: std::collections::HashSet<String> = all
         .ids
         .iter()
-        .map(|e| {
-            serde_json::from_str::<ProviderResponse>(&e.get::<String>("data").unwrap()).unwrap()
-        })
+        .map(|e| serde_json::from_str::<ProviderResponse>(&e.get::<String>("data").unwrap()).unwrap())
         .map(|a| join_from_response(&a, &p.enc_secret).unwrap().join_token)
         .collect();
     assert_eq!(tokens.len(), 1, "{tokens:?}");
@@ -386,26 +334,24 @@ async fn heartbeats_carry_a_provider_to_available_offline_and_back() {
     use worldland_provider_sdk::heartbeat::{run_heartbeats, HeartbeatSettings, Usage};
 
     let mut plane = Plane::start(&[]).await;
-    let recorder = Counted::new(Arc::new(heartbeat_recorder::HeartbeatRecorder(
-        heartbeat_recorder::Context {
-            store: plane.store.clone(),
-            cluster: plane.cluster.clone(),
-            signatures: worldland_shared::signature::SignaturePolicy::Required,
-            replay_window: chrono::Duration::minutes(5),
-            annotate_interval: chrono::Duration::minutes(5),
-        },
-    )));
+    let recorder = Counted::new(Arc::new(heartbeat_recorder::HeartbeatRecorder(heartbeat_recorder::Context {
+        store: plane.store.clone(),
+        cluster: plane.cluster.clone(),
+        signatures: worldland_shared::signature::SignaturePolicy::Required,
+        replay_window: chrono::Duration::minutes(5),
+        annotate_interval: chrono::Duration::minutes(5),
+    })));
     let q = plane.env.queue(recorder.name(), recorder.bindings());
     let (bus, rx) = (plane.bus.clone() as Arc<dyn Bus>, plane.stop.subscribe());
     let h = recorder.clone() as Arc<dyn Handler>;
-    plane.tasks.push(tokio::spawn(async move {
-        run_consumer(bus, q, h, 8, rx).await.unwrap()
-    }));
-    let sweeper = Arc::new(staleness_sweeper::Context {
-        store: plane.store.clone(),
-        cluster: plane.cluster.clone(),
-        stale_after: chrono::Duration::seconds(2),
-    });
+    plane
+        .tasks
+        .push(tokio::spawn(async move { run_consumer(bus, q, h, 8, rx).await.unwrap() }));
+    let sweeper = Arc::new(worldland_tests::sweeper(
+        plane.store.clone(),
+        plane.cluster.clone(),
+        chrono::Duration::seconds(2),
+    ));
     let rx = plane.stop.subscribe();
     plane.tasks.push(tokio::spawn(staleness_sweeper::run(
         sweeper,
@@ -418,18 +364,10 @@ async fn heartbeats_carry_a_provider_to_available_offline_and_back() {
     let streams = plane.env.cfg.streams();
     let p = worldland_tests::lifecycle::fixture_shaped_provider(21, chrono::Utc::now());
     let mut conn = plane.redis.clone();
-    let entry = publish_registration(&mut conn, &streams, &p.registration, &p.key)
+    let entry = publish_registration(&mut conn, &streams, &p.registration, &p.key).await.unwrap();
+    let answer = wait_for_response(&mut plane.env.redis_blocking().await, &streams, &p.provider_id, &entry, WAIT)
         .await
         .unwrap();
-    let answer = wait_for_response(
-        &mut plane.env.redis_blocking().await,
-        &streams,
-        &p.provider_id,
-        &entry,
-        WAIT,
-    )
-    .await
-    .unwrap();
     let node_name = answer.node_name.clone().unwrap();
     plane.api.add_fixture_node(&node_name);
 
@@ -442,32 +380,18 @@ async fn heartbeats_carry_a_provider_to_available_offline_and_back() {
             interval: Duration::from_millis(200),
         };
         let (stop, rx) = broadcast::channel(1);
-        (
-            stop,
-            tokio::spawn(run_heartbeats(settings, p.key.clone(), Usage::default, rx)),
-        )
+        (stop, tokio::spawn(run_heartbeats(settings, p.key.clone(), Usage::default, rx)))
     };
     let (stop_beats, beating) = beats(&plane);
-    plane
-        .wait_state(&p.provider_id, ProviderState::Available)
-        .await;
+    plane.wait_state(&p.provider_id, ProviderState::Available).await;
     let node = plane.api.node(&node_name).unwrap();
-    assert_eq!(
-        node["metadata"]["labels"]["worldland.io/rental-type"],
-        "gpu"
-    );
-    assert_eq!(
-        plane.api.token_count(),
-        0,
-        "the bootstrap token is deleted on join"
-    );
+    assert_eq!(node["metadata"]["labels"]["worldland.io/rental-type"], "gpu");
+    assert_eq!(plane.api.token_count(), 0, "the bootstrap token is deleted on join");
 
     // The machine goes quiet: offline, tainted.
     let _ = stop_beats.send(());
     assert!(beating.await.unwrap().sent >= 1);
-    plane
-        .wait_state(&p.provider_id, ProviderState::Offline)
-        .await;
+    plane.wait_state(&p.provider_id, ProviderState::Offline).await;
     let node = plane.api.node(&node_name).unwrap();
     assert_eq!(node["metadata"]["labels"]["worldland.io/status"], "offline");
     assert!(node["spec"]["taints"]
@@ -486,15 +410,11 @@ async fn heartbeats_carry_a_provider_to_available_offline_and_back() {
 
     // And back.
     let (stop_beats, beating) = beats(&plane);
-    plane
-        .wait_state(&p.provider_id, ProviderState::Available)
-        .await;
+    plane.wait_state(&p.provider_id, ProviderState::Available).await;
     let _ = stop_beats.send(());
     beating.await.unwrap();
     let node = plane.api.node(&node_name).unwrap();
-    assert!(node["metadata"]["labels"]
-        .get("worldland.io/status")
-        .is_none());
+    assert!(node["metadata"]["labels"].get("worldland.io/status").is_none());
     assert!(!node["spec"]["taints"]
         .as_array()
         .unwrap()

@@ -59,17 +59,8 @@ async fn join_labels_the_node_deletes_the_token_and_steady_state_makes_no_call()
     let now = t0();
     let store: Arc<dyn ItemStore> = Arc::new(MemoryStore::new());
     let p = fixture_shaped_provider(1, now);
-    approve(
-        &p,
-        store.clone(),
-        Arc::new(SimulatedCluster::new("https://10.0.0.1:6443")),
-        now,
-    )
-    .await;
-    let token_id = state_of(store.as_ref(), &p.provider_id)
-        .await
-        .token_id
-        .unwrap();
+    approve(&p, store.clone(), Arc::new(SimulatedCluster::new("https://10.0.0.1:6443")), now).await;
+    let token_id = state_of(store.as_ref(), &p.provider_id).await.token_id.unwrap();
 
     // First heartbeat: node read, one label patch (with the first annotation), token deleted,
     // node read again (Ready and labelled) → available.
@@ -101,10 +92,7 @@ async fn join_labels_the_node_deletes_the_token_and_steady_state_makes_no_call()
         ],
     );
     let ctx = recorder(store.clone(), cluster);
-    assert_eq!(
-        heartbeat_recorder::handle(&heartbeat(&p, now, 0), &ctx, now).await,
-        Outcome::Done
-    );
+    assert_eq!(heartbeat_recorder::handle(&heartbeat(&p, now, 0), &ctx, now).await, Outcome::Done);
     api.finish(WAIT).await;
     let rec = state_of(store.as_ref(), &p.provider_id).await;
     assert_eq!(rec.state, ProviderState::Available);
@@ -116,10 +104,7 @@ async fn join_labels_the_node_deletes_the_token_and_steady_state_makes_no_call()
     let ctx = recorder(store.clone(), cluster);
     for i in 1..=9 {
         let at = now + Duration::seconds(30 * i);
-        assert_eq!(
-            heartbeat_recorder::handle(&heartbeat(&p, at, 0), &ctx, at).await,
-            Outcome::Done
-        );
+        assert_eq!(heartbeat_recorder::handle(&heartbeat(&p, at, 0), &ctx, at).await, Outcome::Done);
     }
     api.finish(WAIT).await;
 
@@ -142,10 +127,7 @@ async fn join_labels_the_node_deletes_the_token_and_steady_state_makes_no_call()
     let ctx = recorder(store.clone(), cluster);
     for s in (300..=600).step_by(30) {
         let at = now + Duration::seconds(s);
-        assert_eq!(
-            heartbeat_recorder::handle(&heartbeat(&p, at, 1), &ctx, at).await,
-            Outcome::Done
-        );
+        assert_eq!(heartbeat_recorder::handle(&heartbeat(&p, at, 1), &ctx, at).await, Outcome::Done);
     }
     api.finish(WAIT).await;
 }
@@ -159,12 +141,7 @@ async fn offline_taint_keeps_other_taints_survives_a_conflict_and_is_removed_on_
     approve(&p, store.clone(), sim.clone(), now).await;
     sim.add_node(node_for(&p, true));
     assert_eq!(
-        heartbeat_recorder::handle(
-            &heartbeat(&p, now, 0),
-            &recorder(store.clone(), sim.clone()),
-            now
-        )
-        .await,
+        heartbeat_recorder::handle(&heartbeat(&p, now, 0), &recorder(store.clone(), sim.clone()), now).await,
         Outcome::Done
     );
 
@@ -180,28 +157,27 @@ async fn offline_taint_keeps_other_taints_survives_a_conflict_and_is_removed_on_
     let api = ApiServerVerifier::run(
         handle,
         vec![
-            patch(json!({"metadata": {"labels": {"worldland.io/status": "offline"}}}), labelled.clone()),
+            patch(
+                json!({"metadata": {"labels": {"worldland.io/status": "offline"}}}),
+                labelled.clone(),
+            ),
             Expect::new("GET", NODE, "", 200, labelled.clone()),
-            Expect::new("PATCH", NODE, "&fieldManager=worldland", 409, conflict)
-                .exact_body(MERGE, json!({"metadata": {"resourceVersion": "203"}, "spec": {"taints": [not_ready, offline]}})),
+            Expect::new("PATCH", NODE, "&fieldManager=worldland", 409, conflict).exact_body(
+                MERGE,
+                json!({"metadata": {"resourceVersion": "203"}, "spec": {"taints": [not_ready, offline]}}),
+            ),
             Expect::new("GET", NODE, "", 200, newer),
-            patch(json!({"metadata": {"resourceVersion": "204"}, "spec": {"taints": [not_ready, offline]}}), node_body("19-patch-node-add-taint.json")),
+            patch(
+                json!({"metadata": {"resourceVersion": "204"}, "spec": {"taints": [not_ready, offline]}}),
+                node_body("19-patch-node-add-taint.json"),
+            ),
         ],
     );
-    let sweeper = staleness_sweeper::Context {
-        store: store.clone(),
-        cluster,
-        stale_after: Duration::seconds(120),
-    };
-    let report = staleness_sweeper::sweep_once(&sweeper, now + Duration::minutes(3))
-        .await
-        .unwrap();
+    let sweeper = worldland_tests::sweeper(store.clone(), cluster, Duration::seconds(120));
+    let report = staleness_sweeper::sweep_once(&sweeper, now + Duration::minutes(3)).await.unwrap();
     assert_eq!(report.marked_offline, 1);
     api.finish(WAIT).await;
-    assert_eq!(
-        state_of(store.as_ref(), &p.provider_id).await.state,
-        ProviderState::Offline
-    );
+    assert_eq!(state_of(store.as_ref(), &p.provider_id).await.state, ProviderState::Offline);
 
     // It comes back: our taint goes (the other stays), the status label goes, available again.
     let mut tainted = labelled.clone();
@@ -216,23 +192,16 @@ async fn offline_taint_keeps_other_taints_survives_a_conflict_and_is_removed_on_
                 json!({"metadata": {"resourceVersion": "205"}, "spec": {"taints": [not_ready]}}),
                 labelled.clone(),
             ),
-            patch(
-                json!({"metadata": {"labels": {"worldland.io/status": null}}}),
-                labelled,
-            ),
+            patch(json!({"metadata": {"labels": {"worldland.io/status": null}}}), labelled),
         ],
     );
     let at = now + Duration::minutes(4);
     assert_eq!(
-        heartbeat_recorder::handle(&heartbeat(&p, at, 0), &recorder(store.clone(), cluster), at)
-            .await,
+        heartbeat_recorder::handle(&heartbeat(&p, at, 0), &recorder(store.clone(), cluster), at).await,
         Outcome::Done
     );
     api.finish(WAIT).await;
-    assert_eq!(
-        state_of(store.as_ref(), &p.provider_id).await.state,
-        ProviderState::Available
-    );
+    assert_eq!(state_of(store.as_ref(), &p.provider_id).await.state, ProviderState::Available);
 }
 
 #[tokio::test]
@@ -244,17 +213,8 @@ async fn a_node_that_contradicts_the_spec_leaves_the_provider_unschedulable() {
     p.registration.spec.total_gpus = 8;
     let gpu = p.registration.spec.gpus[0].clone();
     p.registration.spec.gpus = vec![gpu; 8];
-    approve(
-        &p,
-        store.clone(),
-        Arc::new(SimulatedCluster::new("https://10.0.0.1:6443")),
-        now,
-    )
-    .await;
-    let token_id = state_of(store.as_ref(), &p.provider_id)
-        .await
-        .token_id
-        .unwrap();
+    approve(&p, store.clone(), Arc::new(SimulatedCluster::new("https://10.0.0.1:6443")), now).await;
+    let token_id = state_of(store.as_ref(), &p.provider_id).await.token_id.unwrap();
     // The fixture node reports 4 nvidia.com/gpu: no labels, the token still goes.
     let (cluster, handle) = kube();
     let api = ApiServerVerifier::run(
@@ -272,12 +232,7 @@ async fn a_node_that_contradicts_the_spec_leaves_the_provider_unschedulable() {
         ],
     );
     assert_eq!(
-        heartbeat_recorder::handle(
-            &heartbeat(&p, now, 0),
-            &recorder(store.clone(), cluster),
-            now
-        )
-        .await,
+        heartbeat_recorder::handle(&heartbeat(&p, now, 0), &recorder(store.clone(), cluster), now).await,
         Outcome::Done
     );
     api.finish(WAIT).await;
@@ -294,29 +249,15 @@ async fn a_heartbeat_before_the_node_exists_is_refused() {
     let now = t0();
     let store: Arc<dyn ItemStore> = Arc::new(MemoryStore::new());
     let p = fixture_shaped_provider(4, now);
-    approve(
-        &p,
-        store.clone(),
-        Arc::new(SimulatedCluster::new("https://10.0.0.1:6443")),
-        now,
-    )
-    .await;
+    approve(&p, store.clone(), Arc::new(SimulatedCluster::new("https://10.0.0.1:6443")), now).await;
     let (cluster, handle) = kube();
     let mut missing = fixture("22-get-node-not-found.json").response_body;
     missing["details"]["name"] = json!("gpu-server-01");
     let api = ApiServerVerifier::run(handle, vec![Expect::new("GET", NODE, "", 404, missing)]);
-    let out = heartbeat_recorder::handle(
-        &heartbeat(&p, now, 0),
-        &recorder(store.clone(), cluster),
-        now,
-    )
-    .await;
+    let out = heartbeat_recorder::handle(&heartbeat(&p, now, 0), &recorder(store.clone(), cluster), now).await;
     assert!(matches!(out, Outcome::Rejected(r) if r.reason.code() == "node_not_found"));
     api.finish(WAIT).await;
-    assert_eq!(
-        state_of(store.as_ref(), &p.provider_id).await.state,
-        ProviderState::Approved
-    );
+    assert_eq!(state_of(store.as_ref(), &p.provider_id).await.state, ProviderState::Approved);
 }
 
 fn resign(env: &StreamEnvelope, data: String, key: &k256::ecdsa::SigningKey) -> StreamEnvelope {
@@ -337,14 +278,8 @@ async fn bad_heartbeats_are_refused_with_their_reason_and_change_nothing() {
     sim.add_node(node_for(&p, true));
     let ctx = recorder(store.clone(), sim.clone());
     let last = now + Duration::seconds(60);
-    assert_eq!(
-        heartbeat_recorder::handle(&heartbeat(&p, now, 0), &ctx, now).await,
-        Outcome::Done
-    );
-    assert_eq!(
-        heartbeat_recorder::handle(&heartbeat(&p, last, 0), &ctx, last).await,
-        Outcome::Done
-    );
+    assert_eq!(heartbeat_recorder::handle(&heartbeat(&p, now, 0), &ctx, now).await, Outcome::Done);
+    assert_eq!(heartbeat_recorder::handle(&heartbeat(&p, last, 0), &ctx, last).await, Outcome::Done);
     // A second provider, registered but not approved.
     let pending = fixture_shaped_provider(6, now);
     let reg_ctx = registration_handler::Context {
@@ -355,12 +290,7 @@ async fn bad_heartbeats_are_refused_with_their_reason_and_change_nothing() {
         signatures: SignaturePolicy::Required,
     };
     assert_eq!(
-        registration_handler::handle(
-            &pending.envelope("provider:registration", "9-0"),
-            &reg_ctx,
-            now
-        )
-        .await,
+        registration_handler::handle(&pending.envelope("provider:registration", "9-0"), &reg_ctx, now).await,
         Outcome::Done
     );
 
@@ -374,9 +304,7 @@ async fn bad_heartbeats_are_refused_with_their_reason_and_change_nothing() {
     };
     let thief = fixture_shaped_provider(7, now);
     let mut tampered = good.clone();
-    tampered.data = tampered
-        .data
-        .replace("\"cpu_usage\":40.0", "\"cpu_usage\":1.0");
+    tampered.data = tampered.data.replace("\"cpu_usage\":40.0", "\"cpu_usage\":1.0");
     let cases: Vec<(&str, StreamEnvelope, &str)> = vec![
         (
             "unknown provider",
@@ -430,16 +358,8 @@ async fn bad_heartbeats_are_refused_with_their_reason_and_change_nothing() {
             with(&|v| v["active_jobs"] = json!("one")),
             "malformed_json",
         ),
-        (
-            "negative active_jobs",
-            with(&|v| v["active_jobs"] = json!(-1)),
-            "malformed_json",
-        ),
-        (
-            "gpu_usage as a string",
-            with(&|v| v["gpu_usage"] = json!("93%")),
-            "malformed_json",
-        ),
+        ("negative active_jobs", with(&|v| v["active_jobs"] = json!(-1)), "malformed_json"),
+        ("gpu_usage as a string", with(&|v| v["gpu_usage"] = json!("93%")), "malformed_json"),
         (
             "no timestamp",
             with(&|v| drop(v.as_object_mut().unwrap().remove("timestamp"))),
@@ -450,21 +370,9 @@ async fn bad_heartbeats_are_refused_with_their_reason_and_change_nothing() {
             with(&|v| v["node_name"] = json!("someone-elses-node")),
             "node_name_mismatch",
         ),
-        (
-            "before approval",
-            heartbeat(&pending, at, 0),
-            "not_approved",
-        ),
-        (
-            "not JSON",
-            resign(&good, "{heartbeat".into(), &p.key),
-            "malformed_json",
-        ),
-        (
-            "oversize",
-            with(&|v| v["status"] = json!("x".repeat(70 * 1024))),
-            "entry_too_large",
-        ),
+        ("before approval", heartbeat(&pending, at, 0), "not_approved"),
+        ("not JSON", resign(&good, "{heartbeat".into(), &p.key), "malformed_json"),
+        ("oversize", with(&|v| v["status"] = json!("x".repeat(70 * 1024))), "entry_too_large"),
     ];
     assert!(cases.len() >= 12);
     let before = store.scan(Table::Providers).await.unwrap();
@@ -474,17 +382,10 @@ async fn bad_heartbeats_are_refused_with_their_reason_and_change_nothing() {
             Outcome::Rejected(r) => assert_eq!(r.reason.code(), reason, "{name}: {}", r.message),
             other => panic!("{name}: expected {reason}, got {other:?}"),
         }
-        assert_eq!(
-            store.scan(Table::Providers).await.unwrap(),
-            before,
-            "{name}: the store changed"
-        );
+        assert_eq!(store.scan(Table::Providers).await.unwrap(), before, "{name}: the store changed");
         assert_eq!(sim.writes(), writes, "{name}: the cluster was written");
     }
     // The same heartbeat delivered twice: the second changes nothing and is no error.
-    assert_eq!(
-        heartbeat_recorder::handle(&heartbeat(&p, last, 0), &ctx, at).await,
-        Outcome::Done
-    );
+    assert_eq!(heartbeat_recorder::handle(&heartbeat(&p, last, 0), &ctx, at).await, Outcome::Done);
     assert_eq!(store.scan(Table::Providers).await.unwrap(), before);
 }

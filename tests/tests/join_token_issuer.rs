@@ -22,8 +22,7 @@ use worldland_shared::worker::Outcome;
 use worldland_tests::validated_sink;
 
 use worldland_tests::kube_mock::{
-    check_bootstrap_secret, fixture, fixtures_dir, mock_client, ApiServerVerifier, Expect,
-    CLUSTER_INFO_PATH, SECRETS_PATH,
+    check_bootstrap_secret, fixture, fixtures_dir, mock_client, ApiServerVerifier, Expect, CLUSTER_INFO_PATH, SECRETS_PATH,
 };
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -52,10 +51,7 @@ async fn pending_provider(n: usize, sealed: bool) -> Setup {
         signatures: SignaturePolicy::Required,
     };
     let env = provider.envelope("provider:registration", "100-0");
-    assert_eq!(
-        registration_handler::handle(&env, &ctx, now).await,
-        Outcome::Done
-    );
+    assert_eq!(registration_handler::handle(&env, &ctx, now).await, Outcome::Done);
     let msg = ProviderValidated {
         provider_id: provider.provider_id.clone(),
         registration_id: "100-0".into(),
@@ -69,11 +65,7 @@ async fn pending_provider(n: usize, sealed: bool) -> Setup {
     }
 }
 
-fn issuer(
-    s: &Setup,
-    client: kube::Client,
-    api_endpoint: Option<&str>,
-) -> join_token_issuer::Context {
+fn issuer(s: &Setup, client: kube::Client, api_endpoint: Option<&str>) -> join_token_issuer::Context {
     join_token_issuer::Context {
         store: s.store.clone(),
         cluster: Arc::new(KubeCluster::new(client)),
@@ -86,14 +78,8 @@ fn issuer(
 fn create_secret(provider_id: &str, status: u16) -> Expect {
     let pid = provider_id.to_string();
     let created = fixture("06-create-bootstrap-token.json").response_body;
-    Expect::new(
-        "POST",
-        SECRETS_PATH,
-        "&fieldManager=worldland",
-        status,
-        created,
-    )
-    .body(move |b| check_bootstrap_secret(b, Some(&pid)).map(|_| ()))
+    Expect::new("POST", SECRETS_PATH, "&fieldManager=worldland", status, created)
+        .body(move |b| check_bootstrap_secret(b, Some(&pid)).map(|_| ()))
 }
 
 fn get_cluster_info() -> Expect {
@@ -121,18 +107,9 @@ fn token_from_secret_body(body: &Value) -> (String, String) {
 async fn issues_the_exact_bootstrap_secret_and_answers_with_a_sealed_join_command() {
     let s = pending_provider(1, true).await;
     let (client, handle) = mock_client();
-    let api = ApiServerVerifier::run(
-        handle,
-        vec![
-            create_secret(&s.provider.provider_id, 201),
-            get_cluster_info(),
-        ],
-    );
+    let api = ApiServerVerifier::run(handle, vec![create_secret(&s.provider.provider_id, 201), get_cluster_info()]);
     let ctx = issuer(&s, client, None);
-    assert_eq!(
-        join_token_issuer::handle(&s.msg, &ctx, Utc::now()).await,
-        Outcome::Done
-    );
+    assert_eq!(join_token_issuer::handle(&s.msg, &ctx, Utc::now()).await, Outcome::Done);
     let seen = api.finish(WAIT).await;
     let (token_id, token_secret) = token_from_secret_body(&seen[0].body);
 
@@ -153,25 +130,22 @@ async fn issues_the_exact_bootstrap_secret_and_answers_with_a_sealed_join_comman
     let answer = &answers[0];
     let want_hash = std::fs::read_to_string(format!("{}/ca-hash.txt", fixtures_dir())).unwrap();
     assert_eq!(answer.ca_hash.as_deref(), Some(want_hash.trim()));
-    assert_eq!(
-        (answer.master_ip.as_deref(), answer.master_port),
-        (Some("127.0.0.1"), Some(6443))
-    );
+    assert_eq!((answer.master_ip.as_deref(), answer.master_port), (Some("127.0.0.1"), Some(6443)));
     assert!(
         answer.join_token.is_none() && answer.join_command.is_none(),
         "the token travels only sealed"
     );
     let plain = serde_json::to_string(answer).unwrap();
     assert!(!plain.contains(&token_secret));
-    assert_eq!(
-        answer.labels.as_ref().unwrap()["worldland.io/provider-id"],
-        s.provider.provider_id
-    );
+    assert_eq!(answer.labels.as_ref().unwrap()["worldland.io/provider-id"], s.provider.provider_id);
     let join = join_from_response(answer, &s.provider.enc_secret).unwrap();
     assert_eq!(join.join_token, format!("{token_id}.{token_secret}"));
     assert_eq!(
         join.join_command,
-        format!("kubeadm join 127.0.0.1:6443 --token {token_id}.{token_secret} --discovery-token-ca-cert-hash {}", want_hash.trim())
+        format!(
+            "kubeadm join 127.0.0.1:6443 --token {token_id}.{token_secret} --discovery-token-ca-cert-hash {}",
+            want_hash.trim()
+        )
     );
 }
 
@@ -179,24 +153,12 @@ async fn issues_the_exact_bootstrap_secret_and_answers_with_a_sealed_join_comman
 async fn a_redelivered_message_mints_no_second_token() {
     let s = pending_provider(2, true).await;
     let (client, handle) = mock_client();
-    let api = ApiServerVerifier::run(
-        handle,
-        vec![
-            create_secret(&s.provider.provider_id, 201),
-            get_cluster_info(),
-        ],
-    );
+    let api = ApiServerVerifier::run(handle, vec![create_secret(&s.provider.provider_id, 201), get_cluster_info()]);
     let ctx = issuer(&s, client, None);
-    assert_eq!(
-        join_token_issuer::handle(&s.msg, &ctx, Utc::now()).await,
-        Outcome::Done
-    );
+    assert_eq!(join_token_issuer::handle(&s.msg, &ctx, Utc::now()).await, Outcome::Done);
     let before = s.store.scan(Table::Providers).await.unwrap();
     // Delivered again: no Kubernetes call at all (the verifier would flag one), nothing changes.
-    assert_eq!(
-        join_token_issuer::handle(&s.msg, &ctx, Utc::now()).await,
-        Outcome::Done
-    );
+    assert_eq!(join_token_issuer::handle(&s.msg, &ctx, Utc::now()).await, Outcome::Done);
     api.finish(WAIT).await;
     assert_eq!(s.store.scan(Table::Providers).await.unwrap(), before);
     assert_eq!(s.replies.answers_for(&s.provider.provider_id).len(), 1);
@@ -208,14 +170,8 @@ async fn a_kubernetes_failure_is_retried_and_never_approves_without_a_token() {
     let (client, handle) = mock_client();
     let api = ApiServerVerifier::run(
         handle,
-        vec![Expect::new(
-            "POST",
-            SECRETS_PATH,
-            "&fieldManager=worldland",
-            500,
-            server_error(),
-        )
-        .body(|b| check_bootstrap_secret(b, None).map(|_| ()))],
+        vec![Expect::new("POST", SECRETS_PATH, "&fieldManager=worldland", 500, server_error())
+            .body(|b| check_bootstrap_secret(b, None).map(|_| ()))],
     );
     let ctx = issuer(&s, client, None);
     assert!(matches!(
@@ -269,36 +225,16 @@ async fn a_retry_after_the_secret_was_created_reuses_that_token() {
     let api = ApiServerVerifier::run(
         handle,
         vec![
-            Expect::new(
-                "POST",
-                SECRETS_PATH,
-                "&fieldManager=worldland",
-                409,
-                conflict,
-            )
-            .body(move |b| {
+            Expect::new("POST", SECRETS_PATH, "&fieldManager=worldland", 409, conflict).body(move |b| {
                 let id = check_bootstrap_secret(b, None)?;
-                (id == same_id)
-                    .then_some(())
-                    .ok_or(format!("a second token id {id}"))
+                (id == same_id).then_some(()).ok_or(format!("a second token id {id}"))
             }),
-            Expect::new(
-                "GET",
-                format!("{SECRETS_PATH}/bootstrap-token-{token_id}"),
-                "",
-                200,
-                existing,
-            ),
+            Expect::new("GET", format!("{SECRETS_PATH}/bootstrap-token-{token_id}"), "", 200, existing),
             get_cluster_info(),
         ],
     );
     assert_eq!(
-        join_token_issuer::handle(
-            &s.msg,
-            &issuer(&s, client, Some("https://api.worldland.example:443")),
-            Utc::now()
-        )
-        .await,
+        join_token_issuer::handle(&s.msg, &issuer(&s, client, Some("https://api.worldland.example:443")), Utc::now()).await,
         Outcome::Done
     );
     api.finish(WAIT).await;
@@ -312,10 +248,7 @@ async fn a_retry_after_the_secret_was_created_reuses_that_token() {
     );
     // An old agent (no enc_pubkey) gets the command in the clear, with the operator's endpoint.
     let answer = &s.replies.answers_for(&s.provider.provider_id)[0];
-    assert_eq!(
-        answer.join_token.as_deref(),
-        Some(format!("{token_id}.{token_secret}").as_str())
-    );
+    assert_eq!(answer.join_token.as_deref(), Some(format!("{token_id}.{token_secret}").as_str()));
     assert!(answer
         .join_command
         .as_deref()

@@ -58,11 +58,11 @@ async fn offline_within_threshold_plus_one_sweep_and_back_on_the_next_heartbeat(
     let ctx = recorder(store.clone(), cluster.clone());
 
     let (stop, _) = broadcast::channel(1);
-    let sweeper = Arc::new(staleness_sweeper::Context {
-        store: store.clone(),
-        cluster: cluster.clone(),
-        stale_after: Duration::seconds(THRESHOLD),
-    });
+    let sweeper = Arc::new(worldland_tests::sweeper(
+        store.clone(),
+        cluster.clone(),
+        Duration::seconds(THRESHOLD),
+    ));
     let sweeping = tokio::spawn(staleness_sweeper::run(
         sweeper,
         StdDuration::from_secs(SWEEP_EVERY),
@@ -74,23 +74,13 @@ async fn offline_within_threshold_plus_one_sweep_and_back_on_the_next_heartbeat(
     let mut last = now();
     for i in 0..10 {
         last = now();
-        assert_eq!(
-            heartbeat_recorder::handle(&heartbeat(&p, last, 0), &ctx, last).await,
-            Outcome::Done
-        );
+        assert_eq!(heartbeat_recorder::handle(&heartbeat(&p, last, 0), &ctx, last).await, Outcome::Done);
         if i == 0 {
-            assert_eq!(
-                state_of(store.as_ref(), &p.provider_id).await.state,
-                ProviderState::Available
-            );
+            assert_eq!(state_of(store.as_ref(), &p.provider_id).await.state, ProviderState::Available);
             let node = cluster.node("gpu-server-01").unwrap();
             assert_eq!(node.labels[labels::RENTAL_TYPE], "gpu");
             assert_eq!(node.labels[labels::GPU_MODEL], "RTX-4090");
-            assert_eq!(
-                cluster.token_count(),
-                0,
-                "the bootstrap token is deleted on join"
-            );
+            assert_eq!(cluster.token_count(), 0, "the bootstrap token is deleted on join");
         }
         tokio::time::sleep(StdDuration::from_secs(30)).await;
         assert_eq!(
@@ -106,31 +96,18 @@ async fn offline_within_threshold_plus_one_sweep_and_back_on_the_next_heartbeat(
     store
         .wait_until(StdDuration::from_secs(600), "offline", || {
             let (s, id) = (s2.clone(), id.clone());
-            async move {
-                ProviderRecord::load(s.as_ref(), &id)
-                    .await
-                    .unwrap()
-                    .unwrap()
-                    .state
-                    == ProviderState::Offline
-            }
+            async move { ProviderRecord::load(s.as_ref(), &id).await.unwrap().unwrap().state == ProviderState::Offline }
         })
         .await;
     let rec = state_of(store.as_ref(), &p.provider_id).await;
     let latency = rec.offline_at.unwrap() - last;
-    assert!(
-        latency > Duration::seconds(THRESHOLD),
-        "not before the threshold: {latency}"
-    );
+    assert!(latency > Duration::seconds(THRESHOLD), "not before the threshold: {latency}");
     assert!(
         latency <= Duration::seconds(THRESHOLD + SWEEP_EVERY as i64),
         "within threshold + one sweep: {latency}"
     );
     let node = cluster.node("gpu-server-01").unwrap();
-    assert_eq!(
-        node.labels.get(labels::STATUS).map(String::as_str),
-        Some("offline")
-    );
+    assert_eq!(node.labels.get(labels::STATUS).map(String::as_str), Some("offline"));
     assert!(node
         .taints
         .iter()
@@ -138,10 +115,7 @@ async fn offline_within_threshold_plus_one_sweep_and_back_on_the_next_heartbeat(
 
     // It comes back.
     let back = now();
-    assert_eq!(
-        heartbeat_recorder::handle(&heartbeat(&p, back, 0), &ctx, back).await,
-        Outcome::Done
-    );
+    assert_eq!(heartbeat_recorder::handle(&heartbeat(&p, back, 0), &ctx, back).await, Outcome::Done);
     let rec = state_of(store.as_ref(), &p.provider_id).await;
     assert_eq!(rec.state, ProviderState::Available);
     assert_eq!(rec.last_heartbeat, Some(back));
@@ -164,20 +138,13 @@ async fn a_heartbeat_racing_the_sweeper_is_never_lost() {
     approve(&p, store.clone(), cluster.clone(), now).await;
     cluster.add_node(node_for(&p, true));
     let ctx = recorder(store.clone(), cluster.clone());
-    assert_eq!(
-        heartbeat_recorder::handle(&heartbeat(&p, now, 0), &ctx, now).await,
-        Outcome::Done
-    );
+    assert_eq!(heartbeat_recorder::handle(&heartbeat(&p, now, 0), &ctx, now).await, Outcome::Done);
 
     // The sweeper, three minutes on, reads the provider as stale…
     let sweep_at = now + Duration::minutes(3);
     let stale_before = sweep_at - Duration::seconds(THRESHOLD);
     let stale = store
-        .query_by_state(
-            Table::Providers,
-            "available",
-            Some(stale_before.timestamp_millis()),
-        )
+        .query_by_state(Table::Providers, "available", Some(stale_before.timestamp_millis()))
         .await
         .unwrap();
     assert_eq!(stale.len(), 1);
@@ -193,20 +160,13 @@ async fn a_heartbeat_racing_the_sweeper_is_never_lost() {
         .unwrap()
         .is_none());
     let report = staleness_sweeper::sweep_once(
-        &staleness_sweeper::Context {
-            store: store.clone(),
-            cluster: cluster.clone(),
-            stale_after: Duration::seconds(THRESHOLD),
-        },
+        &worldland_tests::sweeper(store.clone(), cluster.clone(), Duration::seconds(THRESHOLD)),
         sweep_at,
     )
     .await
     .unwrap();
     assert_eq!(report.marked_offline, 0);
-    assert_eq!(
-        state_of(store.as_ref(), &p.provider_id).await.state,
-        ProviderState::Available
-    );
+    assert_eq!(state_of(store.as_ref(), &p.provider_id).await.state, ProviderState::Available);
 }
 
 #[tokio::test]
@@ -218,19 +178,10 @@ async fn two_sweepers_mark_each_stale_provider_once() {
     approve(&p, store.clone(), cluster.clone(), now).await;
     cluster.add_node(node_for(&p, true));
     assert_eq!(
-        heartbeat_recorder::handle(
-            &heartbeat(&p, now, 0),
-            &recorder(store.clone(), cluster.clone()),
-            now
-        )
-        .await,
+        heartbeat_recorder::handle(&heartbeat(&p, now, 0), &recorder(store.clone(), cluster.clone()), now).await,
         Outcome::Done
     );
-    let ctx = staleness_sweeper::Context {
-        store: store.clone(),
-        cluster: cluster.clone(),
-        stale_after: Duration::seconds(THRESHOLD),
-    };
+    let ctx = worldland_tests::sweeper(store.clone(), cluster.clone(), Duration::seconds(THRESHOLD));
     let later = now + Duration::minutes(5);
     let (a, b) = tokio::join!(
         staleness_sweeper::sweep_once(&ctx, later),
@@ -246,11 +197,7 @@ async fn an_approval_that_never_joins_expires_and_its_token_goes() {
     let cluster = Arc::new(SimulatedCluster::new("https://10.0.0.1:6443"));
     let p = fixture_shaped_provider(4, now);
     approve(&p, store.clone(), cluster.clone(), now).await;
-    let ctx = staleness_sweeper::Context {
-        store: store.clone(),
-        cluster: cluster.clone(),
-        stale_after: Duration::seconds(THRESHOLD),
-    };
+    let ctx = worldland_tests::sweeper(store.clone(), cluster.clone(), Duration::seconds(THRESHOLD));
     assert_eq!(
         staleness_sweeper::sweep_once(&ctx, now + Duration::minutes(59))
             .await
@@ -266,10 +213,7 @@ async fn an_approval_that_never_joins_expires_and_its_token_goes() {
             .expired,
         1
     );
-    assert_eq!(
-        state_of(store.as_ref(), &p.provider_id).await.state,
-        ProviderState::Expired
-    );
+    assert_eq!(state_of(store.as_ref(), &p.provider_id).await.state, ProviderState::Expired);
     assert_eq!(cluster.token_count(), 0);
 }
 
@@ -294,12 +238,7 @@ async fn seed(store: &dyn ItemStore, n: usize, stale: usize, now: DateTime<Utc>)
             .collect();
         ops.extend(extra);
         store
-            .update(
-                Table::Providers,
-                &format!("seed-{i:05}"),
-                &Cond::ItemNotExists,
-                &ops,
-            )
+            .update(Table::Providers, &format!("seed-{i:05}"), &Cond::ItemNotExists, &ops)
             .await
             .unwrap();
     }
@@ -311,25 +250,11 @@ async fn the_sweeper_reads_only_stale_items_among_ten_thousand() {
     let store: Arc<dyn ItemStore> = Arc::new(MemoryStore::new());
     seed(store.as_ref(), 10_000, 10, now).await;
     let cluster = Arc::new(SimulatedCluster::new("https://10.0.0.1:6443"));
-    let ctx = staleness_sweeper::Context {
-        store: store.clone(),
-        cluster,
-        stale_after: Duration::seconds(THRESHOLD),
-    };
+    let ctx = worldland_tests::sweeper(store.clone(), cluster, Duration::seconds(THRESHOLD));
     let report = staleness_sweeper::sweep_once(&ctx, now).await.unwrap();
-    assert_eq!(
-        report.examined, 10,
-        "the index query returned only the stale items"
-    );
+    assert_eq!(report.examined, 10, "the index query returned only the stale items");
     assert_eq!(report.marked_offline, 10);
-    assert_eq!(
-        store
-            .query_by_state(Table::Providers, "offline", None)
-            .await
-            .unwrap()
-            .len(),
-        10
-    );
+    assert_eq!(store.query_by_state(Table::Providers, "offline", None).await.unwrap().len(), 10);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -338,11 +263,11 @@ async fn the_dynamodb_index_query_reads_only_stale_items() {
     let store: Arc<dyn ItemStore> = Arc::new(env.dynamo().await);
     let now = t0();
     seed(store.as_ref(), 300, 10, now).await;
-    let ctx = staleness_sweeper::Context {
-        store: store.clone(),
-        cluster: Arc::new(SimulatedCluster::new("https://x:6443")),
-        stale_after: Duration::seconds(THRESHOLD),
-    };
+    let ctx = worldland_tests::sweeper(
+        store.clone(),
+        Arc::new(SimulatedCluster::new("https://x:6443")),
+        Duration::seconds(THRESHOLD),
+    );
     let report = staleness_sweeper::sweep_once(&ctx, now).await.unwrap();
     assert_eq!((report.examined, report.marked_offline), (10, 10));
 }

@@ -58,44 +58,27 @@ async fn publish_consume_retry_and_dead_letter() {
     let q = env.queue("bus-test", &["provider.*"]);
     let mut sub = bus.subscribe(&q).await.unwrap();
 
-    bus.publish("provider.validated", "m-1", b"{\"n\":1}")
-        .await
-        .unwrap();
+    bus.publish("provider.validated", "m-1", b"{\"n\":1}").await.unwrap();
     let d = next(&mut sub).await;
     assert_eq!(
-        (
-            d.body.as_slice(),
-            d.message_id.as_deref(),
-            d.previous_deliveries
-        ),
+        (d.body.as_slice(), d.message_id.as_deref(), d.previous_deliveries),
         (&b"{\"n\":1}"[..], Some("m-1"), 0)
     );
     d.retry().await.unwrap();
     let d = next(&mut sub).await;
     assert_eq!(d.message_id.as_deref(), Some("m-1"));
-    assert!(
-        d.previous_deliveries >= 1,
-        "a retried message says it was delivered before"
-    );
+    assert!(d.previous_deliveries >= 1, "a retried message says it was delivered before");
     d.ack().await.unwrap();
 
-    bus.publish("provider.approved", "m-2", b"bad")
-        .await
-        .unwrap();
-    next(&mut sub)
-        .await
-        .dead_letter("malformed_json", "not JSON")
-        .await
-        .unwrap();
+    bus.publish("provider.approved", "m-2", b"bad").await.unwrap();
+    next(&mut sub).await.dead_letter("malformed_json", "not JSON").await.unwrap();
     assert_eq!(
         dead_letter(&env, &q.dead_letter_name()).await,
         (b"bad".to_vec(), Some("malformed_json".into()))
     );
 
     // Failing on every delivery: the quorum queue dead-letters it at the delivery limit.
-    bus.publish("provider.validated", "m-3", b"poison")
-        .await
-        .unwrap();
+    bus.publish("provider.validated", "m-3", b"poison").await.unwrap();
     for _ in 0..3 {
         match tokio::time::timeout(Duration::from_secs(2), sub.next()).await {
             Ok(Some(d)) => d.retry().await.unwrap(),
@@ -124,9 +107,7 @@ async fn an_unacked_message_returns_when_its_consumer_dies() {
     let bus = env.rabbit().await;
     let q = env.queue("bus-test", &["provider.*"]);
     let mut first = bus.subscribe(&q).await.unwrap();
-    bus.publish("provider.validated", "m-1", b"work")
-        .await
-        .unwrap();
+    bus.publish("provider.validated", "m-1", b"work").await.unwrap();
     let d = next(&mut first).await;
     // The worker "dies" before acking: its connection goes away with the delivery unsettled.
     drop(d);

@@ -13,24 +13,13 @@ async fn token_lifecycle_on_a_real_cluster() {
         eprintln!("KUBECONFIG is not set: no real cluster here, nothing to check");
         return;
     }
-    let client = kube::Client::try_default()
-        .await
-        .expect("a client from KUBECONFIG");
+    let client = kube::Client::try_default().await.expect("a client from KUBECONFIG");
     let cluster = KubeCluster::new(client);
-    let info = cluster
-        .cluster_info()
-        .await
-        .expect("cluster-info in kube-public");
+    let info = cluster.cluster_info().await.expect("cluster-info in kube-public");
     let hash = ca_cert_hash(&info.ca_cert).expect("a CA certificate in cluster-info");
     assert!(hash.starts_with("sha256:") && hash.len() == 71, "{hash}");
-    let token = BootstrapToken::generate(
-        Utc::now() + chrono::Duration::minutes(10),
-        "worldland real-cluster test".into(),
-    );
-    assert_eq!(
-        cluster.create_bootstrap_token(&token).await.unwrap(),
-        Created::New
-    );
+    let token = BootstrapToken::generate(Utc::now() + chrono::Duration::minutes(10), "worldland real-cluster test".into());
+    assert_eq!(cluster.create_bootstrap_token(&token).await.unwrap(), Created::New);
     let read = cluster
         .get_bootstrap_token(&token.id)
         .await
@@ -38,13 +27,6 @@ async fn token_lifecycle_on_a_real_cluster() {
         .expect("the token just created");
     assert_eq!(read.secret, token.secret);
     cluster.delete_bootstrap_token(&token.id).await.unwrap();
-    assert!(cluster
-        .get_bootstrap_token(&token.id)
-        .await
-        .unwrap()
-        .is_none());
-    cluster
-        .delete_bootstrap_token(&token.id)
-        .await
-        .expect("deleting twice is fine");
+    assert!(cluster.get_bootstrap_token(&token.id).await.unwrap().is_none());
+    cluster.delete_bootstrap_token(&token.id).await.expect("deleting twice is fine");
 }

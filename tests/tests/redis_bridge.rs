@@ -87,21 +87,11 @@ async fn forwards_entries_written_before_it_started_and_acks_them() {
     )
     .await;
     xadd(&mut conn, &reg, &[(b"data", b"{\"provider_id\":\"b\"}")]).await;
-    xadd(
-        &mut conn,
-        &streams.heartbeat(),
-        &[(b"data", b"{\"provider_id\":\"a\",\"hb\":1}")],
-    )
-    .await;
+    xadd(&mut conn, &streams.heartbeat(), &[(b"data", b"{\"provider_id\":\"a\",\"hb\":1}")]).await;
 
     let (bus, q) = memory_bus();
     let mut sub = bus.subscribe(&q).await.unwrap();
-    let bridge = RedisBridge::new(
-        conn.clone(),
-        env.redis_blocking().await,
-        bus.clone(),
-        settings(&env, "b1", 60_000),
-    );
+    let bridge = RedisBridge::new(conn.clone(), env.redis_blocking().await, bus.clone(), settings(&env, "b1", 60_000));
     bridge.ensure_groups().await.unwrap();
     let pass = bridge.poll_once().await.unwrap();
     assert_eq!(
@@ -117,11 +107,7 @@ async fn forwards_entries_written_before_it_started_and_acks_them() {
     assert_eq!(got[0].signature.as_deref(), Some("0xabc"));
     assert_eq!(got[0].timestamp.as_deref(), Some("2026-01-01T00:00:00Z"));
     assert!(got.iter().any(|e| e.stream == streams.heartbeat()));
-    assert_eq!(
-        pending(&mut conn, &env, &reg).await,
-        0,
-        "acked after the confirmed publish"
-    );
+    assert_eq!(pending(&mut conn, &env, &reg).await, 0, "acked after the confirmed publish");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -135,12 +121,7 @@ async fn entries_that_cannot_be_forwarded_are_dead_lettered_with_their_reason_an
     xadd(&mut conn, &reg, &[(b"data", &[0xff, 0xfe, 0x00])]).await;
     xadd(&mut conn, &reg, &[(b"data", &big)]).await;
     let (bus, _q) = memory_bus();
-    let bridge = RedisBridge::new(
-        conn.clone(),
-        env.redis_blocking().await,
-        bus.clone(),
-        settings(&env, "b1", 60_000),
-    );
+    let bridge = RedisBridge::new(conn.clone(), env.redis_blocking().await, bus.clone(), settings(&env, "b1", 60_000));
     bridge.ensure_groups().await.unwrap();
     assert_eq!(
         bridge.poll_once().await.unwrap(),
@@ -159,11 +140,7 @@ async fn entries_that_cannot_be_forwarded_are_dead_lettered_with_their_reason_an
         .query_async(&mut conn)
         .await
         .unwrap();
-    let reasons: Vec<String> = dead
-        .ids
-        .iter()
-        .map(|e| e.get::<String>("reason").unwrap())
-        .collect();
+    let reasons: Vec<String> = dead.ids.iter().map(|e| e.get::<String>("reason").unwrap()).collect();
     assert_eq!(reasons, vec!["missing_data", "not_utf8", "entry_too_large"]);
     // Nothing is lost: the original fields travel with the dead letter.
     let kept: Vec<u8> = dead.ids[1].get("data").unwrap();
@@ -202,32 +179,15 @@ async fn an_unconfirmed_publish_stays_pending_and_another_bridge_reclaims_it() {
         inner: bus.clone(),
         failures: AtomicU32::new(1),
     });
-    let crashed = RedisBridge::new(
-        conn.clone(),
-        env.redis_blocking().await,
-        flaky,
-        settings(&env, "crashed", 60_000),
-    );
+    let crashed = RedisBridge::new(conn.clone(), env.redis_blocking().await, flaky, settings(&env, "crashed", 60_000));
     crashed.ensure_groups().await.unwrap();
     assert_eq!(crashed.poll_once().await.unwrap().left_pending, 1);
-    assert_eq!(
-        pending(&mut conn, &env, &reg).await,
-        1,
-        "not acked without a confirmed publish"
-    );
+    assert_eq!(pending(&mut conn, &env, &reg).await, 1, "not acked without a confirmed publish");
 
     // Idle time 0: the rescuer may claim at once (in production it waits reclaim_idle_ms).
-    let rescuer = RedisBridge::new(
-        conn.clone(),
-        env.redis_blocking().await,
-        bus.clone(),
-        settings(&env, "rescuer", 0),
-    );
+    let rescuer = RedisBridge::new(conn.clone(), env.redis_blocking().await, bus.clone(), settings(&env, "rescuer", 0));
     assert_eq!(rescuer.reclaim_once().await.unwrap().forwarded, 1);
-    assert_eq!(
-        received(&mut sub, 1).await[0].data,
-        "{\"provider_id\":\"a\"}"
-    );
+    assert_eq!(received(&mut sub, 1).await[0].data, "{\"provider_id\":\"a\"}");
     assert_eq!(pending(&mut conn, &env, &reg).await, 0);
     // A slow bridge with a long idle time takes nothing that is not idle long enough.
     assert_eq!(
@@ -266,12 +226,7 @@ async fn two_bridges_share_the_stream_without_duplicates_then_trim_it() {
     a.ensure_groups().await.unwrap();
     b.ensure_groups().await.unwrap();
     for i in 0..200 {
-        xadd(
-            &mut conn,
-            &reg,
-            &[(b"data", format!("{{\"n\":{i}}}").as_bytes())],
-        )
-        .await;
+        xadd(&mut conn, &reg, &[(b"data", format!("{{\"n\":{i}}}").as_bytes())]).await;
     }
     let run = |br: Arc<RedisBridge>| async move {
         let mut total = 0;
@@ -288,22 +243,11 @@ async fn two_bridges_share_the_stream_without_duplicates_then_trim_it() {
     let got = received(&mut sub, 200).await;
     let ids: HashSet<String> = got.iter().map(|e| e.entry_id.clone()).collect();
     assert_eq!(ids.len(), 200, "every entry forwarded exactly once");
-    let len_before: i64 = redis::cmd("XLEN")
-        .arg(&reg)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let len_before: i64 = redis::cmd("XLEN").arg(&reg).query_async(&mut conn).await.unwrap();
     let trimmed = a.trim_once().await.unwrap();
-    let len_after: i64 = redis::cmd("XLEN")
-        .arg(&reg)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let len_after: i64 = redis::cmd("XLEN").arg(&reg).query_async(&mut conn).await.unwrap();
     assert_eq!(len_before, 200);
-    assert!(
-        trimmed >= 199 && len_after <= 1,
-        "trimmed {trimmed}, {len_after} left"
-    );
+    assert!(trimmed >= 199 && len_after <= 1, "trimmed {trimmed}, {len_after} left");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -316,20 +260,10 @@ async fn a_partly_processed_stream_keeps_everything_from_the_oldest_pending_entr
         inner: bus.clone(),
         failures: AtomicU32::new(1),
     });
-    let bridge = RedisBridge::new(
-        conn.clone(),
-        env.redis_blocking().await,
-        flaky,
-        settings(&env, "a", 60_000),
-    );
+    let bridge = RedisBridge::new(conn.clone(), env.redis_blocking().await, flaky, settings(&env, "a", 60_000));
     bridge.ensure_groups().await.unwrap();
     for i in 0..5 {
-        xadd(
-            &mut conn,
-            &reg,
-            &[(b"data", format!("{{\"n\":{i}}}").as_bytes())],
-        )
-        .await;
+        xadd(&mut conn, &reg, &[(b"data", format!("{{\"n\":{i}}}").as_bytes())]).await;
     }
     // The first entry fails (left pending); the other four are forwarded.
     assert_eq!(
@@ -341,10 +275,6 @@ async fn a_partly_processed_stream_keeps_everything_from_the_oldest_pending_entr
         }
     );
     bridge.trim_once().await.unwrap();
-    let len: i64 = redis::cmd("XLEN")
-        .arg(&reg)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let len: i64 = redis::cmd("XLEN").arg(&reg).query_async(&mut conn).await.unwrap();
     assert_eq!(len, 5, "nothing at or after the pending entry is trimmed");
 }

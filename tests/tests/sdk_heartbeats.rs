@@ -12,11 +12,7 @@ use worldland_shared::signature::{address_of, recover_personal};
 use worldland_shared::streams::StreamNames;
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 async fn start_redis(port: u16) -> Child {
@@ -37,10 +33,7 @@ async fn start_redis(port: u16) -> Child {
         .expect("redis-server (scripts/test installs it)");
     // A process start has no event to await: poll the port, bounded.
     for _ in 0..250 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
             return child;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -50,9 +43,7 @@ async fn start_redis(port: u16) -> Child {
 
 /// Blocks until the stream has more than `after` entries; returns all of them.
 async fn entries(url: &str, stream: &str, more_than: usize) -> Vec<(String, String)> {
-    let mut conn = worldland_shared::backends::redis_connection(url, true)
-        .await
-        .unwrap();
+    let mut conn = worldland_shared::backends::redis_connection(url, true).await.unwrap();
     loop {
         let all: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
             .arg(stream)
@@ -65,19 +56,10 @@ async fn entries(url: &str, stream: &str, more_than: usize) -> Vec<(String, Stri
             return all
                 .ids
                 .iter()
-                .map(|e| {
-                    (
-                        e.get::<String>("data").unwrap(),
-                        e.get::<String>("signature").unwrap(),
-                    )
-                })
+                .map(|e| (e.get::<String>("data").unwrap(), e.get::<String>("signature").unwrap()))
                 .collect();
         }
-        let last = all
-            .ids
-            .last()
-            .map(|e| e.id.clone())
-            .unwrap_or_else(|| "0".into());
+        let last = all.ids.last().map(|e| e.id.clone()).unwrap_or_else(|| "0".into());
         let _: redis::Value = redis::cmd("XREAD")
             .arg("BLOCK")
             .arg(5_000)
@@ -117,19 +99,12 @@ async fn heartbeats_are_signed_survive_an_outage_and_leave_no_backlog() {
         rx,
     ));
 
-    let before = tokio::time::timeout(
-        Duration::from_secs(10),
-        entries(&url, &streams.heartbeat(), 2),
-    )
-    .await
-    .expect("heartbeats arrive");
+    let before = tokio::time::timeout(Duration::from_secs(10), entries(&url, &streams.heartbeat(), 2))
+        .await
+        .expect("heartbeats arrive");
     let wallet = address_of(p.key.verifying_key());
     for (data, sig) in &before {
-        assert_eq!(
-            recover_personal(data.as_bytes(), sig).unwrap(),
-            wallet,
-            "signed by the wallet"
-        );
+        assert_eq!(recover_personal(data.as_bytes(), sig).unwrap(), wallet, "signed by the wallet");
         let hb: Heartbeat = serde_json::from_str(data).unwrap();
         assert_eq!(
             (hb.provider_id.as_str(), hb.node_name.as_str()),
@@ -143,12 +118,9 @@ async fn heartbeats_are_signed_survive_an_outage_and_leave_no_backlog() {
     tokio::time::sleep(outage).await;
     let back_at = chrono::Utc::now();
     let _redis = start_redis(port).await;
-    let after = tokio::time::timeout(
-        Duration::from_secs(10),
-        entries(&url, &streams.heartbeat(), 1),
-    )
-    .await
-    .expect("heartbeats resume");
+    let after = tokio::time::timeout(Duration::from_secs(10), entries(&url, &streams.heartbeat(), 1))
+        .await
+        .expect("heartbeats resume");
     let _ = stop.send(());
     let stats = beating.await.unwrap();
     assert!(stats.failed >= 1, "the outage was noticed: {stats:?}");

@@ -17,12 +17,10 @@ use tracing::instrument;
 use worldland_shared::cluster::node::spec_contradiction;
 use worldland_shared::cluster::Cluster;
 use worldland_shared::labels::{self, provider_node_labels};
-use worldland_shared::messages::{
-    topics, Heartbeat, ProviderState, Spec, StreamEnvelope, MAX_ENTRY_BYTES,
-};
+use worldland_shared::messages::{topics, Heartbeat, ProviderState, Spec, StreamEnvelope, MAX_ENTRY_BYTES};
 use worldland_shared::signature::{recover_personal, SignaturePolicy};
 use worldland_shared::state::providers::{
-    join, make_available, note_node_write, record_heartbeat, HeartbeatFacts, ProviderRecord,
+    join, ledger_for, make_available, note_node_write, record_heartbeat, HeartbeatFacts, ProviderRecord,
 };
 use worldland_shared::state::ItemStore;
 use worldland_shared::validation::{check_provider_id, check_timestamp, Reason, Rejection};
@@ -46,11 +44,7 @@ fn retry(e: impl std::fmt::Display) -> Outcome {
 }
 
 /// Parses and checks what can be checked without state: size, format, timestamp, signature.
-pub fn check(
-    env: &StreamEnvelope,
-    ctx: &Context,
-    now: DateTime<Utc>,
-) -> Result<(Heartbeat, Option<String>), Rejection> {
+pub fn check(env: &StreamEnvelope, ctx: &Context, now: DateTime<Utc>) -> Result<(Heartbeat, Option<String>), Rejection> {
     let size = env.data.len() + env.signature.as_ref().map_or(0, String::len);
     if size > MAX_ENTRY_BYTES {
         return Err(Rejection::new(
@@ -58,20 +52,13 @@ pub fn check(
             format!("entry is {size} bytes; the limit is {MAX_ENTRY_BYTES}"),
         ));
     }
-    let hb: Heartbeat = serde_json::from_str(&env.data).map_err(|e| {
-        Rejection::new(
-            Reason::MalformedJson,
-            format!("heartbeat does not match the agents' format: {e}"),
-        )
-    })?;
+    let hb: Heartbeat = serde_json::from_str(&env.data)
+        .map_err(|e| Rejection::new(Reason::MalformedJson, format!("heartbeat does not match the agents' format: {e}")))?;
     check_provider_id(&hb.provider_id)?;
     check_timestamp(Some(hb.timestamp), now, ctx.replay_window)?;
     let signer = match env.signature.as_deref() {
         None | Some("") if ctx.signatures == SignaturePolicy::Required => {
-            return Err(Rejection::new(
-                Reason::SignatureMissing,
-                "this network requires signed heartbeats",
-            ));
+            return Err(Rejection::new(Reason::SignatureMissing, "this network requires signed heartbeats"));
         }
         None | Some("") => None,
         Some(sig) => Some(recover_personal(env.data.as_bytes(), sig)?),
@@ -85,9 +72,7 @@ pub async fn handle(env: &StreamEnvelope, ctx: &Context, now: DateTime<Utc>) -> 
         Ok(v) => v,
         Err(r) => return Outcome::Rejected(r),
     };
-    let usage =
-        serde_json::json!({"gpu": hb.gpu_usage, "cpu": hb.cpu_usage, "memory": hb.memory_usage})
-            .to_string();
+    let usage = serde_json::json!({"gpu": hb.gpu_usage, "cpu": hb.cpu_usage, "memory": hb.memory_usage}).to_string();
     let facts = HeartbeatFacts {
         node_name: &hb.node_name,
         at: hb.timestamp,
@@ -106,31 +91,20 @@ pub async fn handle(env: &StreamEnvelope, ctx: &Context, now: DateTime<Utc>) -> 
 }
 
 /// The heartbeat is recorded; act on the state it found.
-async fn after_recorded(
-    rec: ProviderRecord,
-    hb: &Heartbeat,
-    ctx: &Context,
-    now: DateTime<Utc>,
-) -> Outcome {
+async fn after_recorded(rec: ProviderRecord, hb: &Heartbeat, ctx: &Context, now: DateTime<Utc>) -> Outcome {
     match rec.state {
-        ProviderState::Joined => {
-            become_available_if_ready(&rec, ProviderState::Joined, ctx, now).await
-        }
+        ProviderState::Joined => become_available_if_ready(&rec, ProviderState::Joined, ctx, now).await,
         ProviderState::Offline => {
             // Back from the dead: remove the offline marks, then available again.
             if let Err(e) = ctx.cluster.set_offline_taint(&rec.node_name, false).await {
                 return retry(e);
             }
             let status = BTreeMap::from([(labels::STATUS.to_string(), None)]);
-            if let Err(e) = ctx
-                .cluster
-                .patch_node_metadata(&rec.node_name, &status, &BTreeMap::new())
-                .await
-            {
+            if let Err(e) = ctx.cluster.patch_node_metadata(&rec.node_name, &status, &BTreeMap::new()).await {
                 return retry(e);
             }
             tracing::info!(provider_id = %rec.provider_id, "provider is back from offline");
-            match make_available(ProviderState::Offline, now)
+            match make_available(ProviderState::Offline, if rec.has_ledger { None } else { ledger_for(&rec) }, now)
                 .run(ctx.store.as_ref(), &rec.provider_id)
                 .await
             {
@@ -143,22 +117,13 @@ async fn after_recorded(
     }
 }
 
-async fn become_available_if_ready(
-    rec: &ProviderRecord,
-    from: ProviderState,
-    ctx: &Context,
-    now: DateTime<Utc>,
-) -> Outcome {
+async fn become_available_if_ready(rec: &ProviderRecord, from: ProviderState, ctx: &Context, now: DateTime<Utc>) -> Outcome {
     if rec.unschedulable.is_some() {
         return Outcome::Done;
     }
     match ctx.cluster.get_node(&rec.node_name).await {
-        Ok(Some(node))
-            if node.ready
-                && node.labels.get(labels::RENTAL_TYPE).map(String::as_str)
-                    == Some(labels::RENTAL_TYPE_GPU) =>
-        {
-            match make_available(from, now)
+        Ok(Some(node)) if node.ready && node.labels.get(labels::RENTAL_TYPE).map(String::as_str) == Some(labels::RENTAL_TYPE_GPU) => {
+            match make_available(from, if rec.has_ledger { None } else { ledger_for(rec) }, now)
                 .run(ctx.store.as_ref(), &rec.provider_id)
                 .await
             {
@@ -175,42 +140,27 @@ async fn become_available_if_ready(
 /// Steady state: no node write unless the active-jobs label changed or the annotation is due.
 async fn refresh_node_marks(rec: &ProviderRecord, hb: &Heartbeat, ctx: &Context) -> Outcome {
     let jobs_changed = rec.labelled_jobs != Some(rec.active_jobs);
-    let annotation_due = rec
-        .annotated_at
-        .is_none_or(|t| hb.timestamp - t >= ctx.annotate_interval);
+    let annotation_due = rec.annotated_at.is_none_or(|t| hb.timestamp - t >= ctx.annotate_interval);
     if !jobs_changed && !annotation_due {
         return Outcome::Done;
     }
     let mut l = BTreeMap::new();
     let mut a = BTreeMap::new();
     if jobs_changed {
-        l.insert(
-            labels::ACTIVE_JOBS.to_string(),
-            Some(rec.active_jobs.to_string()),
-        );
+        l.insert(labels::ACTIVE_JOBS.to_string(), Some(rec.active_jobs.to_string()));
     }
     if annotation_due {
         a.insert(
             labels::LAST_HEARTBEAT_ANNOTATION.to_string(),
-            Some(
-                hb.timestamp
-                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-            ),
+            Some(hb.timestamp.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
         );
     }
-    if let Err(e) = ctx
-        .cluster
-        .patch_node_metadata(&rec.node_name, &l, &a)
-        .await
-    {
+    if let Err(e) = ctx.cluster.patch_node_metadata(&rec.node_name, &l, &a).await {
         // The heartbeat itself is recorded; the marks are refreshed by a later one.
         tracing::warn!(provider_id = %rec.provider_id, error = %e, "node marks not refreshed");
         return Outcome::Done;
     }
-    let noted = note_node_write(
-        jobs_changed.then_some(rec.active_jobs),
-        annotation_due.then_some(hb.timestamp),
-    );
+    let noted = note_node_write(jobs_changed.then_some(rec.active_jobs), annotation_due.then_some(hb.timestamp));
     match noted.run(ctx.store.as_ref(), &rec.provider_id).await {
         Ok(_) => Outcome::Done,
         Err(e) => retry(e),
@@ -218,18 +168,10 @@ async fn refresh_node_marks(rec: &ProviderRecord, hb: &Heartbeat, ctx: &Context)
 }
 
 /// The hot write did not apply: read the provider to learn why.
-async fn cold_path(
-    hb: &Heartbeat,
-    facts: &HeartbeatFacts<'_>,
-    signer: Option<&str>,
-    ctx: &Context,
-    now: DateTime<Utc>,
-) -> Outcome {
+async fn cold_path(hb: &Heartbeat, facts: &HeartbeatFacts<'_>, signer: Option<&str>, ctx: &Context, now: DateTime<Utc>) -> Outcome {
     let rec = match ProviderRecord::load(ctx.store.as_ref(), &hb.provider_id).await {
         Ok(Some(r)) => r,
-        Ok(None) => {
-            return Outcome::Rejected(Rejection::new(Reason::UnknownProvider, "no such provider"))
-        }
+        Ok(None) => return Outcome::Rejected(Rejection::new(Reason::UnknownProvider, "no such provider")),
         Err(e) => return retry(e),
     };
     if signer.is_some_and(|s| !s.eq_ignore_ascii_case(&rec.wallet)) {
@@ -245,12 +187,10 @@ async fn cold_path(
         ));
     }
     match rec.state {
-        ProviderState::Pending | ProviderState::Rejected | ProviderState::Expired => {
-            Outcome::Rejected(Rejection::new(
-                Reason::NotApproved,
-                format!("provider is {}, not approved", rec.state),
-            ))
-        }
+        ProviderState::Pending | ProviderState::Rejected | ProviderState::Expired => Outcome::Rejected(Rejection::new(
+            Reason::NotApproved,
+            format!("provider is {}, not approved", rec.state),
+        )),
         ProviderState::Approved => join_cluster(rec, facts, ctx, now).await,
         _ => match rec.last_heartbeat {
             Some(last) if last == hb.timestamp => Outcome::Done, // the same heartbeat again
@@ -265,12 +205,7 @@ async fn cold_path(
 
 /// `approved` + first heartbeat: check the node against the spec, label it, delete the
 /// bootstrap token, `joined` — and `available` at once if the node is Ready.
-async fn join_cluster(
-    rec: ProviderRecord,
-    facts: &HeartbeatFacts<'_>,
-    ctx: &Context,
-    now: DateTime<Utc>,
-) -> Outcome {
+async fn join_cluster(rec: ProviderRecord, facts: &HeartbeatFacts<'_>, ctx: &Context, now: DateTime<Utc>) -> Outcome {
     let node = match ctx.cluster.get_node(&rec.node_name).await {
         Ok(Some(n)) => n,
         Ok(None) => {
@@ -285,35 +220,22 @@ async fn join_cluster(
         Ok(s) => s,
         Err(e) => return retry(format!("stored spec unreadable: {e}")),
     };
-    let contradiction =
-        spec_contradiction(&node, spec.total_gpus, spec.cpu_cores, spec.total_memory_mb);
+    let contradiction = spec_contradiction(&node, spec.total_gpus, spec.cpu_cores, spec.total_memory_mb);
     if let Some(why) = &contradiction {
         tracing::warn!(provider_id = %rec.provider_id, %why, "node contradicts the claimed spec; provider stays unschedulable");
     } else {
-        let first_gpu = spec
-            .gpus
-            .first()
-            .map(|g| g.name.as_str())
-            .unwrap_or_default();
-        let mut wanted: BTreeMap<String, Option<String>> =
-            provider_node_labels(&rec.provider_id, first_gpu, rec.gpu_count as u32)
-                .into_iter()
-                .map(|(k, v)| (k, Some(v)))
-                .collect();
-        wanted.insert(
-            labels::ACTIVE_JOBS.to_string(),
-            Some(facts.active_jobs.to_string()),
-        );
+        let first_gpu = spec.gpus.first().map(|g| g.name.as_str()).unwrap_or_default();
+        let mut wanted: BTreeMap<String, Option<String>> = provider_node_labels(&rec.provider_id, first_gpu, rec.gpu_count as u32)
+            .into_iter()
+            .map(|(k, v)| (k, Some(v)))
+            .collect();
+        wanted.insert(labels::ACTIVE_JOBS.to_string(), Some(facts.active_jobs.to_string()));
         // The first last-heartbeat annotation goes in the same write.
         let annotation = BTreeMap::from([(
             labels::LAST_HEARTBEAT_ANNOTATION.to_string(),
             Some(facts.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
         )]);
-        if let Err(e) = ctx
-            .cluster
-            .patch_node_metadata(&rec.node_name, &wanted, &annotation)
-            .await
-        {
+        if let Err(e) = ctx.cluster.patch_node_metadata(&rec.node_name, &wanted, &annotation).await {
             return retry(e);
         }
     }
@@ -359,11 +281,7 @@ impl Handler for HeartbeatRecorder {
 }
 
 impl Context {
-    pub fn from_config(
-        cfg: &worldland_shared::Config,
-        store: Arc<dyn ItemStore>,
-        cluster: Arc<dyn Cluster>,
-    ) -> Self {
+    pub fn from_config(cfg: &worldland_shared::Config, store: Arc<dyn ItemStore>, cluster: Arc<dyn Cluster>) -> Self {
         Self {
             store,
             cluster,

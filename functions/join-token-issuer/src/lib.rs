@@ -11,9 +11,7 @@ use tracing::instrument;
 use worldland_shared::cluster::bootstrap::{ca_cert_hash, endpoint_host_port, join_command};
 use worldland_shared::cluster::{BootstrapToken, Cluster, Created};
 use worldland_shared::labels::provider_node_labels;
-use worldland_shared::messages::{
-    topics, ProviderResponse, ProviderState, ProviderValidated, SealedJoin,
-};
+use worldland_shared::messages::{topics, ProviderResponse, ProviderState, ProviderValidated, SealedJoin};
 use worldland_shared::replies::ProviderReplies;
 use worldland_shared::sealed::seal_join;
 use worldland_shared::state::providers::{approve, mark_answered, reserve_token, ProviderRecord};
@@ -42,9 +40,7 @@ fn retry(e: impl std::fmt::Display) -> Outcome {
 pub async fn handle(msg: &ProviderValidated, ctx: &Context, now: DateTime<Utc>) -> Outcome {
     let rec = match ProviderRecord::load(ctx.store.as_ref(), &msg.provider_id).await {
         Ok(Some(rec)) => rec,
-        Ok(None) => {
-            return Outcome::Rejected(Rejection::new(Reason::UnknownProvider, "no such provider"))
-        }
+        Ok(None) => return Outcome::Rejected(Rejection::new(Reason::UnknownProvider, "no such provider")),
         Err(e) => return retry(e),
     };
     if rec.answered_registration.as_deref() == Some(msg.registration_id.as_str()) {
@@ -53,10 +49,7 @@ pub async fn handle(msg: &ProviderValidated, ctx: &Context, now: DateTime<Utc>) 
     match rec.state {
         ProviderState::Pending => issue(msg, rec, ctx, now).await,
         ProviderState::Approved => reanswer_approved(msg, rec, ctx, now).await,
-        ProviderState::Joined
-        | ProviderState::Available
-        | ProviderState::Busy
-        | ProviderState::Offline => {
+        ProviderState::Joined | ProviderState::Available | ProviderState::Busy | ProviderState::Offline => {
             let answer = ProviderResponse {
                 success: true,
                 status: rec.state.to_string(),
@@ -71,12 +64,7 @@ pub async fn handle(msg: &ProviderValidated, ctx: &Context, now: DateTime<Utc>) 
     }
 }
 
-async fn answer_then_mark(
-    msg: &ProviderValidated,
-    answer: &ProviderResponse,
-    ctx: &Context,
-    now: DateTime<Utc>,
-) -> Outcome {
+async fn answer_then_mark(msg: &ProviderValidated, answer: &ProviderResponse, ctx: &Context, now: DateTime<Utc>) -> Outcome {
     if let Err(e) = ctx.replies.reply(&msg.provider_id, answer).await {
         return retry(e);
     }
@@ -91,11 +79,7 @@ async fn answer_then_mark(
 
 /// Finds or creates the provider's one token: the reserved id if it is still valid, else a new
 /// reservation.
-async fn token_for(
-    rec: &ProviderRecord,
-    ctx: &Context,
-    now: DateTime<Utc>,
-) -> Result<BootstrapToken, Outcome> {
+async fn token_for(rec: &ProviderRecord, ctx: &Context, now: DateTime<Utc>) -> Result<BootstrapToken, Outcome> {
     let description = format!("WorldLand join token for provider {}", rec.provider_id);
     let token = match (&rec.token_id, rec.token_expires_at) {
         (Some(id), Some(exp)) if exp > now => BootstrapToken::with_id(id, exp, description),
@@ -107,11 +91,7 @@ async fn token_for(
             {
                 Ok(Some(_)) => fresh,
                 // Another delivery reserved one in between: retry and use that one.
-                Ok(None) => {
-                    return Err(retry(
-                        "token reservation raced; retrying with the stored one",
-                    ))
-                }
+                Ok(None) => return Err(retry("token reservation raced; retrying with the stored one")),
                 Err(e) => return Err(retry(e)),
             }
         }
@@ -138,29 +118,17 @@ async fn approval_answer(
     let server = ctx.api_endpoint.clone().unwrap_or(info.server);
     let (host, port) = endpoint_host_port(&server);
     let command = join_command(&host, port, &token.token(), &ca_hash);
-    let spec: worldland_shared::messages::Spec =
-        serde_json::from_str(&rec.spec_json).map_err(retry)?;
-    let first_gpu = spec
-        .gpus
-        .first()
-        .map(|g| g.name.as_str())
-        .unwrap_or_default();
+    let spec: worldland_shared::messages::Spec = serde_json::from_str(&rec.spec_json).map_err(retry)?;
+    let first_gpu = spec.gpus.first().map(|g| g.name.as_str()).unwrap_or_default();
     let mut answer = ProviderResponse {
         success: true,
         status: ProviderState::Approved.to_string(),
-        message: format!(
-            "approved; join token valid until {}",
-            token.expires_at.to_rfc3339()
-        ),
+        message: format!("approved; join token valid until {}", token.expires_at.to_rfc3339()),
         master_ip: Some(host),
         master_port: Some(port),
         ca_hash: Some(ca_hash),
         node_name: Some(rec.node_name.clone()),
-        labels: Some(provider_node_labels(
-            &rec.provider_id,
-            first_gpu,
-            rec.gpu_count as u32,
-        )),
+        labels: Some(provider_node_labels(&rec.provider_id, first_gpu, rec.gpu_count as u32)),
         ..Default::default()
     };
     match enc_pubkey {
@@ -183,12 +151,7 @@ async fn approval_answer(
     Ok(answer)
 }
 
-async fn issue(
-    msg: &ProviderValidated,
-    rec: ProviderRecord,
-    ctx: &Context,
-    now: DateTime<Utc>,
-) -> Outcome {
+async fn issue(msg: &ProviderValidated, rec: ProviderRecord, ctx: &Context, now: DateTime<Utc>) -> Outcome {
     let token = match token_for(&rec, ctx, now).await {
         Ok(t) => t,
         Err(outcome) => return outcome,
@@ -212,10 +175,7 @@ async fn issue(
         }
         Ok(None) => match ProviderRecord::load(ctx.store.as_ref(), &rec.provider_id).await {
             // A concurrent delivery approved it with this same token.
-            Ok(Some(now_rec))
-                if now_rec.state == ProviderState::Approved
-                    && now_rec.token_id.as_deref() == Some(token.id.as_str()) =>
-            {
+            Ok(Some(now_rec)) if now_rec.state == ProviderState::Approved && now_rec.token_id.as_deref() == Some(token.id.as_str()) => {
                 Outcome::Done
             }
             Ok(_) => retry("approval condition failed"),
@@ -227,12 +187,7 @@ async fn issue(
 
 /// A new registration from an approved provider that has not joined yet (its agent restarted):
 /// answer again with the same token, read back from the cluster.
-async fn reanswer_approved(
-    msg: &ProviderValidated,
-    rec: ProviderRecord,
-    ctx: &Context,
-    now: DateTime<Utc>,
-) -> Outcome {
+async fn reanswer_approved(msg: &ProviderValidated, rec: ProviderRecord, ctx: &Context, now: DateTime<Utc>) -> Outcome {
     let token = match &rec.token_id {
         Some(id) => match ctx.cluster.get_bootstrap_token(id).await {
             Ok(t) => t.filter(|t| t.expires_at > now),
@@ -248,9 +203,7 @@ async fn reanswer_approved(
         None => ProviderResponse {
             success: false,
             status: ProviderState::Approved.to_string(),
-            message:
-                "the join token has expired; register again once this provider shows as expired"
-                    .into(),
+            message: "the join token has expired; register again once this provider shows as expired".into(),
             ..Default::default()
         },
     };

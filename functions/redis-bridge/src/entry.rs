@@ -57,10 +57,7 @@ fn parse_entries(v: &Value) -> Option<Vec<RawEntry>> {
 pub fn parse_read_reply(v: &Value) -> Option<Vec<(String, Vec<RawEntry>)>> {
     match v {
         Value::Nil => Some(vec![]),
-        Value::Map(m) => m
-            .iter()
-            .map(|(k, e)| Some((text(k)?, parse_entries(e)?)))
-            .collect(),
+        Value::Map(m) => m.iter().map(|(k, e)| Some((text(k)?, parse_entries(e)?))).collect(),
         Value::Array(streams) => streams
             .iter()
             .map(|s| {
@@ -99,8 +96,7 @@ pub fn group_last_delivered(v: &Value, group: &str) -> Option<String> {
             Value::Map(m) => m.iter().flat_map(|(k, v)| [k.clone(), v.clone()]).collect(),
             other => items(other)?.into_iter().cloned().collect(),
         };
-        (field(&pairs, "name").and_then(text).as_deref() == Some(group))
-            .then(|| field(&pairs, "last-delivered-id").and_then(text))?
+        (field(&pairs, "name").and_then(text).as_deref() == Some(group)).then(|| field(&pairs, "last-delivered-id").and_then(text))?
     })
 }
 
@@ -122,12 +118,7 @@ pub fn envelope_for(stream: &str, e: &RawEntry) -> Result<StreamEnvelope, Reject
             "entry was deleted before it could be forwarded",
         ));
     };
-    let get = |name: &str| {
-        fields
-            .iter()
-            .find(|(k, _)| k.as_slice() == name.as_bytes())
-            .map(|(_, v)| v)
-    };
+    let get = |name: &str| fields.iter().find(|(k, _)| k.as_slice() == name.as_bytes()).map(|(_, v)| v);
     let size: usize = fields.iter().map(|(k, v)| k.len() + v.len()).sum();
     if size > MAX_ENTRY_BYTES {
         return Err(Rejection::new(
@@ -136,20 +127,12 @@ pub fn envelope_for(stream: &str, e: &RawEntry) -> Result<StreamEnvelope, Reject
         ));
     }
     let Some(data) = get("data") else {
-        return Err(Rejection::new(
-            Reason::MissingData,
-            "entry has no data field",
-        ));
+        return Err(Rejection::new(Reason::MissingData, "entry has no data field"));
     };
-    let data = String::from_utf8(data.clone())
-        .map_err(|_| Rejection::new(Reason::NotUtf8, "data is not UTF-8 text"))?;
+    let data = String::from_utf8(data.clone()).map_err(|_| Rejection::new(Reason::NotUtf8, "data is not UTF-8 text"))?;
     let opt_text = |name: &str| -> Result<Option<String>, Rejection> {
         get(name)
-            .map(|v| {
-                String::from_utf8(v.clone()).map_err(|_| {
-                    Rejection::new(Reason::NotUtf8, format!("{name} is not UTF-8 text"))
-                })
-            })
+            .map(|v| String::from_utf8(v.clone()).map_err(|_| Rejection::new(Reason::NotUtf8, format!("{name} is not UTF-8 text"))))
             .transpose()
     };
     Ok(StreamEnvelope {
@@ -172,12 +155,7 @@ mod tests {
     fn entry(fields: &[(&[u8], &[u8])]) -> RawEntry {
         RawEntry {
             id: "1-0".into(),
-            fields: Some(
-                fields
-                    .iter()
-                    .map(|(k, v)| (k.to_vec(), v.to_vec()))
-                    .collect(),
-            ),
+            fields: Some(fields.iter().map(|(k, v)| (k.to_vec(), v.to_vec())).collect()),
         }
     }
 
@@ -189,10 +167,7 @@ mod tests {
             (entry(&[(b"data", b"{}"), (b"signature", b"0xab")]), Ok(())),
             (entry(&[(b"timestamp", b"t")]), Err(Reason::MissingData)),
             (entry(&[(b"data", &[0xff, 0xfe])]), Err(Reason::NotUtf8)),
-            (
-                entry(&[(b"data", b"{}"), (b"signature", &[0xff])]),
-                Err(Reason::NotUtf8),
-            ),
+            (entry(&[(b"data", b"{}"), (b"signature", &[0xff])]), Err(Reason::NotUtf8)),
             (entry(&[(b"data", &big)]), Err(Reason::EntryTooLarge)),
             (
                 RawEntry {
@@ -203,11 +178,7 @@ mod tests {
             ),
         ];
         for (e, want) in table {
-            assert_eq!(
-                envelope_for("s", &e).map(|_| ()).map_err(|r| r.reason),
-                want,
-                "{e:?}"
-            );
+            assert_eq!(envelope_for("s", &e).map(|_| ()).map_err(|r| r.reason), want, "{e:?}");
         }
     }
 
@@ -217,10 +188,7 @@ mod tests {
             bs(b"provider:registration"),
             Value::Array(vec![
                 Value::Array(vec![bs(b"1-0"), Value::Array(vec![bs(b"data"), bs(b"{}")])]),
-                Value::Array(vec![
-                    bs(b"2-0"),
-                    Value::Array(vec![bs(&[0xff]), bs(&[0xfe])]),
-                ]),
+                Value::Array(vec![bs(b"2-0"), Value::Array(vec![bs(&[0xff]), bs(&[0xfe])])]),
                 Value::Array(vec![bs(b"3-0"), Value::Nil]),
             ]),
         ])]);
@@ -230,15 +198,8 @@ mod tests {
         assert_eq!(parsed[0].1[1].fields.as_ref().unwrap()[0].0, vec![0xff]);
         assert_eq!(parsed[0].1[2].fields, None);
         assert_eq!(parse_read_reply(&Value::Nil), Some(vec![]));
-        let claim = Value::Array(vec![
-            bs(b"0-0"),
-            Value::Array(vec![]),
-            Value::Array(vec![bs(b"5-0")]),
-        ]);
-        assert_eq!(
-            parse_autoclaim_reply(&claim),
-            Some(("0-0".into(), vec![], vec!["5-0".into()]))
-        );
+        let claim = Value::Array(vec![bs(b"0-0"), Value::Array(vec![]), Value::Array(vec![bs(b"5-0")])]);
+        assert_eq!(parse_autoclaim_reply(&claim), Some(("0-0".into(), vec![], vec!["5-0".into()])));
         let groups = Value::Array(vec![Value::Array(vec![
             bs(b"name"),
             bs(b"g"),
@@ -248,21 +209,11 @@ mod tests {
         assert_eq!(group_last_delivered(&groups, "g"), Some("7-1".into()));
         assert_eq!(group_last_delivered(&groups, "other"), None);
         assert_eq!(
-            pending_min_id(&Value::Array(vec![
-                Value::Int(0),
-                Value::Nil,
-                Value::Nil,
-                Value::Nil
-            ])),
+            pending_min_id(&Value::Array(vec![Value::Int(0), Value::Nil, Value::Nil, Value::Nil])),
             None
         );
         assert_eq!(
-            pending_min_id(&Value::Array(vec![
-                Value::Int(2),
-                bs(b"3-0"),
-                bs(b"4-0"),
-                Value::Nil
-            ])),
+            pending_min_id(&Value::Array(vec![Value::Int(2), bs(b"3-0"), bs(b"4-0"), Value::Nil])),
             Some("3-0".into())
         );
     }

@@ -80,12 +80,7 @@ pub struct RedisBridge {
 }
 
 impl RedisBridge {
-    pub fn new(
-        conn: ConnectionManager,
-        reader: ConnectionManager,
-        bus: Arc<dyn Bus>,
-        settings: BridgeSettings,
-    ) -> Self {
+    pub fn new(conn: ConnectionManager, reader: ConnectionManager, bus: Arc<dyn Bus>, settings: BridgeSettings) -> Self {
         Self {
             conn,
             reader,
@@ -96,14 +91,8 @@ impl RedisBridge {
 
     fn streams(&self) -> [(String, &'static str); 2] {
         [
-            (
-                self.settings.streams.registration(),
-                topics::REGISTRATION_RECEIVED,
-            ),
-            (
-                self.settings.streams.heartbeat(),
-                topics::HEARTBEAT_RECEIVED,
-            ),
+            (self.settings.streams.registration(), topics::REGISTRATION_RECEIVED),
+            (self.settings.streams.heartbeat(), topics::HEARTBEAT_RECEIVED),
         ]
     }
 
@@ -121,9 +110,7 @@ impl RedisBridge {
     pub async fn poll_once(&self) -> Result<Pass> {
         let streams = self.streams();
         let mut cmd = redis::cmd("XREADGROUP");
-        cmd.arg("GROUP")
-            .arg(&self.settings.group)
-            .arg(&self.settings.consumer);
+        cmd.arg("GROUP").arg(&self.settings.group).arg(&self.settings.consumer);
         cmd.arg("COUNT")
             .arg(self.settings.batch)
             .arg("BLOCK")
@@ -137,9 +124,7 @@ impl RedisBridge {
         }
         let reply: Value = cmd.query_async(&mut self.reader.clone()).await?;
         let mut pass = Pass::default();
-        for (stream, entries) in
-            entry::parse_read_reply(&reply).ok_or(Error::Reply("XREADGROUP"))?
-        {
+        for (stream, entries) in entry::parse_read_reply(&reply).ok_or(Error::Reply("XREADGROUP"))? {
             pass += self.forward_all(&stream, entries).await?;
         }
         Ok(pass)
@@ -161,8 +146,7 @@ impl RedisBridge {
                     .arg(self.settings.batch)
                     .query_async(&mut self.conn.clone())
                     .await?;
-                let (next, entries, deleted) =
-                    entry::parse_autoclaim_reply(&reply).ok_or(Error::Reply("XAUTOCLAIM"))?;
+                let (next, entries, deleted) = entry::parse_autoclaim_reply(&reply).ok_or(Error::Reply("XAUTOCLAIM"))?;
                 if !deleted.is_empty() {
                     // Trimmed away while pending: nothing left to forward, just clear them.
                     redis::cmd("XACK")
@@ -227,12 +211,7 @@ impl RedisBridge {
                     for (k, v) in e.fields.iter().flatten() {
                         p.arg(k.as_slice()).arg(v.as_slice());
                     }
-                    p.ignore()
-                        .cmd("XACK")
-                        .arg(stream)
-                        .arg(&self.settings.group)
-                        .arg(&e.id)
-                        .ignore();
+                    p.ignore().cmd("XACK").arg(stream).arg(&self.settings.group).arg(&e.id).ignore();
                     p.query_async::<()>(&mut self.conn.clone()).await?;
                     pass.dead_lettered += 1;
                 }
@@ -261,8 +240,7 @@ impl RedisBridge {
                 .arg(&stream)
                 .query_async(&mut self.conn.clone())
                 .await?;
-            let Some(last_delivered) = entry::group_last_delivered(&groups, &self.settings.group)
-            else {
+            let Some(last_delivered) = entry::group_last_delivered(&groups, &self.settings.group) else {
                 continue;
             };
             let pending: Value = redis::cmd("XPENDING")
@@ -285,8 +263,7 @@ impl RedisBridge {
     /// Runs until `shutdown` fires: poll continuously, reclaim and trim every few seconds.
     pub async fn run(&self, mut shutdown: broadcast::Receiver<()>) -> Result<()> {
         self.ensure_groups().await?;
-        let housekeeping =
-            Duration::from_millis(self.settings.reclaim_idle_ms.clamp(1_000, 30_000));
+        let housekeeping = Duration::from_millis(self.settings.reclaim_idle_ms.clamp(1_000, 30_000));
         let mut last_housekeeping = tokio::time::Instant::now() - housekeeping;
         let mut failures = 0u32;
         loop {

@@ -9,15 +9,9 @@ async fn main() -> anyhow::Result<()> {
     let cfg = Config::from_env()?;
     telemetry::init(cfg.log_format);
     let conn = backends::redis(&cfg).await.context("connecting to Redis")?;
-    let bus = std::sync::Arc::new(
-        backends::rabbit(&cfg)
-            .await
-            .context("connecting to RabbitMQ")?,
-    );
+    let bus = std::sync::Arc::new(backends::rabbit(&cfg).await.context("connecting to RabbitMQ")?);
     let shutdown = backends::shutdown_on_signal();
-    let reader = backends::redis_blocking(&cfg)
-        .await
-        .context("connecting to Redis")?;
+    let reader = backends::redis_blocking(&cfg).await.context("connecting to Redis")?;
     RedisBridge::new(conn, reader, bus, BridgeSettings::from_config(&cfg))
         .run(shutdown.subscribe())
         .await?;

@@ -8,16 +8,12 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use tracing::instrument;
 use worldland_shared::bus::Bus;
-use worldland_shared::messages::{
-    topics, ProviderResponse, ProviderValidated, Registration, StreamEnvelope, MAX_ENTRY_BYTES,
-};
+use worldland_shared::messages::{topics, ProviderResponse, ProviderValidated, Registration, StreamEnvelope, MAX_ENTRY_BYTES};
 use worldland_shared::replies::ProviderReplies;
 use worldland_shared::signature::{verify_entry, SignaturePolicy};
 use worldland_shared::state::providers::{register_pending, ProviderRecord};
 use worldland_shared::state::ItemStore;
-use worldland_shared::validation::{
-    check_provider_id, validate_registration, Reason, Rejection, ValidationPolicy,
-};
+use worldland_shared::validation::{check_provider_id, validate_registration, Reason, Rejection, ValidationPolicy};
 use worldland_shared::worker::{decode, Handler, Outcome};
 
 /// The routing keys this worker consumes.
@@ -41,11 +37,7 @@ fn provider_id_of(data: &str) -> Option<String> {
 }
 
 /// Validates and signature-checks a registration; pure.
-pub fn check(
-    env: &StreamEnvelope,
-    ctx: &Context,
-    now: DateTime<Utc>,
-) -> Result<Registration, Rejection> {
+pub fn check(env: &StreamEnvelope, ctx: &Context, now: DateTime<Utc>) -> Result<Registration, Rejection> {
     let size = env.data.len() + env.signature.as_ref().map_or(0, String::len);
     if size > MAX_ENTRY_BYTES {
         return Err(Rejection::new(
@@ -60,12 +52,7 @@ pub fn check(
         )
     })?;
     validate_registration(&reg, &ctx.policy, now)?;
-    verify_entry(
-        env.data.as_bytes(),
-        env.signature.as_deref(),
-        &reg.wallet_addr,
-        ctx.signatures,
-    )?;
+    verify_entry(env.data.as_bytes(), env.signature.as_deref(), &reg.wallet_addr, ctx.signatures)?;
     Ok(reg)
 }
 
@@ -76,10 +63,7 @@ pub async fn handle(env: &StreamEnvelope, ctx: &Context, now: DateTime<Utc>) -> 
         Err(rejection) => return refuse(provider_id_of(&env.data), rejection, ctx).await,
     };
     let id = reg.provider_id.clone();
-    let written = match register_pending(&reg, &env.entry_id, now)
-        .run(ctx.store.as_ref(), &id)
-        .await
-    {
+    let written = match register_pending(&reg, &env.entry_id, now).run(ctx.store.as_ref(), &id).await {
         Ok(w) => w,
         Err(e) => return Outcome::Retry(e.to_string()),
     };
@@ -92,10 +76,7 @@ pub async fn handle(env: &StreamEnvelope, ctx: &Context, now: DateTime<Utc>) -> 
         };
         if !current.wallet.eq_ignore_ascii_case(&reg.wallet_addr) {
             // Someone else's provider id: refuse, and do not write on its owner's response stream.
-            let r = Rejection::new(
-                Reason::WalletMismatch,
-                "provider_id is registered to another wallet",
-            );
+            let r = Rejection::new(Reason::WalletMismatch, "provider_id is registered to another wallet");
             return refuse(None, r, ctx).await;
         }
         tracing::info!(provider_id = %id, state = %current.state, "registration already recorded; passing it on");
@@ -108,11 +89,7 @@ pub async fn handle(env: &StreamEnvelope, ctx: &Context, now: DateTime<Utc>) -> 
     let body = serde_json::to_vec(&validated).expect("serialises");
     match ctx
         .bus
-        .publish(
-            topics::PROVIDER_VALIDATED,
-            &format!("validated/{}", env.entry_id),
-            &body,
-        )
+        .publish(topics::PROVIDER_VALIDATED, &format!("validated/{}", env.entry_id), &body)
         .await
     {
         Ok(()) => Outcome::Done,
@@ -122,11 +99,7 @@ pub async fn handle(env: &StreamEnvelope, ctx: &Context, now: DateTime<Utc>) -> 
 
 async fn refuse(provider_id: Option<String>, rejection: Rejection, ctx: &Context) -> Outcome {
     if let Some(id) = provider_id {
-        let answer = ProviderResponse::rejected(format!(
-            "{}: {}",
-            rejection.reason.code(),
-            rejection.message
-        ));
+        let answer = ProviderResponse::rejected(format!("{}: {}", rejection.reason.code(), rejection.message));
         if let Err(e) = ctx.replies.reply(&id, &answer).await {
             return Outcome::Retry(e.to_string());
         }

@@ -10,11 +10,7 @@ use worldland_shared::{backends, telemetry, Config};
 async fn main() -> anyhow::Result<()> {
     let cfg = Config::from_env()?;
     telemetry::init(cfg.log_format);
-    let bus = Arc::new(
-        backends::rabbit(&cfg)
-            .await
-            .context("connecting to RabbitMQ")?,
-    );
+    let bus = Arc::new(backends::rabbit(&cfg).await.context("connecting to RabbitMQ")?);
     let ctx = Context {
         store: backends::store(&cfg).await,
         bus: bus.clone(),

@@ -11,17 +11,26 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use tokio::sync::broadcast;
+use worldland_shared::bus::Bus;
 use worldland_shared::cluster::Cluster;
+use worldland_shared::jobs::close_job;
 use worldland_shared::labels;
+use worldland_shared::ledger::Ledger;
+use worldland_shared::messages::topics;
 use worldland_shared::messages::ProviderState;
+use worldland_shared::replies::ProviderReplies;
 use worldland_shared::state::providers::{expire_if_unjoined, mark_offline_if_stale, ms};
-use worldland_shared::state::{ItemStore, StoreResult, Table, Value, KEY_ATTR};
+use worldland_shared::state::{ItemStore, StoreResult, Table, Value, INDEX_SORT_ATTR, KEY_ATTR};
 
 pub const WORKER: &str = "staleness-sweeper";
 
 pub struct Context {
     pub store: Arc<dyn ItemStore>,
     pub cluster: Arc<dyn Cluster>,
+    /// Where `job.released` goes for jobs the sweeper closes.
+    pub bus: Arc<dyn Bus>,
+    /// Where `mining.resume` goes when a closed job had taken mining GPUs.
+    pub replies: Arc<dyn ProviderReplies>,
     /// A provider whose last heartbeat is older than this is offline.
     pub stale_after: Duration,
 }
@@ -33,20 +42,42 @@ pub struct SweepReport {
     pub examined: usize,
     pub marked_offline: usize,
     pub expired: usize,
+    /// Jobs closed: run out of `duration_s`, or interrupted by their provider going offline.
+    pub jobs_closed: usize,
+}
+
+/// Closes a job and tells whoever needs to know. Failures are logged: the job stays open and
+/// the next sweep (or a `job.release`) closes it.
+async fn close_and_announce(ctx: &Context, job_id: &str, reason: &str, ended_at: DateTime<Utc>) -> bool {
+    match close_job(ctx.store.as_ref(), job_id, reason, ended_at).await {
+        Ok(Some(closed)) => {
+            if let Some(resume) = &closed.resume {
+                if let Err(e) = ctx.replies.command(&closed.released.provider_id, resume).await {
+                    tracing::warn!(job_id, error = %e, "mining.resume not sent");
+                }
+            }
+            let body = serde_json::to_vec(&closed.released).expect("serialises");
+            if let Err(e) = ctx
+                .bus
+                .publish(topics::JOB_RELEASED, &format!("{}/{job_id}", topics::JOB_RELEASED), &body)
+                .await
+            {
+                tracing::warn!(job_id, error = %e, "job.released not published");
+            }
+            true
+        }
+        Ok(None) => false,
+        Err(e) => {
+            tracing::warn!(job_id, error = %e, "job not closed");
+            false
+        }
+    }
 }
 
 /// Marks a node offline: the status label and the NoSchedule taint.
-async fn mark_node_offline(
-    cluster: &dyn Cluster,
-    node: &str,
-) -> worldland_shared::cluster::ClusterResult<()> {
-    let status = BTreeMap::from([(
-        labels::STATUS.to_string(),
-        Some(labels::STATUS_OFFLINE.to_string()),
-    )]);
-    cluster
-        .patch_node_metadata(node, &status, &BTreeMap::new())
-        .await?;
+async fn mark_node_offline(cluster: &dyn Cluster, node: &str) -> worldland_shared::cluster::ClusterResult<()> {
+    let status = BTreeMap::from([(labels::STATUS.to_string(), Some(labels::STATUS_OFFLINE.to_string()))]);
+    cluster.patch_node_metadata(node, &status, &BTreeMap::new()).await?;
     cluster.set_offline_taint(node, true).await
 }
 
@@ -63,14 +94,21 @@ pub async fn sweep_once(ctx: &Context, now: DateTime<Utc>) -> StoreResult<SweepR
             let Some(id) = item.get(KEY_ATTR).and_then(Value::as_str) else {
                 continue;
             };
-            let Some(marked) = mark_offline_if_stale(stale_before, now)
-                .run(ctx.store.as_ref(), id)
-                .await?
-            else {
+            let Some(marked) = mark_offline_if_stale(stale_before, now).run(ctx.store.as_ref(), id).await? else {
                 continue; // a heartbeat landed in between, or another sweeper was first
             };
             report.marked_offline += 1;
             tracing::info!(provider_id = %marked.provider_id, last_heartbeat = ?marked.last_heartbeat, "provider offline");
+            // Its jobs are interrupted: billed up to its last heartbeat, resources returned.
+            if let Ok(Some(item)) = ctx.store.get(Table::Providers, &marked.provider_id).await {
+                let jobs: Vec<String> = Ledger::from_item(&item).map(|l| l.allocs.into_keys().collect()).unwrap_or_default();
+                let ended = marked.last_heartbeat.unwrap_or(now);
+                for job_id in jobs {
+                    if close_and_announce(ctx, &job_id, "interrupted", ended).await {
+                        report.jobs_closed += 1;
+                    }
+                }
+            }
             if let Err(e) = mark_node_offline(ctx.cluster.as_ref(), &marked.node_name).await {
                 tracing::warn!(provider_id = %marked.provider_id, error = %e, "offline marks not written to the node");
             }
@@ -79,11 +117,7 @@ pub async fn sweep_once(ctx: &Context, now: DateTime<Utc>) -> StoreResult<SweepR
     // While approved, the index sort key is the token's expiry.
     let expired = ctx
         .store
-        .query_by_state(
-            Table::Providers,
-            ProviderState::Approved.as_str(),
-            Some(ms(now) + 1),
-        )
+        .query_by_state(Table::Providers, ProviderState::Approved.as_str(), Some(ms(now) + 1))
         .await?;
     report.examined += expired.len();
     for item in expired {
@@ -98,6 +132,21 @@ pub async fn sweep_once(ctx: &Context, now: DateTime<Utc>) -> StoreResult<SweepR
                     tracing::warn!(provider_id = %rec.provider_id, error = %e, "expired token not deleted");
                 }
             }
+        }
+    }
+    // Jobs whose duration ran out; while allocated, a job's index sort key is its due time.
+    let due = ctx.store.query_by_state(Table::Jobs, "allocated", Some(ms(now) + 1)).await?;
+    report.examined += due.len();
+    for item in due {
+        let (Some(id), Some(at)) = (
+            item.get(KEY_ATTR).and_then(Value::as_str),
+            item.get(INDEX_SORT_ATTR).and_then(Value::as_i64),
+        ) else {
+            continue;
+        };
+        let ended = chrono::TimeZone::timestamp_millis_opt(&Utc, at).single().unwrap_or(now);
+        if close_and_announce(ctx, id, "expired", ended).await {
+            report.jobs_closed += 1;
         }
     }
     Ok(report)

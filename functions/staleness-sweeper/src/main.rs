@@ -12,6 +12,8 @@ async fn main() -> anyhow::Result<()> {
     let ctx = Arc::new(Context {
         store: backends::store(&cfg).await,
         cluster: backends::cluster(&cfg).await?,
+        bus: Arc::new(backends::rabbit(&cfg).await?),
+        replies: backends::replies(&cfg).await?,
         stale_after: chrono::Duration::seconds(cfg.stale_after_s),
     });
     let shutdown = backends::shutdown_on_signal();

@@ -88,9 +88,7 @@ impl Bus for MemoryBus {
             .values()
             .any(|q| q.bindings.iter().any(|b| topic_matches(b, routing_key)))
         {
-            return Err(BusError::NotConfirmed(format!(
-                "{routing_key} (no queue bound)"
-            )));
+            return Err(BusError::NotConfirmed(format!("{routing_key} (no queue bound)")));
         }
         inner.published += 1;
         for q in inner.queues.values() {
@@ -156,19 +154,14 @@ struct MemorySettle {
 
 impl MemorySettle {
     fn park(&self, reason: &str, detail: &str) {
-        self.bus
-            .inner
-            .lock()
-            .expect("bus lock")
-            .dead
-            .push(DeadLetter {
-                queue: self.queue.clone(),
-                routing_key: self.msg.routing_key.clone(),
-                message_id: Some(self.msg.message_id.clone()),
-                body: self.msg.body.clone(),
-                reason: reason.to_string(),
-                detail: detail.to_string(),
-            });
+        self.bus.inner.lock().expect("bus lock").dead.push(DeadLetter {
+            queue: self.queue.clone(),
+            routing_key: self.msg.routing_key.clone(),
+            message_id: Some(self.msg.message_id.clone()),
+            body: self.msg.body.clone(),
+            reason: reason.to_string(),
+            detail: detail.to_string(),
+        });
     }
 }
 
@@ -188,14 +181,7 @@ impl Settle for MemorySettle {
         self.tx.send(again).map_err(|_| BusError::Closed)
     }
 
-    async fn dead_letter(
-        &self,
-        _key: &str,
-        _id: Option<&str>,
-        _body: &[u8],
-        reason: &str,
-        detail: &str,
-    ) -> BusResult<()> {
+    async fn dead_letter(&self, _key: &str, _id: Option<&str>, _body: &[u8], reason: &str, detail: &str) -> BusResult<()> {
         self.park(reason, detail);
         Ok(())
     }
@@ -208,20 +194,13 @@ mod tests {
     #[tokio::test]
     async fn routes_redelivers_and_dead_letters() {
         let bus = MemoryBus::new(3);
-        let mut sub = bus
-            .subscribe(&QueueSpec::new("q", &["provider.*"]))
-            .await
-            .unwrap();
-        bus.publish("provider.validated", "m1", b"one")
-            .await
-            .unwrap();
+        let mut sub = bus.subscribe(&QueueSpec::new("q", &["provider.*"])).await.unwrap();
+        bus.publish("provider.validated", "m1", b"one").await.unwrap();
         assert!(matches!(
             bus.publish("job.allocate", "m2", b"not for q").await,
             Err(BusError::NotConfirmed(_))
         ));
-        bus.publish("provider.approved", "m3", b"three")
-            .await
-            .unwrap();
+        bus.publish("provider.approved", "m3", b"three").await.unwrap();
         let d = sub.next().await.unwrap();
         assert_eq!((d.body.as_slice(), d.previous_deliveries), (&b"one"[..], 0));
         d.retry().await.unwrap();
@@ -240,13 +219,8 @@ mod tests {
             vec!["bad", "delivery_limit"]
         );
         // A second consumer shares the queue: each message goes to one of them.
-        let mut other = bus
-            .subscribe(&QueueSpec::new("q", &["provider.*"]))
-            .await
-            .unwrap();
-        bus.publish("provider.validated", "m4", b"four")
-            .await
-            .unwrap();
+        let mut other = bus.subscribe(&QueueSpec::new("q", &["provider.*"])).await.unwrap();
+        bus.publish("provider.validated", "m4", b"four").await.unwrap();
         assert_eq!(other.next().await.unwrap().body, b"four");
     }
 }

@@ -61,13 +61,7 @@ impl std::fmt::Debug for Delivery {
 }
 
 impl Delivery {
-    pub fn new(
-        routing_key: String,
-        message_id: Option<String>,
-        body: Vec<u8>,
-        previous_deliveries: u32,
-        settle: Box<dyn Settle>,
-    ) -> Self {
+    pub fn new(routing_key: String, message_id: Option<String>, body: Vec<u8>, previous_deliveries: u32, settle: Box<dyn Settle>) -> Self {
         Self {
             routing_key,
             message_id,
@@ -87,9 +81,7 @@ impl Delivery {
     /// Refused for good: park it on the dead-letter queue with its reason, then ack.
     pub async fn dead_letter(self, reason: &str, detail: &str) -> BusResult<()> {
         let (settle, body, key, id) = (self.settle, self.body, self.routing_key, self.message_id);
-        settle
-            .dead_letter(&key, id.as_deref(), &body, reason, detail)
-            .await
+        settle.dead_letter(&key, id.as_deref(), &body, reason, detail).await
     }
 }
 
@@ -98,14 +90,7 @@ impl Delivery {
 pub trait Settle: Send + Sync {
     async fn ack(&self) -> BusResult<()>;
     async fn retry(&self) -> BusResult<()>;
-    async fn dead_letter(
-        &self,
-        routing_key: &str,
-        message_id: Option<&str>,
-        body: &[u8],
-        reason: &str,
-        detail: &str,
-    ) -> BusResult<()>;
+    async fn dead_letter(&self, routing_key: &str, message_id: Option<&str>, body: &[u8], reason: &str, detail: &str) -> BusResult<()>;
 }
 
 #[async_trait]

@@ -8,9 +8,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::StreamExt;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions,
-    QueueDeclareOptions, QueueDeleteOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
+    ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer, ExchangeKind};
@@ -85,14 +84,9 @@ impl RabbitBus {
             durable: true,
             ..Default::default()
         };
-        ch.exchange_declare(
-            s.exchange.as_str().into(),
-            ExchangeKind::Topic,
-            durable,
-            FieldTable::default(),
-        )
-        .await
-        .map_err(conn_err)?;
+        ch.exchange_declare(s.exchange.as_str().into(), ExchangeKind::Topic, durable, FieldTable::default())
+            .await
+            .map_err(conn_err)?;
         ch.exchange_declare(
             s.dead_letter_exchange().as_str().into(),
             ExchangeKind::Direct,
@@ -115,9 +109,7 @@ impl RabbitBus {
         for attempt in 0..MAX_ATTEMPTS {
             match self.open().await {
                 Ok((conn, ch)) => {
-                    ch.confirm_select(ConfirmSelectOptions::default())
-                        .await
-                        .map_err(conn_err)?;
+                    ch.confirm_select(ConfirmSelectOptions::default()).await.map_err(conn_err)?;
                     *guard = Some((conn, ch.clone()));
                     return Ok(ch);
                 }
@@ -131,14 +123,7 @@ impl RabbitBus {
         Err(last.unwrap_or(BusError::Closed))
     }
 
-    async fn publish_to(
-        &self,
-        exchange: &str,
-        routing_key: &str,
-        message_id: &str,
-        body: &[u8],
-        headers: FieldTable,
-    ) -> BusResult<()> {
+    async fn publish_to(&self, exchange: &str, routing_key: &str, message_id: &str, body: &[u8], headers: FieldTable) -> BusResult<()> {
         let mut last = None;
         for attempt in 0..MAX_ATTEMPTS {
             let ch = self.publisher_channel().await?;
@@ -205,15 +190,9 @@ impl RabbitBus {
         .map_err(conn_err)?;
         let mut args = FieldTable::default();
         args.insert("x-queue-type".into(), long("quorum"));
-        args.insert(
-            "x-dead-letter-exchange".into(),
-            long(&s.dead_letter_exchange()),
-        );
+        args.insert("x-dead-letter-exchange".into(), long(&s.dead_letter_exchange()));
         args.insert("x-dead-letter-routing-key".into(), long(&queue.name));
-        args.insert(
-            "x-delivery-limit".into(),
-            AMQPValue::LongInt(s.delivery_limit as i32),
-        );
+        args.insert("x-delivery-limit".into(), AMQPValue::LongInt(s.delivery_limit as i32));
         ch.queue_declare(queue.name.as_str().into(), durable, args)
             .await
             .map_err(conn_err)?;
@@ -255,16 +234,12 @@ impl RabbitBus {
         let (conn, ch) = self.open().await?;
         for q in queues {
             for name in [q.name.clone(), q.dead_letter_name()] {
-                let _ = ch
-                    .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
-                    .await;
+                let _ = ch.queue_delete(name.as_str().into(), QueueDeleteOptions::default()).await;
             }
         }
         let s = &self.inner.settings;
         for ex in [s.exchange.clone(), s.dead_letter_exchange()] {
-            let _ = ch
-                .exchange_delete(ex.as_str().into(), ExchangeDeleteOptions::default())
-                .await;
+            let _ = ch.exchange_delete(ex.as_str().into(), ExchangeDeleteOptions::default()).await;
         }
         let _ = conn.close(200, "cleanup".into()).await;
         Ok(())
@@ -275,14 +250,8 @@ impl RabbitBus {
 impl Bus for RabbitBus {
     async fn publish(&self, routing_key: &str, message_id: &str, body: &[u8]) -> BusResult<()> {
         let exchange = self.inner.settings.exchange.clone();
-        self.publish_to(
-            &exchange,
-            routing_key,
-            message_id,
-            body,
-            FieldTable::default(),
-        )
-        .await
+        self.publish_to(&exchange, routing_key, message_id, body, FieldTable::default())
+            .await
     }
 
     async fn subscribe(&self, queue: &QueueSpec) -> BusResult<Box<dyn Subscription>> {
@@ -304,10 +273,7 @@ struct RabbitSubscription {
 }
 
 fn previous_deliveries(props: &BasicProperties, redelivered: bool) -> u32 {
-    let count = props
-        .headers()
-        .as_ref()
-        .and_then(|h| h.inner().get("x-delivery-count").cloned());
+    let count = props.headers().as_ref().and_then(|h| h.inner().get("x-delivery-count").cloned());
     match count {
         Some(AMQPValue::LongLongInt(n)) => n.max(0) as u32,
         Some(AMQPValue::LongInt(n)) => n.max(0) as u32,
@@ -324,11 +290,7 @@ impl Subscription for RabbitSubscription {
             match self.consumer.next().await {
                 Some(Ok(d)) => {
                     let prev = previous_deliveries(&d.properties, d.redelivered);
-                    let message_id = d
-                        .properties
-                        .message_id()
-                        .as_ref()
-                        .map(|s| s.as_str().to_string());
+                    let message_id = d.properties.message_id().as_ref().map(|s| s.as_str().to_string());
                     let settle = RabbitSettle {
                         bus: self.bus.clone(),
                         queue: self.queue.name.clone(),
@@ -385,11 +347,7 @@ struct RabbitSettle {
 #[async_trait]
 impl Settle for RabbitSettle {
     async fn ack(&self) -> BusResult<()> {
-        self.acker
-            .ack(BasicAckOptions::default())
-            .await
-            .map(|_| ())
-            .map_err(conn_err)
+        self.acker.ack(BasicAckOptions::default()).await.map(|_| ()).map_err(conn_err)
     }
 
     async fn retry(&self) -> BusResult<()> {
@@ -404,14 +362,7 @@ impl Settle for RabbitSettle {
             .map_err(conn_err)
     }
 
-    async fn dead_letter(
-        &self,
-        routing_key: &str,
-        message_id: Option<&str>,
-        body: &[u8],
-        reason: &str,
-        detail: &str,
-    ) -> BusResult<()> {
+    async fn dead_letter(&self, routing_key: &str, message_id: Option<&str>, body: &[u8], reason: &str, detail: &str) -> BusResult<()> {
         let mut headers = FieldTable::default();
         headers.insert("x-worldland-reason".into(), long(reason));
         headers.insert("x-worldland-detail".into(), long(detail));

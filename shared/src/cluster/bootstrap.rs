@@ -86,10 +86,7 @@ impl BootstrapToken {
         BTreeMap::from([
             ("auth-extra-groups".into(), TOKEN_EXTRA_GROUPS.into()),
             ("description".into(), self.description.clone()),
-            (
-                "expiration".into(),
-                self.expires_at.to_rfc3339_opts(SecondsFormat::Secs, true),
-            ),
+            ("expiration".into(), self.expires_at.to_rfc3339_opts(SecondsFormat::Secs, true)),
             ("token-id".into(), self.id.clone()),
             ("token-secret".into(), self.secret.clone()),
             ("usage-bootstrap-authentication".into(), "true".into()),
@@ -102,9 +99,7 @@ impl BootstrapToken {
         Some(Self {
             id: data.get("token-id")?.clone(),
             secret: data.get("token-secret")?.clone(),
-            expires_at: DateTime::parse_from_rfc3339(data.get("expiration")?)
-                .ok()?
-                .with_timezone(&Utc),
+            expires_at: DateTime::parse_from_rfc3339(data.get("expiration")?).ok()?.with_timezone(&Utc),
             description: data.get("description").cloned().unwrap_or_default(),
         })
     }
@@ -139,10 +134,7 @@ pub fn endpoint_host_port(server: &str) -> (String, u16) {
     let authority = rest.split('/').next().unwrap_or(rest);
     if let Some(v6) = authority.strip_prefix('[') {
         let (host, port) = v6.split_once(']').unwrap_or((v6, ""));
-        let port = port
-            .strip_prefix(':')
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(443);
+        let port = port.strip_prefix(':').and_then(|p| p.parse().ok()).unwrap_or(443);
         return (host.to_string(), port);
     }
     match authority.rsplit_once(':') {
@@ -180,10 +172,7 @@ mod tests {
         let t = BootstrapToken::generate(Utc::now(), "x".into());
         assert_eq!(t.id.len(), 6);
         assert_eq!(t.secret.len(), 16);
-        assert!(t
-            .token()
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.'));
+        assert!(t.token().chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.'));
         assert!(!format!("{t:?}").contains(&t.secret));
         // 36,000 draws: every character appears, none wildly over-represented.
         let s = random_token_chars(36_000);
@@ -195,9 +184,7 @@ mod tests {
 
     #[test]
     fn secret_data_round_trips_and_matches_the_fixture_form() {
-        let exp = DateTime::parse_from_rfc3339("2026-11-27T00:00:42Z")
-            .unwrap()
-            .with_timezone(&Utc);
+        let exp = DateTime::parse_from_rfc3339("2026-11-27T00:00:42Z").unwrap().with_timezone(&Utc);
         let t = BootstrapToken {
             id: "abcdef".into(),
             secret: "0123456789abcdef".into(),

@@ -8,10 +8,7 @@ use k8s_openapi::ByteString;
 use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 
-use super::bootstrap::{
-    secret_name, BootstrapToken, CLUSTER_INFO_NAME, CLUSTER_INFO_NAMESPACE, TOKEN_NAMESPACE,
-    TOKEN_SECRET_TYPE,
-};
+use super::bootstrap::{secret_name, BootstrapToken, CLUSTER_INFO_NAME, CLUSTER_INFO_NAMESPACE, TOKEN_NAMESPACE, TOKEN_SECRET_TYPE};
 use super::node::{parse_quantity, taints_with_offline};
 use super::{Cluster, ClusterError, ClusterInfo, ClusterResult, Created, NodeInfo, Taint};
 use crate::labels::FIELD_MANAGER;
@@ -35,15 +32,9 @@ impl KubeCluster {
 fn classify(e: kube::Error) -> ClusterError {
     match e {
         kube::Error::Api(status) if status.code == 429 || status.code >= 500 => {
-            ClusterError::Unavailable(format!(
-                "{} {}: {}",
-                status.code, status.reason, status.message
-            ))
+            ClusterError::Unavailable(format!("{} {}: {}", status.code, status.reason, status.message))
         }
-        kube::Error::Api(status) => ClusterError::Refused(format!(
-            "{} {}: {}",
-            status.code, status.reason, status.message
-        )),
+        kube::Error::Api(status) => ClusterError::Refused(format!("{} {}: {}", status.code, status.reason, status.message)),
         other => ClusterError::Unavailable(other.to_string()),
     }
 }
@@ -103,8 +94,8 @@ impl Cluster for KubeCluster {
             .as_ref()
             .and_then(|d| d.get("kubeconfig"))
             .ok_or_else(|| ClusterError::Refused("cluster-info has no kubeconfig".into()))?;
-        let parsed = kube::config::Kubeconfig::from_yaml(kubeconfig)
-            .map_err(|e| ClusterError::Refused(format!("cluster-info kubeconfig: {e}")))?;
+        let parsed =
+            kube::config::Kubeconfig::from_yaml(kubeconfig).map_err(|e| ClusterError::Refused(format!("cluster-info kubeconfig: {e}")))?;
         let cluster = parsed
             .clusters
             .into_iter()
@@ -116,14 +107,8 @@ impl Cluster for KubeCluster {
         use base64::Engine;
         let ca_cert = cluster
             .certificate_authority_data
-            .and_then(|d| {
-                base64::engine::general_purpose::STANDARD
-                    .decode(d.trim())
-                    .ok()
-            })
-            .ok_or_else(|| {
-                ClusterError::Refused("cluster-info has no certificate-authority-data".into())
-            })?;
+            .and_then(|d| base64::engine::general_purpose::STANDARD.decode(d.trim()).ok())
+            .ok_or_else(|| ClusterError::Refused("cluster-info has no certificate-authority-data".into()))?;
         Ok(ClusterInfo { server, ca_cert })
     }
 
@@ -151,12 +136,7 @@ impl Cluster for KubeCluster {
     }
 
     async fn get_bootstrap_token(&self, token_id: &str) -> ClusterResult<Option<BootstrapToken>> {
-        let Some(secret) = self
-            .secrets()
-            .get_opt(&secret_name(token_id))
-            .await
-            .map_err(classify)?
-        else {
+        let Some(secret) = self.secrets().get_opt(&secret_name(token_id)).await.map_err(classify)? else {
             return Ok(None);
         };
         let data: BTreeMap<String, String> = secret
@@ -181,23 +161,14 @@ impl Cluster for KubeCluster {
     ) -> ClusterResult<()> {
         let mut metadata = serde_json::Map::new();
         if !labels.is_empty() {
-            metadata.insert(
-                "labels".into(),
-                serde_json::to_value(labels).expect("maps serialise"),
-            );
+            metadata.insert("labels".into(), serde_json::to_value(labels).expect("maps serialise"));
         }
         if !annotations.is_empty() {
-            metadata.insert(
-                "annotations".into(),
-                serde_json::to_value(annotations).expect("maps serialise"),
-            );
+            metadata.insert("annotations".into(), serde_json::to_value(annotations).expect("maps serialise"));
         }
         let patch = serde_json::json!({ "metadata": metadata });
         let nodes: Api<Node> = Api::all(self.client.clone());
-        nodes
-            .patch(name, &patch_params(), &Patch::Merge(&patch))
-            .await
-            .map_err(classify)?;
+        nodes.patch(name, &patch_params(), &Patch::Merge(&patch)).await.map_err(classify)?;
         Ok(())
     }
 
@@ -231,10 +202,7 @@ impl Cluster for KubeCluster {
                 )
             };
             let patch = serde_json::json!({"metadata": {"resourceVersion": node.resource_version}, "spec": {"taints": taints}});
-            match nodes
-                .patch(name, &patch_params(), &Patch::Merge(&patch))
-                .await
-            {
+            match nodes.patch(name, &patch_params(), &Patch::Merge(&patch)).await {
                 Ok(_) => return Ok(()),
                 Err(kube::Error::Api(s)) if s.is_conflict() => continue,
                 Err(e) => return Err(classify(e)),
@@ -246,11 +214,7 @@ impl Cluster for KubeCluster {
     }
 
     async fn delete_bootstrap_token(&self, token_id: &str) -> ClusterResult<()> {
-        match self
-            .secrets()
-            .delete(&secret_name(token_id), &DeleteParams::default())
-            .await
-        {
+        match self.secrets().delete(&secret_name(token_id), &DeleteParams::default()).await {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(s)) if s.is_not_found() => Ok(()),
             Err(e) => Err(classify(e)),

@@ -37,11 +37,7 @@ pub struct NodeInfo {
 
 /// The taint list with ours added (or removed), every other taint kept as it was.
 pub fn taints_with_offline(current: &[Taint], offline: bool) -> Vec<Taint> {
-    let mut out: Vec<Taint> = current
-        .iter()
-        .filter(|t| t.key != OFFLINE_TAINT)
-        .cloned()
-        .collect();
+    let mut out: Vec<Taint> = current.iter().filter(|t| t.key != OFFLINE_TAINT).cloned().collect();
     if offline {
         out.push(Taint::offline());
     }
@@ -52,9 +48,7 @@ pub fn taints_with_offline(current: &[Taint], offline: bool) -> Vec<Taint> {
 /// 1 for bytes). `None` for what it cannot read.
 pub fn parse_quantity(q: &str, scale: i64) -> Option<i64> {
     let q = q.trim();
-    let split = q
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(q.len());
+    let split = q.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(q.len());
     let (num, suffix) = q.split_at(split);
     let n: f64 = num.parse().ok()?;
     let mult: f64 = match suffix {
@@ -74,17 +68,10 @@ pub fn parse_quantity(q: &str, scale: i64) -> Option<i64> {
 }
 
 /// Why a node contradicts what its provider claimed, if it does.
-pub fn spec_contradiction(
-    node: &NodeInfo,
-    gpus: u32,
-    cpu_cores: u32,
-    memory_mb: u64,
-) -> Option<String> {
+pub fn spec_contradiction(node: &NodeInfo, gpus: u32, cpu_cores: u32, memory_mb: u64) -> Option<String> {
     if let Some(n) = node.gpus {
         if n != i64::from(gpus) {
-            return Some(format!(
-                "node reports {n} nvidia.com/gpu, the provider claimed {gpus}"
-            ));
+            return Some(format!("node reports {n} nvidia.com/gpu, the provider claimed {gpus}"));
         }
     }
     if let Some(m) = node.cpu_millis {
@@ -139,15 +126,9 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(spec_contradiction(&node, 4, 32, 131_072), None);
-        assert!(spec_contradiction(&node, 8, 32, 131_072)
-            .unwrap()
-            .contains("nvidia.com/gpu"));
-        assert!(spec_contradiction(&node, 4, 64, 131_072)
-            .unwrap()
-            .contains("CPU"));
-        assert!(spec_contradiction(&node, 4, 32, 262_144)
-            .unwrap()
-            .contains("memory"));
+        assert!(spec_contradiction(&node, 8, 32, 131_072).unwrap().contains("nvidia.com/gpu"));
+        assert!(spec_contradiction(&node, 4, 64, 131_072).unwrap().contains("CPU"));
+        assert!(spec_contradiction(&node, 4, 32, 262_144).unwrap().contains("memory"));
         let no_plugin = NodeInfo { gpus: None, ..node };
         assert_eq!(
             spec_contradiction(&no_plugin, 8, 32, 131_072),

@@ -34,10 +34,7 @@ impl SimulatedCluster {
 
     /// A node joins (what `kubeadm join` and the kubelet would do).
     pub fn add_node(&self, node: NodeInfo) {
-        self.nodes
-            .lock()
-            .expect("cluster lock")
-            .insert(node.name.clone(), node);
+        self.nodes.lock().expect("cluster lock").insert(node.name.clone(), node);
     }
 
     pub fn node(&self, name: &str) -> Option<NodeInfo> {
@@ -79,22 +76,11 @@ impl Cluster for SimulatedCluster {
     }
 
     async fn get_bootstrap_token(&self, token_id: &str) -> ClusterResult<Option<BootstrapToken>> {
-        Ok(self
-            .tokens
-            .lock()
-            .expect("cluster lock")
-            .get(token_id)
-            .cloned())
+        Ok(self.tokens.lock().expect("cluster lock").get(token_id).cloned())
     }
 
     async fn delete_bootstrap_token(&self, token_id: &str) -> ClusterResult<()> {
-        if self
-            .tokens
-            .lock()
-            .expect("cluster lock")
-            .remove(token_id)
-            .is_some()
-        {
+        if self.tokens.lock().expect("cluster lock").remove(token_id).is_some() {
             self.wrote();
         }
         Ok(())
@@ -114,10 +100,7 @@ impl Cluster for SimulatedCluster {
         let node = nodes
             .get_mut(name)
             .ok_or_else(|| ClusterError::Refused(format!("node {name} not found")))?;
-        for (map, patch) in [
-            (&mut node.labels, labels),
-            (&mut node.annotations, annotations),
-        ] {
+        for (map, patch) in [(&mut node.labels, labels), (&mut node.annotations, annotations)] {
             for (k, v) in patch {
                 match v {
                     Some(v) => map.insert(k.clone(), v.clone()),

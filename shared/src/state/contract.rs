@@ -31,10 +31,7 @@ pub async fn create_only_once(store: &dyn ItemStore) {
         .await
         .unwrap()
         .is_none());
-    assert_eq!(
-        store.get(Table::Providers, &k).await.unwrap(),
-        Some(created)
-    );
+    assert_eq!(store.get(Table::Providers, &k).await.unwrap(), Some(created));
 }
 
 pub async fn conditions_guard_updates(store: &dyn ItemStore) {
@@ -59,9 +56,7 @@ pub async fn conditions_guard_updates(store: &dyn ItemStore) {
         .update(
             Table::Providers,
             &k,
-            &not_exists
-                .clone()
-                .and(Cond::state_in(&["pending", "expired"])),
+            &not_exists.clone().and(Cond::state_in(&["pending", "expired"])),
             &[Op::set("token", "t1"), Op::Remove("w".into())],
         )
         .await
@@ -115,24 +110,13 @@ pub async fn numbers_and_nested_maps(store: &dyn ItemStore) {
     };
     for (job, ok) in [("j1", true), ("j1", false), ("j2", true), ("j3", false)] {
         let (c, ops) = take(job);
-        assert_eq!(
-            store
-                .update(Table::Providers, &k, &c, &ops)
-                .await
-                .unwrap()
-                .is_some(),
-            ok,
-            "{job}"
-        );
+        assert_eq!(store.update(Table::Providers, &k, &c, &ops).await.unwrap().is_some(), ok, "{job}");
     }
     let item = store.get(Table::Providers, &k).await.unwrap().unwrap();
     assert_eq!(item.get("free"), Some(&Value::N(0)));
     assert_eq!(item.get("count"), Some(&Value::N(2)));
     assert_eq!(item.get("ok"), Some(&Value::B(true)));
-    assert_eq!(
-        item.get("alloc").and_then(Value::as_map).map(|m| m.len()),
-        Some(2)
-    );
+    assert_eq!(item.get("alloc").and_then(Value::as_map).map(|m| m.len()), Some(2));
     assert!(store
         .update(Table::Providers, &k, &Cond::Lt("free".into(), 0), &[])
         .await
@@ -140,12 +124,7 @@ pub async fn numbers_and_nested_maps(store: &dyn ItemStore) {
         .is_none());
     // Overlapping paths in one update are refused, whatever the condition says.
     assert!(store
-        .update(
-            Table::Providers,
-            &k,
-            &Cond::Always,
-            &[Op::set("ok", false), Op::set("ok", true)]
-        )
+        .update(Table::Providers, &k, &Cond::Always, &[Op::set("ok", false), Op::set("ok", true)])
         .await
         .is_err());
     assert!(store
@@ -158,12 +137,7 @@ pub async fn numbers_and_nested_maps(store: &dyn ItemStore) {
         .await
         .is_err());
     assert_eq!(
-        store
-            .get(Table::Providers, &k)
-            .await
-            .unwrap()
-            .unwrap()
-            .get("ok"),
+        store.get(Table::Providers, &k).await.unwrap().unwrap().get("ok"),
         Some(&Value::B(true))
     );
     assert!(store
@@ -187,38 +161,19 @@ pub async fn state_index_returns_only_matching_items(store: &dyn ItemStore) {
             .await
             .unwrap();
     }
-    let all = store
-        .query_by_state(Table::Providers, &state, None)
-        .await
-        .unwrap();
+    let all = store.query_by_state(Table::Providers, &state, None).await.unwrap();
     assert_eq!(all.len(), 3);
-    let stale = store
-        .query_by_state(Table::Providers, &state, Some(6))
-        .await
-        .unwrap();
-    let mut hbs: Vec<i64> = stale
-        .iter()
-        .filter_map(|i| i.get("hb_at").and_then(Value::as_i64))
-        .collect();
+    let stale = store.query_by_state(Table::Providers, &state, Some(6)).await.unwrap();
+    let mut hbs: Vec<i64> = stale.iter().filter_map(|i| i.get("hb_at").and_then(Value::as_i64)).collect();
     hbs.sort();
     assert_eq!(hbs, vec![1, 5]);
 }
 
 /// `tasks` writers race to take one unit each from a stock of `stock`: exactly `stock` win.
-pub async fn racing_conditional_decrements(
-    store: Arc<dyn ItemStore>,
-    tasks: usize,
-    per_task: usize,
-    stock: i64,
-) {
+pub async fn racing_conditional_decrements(store: Arc<dyn ItemStore>, tasks: usize, per_task: usize, stock: i64) {
     let k = key("race");
     store
-        .update(
-            Table::Providers,
-            &k,
-            &Cond::Always,
-            &[Op::set("stock", stock)],
-        )
+        .update(Table::Providers, &k, &Cond::Always, &[Op::set("stock", stock)])
         .await
         .unwrap();
     let mut handles = vec![];
@@ -228,12 +183,7 @@ pub async fn racing_conditional_decrements(
             let mut won = 0;
             for _ in 0..per_task {
                 if store
-                    .update(
-                        Table::Providers,
-                        &k,
-                        &Cond::Ge("stock".into(), 1),
-                        &[Op::Add("stock".into(), -1)],
-                    )
+                    .update(Table::Providers, &k, &Cond::Ge("stock".into(), 1), &[Op::Add("stock".into(), -1)])
                     .await
                     .unwrap()
                     .is_some()

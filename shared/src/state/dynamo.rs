@@ -6,15 +6,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement,
-    KeyType, Projection, ProjectionType, ReturnValue, ScalarAttributeType, TableStatus,
+    AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType,
+    ReturnValue, ScalarAttributeType, TableStatus,
 };
 use aws_sdk_dynamodb::Client;
 
-use super::{
-    Cond, Item, ItemStore, Op, StoreError, StoreResult, Table, Value, INDEX_SORT_ATTR,
-    INDEX_STATE_ATTR, KEY_ATTR,
-};
+use super::{Cond, Item, ItemStore, Op, StoreError, StoreResult, Table, Value, INDEX_SORT_ATTR, INDEX_STATE_ATTR, KEY_ATTR};
 
 /// Table and index names, from config.
 #[derive(Debug, Clone)]
@@ -22,6 +19,7 @@ pub struct TableNames {
     pub providers: String,
     pub providers_state_index: String,
     pub jobs: String,
+    pub jobs_state_index: String,
 }
 
 impl TableNames {
@@ -29,6 +27,15 @@ impl TableNames {
         match table {
             Table::Providers => &self.providers,
             Table::Jobs => &self.jobs,
+        }
+    }
+
+    /// Each table's index on `state` + the sort attribute (a provider's last heartbeat; a job's
+    /// due time).
+    pub fn index_of(&self, table: Table) -> &str {
+        match table {
+            Table::Providers => &self.providers_state_index,
+            Table::Jobs => &self.jobs_state_index,
         }
     }
 }
@@ -59,10 +66,7 @@ fn from_av(key: &str, av: &AttributeValue) -> StoreResult<Value> {
     };
     Ok(match av {
         AttributeValue::S(s) => Value::S(s.clone()),
-        AttributeValue::N(n) => Value::N(
-            n.parse()
-                .map_err(|_| corrupt("a number is not an integer"))?,
-        ),
+        AttributeValue::N(n) => Value::N(n.parse().map_err(|_| corrupt("a number is not an integer"))?),
         AttributeValue::Bool(b) => Value::B(*b),
         AttributeValue::M(m) => Value::M(
             m.iter()
@@ -74,14 +78,8 @@ fn from_av(key: &str, av: &AttributeValue) -> StoreResult<Value> {
 }
 
 fn from_item(raw: &HashMap<String, AttributeValue>) -> StoreResult<Item> {
-    let key = raw
-        .get(KEY_ATTR)
-        .and_then(|v| v.as_s().ok())
-        .cloned()
-        .unwrap_or_default();
-    raw.iter()
-        .map(|(k, v)| Ok((k.clone(), from_av(&key, v)?)))
-        .collect()
+    let key = raw.get(KEY_ATTR).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
+    raw.iter().map(|(k, v)| Ok((k.clone(), from_av(&key, v)?))).collect()
 }
 
 /// Builds expression strings with placeholders for every name and value.
@@ -116,8 +114,7 @@ impl ExprBuilder {
 
     fn cond(&mut self, c: &Cond) -> String {
         match c {
-            Cond::Always => "attribute_exists(#always) OR attribute_not_exists(#always)"
-                .replace("#always", &self.path(KEY_ATTR)),
+            Cond::Always => "attribute_exists(#always) OR attribute_not_exists(#always)".replace("#always", &self.path(KEY_ATTR)),
             Cond::ItemExists => format!("attribute_exists({})", self.path(KEY_ATTR)),
             Cond::ItemNotExists => format!("attribute_not_exists({})", self.path(KEY_ATTR)),
             Cond::AttrExists(p) => format!("attribute_exists({})", self.path(p)),
@@ -148,16 +145,8 @@ impl ExprBuilder {
             }
             Cond::And(cs) if cs.is_empty() => self.cond(&Cond::Always),
             Cond::Or(cs) if cs.is_empty() => format!("NOT ({})", self.cond(&Cond::Always)),
-            Cond::And(cs) => cs
-                .iter()
-                .map(|c| format!("({})", self.cond(c)))
-                .collect::<Vec<_>>()
-                .join(" AND "),
-            Cond::Or(cs) => cs
-                .iter()
-                .map(|c| format!("({})", self.cond(c)))
-                .collect::<Vec<_>>()
-                .join(" OR "),
+            Cond::And(cs) => cs.iter().map(|c| format!("({})", self.cond(c))).collect::<Vec<_>>().join(" AND "),
+            Cond::Or(cs) => cs.iter().map(|c| format!("({})", self.cond(c))).collect::<Vec<_>>().join(" OR "),
             Cond::Not(c) => format!("NOT ({})", self.cond(c)),
         }
     }
@@ -209,13 +198,7 @@ impl DynamoStore {
     pub async fn ensure_tables(&self) -> StoreResult<()> {
         for table in [Table::Providers, Table::Jobs] {
             let name = self.names.of(table).to_string();
-            let exists = self
-                .client
-                .describe_table()
-                .table_name(&name)
-                .send()
-                .await
-                .is_ok();
+            let exists = self.client.describe_table().table_name(&name).send().await.is_ok();
             if !exists {
                 let key = |n: &str, t: ScalarAttributeType| {
                     AttributeDefinition::builder()
@@ -224,42 +207,28 @@ impl DynamoStore {
                         .build()
                         .map_err(backend)
                 };
-                let schema = |n: &str, t: KeyType| {
-                    KeySchemaElement::builder()
-                        .attribute_name(n)
-                        .key_type(t)
-                        .build()
-                        .map_err(backend)
-                };
-                let mut req = self
+                let schema = |n: &str, t: KeyType| KeySchemaElement::builder().attribute_name(n).key_type(t).build().map_err(backend);
+                // Every table has the sparse state index (providers: last heartbeat; jobs: due).
+                let req = self
                     .client
                     .create_table()
                     .table_name(&name)
                     .billing_mode(BillingMode::PayPerRequest)
                     .attribute_definitions(key(KEY_ATTR, ScalarAttributeType::S)?)
-                    .key_schema(schema(KEY_ATTR, KeyType::Hash)?);
-                if table == Table::Providers {
-                    req = req
-                        .attribute_definitions(key(INDEX_STATE_ATTR, ScalarAttributeType::S)?)
-                        .attribute_definitions(key(INDEX_SORT_ATTR, ScalarAttributeType::N)?)
-                        .global_secondary_indexes(
-                            GlobalSecondaryIndex::builder()
-                                .index_name(&self.names.providers_state_index)
-                                .key_schema(schema(INDEX_STATE_ATTR, KeyType::Hash)?)
-                                .key_schema(schema(INDEX_SORT_ATTR, KeyType::Range)?)
-                                .projection(
-                                    Projection::builder()
-                                        .projection_type(ProjectionType::All)
-                                        .build(),
-                                )
-                                .build()
-                                .map_err(backend)?,
-                        );
-                }
+                    .key_schema(schema(KEY_ATTR, KeyType::Hash)?)
+                    .attribute_definitions(key(INDEX_STATE_ATTR, ScalarAttributeType::S)?)
+                    .attribute_definitions(key(INDEX_SORT_ATTR, ScalarAttributeType::N)?)
+                    .global_secondary_indexes(
+                        GlobalSecondaryIndex::builder()
+                            .index_name(self.names.index_of(table))
+                            .key_schema(schema(INDEX_STATE_ATTR, KeyType::Hash)?)
+                            .key_schema(schema(INDEX_SORT_ATTR, KeyType::Range)?)
+                            .projection(Projection::builder().projection_type(ProjectionType::All).build())
+                            .build()
+                            .map_err(backend)?,
+                    );
                 if let Err(e) = req.send().await {
-                    let in_use = e
-                        .as_service_error()
-                        .is_some_and(|s| s.is_resource_in_use_exception());
+                    let in_use = e.as_service_error().is_some_and(|s| s.is_resource_in_use_exception());
                     if !in_use {
                         return Err(backend(aws_sdk_dynamodb::error::DisplayErrorContext(e)));
                     }
@@ -276,9 +245,9 @@ impl DynamoStore {
             let out = self.client.describe_table().table_name(name).send().await;
             let active = out.as_ref().ok().and_then(|o| o.table()).map(|t| {
                 t.table_status() == Some(&TableStatus::Active)
-                    && t.global_secondary_indexes().iter().all(|g| {
-                        g.index_status() == Some(&aws_sdk_dynamodb::types::IndexStatus::Active)
-                    })
+                    && t.global_secondary_indexes()
+                        .iter()
+                        .all(|g| g.index_status() == Some(&aws_sdk_dynamodb::types::IndexStatus::Active))
             });
             if active == Some(true) {
                 return Ok(());
@@ -286,20 +255,13 @@ impl DynamoStore {
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_millis(500));
         }
-        Err(StoreError::Backend(format!(
-            "table {name} did not become active"
-        )))
+        Err(StoreError::Backend(format!("table {name} did not become active")))
     }
 
     /// Deletes the tables (tests clean up what they created).
     pub async fn delete_tables(&self) -> StoreResult<()> {
         for table in [Table::Providers, Table::Jobs] {
-            let _ = self
-                .client
-                .delete_table()
-                .table_name(self.names.of(table))
-                .send()
-                .await;
+            let _ = self.client.delete_table().table_name(self.names.of(table)).send().await;
         }
         Ok(())
     }
@@ -320,13 +282,7 @@ impl ItemStore for DynamoStore {
         out.item().map(from_item).transpose()
     }
 
-    async fn update(
-        &self,
-        table: Table,
-        key: &str,
-        cond: &Cond,
-        ops: &[Op],
-    ) -> StoreResult<Option<Item>> {
+    async fn update(&self, table: Table, key: &str, cond: &Cond, ops: &[Op]) -> StoreResult<Option<Item>> {
         if ops.is_empty() {
             // A pure check writes nothing: a consistent read judged by the same evaluator.
             let item = self.get(table, key).await?;
@@ -352,28 +308,13 @@ impl ItemStore for DynamoStore {
             .send()
             .await;
         match res {
-            Ok(out) => Ok(Some(
-                out.attributes()
-                    .map(from_item)
-                    .transpose()?
-                    .unwrap_or_default(),
-            )),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-            {
-                Ok(None)
-            }
+            Ok(out) => Ok(Some(out.attributes().map(from_item).transpose()?.unwrap_or_default())),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => Ok(None),
             Err(e) => Err(backend(aws_sdk_dynamodb::error::DisplayErrorContext(e))),
         }
     }
 
-    async fn query_by_state(
-        &self,
-        table: Table,
-        state: &str,
-        hb_before: Option<i64>,
-    ) -> StoreResult<Vec<Item>> {
+    async fn query_by_state(&self, table: Table, state: &str, hb_before: Option<i64>) -> StoreResult<Vec<Item>> {
         let mut b = ExprBuilder::default();
         let s = b.path(INDEX_STATE_ATTR);
         let sv = b.value(AttributeValue::S(state.to_string()));
@@ -390,7 +331,7 @@ impl ItemStore for DynamoStore {
                 .client
                 .query()
                 .table_name(self.names.of(table))
-                .index_name(&self.names.providers_state_index)
+                .index_name(self.names.index_of(table))
                 .key_condition_expression(&key_cond)
                 .set_expression_attribute_names(Some(b.names.clone()))
                 .set_expression_attribute_values(Some(b.values.clone()))
@@ -437,8 +378,7 @@ impl ItemStore for DynamoStore {
 /// A DynamoDB client for `endpoint` (dynalite, LocalStack) or, without one, real AWS from the
 /// environment's credentials. Built once per process.
 pub async fn dynamo_client(endpoint: Option<&str>, region: &str) -> Client {
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new(region.to_string()));
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest()).region(aws_config::Region::new(region.to_string()));
     if let Some(ep) = endpoint {
         loader = loader.endpoint_url(ep);
         if std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {

@@ -90,10 +90,7 @@ impl Cond {
         Cond::Eq(path.to_string(), v.into())
     }
     pub fn state_in(states: &[&str]) -> Self {
-        Cond::In(
-            "state".into(),
-            states.iter().map(|s| Value::from(*s)).collect(),
-        )
+        Cond::In("state".into(), states.iter().map(|s| Value::from(*s)).collect())
     }
     pub fn and(self, other: Cond) -> Self {
         match self {
@@ -176,12 +173,7 @@ pub fn check_paths(ops: &[Op]) -> Result<(), PathError> {
 }
 
 /// Applies update operations to an item (creating it if `None`), as DynamoDB would.
-pub fn apply(
-    item: Option<&Item>,
-    key_attr: &str,
-    key: &str,
-    ops: &[Op],
-) -> Result<Item, PathError> {
+pub fn apply(item: Option<&Item>, key_attr: &str, key: &str, ops: &[Op]) -> Result<Item, PathError> {
     check_paths(ops)?;
     let mut out = item
         .cloned()
@@ -225,10 +217,7 @@ mod tests {
             ("id".into(), Value::from("p1")),
             ("state".into(), Value::from("pending")),
             ("gpus".into(), Value::N(4)),
-            (
-                "alloc".into(),
-                Value::M(BTreeMap::from([("job-1".into(), Value::N(2))])),
-            ),
+            ("alloc".into(), Value::M(BTreeMap::from([("job-1".into(), Value::N(2))]))),
         ])
     }
 
@@ -245,27 +234,15 @@ mod tests {
             (Cond::eq("state", "pending"), Some(&i), true),
             (Cond::eq("state", "approved"), Some(&i), false),
             (Cond::eq("missing", "x"), Some(&i), false),
-            (
-                Cond::Not(Box::new(Cond::eq("missing", "x"))),
-                Some(&i),
-                true,
-            ),
+            (Cond::Not(Box::new(Cond::eq("missing", "x"))), Some(&i), true),
             (Cond::Ge("gpus".into(), 4), Some(&i), true),
             (Cond::Gt("gpus".into(), 4), Some(&i), false),
             (Cond::Lt("state".into(), 4), Some(&i), false),
             (Cond::Le("missing".into(), 4), Some(&i), false),
             (Cond::state_in(&["approved", "pending"]), Some(&i), true),
             (Cond::state_in(&["approved"]), Some(&i), false),
-            (
-                Cond::Or(vec![Cond::ItemNotExists, Cond::eq("state", "pending")]),
-                Some(&i),
-                true,
-            ),
-            (
-                Cond::eq("state", "pending").and(Cond::Ge("gpus".into(), 5)),
-                Some(&i),
-                false,
-            ),
+            (Cond::Or(vec![Cond::ItemNotExists, Cond::eq("state", "pending")]), Some(&i), true),
+            (Cond::eq("state", "pending").and(Cond::Ge("gpus".into(), 5)), Some(&i), false),
         ];
         for (c, it, want) in table {
             assert_eq!(eval(&c, it), want, "{c:?}");
@@ -294,13 +271,7 @@ mod tests {
         assert_eq!(fresh["id"], Value::from("p2"));
         assert!(apply(Some(&item()), "id", "p1", &[Op::set("state.x", 1i64)]).is_err());
         assert!(
-            apply(
-                Some(&item()),
-                "id",
-                "p1",
-                &[Op::set("state", "a"), Op::set("state", "b")]
-            )
-            .is_err(),
+            apply(Some(&item()), "id", "p1", &[Op::set("state", "a"), Op::set("state", "b")]).is_err(),
             "the same path twice"
         );
         assert!(

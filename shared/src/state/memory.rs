@@ -7,9 +7,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use super::expr::{apply, eval};
-use super::{
-    Cond, Item, ItemStore, Op, StoreResult, Table, INDEX_SORT_ATTR, INDEX_STATE_ATTR, KEY_ATTR,
-};
+use super::{Cond, Item, ItemStore, Op, StoreResult, Table, INDEX_SORT_ATTR, INDEX_STATE_ATTR, KEY_ATTR};
 
 #[derive(Default)]
 struct MemTable {
@@ -44,13 +42,7 @@ impl ItemStore for MemoryStore {
         Ok(tables.get(&table).and_then(|t| t.items.get(key)).cloned())
     }
 
-    async fn update(
-        &self,
-        table: Table,
-        key: &str,
-        cond: &Cond,
-        ops: &[Op],
-    ) -> StoreResult<Option<Item>> {
+    async fn update(&self, table: Table, key: &str, cond: &Cond, ops: &[Op]) -> StoreResult<Option<Item>> {
         let mut tables = self.tables.lock().expect("store lock");
         let t = tables.entry(table).or_default();
         let current = t.items.get(key);
@@ -69,42 +61,24 @@ impl ItemStore for MemoryStore {
         Ok(Some(new))
     }
 
-    async fn query_by_state(
-        &self,
-        table: Table,
-        state: &str,
-        hb_before: Option<i64>,
-    ) -> StoreResult<Vec<Item>> {
+    async fn query_by_state(&self, table: Table, state: &str, hb_before: Option<i64>) -> StoreResult<Vec<Item>> {
         let tables = self.tables.lock().expect("store lock");
         let Some(t) = tables.get(&table) else {
             return Ok(vec![]);
         };
         let lo = (state.to_string(), i64::MIN, String::new());
-        let hi = (
-            state.to_string(),
-            hb_before.unwrap_or(i64::MAX),
-            String::new(),
-        );
+        let hi = (state.to_string(), hb_before.unwrap_or(i64::MAX), String::new());
         let keys = if hb_before.is_some() {
             t.index.range(lo..hi).collect::<Vec<_>>()
         } else {
-            t.index
-                .range(lo..)
-                .take_while(|(s, _, _)| s == state)
-                .collect()
+            t.index.range(lo..).take_while(|(s, _, _)| s == state).collect()
         };
-        Ok(keys
-            .into_iter()
-            .filter_map(|(_, _, k)| t.items.get(k).cloned())
-            .collect())
+        Ok(keys.into_iter().filter_map(|(_, _, k)| t.items.get(k).cloned()).collect())
     }
 
     async fn scan(&self, table: Table) -> StoreResult<Vec<Item>> {
         let tables = self.tables.lock().expect("store lock");
-        let mut out: Vec<Item> = tables
-            .get(&table)
-            .map(|t| t.items.values().cloned().collect())
-            .unwrap_or_default();
+        let mut out: Vec<Item> = tables.get(&table).map(|t| t.items.values().cloned().collect()).unwrap_or_default();
         out.sort_by(|a, b| a.get(KEY_ATTR).cmp(&b.get(KEY_ATTR)));
         Ok(out)
     }

@@ -44,21 +44,10 @@ pub trait ItemStore: Send + Sync + 'static {
     async fn get(&self, table: Table, key: &str) -> StoreResult<Option<Item>>;
     /// Applies `ops` to the item (creating it if absent) only if `cond` holds on the item as
     /// stored at write time. Returns the new item, or `None` when the condition failed.
-    async fn update(
-        &self,
-        table: Table,
-        key: &str,
-        cond: &Cond,
-        ops: &[Op],
-    ) -> StoreResult<Option<Item>>;
+    async fn update(&self, table: Table, key: &str, cond: &Cond, ops: &[Op]) -> StoreResult<Option<Item>>;
     /// Items in `state`, optionally only those whose `hb_at` is below `hb_before`, through the
     /// state index (never a scan).
-    async fn query_by_state(
-        &self,
-        table: Table,
-        state: &str,
-        hb_before: Option<i64>,
-    ) -> StoreResult<Vec<Item>>;
+    async fn query_by_state(&self, table: Table, state: &str, hb_before: Option<i64>) -> StoreResult<Vec<Item>>;
     /// Every item; for operators' listings, never on a worker's hot path.
     async fn scan(&self, table: Table) -> StoreResult<Vec<Item>>;
 }

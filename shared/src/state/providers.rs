@@ -3,10 +3,7 @@
 
 use chrono::{DateTime, TimeZone, Utc};
 
-use super::{
-    Cond, Item, ItemStore, Op, StoreError, StoreResult, Table, Value, INDEX_SORT_ATTR,
-    INDEX_STATE_ATTR, KEY_ATTR,
-};
+use super::{Cond, Item, ItemStore, Op, StoreError, StoreResult, Table, Value, INDEX_SORT_ATTR, INDEX_STATE_ATTR, KEY_ATTR};
 use crate::labels::gpu_model_label;
 use crate::messages::{ProviderState, Registration};
 use crate::validation::node_name;
@@ -82,6 +79,8 @@ pub struct ProviderRecord {
     pub unschedulable: Option<String>,
     pub joined_at: Option<DateTime<Utc>>,
     pub offline_at: Option<DateTime<Utc>>,
+    /// Whether the capacity ledger is set up (it is from the first time the provider is available).
+    pub has_ledger: bool,
 }
 
 pub fn ms(t: DateTime<Utc>) -> i64 {
@@ -94,15 +93,8 @@ fn from_ms(v: i64) -> DateTime<Utc> {
 
 impl ProviderRecord {
     pub fn from_item(item: &Item) -> StoreResult<Self> {
-        let key = item
-            .get(KEY_ATTR)
-            .and_then(Value::as_str)
-            .unwrap_or("?")
-            .to_string();
-        let corrupt = |why: String| StoreError::Corrupt {
-            key: key.clone(),
-            why,
-        };
+        let key = item.get(KEY_ATTR).and_then(Value::as_str).unwrap_or("?").to_string();
+        let corrupt = |why: String| StoreError::Corrupt { key: key.clone(), why };
         let s = |a: &str| item.get(a).and_then(Value::as_str).map(str::to_string);
         let n = |a: &str| item.get(a).and_then(Value::as_i64);
         let req_s = |a: &str| s(a).ok_or_else(|| corrupt(format!("missing {a}")));
@@ -111,8 +103,7 @@ impl ProviderRecord {
         Ok(Self {
             provider_id: key.clone(),
             wallet: req_s(attr::WALLET)?,
-            state: ProviderState::parse(&state_s)
-                .ok_or_else(|| corrupt(format!("unknown state {state_s}")))?,
+            state: ProviderState::parse(&state_s).ok_or_else(|| corrupt(format!("unknown state {state_s}")))?,
             node_name: req_s(attr::NODE_NAME)?,
             gpu_model: req_s(attr::GPU_MODEL)?,
             gpu_count: req_n(attr::GPU_COUNT)?,
@@ -136,6 +127,7 @@ impl ProviderRecord {
             unschedulable: s(attr::UNSCHEDULABLE),
             joined_at: n(attr::JOINED_AT).map(from_ms),
             offline_at: n(attr::OFFLINE_AT).map(from_ms),
+            has_ledger: item.contains_key(crate::ledger::attr::LEDGER),
         })
     }
 
@@ -157,11 +149,17 @@ pub struct Transition {
 }
 
 impl Transition {
-    pub async fn run(
-        &self,
-        store: &dyn ItemStore,
-        provider_id: &str,
-    ) -> StoreResult<Option<ProviderRecord>> {
+    /// Runs on any table; the written item as stored, or `None` when the condition failed.
+    pub async fn run_raw_on(&self, store: &dyn ItemStore, table: Table, key: &str) -> StoreResult<Option<super::Item>> {
+        store.update(table, key, &self.cond, &self.ops).await
+    }
+
+    /// Runs on a provider without reading the result as a provider record.
+    pub async fn run_raw(&self, store: &dyn ItemStore, provider_id: &str) -> StoreResult<Option<super::Item>> {
+        self.run_raw_on(store, Table::Providers, provider_id).await
+    }
+
+    pub async fn run(&self, store: &dyn ItemStore, provider_id: &str) -> StoreResult<Option<ProviderRecord>> {
         store
             .update(Table::Providers, provider_id, &self.cond, &self.ops)
             .await?
@@ -176,11 +174,7 @@ const RESTARTABLE: [&str; 3] = ["pending", "expired", "rejected"];
 
 /// A new provider, or its own wallet registering again while not yet approved. The registration
 /// id guard makes a redelivered registration write nothing. Capacity in use is never touched.
-pub fn register_pending(
-    reg: &Registration,
-    registration_id: &str,
-    now: DateTime<Utc>,
-) -> Transition {
+pub fn register_pending(reg: &Registration, registration_id: &str, now: DateTime<Utc>) -> Transition {
     let wallet = reg.wallet_addr.to_ascii_lowercase();
     let cond = Cond::Or(vec![
         Cond::ItemNotExists,
@@ -190,12 +184,7 @@ pub fn register_pending(
             Cond::Not(Box::new(Cond::eq(attr::REGISTRATION_ID, registration_id))),
         ]),
     ]);
-    let first_gpu = reg
-        .spec
-        .gpus
-        .first()
-        .map(|g| g.name.as_str())
-        .unwrap_or_default();
+    let first_gpu = reg.spec.gpus.first().map(|g| g.name.as_str()).unwrap_or_default();
     let offered_gpus = reg.capacity.gpu_count.unwrap_or(reg.spec.total_gpus);
     let ops = vec![
         Op::set(attr::WALLET, wallet),
@@ -203,18 +192,9 @@ pub fn register_pending(
         Op::set(attr::NODE_NAME, node_name(&reg.spec.hostname)),
         Op::set(attr::GPU_MODEL, gpu_model_label(first_gpu)),
         Op::set(attr::GPU_COUNT, i64::from(offered_gpus)),
-        Op::set(
-            attr::PRICE_MICROS,
-            price_to_micros(reg.capacity.gpu_price_per_hour),
-        ),
-        Op::set(
-            attr::SPEC,
-            serde_json::to_string(&reg.spec).expect("spec serialises"),
-        ),
-        Op::set(
-            attr::CAPACITY,
-            serde_json::to_string(&reg.capacity).expect("capacity serialises"),
-        ),
+        Op::set(attr::PRICE_MICROS, price_to_micros(reg.capacity.gpu_price_per_hour)),
+        Op::set(attr::SPEC, serde_json::to_string(&reg.spec).expect("spec serialises")),
+        Op::set(attr::CAPACITY, serde_json::to_string(&reg.capacity).expect("capacity serialises")),
         Op::set(
             attr::MINING,
             reg.mining_config
@@ -247,12 +227,7 @@ pub fn reserve_token(token_id: &str, expires_at: DateTime<Utc>, now: DateTime<Ut
 
 /// `pending → approved`, only with the token that was reserved (and so really created).
 /// While approved, the index sort key holds the token's expiry.
-pub fn approve(
-    token_id: &str,
-    registration_id: &str,
-    token_expires_at: DateTime<Utc>,
-    now: DateTime<Utc>,
-) -> Transition {
+pub fn approve(token_id: &str, registration_id: &str, token_expires_at: DateTime<Utc>, now: DateTime<Utc>) -> Transition {
     Transition {
         cond: Cond::eq(attr::STATE, "pending").and(Cond::eq(attr::TOKEN_ID, token_id)),
         ops: vec![
@@ -300,19 +275,12 @@ pub fn record_heartbeat(hb: &HeartbeatFacts<'_>, signer: Option<&str>) -> Transi
     if let Some(w) = signer {
         cond = cond.and(Cond::eq(attr::WALLET, w.to_ascii_lowercase()));
     }
-    Transition {
-        cond,
-        ops: hb.ops(),
-    }
+    Transition { cond, ops: hb.ops() }
 }
 
 /// `approved → joined` on the first heartbeat from the provider's node; records why the node
 /// contradicts the spec, if it does.
-pub fn join(
-    hb: &HeartbeatFacts<'_>,
-    unschedulable: Option<&str>,
-    now: DateTime<Utc>,
-) -> Transition {
+pub fn join(hb: &HeartbeatFacts<'_>, unschedulable: Option<&str>, now: DateTime<Utc>) -> Transition {
     let mut ops = hb.ops();
     ops.push(Op::set(attr::STATE, ProviderState::Joined.as_str()));
     ops.push(Op::set(attr::JOINED_AT, ms(now)));
@@ -328,25 +296,35 @@ pub fn join(
 }
 
 /// `joined → available` (node Ready and labelled), or `offline → available` on recovery. Never
-/// for a provider whose node contradicts its spec.
-pub fn make_available(from: ProviderState, now: DateTime<Utc>) -> Transition {
-    Transition {
-        cond: Cond::eq(attr::STATE, from.as_str())
-            .and(Cond::AttrNotExists(attr::UNSCHEDULABLE.into())),
-        ops: vec![
-            Op::set(attr::STATE, ProviderState::Available.as_str()),
-            Op::set(attr::UPDATED_AT, ms(now)),
-            Op::Remove(attr::OFFLINE_AT.into()),
-        ],
+/// for a provider whose node contradicts its spec. The first time, the capacity ledger is set up
+/// (`ledger`: from [`ledger_for`]), guarded so that it is never set up twice.
+pub fn make_available(from: ProviderState, ledger: Option<Vec<Op>>, now: DateTime<Utc>) -> Transition {
+    let mut cond = Cond::eq(attr::STATE, from.as_str()).and(Cond::AttrNotExists(attr::UNSCHEDULABLE.into()));
+    let mut ops = vec![
+        Op::set(attr::STATE, ProviderState::Available.as_str()),
+        Op::set(attr::UPDATED_AT, ms(now)),
+        Op::Remove(attr::OFFLINE_AT.into()),
+    ];
+    if let Some(init) = ledger {
+        cond = cond.and(Cond::AttrNotExists(crate::ledger::attr::LEDGER.into()));
+        ops.extend(init);
     }
+    Transition { cond, ops }
+}
+
+/// The ledger set-up for a stored provider: from its offered capacity and mining config.
+pub fn ledger_for(rec: &ProviderRecord) -> Option<Vec<Op>> {
+    let spec: crate::messages::Spec = serde_json::from_str(&rec.spec_json).ok()?;
+    let capacity: crate::messages::Capacity = serde_json::from_str(&rec.capacity_json).ok()?;
+    let mining: Option<crate::messages::MiningConfig> = serde_json::from_str(&rec.mining_json).ok();
+    Some(crate::ledger::init_ledger_ops(&spec, &capacity, mining.as_ref()))
 }
 
 /// `joined`/`available` → `offline`, only if still stale at write time: a heartbeat that lands
 /// between the sweeper's query and this write wins.
 pub fn mark_offline_if_stale(stale_before: DateTime<Utc>, now: DateTime<Utc>) -> Transition {
     Transition {
-        cond: Cond::state_in(&["joined", "available"])
-            .and(Cond::Lt(attr::HB_AT.into(), ms(stale_before))),
+        cond: Cond::state_in(&["joined", "available"]).and(Cond::Lt(attr::HB_AT.into(), ms(stale_before))),
         ops: vec![
             Op::set(attr::STATE, ProviderState::Offline.as_str()),
             Op::set(attr::OFFLINE_AT, ms(now)),
@@ -358,8 +336,7 @@ pub fn mark_offline_if_stale(stale_before: DateTime<Utc>, now: DateTime<Utc>) ->
 /// `approved → expired` once the token ran out without a join.
 pub fn expire_if_unjoined(now: DateTime<Utc>) -> Transition {
     Transition {
-        cond: Cond::eq(attr::STATE, "approved")
-            .and(Cond::Le(attr::TOKEN_EXPIRES_AT.into(), ms(now))),
+        cond: Cond::eq(attr::STATE, "approved").and(Cond::Le(attr::TOKEN_EXPIRES_AT.into(), ms(now))),
         ops: vec![
             Op::set(attr::STATE, ProviderState::Expired.as_str()),
             Op::set(attr::EXPIRED_AT, ms(now)),
@@ -369,10 +346,7 @@ pub fn expire_if_unjoined(now: DateTime<Utc>) -> Transition {
 }
 
 /// Records node writes so the next heartbeat knows what the node already shows.
-pub fn note_node_write(
-    labelled_jobs: Option<i64>,
-    annotated_at: Option<DateTime<Utc>>,
-) -> Transition {
+pub fn note_node_write(labelled_jobs: Option<i64>, annotated_at: Option<DateTime<Utc>>) -> Transition {
     let mut ops = vec![];
     if let Some(j) = labelled_jobs {
         ops.push(Op::set(attr::LABELLED_JOBS, j));
@@ -389,10 +363,7 @@ pub fn note_node_write(
 /// Records that an already-approved provider's new registration has been answered again.
 pub fn mark_answered(registration_id: &str, now: DateTime<Utc>) -> Transition {
     Transition {
-        cond: Cond::ItemExists.and(Cond::Not(Box::new(Cond::eq(
-            attr::ANSWERED_REGISTRATION,
-            registration_id,
-        )))),
+        cond: Cond::ItemExists.and(Cond::Not(Box::new(Cond::eq(attr::ANSWERED_REGISTRATION, registration_id)))),
         ops: vec![
             Op::set(attr::ANSWERED_REGISTRATION, registration_id),
             Op::set(attr::UPDATED_AT, ms(now)),
@@ -459,23 +430,14 @@ mod tests {
         let created = run(&register_pending(&reg(w), "1-0", now), None).expect("new provider");
         let rec = ProviderRecord::from_item(&created).unwrap();
         assert_eq!(
-            (
-                rec.state,
-                rec.node_name.as_str(),
-                rec.gpu_model.as_str(),
-                rec.price_micros
-            ),
+            (rec.state, rec.node_name.as_str(), rec.gpu_model.as_str(), rec.price_micros),
             (ProviderState::Pending, "gpu-01", "RTX-4090", 500_000)
         );
         // Redelivery of the same entry: nothing to write.
         assert!(run(&register_pending(&reg(w), "1-0", now), Some(&created)).is_none());
         // Another wallet: refused.
         assert!(run(
-            &register_pending(
-                &reg("0x0000000000000000000000000000000000000001"),
-                "2-0",
-                now
-            ),
+            &register_pending(&reg("0x0000000000000000000000000000000000000001"), "2-0", now),
             Some(&created)
         )
         .is_none());
@@ -487,17 +449,9 @@ mod tests {
         .unwrap();
         // Approval needs the reserved token.
         assert!(run(&approve("abcdef", "2-0", now, now), Some(&again)).is_none());
-        let reserved = run(
-            &reserve_token("abcdef", now + chrono::Duration::hours(1), now),
-            Some(&again),
-        )
-        .unwrap();
+        let reserved = run(&reserve_token("abcdef", now + chrono::Duration::hours(1), now), Some(&again)).unwrap();
         assert!(
-            run(
-                &reserve_token("zzzzzz", now + chrono::Duration::hours(1), now),
-                Some(&reserved)
-            )
-            .is_none(),
+            run(&reserve_token("zzzzzz", now + chrono::Duration::hours(1), now), Some(&reserved)).is_none(),
             "a valid reservation stays"
         );
         let later = now + chrono::Duration::hours(2);
@@ -508,10 +462,7 @@ mod tests {
         let expires = now + chrono::Duration::hours(1);
         let approved = run(&approve("abcdef", "2-0", expires, now), Some(&reserved)).unwrap();
         let rec = ProviderRecord::from_item(&approved).unwrap();
-        assert_eq!(
-            (rec.state, rec.hb_at),
-            (ProviderState::Approved, from_ms(ms(expires)))
-        );
+        assert_eq!((rec.state, rec.hb_at), (ProviderState::Approved, from_ms(ms(expires))));
         assert!(
             run(&approve("abcdef", "2-0", expires, now), Some(&approved)).is_none(),
             "approve is once"
@@ -531,34 +482,22 @@ mod tests {
             usage_json: "{}".into(),
         };
         assert!(
-            run(
-                &record_heartbeat(&hb(t(30), "gpu-01"), Some(w)),
-                Some(&approved)
-            )
-            .is_none(),
+            run(&record_heartbeat(&hb(t(30), "gpu-01"), Some(w)), Some(&approved)).is_none(),
             "approved takes the join path"
         );
         assert!(
-            run(
-                &join(&hb(t(30), "other-node"), None, t(30)),
-                Some(&approved)
-            )
-            .is_none(),
+            run(&join(&hb(t(30), "other-node"), None, t(30)), Some(&approved)).is_none(),
             "not its node"
         );
         let joined = run(&join(&hb(t(30), "gpu-01"), None, t(30)), Some(&approved)).unwrap();
-        let available = run(&make_available(ProviderState::Joined, t(31)), Some(&joined)).unwrap();
+        let available = run(&make_available(ProviderState::Joined, None, t(31)), Some(&joined)).unwrap();
         let table: Vec<(HeartbeatFacts, Option<&str>, bool)> = vec![
             (hb(t(60), "gpu-01"), Some(w), true),
             (hb(t(60), "gpu-01"), None, true),
             (hb(t(30), "gpu-01"), Some(w), false),
             (hb(t(10), "gpu-01"), Some(w), false),
             (hb(t(60), "gpu-02"), Some(w), false),
-            (
-                hb(t(60), "gpu-01"),
-                Some("0x0000000000000000000000000000000000000001"),
-                false,
-            ),
+            (hb(t(60), "gpu-01"), Some("0x0000000000000000000000000000000000000001"), false),
         ];
         for (h, signer, applies) in table {
             assert_eq!(
@@ -568,37 +507,19 @@ mod tests {
             );
         }
         // Offline only while still stale at write time.
-        let beat = run(
-            &record_heartbeat(&hb(t(60), "gpu-01"), Some(w)),
-            Some(&available),
-        )
-        .unwrap();
+        let beat = run(&record_heartbeat(&hb(t(60), "gpu-01"), Some(w)), Some(&available)).unwrap();
         assert!(
             run(&mark_offline_if_stale(t(60), t(200)), Some(&beat)).is_none(),
             "a heartbeat at the stale bound wins"
         );
         let offline = run(&mark_offline_if_stale(t(61), t(200)), Some(&beat)).unwrap();
-        assert_eq!(
-            ProviderRecord::from_item(&offline).unwrap().state,
-            ProviderState::Offline
-        );
-        let back = run(
-            &record_heartbeat(&hb(t(210), "gpu-01"), Some(w)),
-            Some(&offline),
-        )
-        .unwrap();
-        let recovered = run(&make_available(ProviderState::Offline, t(210)), Some(&back)).unwrap();
-        assert_eq!(
-            ProviderRecord::from_item(&recovered).unwrap().state,
-            ProviderState::Available
-        );
+        assert_eq!(ProviderRecord::from_item(&offline).unwrap().state, ProviderState::Offline);
+        let back = run(&record_heartbeat(&hb(t(210), "gpu-01"), Some(w)), Some(&offline)).unwrap();
+        let recovered = run(&make_available(ProviderState::Offline, None, t(210)), Some(&back)).unwrap();
+        assert_eq!(ProviderRecord::from_item(&recovered).unwrap().state, ProviderState::Available);
         // A contradicting node: joined but never available.
-        let odd = run(
-            &join(&hb(t(30), "gpu-01"), Some("node reports 8 GPUs"), t(30)),
-            Some(&approved),
-        )
-        .unwrap();
-        assert!(run(&make_available(ProviderState::Joined, t(31)), Some(&odd)).is_none());
+        let odd = run(&join(&hb(t(30), "gpu-01"), Some("node reports 8 GPUs"), t(30)), Some(&approved)).unwrap();
+        assert!(run(&make_available(ProviderState::Joined, None, t(31)), Some(&odd)).is_none());
         // Expiry of approvals that never joined.
         assert!(run(&expire_if_unjoined(now), Some(&approved)).is_none());
         assert!(run(&expire_if_unjoined(expires), Some(&approved)).is_some());

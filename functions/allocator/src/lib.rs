@@ -1,0 +1,460 @@
+//! Allocator: `job.allocate` and `job.release`, so that no GPU is ever handed out twice however
+//! many allocators run and however often a message is redelivered.
+//!
+//! An allocation is one conditional UpdateItem on the chosen provider that deducts GPUs, CPU and
+//! memory, records the allocation under the job id and requires the provider to be available
+//! with enough left; on a failed condition the next candidate is tried (bounded). The job item is
+//! the arbiter: only the delivery that owns the pending job records the result; a commit that
+//! loses that race is undone. Rentals come before mining: when free GPUs are not enough but mining
+//! ones are, the same write takes mining GPUs and the provider is told `mining.stop`.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Duration, Utc};
+use tracing::instrument;
+use worldland_shared::bus::Bus;
+use worldland_shared::jobs::close_job;
+use worldland_shared::ledger::{commit_allocation, job, node_selector, rank, release_allocation, Candidate, Choice, Ledger};
+use worldland_shared::messages::jobs::{
+    AllocateRequest, JobAllocated, JobRejected, JobReleased, MiningCommand, ReleaseRequest, MINING_STOP,
+};
+use worldland_shared::messages::{topics, MAX_ENTRY_BYTES};
+use worldland_shared::replies::ProviderReplies;
+use worldland_shared::state::providers::ms;
+use worldland_shared::state::{Cond, Item, ItemStore, Op, Table, Value};
+use worldland_shared::validation::{check_provider_id, Reason, Rejection};
+use worldland_shared::worker::{decode, Handler, Outcome};
+
+pub const WORKER: &str = "allocator";
+pub const BINDINGS: &[&str] = &[topics::JOB_ALLOCATE, topics::JOB_RELEASE];
+
+/// How many candidates one allocation tries before it re-reads the fleet.
+pub const MAX_ATTEMPTS: usize = 5;
+/// How many times it re-reads the fleet before answering `no_capacity`.
+pub const MAX_ROUNDS: usize = 3;
+/// A pending job untouched this long belongs to a delivery that died: another may take it over.
+pub const OWNER_TIMEOUT_S: i64 = 30;
+
+pub struct Context {
+    pub store: Arc<dyn ItemStore>,
+    pub bus: Arc<dyn Bus>,
+    pub replies: Arc<dyn ProviderReplies>,
+}
+
+/// Counts for benchmarks and logs.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub condition_failures: std::sync::atomic::AtomicU64,
+}
+
+pub static STATS: Stats = Stats {
+    condition_failures: std::sync::atomic::AtomicU64::new(0),
+};
+
+const OWNER: &str = "owner";
+const CLAIMED_AT: &str = "claimed_at";
+
+fn retry(e: impl std::fmt::Display) -> Outcome {
+    Outcome::Retry(e.to_string())
+}
+
+fn invalid(msg: impl Into<String>) -> Rejection {
+    Rejection::new(Reason::InvalidRequest, msg)
+}
+
+/// The rules a request must meet; pure.
+pub fn validate_allocate(r: &AllocateRequest) -> Result<(), Rejection> {
+    check_job_id(&r.job_id)?;
+    if r.customer_id.trim().is_empty() || r.customer_id.len() > 128 {
+        return Err(invalid("customer_id must be 1-128 characters"));
+    }
+    if !(1..=64).contains(&r.gpus) {
+        return Err(invalid("gpus must be between 1 and 64"));
+    }
+    if !(1..=1024).contains(&r.cpu_cores) {
+        return Err(invalid("cpu_cores must be between 1 and 1024"));
+    }
+    if !(1..=64 * 1024 * 1024).contains(&r.memory_mb) {
+        return Err(invalid("memory_mb must be between 1 and 64 TiB"));
+    }
+    if r.max_price_per_gpu_hour.is_some_and(|p| !p.is_finite() || p <= 0.0) {
+        return Err(invalid("max_price_per_gpu_hour must be a finite number above 0"));
+    }
+    if r.duration_s.is_some_and(|d| !(1..=366 * 86_400).contains(&d)) {
+        return Err(invalid("duration_s must be between 1 s and a year"));
+    }
+    if r.gpu_model.as_ref().is_some_and(|m| m.trim().is_empty() || m.len() > 128) {
+        return Err(invalid("gpu_model, when given, must be 1-128 characters"));
+    }
+    Ok(())
+}
+
+/// Job ids name map keys and items: the provider-id alphabet, no dots.
+pub fn check_job_id(id: &str) -> Result<(), Rejection> {
+    check_provider_id(id).map_err(|_| invalid("job_id must be a UUID or 1-63 characters of a-z, 0-9 and '-'"))
+}
+
+fn job_state(item: &Item) -> &str {
+    item.get(job::attr::STATE).and_then(Value::as_str).unwrap_or("")
+}
+
+async fn publish<T: serde::Serialize>(ctx: &Context, topic: &str, id: &str, msg: &T) -> Result<(), Outcome> {
+    let body = serde_json::to_vec(msg).expect("serialises");
+    ctx.bus.publish(topic, &format!("{topic}/{id}"), &body).await.map_err(retry)
+}
+
+async fn reject_job(ctx: &Context, job_id: &str, reason: &str, message: &str) -> Outcome {
+    let r = JobRejected {
+        job_id: job_id.into(),
+        reason: reason.into(),
+        message: message.into(),
+    };
+    if let Err(o) = publish(ctx, topics::JOB_REJECTED, job_id, &r).await {
+        return o;
+    }
+    Outcome::Done
+}
+
+/// Publishes the stored answer of a settled job once, then marks it answered.
+async fn answer_settled(ctx: &Context, item: &Item, job_id: &str) -> Outcome {
+    if item.get(job::attr::ANSWERED).and_then(Value::as_bool) == Some(true) {
+        return Outcome::Done;
+    }
+    match job_state(item) {
+        "allocated" => {
+            let Some(a) = item
+                .get(job::attr::ALLOCATION)
+                .and_then(Value::as_str)
+                .and_then(|s| serde_json::from_str::<JobAllocated>(s).ok())
+            else {
+                return retry("allocated job without its allocation");
+            };
+            if a.mining_gpus_taken > 0 {
+                let stop = MiningCommand {
+                    kind: MINING_STOP.into(),
+                    command_id: format!("{job_id}/stop"),
+                    job_id: job_id.into(),
+                    gpu_model: a.gpu_model.clone(),
+                    gpus: a.mining_gpus_taken,
+                };
+                if let Err(e) = ctx.replies.command(&a.provider_id, &stop).await {
+                    return retry(e);
+                }
+            }
+            if let Err(o) = publish(ctx, topics::JOB_ALLOCATED, job_id, &a).await {
+                return o;
+            }
+        }
+        "rejected" => {
+            let text = item.get(job::attr::REJECTION).and_then(Value::as_str).unwrap_or("rejected: ");
+            let (reason, message) = text.split_once(": ").unwrap_or((text, ""));
+            if let Outcome::Retry(e) = reject_job(ctx, job_id, reason, message).await {
+                return Outcome::Retry(e);
+            }
+        }
+        "cancelled" | "released" => {
+            if let Outcome::Retry(e) = reject_job(ctx, job_id, "cancelled", "the job was released before it was allocated").await {
+                return Outcome::Retry(e);
+            }
+        }
+        _ => return Outcome::Done,
+    }
+    match job::answered(job::attr::ANSWERED)
+        .run_raw_on(ctx.store.as_ref(), Table::Jobs, job_id)
+        .await
+    {
+        Ok(_) => Outcome::Done,
+        Err(e) => retry(e),
+    }
+}
+
+/// Reads the available providers with a ledger as placement candidates.
+async fn candidates(ctx: &Context) -> Result<Vec<Candidate>, Outcome> {
+    let items = ctx.store.query_by_state(Table::Providers, "available", None).await.map_err(retry)?;
+    Ok(items
+        .iter()
+        .filter_map(|item| {
+            Some(Candidate {
+                provider_id: item.get("id")?.as_str()?.to_string(),
+                node_name: item.get("node_name")?.as_str()?.to_string(),
+                price_micros: item.get("price_micros")?.as_i64()?,
+                ledger: Ledger::from_item(item)?,
+            })
+        })
+        .collect())
+}
+
+#[instrument(skip(req, ctx, now), fields(job_id = %req.job_id))]
+pub async fn allocate(req: &AllocateRequest, ctx: &Context, now: DateTime<Utc>) -> Outcome {
+    if let Err(r) = validate_allocate(req) {
+        if check_job_id(&req.job_id).is_ok() {
+            if let Outcome::Retry(e) = reject_job(ctx, &req.job_id, r.reason.code(), &r.message).await {
+                return Outcome::Retry(e);
+            }
+        }
+        return Outcome::Rejected(r);
+    }
+    let me = uuid::Uuid::new_v4().simple().to_string();
+    let mut create = job::create_pending(req, now);
+    create.ops.extend([Op::set(OWNER, me.as_str()), Op::set(CLAIMED_AT, ms(now))]);
+    let created = match create.run_raw_on(ctx.store.as_ref(), Table::Jobs, &req.job_id).await {
+        Ok(c) => c,
+        Err(e) => return retry(e),
+    };
+    if created.is_none() {
+        // Seen before: settled (answer it once) or pending under another delivery.
+        let item = match ctx.store.get(Table::Jobs, &req.job_id).await {
+            Ok(Some(i)) => i,
+            Ok(None) => return retry("job vanished"),
+            Err(e) => return retry(e),
+        };
+        if job_state(&item) != "pending" {
+            return answer_settled(ctx, &item, &req.job_id).await;
+        }
+        let claimed = item.get(CLAIMED_AT).and_then(Value::as_i64).unwrap_or(0);
+        if claimed > ms(now - Duration::seconds(OWNER_TIMEOUT_S)) {
+            return retry("another delivery of this job is placing it");
+        }
+        // Its owner died: take the job over, then finish what it may have committed.
+        let old = item.get(OWNER).cloned().unwrap_or(Value::from(""));
+        let takeover = worldland_shared::state::providers::Transition {
+            cond: Cond::eq(job::attr::STATE, "pending").and(Cond::Eq(OWNER.into(), old)),
+            ops: vec![Op::set(OWNER, me.as_str()), Op::set(CLAIMED_AT, ms(now))],
+        };
+        match takeover.run_raw_on(ctx.store.as_ref(), Table::Jobs, &req.job_id).await {
+            Ok(Some(_)) => {}
+            Ok(None) => return retry("lost the takeover race"),
+            Err(e) => return retry(e),
+        }
+        if let Some(p) = item.get(job::attr::ATTEMPT).and_then(Value::as_str) {
+            match ctx.store.get(Table::Providers, p).await {
+                Ok(Some(prov)) => {
+                    if let Some(alloc) = Ledger::from_item(&prov).and_then(|l| l.allocs.get(&req.job_id).cloned()) {
+                        let choice = Choice {
+                            provider_id: p.to_string(),
+                            node_name: prov.get("node_name").and_then(Value::as_str).unwrap_or("").to_string(),
+                            model_key: alloc.model_key.clone(),
+                            take_free: alloc.gpus - alloc.mining_taken,
+                            take_mining: alloc.mining_taken,
+                            price_micros: alloc.price_micros,
+                            leftover_gpus: 0,
+                            leftover_cpu: 0,
+                        };
+                        return finalize(req, &choice, alloc.started_at_ms, &me, ctx).await;
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => return retry(e),
+            }
+        }
+    }
+    place(req, &me, ctx, now).await
+}
+
+async fn place(req: &AllocateRequest, me: &str, ctx: &Context, now: DateTime<Utc>) -> Outcome {
+    for _round in 0..MAX_ROUNDS {
+        let fleet = match candidates(ctx).await {
+            Ok(c) => c,
+            Err(o) => return o,
+        };
+        let ranked = match rank(&fleet, req) {
+            Ok(r) => r,
+            Err(no) => return settle_rejected(req, no.code(), "no available provider can take this job", me, ctx).await,
+        };
+        for choice in ranked.iter().take(MAX_ATTEMPTS) {
+            let attempt = worldland_shared::state::providers::Transition {
+                cond: Cond::eq(job::attr::STATE, "pending").and(Cond::eq(OWNER, me)),
+                ops: vec![Op::set(job::attr::ATTEMPT, choice.provider_id.as_str())],
+            };
+            match attempt.run_raw_on(ctx.store.as_ref(), Table::Jobs, &req.job_id).await {
+                Ok(Some(_)) => {}
+                Ok(None) => return Outcome::Done, // taken over by another delivery, which answers
+                Err(e) => return retry(e),
+            }
+            match commit_allocation(choice, req, now)
+                .run_raw(ctx.store.as_ref(), &choice.provider_id)
+                .await
+            {
+                Ok(Some(_)) => return finalize(req, choice, ms(now), me, ctx).await,
+                Ok(None) => {
+                    STATS.condition_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                Err(e) => return retry(e),
+            }
+        }
+    }
+    settle_rejected(req, "no_capacity", "every candidate filled up while placing", me, ctx).await
+}
+
+async fn settle_rejected(req: &AllocateRequest, reason: &str, message: &str, me: &str, ctx: &Context) -> Outcome {
+    let mut t = job::rejected(reason, message);
+    t.cond = t.cond.and(Cond::eq(OWNER, me));
+    match t.run_raw_on(ctx.store.as_ref(), Table::Jobs, &req.job_id).await {
+        Ok(Some(item)) => answer_settled(ctx, &item, &req.job_id).await,
+        Ok(None) => Outcome::Done,
+        Err(e) => retry(e),
+    }
+}
+
+/// The provider holds the allocation: record it on the job (only its owner may), or undo it.
+async fn finalize(req: &AllocateRequest, choice: &Choice, started_at_ms: i64, me: &str, ctx: &Context) -> Outcome {
+    let allocated = JobAllocated {
+        job_id: req.job_id.clone(),
+        customer_id: req.customer_id.clone(),
+        provider_id: choice.provider_id.clone(),
+        node_name: choice.node_name.clone(),
+        node_selector: node_selector(&choice.provider_id, &choice.model_key),
+        gpu_model: choice.model_key.clone(),
+        gpus: req.gpus,
+        cpu_cores: req.cpu_cores,
+        memory_mb: req.memory_mb,
+        price_per_gpu_hour_micros: choice.price_micros,
+        mining_gpus_taken: choice.take_mining as u32,
+    };
+    let due = req.duration_s.map(|d| started_at_ms + d as i64 * 1000);
+    let mut t = job::allocated(&allocated, started_at_ms, due);
+    t.cond = t.cond.and(Cond::eq(OWNER, me));
+    match t.run_raw_on(ctx.store.as_ref(), Table::Jobs, &req.job_id).await {
+        Ok(Some(item)) => {
+            tracing::info!(provider_id = %choice.provider_id, gpus = req.gpus, mining = choice.take_mining, "allocated");
+            answer_settled(ctx, &item, &req.job_id).await
+        }
+        Ok(None) => {
+            // Another delivery owns the job now: give back what this one took.
+            let undo = async {
+                let prov = ctx.store.get(Table::Providers, &choice.provider_id).await?;
+                if let Some(alloc) = prov
+                    .as_ref()
+                    .and_then(Ledger::from_item)
+                    .and_then(|l| l.allocs.get(&req.job_id).cloned())
+                {
+                    release_allocation(&alloc).run_raw(ctx.store.as_ref(), &choice.provider_id).await?;
+                }
+                Ok::<_, worldland_shared::state::StoreError>(())
+            };
+            match undo.await {
+                Ok(()) => Outcome::Done,
+                Err(e) => retry(e),
+            }
+        }
+        Err(e) => retry(e),
+    }
+}
+
+#[instrument(skip(req, ctx, now), fields(job_id = %req.job_id))]
+pub async fn release(req: &ReleaseRequest, ctx: &Context, now: DateTime<Utc>) -> Outcome {
+    if let Err(r) = check_job_id(&req.job_id) {
+        return Outcome::Rejected(r);
+    }
+    let reason = if req.reason.trim().is_empty() {
+        "released"
+    } else {
+        req.reason.as_str()
+    };
+    if reason.len() > 128 {
+        return Outcome::Rejected(invalid("reason is over 128 characters"));
+    }
+    let item = match ctx.store.get(Table::Jobs, &req.job_id).await {
+        Ok(i) => i,
+        Err(e) => return retry(e),
+    };
+    match item.as_ref().map(job_state) {
+        None => {
+            // Released before it was ever allocated: a tombstone, so a late allocate is refused.
+            return match job::cancelled_before_allocation(reason, now)
+                .run_raw_on(ctx.store.as_ref(), Table::Jobs, &req.job_id)
+                .await
+            {
+                Ok(_) => Outcome::Done,
+                Err(e) => retry(e),
+            };
+        }
+        Some("pending") => return retry("the job is being placed; release it once placed"),
+        Some("allocated") => {}
+        Some("released") => return answer_release(ctx, item.as_ref(), &req.job_id).await,
+        Some(_) => return Outcome::Done, // rejected or cancelled: nothing to give back
+    }
+    match close_job(ctx.store.as_ref(), &req.job_id, reason, now).await {
+        Ok(Some(closed)) => {
+            if let Some(resume) = &closed.resume {
+                if let Err(e) = ctx.replies.command(&closed.released.provider_id, resume).await {
+                    return retry(e);
+                }
+            }
+            if let Err(o) = publish(ctx, topics::JOB_RELEASED, &req.job_id, &closed.released).await {
+                return o;
+            }
+            match job::answered(job::attr::RELEASE_ANSWERED)
+                .run_raw_on(ctx.store.as_ref(), Table::Jobs, &req.job_id)
+                .await
+            {
+                Ok(_) => Outcome::Done,
+                Err(e) => retry(e),
+            }
+        }
+        Ok(None) => match ctx.store.get(Table::Jobs, &req.job_id).await {
+            Ok(item) => answer_release(ctx, item.as_ref(), &req.job_id).await,
+            Err(e) => retry(e),
+        },
+        Err(e) => retry(e),
+    }
+}
+
+/// A job closed earlier (by this release, the sweeper or a duplicate) whose `job.released` may
+/// not have gone out yet.
+async fn answer_release(ctx: &Context, item: Option<&Item>, job_id: &str) -> Outcome {
+    let Some(item) = item else { return Outcome::Done };
+    if item.get(job::attr::RELEASE_ANSWERED).and_then(Value::as_bool) == Some(true) || job_state(item) != "released" {
+        return Outcome::Done;
+    }
+    let n = |a: &str| item.get(a).and_then(Value::as_i64).unwrap_or(0);
+    let released = JobReleased {
+        job_id: job_id.into(),
+        provider_id: item.get(job::attr::PROVIDER).and_then(Value::as_str).unwrap_or("").into(),
+        reason: item.get(job::attr::END_REASON).and_then(Value::as_str).unwrap_or("").into(),
+        duration_ms: n(job::attr::DURATION_MS),
+        cost_micros: n(job::attr::COST_MICROS),
+    };
+    if let Err(o) = publish(ctx, topics::JOB_RELEASED, job_id, &released).await {
+        return o;
+    }
+    match job::answered(job::attr::RELEASE_ANSWERED)
+        .run_raw_on(ctx.store.as_ref(), Table::Jobs, job_id)
+        .await
+    {
+        Ok(_) => Outcome::Done,
+        Err(e) => retry(e),
+    }
+}
+
+pub struct Allocator(pub Context);
+
+#[async_trait]
+impl Handler for Allocator {
+    fn name(&self) -> &'static str {
+        WORKER
+    }
+    fn bindings(&self) -> &'static [&'static str] {
+        BINDINGS
+    }
+    async fn handle(&self, routing_key: &str, body: &[u8], now: DateTime<Utc>) -> Outcome {
+        if body.len() > MAX_ENTRY_BYTES {
+            return Outcome::Rejected(Rejection::new(
+                Reason::EntryTooLarge,
+                format!("message is {} bytes; the limit is {MAX_ENTRY_BYTES}", body.len()),
+            ));
+        }
+        match routing_key {
+            topics::JOB_ALLOCATE => match decode::<AllocateRequest>(body, "a job.allocate request") {
+                Ok(req) => allocate(&req, &self.0, now).await,
+                Err(refused) => refused,
+            },
+            topics::JOB_RELEASE => match decode::<ReleaseRequest>(body, "a job.release request") {
+                Ok(req) => release(&req, &self.0, now).await,
+                Err(refused) => refused,
+            },
+            other => Outcome::Rejected(invalid(format!("the allocator does not handle {other}"))),
+        }
+    }
+}

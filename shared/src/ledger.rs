@@ -1,0 +1,715 @@
+//! The capacity ledger on each provider's item, placement, and job state — all pure: every
+//! change is one condition + update on one item, run by a store.
+//!
+//! Invariants, after every write: per GPU model `total = free + used + mining`, and `used`,
+//! CPU used and memory used each equal the sum over the provider's open allocations.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+
+use crate::labels::{gpu_model_label, GPU_MODEL, PROVIDER_ID, RENTAL_TYPE, RENTAL_TYPE_GPU};
+use crate::messages::jobs::AllocateRequest;
+use crate::messages::{Capacity, MiningConfig, Spec};
+use crate::state::providers::{ms, Transition};
+use crate::state::{Cond, Item, Op, Value, INDEX_SORT_ATTR};
+
+pub mod attr {
+    pub const LEDGER: &str = "ledger";
+    pub const GPUS_TOTAL: &str = "gpus_total";
+    pub const GPUS_FREE: &str = "gpus_free";
+    pub const GPUS_USED: &str = "gpus_used";
+    pub const GPUS_MINING: &str = "gpus_mining";
+    pub const CPU_TOTAL: &str = "cpu_total";
+    pub const CPU_FREE: &str = "cpu_free";
+    pub const CPU_USED: &str = "cpu_used";
+    pub const MEM_TOTAL: &str = "mem_total";
+    pub const MEM_FREE: &str = "mem_free";
+    pub const MEM_USED: &str = "mem_used";
+    pub const ALLOCS: &str = "allocs";
+}
+
+/// A model label as a map key: paths use `.` between keys, so it becomes `_`.
+pub fn model_key(model_label: &str) -> String {
+    model_label.replace('.', "_")
+}
+
+fn path(map: &str, key: &str) -> String {
+    format!("{map}.{key}")
+}
+
+/// The ledger as set up when a provider becomes available: from the offered capacity (not the
+/// raw spec), with the mining share from `mining_config`.
+pub fn init_ledger_ops(spec: &Spec, capacity: &Capacity, mining: Option<&MiningConfig>) -> Vec<Op> {
+    let offered = capacity.gpu_count.unwrap_or(spec.total_gpus) as usize;
+    let mut total: BTreeMap<String, i64> = BTreeMap::new();
+    for gpu in spec.gpus.iter().take(offered) {
+        *total.entry(model_key(&gpu_model_label(&gpu.name))).or_default() += 1;
+    }
+    let mut to_mine = i64::from(mining.map_or(0, |m| m.gpu_count));
+    let mut mining_map = BTreeMap::new();
+    let mut free = BTreeMap::new();
+    for (model, n) in &total {
+        let m = to_mine.min(*n);
+        to_mine -= m;
+        mining_map.insert(model.clone(), Value::N(m));
+        free.insert(model.clone(), Value::N(n - m));
+    }
+    let zero: BTreeMap<String, Value> = total.keys().map(|k| (k.clone(), Value::N(0))).collect();
+    let cpu = i64::from(capacity.cpu_cores.unwrap_or(spec.cpu_cores));
+    let mem = capacity.memory_mb.unwrap_or(spec.total_memory_mb) as i64;
+    vec![
+        Op::set(attr::LEDGER, true),
+        Op::Set(
+            attr::GPUS_TOTAL.into(),
+            Value::M(total.into_iter().map(|(k, v)| (k, Value::N(v))).collect()),
+        ),
+        Op::Set(attr::GPUS_FREE.into(), Value::M(free)),
+        Op::Set(attr::GPUS_USED.into(), Value::M(zero)),
+        Op::Set(attr::GPUS_MINING.into(), Value::M(mining_map)),
+        Op::set(attr::CPU_TOTAL, cpu),
+        Op::set(attr::CPU_FREE, cpu),
+        Op::set(attr::CPU_USED, 0i64),
+        Op::set(attr::MEM_TOTAL, mem),
+        Op::set(attr::MEM_FREE, mem),
+        Op::set(attr::MEM_USED, 0i64),
+        Op::Set(attr::ALLOCS.into(), Value::M(BTreeMap::new())),
+    ]
+}
+
+/// One open allocation, as stored under `allocs.<job_id>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Allocation {
+    pub job_id: String,
+    pub customer_id: String,
+    pub model_key: String,
+    pub gpus: i64,
+    pub mining_taken: i64,
+    pub cpu: i64,
+    pub mem: i64,
+    pub price_micros: i64,
+    pub started_at_ms: i64,
+}
+
+impl Allocation {
+    fn to_value(&self) -> Value {
+        Value::M(BTreeMap::from([
+            ("customer".to_string(), Value::from(self.customer_id.as_str())),
+            ("model".to_string(), Value::from(self.model_key.as_str())),
+            ("gpus".to_string(), Value::N(self.gpus)),
+            ("mining_taken".to_string(), Value::N(self.mining_taken)),
+            ("cpu".to_string(), Value::N(self.cpu)),
+            ("mem".to_string(), Value::N(self.mem)),
+            ("price_micros".to_string(), Value::N(self.price_micros)),
+            ("started_at".to_string(), Value::N(self.started_at_ms)),
+        ]))
+    }
+
+    fn from_value(job_id: &str, v: &Value) -> Option<Self> {
+        let m = v.as_map()?;
+        let n = |k: &str| m.get(k).and_then(Value::as_i64);
+        Some(Self {
+            job_id: job_id.to_string(),
+            customer_id: m.get("customer")?.as_str()?.to_string(),
+            model_key: m.get("model")?.as_str()?.to_string(),
+            gpus: n("gpus")?,
+            mining_taken: n("mining_taken")?,
+            cpu: n("cpu")?,
+            mem: n("mem")?,
+            price_micros: n("price_micros")?,
+            started_at_ms: n("started_at")?,
+        })
+    }
+}
+
+/// Counts of one GPU model.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ModelCounts {
+    pub total: i64,
+    pub free: i64,
+    pub used: i64,
+    pub mining: i64,
+}
+
+/// A provider's ledger, read from its item.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ledger {
+    pub models: BTreeMap<String, ModelCounts>,
+    pub cpu_total: i64,
+    pub cpu_free: i64,
+    pub cpu_used: i64,
+    pub mem_total: i64,
+    pub mem_free: i64,
+    pub mem_used: i64,
+    pub allocs: BTreeMap<String, Allocation>,
+}
+
+impl Ledger {
+    /// `None` when the provider has no ledger (never available yet).
+    pub fn from_item(item: &Item) -> Option<Self> {
+        item.get(attr::LEDGER)?;
+        let n = |a: &str| item.get(a).and_then(Value::as_i64).unwrap_or(0);
+        let map = |a: &str| item.get(a).and_then(Value::as_map).cloned().unwrap_or_default();
+        let (total, free, used, mining) = (
+            map(attr::GPUS_TOTAL),
+            map(attr::GPUS_FREE),
+            map(attr::GPUS_USED),
+            map(attr::GPUS_MINING),
+        );
+        let get = |m: &BTreeMap<String, Value>, k: &str| m.get(k).and_then(Value::as_i64).unwrap_or(0);
+        let models = total
+            .keys()
+            .chain(free.keys())
+            .chain(used.keys())
+            .chain(mining.keys())
+            .map(|k| {
+                (
+                    k.clone(),
+                    ModelCounts {
+                        total: get(&total, k),
+                        free: get(&free, k),
+                        used: get(&used, k),
+                        mining: get(&mining, k),
+                    },
+                )
+            })
+            .collect();
+        let allocs = map(attr::ALLOCS)
+            .iter()
+            .filter_map(|(job, v)| Allocation::from_value(job, v).map(|a| (job.clone(), a)))
+            .collect();
+        Some(Self {
+            models,
+            cpu_total: n(attr::CPU_TOTAL),
+            cpu_free: n(attr::CPU_FREE),
+            cpu_used: n(attr::CPU_USED),
+            mem_total: n(attr::MEM_TOTAL),
+            mem_free: n(attr::MEM_FREE),
+            mem_used: n(attr::MEM_USED),
+            allocs,
+        })
+    }
+
+    /// Every broken invariant, in words (empty when the ledger is sound).
+    pub fn violations(&self) -> Vec<String> {
+        let mut out = vec![];
+        for (model, c) in &self.models {
+            if c.total != c.free + c.used + c.mining {
+                out.push(format!(
+                    "{model}: total {} != free {} + used {} + mining {}",
+                    c.total, c.free, c.used, c.mining
+                ));
+            }
+            if c.free < 0 || c.used < 0 || c.mining < 0 {
+                out.push(format!("{model}: a negative count ({c:?})"));
+            }
+            let allocated: i64 = self.allocs.values().filter(|a| &a.model_key == model).map(|a| a.gpus).sum();
+            if c.used != allocated {
+                out.push(format!("{model}: used {} != {} GPUs in open allocations", c.used, allocated));
+            }
+        }
+        let (cpu, mem): (i64, i64) = (self.allocs.values().map(|a| a.cpu).sum(), self.allocs.values().map(|a| a.mem).sum());
+        if self.cpu_total != self.cpu_free + self.cpu_used || self.cpu_used != cpu || self.cpu_free < 0 {
+            out.push(format!(
+                "cpu: total {} free {} used {} allocated {cpu}",
+                self.cpu_total, self.cpu_free, self.cpu_used
+            ));
+        }
+        if self.mem_total != self.mem_free + self.mem_used || self.mem_used != mem || self.mem_free < 0 {
+            out.push(format!(
+                "memory: total {} free {} used {} allocated {mem}",
+                self.mem_total, self.mem_free, self.mem_used
+            ));
+        }
+        out
+    }
+}
+
+/// An available provider as placement sees it.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    pub provider_id: String,
+    pub node_name: String,
+    pub price_micros: i64,
+    pub ledger: Ledger,
+}
+
+/// One way to place a job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Choice {
+    pub provider_id: String,
+    pub node_name: String,
+    pub model_key: String,
+    pub take_free: i64,
+    pub take_mining: i64,
+    pub price_micros: i64,
+    /// GPUs of the model left over after placing (best fit: fewest).
+    pub leftover_gpus: i64,
+    pub leftover_cpu: i64,
+}
+
+/// Why nothing fits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoPlacement {
+    UnknownModel,
+    PriceTooLow,
+    NoCapacity,
+}
+
+impl NoPlacement {
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::UnknownModel => "unknown_model",
+            Self::PriceTooLow => "price_too_low",
+            Self::NoCapacity => "no_capacity",
+        }
+    }
+}
+
+/// Placement: candidates that fit the whole job on one node, with the model (compared through
+/// the label function) and under the price cap; cheapest first, then best fit (least left over),
+/// then free GPUs before mining ones.
+pub fn rank(candidates: &[Candidate], req: &AllocateRequest) -> Result<Vec<Choice>, NoPlacement> {
+    let wanted = req.gpu_model.as_deref().map(|m| model_key(&gpu_model_label(m)));
+    let cap = req.max_price_per_gpu_hour.map(crate::state::providers::price_to_micros);
+    let (gpus, cpu, mem) = (i64::from(req.gpus), i64::from(req.cpu_cores), req.memory_mb as i64);
+    let (mut model_seen, mut affordable_seen) = (false, false);
+    let mut out = vec![];
+    for c in candidates {
+        for (model, counts) in &c.ledger.models {
+            if wanted.as_ref().is_some_and(|w| !w.eq_ignore_ascii_case(model)) {
+                continue;
+            }
+            model_seen = true;
+            if cap.is_some_and(|cap| c.price_micros > cap) {
+                continue;
+            }
+            affordable_seen = true;
+            if counts.free + counts.mining < gpus || c.ledger.cpu_free < cpu || c.ledger.mem_free < mem {
+                continue;
+            }
+            let take_free = gpus.min(counts.free);
+            out.push(Choice {
+                provider_id: c.provider_id.clone(),
+                node_name: c.node_name.clone(),
+                model_key: model.clone(),
+                take_free,
+                take_mining: gpus - take_free,
+                price_micros: c.price_micros,
+                leftover_gpus: counts.free + counts.mining - gpus,
+                leftover_cpu: c.ledger.cpu_free - cpu,
+            });
+        }
+    }
+    if out.is_empty() {
+        return Err(if !model_seen {
+            NoPlacement::UnknownModel
+        } else if !affordable_seen {
+            NoPlacement::PriceTooLow
+        } else {
+            NoPlacement::NoCapacity
+        });
+    }
+    out.sort_by(|a, b| {
+        (a.price_micros, a.leftover_gpus, a.leftover_cpu, a.take_mining, &a.provider_id).cmp(&(
+            b.price_micros,
+            b.leftover_gpus,
+            b.leftover_cpu,
+            b.take_mining,
+            &b.provider_id,
+        ))
+    });
+    Ok(out)
+}
+
+/// The one conditional write that allocates: deducts everything, records the allocation under
+/// the job id (refused if the job already holds one there), and requires the provider to be
+/// available with enough left.
+pub fn commit_allocation(choice: &Choice, req: &AllocateRequest, now: DateTime<Utc>) -> Transition {
+    let (gpus, cpu, mem) = (i64::from(req.gpus), i64::from(req.cpu_cores), req.memory_mb as i64);
+    let m = &choice.model_key;
+    let alloc_path = path(attr::ALLOCS, &req.job_id);
+    let mut cond = Cond::eq("state", "available")
+        .and(Cond::AttrNotExists(alloc_path.clone()))
+        .and(Cond::Ge(attr::CPU_FREE.into(), cpu))
+        .and(Cond::Ge(attr::MEM_FREE.into(), mem));
+    let mut ops = vec![
+        Op::Add(path(attr::GPUS_USED, m), gpus),
+        Op::Add(attr::CPU_FREE.into(), -cpu),
+        Op::Add(attr::CPU_USED.into(), cpu),
+        Op::Add(attr::MEM_FREE.into(), -mem),
+        Op::Add(attr::MEM_USED.into(), mem),
+    ];
+    if choice.take_free > 0 {
+        cond = cond.and(Cond::Ge(path(attr::GPUS_FREE, m), choice.take_free));
+        ops.push(Op::Add(path(attr::GPUS_FREE, m), -choice.take_free));
+    }
+    if choice.take_mining > 0 {
+        cond = cond.and(Cond::Ge(path(attr::GPUS_MINING, m), choice.take_mining));
+        ops.push(Op::Add(path(attr::GPUS_MINING, m), -choice.take_mining));
+    }
+    let alloc = Allocation {
+        job_id: req.job_id.clone(),
+        customer_id: req.customer_id.clone(),
+        model_key: m.clone(),
+        gpus,
+        mining_taken: choice.take_mining,
+        cpu,
+        mem,
+        price_micros: choice.price_micros,
+        started_at_ms: ms(now),
+    };
+    ops.push(Op::Set(alloc_path, alloc.to_value()));
+    Transition { cond, ops }
+}
+
+/// Returns exactly what the allocation took: mining GPUs go back to mining, the rest to free.
+pub fn release_allocation(alloc: &Allocation) -> Transition {
+    let m = &alloc.model_key;
+    let mut ops = vec![
+        Op::Remove(path(attr::ALLOCS, &alloc.job_id)),
+        Op::Add(path(attr::GPUS_USED, m), -alloc.gpus),
+        Op::Add(attr::CPU_FREE.into(), alloc.cpu),
+        Op::Add(attr::CPU_USED.into(), -alloc.cpu),
+        Op::Add(attr::MEM_FREE.into(), alloc.mem),
+        Op::Add(attr::MEM_USED.into(), -alloc.mem),
+    ];
+    if alloc.gpus - alloc.mining_taken > 0 {
+        ops.push(Op::Add(path(attr::GPUS_FREE, m), alloc.gpus - alloc.mining_taken));
+    }
+    if alloc.mining_taken > 0 {
+        ops.push(Op::Add(path(attr::GPUS_MINING, m), alloc.mining_taken));
+    }
+    Transition {
+        cond: Cond::AttrExists(path(attr::ALLOCS, &alloc.job_id)),
+        ops,
+    }
+}
+
+/// GPUs × price per GPU-hour × duration, in integer micro-units, rounded half up. Exact: no
+/// float ever enters the sum.
+pub fn cost_micros(gpus: i64, price_micros: i64, duration_ms: i64) -> i64 {
+    let num = i128::from(gpus) * i128::from(price_micros) * i128::from(duration_ms.max(0));
+    ((num + 1_800_000) / 3_600_000) as i64
+}
+
+/// The labels a job's pod selects its node with.
+pub fn node_selector(provider_id: &str, model_key: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (RENTAL_TYPE.to_string(), RENTAL_TYPE_GPU.to_string()),
+        (PROVIDER_ID.to_string(), crate::labels::label_value(provider_id).unwrap_or_default()),
+        (GPU_MODEL.to_string(), model_key.replace('_', ".")),
+    ])
+}
+
+/// Job items (the jobs table).
+pub mod job {
+    use super::*;
+    use crate::messages::jobs::JobAllocated;
+
+    pub mod attr {
+        pub const STATE: &str = "state";
+        pub const REQUEST: &str = "request";
+        pub const CUSTOMER: &str = "customer";
+        pub const CREATED_AT: &str = "created_at";
+        pub const ATTEMPT: &str = "attempt";
+        pub const PROVIDER: &str = "provider";
+        pub const ALLOCATION: &str = "allocation";
+        pub const ALLOCATED_AT: &str = "allocated_at";
+        pub const REJECTION: &str = "rejection";
+        pub const ANSWERED: &str = "answered";
+        pub const ENDED_AT: &str = "ended_at";
+        pub const END_REASON: &str = "end_reason";
+        pub const DURATION_MS: &str = "duration_ms";
+        pub const COST_MICROS: &str = "cost_micros";
+        pub const RELEASE_ANSWERED: &str = "release_answered";
+    }
+
+    /// Job states: `pending` (placing), `allocated`, `rejected`, `released` (ended normally,
+    /// expired or interrupted: see `end_reason`), `cancelled` (released before it was placed).
+    pub fn create_pending(req: &AllocateRequest, now: DateTime<Utc>) -> Transition {
+        Transition {
+            cond: Cond::ItemNotExists,
+            ops: vec![
+                Op::set(attr::STATE, "pending"),
+                Op::set(attr::REQUEST, serde_json::to_string(req).expect("serialises")),
+                Op::set(attr::CUSTOMER, req.customer_id.as_str()),
+                Op::set(attr::CREATED_AT, ms(now)),
+            ],
+        }
+    }
+
+    /// Notes which provider is being tried, so a redelivery can find a commit that happened.
+    pub fn attempt(provider_id: &str) -> Transition {
+        Transition {
+            cond: Cond::eq(attr::STATE, "pending"),
+            ops: vec![Op::set(attr::ATTEMPT, provider_id)],
+        }
+    }
+
+    /// `pending → allocated`; a job with a duration gets its due time on the state index.
+    pub fn allocated(a: &JobAllocated, started_at_ms: i64, due_at_ms: Option<i64>) -> Transition {
+        let mut ops = vec![
+            Op::set(attr::STATE, "allocated"),
+            Op::set(attr::PROVIDER, a.provider_id.as_str()),
+            Op::set(attr::ALLOCATION, serde_json::to_string(a).expect("serialises")),
+            Op::set(attr::ALLOCATED_AT, started_at_ms),
+        ];
+        if let Some(due) = due_at_ms {
+            ops.push(Op::set(INDEX_SORT_ATTR, due));
+        }
+        Transition {
+            cond: Cond::eq(attr::STATE, "pending"),
+            ops,
+        }
+    }
+
+    pub fn rejected(reason: &str, message: &str) -> Transition {
+        Transition {
+            cond: Cond::eq(attr::STATE, "pending"),
+            ops: vec![
+                Op::set(attr::STATE, "rejected"),
+                Op::set(attr::REJECTION, format!("{reason}: {message}")),
+            ],
+        }
+    }
+
+    pub fn answered(which: &str) -> Transition {
+        Transition {
+            cond: Cond::ItemExists,
+            ops: vec![Op::set(which, true)],
+        }
+    }
+
+    /// A release for a job never seen: it can never be allocated afterwards.
+    pub fn cancelled_before_allocation(reason: &str, now: DateTime<Utc>) -> Transition {
+        Transition {
+            cond: Cond::ItemNotExists,
+            ops: vec![
+                Op::set(attr::STATE, "cancelled"),
+                Op::set(attr::END_REASON, reason),
+                Op::set(attr::ENDED_AT, ms(now)),
+                Op::set(attr::CREATED_AT, ms(now)),
+            ],
+        }
+    }
+
+    /// `allocated → released`, with duration and exact cost; off the due index.
+    pub fn closed(reason: &str, ended_at_ms: i64, duration_ms: i64, cost: i64) -> Transition {
+        Transition {
+            cond: Cond::eq(attr::STATE, "allocated"),
+            ops: vec![
+                Op::set(attr::STATE, "released"),
+                Op::set(attr::END_REASON, reason),
+                Op::set(attr::ENDED_AT, ended_at_ms),
+                Op::set(attr::DURATION_MS, duration_ms),
+                Op::set(attr::COST_MICROS, cost),
+                Op::Remove(INDEX_SORT_ATTR.into()),
+            ],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::expr::{apply, eval};
+
+    fn req(gpus: u32, model: Option<&str>, cap: Option<f64>) -> AllocateRequest {
+        AllocateRequest {
+            job_id: "job-1".into(),
+            customer_id: "c".into(),
+            gpu_model: model.map(str::to_string),
+            gpus,
+            cpu_cores: 4,
+            memory_mb: 8192,
+            max_price_per_gpu_hour: cap,
+            duration_s: None,
+        }
+    }
+
+    fn cand(id: &str, model: &str, free: i64, mining: i64, price: f64) -> Candidate {
+        Candidate {
+            provider_id: id.into(),
+            node_name: id.into(),
+            price_micros: crate::state::providers::price_to_micros(price),
+            ledger: Ledger {
+                models: BTreeMap::from([(
+                    model.into(),
+                    ModelCounts {
+                        total: free + mining,
+                        free,
+                        used: 0,
+                        mining,
+                    },
+                )]),
+                cpu_total: 32,
+                cpu_free: 32,
+                mem_total: 65536,
+                mem_free: 65536,
+                ..Default::default()
+            },
+        }
+    }
+
+    #[test]
+    fn placement_order_and_reasons() {
+        let c = vec![
+            cand("expensive", "RTX-4090", 8, 0, 2.0),
+            cand("cheap-big", "RTX-4090", 8, 0, 0.5),
+            cand("cheap-tight", "RTX-4090", 2, 0, 0.5),
+            cand("cheap-mining", "RTX-4090", 0, 2, 0.5),
+            cand("t4", "T4", 4, 0, 0.1),
+        ];
+        let order = |r: &AllocateRequest| rank(&c, r).unwrap().into_iter().map(|ch| ch.provider_id).collect::<Vec<_>>();
+        let table: Vec<(AllocateRequest, Result<Vec<&str>, NoPlacement>)> = vec![
+            // Cheapest, then least left over, then free before mining.
+            (
+                req(2, Some("NVIDIA GeForce RTX 4090"), None),
+                Ok(vec!["cheap-tight", "cheap-mining", "cheap-big", "expensive"]),
+            ),
+            (
+                req(2, Some("rtx-4090"), Some(1.0)),
+                Ok(vec!["cheap-tight", "cheap-mining", "cheap-big"]),
+            ),
+            (req(4, Some("RTX 4090"), None), Ok(vec!["cheap-big", "expensive"])),
+            (
+                req(1, None, None),
+                Ok(vec!["t4", "cheap-tight", "cheap-mining", "cheap-big", "expensive"]),
+            ),
+            (req(2, Some("A100"), None), Err(NoPlacement::UnknownModel)),
+            (req(2, Some("RTX-4090"), Some(0.25)), Err(NoPlacement::PriceTooLow)),
+            (req(9, Some("RTX-4090"), None), Err(NoPlacement::NoCapacity)),
+        ];
+        for (r, want) in table {
+            let got = match rank(&c, &r) {
+                Ok(_) => Ok(order(&r)),
+                Err(e) => Err(e),
+            };
+            assert_eq!(got, want.map(|v| v.into_iter().map(str::to_string).collect::<Vec<_>>()), "{r:?}");
+        }
+        let mining = rank(&c, &req(2, Some("RTX-4090"), None))
+            .unwrap()
+            .into_iter()
+            .find(|ch| ch.provider_id == "cheap-mining")
+            .unwrap();
+        assert_eq!((mining.take_free, mining.take_mining), (0, 2));
+    }
+
+    #[test]
+    fn costs_are_exact() {
+        let table = [
+            (1, 500_000, 3_600_000, 500_000),                 // 1 GPU, 0.5/h, 1 h
+            (4, 1_990_000, 1_800_000, 3_980_000),             // 4 GPUs, 1.99/h, 30 min
+            (3, 333_333, 1, 0),                               // a millisecond rounds to nothing
+            (3, 333_333, 7_777_777, 2_160_491),               // 999999 × 7777777 / 3.6e6 = 2160491.45…
+            (8, 10_000_000, 86_400_000 * 30, 57_600_000_000), // a month on 8 GPUs at 10/h
+            (1, 1, 1_800_000, 1),                             // half a micro rounds up
+            (2, 750_000, -5, 0),                              // a clock going back bills nothing
+        ];
+        for (g, p, d, want) in table {
+            assert_eq!(cost_micros(g, p, d), want, "{g} × {p} × {d} ms");
+        }
+    }
+
+    #[test]
+    fn allocate_and_release_keep_the_invariants() {
+        use crate::messages::{Gpu, MiningConfig};
+        let gpu = Gpu {
+            index: None,
+            name: "NVIDIA GeForce RTX 4090".into(),
+            memory_mb: 24564,
+            uuid: None,
+            driver_ver: None,
+            cuda_version: None,
+            pci_bus_id: None,
+        };
+        let spec = Spec {
+            hostname: "h".into(),
+            os: None,
+            kernel_ver: None,
+            architecture: None,
+            cpu_model: None,
+            cpu_cores: 32,
+            cpu_threads: None,
+            total_memory_mb: 131072,
+            gpus: vec![gpu; 4],
+            total_gpus: 4,
+            total_disk_gb: None,
+            available_disk_gb: 100,
+            public_ip: "8.8.8.8".into(),
+            private_ip: None,
+        };
+        let cap = Capacity {
+            gpu_count: Some(4),
+            cpu_cores: Some(24),
+            memory_mb: Some(100_000),
+            gpu_price_per_hour: 0.5,
+            cpu_price_per_hour: None,
+        };
+        let mining = MiningConfig {
+            image: None,
+            gpu_count: 1,
+            cpu_cores: None,
+            memory_mb: None,
+            wallet_address: None,
+        };
+        let mut item = apply(None, "id", "p", &[Op::set("state", "available")]).unwrap();
+        item = apply(Some(&item), "id", "p", &init_ledger_ops(&spec, &cap, Some(&mining))).unwrap();
+        let l = Ledger::from_item(&item).unwrap();
+        assert_eq!(
+            l.models["RTX-4090"],
+            ModelCounts {
+                total: 4,
+                free: 3,
+                used: 0,
+                mining: 1
+            }
+        );
+        assert_eq!((l.cpu_free, l.mem_free), (24, 100_000));
+        assert!(l.violations().is_empty());
+        let c = Candidate {
+            provider_id: "p".into(),
+            node_name: "h".into(),
+            price_micros: 500_000,
+            ledger: l,
+        };
+        let r = AllocateRequest {
+            gpus: 4,
+            ..req(4, None, None)
+        };
+        let choice = rank(&[c], &r).unwrap().remove(0);
+        assert_eq!((choice.take_free, choice.take_mining), (3, 1), "rentals take GPUs back from mining");
+        let t = commit_allocation(&choice, &r, Utc::now());
+        assert!(eval(&t.cond, Some(&item)));
+        let after = apply(Some(&item), "id", "p", &t.ops).unwrap();
+        assert!(!eval(&t.cond, Some(&after)), "the same job cannot be allocated twice");
+        let l = Ledger::from_item(&after).unwrap();
+        assert_eq!(
+            l.models["RTX-4090"],
+            ModelCounts {
+                total: 4,
+                free: 0,
+                used: 4,
+                mining: 0
+            }
+        );
+        assert!(l.violations().is_empty(), "{:?}", l.violations());
+        let alloc = l.allocs["job-1"].clone();
+        let rel = release_allocation(&alloc);
+        let back = apply(Some(&after), "id", "p", &rel.ops).unwrap();
+        assert!(!eval(&rel.cond, Some(&back)), "release is once");
+        let l = Ledger::from_item(&back).unwrap();
+        assert_eq!(
+            l.models["RTX-4090"],
+            ModelCounts {
+                total: 4,
+                free: 3,
+                used: 0,
+                mining: 1
+            },
+            "mining resumes on what was taken"
+        );
+        assert!(l.violations().is_empty());
+    }
+}

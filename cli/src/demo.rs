@@ -75,6 +75,7 @@ pub struct LifecycleSummary {
     /// The bound detection must meet: threshold + one sweep interval.
     pub detection_bound_s: i64,
     pub kubernetes_writes_per_provider_minute: f64,
+    pub market: Market,
 }
 
 impl LifecycleSummary {
@@ -82,7 +83,57 @@ impl LifecycleSummary {
         self.detected_offline == self.died
             && self.back_available == self.came_back
             && self.offline_detection_latency_s.max <= self.detection_bound_s as f64
+            && self.market.audit_violations.is_empty()
     }
+}
+
+/// Customers renting while providers come and go.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Market {
+    pub jobs_requested: usize,
+    pub jobs_allocated: usize,
+    pub rejected_per_reason: BTreeMap<String, usize>,
+    pub jobs_closed_per_reason: BTreeMap<String, usize>,
+    /// GPUs in use / GPUs offered by available providers, each minute.
+    pub utilisation_per_minute: Vec<f64>,
+    /// GPUs mining / GPUs offered by available providers, each minute.
+    pub mining_share_per_minute: Vec<f64>,
+    pub mining_stops: usize,
+    pub mining_resumes: usize,
+    /// Sum of closed jobs' costs, in WL (exact micro-units summed, then shown).
+    pub revenue_wl: f64,
+    pub audit_violations: Vec<String>,
+}
+
+/// A small deterministic generator, so the demo tells the same story every run.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self, below: u64) -> u64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (self.0 >> 33) % below.max(1)
+    }
+}
+
+async fn fleet_shares(store: &MemoryStore) -> anyhow::Result<(f64, f64)> {
+    let (mut total, mut used, mut mining) = (0i64, 0i64, 0i64);
+    for item in store.query_by_state(Table::Providers, "available", None).await? {
+        if let Some(l) = worldland_shared::ledger::Ledger::from_item(&item) {
+            for c in l.models.values() {
+                total += c.total;
+                used += c.used;
+                mining += c.mining;
+            }
+        }
+    }
+    let share = |n: i64| {
+        if total == 0 {
+            0.0
+        } else {
+            (n as f64 / total as f64 * 1000.0).round() / 1000.0
+        }
+    };
+    Ok((share(used), share(mining)))
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -195,7 +246,23 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoSummary> {
 
     // The agents' side: the bridge would forward each stream entry onto the bus like this.
     let now = Utc::now();
-    let providers: Vec<SimulatedProvider> = (0..opts.providers).map(|n| SimulatedProvider::new(n, now)).collect();
+    let providers: Vec<SimulatedProvider> = (0..opts.providers)
+        .map(|n| {
+            let mut p = SimulatedProvider::new(n, now);
+            // Every third provider mines on half of its GPUs when they are not rented.
+            if n % 3 == 0 && p.registration.spec.total_gpus >= 2 {
+                let gpus = p.registration.spec.total_gpus / 2;
+                p.registration.mining_config = Some(worldland_shared::messages::MiningConfig {
+                    image: Some("miner:latest".into()),
+                    gpu_count: gpus,
+                    cpu_cores: None,
+                    memory_mb: None,
+                    wallet_address: None,
+                });
+            }
+            p
+        })
+        .collect();
     let bad = providers.first().map(|p| bad_registrations(&streams, p)).unwrap_or_default();
     let progress = opts.show_progress.then(|| {
         let bar = indicatif::ProgressBar::new((providers.len() + bad.len()) as u64);
@@ -342,6 +409,16 @@ async fn lifecycle(
         replies: replies.clone(),
         stale_after: D::seconds(STALE_AFTER_S),
     };
+    let alloc_ctx = allocator::Context {
+        store: store.clone(),
+        bus: bus.clone(),
+        replies: replies.clone(),
+    };
+    let mut events = bus.subscribe(&QueueSpec::new(topics::JOB_EVENTS_QUEUE, topics::JOB_EVENTS)).await?;
+    let mut market = Market::default();
+    let mut rng = Lcg(42);
+    let mut open_jobs: Vec<(String, i64)> = vec![];
+    let mut revenue_micros = 0i64;
     let (die_at, return_at, end_at) = (420, 720, 900);
     let dies = |n: usize| n.is_multiple_of(5);
     let returns = |n: usize| n.is_multiple_of(10);
@@ -402,7 +479,78 @@ async fn lifecycle(
         if tick % SWEEP_EVERY_S == 0 {
             staleness_sweeper::sweep_once(&sweeper, now).await?;
         }
+        // Customers: from minute 2, a request every 5 s; some jobs are released early, the rest
+        // run out their duration (the sweeper closes them).
+        if tick >= 120 && tick % 5 == 0 && !providers.is_empty() {
+            let n = market.jobs_requested;
+            market.jobs_requested += 1;
+            let models = [
+                "NVIDIA GeForce RTX 4090",
+                "NVIDIA A100-SXM4-80GB",
+                "Tesla T4",
+                "NVIDIA H100 80GB HBM3",
+            ];
+            let req = worldland_shared::messages::jobs::AllocateRequest {
+                job_id: format!("demo-job-{n:05}"),
+                customer_id: format!("customer-{}", rng.next(7)),
+                gpu_model: (rng.next(3) > 0).then(|| models[rng.next(models.len() as u64) as usize].to_string()),
+                gpus: 1 + rng.next(4) as u32,
+                cpu_cores: 1 + rng.next(8) as u32,
+                memory_mb: 1024 * (1 + rng.next(16)),
+                max_price_per_gpu_hour: (rng.next(6) == 0).then_some(0.3),
+                duration_s: Some(120 + rng.next(360)),
+            };
+            let _ = allocator::allocate(&req, &alloc_ctx, now).await;
+            if rng.next(3) == 0 {
+                open_jobs.push((req.job_id.clone(), tick + 30 + rng.next(90) as i64));
+            }
+        }
+        let (due, rest): (Vec<_>, Vec<_>) = open_jobs.drain(..).partition(|(_, at)| *at <= tick);
+        open_jobs = rest;
+        for (job_id, _) in due {
+            let r = worldland_shared::messages::jobs::ReleaseRequest {
+                job_id,
+                reason: "customer released".into(),
+            };
+            let _ = allocator::release(&r, &alloc_ctx, now).await;
+        }
+        if tick % 60 == 0 {
+            let (used, mining) = fleet_shares(&store).await?;
+            market.utilisation_per_minute.push(used);
+            market.mining_share_per_minute.push(mining);
+        }
     }
+    while let Ok(Some(d)) = tokio::time::timeout(Duration::from_millis(1), events.next()).await {
+        let v: serde_json::Value = serde_json::from_slice(&d.body)?;
+        match d.routing_key.as_str() {
+            topics::JOB_ALLOCATED => market.jobs_allocated += 1,
+            topics::JOB_REJECTED => {
+                *market
+                    .rejected_per_reason
+                    .entry(v["reason"].as_str().unwrap_or("?").to_string())
+                    .or_insert(0) += 1
+            }
+            topics::JOB_RELEASED => {
+                *market
+                    .jobs_closed_per_reason
+                    .entry(v["reason"].as_str().unwrap_or("?").to_string())
+                    .or_insert(0) += 1;
+                revenue_micros += v["cost_micros"].as_i64().unwrap_or(0);
+            }
+            _ => {}
+        }
+        d.ack().await?;
+    }
+    market.revenue_wl = revenue_micros as f64 / 1e6;
+    for p in providers {
+        for c in replies.commands_for(&p.provider_id) {
+            match c.kind.as_str() {
+                worldland_shared::messages::jobs::MINING_STOP => market.mining_stops += 1,
+                _ => market.mining_resumes += 1,
+            }
+        }
+    }
+    market.audit_violations = worldland_shared::jobs::audit(store.as_ref()).await?;
     let mut per_state = BTreeMap::new();
     let mut back_available = 0;
     for (n, p) in providers.iter().enumerate() {
@@ -425,6 +573,7 @@ async fn lifecycle(
         offline_detection_latency_s: seconds(latencies),
         detection_bound_s: STALE_AFTER_S + SWEEP_EVERY_S,
         kubernetes_writes_per_provider_minute: writes_per_provider_minute,
+        market,
     })
 }
 
@@ -472,6 +621,26 @@ pub fn print_table(s: &DemoSummary) {
             "  Kubernetes writes per provider per minute (steady state): {:.3}",
             l.kubernetes_writes_per_provider_minute
         );
+        let m = &l.market;
+        println!(
+            "\nCustomers, from minute 2: {} jobs requested, {} allocated",
+            m.jobs_requested, m.jobs_allocated
+        );
+        println!("  rejected per reason: {:?}", m.rejected_per_reason);
+        println!("  closed per reason:   {:?}", m.jobs_closed_per_reason);
+        let pct = |v: &[f64]| v.iter().map(|x| format!("{:.0}%", x * 100.0)).collect::<Vec<_>>().join(" ");
+        println!("  GPU utilisation per minute: {}", pct(&m.utilisation_per_minute));
+        println!("  mining share per minute:    {}", pct(&m.mining_share_per_minute));
+        println!(
+            "  rentals that took GPUs from mining: {}, mining resumed: {}",
+            m.mining_stops, m.mining_resumes
+        );
+        println!("  revenue: {:.6} WL", m.revenue_wl);
+        if m.audit_violations.is_empty() {
+            println!("  audit: clean");
+        } else {
+            println!("  AUDIT VIOLATIONS: {:#?}", m.audit_violations);
+        }
     }
     if !s.unanswered.is_empty() {
         println!("\nNEITHER APPROVED NOR REJECTED: {:?}", s.unanswered);

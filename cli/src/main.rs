@@ -2,6 +2,7 @@
 
 mod bench;
 mod demo;
+mod jobs_cmd;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,6 +56,52 @@ enum Command {
         #[command(subcommand)]
         command: ProvidersCommand,
     },
+    /// Customers' jobs.
+    Jobs {
+        #[command(subcommand)]
+        command: JobsCommand,
+    },
+    /// Per-model GPU totals across the available fleet.
+    Capacity,
+    /// Checks the ledger invariants for every provider and every open job; non-zero exit on any
+    /// violation.
+    Audit,
+}
+
+#[derive(Subcommand)]
+enum JobsCommand {
+    /// Publishes job.allocate and waits for the answer.
+    Allocate {
+        #[arg(long)]
+        job_id: Option<String>,
+        #[arg(long, default_value = "cli")]
+        customer: String,
+        #[arg(long, default_value_t = 1)]
+        gpus: u32,
+        #[arg(long, default_value_t = 1)]
+        cpu: u32,
+        #[arg(long, default_value_t = 1024)]
+        memory_mb: u64,
+        #[arg(long)]
+        model: Option<String>,
+        #[arg(long)]
+        max_price: Option<f64>,
+        #[arg(long)]
+        duration_s: Option<u64>,
+    },
+    /// Publishes job.release and waits until it is closed.
+    Release {
+        id: String,
+        #[arg(long, default_value = "released")]
+        reason: String,
+    },
+    List {
+        #[arg(long)]
+        state: Option<String>,
+    },
+    Show {
+        id: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -99,6 +146,12 @@ fn worker_queues(cfg: &Config) -> Vec<QueueSpec> {
         (registration_handler::WORKER, registration_handler::BINDINGS),
         (join_token_issuer::WORKER, join_token_issuer::BINDINGS),
         (heartbeat_recorder::WORKER, heartbeat_recorder::BINDINGS),
+        (allocator::WORKER, allocator::BINDINGS),
+        // Not a worker: the answers customers and billing read.
+        (
+            worldland_shared::messages::topics::JOB_EVENTS_QUEUE,
+            worldland_shared::messages::topics::JOB_EVENTS,
+        ),
     ]
     .into_iter()
     .map(|(w, b)| QueueSpec::new(cfg.queue(w), b))
@@ -189,6 +242,55 @@ async fn main() -> anyhow::Result<()> {
             bridge.ensure_groups().await?;
             println!("Redis consumer group ready: {}", cfg.bridge_group);
         }
+        Command::Jobs { command } => {
+            let cfg = Config::from_env()?;
+            telemetry::init(cfg.log_format);
+            let store = backends::store(&cfg).await;
+            match command {
+                JobsCommand::Allocate {
+                    job_id,
+                    customer,
+                    gpus,
+                    cpu,
+                    memory_mb,
+                    model,
+                    max_price,
+                    duration_s,
+                } => {
+                    let bus = backends::rabbit(&cfg).await.context("connecting to RabbitMQ")?;
+                    let job_id = job_id.unwrap_or_else(|| format!("job-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]));
+                    let req = worldland_shared::messages::jobs::AllocateRequest {
+                        job_id,
+                        customer_id: customer,
+                        gpu_model: model,
+                        gpus,
+                        cpu_cores: cpu,
+                        memory_mb,
+                        max_price_per_gpu_hour: max_price,
+                        duration_s,
+                    };
+                    jobs_cmd::allocate(store.as_ref(), &bus, req).await?;
+                }
+                JobsCommand::Release { id, reason } => {
+                    let bus = backends::rabbit(&cfg).await.context("connecting to RabbitMQ")?;
+                    jobs_cmd::release(store.as_ref(), &bus, id, reason).await?;
+                }
+                JobsCommand::List { state } => jobs_cmd::list(store.as_ref(), state).await?,
+                JobsCommand::Show { id } => jobs_cmd::show(store.as_ref(), &id).await?,
+            }
+        }
+        Command::Capacity => {
+            let cfg = Config::from_env()?;
+            telemetry::init(cfg.log_format);
+            jobs_cmd::capacity(backends::store(&cfg).await.as_ref()).await?;
+        }
+        Command::Audit => {
+            let cfg = Config::from_env()?;
+            telemetry::init(cfg.log_format);
+            if !jobs_cmd::audit(backends::store(&cfg).await.as_ref()).await? {
+                std::process::exit(1);
+            }
+        }
         Command::Providers { command } => {
             let cfg = Config::from_env()?;
             telemetry::init(cfg.log_format);
@@ -225,6 +327,11 @@ async fn up(cfg: Config) -> anyhow::Result<()> {
             store.clone(),
             cluster.clone(),
         ))),
+        Arc::new(allocator::Allocator(allocator::Context {
+            store: store.clone(),
+            bus: bus.clone(),
+            replies: replies.clone(),
+        })),
     ];
     let mut tasks = vec![];
     for h in handlers {

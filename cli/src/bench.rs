@@ -413,3 +413,153 @@ pub fn print(a: &EmbeddedFigures, b: Option<&PathFigures>) {
         );
     }
 }
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AllocateFigures {
+    pub store: String,
+    pub scenario: String,
+    pub allocators: usize,
+    pub providers: usize,
+    pub gpus_per_provider: u32,
+    pub pairs: usize,
+    pub pairs_per_second: f64,
+    pub retries_per_allocation: f64,
+    pub audit_clean: bool,
+}
+
+/// N allocate+release pairs by `allocators` concurrent tasks over `providers` providers.
+pub async fn allocate_pairs(
+    store: Arc<dyn ItemStore>,
+    store_name: &str,
+    scenario: &str,
+    allocators: usize,
+    providers: usize,
+    gpus_each: u32,
+    pairs_each: usize,
+) -> anyhow::Result<AllocateFigures> {
+    use worldland_shared::messages::jobs::{AllocateRequest, ReleaseRequest};
+    use worldland_shared::messages::topics;
+    let now = Utc::now();
+    let run = &uuid::Uuid::new_v4().simple().to_string()[..8];
+    for n in 0..providers {
+        let mut p = SimulatedProvider::new(n, now).registration;
+        p.provider_id = format!("bench-{run}-p{n}");
+        let g = p.spec.gpus[0].clone();
+        p.spec.gpus = vec![g; gpus_each as usize];
+        p.spec.total_gpus = gpus_each;
+        p.capacity.gpu_count = Some(gpus_each);
+        let extra = [Op::set(attr::STATE, "available")];
+        let mut ops: Vec<Op> = register_pending(&p, "0-0", now)
+            .ops
+            .into_iter()
+            .filter(|o| o.path() != attr::STATE)
+            .collect();
+        ops.extend(extra);
+        ops.extend(worldland_shared::ledger::init_ledger_ops(&p.spec, &p.capacity, None));
+        store.update(Table::Providers, &p.provider_id, &Cond::Always, &ops).await?;
+    }
+    let bus = Arc::new(worldland_shared::bus::memory::MemoryBus::new(5));
+    let events = QueueSpec::new(topics::JOB_EVENTS_QUEUE, topics::JOB_EVENTS);
+    bus.declare(&events);
+    // Drain the answers as they come, like a customer would.
+    let mut sub = bus.subscribe(&events).await?;
+    let draining = tokio::spawn(async move {
+        while let Some(d) = sub.next().await {
+            let _ = d.ack().await;
+        }
+    });
+    let replies = Arc::new(worldland_shared::replies::MemoryReplies::default());
+    let failures0 = allocator::STATS.condition_failures.load(Ordering::Relaxed);
+    let t0 = Instant::now();
+    let mut tasks = vec![];
+    for t in 0..allocators {
+        let ctx = allocator::Context {
+            store: store.clone(),
+            bus: bus.clone(),
+            replies: replies.clone(),
+        };
+        let run = run.to_string();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..pairs_each {
+                let job_id = format!("b{run}-{t}-{i}");
+                let req = AllocateRequest {
+                    job_id: job_id.clone(),
+                    customer_id: "bench".into(),
+                    gpu_model: None,
+                    gpus: 1,
+                    cpu_cores: 1,
+                    memory_mb: 1024,
+                    max_price_per_gpu_hour: None,
+                    duration_s: None,
+                };
+                let a = allocator::allocate(&req, &ctx, now).await;
+                let r = allocator::release(
+                    &ReleaseRequest {
+                        job_id,
+                        reason: "bench".into(),
+                    },
+                    &ctx,
+                    now,
+                )
+                .await;
+                anyhow::ensure!(a == Outcome::Done && r == Outcome::Done, "allocate {a:?}, release {r:?}");
+            }
+            Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    draining.abort();
+    let failures = allocator::STATS.condition_failures.load(Ordering::Relaxed) - failures0;
+    let pairs = allocators * pairs_each;
+    let audit_clean = worldland_shared::jobs::audit(store.as_ref()).await?.is_empty();
+    Ok(AllocateFigures {
+        store: store_name.into(),
+        scenario: scenario.into(),
+        allocators,
+        providers,
+        gpus_per_provider: gpus_each,
+        pairs,
+        pairs_per_second: pairs as f64 / secs,
+        retries_per_allocation: failures as f64 / pairs as f64,
+        audit_clean,
+    })
+}
+
+pub fn print_allocate(rows: &[AllocateFigures]) {
+    println!(
+        "worldland bench allocate ({})",
+        if cfg!(debug_assertions) {
+            "DEBUG build — use --release for real figures"
+        } else {
+            "release build"
+        }
+    );
+    println!();
+    println!(
+        "{:<10} {:<30} {:>10} {:>15} {:>8} {:>12} {:>14} {:>7}",
+        "store", "scenario", "allocators", "providers×GPUs", "pairs", "pairs/s", "retries/alloc", "audit"
+    );
+    for r in rows {
+        println!(
+            "{:<10} {:<30} {:>10} {:>15} {:>8} {:>12.0} {:>14.3} {:>7}",
+            r.store,
+            r.scenario,
+            r.allocators,
+            format!("{}×{}", r.providers, r.gpus_per_provider),
+            r.pairs,
+            r.pairs_per_second,
+            r.retries_per_allocation,
+            if r.audit_clean { "clean" } else { "FAILED" }
+        );
+    }
+    if let Some(one) = rows.iter().find(|r| r.scenario.starts_with("one core")) {
+        println!();
+        println!(
+            "target on the embedded store: ≥ 20,000 allocate+release pairs per second on one core — {}",
+            if one.pairs_per_second >= 20_000.0 { "met" } else { "NOT met" }
+        );
+    }
+}

@@ -106,6 +106,19 @@ enum JobsCommand {
 
 #[derive(Subcommand)]
 enum BenchCommand {
+    /// Allocate+release pairs: one core, and contention (many allocators, few providers), on
+    /// the embedded store and on DynamoDB (dynalite) when an endpoint is given.
+    Allocate {
+        #[arg(long, default_value_t = 50_000)]
+        pairs: usize,
+        /// DynamoDB-compatible endpoint (dynalite); without one the DynamoDB rows are skipped.
+        #[arg(long, env = "WORLDLAND_DYNAMODB_ENDPOINT")]
+        dynamodb_endpoint: Option<String>,
+        #[arg(long, default_value_t = 2_000)]
+        dynamodb_pairs: usize,
+        #[arg(long)]
+        json: bool,
+    },
     /// The heartbeat path: (a) embedded, one core; (b) through Redis and RabbitMQ.
     Heartbeat {
         /// Simulated providers for (a).
@@ -189,6 +202,21 @@ async fn main() -> anyhow::Result<()> {
             if !summary.ok() {
                 std::process::exit(1);
             }
+        }
+        Command::Bench {
+            command:
+                BenchCommand::Allocate {
+                    pairs,
+                    dynamodb_endpoint,
+                    dynamodb_pairs,
+                    json,
+                },
+        } => {
+            if std::env::var_os("RUST_LOG").is_none() {
+                std::env::set_var("RUST_LOG", "error");
+            }
+            telemetry::init(Default::default());
+            rows_for_allocate(pairs, dynamodb_endpoint, dynamodb_pairs, json).await?;
         }
         Command::Bench {
             command:
@@ -297,6 +325,84 @@ async fn main() -> anyhow::Result<()> {
             let store = backends::store(&cfg).await;
             providers(store.as_ref(), command).await?;
         }
+    }
+    Ok(())
+}
+
+async fn rows_for_allocate(pairs: usize, dynamodb_endpoint: Option<String>, dynamodb_pairs: usize, json: bool) -> anyhow::Result<()> {
+    use worldland_shared::state::memory::MemoryStore;
+    let mut rows = vec![];
+    // One core: a runtime of one thread, one allocator.
+    let one = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(bench::allocate_pairs(
+                Arc::new(MemoryStore::new()),
+                "embedded",
+                "one core, 1 allocator",
+                1,
+                20,
+                8,
+                pairs,
+            ))
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("benchmark thread panicked"))??;
+    rows.push(one);
+    rows.push(
+        bench::allocate_pairs(
+            Arc::new(MemoryStore::new()),
+            "embedded",
+            "contention, 2 providers",
+            8,
+            2,
+            2,
+            pairs / 8,
+        )
+        .await?,
+    );
+    if let Some(ep) = dynamodb_endpoint {
+        let id = &uuid::Uuid::new_v4().simple().to_string()[..8];
+        let cfg = Config::from_vars([
+            ("WORLDLAND_DYNAMODB_ENDPOINT".to_string(), ep),
+            ("WORLDLAND_PROVIDERS_TABLE".into(), format!("bench-{id}-providers")),
+            ("WORLDLAND_JOBS_TABLE".into(), format!("bench-{id}-jobs")),
+        ])?;
+        let dynamo = backends::dynamo(&cfg).await;
+        dynamo.ensure_tables().await?;
+        let store: Arc<dyn ItemStore> = Arc::new(dynamo.clone());
+        rows.push(bench::allocate_pairs(store.clone(), "dynalite", "spread, 20 providers", 8, 20, 8, dynamodb_pairs / 8).await?);
+        let dynamo2 = backends::dynamo(&Config::from_vars([
+            (
+                "WORLDLAND_DYNAMODB_ENDPOINT".to_string(),
+                cfg.dynamodb_endpoint.clone().unwrap_or_default(),
+            ),
+            ("WORLDLAND_PROVIDERS_TABLE".into(), format!("bench-{id}-providers-2")),
+            ("WORLDLAND_JOBS_TABLE".into(), format!("bench-{id}-jobs-2")),
+        ])?)
+        .await;
+        dynamo2.ensure_tables().await?;
+        rows.push(
+            bench::allocate_pairs(
+                Arc::new(dynamo2.clone()),
+                "dynalite",
+                "contention, 2 providers",
+                8,
+                2,
+                2,
+                dynamodb_pairs / 8,
+            )
+            .await?,
+        );
+        dynamo.delete_tables().await?;
+        dynamo2.delete_tables().await?;
+    }
+    if json {
+        println!("{}", serde_json::to_string(&rows)?);
+    } else {
+        bench::print_allocate(&rows);
     }
     Ok(())
 }

@@ -5,6 +5,7 @@ pub mod client;
 pub mod detect;
 pub mod heartbeat;
 pub mod local_state;
+pub mod mining;
 pub mod simulated;
 pub mod wallet;
 

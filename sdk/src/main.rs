@@ -7,7 +7,7 @@ use anyhow::Context;
 use base64::Engine;
 use clap::{Parser, Subcommand};
 use worldland_provider_sdk::local_state::{default_dir, LocalState};
-use worldland_provider_sdk::{client, detect, heartbeat, wallet};
+use worldland_provider_sdk::{client, detect, heartbeat, mining, wallet};
 use worldland_shared::messages::{Capacity, Registration};
 use worldland_shared::sealed::new_enc_keypair;
 use worldland_shared::streams::StreamNames;
@@ -63,6 +63,15 @@ enum Command {
         /// Seconds between heartbeats.
         #[arg(long, default_value_t = 30)]
         interval: u64,
+        /// Run on `mining.stop` ({gpus}, {model}, {job_id} are filled in; no shell).
+        #[arg(long, env = "WORLDLAND_MINING_STOP_CMD")]
+        mining_stop_cmd: Option<String>,
+        /// Run on `mining.resume`.
+        #[arg(long, env = "WORLDLAND_MINING_RESUME_CMD")]
+        mining_resume_cmd: Option<String>,
+        /// Log the mining commands instead of running them.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Remove the systemd unit.
     Uninstall {
@@ -100,14 +109,11 @@ async fn main() -> anyhow::Result<()> {
                 println!("joined:       {}", s.joined);
             }
         },
-        Command::Run {
-            wallet_key,
-            redis_url,
-            interval,
-        } => {
+        Command::Run { wallet_key, redis_url, interval, mining_stop_cmd, mining_resume_cmd, dry_run } => {
             let key = wallet::load_wallet_key(&wallet_key)?;
             let state = LocalState::load(&dir)?.context("not installed: run `install` first")?;
-            run_heartbeats(&state, key, redis_url, Duration::from_secs(interval)).await?;
+            let mining = mining::MiningSettings { stop_cmd: mining_stop_cmd, resume_cmd: mining_resume_cmd, dry_run };
+            run_heartbeats(&state, key, redis_url, Duration::from_secs(interval), mining).await?;
         }
         Command::Uninstall { unit_dir } => {
             let unit = unit_dir.join(heartbeat::UNIT_NAME);
@@ -213,7 +219,7 @@ async fn main() -> anyhow::Result<()> {
                     println!("enabled {}", heartbeat::UNIT_NAME);
                 }
             } else {
-                run_heartbeats(&state, key, redis_url, Duration::from_secs(30)).await?;
+                run_heartbeats(&state, key, redis_url, Duration::from_secs(30), mining::MiningSettings::default()).await?;
             }
         }
     }
@@ -227,13 +233,20 @@ fn has_systemctl() -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
-async fn run_heartbeats(state: &LocalState, key: k256::ecdsa::SigningKey, redis_url: String, interval: Duration) -> anyhow::Result<()> {
+/// Heartbeats and the broker's mining commands, side by side, until SIGTERM.
+async fn run_heartbeats(
+    state: &LocalState,
+    key: k256::ecdsa::SigningKey,
+    redis_url: String,
+    interval: Duration,
+    mining: mining::MiningSettings,
+) -> anyhow::Result<()> {
     let node_name = state
         .node_name
         .clone()
         .context("no node name yet: the broker has not approved this provider")?;
     let settings = heartbeat::HeartbeatSettings {
-        redis_url,
+        redis_url: redis_url.clone(),
         streams: StreamNames::default(),
         provider_id: state.provider_id.clone(),
         node_name,
@@ -242,6 +255,16 @@ async fn run_heartbeats(state: &LocalState, key: k256::ecdsa::SigningKey, redis_
     let shutdown = worldland_shared::backends::shutdown_on_signal();
     let mut probe = heartbeat::UsageProbe::default();
     println!("sending a heartbeat every {} s; stop with SIGTERM", interval.as_secs());
+    let commands = tokio::spawn(mining::run_commands(
+        redis_url,
+        StreamNames::default(),
+        state.provider_id.clone(),
+        key.clone(),
+        mining,
+        shutdown.subscribe(),
+    ));
     heartbeat::run_heartbeats(settings, key, move || probe.sample(), shutdown.subscribe()).await;
+    let obeyed = commands.await.unwrap_or(0);
+    tracing::info!(obeyed, "mining commands handled");
     Ok(())
 }

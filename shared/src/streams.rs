@@ -22,6 +22,10 @@ impl StreamNames {
     pub fn response(&self, provider_id: &str) -> String {
         format!("{}provider:response:{provider_id}", self.prefix)
     }
+    /// The SDKs' acknowledgements of commands (`mining.stop`, `mining.resume`).
+    pub fn command_ack(&self) -> String {
+        format!("{}provider:command-ack", self.prefix)
+    }
     /// Entries the bridge could not forward, each with its reason.
     pub fn dead_letter(&self) -> String {
         format!("{}provider:deadletter", self.prefix)

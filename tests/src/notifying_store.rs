@@ -59,6 +59,9 @@ impl ItemStore for NotifyingStore {
     async fn query_by_state(&self, table: Table, state: &str, hb_before: Option<i64>) -> StoreResult<Vec<Item>> {
         self.inner.query_by_state(table, state, hb_before).await
     }
+    async fn query_by_state_projected(&self, table: Table, state: &str, hb_before: Option<i64>, attrs: &[&str]) -> StoreResult<Vec<Item>> {
+        self.inner.query_by_state_projected(table, state, hb_before, attrs).await
+    }
     async fn scan(&self, table: Table) -> StoreResult<Vec<Item>> {
         self.inner.scan(table).await
     }

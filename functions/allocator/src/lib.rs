@@ -15,7 +15,7 @@ use chrono::{DateTime, Duration, Utc};
 use tracing::instrument;
 use worldland_shared::bus::Bus;
 use worldland_shared::jobs::close_job;
-use worldland_shared::ledger::{commit_allocation, job, node_selector, rank, release_allocation, Candidate, Choice, Ledger};
+use worldland_shared::ledger::{self, commit_allocation, job, node_selector, rank, release_allocation, Candidate, Choice, Ledger};
 use worldland_shared::messages::jobs::{
     AllocateRequest, JobAllocated, JobRejected, JobReleased, MiningCommand, ReleaseRequest, MINING_STOP,
 };
@@ -171,7 +171,23 @@ async fn answer_settled(ctx: &Context, item: &Item, job_id: &str) -> Outcome {
 
 /// Reads the available providers with a ledger as placement candidates.
 async fn candidates(ctx: &Context) -> Result<Vec<Candidate>, Outcome> {
-    let items = ctx.store.query_by_state(Table::Providers, "available", None).await.map_err(retry)?;
+    const PLACEMENT_ATTRS: &[&str] = &[
+        "node_name",
+        "price_micros",
+        ledger::attr::LEDGER,
+        ledger::attr::GPUS_TOTAL,
+        ledger::attr::GPUS_FREE,
+        ledger::attr::GPUS_USED,
+        ledger::attr::GPUS_MINING,
+        ledger::attr::CPU_TOTAL,
+        ledger::attr::CPU_FREE,
+        ledger::attr::CPU_USED,
+        ledger::attr::MEM_TOTAL,
+        ledger::attr::MEM_FREE,
+        ledger::attr::MEM_USED,
+    ];
+    // Only what placement needs: not the spec, not the open allocations.
+    let items = ctx.store.query_by_state_projected(Table::Providers, "available", None, PLACEMENT_ATTRS).await.map_err(retry)?;
     Ok(items
         .iter()
         .filter_map(|item| {

@@ -167,6 +167,14 @@ pub async fn state_index_returns_only_matching_items(store: &dyn ItemStore) {
     let mut hbs: Vec<i64> = stale.iter().filter_map(|i| i.get("hb_at").and_then(Value::as_i64)).collect();
     hbs.sort();
     assert_eq!(hbs, vec![1, 5]);
+    // A projected query brings back only the named attributes and the key.
+    let projected = store.query_by_state_projected(Table::Providers, &state, Some(6), &["hb_at"]).await.unwrap();
+    assert_eq!(projected.len(), 2);
+    for item in projected {
+        let mut keys: Vec<&str> = item.keys().map(String::as_str).collect();
+        keys.sort();
+        assert_eq!(keys, vec!["hb_at", "id"]);
+    }
 }
 
 /// `tasks` writers race to take one unit each from a stock of `stock`: exactly `stock` win.

@@ -315,38 +315,11 @@ impl ItemStore for DynamoStore {
     }
 
     async fn query_by_state(&self, table: Table, state: &str, hb_before: Option<i64>) -> StoreResult<Vec<Item>> {
-        let mut b = ExprBuilder::default();
-        let s = b.path(INDEX_STATE_ATTR);
-        let sv = b.value(AttributeValue::S(state.to_string()));
-        let mut key_cond = format!("{s} = {sv}");
-        if let Some(before) = hb_before {
-            let h = b.path(INDEX_SORT_ATTR);
-            let hv = b.value(AttributeValue::N(before.to_string()));
-            key_cond.push_str(&format!(" AND {h} < {hv}"));
-        }
-        let mut out = vec![];
-        let mut start = None;
-        loop {
-            let page = self
-                .client
-                .query()
-                .table_name(self.names.of(table))
-                .index_name(self.names.index_of(table))
-                .key_condition_expression(&key_cond)
-                .set_expression_attribute_names(Some(b.names.clone()))
-                .set_expression_attribute_values(Some(b.values.clone()))
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| backend(aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
-            for raw in page.items() {
-                out.push(from_item(raw)?);
-            }
-            start = page.last_evaluated_key().cloned();
-            if start.is_none() {
-                return Ok(out);
-            }
-        }
+        self.query(table, state, hb_before, None).await
+    }
+
+    async fn query_by_state_projected(&self, table: Table, state: &str, hb_before: Option<i64>, attrs: &[&str]) -> StoreResult<Vec<Item>> {
+        self.query(table, state, hb_before, Some(attrs)).await
     }
 
     async fn scan(&self, table: Table) -> StoreResult<Vec<Item>> {
@@ -372,6 +345,46 @@ impl ItemStore for DynamoStore {
         }
         out.sort_by(|a, b| a.get(KEY_ATTR).cmp(&b.get(KEY_ATTR)));
         Ok(out)
+    }
+}
+
+impl DynamoStore {
+    /// One index query, paged; with `attrs`, only those attributes (and the key) come back.
+    async fn query(&self, table: Table, state: &str, hb_before: Option<i64>, attrs: Option<&[&str]>) -> StoreResult<Vec<Item>> {
+        let mut b = ExprBuilder::default();
+        let s = b.path(INDEX_STATE_ATTR);
+        let sv = b.value(AttributeValue::S(state.to_string()));
+        let mut key_cond = format!("{s} = {sv}");
+        if let Some(before) = hb_before {
+            let h = b.path(INDEX_SORT_ATTR);
+            let hv = b.value(AttributeValue::N(before.to_string()));
+            key_cond.push_str(&format!(" AND {h} < {hv}"));
+        }
+        let projection = attrs.map(|a| std::iter::once(KEY_ATTR).chain(a.iter().copied()).map(|p| b.path(p)).collect::<Vec<_>>().join(", "));
+        let mut out = vec![];
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(self.names.of(table))
+                .index_name(self.names.index_of(table))
+                .key_condition_expression(&key_cond)
+                .set_projection_expression(projection.clone())
+                .set_expression_attribute_names(Some(b.names.clone()))
+                .set_expression_attribute_values(Some(b.values.clone()))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| backend(aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
+            for raw in page.items() {
+                out.push(from_item(raw)?);
+            }
+            start = page.last_evaluated_key().cloned();
+            if start.is_none() {
+                return Ok(out);
+            }
+        }
     }
 }
 

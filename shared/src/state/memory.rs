@@ -76,6 +76,19 @@ impl ItemStore for MemoryStore {
         Ok(keys.into_iter().filter_map(|(_, _, k)| t.items.get(k).cloned()).collect())
     }
 
+    async fn query_by_state_projected(&self, table: Table, state: &str, hb_before: Option<i64>, attrs: &[&str]) -> StoreResult<Vec<Item>> {
+        let tables = self.tables.lock().expect("store lock");
+        let Some(t) = tables.get(&table) else { return Ok(vec![]) };
+        let lo = (state.to_string(), i64::MIN, String::new());
+        let hi = (state.to_string(), hb_before.unwrap_or(i64::MAX), String::new());
+        Ok(t.index
+            .range(lo..hi)
+            .filter(|(s, _, _)| s == state)
+            .filter_map(|(_, _, k)| t.items.get(k))
+            .map(|item| item.iter().filter(|(k, _)| k.as_str() == KEY_ATTR || attrs.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect())
+            .collect())
+    }
+
     async fn scan(&self, table: Table) -> StoreResult<Vec<Item>> {
         let tables = self.tables.lock().expect("store lock");
         let mut out: Vec<Item> = tables.get(&table).map(|t| t.items.values().cloned().collect()).unwrap_or_default();

@@ -48,6 +48,12 @@ pub trait ItemStore: Send + Sync + 'static {
     /// Items in `state`, optionally only those whose `hb_at` is below `hb_before`, through the
     /// state index (never a scan).
     async fn query_by_state(&self, table: Table, state: &str, hb_before: Option<i64>) -> StoreResult<Vec<Item>>;
+    /// Like [`ItemStore::query_by_state`], but only `attrs` (and the key) of each item: placement
+    /// reads ledgers, not specs.
+    async fn query_by_state_projected(&self, table: Table, state: &str, hb_before: Option<i64>, attrs: &[&str]) -> StoreResult<Vec<Item>> {
+        let items = self.query_by_state(table, state, hb_before).await?;
+        Ok(items.into_iter().map(|i| i.into_iter().filter(|(k, _)| k == KEY_ATTR || attrs.contains(&k.as_str())).collect()).collect())
+    }
     /// Every item; for operators' listings, never on a worker's hot path.
     async fn scan(&self, table: Table) -> StoreResult<Vec<Item>>;
 }

@@ -109,10 +109,21 @@ async fn main() -> anyhow::Result<()> {
                 println!("joined:       {}", s.joined);
             }
         },
-        Command::Run { wallet_key, redis_url, interval, mining_stop_cmd, mining_resume_cmd, dry_run } => {
+        Command::Run {
+            wallet_key,
+            redis_url,
+            interval,
+            mining_stop_cmd,
+            mining_resume_cmd,
+            dry_run,
+        } => {
             let key = wallet::load_wallet_key(&wallet_key)?;
             let state = LocalState::load(&dir)?.context("not installed: run `install` first")?;
-            let mining = mining::MiningSettings { stop_cmd: mining_stop_cmd, resume_cmd: mining_resume_cmd, dry_run };
+            let mining = mining::MiningSettings {
+                stop_cmd: mining_stop_cmd,
+                resume_cmd: mining_resume_cmd,
+                dry_run,
+            };
             run_heartbeats(&state, key, redis_url, Duration::from_secs(interval), mining).await?;
         }
         Command::Uninstall { unit_dir } => {

@@ -44,7 +44,11 @@ pub fn parse_command(data: &[u8]) -> Option<MiningCommand> {
 pub fn render(template: &str, cmd: &MiningCommand) -> Vec<String> {
     template
         .split_whitespace()
-        .map(|w| w.replace("{gpus}", &cmd.gpus.to_string()).replace("{model}", &cmd.gpu_model).replace("{job_id}", &cmd.job_id))
+        .map(|w| {
+            w.replace("{gpus}", &cmd.gpus.to_string())
+                .replace("{model}", &cmd.gpu_model)
+                .replace("{job_id}", &cmd.job_id)
+        })
         .collect()
 }
 
@@ -52,7 +56,13 @@ pub fn render(template: &str, cmd: &MiningCommand) -> Vec<String> {
 pub async fn obey(cmd: &MiningCommand, s: &MiningSettings) -> (bool, String) {
     let template = if cmd.kind == MINING_STOP { &s.stop_cmd } else { &s.resume_cmd };
     let Some(template) = template else {
-        return (true, format!("{} of {} × {}: no command configured; nothing to do", cmd.kind, cmd.gpus, cmd.gpu_model));
+        return (
+            true,
+            format!(
+                "{} of {} × {}: no command configured; nothing to do",
+                cmd.kind, cmd.gpus, cmd.gpu_model
+            ),
+        );
     };
     let argv = render(template, cmd);
     if s.dry_run || argv.is_empty() {
@@ -74,7 +84,9 @@ fn entries(reply: &Value) -> Vec<(String, Vec<u8>)> {
         let Some(Value::Array(es)) = parts.get(1) else { continue };
         for e in es {
             let Value::Array(idf) = e else { continue };
-            let (Some(Value::BulkString(id)), Some(Value::Array(fields))) = (idf.first(), idf.get(1)) else { continue };
+            let (Some(Value::BulkString(id)), Some(Value::Array(fields))) = (idf.first(), idf.get(1)) else {
+                continue;
+            };
             let data = fields.chunks(2).find_map(|kv| match kv {
                 [Value::BulkString(k), Value::BulkString(v)] if k == b"data" => Some(v.clone()),
                 _ => None,
@@ -132,7 +144,14 @@ pub async fn run_commands(
                     if done.insert(cmd.command_id.clone()) {
                         let (ok, detail) = obey(&cmd, &settings).await;
                         obeyed += 1;
-                        let ack = CommandAck { provider_id: provider_id.clone(), command_id: cmd.command_id.clone(), kind: cmd.kind.clone(), ok, detail, timestamp: Utc::now() };
+                        let ack = CommandAck {
+                            provider_id: provider_id.clone(),
+                            command_id: cmd.command_id.clone(),
+                            kind: cmd.kind.clone(),
+                            ok,
+                            detail,
+                            timestamp: Utc::now(),
+                        };
                         let data = serde_json::to_string(&ack).expect("serialises");
                         let sent: redis::RedisResult<()> = redis::cmd("XADD")
                             .arg(streams.command_ack())
@@ -154,7 +173,12 @@ pub async fn run_commands(
                         }
                     }
                 }
-                let _: redis::RedisResult<()> = redis::cmd("XACK").arg(&stream).arg(AGENT_RESPONSE_GROUP).arg(&id).query_async(&mut writer).await;
+                let _: redis::RedisResult<()> = redis::cmd("XACK")
+                    .arg(&stream)
+                    .arg(AGENT_RESPONSE_GROUP)
+                    .arg(&id)
+                    .query_async(&mut writer)
+                    .await;
             }
         }
     }
@@ -165,23 +189,43 @@ mod tests {
     use super::*;
 
     fn cmd(kind: &str) -> MiningCommand {
-        MiningCommand { kind: kind.into(), command_id: "job-1/stop".into(), job_id: "job-1".into(), gpu_model: "RTX-4090".into(), gpus: 2 }
+        MiningCommand {
+            kind: kind.into(),
+            command_id: "job-1/stop".into(),
+            job_id: "job-1".into(),
+            gpu_model: "RTX-4090".into(),
+            gpus: 2,
+        }
     }
 
     #[test]
     fn commands_are_told_from_answers_and_rendered_without_a_shell() {
-        assert_eq!(parse_command(&serde_json::to_vec(&cmd("mining.stop")).unwrap()), Some(cmd("mining.stop")));
+        assert_eq!(
+            parse_command(&serde_json::to_vec(&cmd("mining.stop")).unwrap()),
+            Some(cmd("mining.stop"))
+        );
         assert_eq!(parse_command(br#"{"success":true,"status":"approved","message":"x"}"#), None);
         assert_eq!(parse_command(&serde_json::to_vec(&cmd("rm -rf")).unwrap()), None);
-        assert_eq!(render("miner-ctl stop --gpus {gpus} --model {model}; {job_id}", &cmd("mining.stop")), vec!["miner-ctl", "stop", "--gpus", "2", "--model", "RTX-4090;", "job-1"]);
+        assert_eq!(
+            render("miner-ctl stop --gpus {gpus} --model {model}; {job_id}", &cmd("mining.stop")),
+            vec!["miner-ctl", "stop", "--gpus", "2", "--model", "RTX-4090;", "job-1"]
+        );
     }
 
     #[tokio::test]
     async fn dry_run_and_unconfigured_commands_run_nothing() {
-        let dry = MiningSettings { stop_cmd: Some("false".into()), resume_cmd: None, dry_run: true };
+        let dry = MiningSettings {
+            stop_cmd: Some("false".into()),
+            resume_cmd: None,
+            dry_run: true,
+        };
         assert_eq!(obey(&cmd("mining.stop"), &dry).await, (true, "dry run: false".into()));
         assert!(obey(&cmd("mining.resume"), &dry).await.1.contains("no command configured"));
-        let real = MiningSettings { stop_cmd: Some("false".into()), resume_cmd: Some("true".into()), dry_run: false };
+        let real = MiningSettings {
+            stop_cmd: Some("false".into()),
+            resume_cmd: Some("true".into()),
+            dry_run: false,
+        };
         assert!(!obey(&cmd("mining.stop"), &real).await.0, "a failing command is reported");
         assert!(obey(&cmd("mining.resume"), &real).await.0);
     }

@@ -27,9 +27,20 @@ fn corrupt(key: &str, why: &str) -> StoreError {
 /// Closes an allocated job ended at `ended_at` (clamped to not before its start). `None` when the
 /// job is not (or no longer) allocated.
 pub async fn close_job(store: &dyn ItemStore, job_id: &str, reason: &str, ended_at: DateTime<Utc>) -> StoreResult<Option<Closed>> {
-    let Some(job) = store.get(Table::Jobs, job_id).await? else {
-        return Ok(None);
-    };
+    match store.get(Table::Jobs, job_id).await? {
+        Some(job) => close_job_item(store, job_id, &job, reason, ended_at).await,
+        None => Ok(None),
+    }
+}
+
+/// [`close_job`] for a job item the caller has already read.
+pub async fn close_job_item(
+    store: &dyn ItemStore,
+    job_id: &str,
+    job: &crate::state::Item,
+    reason: &str,
+    ended_at: DateTime<Utc>,
+) -> StoreResult<Option<Closed>> {
     if job.get(ledger::job::attr::STATE).and_then(Value::as_str) != Some("allocated") {
         return Ok(None);
     }
@@ -45,16 +56,17 @@ pub async fn close_job(store: &dyn ItemStore, job_id: &str, reason: &str, ended_
     // Return the resources, unless an earlier attempt already did.
     if let Some(provider) = store.get(Table::Providers, &allocation.provider_id).await? {
         if let Some(alloc) = Ledger::from_item(&provider).and_then(|l| l.allocs.get(job_id).cloned()) {
-            release_allocation(&alloc).run_raw(store, &allocation.provider_id).await?;
+            release_allocation(&alloc)
+                .apply_on(store, Table::Providers, &allocation.provider_id)
+                .await?;
         }
     }
     let ended = ended_at.timestamp_millis().max(started);
     let duration = ended - started;
     let cost = cost_micros(i64::from(allocation.gpus), allocation.price_per_gpu_hour_micros, duration);
-    if ledger::job::closed(reason, ended, duration, cost)
-        .run_raw_on(store, Table::Jobs, job_id)
+    if !ledger::job::closed(reason, ended, duration, cost)
+        .apply_on(store, Table::Jobs, job_id)
         .await?
-        .is_none()
     {
         return Ok(None); // someone else closed it in between
     }

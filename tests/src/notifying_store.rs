@@ -56,6 +56,9 @@ impl ItemStore for NotifyingStore {
         }
         Ok(out)
     }
+    async fn update_if(&self, table: Table, key: &str, cond: &Cond, ops: &[Op]) -> StoreResult<bool> {
+        Ok(self.update(table, key, cond, ops).await?.is_some())
+    }
     async fn query_by_state(&self, table: Table, state: &str, hb_before: Option<i64>) -> StoreResult<Vec<Item>> {
         self.inner.query_by_state(table, state, hb_before).await
     }

@@ -19,15 +19,47 @@ async fn the_sdk_obeys_mining_commands_once_and_acknowledges_them() {
     let p = SimulatedProvider::new(3, chrono::Utc::now());
     let replies = RedisReplies::new(env.redis().await, streams.clone(), 600);
     // An answer and two commands (one of them delivered twice) wait on the stream.
-    replies.reply(&p.provider_id, &ProviderResponse { success: true, status: "approved".into(), message: "hi".into(), ..Default::default() }).await.unwrap();
-    let stop = MiningCommand { kind: "mining.stop".into(), command_id: "job-1/stop".into(), job_id: "job-1".into(), gpu_model: "RTX-4090".into(), gpus: 2 };
-    let resume = MiningCommand { kind: "mining.resume".into(), command_id: "job-1/resume".into(), ..stop.clone() };
+    replies
+        .reply(
+            &p.provider_id,
+            &ProviderResponse {
+                success: true,
+                status: "approved".into(),
+                message: "hi".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let stop = MiningCommand {
+        kind: "mining.stop".into(),
+        command_id: "job-1/stop".into(),
+        job_id: "job-1".into(),
+        gpu_model: "RTX-4090".into(),
+        gpus: 2,
+    };
+    let resume = MiningCommand {
+        kind: "mining.resume".into(),
+        command_id: "job-1/resume".into(),
+        ..stop.clone()
+    };
     for c in [&stop, &stop, &resume] {
         replies.command(&p.provider_id, c).await.unwrap();
     }
-    let settings = MiningSettings { stop_cmd: Some("miner-ctl stop --gpus {gpus}".into()), resume_cmd: Some("miner-ctl start --gpus {gpus}".into()), dry_run: true };
+    let settings = MiningSettings {
+        stop_cmd: Some("miner-ctl stop --gpus {gpus}".into()),
+        resume_cmd: Some("miner-ctl start --gpus {gpus}".into()),
+        dry_run: true,
+    };
     let (stop_tx, rx) = broadcast::channel(1);
-    let handling = tokio::spawn(run_commands(env.cfg.redis_url.clone(), streams.clone(), p.provider_id.clone(), p.key.clone(), settings, rx));
+    let handling = tokio::spawn(run_commands(
+        env.cfg.redis_url.clone(),
+        streams.clone(),
+        p.provider_id.clone(),
+        p.key.clone(),
+        settings,
+        rx,
+    ));
 
     // Await both acknowledgements on the ack stream.
     let mut reader = env.redis_blocking().await;
@@ -36,7 +68,13 @@ async fn the_sdk_obeys_mining_commands_once_and_acknowledges_them() {
     while acks.len() < 2 {
         let reply: redis::streams::StreamReadReply = tokio::time::timeout(
             Duration::from_secs(10),
-            redis::cmd("XREAD").arg("BLOCK").arg(5000).arg("STREAMS").arg(streams.command_ack()).arg(&last).query_async(&mut reader),
+            redis::cmd("XREAD")
+                .arg("BLOCK")
+                .arg(5000)
+                .arg("STREAMS")
+                .arg(streams.command_ack())
+                .arg(&last)
+                .query_async(&mut reader),
         )
         .await
         .expect("acknowledgements within 10 s")
@@ -51,6 +89,9 @@ async fn the_sdk_obeys_mining_commands_once_and_acknowledges_them() {
     }
     let _ = stop_tx.send(());
     assert_eq!(handling.await.unwrap(), 2, "the repeated command is obeyed once");
-    assert_eq!(acks.iter().map(|a| (a.command_id.as_str(), a.ok)).collect::<Vec<_>>(), vec![("job-1/stop", true), ("job-1/resume", true)]);
+    assert_eq!(
+        acks.iter().map(|a| (a.command_id.as_str(), a.ok)).collect::<Vec<_>>(),
+        vec![("job-1/stop", true), ("job-1/resume", true)]
+    );
     assert_eq!(acks[0].detail, "dry run: miner-ctl stop --gpus 2");
 }

@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
 use tracing::instrument;
 use worldland_shared::bus::Bus;
-use worldland_shared::jobs::close_job;
+use worldland_shared::jobs::close_job_item;
 use worldland_shared::ledger::{self, commit_allocation, job, node_selector, rank, release_allocation, Candidate, Choice, Ledger};
 use worldland_shared::messages::jobs::{
     AllocateRequest, JobAllocated, JobRejected, JobReleased, MiningCommand, ReleaseRequest, MINING_STOP,
@@ -161,7 +161,7 @@ async fn answer_settled(ctx: &Context, item: &Item, job_id: &str) -> Outcome {
         _ => return Outcome::Done,
     }
     match job::answered(job::attr::ANSWERED)
-        .run_raw_on(ctx.store.as_ref(), Table::Jobs, job_id)
+        .apply_on(ctx.store.as_ref(), Table::Jobs, job_id)
         .await
     {
         Ok(_) => Outcome::Done,
@@ -187,7 +187,11 @@ async fn candidates(ctx: &Context) -> Result<Vec<Candidate>, Outcome> {
         ledger::attr::MEM_USED,
     ];
     // Only what placement needs: not the spec, not the open allocations.
-    let items = ctx.store.query_by_state_projected(Table::Providers, "available", None, PLACEMENT_ATTRS).await.map_err(retry)?;
+    let items = ctx
+        .store
+        .query_by_state_projected(Table::Providers, "available", None, PLACEMENT_ATTRS)
+        .await
+        .map_err(retry)?;
     Ok(items
         .iter()
         .filter_map(|item| {
@@ -214,11 +218,11 @@ pub async fn allocate(req: &AllocateRequest, ctx: &Context, now: DateTime<Utc>) 
     let me = uuid::Uuid::new_v4().simple().to_string();
     let mut create = job::create_pending(req, now);
     create.ops.extend([Op::set(OWNER, me.as_str()), Op::set(CLAIMED_AT, ms(now))]);
-    let created = match create.run_raw_on(ctx.store.as_ref(), Table::Jobs, &req.job_id).await {
+    let created = match create.apply_on(ctx.store.as_ref(), Table::Jobs, &req.job_id).await {
         Ok(c) => c,
         Err(e) => return retry(e),
     };
-    if created.is_none() {
+    if !created {
         // Seen before: settled (answer it once) or pending under another delivery.
         let item = match ctx.store.get(Table::Jobs, &req.job_id).await {
             Ok(Some(i)) => i,
@@ -283,17 +287,17 @@ async fn place(req: &AllocateRequest, me: &str, ctx: &Context, now: DateTime<Utc
                 cond: Cond::eq(job::attr::STATE, "pending").and(Cond::eq(OWNER, me)),
                 ops: vec![Op::set(job::attr::ATTEMPT, choice.provider_id.as_str())],
             };
-            match attempt.run_raw_on(ctx.store.as_ref(), Table::Jobs, &req.job_id).await {
-                Ok(Some(_)) => {}
-                Ok(None) => return Outcome::Done, // taken over by another delivery, which answers
+            match attempt.apply_on(ctx.store.as_ref(), Table::Jobs, &req.job_id).await {
+                Ok(true) => {}
+                Ok(false) => return Outcome::Done, // taken over by another delivery, which answers
                 Err(e) => return retry(e),
             }
             match commit_allocation(choice, req, now)
-                .run_raw(ctx.store.as_ref(), &choice.provider_id)
+                .apply_on(ctx.store.as_ref(), Table::Providers, &choice.provider_id)
                 .await
             {
-                Ok(Some(_)) => return finalize(req, choice, ms(now), me, ctx).await,
-                Ok(None) => {
+                Ok(true) => return finalize(req, choice, ms(now), me, ctx).await,
+                Ok(false) => {
                     STATS.condition_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
                 Err(e) => return retry(e),
@@ -391,7 +395,8 @@ pub async fn release(req: &ReleaseRequest, ctx: &Context, now: DateTime<Utc>) ->
         Some("released") => return answer_release(ctx, item.as_ref(), &req.job_id).await,
         Some(_) => return Outcome::Done, // rejected or cancelled: nothing to give back
     }
-    match close_job(ctx.store.as_ref(), &req.job_id, reason, now).await {
+    let Some(job_item) = item.as_ref() else { return Outcome::Done };
+    match close_job_item(ctx.store.as_ref(), &req.job_id, job_item, reason, now).await {
         Ok(Some(closed)) => {
             if let Some(resume) = &closed.resume {
                 if let Err(e) = ctx.replies.command(&closed.released.provider_id, resume).await {
@@ -402,7 +407,7 @@ pub async fn release(req: &ReleaseRequest, ctx: &Context, now: DateTime<Utc>) ->
                 return o;
             }
             match job::answered(job::attr::RELEASE_ANSWERED)
-                .run_raw_on(ctx.store.as_ref(), Table::Jobs, &req.job_id)
+                .apply_on(ctx.store.as_ref(), Table::Jobs, &req.job_id)
                 .await
             {
                 Ok(_) => Outcome::Done,
@@ -436,7 +441,7 @@ async fn answer_release(ctx: &Context, item: Option<&Item>, job_id: &str) -> Out
         return o;
     }
     match job::answered(job::attr::RELEASE_ANSWERED)
-        .run_raw_on(ctx.store.as_ref(), Table::Jobs, job_id)
+        .apply_on(ctx.store.as_ref(), Table::Jobs, job_id)
         .await
     {
         Ok(_) => Outcome::Done,

@@ -168,7 +168,10 @@ pub async fn state_index_returns_only_matching_items(store: &dyn ItemStore) {
     hbs.sort();
     assert_eq!(hbs, vec![1, 5]);
     // A projected query brings back only the named attributes and the key.
-    let projected = store.query_by_state_projected(Table::Providers, &state, Some(6), &["hb_at"]).await.unwrap();
+    let projected = store
+        .query_by_state_projected(Table::Providers, &state, Some(6), &["hb_at"])
+        .await
+        .unwrap();
     assert_eq!(projected.len(), 2);
     for item in projected {
         let mut keys: Vec<&str> = item.keys().map(String::as_str).collect();

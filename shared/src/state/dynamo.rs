@@ -360,7 +360,13 @@ impl DynamoStore {
             let hv = b.value(AttributeValue::N(before.to_string()));
             key_cond.push_str(&format!(" AND {h} < {hv}"));
         }
-        let projection = attrs.map(|a| std::iter::once(KEY_ATTR).chain(a.iter().copied()).map(|p| b.path(p)).collect::<Vec<_>>().join(", "));
+        let projection = attrs.map(|a| {
+            std::iter::once(KEY_ATTR)
+                .chain(a.iter().copied())
+                .map(|p| b.path(p))
+                .collect::<Vec<_>>()
+                .join(", ")
+        });
         let mut out = vec![];
         let mut start = None;
         loop {

@@ -161,11 +161,62 @@ pub struct PathError(pub String);
 /// DynamoDB refuses an update whose paths overlap (the same path twice, or one inside another);
 /// so does every store.
 pub fn check_paths(ops: &[Op]) -> Result<(), PathError> {
+    // `inner` lies inside `outer` when it starts with `outer` followed by a dot.
+    let within = |inner: &str, outer: &str| inner.starts_with(outer) && inner.as_bytes().get(outer.len()) == Some(&b'.');
     for (i, a) in ops.iter().enumerate() {
         for b in &ops[i + 1..] {
             let (a, b) = (a.path(), b.path());
-            if a == b || b.starts_with(&format!("{a}.")) || a.starts_with(&format!("{b}.")) {
+            if a == b || within(b, a) || within(a, b) {
                 return Err(PathError(format!("{a} / {b}")));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Applies update operations to a stored item in place, all or nothing: every path is checked
+/// before anything is written, so a refused update leaves the item as it was.
+pub fn apply_in_place(item: &mut Item, ops: &[Op]) -> Result<(), PathError> {
+    check_paths(ops)?;
+    for op in ops {
+        let mut parts = op.path().split('.');
+        let first = parts.next().expect("paths are not empty");
+        let rest: Vec<&str> = parts.collect();
+        let mut map: &Item = item;
+        let mut name = first;
+        for next in &rest {
+            match map.get(name) {
+                Some(Value::M(m)) => map = m,
+                _ => return Err(PathError(op.path().to_string())),
+            }
+            name = next;
+        }
+        if let Op::Add(..) = op {
+            if !matches!(map.get(name), None | Some(Value::N(_))) {
+                return Err(PathError(op.path().to_string()));
+            }
+        }
+    }
+    for op in ops {
+        let parts: Vec<&str> = op.path().split('.').collect();
+        let (last, parents) = parts.split_last().expect("paths are not empty");
+        let mut map = &mut *item;
+        for p in parents {
+            match map.get_mut(*p) {
+                Some(Value::M(m)) => map = m,
+                _ => unreachable!("checked above"),
+            }
+        }
+        match op {
+            Op::Set(_, v) => {
+                map.insert(last.to_string(), v.clone());
+            }
+            Op::Remove(_) => {
+                map.remove(*last);
+            }
+            Op::Add(_, n) => {
+                let cur = map.get(*last).and_then(Value::as_i64).unwrap_or(0);
+                map.insert(last.to_string(), Value::N(cur + n));
             }
         }
     }

@@ -6,8 +6,8 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
-use super::expr::{apply, eval};
-use super::{Cond, Item, ItemStore, Op, StoreResult, Table, INDEX_SORT_ATTR, INDEX_STATE_ATTR, KEY_ATTR};
+use super::expr::{apply_in_place, eval};
+use super::{Cond, Item, ItemStore, Op, StoreResult, Table, Value, INDEX_SORT_ATTR, INDEX_STATE_ATTR, KEY_ATTR};
 
 #[derive(Default)]
 struct MemTable {
@@ -33,6 +33,35 @@ impl MemoryStore {
     pub fn new() -> Self {
         Self::default()
     }
+
+    /// The conditional write itself, in place; the written item, or `None` if the condition
+    /// failed. The index moves only when the item's state or sort key changed.
+    fn write<'t>(t: &'t mut MemTable, key: &str, cond: &Cond, ops: &[Op]) -> StoreResult<Option<&'t Item>> {
+        super::expr::check_paths(ops)?;
+        if !eval(cond, t.items.get(key)) {
+            return Ok(None);
+        }
+        let before = t.items.get(key).and_then(index_entry);
+        match t.items.get_mut(key) {
+            Some(item) => apply_in_place(item, ops)?,
+            None => {
+                // Created only if the whole update applies.
+                let mut item = Item::from([(KEY_ATTR.to_string(), Value::from(key))]);
+                apply_in_place(&mut item, ops)?;
+                t.items.insert(key.to_string(), item);
+            }
+        }
+        let after = t.items.get(key).and_then(index_entry);
+        if before != after {
+            if let Some(old) = before {
+                t.index.remove(&old);
+            }
+            if let Some(new) = after {
+                t.index.insert(new);
+            }
+        }
+        Ok(t.items.get(key))
+    }
 }
 
 #[async_trait]
@@ -44,21 +73,12 @@ impl ItemStore for MemoryStore {
 
     async fn update(&self, table: Table, key: &str, cond: &Cond, ops: &[Op]) -> StoreResult<Option<Item>> {
         let mut tables = self.tables.lock().expect("store lock");
-        let t = tables.entry(table).or_default();
-        let current = t.items.get(key);
-        super::expr::check_paths(ops)?;
-        if !eval(cond, current) {
-            return Ok(None);
-        }
-        let new = apply(current, KEY_ATTR, key, ops)?;
-        if let Some(old) = current.and_then(index_entry) {
-            t.index.remove(&old);
-        }
-        if let Some(entry) = index_entry(&new) {
-            t.index.insert(entry);
-        }
-        t.items.insert(key.to_string(), new.clone());
-        Ok(Some(new))
+        Ok(Self::write(tables.entry(table).or_default(), key, cond, ops)?.cloned())
+    }
+
+    async fn update_if(&self, table: Table, key: &str, cond: &Cond, ops: &[Op]) -> StoreResult<bool> {
+        let mut tables = self.tables.lock().expect("store lock");
+        Ok(Self::write(tables.entry(table).or_default(), key, cond, ops)?.is_some())
     }
 
     async fn query_by_state(&self, table: Table, state: &str, hb_before: Option<i64>) -> StoreResult<Vec<Item>> {
@@ -85,7 +105,12 @@ impl ItemStore for MemoryStore {
             .range(lo..hi)
             .filter(|(s, _, _)| s == state)
             .filter_map(|(_, _, k)| t.items.get(k))
-            .map(|item| item.iter().filter(|(k, _)| k.as_str() == KEY_ATTR || attrs.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect())
+            .map(|item| {
+                item.iter()
+                    .filter(|(k, _)| k.as_str() == KEY_ATTR || attrs.contains(&k.as_str()))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            })
             .collect())
     }
 

@@ -45,6 +45,10 @@ pub trait ItemStore: Send + Sync + 'static {
     /// Applies `ops` to the item (creating it if absent) only if `cond` holds on the item as
     /// stored at write time. Returns the new item, or `None` when the condition failed.
     async fn update(&self, table: Table, key: &str, cond: &Cond, ops: &[Op]) -> StoreResult<Option<Item>>;
+    /// The same write when the caller needs only to know whether it applied.
+    async fn update_if(&self, table: Table, key: &str, cond: &Cond, ops: &[Op]) -> StoreResult<bool> {
+        Ok(self.update(table, key, cond, ops).await?.is_some())
+    }
     /// Items in `state`, optionally only those whose `hb_at` is below `hb_before`, through the
     /// state index (never a scan).
     async fn query_by_state(&self, table: Table, state: &str, hb_before: Option<i64>) -> StoreResult<Vec<Item>>;
@@ -52,7 +56,14 @@ pub trait ItemStore: Send + Sync + 'static {
     /// reads ledgers, not specs.
     async fn query_by_state_projected(&self, table: Table, state: &str, hb_before: Option<i64>, attrs: &[&str]) -> StoreResult<Vec<Item>> {
         let items = self.query_by_state(table, state, hb_before).await?;
-        Ok(items.into_iter().map(|i| i.into_iter().filter(|(k, _)| k == KEY_ATTR || attrs.contains(&k.as_str())).collect()).collect())
+        Ok(items
+            .into_iter()
+            .map(|i| {
+                i.into_iter()
+                    .filter(|(k, _)| k == KEY_ATTR || attrs.contains(&k.as_str()))
+                    .collect()
+            })
+            .collect())
     }
     /// Every item; for operators' listings, never on a worker's hot path.
     async fn scan(&self, table: Table) -> StoreResult<Vec<Item>>;

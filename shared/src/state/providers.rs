@@ -154,6 +154,11 @@ impl Transition {
         store.update(table, key, &self.cond, &self.ops).await
     }
 
+    /// Runs on any table; whether the condition held and the write applied.
+    pub async fn apply_on(&self, store: &dyn ItemStore, table: Table, key: &str) -> StoreResult<bool> {
+        store.update_if(table, key, &self.cond, &self.ops).await
+    }
+
     /// Runs on a provider without reading the result as a provider record.
     pub async fn run_raw(&self, store: &dyn ItemStore, provider_id: &str) -> StoreResult<Option<super::Item>> {
         self.run_raw_on(store, Table::Providers, provider_id).await

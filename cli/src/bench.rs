@@ -473,11 +473,7 @@ pub async fn allocate_pairs(
     let t0 = Instant::now();
     let mut tasks = vec![];
     for t in 0..allocators {
-        let ctx = allocator::Context {
-            store: store.clone(),
-            bus: bus.clone(),
-            replies: replies.clone(),
-        };
+        let ctx = allocator::Context::new(store.clone(), bus.clone(), replies.clone());
         let run = run.to_string();
         tasks.push(tokio::spawn(async move {
             for i in 0..pairs_each {

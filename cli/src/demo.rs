@@ -409,11 +409,7 @@ async fn lifecycle(
         replies: replies.clone(),
         stale_after: D::seconds(STALE_AFTER_S),
     };
-    let alloc_ctx = allocator::Context {
-        store: store.clone(),
-        bus: bus.clone(),
-        replies: replies.clone(),
-    };
+    let alloc_ctx = allocator::Context::new(store.clone(), bus.clone(), replies.clone());
     let mut events = bus.subscribe(&QueueSpec::new(topics::JOB_EVENTS_QUEUE, topics::JOB_EVENTS)).await?;
     let mut market = Market::default();
     let mut rng = Lcg(42);

@@ -433,11 +433,11 @@ async fn up(cfg: Config) -> anyhow::Result<()> {
             store.clone(),
             cluster.clone(),
         ))),
-        Arc::new(allocator::Allocator(allocator::Context {
-            store: store.clone(),
-            bus: bus.clone(),
-            replies: replies.clone(),
-        })),
+        Arc::new(allocator::Allocator(allocator::Context::new(
+            store.clone(),
+            bus.clone(),
+            replies.clone(),
+        ))),
     ];
     let mut tasks = vec![];
     for h in handlers {

@@ -75,11 +75,7 @@ impl Fixture {
     }
 
     fn ctx(&self) -> allocator::Context {
-        allocator::Context {
-            store: self.store.clone(),
-            bus: self.bus.clone(),
-            replies: self.replies.clone(),
-        }
+        allocator::Context::new(self.store.clone(), self.bus.clone(), self.replies.clone())
     }
 
     /// Every job event published so far: (routing key, body).

@@ -40,6 +40,23 @@ pub struct Context {
     pub store: Arc<dyn ItemStore>,
     pub bus: Arc<dyn Bus>,
     pub replies: Arc<dyn ProviderReplies>,
+    /// The fleet as last read, reused for a moment: placement only orders candidates, the
+    /// conditional write decides, and a refusal is always checked against a fresh read.
+    fleet: std::sync::Mutex<Option<(std::time::Instant, Arc<Vec<Candidate>>)>>,
+}
+
+/// How long a read of the fleet serves placement before it is read again.
+pub const FLEET_MAX_AGE: std::time::Duration = std::time::Duration::from_millis(100);
+
+impl Context {
+    pub fn new(store: Arc<dyn ItemStore>, bus: Arc<dyn Bus>, replies: Arc<dyn ProviderReplies>) -> Self {
+        Self {
+            store,
+            bus,
+            replies,
+            fleet: std::sync::Mutex::new(None),
+        }
+    }
 }
 
 /// Counts for benchmarks and logs.
@@ -169,8 +186,22 @@ async fn answer_settled(ctx: &Context, item: &Item, job_id: &str) -> Outcome {
     }
 }
 
+/// The available providers with a ledger, from the recent read when `fresh` is not required.
+async fn candidates(ctx: &Context, fresh: bool) -> Result<Arc<Vec<Candidate>>, Outcome> {
+    if !fresh {
+        if let Some((at, fleet)) = ctx.fleet.lock().expect("fleet lock").as_ref() {
+            if at.elapsed() < FLEET_MAX_AGE {
+                return Ok(fleet.clone());
+            }
+        }
+    }
+    let fleet = Arc::new(read_fleet(ctx).await?);
+    *ctx.fleet.lock().expect("fleet lock") = Some((std::time::Instant::now(), fleet.clone()));
+    Ok(fleet)
+}
+
 /// Reads the available providers with a ledger as placement candidates.
-async fn candidates(ctx: &Context) -> Result<Vec<Candidate>, Outcome> {
+async fn read_fleet(ctx: &Context) -> Result<Vec<Candidate>, Outcome> {
     const PLACEMENT_ATTRS: &[&str] = &[
         "node_name",
         "price_micros",
@@ -273,12 +304,21 @@ pub async fn allocate(req: &AllocateRequest, ctx: &Context, now: DateTime<Utc>) 
 }
 
 async fn place(req: &AllocateRequest, me: &str, ctx: &Context, now: DateTime<Utc>) -> Outcome {
-    for _round in 0..MAX_ROUNDS {
-        let fleet = match candidates(ctx).await {
+    for round in 0..MAX_ROUNDS {
+        // The first round may use the recent read; later rounds, and any refusal, read afresh.
+        let mut fleet = match candidates(ctx, round > 0).await {
             Ok(c) => c,
             Err(o) => return o,
         };
-        let ranked = match rank(&fleet, req) {
+        let mut ranked = rank(&fleet, req);
+        if ranked.is_err() && round == 0 {
+            fleet = match candidates(ctx, true).await {
+                Ok(c) => c,
+                Err(o) => return o,
+            };
+            ranked = rank(&fleet, req);
+        }
+        let ranked = match ranked {
             Ok(r) => r,
             Err(no) => return settle_rejected(req, no.code(), "no available provider can take this job", me, ctx).await,
         };

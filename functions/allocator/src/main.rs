@@ -11,11 +11,7 @@ async fn main() -> anyhow::Result<()> {
     let cfg = Config::from_env()?;
     telemetry::init(cfg.log_format);
     let bus = Arc::new(backends::rabbit(&cfg).await.context("connecting to RabbitMQ")?);
-    let ctx = Context {
-        store: backends::store(&cfg).await,
-        bus: bus.clone(),
-        replies: backends::replies(&cfg).await?,
-    };
+    let ctx = Context::new(backends::store(&cfg).await, bus.clone(), backends::replies(&cfg).await?);
     backends::run_rabbit_worker(&cfg, bus, Arc::new(Allocator(ctx))).await?;
     Ok(())
 }

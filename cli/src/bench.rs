@@ -22,8 +22,8 @@ use worldland_shared::cluster::simulated::SimulatedCluster;
 use worldland_shared::messages::{Heartbeat, StreamEnvelope};
 use worldland_shared::signature::{sign_personal, SignaturePolicy};
 use worldland_shared::state::memory::MemoryStore;
-use worldland_shared::state::providers::{attr, ms, register_pending};
-use worldland_shared::state::{Cond, ItemStore, Op, Table};
+use worldland_shared::state::providers::seed_available;
+use worldland_shared::state::{ItemStore, Table};
 use worldland_shared::worker::{run_consumer, Handler, Outcome};
 use worldland_shared::{backends, Config};
 
@@ -39,21 +39,8 @@ async fn seed(store: &dyn ItemStore, n: usize, now: DateTime<Utc>) -> (SigningKe
         let mut reg = template.registration.clone();
         reg.provider_id = id.clone();
         reg.spec.hostname = format!("bench-node-{i:07}");
-        let extra = [
-            Op::set(attr::STATE, "available"),
-            Op::set(attr::HB_AT, ms(now)),
-            Op::set(attr::LAST_HB, ms(now)),
-            Op::set(attr::LABELLED_JOBS, 0i64),
-            Op::set(attr::ANNOTATED_AT, ms(now)),
-        ];
-        let mut ops: Vec<Op> = register_pending(&reg, "0-0", now)
-            .ops
-            .into_iter()
-            .filter(|o| extra.iter().all(|e| e.path() != o.path()))
-            .collect();
-        ops.extend(extra);
-        store
-            .update(Table::Providers, &id, &Cond::Always, &ops)
+        seed_available(&reg, now, false)
+            .apply_on(store, Table::Providers, &id)
             .await
             .expect("seeding the in-memory store");
         ids.push(id);
@@ -448,15 +435,9 @@ pub async fn allocate_pairs(
         p.spec.gpus = vec![g; gpus_each as usize];
         p.spec.total_gpus = gpus_each;
         p.capacity.gpu_count = Some(gpus_each);
-        let extra = [Op::set(attr::STATE, "available")];
-        let mut ops: Vec<Op> = register_pending(&p, "0-0", now)
-            .ops
-            .into_iter()
-            .filter(|o| o.path() != attr::STATE)
-            .collect();
-        ops.extend(extra);
-        ops.extend(worldland_shared::ledger::init_ledger_ops(&p.spec, &p.capacity, None));
-        store.update(Table::Providers, &p.provider_id, &Cond::Always, &ops).await?;
+        seed_available(&p, now, true)
+            .apply_on(store.as_ref(), Table::Providers, &p.provider_id)
+            .await?;
     }
     let bus = Arc::new(worldland_shared::bus::memory::MemoryBus::new(5));
     let events = QueueSpec::new(topics::JOB_EVENTS_QUEUE, topics::JOB_EVENTS);

@@ -296,26 +296,12 @@ pub async fn seed_available(
     reg: &worldland_shared::messages::Registration,
     now: chrono::DateTime<chrono::Utc>,
 ) {
-    use worldland_shared::state::providers::{attr, ms, register_pending};
-    use worldland_shared::state::{Cond, Op};
-    let mut ops = register_pending(reg, "0-0", now).ops;
-    ops.retain(|o| o.path() != attr::STATE);
-    ops.push(Op::set(attr::STATE, "available"));
-    ops.push(Op::set(attr::LAST_HB, ms(now)));
-    ops.retain(|o| o.path() != attr::HB_AT);
-    ops.push(Op::set(attr::HB_AT, ms(now)));
-    ops.extend(worldland_shared::ledger::init_ledger_ops(
-        &reg.spec,
-        &reg.capacity,
-        reg.mining_config.as_ref(),
-    ));
-    store
-        .update(
-            worldland_shared::state::Table::Providers,
-            &reg.provider_id,
-            &Cond::ItemNotExists,
-            &ops,
-        )
-        .await
-        .expect("seeding a provider");
+    let seeded = worldland_shared::state::providers::seed_available(reg, now, true);
+    assert!(
+        seeded
+            .apply_on(store, worldland_shared::state::Table::Providers, &reg.provider_id)
+            .await
+            .expect("seeding a provider"),
+        "seeded twice"
+    );
 }

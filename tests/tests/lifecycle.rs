@@ -14,8 +14,8 @@ use worldland_shared::labels;
 use worldland_shared::messages::ProviderState;
 use worldland_shared::signature::SignaturePolicy;
 use worldland_shared::state::memory::MemoryStore;
-use worldland_shared::state::providers::{mark_offline_if_stale, register_pending, ProviderRecord};
-use worldland_shared::state::{Cond, ItemStore, Op, Table};
+use worldland_shared::state::providers::{mark_offline_if_stale, seed_available, ProviderRecord};
+use worldland_shared::state::{ItemStore, Table};
 use worldland_shared::worker::Outcome;
 use worldland_tests::lifecycle::{approve, fixture_shaped_provider, heartbeat, node_for};
 use worldland_tests::notifying_store::NotifyingStore;
@@ -226,21 +226,12 @@ async fn seed(store: &dyn ItemStore, n: usize, stale: usize, now: DateTime<Utc>)
         } else {
             now - Duration::seconds(10)
         };
-        let extra = [
-            Op::set("state", "available"),
-            Op::set("hb_at", hb.timestamp_millis()),
-            Op::set("last_hb", hb.timestamp_millis()),
-        ];
-        let mut ops: Vec<Op> = register_pending(&template, &format!("{i}-0"), now)
-            .ops
-            .into_iter()
-            .filter(|o| extra.iter().all(|e| e.path() != o.path()))
-            .collect();
-        ops.extend(extra);
-        store
-            .update(Table::Providers, &format!("seed-{i:05}"), &Cond::ItemNotExists, &ops)
+        let mut reg = template.clone();
+        reg.provider_id = format!("seed-{i:05}");
+        assert!(seed_available(&reg, hb, false)
+            .apply_on(store, Table::Providers, &reg.provider_id)
             .await
-            .unwrap();
+            .unwrap());
     }
 }
 

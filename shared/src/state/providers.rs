@@ -215,6 +215,32 @@ pub fn register_pending(reg: &Registration, registration_id: &str, now: DateTime
     Transition { cond, ops }
 }
 
+/// A provider written straight into `available`, last heartbeat at `hb` (node marks up to date),
+/// with its capacity ledger when `ledger` is set: for benchmarks and tests that need a fleet
+/// without sending each provider through every worker. Never used by a worker.
+pub fn seed_available(reg: &Registration, hb: DateTime<Utc>, ledger: bool) -> Transition {
+    let mut extra = vec![
+        Op::set(attr::STATE, ProviderState::Available.as_str()),
+        Op::set(attr::HB_AT, ms(hb)),
+        Op::set(attr::LAST_HB, ms(hb)),
+        Op::set(attr::LABELLED_JOBS, 0i64),
+        Op::set(attr::ANNOTATED_AT, ms(hb)),
+    ];
+    if ledger {
+        extra.extend(crate::ledger::init_ledger_ops(&reg.spec, &reg.capacity, reg.mining_config.as_ref()));
+    }
+    let mut ops: Vec<Op> = register_pending(reg, "0-0", hb)
+        .ops
+        .into_iter()
+        .filter(|o| extra.iter().all(|e| e.path() != o.path()))
+        .collect();
+    ops.extend(extra);
+    Transition {
+        cond: Cond::ItemNotExists,
+        ops,
+    }
+}
+
 /// Reserves a bootstrap token id for a pending provider, unless one is reserved and still valid.
 pub fn reserve_token(token_id: &str, expires_at: DateTime<Utc>, now: DateTime<Utc>) -> Transition {
     Transition {

@@ -281,6 +281,8 @@ pub struct RoutingApiServer {
     pub fail_creates: Arc<Mutex<u32>>,
     /// Nodes by name, as the API server would return them.
     pub nodes: Arc<Mutex<BTreeMap<String, Value>>>,
+    /// Counts requests served, so tests can await the server's state instead of sleeping.
+    pub served: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 /// RFC 7386 JSON merge patch: what the API server does with `application/merge-patch+json`.
@@ -319,6 +321,24 @@ impl RoutingApiServer {
         self.nodes.lock().unwrap().get(name).cloned()
     }
 
+    /// Waits (bounded) until the node satisfies `check`, re-checking after every request served.
+    pub async fn wait_for_node(&self, name: &str, timeout: Duration, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+        let mut rx = self.served.subscribe();
+        let waited = tokio::time::timeout(timeout, async {
+            loop {
+                rx.borrow_and_update();
+                if let Some(n) = self.node(name).filter(|n| check(n)) {
+                    return n;
+                }
+                if rx.changed().await.is_err() {
+                    return Value::Null;
+                }
+            }
+        })
+        .await;
+        waited.unwrap_or_else(|_| panic!("timed out after {timeout:?} waiting for node {name}: {what}"))
+    }
+
     pub fn spawn(&self, mut handle: Handle) -> tokio::task::JoinHandle<()> {
         let me = self.clone();
         tokio::spawn(async move {
@@ -326,6 +346,7 @@ impl RoutingApiServer {
                 let got = read(req).await;
                 me.calls.lock().unwrap().push(format!("{} {}", got.method, got.path));
                 send.send_response(me.answer(&got));
+                me.served.send_modify(|n| *n += 1);
             }
         })
     }

@@ -392,13 +392,16 @@ async fn heartbeats_carry_a_provider_to_available_offline_and_back() {
     let _ = stop_beats.send(());
     assert!(beating.await.unwrap().sent >= 1);
     plane.wait_state(&p.provider_id, ProviderState::Offline).await;
-    let node = plane.api.node(&node_name).unwrap();
-    assert_eq!(node["metadata"]["labels"]["worldland.io/status"], "offline");
-    assert!(node["spec"]["taints"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|t| t["key"] == "worldland.io/offline"));
+    // The sweeper writes the store first, then the node: await the node's marks.
+    let node = plane
+        .api
+        .wait_for_node(&node_name, WAIT, "offline marks", |n| {
+            n["metadata"]["labels"]["worldland.io/status"] == "offline"
+                && n["spec"]["taints"]
+                    .as_array()
+                    .is_some_and(|t| t.iter().any(|t| t["key"] == "worldland.io/offline"))
+        })
+        .await;
     assert!(
         node["spec"]["taints"]
             .as_array()

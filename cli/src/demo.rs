@@ -105,7 +105,7 @@ pub struct Market {
     pub audit_violations: Vec<String>,
 }
 
-/// A small deterministic generator, so the demo tells the same story every run.
+/// A small deterministic generator: the same customers send the same requests every run.
 struct Lcg(u64);
 
 impl Lcg {

@@ -413,6 +413,7 @@ async fn up(cfg: Config) -> anyhow::Result<()> {
     let replies = backends::replies(&cfg).await?;
     let cluster = backends::cluster(&cfg).await?;
     let shutdown = backends::shutdown_on_signal();
+    backends::serve_health(&cfg, &shutdown).await?;
     let handlers: Vec<Arc<dyn Handler>> = vec![
         Arc::new(registration_handler::RegistrationHandler(registration_handler::Context {
             store: store.clone(),

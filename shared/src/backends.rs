@@ -24,6 +24,8 @@ pub enum BackendError {
     Kube(String),
     #[error(transparent)]
     Store(#[from] crate::state::StoreError),
+    #[error("health endpoint on {0}")]
+    Health(String),
 }
 
 /// A reconnecting Redis connection for ordinary commands. Commands on one connection are
@@ -101,6 +103,15 @@ pub async fn run_rabbit_worker(
     let queue = crate::bus::QueueSpec::new(cfg.queue(handler.name()), handler.bindings());
     let shutdown = shutdown_on_signal();
     crate::worker::run_consumer(bus, queue, handler, cfg.prefetch as usize, shutdown.subscribe()).await?;
+    Ok(())
+}
+
+/// Serves `/healthz`, `/readyz` and `/metrics` on `WORLDLAND_HEALTH_ADDR` until shutdown.
+pub async fn serve_health(cfg: &Config, shutdown: &broadcast::Sender<()>) -> Result<(), BackendError> {
+    let listener = tokio::net::TcpListener::bind(&cfg.health_addr)
+        .await
+        .map_err(|e| BackendError::Health(format!("{}: {e}", cfg.health_addr)))?;
+    tokio::spawn(crate::metrics::serve(listener, shutdown.subscribe()));
     Ok(())
 }
 

@@ -12,6 +12,7 @@ pub mod jobs;
 pub mod labels;
 pub mod ledger;
 pub mod messages;
+pub mod metrics;
 pub mod replies;
 pub mod sealed;
 pub mod signature;

@@ -44,6 +44,11 @@ pub fn retry_delay(previous_deliveries: u32) -> Duration {
 
 /// Settles a delivery by its outcome, logging refusals with their reason code.
 pub async fn settle(worker: &str, delivery: Delivery, outcome: Outcome) -> BusResult<()> {
+    match &outcome {
+        Outcome::Done => crate::metrics::message(worker, "done", ""),
+        Outcome::Rejected(r) => crate::metrics::message(worker, "refused", r.reason.code()),
+        Outcome::Retry(_) => crate::metrics::message(worker, "retried", ""),
+    }
     match outcome {
         Outcome::Done => delivery.ack().await,
         Outcome::Rejected(r) => {
@@ -69,6 +74,7 @@ pub async fn run_consumer(
     let mut sub = bus.subscribe(&queue).await?;
     let permits = Arc::new(Semaphore::new(concurrency.max(1)));
     tracing::info!(worker = handler.name(), queue = %queue.name, "consuming");
+    crate::metrics::set_ready(true);
     loop {
         let delivery = tokio::select! {
             _ = shutdown.recv() => break,
@@ -77,7 +83,9 @@ pub async fn run_consumer(
         let permit = permits.clone().acquire_owned().await.expect("semaphore is never closed");
         let handler = handler.clone();
         tokio::spawn(async move {
+            let started = std::time::Instant::now();
             let outcome = handler.handle(&delivery.routing_key, &delivery.body, Utc::now()).await;
+            crate::metrics::latency(handler.name(), started.elapsed());
             if let Err(e) = settle(handler.name(), delivery, outcome).await {
                 // The message stays unacked and comes back; handlers are idempotent.
                 tracing::warn!(worker = handler.name(), error = %e, "could not settle a delivery");
@@ -85,6 +93,7 @@ pub async fn run_consumer(
             drop(permit);
         });
     }
+    crate::metrics::set_ready(false);
     // Graceful: wait for messages in flight.
     let _ = permits.acquire_many(concurrency.max(1) as u32).await;
     tracing::info!(worker = handler.name(), "stopped");

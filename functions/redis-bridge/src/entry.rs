@@ -100,6 +100,23 @@ pub fn group_last_delivered(v: &Value, group: &str) -> Option<String> {
     })
 }
 
+/// XINFO GROUPS: the `lag` of `group` (entries not yet delivered to it; Redis 7).
+pub fn group_lag(v: &Value, group: &str) -> Option<i64> {
+    items(v)?.into_iter().find_map(|g| {
+        let pairs: Vec<Value> = match g {
+            Value::Map(m) => m.iter().flat_map(|(k, v)| [k.clone(), v.clone()]).collect(),
+            other => items(other)?.into_iter().cloned().collect(),
+        };
+        if field(&pairs, "name").and_then(text).as_deref() != Some(group) {
+            return None;
+        }
+        match field(&pairs, "lag")? {
+            Value::Int(n) => Some(*n),
+            _ => None,
+        }
+    })
+}
+
 /// XPENDING summary: the smallest pending id, if any entry is pending.
 pub fn pending_min_id(v: &Value) -> Option<String> {
     let parts = items(v)?;
@@ -208,6 +225,9 @@ mod tests {
         ])]);
         assert_eq!(group_last_delivered(&groups, "g"), Some("7-1".into()));
         assert_eq!(group_last_delivered(&groups, "other"), None);
+        let with_lag = Value::Array(vec![Value::Array(vec![bs(b"name"), bs(b"g"), bs(b"lag"), Value::Int(3)])]);
+        assert_eq!(group_lag(&with_lag, "g"), Some(3));
+        assert_eq!(group_lag(&groups, "g"), None);
         assert_eq!(
             pending_min_id(&Value::Array(vec![Value::Int(0), Value::Nil, Value::Nil, Value::Nil])),
             None

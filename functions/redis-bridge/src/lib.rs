@@ -240,6 +240,9 @@ impl RedisBridge {
                 .arg(&stream)
                 .query_async(&mut self.conn.clone())
                 .await?;
+            if let Some(lag) = entry::group_lag(&groups, &self.settings.group) {
+                worldland_shared::metrics::lag(&stream, lag);
+            }
             let Some(last_delivered) = entry::group_last_delivered(&groups, &self.settings.group) else {
                 continue;
             };

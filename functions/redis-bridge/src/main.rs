@@ -11,6 +11,8 @@ async fn main() -> anyhow::Result<()> {
     let conn = backends::redis(&cfg).await.context("connecting to Redis")?;
     let bus = std::sync::Arc::new(backends::rabbit(&cfg).await.context("connecting to RabbitMQ")?);
     let shutdown = backends::shutdown_on_signal();
+    backends::serve_health(&cfg, &shutdown).await?;
+    worldland_shared::metrics::set_ready(true);
     let reader = backends::redis_blocking(&cfg).await.context("connecting to Redis")?;
     RedisBridge::new(conn, reader, bus, BridgeSettings::from_config(&cfg))
         .run(shutdown.subscribe())

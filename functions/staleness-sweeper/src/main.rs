@@ -17,6 +17,8 @@ async fn main() -> anyhow::Result<()> {
         stale_after: chrono::Duration::seconds(cfg.stale_after_s),
     });
     let shutdown = backends::shutdown_on_signal();
+    backends::serve_health(&cfg, &shutdown).await?;
+    worldland_shared::metrics::set_ready(true);
     run(
         ctx,
         std::time::Duration::from_secs(cfg.sweep_interval_s),

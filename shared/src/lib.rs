@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod config;
 pub mod jobs;
 pub mod labels;
+pub mod lambda;
 pub mod ledger;
 pub mod messages;
 pub mod metrics;

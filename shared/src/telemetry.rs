@@ -13,3 +13,10 @@ pub fn init(format: LogFormat) {
         LogFormat::Text => builder.try_init(),
     };
 }
+
+/// Logging on Lambda: the Lambda JSON format when `AWS_LAMBDA_LOG_FORMAT=JSON`, else as
+/// configured.
+pub fn init_lambda(format: LogFormat) {
+    let json = std::env::var("AWS_LAMBDA_LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
+    init(if json { LogFormat::Json } else { format });
+}

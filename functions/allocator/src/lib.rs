@@ -519,3 +519,17 @@ impl Handler for Allocator {
         }
     }
 }
+
+/// The worker built from configuration, its clients made once per process (container or Lambda
+/// cold start), never inside the handler.
+pub async fn from_config(
+    cfg: &worldland_shared::Config,
+    bus: Arc<dyn worldland_shared::bus::Bus>,
+) -> Result<Allocator, worldland_shared::backends::BackendError> {
+    use worldland_shared::backends;
+    Ok(Allocator(Context::new(
+        backends::store(cfg).await,
+        bus,
+        backends::replies(cfg).await?,
+    )))
+}

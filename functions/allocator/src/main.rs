@@ -1,8 +1,7 @@
-//! `allocator` as a RabbitMQ consumer.
+//! `allocator` as a RabbitMQ consumer (the container deployment).
 
 use std::sync::Arc;
 
-use allocator::{Allocator, Context};
 use anyhow::Context as _;
 use worldland_shared::{backends, telemetry, Config};
 
@@ -11,7 +10,7 @@ async fn main() -> anyhow::Result<()> {
     let cfg = Config::from_env()?;
     telemetry::init(cfg.log_format);
     let bus = Arc::new(backends::rabbit(&cfg).await.context("connecting to RabbitMQ")?);
-    let ctx = Context::new(backends::store(&cfg).await, bus.clone(), backends::replies(&cfg).await?);
-    backends::run_rabbit_worker(&cfg, bus, Arc::new(Allocator(ctx))).await?;
+    let handler = Arc::new(allocator::from_config(&cfg, bus.clone()).await?);
+    backends::run_rabbit_worker(&cfg, bus, handler).await?;
     Ok(())
 }

@@ -291,3 +291,14 @@ impl Context {
         }
     }
 }
+
+/// The worker built from configuration, its clients made once per process (container or Lambda
+/// cold start), never inside the handler.
+pub async fn from_config(cfg: &worldland_shared::Config) -> Result<HeartbeatRecorder, worldland_shared::backends::BackendError> {
+    use worldland_shared::backends;
+    Ok(HeartbeatRecorder(Context::from_config(
+        cfg,
+        backends::store(cfg).await,
+        backends::cluster(cfg).await?,
+    )))
+}

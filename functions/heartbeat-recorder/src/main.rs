@@ -1,9 +1,8 @@
-//! `heartbeat-recorder` as a RabbitMQ consumer.
+//! `heartbeat-recorder` as a RabbitMQ consumer (the container deployment).
 
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use heartbeat_recorder::{Context, HeartbeatRecorder};
 use worldland_shared::{backends, telemetry, Config};
 
 #[tokio::main]
@@ -11,7 +10,7 @@ async fn main() -> anyhow::Result<()> {
     let cfg = Config::from_env()?;
     telemetry::init(cfg.log_format);
     let bus = Arc::new(backends::rabbit(&cfg).await.context("connecting to RabbitMQ")?);
-    let ctx = Context::from_config(&cfg, backends::store(&cfg).await, backends::cluster(&cfg).await?);
-    backends::run_rabbit_worker(&cfg, bus, Arc::new(HeartbeatRecorder(ctx))).await?;
+    let handler = Arc::new(heartbeat_recorder::from_config(&cfg).await?);
+    backends::run_rabbit_worker(&cfg, bus, handler).await?;
     Ok(())
 }

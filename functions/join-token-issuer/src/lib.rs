@@ -227,3 +227,16 @@ impl Handler for JoinTokenIssuer {
         }
     }
 }
+
+/// The worker built from configuration, its clients made once per process (container or Lambda
+/// cold start), never inside the handler.
+pub async fn from_config(cfg: &worldland_shared::Config) -> Result<JoinTokenIssuer, worldland_shared::backends::BackendError> {
+    use worldland_shared::backends;
+    Ok(JoinTokenIssuer(Context {
+        store: backends::store(cfg).await,
+        cluster: backends::cluster(cfg).await?,
+        replies: backends::replies(cfg).await?,
+        token_ttl: chrono::Duration::seconds(cfg.token_ttl_s),
+        api_endpoint: cfg.api_endpoint.clone(),
+    }))
+}

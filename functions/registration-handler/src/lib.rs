@@ -125,3 +125,19 @@ impl Handler for RegistrationHandler {
         }
     }
 }
+
+/// The worker built from configuration, its clients made once per process (container or Lambda
+/// cold start), never inside the handler.
+pub async fn from_config(
+    cfg: &worldland_shared::Config,
+    bus: Arc<dyn worldland_shared::bus::Bus>,
+) -> Result<RegistrationHandler, worldland_shared::backends::BackendError> {
+    use worldland_shared::backends;
+    Ok(RegistrationHandler(Context {
+        store: backends::store(cfg).await,
+        bus,
+        replies: backends::replies(cfg).await?,
+        policy: cfg.validation_policy(),
+        signatures: cfg.signature_policy,
+    }))
+}

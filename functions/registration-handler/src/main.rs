@@ -1,9 +1,8 @@
-//! `registration-handler` as a RabbitMQ consumer.
+//! `registration-handler` as a RabbitMQ consumer (the container deployment).
 
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use registration_handler::{Context, RegistrationHandler};
 use worldland_shared::{backends, telemetry, Config};
 
 #[tokio::main]
@@ -11,13 +10,7 @@ async fn main() -> anyhow::Result<()> {
     let cfg = Config::from_env()?;
     telemetry::init(cfg.log_format);
     let bus = Arc::new(backends::rabbit(&cfg).await.context("connecting to RabbitMQ")?);
-    let ctx = Context {
-        store: backends::store(&cfg).await,
-        bus: bus.clone(),
-        replies: backends::replies(&cfg).await?,
-        policy: cfg.validation_policy(),
-        signatures: cfg.signature_policy,
-    };
-    backends::run_rabbit_worker(&cfg, bus, Arc::new(RegistrationHandler(ctx))).await?;
+    let handler = Arc::new(registration_handler::from_config(&cfg, bus.clone()).await?);
+    backends::run_rabbit_worker(&cfg, bus, handler).await?;
     Ok(())
 }

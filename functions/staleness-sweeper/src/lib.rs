@@ -176,3 +176,15 @@ pub async fn run(
     }
     tracing::info!("sweeper stopped");
 }
+
+/// The sweeper built from configuration, its clients made once per process.
+pub async fn from_config(cfg: &worldland_shared::Config, bus: Arc<dyn Bus>) -> Result<Context, worldland_shared::backends::BackendError> {
+    use worldland_shared::backends;
+    Ok(Context {
+        store: backends::store(cfg).await,
+        cluster: backends::cluster(cfg).await?,
+        bus,
+        replies: backends::replies(cfg).await?,
+        stale_after: Duration::seconds(cfg.stale_after_s),
+    })
+}

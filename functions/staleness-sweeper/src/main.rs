@@ -2,20 +2,14 @@
 
 use std::sync::Arc;
 
-use staleness_sweeper::{run, Context};
+use staleness_sweeper::{from_config, run};
 use worldland_shared::{backends, telemetry, Config};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cfg = Config::from_env()?;
     telemetry::init(cfg.log_format);
-    let ctx = Arc::new(Context {
-        store: backends::store(&cfg).await,
-        cluster: backends::cluster(&cfg).await?,
-        bus: Arc::new(backends::rabbit(&cfg).await?),
-        replies: backends::replies(&cfg).await?,
-        stale_after: chrono::Duration::seconds(cfg.stale_after_s),
-    });
+    let ctx = Arc::new(from_config(&cfg, Arc::new(backends::rabbit(&cfg).await?)).await?);
     let shutdown = backends::shutdown_on_signal();
     backends::serve_health(&cfg, &shutdown).await?;
     worldland_shared::metrics::set_ready(true);

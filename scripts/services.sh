@@ -73,9 +73,29 @@ stop_started() {
   for s in "${STARTED[@]}"; do
     case $s in
       dynalite) kill "$DYNALITE_PID" 2>/dev/null || true ;;
+      moto) kill "$MOTO_PID" 2>/dev/null || true ;;
       redis) redis-cli -h 127.0.0.1 -p 6379 shutdown nosave >/dev/null 2>&1 || true ;;
       rabbitmq) rabbitmqctl stop >/dev/null 2>&1 || true ;;
     esac
     log "$s: stopped"
   done
+}
+
+# Starts moto's server (SQS only is used: stock moto is fine for SQS, not for DynamoDB races) on a
+# free port, from a virtualenv in .tools, and exports WORLDLAND_TEST_SQS_ENDPOINT.
+start_moto() {
+  local venv="$TOOLS_DIR/venv"
+  if [ ! -x "$venv/bin/moto_server" ]; then
+    log "moto: installing into $venv"
+    python3 -m venv "$venv" >&2
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "moto[server]==5.2.5" >&2
+  fi
+  local port=${MOTO_PORT:-5123}
+  while port_open "$port"; do port=$((port + 1)); done
+  "$venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$TOOLS_DIR/moto.log" 2>&1 &
+  MOTO_PID=$!
+  wait_port "$port" moto 150
+  STARTED+=(moto)
+  export WORLDLAND_TEST_SQS_ENDPOINT="http://127.0.0.1:$port"
+  log "moto: started on $WORLDLAND_TEST_SQS_ENDPOINT"
 }

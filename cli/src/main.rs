@@ -155,20 +155,7 @@ enum ProvidersCommand {
 
 /// Every worker's queue, for `infra init` and `up`.
 fn worker_queues(cfg: &Config) -> Vec<QueueSpec> {
-    [
-        (registration_handler::WORKER, registration_handler::BINDINGS),
-        (join_token_issuer::WORKER, join_token_issuer::BINDINGS),
-        (heartbeat_recorder::WORKER, heartbeat_recorder::BINDINGS),
-        (allocator::WORKER, allocator::BINDINGS),
-        // Not a worker: the answers customers and billing read.
-        (
-            worldland_shared::messages::topics::JOB_EVENTS_QUEUE,
-            worldland_shared::messages::topics::JOB_EVENTS,
-        ),
-    ]
-    .into_iter()
-    .map(|(w, b)| QueueSpec::new(cfg.queue(w), b))
-    .collect()
+    worldland_shared::bus::routes::queues(cfg)
 }
 
 #[tokio::main]

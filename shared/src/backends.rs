@@ -64,6 +64,40 @@ pub async fn rabbit(cfg: &Config) -> Result<RabbitBus, BackendError> {
     Ok(RabbitBus::connect(rabbit_settings(cfg)).await?)
 }
 
+/// An SQS client for `endpoint` (moto, LocalStack) or, without one, real AWS.
+pub async fn sqs_client(endpoint: Option<&str>, region: &str) -> aws_sdk_sqs::Client {
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest()).region(aws_config::Region::new(region.to_string()));
+    if let Some(ep) = endpoint {
+        loader = loader.endpoint_url(ep);
+        if std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
+            loader = loader.credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+                "local",
+                "local",
+                None,
+                None,
+                "worldland-local",
+            ));
+        }
+    }
+    aws_sdk_sqs::Client::new(&loader.load().await)
+}
+
+pub async fn sqs(cfg: &Config) -> crate::bus::sqs::SqsBus {
+    crate::bus::sqs::SqsBus::new(
+        sqs_client(cfg.sqs_endpoint.as_deref(), &cfg.aws_region).await,
+        crate::bus::routes::queues(cfg),
+        cfg.delivery_limit,
+    )
+}
+
+/// The configured bus, for publishing.
+pub async fn bus(cfg: &Config) -> Result<std::sync::Arc<dyn crate::bus::Bus>, BackendError> {
+    Ok(match cfg.bus {
+        crate::config::BusKind::Rabbitmq => std::sync::Arc::new(rabbit(cfg).await?),
+        crate::config::BusKind::Sqs => std::sync::Arc::new(sqs(cfg).await),
+    })
+}
+
 pub async fn dynamo(cfg: &Config) -> DynamoStore {
     DynamoStore::new(
         dynamo_client(cfg.dynamodb_endpoint.as_deref(), &cfg.aws_region).await,

@@ -25,6 +25,14 @@ pub enum StoreKind {
     Dynamodb,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum BusKind {
+    #[default]
+    Rabbitmq,
+    Sqs,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ClusterKind {
@@ -125,6 +133,12 @@ pub struct Config {
     pub delivery_limit: u32,
     #[serde(default = "d_store")]
     pub store: StoreKind,
+    /// Where the bridge (and publishing workers) send messages: RabbitMQ or SQS.
+    #[serde(default)]
+    pub bus: BusKind,
+    /// An SQS-compatible endpoint (moto, LocalStack); unset for AWS.
+    #[serde(default)]
+    pub sqs_endpoint: Option<String>,
     #[serde(default = "d_cluster")]
     pub cluster: ClusterKind,
     #[serde(default)]

@@ -26,8 +26,8 @@ use worldland_shared::state::{Cond, Item, ItemStore, Op, Table, Value};
 use worldland_shared::validation::{check_provider_id, Reason, Rejection};
 use worldland_shared::worker::{decode, Handler, Outcome};
 
-pub const WORKER: &str = "allocator";
-pub const BINDINGS: &[&str] = &[topics::JOB_ALLOCATE, topics::JOB_RELEASE];
+pub const WORKER: &str = worldland_shared::bus::routes::ALLOCATOR.0;
+pub const BINDINGS: &[&str] = worldland_shared::bus::routes::ALLOCATOR.1;
 
 /// How many candidates one allocation tries before it re-reads the fleet.
 pub const MAX_ATTEMPTS: usize = 5;

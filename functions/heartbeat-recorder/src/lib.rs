@@ -17,7 +17,7 @@ use tracing::instrument;
 use worldland_shared::cluster::node::spec_contradiction;
 use worldland_shared::cluster::Cluster;
 use worldland_shared::labels::{self, provider_node_labels};
-use worldland_shared::messages::{topics, Heartbeat, ProviderState, Spec, StreamEnvelope, MAX_ENTRY_BYTES};
+use worldland_shared::messages::{Heartbeat, ProviderState, Spec, StreamEnvelope, MAX_ENTRY_BYTES};
 use worldland_shared::signature::{recover_personal, SignaturePolicy};
 use worldland_shared::state::providers::{
     join, ledger_for, make_available, note_node_write, record_heartbeat, HeartbeatFacts, ProviderRecord,
@@ -26,8 +26,8 @@ use worldland_shared::state::ItemStore;
 use worldland_shared::validation::{check_provider_id, check_timestamp, Reason, Rejection};
 use worldland_shared::worker::{decode, Handler, Outcome};
 
-pub const WORKER: &str = "heartbeat-recorder";
-pub const BINDINGS: &[&str] = &[topics::HEARTBEAT_RECEIVED];
+pub const WORKER: &str = worldland_shared::bus::routes::HEARTBEAT_RECORDER.0;
+pub const BINDINGS: &[&str] = worldland_shared::bus::routes::HEARTBEAT_RECORDER.1;
 
 pub struct Context {
     pub store: Arc<dyn ItemStore>,

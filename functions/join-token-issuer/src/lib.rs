@@ -11,7 +11,7 @@ use tracing::instrument;
 use worldland_shared::cluster::bootstrap::{ca_cert_hash, endpoint_host_port, join_command};
 use worldland_shared::cluster::{BootstrapToken, Cluster, Created};
 use worldland_shared::labels::provider_node_labels;
-use worldland_shared::messages::{topics, ProviderResponse, ProviderState, ProviderValidated, SealedJoin};
+use worldland_shared::messages::{ProviderResponse, ProviderState, ProviderValidated, SealedJoin};
 use worldland_shared::replies::ProviderReplies;
 use worldland_shared::sealed::seal_join;
 use worldland_shared::state::providers::{approve, mark_answered, reserve_token, ProviderRecord};
@@ -20,8 +20,8 @@ use worldland_shared::validation::{Reason, Rejection};
 use worldland_shared::worker::{decode, Handler, Outcome};
 
 /// The routing keys this worker consumes.
-pub const BINDINGS: &[&str] = &[topics::PROVIDER_VALIDATED];
-pub const WORKER: &str = "join-token-issuer";
+pub const BINDINGS: &[&str] = worldland_shared::bus::routes::JOIN_TOKEN_ISSUER.1;
+pub const WORKER: &str = worldland_shared::bus::routes::JOIN_TOKEN_ISSUER.0;
 
 pub struct Context {
     pub store: Arc<dyn ItemStore>,

@@ -9,7 +9,7 @@ async fn main() -> anyhow::Result<()> {
     let cfg = Config::from_env()?;
     telemetry::init(cfg.log_format);
     let conn = backends::redis(&cfg).await.context("connecting to Redis")?;
-    let bus = std::sync::Arc::new(backends::rabbit(&cfg).await.context("connecting to RabbitMQ")?);
+    let bus = backends::bus(&cfg).await.context("connecting to the bus")?;
     let shutdown = backends::shutdown_on_signal();
     backends::serve_health(&cfg, &shutdown).await?;
     worldland_shared::metrics::set_ready(true);

@@ -17,8 +17,8 @@ use worldland_shared::validation::{check_provider_id, validate_registration, Rea
 use worldland_shared::worker::{decode, Handler, Outcome};
 
 /// The routing keys this worker consumes.
-pub const BINDINGS: &[&str] = &[topics::REGISTRATION_RECEIVED];
-pub const WORKER: &str = "registration-handler";
+pub const BINDINGS: &[&str] = worldland_shared::bus::routes::REGISTRATION_HANDLER.1;
+pub const WORKER: &str = worldland_shared::bus::routes::REGISTRATION_HANDLER.0;
 
 pub struct Context {
     pub store: Arc<dyn ItemStore>,

@@ -4,6 +4,7 @@
 
 pub mod memory;
 pub mod rabbit;
+pub mod sqs;
 
 use async_trait::async_trait;
 
@@ -105,6 +106,30 @@ pub trait Bus: Send + Sync + 'static {
     async fn publish(&self, routing_key: &str, message_id: &str, body: &[u8]) -> BusResult<()>;
     /// Declares the queue (idempotently) and consumes it.
     async fn subscribe(&self, queue: &QueueSpec) -> BusResult<Box<dyn Subscription>>;
+}
+
+/// Which worker consumes which routing keys: one table for the RabbitMQ bindings, the SQS bus's
+/// routing, `infra init` and the workers themselves.
+pub mod routes {
+    use crate::messages::topics;
+
+    pub type Route = (&'static str, &'static [&'static str]);
+
+    pub const REGISTRATION_HANDLER: Route = ("registration-handler", &[topics::REGISTRATION_RECEIVED]);
+    pub const JOIN_TOKEN_ISSUER: Route = ("join-token-issuer", &[topics::PROVIDER_VALIDATED]);
+    pub const HEARTBEAT_RECORDER: Route = ("heartbeat-recorder", &[topics::HEARTBEAT_RECEIVED]);
+    pub const ALLOCATOR: Route = ("allocator", &[topics::JOB_ALLOCATE, topics::JOB_RELEASE]);
+    /// Not a worker: the answers customers and billing read.
+    pub const JOB_EVENTS: Route = (topics::JOB_EVENTS_QUEUE, topics::JOB_EVENTS);
+
+    pub const ALL: [Route; 5] = [REGISTRATION_HANDLER, JOIN_TOKEN_ISSUER, HEARTBEAT_RECORDER, ALLOCATOR, JOB_EVENTS];
+
+    /// Every queue, named under the configured prefix.
+    pub fn queues(cfg: &crate::Config) -> Vec<super::QueueSpec> {
+        ALL.iter()
+            .map(|(name, bindings)| super::QueueSpec::new(cfg.queue(name), bindings))
+            .collect()
+    }
 }
 
 /// Topic matching as AMQP does it: `*` one word, `#` zero or more words.

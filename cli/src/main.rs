@@ -106,6 +106,13 @@ enum JobsCommand {
 
 #[derive(Subcommand)]
 enum BenchCommand {
+    /// Each Lambda binary's init time (process start → first request for an event) and size.
+    Coldstart {
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        #[arg(long)]
+        json: bool,
+    },
     /// Allocate+release pairs: one core, and contention (many allocators, few providers), on
     /// the embedded store and on DynamoDB (dynalite) when an endpoint is given.
     Allocate {
@@ -188,6 +195,14 @@ async fn main() -> anyhow::Result<()> {
             }
             if !summary.ok() {
                 std::process::exit(1);
+            }
+        }
+        Command::Bench { command: BenchCommand::Coldstart { runs, json } } => {
+            let rows = bench::coldstart(runs).await?;
+            if json {
+                println!("{}", serde_json::to_string(&rows)?);
+            } else {
+                bench::print_coldstart(&rows);
             }
         }
         Command::Bench {

@@ -31,14 +31,34 @@ pub trait ProviderReplies: Send + Sync + 'static {
 }
 
 pub struct RedisReplies {
-    conn: ConnectionManager,
+    /// Made on first use, so a Lambda cold start makes no network call.
+    conn: tokio::sync::OnceCell<ConnectionManager>,
+    url: Option<String>,
     streams: StreamNames,
     ttl_s: i64,
 }
 
 impl RedisReplies {
     pub fn new(conn: ConnectionManager, streams: StreamNames, ttl_s: i64) -> Self {
-        Self { conn, streams, ttl_s }
+        Self { conn: tokio::sync::OnceCell::new_with(Some(conn)), url: None, streams, ttl_s }
+    }
+
+    /// Connects to `url` on the first answer, not before.
+    pub fn lazy(url: String, streams: StreamNames, ttl_s: i64) -> Self {
+        Self { conn: tokio::sync::OnceCell::new(), url: Some(url), streams, ttl_s }
+    }
+
+    async fn connection(&self) -> redis::RedisResult<ConnectionManager> {
+        let conn = self
+            .conn
+            .get_or_try_init(|| async {
+                let url = self.url.as_deref().unwrap_or("redis://127.0.0.1:6379");
+                let client = redis::Client::open(url)?;
+                let config = redis::aio::ConnectionManagerConfig::new().set_response_timeout(Some(std::time::Duration::from_secs(5)));
+                client.get_connection_manager_with_config(config).await
+            })
+            .await?;
+        Ok(conn.clone())
     }
 }
 
@@ -65,7 +85,7 @@ impl RedisReplies {
             why: e.to_string(),
         };
         let stream = self.streams.response(provider_id);
-        let mut conn = self.conn.clone();
+        let mut conn = self.connection().await.map_err(err)?;
         ensure_group(&mut conn, &stream, AGENT_RESPONSE_GROUP, "0").await.map_err(err)?;
         let now = Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true);
         redis::pipe()

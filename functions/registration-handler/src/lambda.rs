@@ -9,6 +9,6 @@ use worldland_shared::{backends, lambda, telemetry, Config};
 async fn main() -> Result<(), lambda_runtime::Error> {
     let cfg = Config::from_env()?;
     telemetry::init_lambda(cfg.log_format);
-    let handler = Arc::new(registration_handler::from_config(&cfg, Arc::new(backends::rabbit(&cfg).await?)).await?);
+    let handler = Arc::new(registration_handler::from_config(&cfg, backends::bus(&cfg).await?).await?);
     lambda::run_sqs_worker(handler).await
 }

@@ -12,7 +12,7 @@ use worldland_shared::{backends, telemetry, Config};
 async fn main() -> Result<(), lambda_runtime::Error> {
     let cfg = Config::from_env()?;
     telemetry::init_lambda(cfg.log_format);
-    let ctx = Arc::new(from_config(&cfg, Arc::new(backends::rabbit(&cfg).await?)).await?);
+    let ctx = Arc::new(from_config(&cfg, backends::bus(&cfg).await?).await?);
     lambda_runtime::run(service_fn(move |_event: LambdaEvent<EventBridgeEvent>| {
         let ctx = ctx.clone();
         async move {

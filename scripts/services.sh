@@ -99,3 +99,12 @@ start_moto() {
   export WORLDLAND_TEST_SQS_ENDPOINT="http://127.0.0.1:$port"
   log "moto: started on $WORLDLAND_TEST_SQS_ENDPOINT"
 }
+
+# Checks the SAM / CloudFormation template with cfn-lint (PyPI), in the same virtualenv.
+lint_template() {
+  local venv="$TOOLS_DIR/venv"
+  [ -x "$venv/bin/python" ] || python3 -m venv "$venv" >&2
+  [ -x "$venv/bin/cfn-lint" ] || "$venv/bin/pip" install --quiet --disable-pip-version-check "cfn-lint==1.58.0" >&2
+  "$venv/bin/cfn-lint" infra/template.yaml
+  log "cfn-lint: infra/template.yaml is clean"
+}

@@ -3,8 +3,8 @@
 //! RabbitMQ next to a raw Redis-stream + RabbitMQ publish-confirm/consume round trip measured in
 //! the same run. Build with `--release` for figures worth quoting.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -556,11 +556,24 @@ pub struct ColdStart {
 /// show.
 pub async fn coldstart(runs: usize) -> anyhow::Result<Vec<ColdStart>> {
     use tokio::io::AsyncReadExt;
-    let dir = std::env::current_exe()?.parent().map(Path::to_path_buf).ok_or_else(|| anyhow::anyhow!("no directory for this binary"))?;
+    let dir = std::env::current_exe()?
+        .parent()
+        .map(Path::to_path_buf)
+        .ok_or_else(|| anyhow::anyhow!("no directory for this binary"))?;
     let mut rows = vec![];
-    for name in ["registration-handler-lambda", "join-token-issuer-lambda", "heartbeat-recorder-lambda", "allocator-lambda", "staleness-sweeper-lambda"] {
+    for name in [
+        "registration-handler-lambda",
+        "join-token-issuer-lambda",
+        "heartbeat-recorder-lambda",
+        "allocator-lambda",
+        "staleness-sweeper-lambda",
+    ] {
         let path = dir.join(name);
-        anyhow::ensure!(path.exists(), "{} is missing: build the workspace's binaries first (cargo build --release --bins)", path.display());
+        anyhow::ensure!(
+            path.exists(),
+            "{} is missing: build the workspace's binaries first (cargo build --release --bins)",
+            path.display()
+        );
         let size = std::fs::metadata(&path)?.len() as f64 / (1024.0 * 1024.0);
         let mut times = vec![];
         for _ in 0..runs {
@@ -591,22 +604,40 @@ pub async fn coldstart(runs: usize) -> anyhow::Result<Vec<ColdStart>> {
             let (mut sock, _) = accepted.map_err(|_| anyhow::anyhow!("{name} never asked for an event"))??;
             let mut buf = [0u8; 256];
             let n = sock.read(&mut buf).await.unwrap_or(0);
-            anyhow::ensure!(String::from_utf8_lossy(&buf[..n]).contains("/runtime/invocation/next"), "{name}: an unexpected first request");
+            anyhow::ensure!(
+                String::from_utf8_lossy(&buf[..n]).contains("/runtime/invocation/next"),
+                "{name}: an unexpected first request"
+            );
             times.push(took.as_secs_f64() * 1000.0);
             let _ = child.kill().await;
         }
         times.sort_by(|a, b| a.total_cmp(b));
-        rows.push(ColdStart { binary: name.into(), size_mb: size, init_ms_median: times[times.len() / 2], init_ms_max: *times.last().unwrap_or(&0.0) });
+        rows.push(ColdStart {
+            binary: name.into(),
+            size_mb: size,
+            init_ms_median: times[times.len() / 2],
+            init_ms_max: *times.last().unwrap_or(&0.0),
+        });
     }
     Ok(rows)
 }
 
 pub fn print_coldstart(rows: &[ColdStart]) {
-    println!("worldland bench coldstart ({})", if cfg!(debug_assertions) { "DEBUG build — use --release for real figures" } else { "release build" });
+    println!(
+        "worldland bench coldstart ({})",
+        if cfg!(debug_assertions) {
+            "DEBUG build — use --release for real figures"
+        } else {
+            "release build"
+        }
+    );
     println!();
     println!("{:<30} {:>10} {:>16} {:>14}", "binary", "size MiB", "init ms median", "init ms max");
     for r in rows {
-        println!("{:<30} {:>10.1} {:>16.1} {:>14.1}", r.binary, r.size_mb, r.init_ms_median, r.init_ms_max);
+        println!(
+            "{:<30} {:>10.1} {:>16.1} {:>14.1}",
+            r.binary, r.size_mb, r.init_ms_median, r.init_ms_max
+        );
     }
     let worst = rows.iter().map(|r| r.init_ms_median).fold(0.0, f64::max);
     println!();

@@ -197,7 +197,9 @@ async fn main() -> anyhow::Result<()> {
                 std::process::exit(1);
             }
         }
-        Command::Bench { command: BenchCommand::Coldstart { runs, json } } => {
+        Command::Bench {
+            command: BenchCommand::Coldstart { runs, json },
+        } => {
             let rows = bench::coldstart(runs).await?;
             if json {
                 println!("{}", serde_json::to_string(&rows)?);
@@ -261,14 +263,27 @@ async fn main() -> anyhow::Result<()> {
                 "DynamoDB tables ready: {}, {} (index {})",
                 cfg.providers_table, cfg.jobs_table, cfg.providers_state_index
             );
-            let bus = backends::rabbit(&cfg).await.context("connecting to RabbitMQ")?;
-            for q in worker_queues(&cfg) {
-                bus.declare(&q).await?;
-                println!("RabbitMQ queue ready: {} (+ {})", q.name, q.dead_letter_name());
-            }
+            let bus: Arc<dyn Bus> = match cfg.bus {
+                worldland_shared::config::BusKind::Rabbitmq => {
+                    let bus = backends::rabbit(&cfg).await.context("connecting to RabbitMQ")?;
+                    for q in worker_queues(&cfg) {
+                        bus.declare(&q).await?;
+                        println!("RabbitMQ queue ready: {} (+ {})", q.name, q.dead_letter_name());
+                    }
+                    Arc::new(bus)
+                }
+                worldland_shared::config::BusKind::Sqs => {
+                    let bus = backends::sqs(&cfg).await;
+                    for q in worker_queues(&cfg) {
+                        bus.declare(&q).await?;
+                        println!("SQS queue ready: {} (+ {})", q.name, q.dead_letter_name());
+                    }
+                    Arc::new(bus)
+                }
+            };
             let conn = backends::redis(&cfg).await?;
             let reader = backends::redis_blocking(&cfg).await?;
-            let bridge = RedisBridge::new(conn, reader, Arc::new(bus), BridgeSettings::from_config(&cfg));
+            let bridge = RedisBridge::new(conn, reader, bus, BridgeSettings::from_config(&cfg));
             bridge.ensure_groups().await?;
             println!("Redis consumer group ready: {}", cfg.bridge_group);
         }

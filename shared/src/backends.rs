@@ -126,7 +126,11 @@ pub async fn cluster(cfg: &Config) -> Result<Arc<dyn Cluster>, BackendError> {
 
 /// Answers to providers; connects to Redis on first use.
 pub async fn replies(cfg: &Config) -> Result<Arc<RedisReplies>, BackendError> {
-    Ok(Arc::new(RedisReplies::lazy(cfg.redis_url.clone(), cfg.streams(), cfg.response_ttl_s)))
+    Ok(Arc::new(RedisReplies::lazy(
+        cfg.redis_url.clone(),
+        cfg.streams(),
+        cfg.response_ttl_s,
+    )))
 }
 
 /// Runs one worker as a RabbitMQ consumer of its own queue until SIGTERM or Ctrl-C.

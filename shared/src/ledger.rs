@@ -423,6 +423,7 @@ pub mod job {
         pub const DURATION_MS: &str = "duration_ms";
         pub const COST_MICROS: &str = "cost_micros";
         pub const RELEASE_ANSWERED: &str = "release_answered";
+        pub const TTL: &str = "ttl";
     }
 
     /// Job states: `pending` (placing), `allocated`, `rejected`, `released` (ended normally,
@@ -505,6 +506,8 @@ pub mod job {
                 Op::set(attr::DURATION_MS, duration_ms),
                 Op::set(attr::COST_MICROS, cost),
                 Op::Remove(INDEX_SORT_ATTR.into()),
+                // DynamoDB's TTL (epoch seconds) removes closed jobs 90 days after they end.
+                Op::set(attr::TTL, ended_at_ms / 1000 + 90 * 86_400),
             ],
         }
     }

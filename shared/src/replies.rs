@@ -40,12 +40,22 @@ pub struct RedisReplies {
 
 impl RedisReplies {
     pub fn new(conn: ConnectionManager, streams: StreamNames, ttl_s: i64) -> Self {
-        Self { conn: tokio::sync::OnceCell::new_with(Some(conn)), url: None, streams, ttl_s }
+        Self {
+            conn: tokio::sync::OnceCell::new_with(Some(conn)),
+            url: None,
+            streams,
+            ttl_s,
+        }
     }
 
     /// Connects to `url` on the first answer, not before.
     pub fn lazy(url: String, streams: StreamNames, ttl_s: i64) -> Self {
-        Self { conn: tokio::sync::OnceCell::new(), url: Some(url), streams, ttl_s }
+        Self {
+            conn: tokio::sync::OnceCell::new(),
+            url: Some(url),
+            streams,
+            ttl_s,
+        }
     }
 
     async fn connection(&self) -> redis::RedisResult<ConnectionManager> {

@@ -2,6 +2,7 @@
 //! exchange and tables (a random prefix) and removes them when it ends, even on a panic.
 
 pub mod kube_mock;
+pub mod lambda_api;
 pub mod notifying_store;
 
 use std::collections::BTreeMap;

@@ -193,8 +193,9 @@ async fn cold_path(hb: &Heartbeat, facts: &HeartbeatFacts<'_>, signer: Option<&s
         )),
         ProviderState::Approved => join_cluster(rec, facts, ctx, now).await,
         _ => match rec.last_heartbeat {
-            Some(last) if last == hb.timestamp => Outcome::Done, // the same heartbeat again
-            Some(last) if last > hb.timestamp => Outcome::Rejected(Rejection::new(
+            // Stored times are whole milliseconds; compare at that precision.
+            Some(last) if last.timestamp_millis() == hb.timestamp.timestamp_millis() => Outcome::Done, // the same heartbeat again
+            Some(last) if last.timestamp_millis() > hb.timestamp.timestamp_millis() => Outcome::Rejected(Rejection::new(
                 Reason::StaleHeartbeat,
                 "an equal or later heartbeat was already recorded",
             )),

@@ -108,3 +108,13 @@ lint_template() {
   "$venv/bin/cfn-lint" infra/template.yaml
   log "cfn-lint: infra/template.yaml is clean"
 }
+
+# cargo-lambda (PyPI) for the Lambda tests: `cargo lambda watch` on 127.0.0.1 runs the real
+# bootstrap binaries under its emulator.
+ensure_cargo_lambda() {
+  local venv="$TOOLS_DIR/venv"
+  [ -x "$venv/bin/python" ] || python3 -m venv "$venv" >&2
+  [ -x "$venv/bin/cargo-lambda" ] || "$venv/bin/pip" install --quiet --disable-pip-version-check "cargo-lambda==1.9.2" >&2
+  export WORLDLAND_TEST_CARGO_LAMBDA_DIR="$venv/bin"
+  log "cargo-lambda: $("$venv/bin/cargo-lambda" lambda --version 2>/dev/null || echo installed)"
+}

@@ -1,131 +1,100 @@
-//! A Lambda Runtime API on loopback: hands one event to a real `<worker>-lambda` bootstrap binary
-//! (the real lambda_runtime inside it) and captures the function's response, as the Lambda
-//! service would.
+//! Invoking the real `<worker>-lambda` bootstrap binaries the way AWS users test them locally:
+//! `cargo lambda watch` (cargo-lambda, from PyPI; scripts/test installs it) runs its Lambda
+//! emulator on 127.0.0.1, and `cargo lambda invoke` hands it one event and prints the response.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-
-/// Where `cargo build --workspace --bins` (run by scripts/test) put the binaries.
-pub fn binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    // target/debug/deps/<test> → target/debug/<name>
-    let dir = exe.parent().and_then(|d| d.parent()).expect("target directory");
-    let path = dir.join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo build --workspace --bins` first (scripts/test does)",
-        path.display()
-    );
-    path
+fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// One HTTP/1.1 request: (method, path, body).
-async fn read_request(sock: &mut TcpStream) -> Option<(String, String, Vec<u8>)> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let head_end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i;
-        }
-        let n = sock.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-    let mut lines = head.lines();
-    let mut first = lines.next()?.split_whitespace();
-    let (method, path) = (first.next()?.to_string(), first.next()?.to_string());
-    let len: usize = lines
-        .filter_map(|l| l.split_once(':'))
-        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, v)| v.trim().parse().ok())
-        .unwrap_or(0);
-    let mut body = buf[head_end + 4..].to_vec();
-    while body.len() < len {
-        let n = sock.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            break;
-        }
-        body.extend_from_slice(&chunk[..n]);
-    }
-    Some((method, path, body))
+/// `PATH` with cargo-lambda's directory (scripts/test exports `WORLDLAND_TEST_CARGO_LAMBDA_DIR`).
+fn path_with_cargo_lambda() -> String {
+    let dir =
+        std::env::var("WORLDLAND_TEST_CARGO_LAMBDA_DIR").unwrap_or_else(|_| workspace().join(".tools/venv/bin").display().to_string());
+    format!("{dir}:{}", std::env::var("PATH").unwrap_or_default())
 }
 
-async fn respond(sock: &mut TcpStream, status: &str, headers: &[(&str, String)], body: &[u8]) {
-    let mut head = format!(
-        "HTTP/1.1 {status}\r\ncontent-length: {}\r\ncontent-type: application/json\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    let _ = sock.write_all(head.as_bytes()).await;
-    let _ = sock.write_all(body).await;
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// Runs `binary` with `env`, hands it `event` once, and returns the response body it posted.
-pub async fn invoke_once(binary: &PathBuf, env: &[(String, String)], event: &serde_json::Value) -> serde_json::Value {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let api = listener.local_addr().unwrap();
-    let mut child = tokio::process::Command::new(binary)
-        .envs(env.iter().cloned())
-        .env("AWS_LAMBDA_RUNTIME_API", api.to_string())
-        .env("AWS_LAMBDA_FUNCTION_NAME", "test-function")
-        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
-        .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
-        .env("AWS_LAMBDA_LOG_STREAM_NAME", "test")
-        .env("AWS_LAMBDA_LOG_GROUP_NAME", "test")
-        .env("AWS_REGION", "us-east-1")
+/// Starts `cargo lambda watch` with `env` for the functions, invokes `function` with `event`
+/// once, and returns the response.
+pub async fn invoke_once(function: &str, env: &[(String, String)], event: &serde_json::Value) -> serde_json::Value {
+    let port = free_port();
+    let vars = env.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
+    let path = path_with_cargo_lambda();
+    let mut watch = tokio::process::Command::new("cargo")
+        .current_dir(workspace())
+        .env("PATH", &path)
+        .args([
+            "lambda",
+            "watch",
+            "--invoke-address",
+            "127.0.0.1",
+            "--invoke-port",
+            &port.to_string(),
+            "--ignore-changes",
+            "--env-var",
+            &vars,
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
         .kill_on_drop(true)
         .spawn()
-        .expect("the bootstrap binary starts");
-    let body = serde_json::to_vec(event).unwrap();
-    let served = async {
-        let mut handed = false;
-        loop {
-            let (mut sock, _) = listener.accept().await.unwrap();
-            while let Some((method, path, req_body)) = read_request(&mut sock).await {
-                if method == "GET" && path.ends_with("/invocation/next") {
-                    if handed {
-                        // Hold the runtime here: the test is done with it.
-                        tokio::time::sleep(Duration::from_secs(3600)).await;
-                    }
-                    handed = true;
-                    let deadline = (std::time::SystemTime::now() + Duration::from_secs(60))
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .unwrap()
-                        .as_millis();
-                    let headers = [
-                        ("lambda-runtime-aws-request-id", "req-1".to_string()),
-                        ("lambda-runtime-deadline-ms", deadline.to_string()),
-                        (
-                            "lambda-runtime-invoked-function-arn",
-                            "arn:aws:lambda:us-east-1:000000000000:function:test-function".to_string(),
-                        ),
-                        ("lambda-runtime-trace-id", "Root=1-00000000-000000000000000000000000".to_string()),
-                    ];
-                    respond(&mut sock, "200 OK", &headers, &body).await;
-                } else if method == "POST" && path.ends_with("/invocation/req-1/response") {
-                    respond(&mut sock, "202 Accepted", &[], b"{}").await;
-                    return serde_json::from_slice::<serde_json::Value>(&req_body).unwrap();
-                } else if method == "POST" && path.contains("/error") {
-                    respond(&mut sock, "202 Accepted", &[], b"{}").await;
-                    panic!("the function reported an error: {}", String::from_utf8_lossy(&req_body));
-                } else {
-                    respond(&mut sock, "404 Not Found", &[], b"{}").await;
-                }
-            }
+        .expect("cargo lambda watch (scripts/test installs cargo-lambda)");
+    // The emulator has no readiness signal but its port: poll it, bounded.
+    let mut up = false;
+    for _ in 0..300 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            up = true;
+            break;
         }
-    };
-    let out = tokio::time::timeout(Duration::from_secs(30), served)
-        .await
-        .expect("a response within 30 s");
-    let _ = child.kill().await;
-    out
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(up, "cargo lambda watch did not open 127.0.0.1:{port}");
+    let data = tempfile_with(&serde_json::to_vec(event).unwrap());
+    let out = tokio::time::timeout(
+        Duration::from_secs(120),
+        tokio::process::Command::new("cargo")
+            .current_dir(workspace())
+            .env("PATH", &path)
+            .args([
+                "lambda",
+                "invoke",
+                function,
+                "--invoke-address",
+                "127.0.0.1",
+                "--invoke-port",
+                &port.to_string(),
+                "--data-file",
+            ])
+            .arg(&data)
+            .output(),
+    )
+    .await
+    .expect("cargo lambda invoke within 120 s")
+    .expect("cargo lambda invoke runs");
+    let _ = watch.kill().await;
+    let _ = std::fs::remove_file(&data);
+    assert!(
+        out.status.success(),
+        "cargo lambda invoke failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let json = stdout
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'))
+        .unwrap_or_else(|| panic!("no JSON response in: {stdout}"));
+    serde_json::from_str(json).unwrap()
+}
+
+fn tempfile_with(bytes: &[u8]) -> PathBuf {
+    let path = std::env::temp_dir().join(format!("wl-event-{}.json", uuid::Uuid::new_v4().simple()));
+    std::fs::write(&path, bytes).unwrap();
+    path
 }

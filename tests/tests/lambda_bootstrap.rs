@@ -1,6 +1,7 @@
-//! The real Lambda bootstrap binaries, each handed a real SQS event (good, bad and duplicate
-//! records) through a Lambda Runtime API on loopback: the `batchItemFailures` name exactly the
-//! bad records, and the state in dynalite is as if each good message had arrived once.
+//! The real Lambda bootstrap binaries under cargo-lambda's emulator (`cargo lambda watch` on
+//! 127.0.0.1, `cargo lambda invoke`), each handed a real SQS event with good, bad and duplicate
+//! records: the `batchItemFailures` name exactly the bad records, and the state in dynalite is as
+//! if each good message had arrived once.
 
 use serde_json::json;
 use worldland_provider_sdk::simulated::SimulatedProvider;
@@ -8,7 +9,7 @@ use worldland_shared::bus::routes;
 use worldland_shared::messages::jobs::AllocateRequest;
 use worldland_shared::messages::topics;
 use worldland_shared::state::{ItemStore, Table, Value};
-use worldland_tests::lambda_api::{binary, invoke_once};
+use worldland_tests::lambda_api::invoke_once;
 use worldland_tests::{seed_available, TestEnv};
 
 fn sqs_record(id: &str, body: &str, routing_key: &str) -> serde_json::Value {
@@ -68,7 +69,7 @@ async fn registration_handler_lambda_reports_only_the_bad_records() {
         sqs_record("m-b", &env_b, key),
         sqs_record("m-a-again", &env_a, key),
     ]});
-    let response = invoke_once(&binary("registration-handler-lambda"), &vars, &event).await;
+    let response = invoke_once("registration-handler-lambda", &vars, &event).await;
     assert_eq!(failures(&response), vec!["m-bad"]);
     let providers = store.scan(Table::Providers).await.unwrap();
     assert_eq!(providers.len(), 2, "the duplicate made no second provider");
@@ -101,7 +102,7 @@ async fn allocator_lambda_reports_only_the_bad_records() {
         sqs_record("m-1-again", &req("job-1"), topics::JOB_ALLOCATE),
         sqs_record("m-release", r#"{"job_id":"job-1","reason":"done"}"#, topics::JOB_RELEASE),
     ]});
-    let response = invoke_once(&binary("allocator-lambda"), &vars, &event).await;
+    let response = invoke_once("allocator-lambda", &vars, &event).await;
     assert_eq!(failures(&response), vec!["m-zero"]);
     let job = store.get(Table::Jobs, "job-1").await.unwrap().unwrap();
     assert_eq!(job.get("state"), Some(&Value::from("released")), "allocated once, then released");
@@ -133,7 +134,7 @@ async fn join_token_issuer_lambda_reports_only_the_bad_records() {
         sqs_record("m-unknown", r#"{"provider_id":"nobody","registration_id":"1-0"}"#, key),
         sqs_record("m-v-again", &validated, key),
     ]});
-    let response = invoke_once(&binary("join-token-issuer-lambda"), &vars, &event).await;
+    let response = invoke_once("join-token-issuer-lambda", &vars, &event).await;
     assert_eq!(failures(&response), vec!["m-unknown"]);
     let rec = worldland_shared::state::providers::ProviderRecord::load(reg_store.as_ref(), &p.provider_id)
         .await
@@ -161,7 +162,7 @@ async fn heartbeat_recorder_lambda_reports_only_the_bad_records() {
         sqs_record("m-hb-again", &beat, key),
         sqs_record("m-bad", r#"{"data":"{}","stream":"s","entry_id":"1-0"}"#, key),
     ]});
-    let response = invoke_once(&binary("heartbeat-recorder-lambda"), &vars, &event).await;
+    let response = invoke_once("heartbeat-recorder-lambda", &vars, &event).await;
     assert_eq!(failures(&response), vec!["m-bad"]);
     let rec = worldland_shared::state::providers::ProviderRecord::load(&store, &p.provider_id)
         .await
@@ -187,6 +188,6 @@ async fn staleness_sweeper_lambda_sweeps_on_a_scheduled_event() {
         "time": now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true), "region": "us-east-1",
         "resources": ["arn:aws:events:us-east-1:000000000000:rule/sweep"], "detail": {}
     });
-    let report = invoke_once(&binary("staleness-sweeper-lambda"), &vars, &event).await;
+    let report = invoke_once("staleness-sweeper-lambda", &vars, &event).await;
     assert_eq!(report["marked_offline"], 1, "{report}");
 }

@@ -10,7 +10,7 @@ use crate::cluster::simulated::SimulatedCluster;
 use crate::cluster::Cluster;
 use crate::config::{ClusterKind, Config, StoreKind};
 use crate::replies::RedisReplies;
-use crate::state::dynamo::{dynamo_client, DynamoStore};
+use crate::state::dynamo::DynamoStore;
 use crate::state::memory::MemoryStore;
 use crate::state::ItemStore;
 
@@ -64,12 +64,14 @@ pub async fn rabbit(cfg: &Config) -> Result<RabbitBus, BackendError> {
     Ok(RabbitBus::connect(rabbit_settings(cfg)).await?)
 }
 
-/// An SQS client for `endpoint` (moto, LocalStack) or, without one, real AWS.
-pub async fn sqs_client(endpoint: Option<&str>, region: &str) -> aws_sdk_sqs::Client {
+/// The AWS configuration every client is built from: a local `endpoint` (dynalite, moto,
+/// LocalStack) or, without one, real AWS from the environment's credentials.
+pub async fn aws_config(endpoint: Option<&str>, region: &str) -> aws_config::SdkConfig {
     let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest()).region(aws_config::Region::new(region.to_string()));
     if let Some(ep) = endpoint {
         loader = loader.endpoint_url(ep);
         if std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
+            // Local servers accept any key; this avoids probing the instance metadata service.
             loader = loader.credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
                 "local",
                 "local",
@@ -79,7 +81,15 @@ pub async fn sqs_client(endpoint: Option<&str>, region: &str) -> aws_sdk_sqs::Cl
             ));
         }
     }
-    aws_sdk_sqs::Client::new(&loader.load().await)
+    loader.load().await
+}
+
+pub async fn sqs_client(endpoint: Option<&str>, region: &str) -> aws_sdk_sqs::Client {
+    aws_sdk_sqs::Client::new(&aws_config(endpoint, region).await)
+}
+
+pub async fn dynamo_client(endpoint: Option<&str>, region: &str) -> aws_sdk_dynamodb::Client {
+    aws_sdk_dynamodb::Client::new(&aws_config(endpoint, region).await)
 }
 
 pub async fn sqs(cfg: &Config) -> crate::bus::sqs::SqsBus {

@@ -393,23 +393,3 @@ impl DynamoStore {
         }
     }
 }
-
-/// A DynamoDB client for `endpoint` (dynalite, LocalStack) or, without one, real AWS from the
-/// environment's credentials. Built once per process.
-pub async fn dynamo_client(endpoint: Option<&str>, region: &str) -> Client {
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest()).region(aws_config::Region::new(region.to_string()));
-    if let Some(ep) = endpoint {
-        loader = loader.endpoint_url(ep);
-        if std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
-            // Local servers accept any key; this avoids probing the instance metadata service.
-            loader = loader.credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
-                "local",
-                "local",
-                None,
-                None,
-                "worldland-local",
-            ));
-        }
-    }
-    Client::new(&loader.load().await)
-}

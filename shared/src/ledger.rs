@@ -617,32 +617,9 @@ mod tests {
 
     #[test]
     fn allocate_and_release_keep_the_invariants() {
-        use crate::messages::{Gpu, MiningConfig};
-        let gpu = Gpu {
-            index: None,
-            name: "NVIDIA GeForce RTX 4090".into(),
-            memory_mb: 24564,
-            uuid: None,
-            driver_ver: None,
-            cuda_version: None,
-            pci_bus_id: None,
-        };
-        let spec = Spec {
-            hostname: "h".into(),
-            os: None,
-            kernel_ver: None,
-            architecture: None,
-            cpu_model: None,
-            cpu_cores: 32,
-            cpu_threads: None,
-            total_memory_mb: 131072,
-            gpus: vec![gpu; 4],
-            total_gpus: 4,
-            total_disk_gb: None,
-            available_disk_gb: 100,
-            public_ip: "8.8.8.8".into(),
-            private_ip: None,
-        };
+        use crate::messages::MiningConfig;
+        // 4 GPUs, 32 cores, 128 GiB.
+        let spec = crate::messages::sample_registration("p", "0x0", 4).spec;
         let cap = Capacity {
             gpu_count: Some(4),
             cpu_cores: Some(24),

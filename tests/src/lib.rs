@@ -170,6 +170,7 @@ pub mod lifecycle {
 
     use chrono::{DateTime, Utc};
     use worldland_provider_sdk::simulated::{signed_envelope, SimulatedProvider};
+    use worldland_shared::cluster::simulated::SimulatedCluster;
     use worldland_shared::cluster::{Cluster, NodeInfo};
     use worldland_shared::messages::{Heartbeat, ProviderValidated, Registration, StreamEnvelope};
     use worldland_shared::replies::MemoryReplies;
@@ -241,6 +242,30 @@ pub mod lifecycle {
             enc_pubkey: p.registration.enc_pubkey.clone(),
         };
         assert_eq!(join_token_issuer::handle(&msg, &issuer, now).await, Outcome::Done);
+    }
+
+    /// The recorder as configured by default (required signatures, 5-minute windows).
+    pub fn recorder(store: Arc<dyn ItemStore>, cluster: Arc<dyn Cluster>) -> heartbeat_recorder::Context {
+        heartbeat_recorder::Context {
+            store,
+            cluster,
+            signatures: SignaturePolicy::Required,
+            replay_window: chrono::Duration::minutes(5),
+            annotate_interval: chrono::Duration::minutes(5),
+        }
+    }
+
+    /// Provider `n`, approved, its Ready node in a simulated cluster, and its first heartbeat at
+    /// `now` recorded: an available provider.
+    pub async fn available_provider(n: usize, now: DateTime<Utc>) -> (Arc<dyn ItemStore>, Arc<SimulatedCluster>, SimulatedProvider) {
+        let store: Arc<dyn ItemStore> = Arc::new(worldland_shared::state::memory::MemoryStore::new());
+        let cluster = Arc::new(SimulatedCluster::new("https://10.0.0.1:6443"));
+        let p = fixture_shaped_provider(n, now);
+        approve(&p, store.clone(), cluster.clone(), now).await;
+        cluster.add_node(node_for(&p, true));
+        let first = heartbeat_recorder::handle(&heartbeat(&p, now, 0), &recorder(store.clone(), cluster.clone()), now).await;
+        assert_eq!(first, Outcome::Done);
+        (store, cluster, p)
     }
 
     /// A heartbeat from `p` at `at`, signed by its wallet, as the bridge forwards it.

@@ -17,7 +17,7 @@ use worldland_shared::state::providers::ProviderRecord;
 use worldland_shared::state::{ItemStore, Table};
 use worldland_shared::worker::Outcome;
 use worldland_tests::kube_mock::{fixture, mock_client, ApiServerVerifier, Expect};
-use worldland_tests::lifecycle::{approve, fixture_shaped_provider, heartbeat, node_for};
+use worldland_tests::lifecycle::{approve, available_provider, fixture_shaped_provider, heartbeat, recorder};
 
 const NODE: &str = "/api/v1/nodes/gpu-server-01";
 const MERGE: &str = "application/merge-patch+json";
@@ -25,16 +25,6 @@ const WAIT: StdDuration = StdDuration::from_secs(5);
 
 fn t0() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 27, 12, 0, 0).unwrap()
-}
-
-fn recorder(store: Arc<dyn ItemStore>, cluster: Arc<dyn Cluster>) -> heartbeat_recorder::Context {
-    heartbeat_recorder::Context {
-        store,
-        cluster,
-        signatures: SignaturePolicy::Required,
-        replay_window: Duration::minutes(5),
-        annotate_interval: Duration::minutes(5),
-    }
 }
 
 fn kube() -> (Arc<dyn Cluster>, worldland_tests::kube_mock::Handle) {
@@ -135,15 +125,7 @@ async fn join_labels_the_node_deletes_the_token_and_steady_state_makes_no_call()
 #[tokio::test]
 async fn offline_taint_keeps_other_taints_survives_a_conflict_and_is_removed_on_recovery() {
     let now = t0();
-    let store: Arc<dyn ItemStore> = Arc::new(MemoryStore::new());
-    let sim = Arc::new(SimulatedCluster::new("https://10.0.0.1:6443"));
-    let p = fixture_shaped_provider(2, now);
-    approve(&p, store.clone(), sim.clone(), now).await;
-    sim.add_node(node_for(&p, true));
-    assert_eq!(
-        heartbeat_recorder::handle(&heartbeat(&p, now, 0), &recorder(store.clone(), sim.clone()), now).await,
-        Outcome::Done
-    );
+    let (store, _sim, p) = available_provider(2, now).await;
 
     // The sweeper, three minutes later: status label, then the taint by read-modify-write with
     // the resourceVersion as precondition; the first write meets a conflict and is redone.
@@ -271,14 +253,9 @@ fn resign(env: &StreamEnvelope, data: String, key: &k256::ecdsa::SigningKey) -> 
 #[tokio::test]
 async fn bad_heartbeats_are_refused_with_their_reason_and_change_nothing() {
     let now = t0();
-    let store: Arc<dyn ItemStore> = Arc::new(MemoryStore::new());
-    let sim = Arc::new(SimulatedCluster::new("https://10.0.0.1:6443"));
-    let p = fixture_shaped_provider(5, now);
-    approve(&p, store.clone(), sim.clone(), now).await;
-    sim.add_node(node_for(&p, true));
+    let (store, sim, p) = available_provider(5, now).await;
     let ctx = recorder(store.clone(), sim.clone());
     let last = now + Duration::seconds(60);
-    assert_eq!(heartbeat_recorder::handle(&heartbeat(&p, now, 0), &ctx, now).await, Outcome::Done);
     assert_eq!(heartbeat_recorder::handle(&heartbeat(&p, last, 0), &ctx, last).await, Outcome::Done);
     // A second provider, registered but not approved.
     let pending = fixture_shaped_provider(6, now);

@@ -9,15 +9,13 @@ use std::time::Duration as StdDuration;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use tokio::sync::broadcast;
 use worldland_shared::cluster::simulated::SimulatedCluster;
-use worldland_shared::cluster::Cluster;
 use worldland_shared::labels;
 use worldland_shared::messages::ProviderState;
-use worldland_shared::signature::SignaturePolicy;
 use worldland_shared::state::memory::MemoryStore;
 use worldland_shared::state::providers::{mark_offline_if_stale, seed_available, ProviderRecord};
 use worldland_shared::state::{ItemStore, Table};
 use worldland_shared::worker::Outcome;
-use worldland_tests::lifecycle::{approve, fixture_shaped_provider, heartbeat, node_for};
+use worldland_tests::lifecycle::{approve, available_provider, fixture_shaped_provider, heartbeat, node_for, recorder};
 use worldland_tests::notifying_store::NotifyingStore;
 
 const THRESHOLD: i64 = 120;
@@ -31,16 +29,6 @@ fn t0() -> DateTime<Utc> {
 fn clock() -> Arc<dyn Fn() -> DateTime<Utc> + Send + Sync> {
     let base = tokio::time::Instant::now();
     Arc::new(move || t0() + Duration::from_std(tokio::time::Instant::now() - base).unwrap())
-}
-
-fn recorder(store: Arc<dyn ItemStore>, cluster: Arc<dyn Cluster>) -> heartbeat_recorder::Context {
-    heartbeat_recorder::Context {
-        store,
-        cluster,
-        signatures: SignaturePolicy::Required,
-        replay_window: Duration::minutes(5),
-        annotate_interval: Duration::minutes(5),
-    }
 }
 
 async fn state_of(store: &dyn ItemStore, id: &str) -> ProviderRecord {
@@ -132,13 +120,8 @@ async fn offline_within_threshold_plus_one_sweep_and_back_on_the_next_heartbeat(
 #[tokio::test]
 async fn a_heartbeat_racing_the_sweeper_is_never_lost() {
     let now = t0();
-    let store: Arc<dyn ItemStore> = Arc::new(MemoryStore::new());
-    let cluster = Arc::new(SimulatedCluster::new("https://10.0.0.1:6443"));
-    let p = fixture_shaped_provider(2, now);
-    approve(&p, store.clone(), cluster.clone(), now).await;
-    cluster.add_node(node_for(&p, true));
+    let (store, cluster, p) = available_provider(2, now).await;
     let ctx = recorder(store.clone(), cluster.clone());
-    assert_eq!(heartbeat_recorder::handle(&heartbeat(&p, now, 0), &ctx, now).await, Outcome::Done);
 
     // The sweeper, three minutes on, reads the provider as stale…
     let sweep_at = now + Duration::minutes(3);
@@ -172,15 +155,7 @@ async fn a_heartbeat_racing_the_sweeper_is_never_lost() {
 #[tokio::test]
 async fn two_sweepers_mark_each_stale_provider_once() {
     let now = t0();
-    let store: Arc<dyn ItemStore> = Arc::new(MemoryStore::new());
-    let cluster = Arc::new(SimulatedCluster::new("https://10.0.0.1:6443"));
-    let p = fixture_shaped_provider(3, now);
-    approve(&p, store.clone(), cluster.clone(), now).await;
-    cluster.add_node(node_for(&p, true));
-    assert_eq!(
-        heartbeat_recorder::handle(&heartbeat(&p, now, 0), &recorder(store.clone(), cluster.clone()), now).await,
-        Outcome::Done
-    );
+    let (store, cluster, _p) = available_provider(3, now).await;
     let ctx = worldland_tests::sweeper(store.clone(), cluster.clone(), Duration::seconds(THRESHOLD));
     let later = now + Duration::minutes(5);
     let (a, b) = tokio::join!(

@@ -406,48 +406,9 @@ pub fn mark_answered(registration_id: &str, now: DateTime<Utc>) -> Transition {
 mod tests {
     use super::super::expr::{apply, eval};
     use super::*;
-    use crate::messages::{Capacity, Gpu, Spec};
 
     fn reg(wallet: &str) -> Registration {
-        Registration {
-            provider_id: "p1".into(),
-            wallet_addr: wallet.into(),
-            spec: Spec {
-                hostname: "GPU-01".into(),
-                os: None,
-                kernel_ver: None,
-                architecture: None,
-                cpu_model: None,
-                cpu_cores: 8,
-                cpu_threads: None,
-                total_memory_mb: 32768,
-                gpus: vec![Gpu {
-                    index: None,
-                    name: "NVIDIA GeForce RTX 4090".into(),
-                    memory_mb: 24564,
-                    uuid: None,
-                    driver_ver: None,
-                    cuda_version: None,
-                    pci_bus_id: None,
-                }],
-                total_gpus: 1,
-                total_disk_gb: None,
-                available_disk_gb: 100,
-                public_ip: "8.8.8.8".into(),
-                private_ip: None,
-            },
-            capacity: Capacity {
-                gpu_count: None,
-                cpu_cores: None,
-                memory_mb: None,
-                gpu_price_per_hour: 0.5,
-                cpu_price_per_hour: None,
-            },
-            mining_config: None,
-            agent_version: None,
-            timestamp: None,
-            enc_pubkey: None,
-        }
+        crate::messages::sample_registration("p1", wallet, 1)
     }
 
     fn run(t: &Transition, item: Option<&Item>) -> Option<Item> {

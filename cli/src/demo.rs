@@ -276,29 +276,41 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoSummary> {
         bus.publish(topics::REGISTRATION_RECEIVED, &env.message_id(), &serde_json::to_vec(&env)?)
             .await?;
     }
-    // Bad ones go after the good ones, so the wallet thief meets an existing provider.
+    // Every good provider answered (so stored) before the bad ones go out: the wallet thief must
+    // meet an existing provider. Answers and dead letters are awaited as they happen.
     let expected_rejections = bad.len();
-    let deadline = Instant::now() + opts.timeout;
-    while store.scan(Table::Providers).await?.len() < providers.len() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    for (env, _) in &bad {
-        bus.publish(topics::REGISTRATION_RECEIVED, &env.message_id(), &serde_json::to_vec(env)?)
-            .await?;
-    }
-
-    // Wait until every good provider has an answer and every bad one is dead-lettered.
-    loop {
-        let answered = providers.iter().filter(|p| !replies.answers_for(&p.provider_id).is_empty()).count();
-        let rejected = bus.dead_letters().len();
+    let mut answers = replies.watch();
+    let mut parked = bus.watch_dead_letters();
+    let show = |answered: usize, rejected: usize| {
         if let Some(bar) = &progress {
             bar.set_position((answered + rejected.min(expected_rejections)) as u64);
             bar.set_message(format!("{rejected} rejected"));
         }
-        if (answered == providers.len() && rejected >= expected_rejections) || Instant::now() >= deadline {
-            break;
+    };
+    let answered = || providers.iter().filter(|p| !replies.answers_for(&p.provider_id).is_empty()).count();
+    let waited = tokio::time::timeout(opts.timeout, async {
+        while answered() < providers.len() {
+            show(answered(), 0);
+            if answers.changed().await.is_err() {
+                break;
+            }
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        for (env, _) in &bad {
+            bus.publish(topics::REGISTRATION_RECEIVED, &env.message_id(), &serde_json::to_vec(env)?)
+                .await?;
+        }
+        while bus.dead_letters().len() < expected_rejections {
+            show(answered(), bus.dead_letters().len());
+            if parked.changed().await.is_err() {
+                break;
+            }
+        }
+        show(answered(), bus.dead_letters().len());
+        Ok::<_, anyhow::Error>(())
+    })
+    .await;
+    if let Ok(result) = waited {
+        result?;
     }
     if let Some(bar) = progress {
         bar.finish();

@@ -131,10 +131,21 @@ impl ProviderReplies for RedisReplies {
 }
 
 /// Answers kept in memory, for the embedded default and tests.
-#[derive(Default)]
 pub struct MemoryReplies {
     answers: Mutex<HashMap<String, Vec<ProviderResponse>>>,
     commands: Mutex<HashMap<String, Vec<MiningCommand>>>,
+    /// Bumped on every answer or command, so callers await them instead of polling.
+    written: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for MemoryReplies {
+    fn default() -> Self {
+        Self {
+            answers: Mutex::default(),
+            commands: Mutex::default(),
+            written: tokio::sync::watch::channel(0).0,
+        }
+    }
 }
 
 impl MemoryReplies {
@@ -148,6 +159,10 @@ impl MemoryReplies {
     }
     pub fn total(&self) -> usize {
         self.answers.lock().expect("replies lock").values().map(Vec::len).sum()
+    }
+    /// Changes after every answer or command written.
+    pub fn watch(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.written.subscribe()
     }
     pub fn commands_for(&self, provider_id: &str) -> Vec<MiningCommand> {
         self.commands
@@ -168,6 +183,7 @@ impl ProviderReplies for MemoryReplies {
             .entry(provider_id.to_string())
             .or_default()
             .push(response.clone());
+        self.written.send_modify(|n| *n += 1);
         Ok(())
     }
 

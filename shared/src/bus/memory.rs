@@ -46,6 +46,8 @@ struct Inner {
 pub struct MemoryBus {
     inner: Arc<Mutex<Inner>>,
     delivery_limit: u32,
+    /// Bumped on every dead letter, so callers await them instead of polling.
+    parked: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl MemoryBus {
@@ -53,11 +55,17 @@ impl MemoryBus {
         Self {
             inner: Arc::default(),
             delivery_limit,
+            parked: Arc::new(tokio::sync::watch::channel(0).0),
         }
     }
 
     pub fn dead_letters(&self) -> Vec<DeadLetter> {
         self.inner.lock().expect("bus lock").dead.clone()
+    }
+
+    /// Changes after every dead letter.
+    pub fn watch_dead_letters(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.parked.subscribe()
     }
 
     pub fn published(&self) -> u64 {
@@ -162,6 +170,7 @@ impl MemorySettle {
             reason: reason.to_string(),
             detail: detail.to_string(),
         });
+        self.bus.parked.send_modify(|n| *n += 1);
     }
 }
 

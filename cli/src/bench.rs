@@ -17,16 +17,17 @@ use lapin::options::{
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use tokio::sync::broadcast;
+use worldland_adapters::cluster::simulated::SimulatedCluster;
+use worldland_adapters::state::memory::MemoryStore;
+use worldland_core::bus::{Bus, QueueSpec};
+use worldland_core::messages::{Heartbeat, StreamEnvelope};
+use worldland_core::signature::{sign_personal, SignaturePolicy};
+use worldland_core::state::providers::seed_available;
+use worldland_core::state::{ItemStore, Table};
+use worldland_core::worker::{Handler, Outcome};
 use worldland_provider_sdk::simulated::SimulatedProvider;
-use worldland_shared::bus::{Bus, QueueSpec};
-use worldland_shared::cluster::simulated::SimulatedCluster;
-use worldland_shared::messages::{Heartbeat, StreamEnvelope};
-use worldland_shared::signature::{sign_personal, SignaturePolicy};
-use worldland_shared::state::memory::MemoryStore;
-use worldland_shared::state::providers::seed_available;
-use worldland_shared::state::{ItemStore, Table};
-use worldland_shared::worker::{run_consumer, Handler, Outcome};
-use worldland_shared::{backends, Config};
+use worldland_runtime::worker::run_consumer;
+use worldland_runtime::{backends, Config};
 
 const INTERVAL_S: f64 = 30.0;
 
@@ -255,7 +256,7 @@ pub async fn through_redis_and_rabbitmq(count: usize) -> anyhow::Result<PathFigu
     // The raw round trip: XREADGROUP → publish with confirm → XACK, and consume + ack.
     let raw_stream = format!("{prefix}:raw");
     let raw_queue = format!("{prefix}.raw");
-    worldland_shared::replies::ensure_group(&mut conn, &raw_stream, "raw", "0").await?;
+    worldland_adapters::replies::ensure_group(&mut conn, &raw_stream, "raw", "0").await?;
     let amqp = Connection::connect(&cfg.amqp_url, ConnectionProperties::default()).await?;
     let pub_ch = amqp.create_channel().await?;
     pub_ch.confirm_select(ConfirmSelectOptions::default()).await?;
@@ -425,8 +426,8 @@ pub async fn allocate_pairs(
     gpus_each: u32,
     pairs_each: usize,
 ) -> anyhow::Result<AllocateFigures> {
-    use worldland_shared::messages::jobs::{AllocateRequest, ReleaseRequest};
-    use worldland_shared::messages::topics;
+    use worldland_core::messages::jobs::{AllocateRequest, ReleaseRequest};
+    use worldland_core::messages::topics;
     let now = Utc::now();
     let run = &uuid::Uuid::new_v4().simple().to_string()[..8];
     for n in 0..providers {
@@ -440,7 +441,7 @@ pub async fn allocate_pairs(
             .apply_on(store.as_ref(), Table::Providers, &p.provider_id)
             .await?;
     }
-    let bus = Arc::new(worldland_shared::bus::memory::MemoryBus::new(5));
+    let bus = Arc::new(worldland_adapters::bus::memory::MemoryBus::new(5));
     let events = QueueSpec::new(topics::JOB_EVENTS_QUEUE, topics::JOB_EVENTS);
     bus.declare(&events);
     // Drain the answers as they come, like a customer would.
@@ -450,7 +451,7 @@ pub async fn allocate_pairs(
             let _ = d.ack().await;
         }
     });
-    let replies = Arc::new(worldland_shared::replies::MemoryReplies::default());
+    let replies = Arc::new(worldland_adapters::replies::MemoryReplies::default());
     let failures0 = allocator::STATS.condition_failures.load(Ordering::Relaxed);
     let t0 = Instant::now();
     let mut tasks = vec![];
@@ -492,7 +493,7 @@ pub async fn allocate_pairs(
     draining.abort();
     let failures = allocator::STATS.condition_failures.load(Ordering::Relaxed) - failures0;
     let pairs = allocators * pairs_each;
-    let audit_clean = worldland_shared::jobs::audit(store.as_ref()).await?.is_empty();
+    let audit_clean = worldland_core::jobs::audit(store.as_ref()).await?.is_empty();
     Ok(AllocateFigures {
         store: store_name.into(),
         scenario: scenario.into(),

@@ -9,20 +9,21 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use serde::Serialize;
 use tokio::sync::broadcast;
+use worldland_adapters::bus::memory::MemoryBus;
+use worldland_adapters::cluster::simulated::SimulatedCluster;
+use worldland_adapters::replies::MemoryReplies;
+use worldland_adapters::state::memory::MemoryStore;
+use worldland_core::bus::{Bus, QueueSpec};
+use worldland_core::messages::{topics, ProviderState, StreamEnvelope};
+use worldland_core::signature::SignaturePolicy;
+use worldland_core::state::providers::ProviderRecord;
+use worldland_core::state::{ItemStore, Table};
+use worldland_core::streams::StreamNames;
+use worldland_core::validation::ValidationPolicy;
+use worldland_core::worker::Handler;
 use worldland_provider_sdk::client::join_from_response;
 use worldland_provider_sdk::simulated::{signed_envelope, SimulatedProvider};
-use worldland_shared::bus::memory::MemoryBus;
-use worldland_shared::bus::{Bus, QueueSpec};
-use worldland_shared::cluster::simulated::SimulatedCluster;
-use worldland_shared::messages::{topics, ProviderState, StreamEnvelope};
-use worldland_shared::replies::MemoryReplies;
-use worldland_shared::signature::SignaturePolicy;
-use worldland_shared::state::memory::MemoryStore;
-use worldland_shared::state::providers::ProviderRecord;
-use worldland_shared::state::{ItemStore, Table};
-use worldland_shared::streams::StreamNames;
-use worldland_shared::validation::ValidationPolicy;
-use worldland_shared::worker::{run_consumer, Handler};
+use worldland_runtime::worker::run_consumer;
 
 #[derive(Debug, Clone)]
 pub struct DemoOptions {
@@ -118,7 +119,7 @@ impl Lcg {
 async fn fleet_shares(store: &MemoryStore) -> anyhow::Result<(f64, f64)> {
     let (mut total, mut used, mut mining) = (0i64, 0i64, 0i64);
     for item in store.query_by_state(Table::Providers, "available", None).await? {
-        if let Some(l) = worldland_shared::ledger::Ledger::from_item(&item) {
+        if let Some(l) = worldland_core::ledger::Ledger::from_item(&item) {
             for c in l.models.values() {
                 total += c.total;
                 used += c.used;
@@ -172,7 +173,7 @@ fn bad_registrations(streams: &StreamNames, first: &SimulatedProvider) -> Vec<(S
     let now = Utc::now();
     let stream = streams.registration();
     let mut out = vec![];
-    let mut add = |n: usize, f: &dyn Fn(&mut worldland_shared::messages::Registration), reason: &'static str| {
+    let mut add = |n: usize, f: &dyn Fn(&mut worldland_core::messages::Registration), reason: &'static str| {
         let p = SimulatedProvider::new(90_000 + n, now);
         let mut reg = p.registration.clone();
         reg.provider_id = format!("bad-provider-{n}");
@@ -252,7 +253,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoSummary> {
             // Every third provider mines on half of its GPUs when they are not rented.
             if n % 3 == 0 && p.registration.spec.total_gpus >= 2 {
                 let gpus = p.registration.spec.total_gpus / 2;
-                p.registration.mining_config = Some(worldland_shared::messages::MiningConfig {
+                p.registration.mining_config = Some(worldland_core::messages::MiningConfig {
                     image: Some("miner:latest".into()),
                     gpu_count: gpus,
                     cpu_cores: None,
@@ -391,14 +392,14 @@ async fn lifecycle(
     replies: Arc<MemoryReplies>,
 ) -> anyhow::Result<LifecycleSummary> {
     use chrono::Duration as D;
-    use worldland_shared::cluster::NodeInfo;
-    use worldland_shared::messages::Heartbeat;
-    use worldland_shared::signature::sign_personal;
+    use worldland_core::cluster::NodeInfo;
+    use worldland_core::messages::Heartbeat;
+    use worldland_core::signature::sign_personal;
 
     for p in providers {
         let spec = &p.registration.spec;
         cluster.add_node(NodeInfo {
-            name: worldland_shared::validation::node_name(&spec.hostname),
+            name: worldland_core::validation::node_name(&spec.hostname),
             resource_version: "1".into(),
             ready: true,
             cpu_millis: Some(i64::from(spec.cpu_cores) * 1000),
@@ -464,7 +465,7 @@ async fn lifecycle(
             }
             let hb = Heartbeat {
                 provider_id: p.provider_id.clone(),
-                node_name: worldland_shared::validation::node_name(&p.registration.spec.hostname),
+                node_name: worldland_core::validation::node_name(&p.registration.spec.hostname),
                 status: "available".into(),
                 gpu_usage: vec![0.0; p.registration.spec.total_gpus as usize],
                 cpu_usage: 5.0,
@@ -498,7 +499,7 @@ async fn lifecycle(
                 "Tesla T4",
                 "NVIDIA H100 80GB HBM3",
             ];
-            let req = worldland_shared::messages::jobs::AllocateRequest {
+            let req = worldland_core::messages::jobs::AllocateRequest {
                 job_id: format!("demo-job-{n:05}"),
                 customer_id: format!("customer-{}", rng.next(7)),
                 gpu_model: (rng.next(3) > 0).then(|| models[rng.next(models.len() as u64) as usize].to_string()),
@@ -516,7 +517,7 @@ async fn lifecycle(
         let (due, rest): (Vec<_>, Vec<_>) = open_jobs.drain(..).partition(|(_, at)| *at <= tick);
         open_jobs = rest;
         for (job_id, _) in due {
-            let r = worldland_shared::messages::jobs::ReleaseRequest {
+            let r = worldland_core::messages::jobs::ReleaseRequest {
                 job_id,
                 reason: "customer released".into(),
             };
@@ -553,12 +554,12 @@ async fn lifecycle(
     for p in providers {
         for c in replies.commands_for(&p.provider_id) {
             match c.kind.as_str() {
-                worldland_shared::messages::jobs::MINING_STOP => market.mining_stops += 1,
+                worldland_core::messages::jobs::MINING_STOP => market.mining_stops += 1,
                 _ => market.mining_resumes += 1,
             }
         }
     }
-    market.audit_violations = worldland_shared::jobs::audit(store.as_ref()).await?;
+    market.audit_violations = worldland_core::jobs::audit(store.as_ref()).await?;
     let mut per_state = BTreeMap::new();
     let mut back_available = 0;
     for (n, p) in providers.iter().enumerate() {

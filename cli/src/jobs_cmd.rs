@@ -4,11 +4,11 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use worldland_shared::bus::Bus;
-use worldland_shared::ledger::{job, Ledger, ModelCounts};
-use worldland_shared::messages::jobs::{AllocateRequest, ReleaseRequest};
-use worldland_shared::messages::topics;
-use worldland_shared::state::{Item, ItemStore, Table, Value};
+use worldland_core::bus::Bus;
+use worldland_core::ledger::{job, Ledger, ModelCounts};
+use worldland_core::messages::jobs::{AllocateRequest, ReleaseRequest};
+use worldland_core::messages::topics;
+use worldland_core::state::{Item, ItemStore, Table, Value};
 
 fn s<'a>(item: &'a Item, a: &str) -> &'a str {
     item.get(a).and_then(Value::as_str).unwrap_or("-")
@@ -137,7 +137,7 @@ pub async fn capacity(store: &dyn ItemStore) -> anyhow::Result<()> {
 
 /// Exits non-zero on any violation.
 pub async fn audit(store: &dyn ItemStore) -> anyhow::Result<bool> {
-    let violations = worldland_shared::jobs::audit(store).await?;
+    let violations = worldland_core::jobs::audit(store).await?;
     for v in &violations {
         println!("VIOLATION: {v}");
     }

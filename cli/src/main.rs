@@ -10,12 +10,13 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use redis_bridge::{BridgeSettings, RedisBridge};
-use worldland_shared::bus::{Bus, QueueSpec};
-use worldland_shared::messages::ProviderState;
-use worldland_shared::state::providers::ProviderRecord;
-use worldland_shared::state::{ItemStore, Table};
-use worldland_shared::worker::{run_consumer, Handler};
-use worldland_shared::{backends, telemetry, Config};
+use worldland_core::bus::{Bus, QueueSpec};
+use worldland_core::messages::ProviderState;
+use worldland_core::state::providers::ProviderRecord;
+use worldland_core::state::{ItemStore, Table};
+use worldland_core::worker::Handler;
+use worldland_runtime::worker::run_consumer;
+use worldland_runtime::{backends, telemetry, Config};
 
 #[derive(Parser)]
 #[command(name = "worldland", about = "Operate the WorldLand provider plane")]
@@ -162,7 +163,7 @@ enum ProvidersCommand {
 
 /// Every worker's queue, for `infra init` and `up`.
 fn worker_queues(cfg: &Config) -> Vec<QueueSpec> {
-    worldland_shared::bus::routes::queues(cfg)
+    cfg.queues()
 }
 
 #[tokio::main]
@@ -264,7 +265,7 @@ async fn main() -> anyhow::Result<()> {
                 cfg.providers_table, cfg.jobs_table, cfg.providers_state_index
             );
             let bus: Arc<dyn Bus> = match cfg.bus {
-                worldland_shared::config::BusKind::Rabbitmq => {
+                worldland_runtime::config::BusKind::Rabbitmq => {
                     let bus = backends::rabbit(&cfg).await.context("connecting to RabbitMQ")?;
                     for q in worker_queues(&cfg) {
                         bus.declare(&q).await?;
@@ -272,7 +273,7 @@ async fn main() -> anyhow::Result<()> {
                     }
                     Arc::new(bus)
                 }
-                worldland_shared::config::BusKind::Sqs => {
+                worldland_runtime::config::BusKind::Sqs => {
                     let bus = backends::sqs(&cfg).await;
                     for q in worker_queues(&cfg) {
                         bus.declare(&q).await?;
@@ -304,7 +305,7 @@ async fn main() -> anyhow::Result<()> {
                 } => {
                     let bus = backends::rabbit(&cfg).await.context("connecting to RabbitMQ")?;
                     let job_id = job_id.unwrap_or_else(|| format!("job-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]));
-                    let req = worldland_shared::messages::jobs::AllocateRequest {
+                    let req = worldland_core::messages::jobs::AllocateRequest {
                         job_id,
                         customer_id: customer,
                         gpu_model: model,
@@ -347,7 +348,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn rows_for_allocate(pairs: usize, dynamodb_endpoint: Option<String>, dynamodb_pairs: usize, json: bool) -> anyhow::Result<()> {
-    use worldland_shared::state::memory::MemoryStore;
+    use worldland_adapters::state::memory::MemoryStore;
     let mut rows = vec![];
     // One core: a runtime of one thread, one allocator.
     let one = std::thread::spawn(move || {

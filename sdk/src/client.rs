@@ -9,10 +9,10 @@ use crypto_box::SecretKey;
 use k256::ecdsa::SigningKey;
 use redis::aio::ConnectionManager;
 use redis::Value;
-use worldland_shared::messages::{ProviderResponse, Registration, SealedJoin};
-use worldland_shared::sealed::open_join;
-use worldland_shared::signature::sign_personal;
-use worldland_shared::streams::StreamNames;
+use worldland_core::messages::{ProviderResponse, Registration, SealedJoin};
+use worldland_core::sealed::open_join;
+use worldland_core::signature::sign_personal;
+use worldland_core::streams::StreamNames;
 
 use crate::{Error, Result};
 

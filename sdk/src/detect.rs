@@ -4,7 +4,7 @@
 use std::net::{IpAddr, UdpSocket};
 use std::process::Command;
 
-use worldland_shared::messages::{Gpu, Spec};
+use worldland_core::messages::{Gpu, Spec};
 
 use crate::{Error, Result};
 

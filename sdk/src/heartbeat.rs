@@ -7,9 +7,9 @@ use std::time::Duration;
 use chrono::{DateTime, SecondsFormat, Utc};
 use k256::ecdsa::SigningKey;
 use tokio::sync::broadcast;
-use worldland_shared::messages::Heartbeat;
-use worldland_shared::signature::sign_personal;
-use worldland_shared::streams::StreamNames;
+use worldland_core::messages::Heartbeat;
+use worldland_core::signature::sign_personal;
+use worldland_core::streams::StreamNames;
 
 /// Machine load at the moment of a heartbeat.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -81,7 +81,7 @@ pub async fn run_heartbeats(
             _ = tokio::time::sleep_until(next) => {}
         }
         if conn.is_none() {
-            conn = worldland_shared::backends::redis_connection(&s.redis_url, false).await.ok();
+            conn = crate::redis_conn::connect(&s.redis_url, false).await.ok();
         }
         let ok = match conn.as_mut() {
             Some(c) => send(c, &s, &key, &usage()).await.is_ok(),

@@ -6,6 +6,8 @@ pub mod detect;
 pub mod heartbeat;
 pub mod local_state;
 pub mod mining;
+pub mod process;
+pub mod redis_conn;
 pub mod simulated;
 pub mod wallet;
 

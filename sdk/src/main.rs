@@ -6,11 +6,11 @@ use std::time::Duration;
 use anyhow::Context;
 use base64::Engine;
 use clap::{Parser, Subcommand};
+use worldland_core::messages::{Capacity, Registration};
+use worldland_core::sealed::new_enc_keypair;
+use worldland_core::streams::StreamNames;
 use worldland_provider_sdk::local_state::{default_dir, LocalState};
 use worldland_provider_sdk::{client, detect, heartbeat, mining, wallet};
-use worldland_shared::messages::{Capacity, Registration};
-use worldland_shared::sealed::new_enc_keypair;
-use worldland_shared::streams::StreamNames;
 
 #[derive(Parser)]
 #[command(name = "worldland-provider-sdk", about = "Join this GPU machine to the WorldLand network")]
@@ -89,7 +89,7 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    worldland_shared::telemetry::init(worldland_shared::config::LogFormat::Text);
+    worldland_provider_sdk::process::init_logging();
     let cli = Cli::parse();
     let dir = cli.state_dir.unwrap_or_else(default_dir);
     match cli.command {
@@ -183,10 +183,10 @@ async fn main() -> anyhow::Result<()> {
                 timestamp: Some(chrono::Utc::now()),
                 enc_pubkey: Some(public),
             };
-            let mut conn = worldland_shared::backends::redis_connection(&redis_url, false)
+            let mut conn = worldland_provider_sdk::redis_conn::connect(&redis_url, false)
                 .await
                 .context("connecting to Redis")?;
-            let mut reader = worldland_shared::backends::redis_connection(&redis_url, true)
+            let mut reader = worldland_provider_sdk::redis_conn::connect(&redis_url, true)
                 .await
                 .context("connecting to Redis")?;
             let streams = StreamNames::default();
@@ -263,7 +263,7 @@ async fn run_heartbeats(
         node_name,
         interval,
     };
-    let shutdown = worldland_shared::backends::shutdown_on_signal();
+    let shutdown = worldland_provider_sdk::process::shutdown_on_signal();
     let mut probe = heartbeat::UsageProbe::default();
     println!("sending a heartbeat every {} s; stop with SIGTERM", interval.as_secs());
     let commands = tokio::spawn(mining::run_commands(

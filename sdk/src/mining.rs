@@ -10,9 +10,9 @@ use k256::ecdsa::SigningKey;
 use redis::Value;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
-use worldland_shared::messages::jobs::{MiningCommand, MINING_RESUME, MINING_STOP};
-use worldland_shared::signature::sign_personal;
-use worldland_shared::streams::{StreamNames, AGENT_RESPONSE_GROUP};
+use worldland_core::messages::jobs::{MiningCommand, MINING_RESUME, MINING_STOP};
+use worldland_core::signature::sign_personal;
+use worldland_core::streams::{StreamNames, AGENT_RESPONSE_GROUP};
 
 /// What to run. Templates are split on whitespace (no shell); `{gpus}`, `{model}` and
 /// `{job_id}` are replaced.
@@ -112,8 +112,8 @@ pub async fn run_commands(
     let mut backoff = std::time::Duration::from_millis(500);
     loop {
         let conns = async {
-            let reader = worldland_shared::backends::redis_connection(&redis_url, true).await.ok()?;
-            let writer = worldland_shared::backends::redis_connection(&redis_url, false).await.ok()?;
+            let reader = crate::redis_conn::connect(&redis_url, true).await.ok()?;
+            let writer = crate::redis_conn::connect(&redis_url, false).await.ok()?;
             Some((reader, writer))
         };
         let connected = tokio::select! { _ = shutdown.recv() => return obeyed, c = conns => c };
@@ -122,7 +122,7 @@ pub async fn run_commands(
             backoff = (backoff * 2).min(std::time::Duration::from_secs(30));
             continue;
         };
-        let _ = worldland_shared::replies::ensure_group(&mut writer, &stream, AGENT_RESPONSE_GROUP, "0").await;
+        let _ = crate::redis_conn::ensure_group(&mut writer, &stream, AGENT_RESPONSE_GROUP, "0").await;
         loop {
             let mut read_cmd = redis::cmd("XREADGROUP");
             read_cmd

@@ -4,9 +4,9 @@
 use chrono::{DateTime, Utc};
 use crypto_box::SecretKey;
 use k256::ecdsa::SigningKey;
-use worldland_shared::messages::{Capacity, Gpu, Registration, Spec, StreamEnvelope};
-use worldland_shared::sealed::new_enc_keypair;
-use worldland_shared::signature::{address_of, sign_personal};
+use worldland_core::messages::{Capacity, Gpu, Registration, Spec, StreamEnvelope};
+use worldland_core::sealed::new_enc_keypair;
+use worldland_core::signature::{address_of, sign_personal};
 
 const MODELS: [(&str, u64); 6] = [
     ("NVIDIA GeForce RTX 4090", 24564),

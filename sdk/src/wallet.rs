@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use k256::ecdsa::SigningKey;
-use worldland_shared::signature::address_of;
+use worldland_core::signature::address_of;
 
 use crate::{Error, Result};
 

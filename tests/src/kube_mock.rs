@@ -1,5 +1,5 @@
 //! A strict Kubernetes API server mock (tower-test) answering with the real Kubernetes 1.28
-//! payloads in `../shared/fixtures/kube/`.
+//! payloads in `tests/fixtures/kube/` (recorded from a real kube-apiserver v1.28.7).
 //!
 //! Two shapes: [`ApiServerVerifier`] walks an exact list of expected requests in order (method,
 //! path, query, content type and body); [`RoutingApiServer`] serves bootstrap-token Secrets and
@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 pub type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
 
 pub fn fixtures_dir() -> String {
-    format!("{}/../../shared/fixtures/kube", env!("CARGO_MANIFEST_DIR"))
+    format!("{}/fixtures/kube", env!("CARGO_MANIFEST_DIR"))
 }
 
 /// One captured request/response pair.

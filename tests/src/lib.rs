@@ -9,10 +9,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use redis::aio::ConnectionManager;
-use worldland_shared::bus::rabbit::RabbitBus;
-use worldland_shared::bus::QueueSpec;
-use worldland_shared::state::dynamo::DynamoStore;
-use worldland_shared::{backends, Config};
+use worldland_adapters::bus::rabbit::RabbitBus;
+use worldland_adapters::state::dynamo::DynamoStore;
+use worldland_core::bus::QueueSpec;
+use worldland_runtime::{backends, Config};
 
 /// Where scripts/test started dynalite.
 pub fn dynamodb_endpoint() -> String {
@@ -117,12 +117,12 @@ pub fn arc<T>(t: T) -> Arc<T> {
 
 /// Wraps a handler and counts the messages it has finished, so tests can await "handled n".
 pub struct Counted {
-    inner: Arc<dyn worldland_shared::worker::Handler>,
+    inner: Arc<dyn worldland_core::worker::Handler>,
     done: tokio::sync::watch::Sender<usize>,
 }
 
 impl Counted {
-    pub fn new(inner: Arc<dyn worldland_shared::worker::Handler>) -> Arc<Self> {
+    pub fn new(inner: Arc<dyn worldland_core::worker::Handler>) -> Arc<Self> {
         Arc::new(Self {
             inner,
             done: tokio::sync::watch::channel(0).0,
@@ -143,14 +143,14 @@ impl Counted {
 }
 
 #[async_trait::async_trait]
-impl worldland_shared::worker::Handler for Counted {
+impl worldland_core::worker::Handler for Counted {
     fn name(&self) -> &'static str {
         self.inner.name()
     }
     fn bindings(&self) -> &'static [&'static str] {
         self.inner.bindings()
     }
-    async fn handle(&self, key: &str, body: &[u8], now: chrono::DateTime<chrono::Utc>) -> worldland_shared::worker::Outcome {
+    async fn handle(&self, key: &str, body: &[u8], now: chrono::DateTime<chrono::Utc>) -> worldland_core::worker::Outcome {
         let out = self.inner.handle(key, body, now).await;
         self.done.send_modify(|c| *c += 1);
         out
@@ -158,8 +158,8 @@ impl worldland_shared::worker::Handler for Counted {
 }
 
 /// An in-process bus with the issuer's queue declared, so `provider.validated` has a taker.
-pub fn validated_sink() -> Arc<worldland_shared::bus::memory::MemoryBus> {
-    let bus = Arc::new(worldland_shared::bus::memory::MemoryBus::new(5));
+pub fn validated_sink() -> Arc<worldland_adapters::bus::memory::MemoryBus> {
+    let bus = Arc::new(worldland_adapters::bus::memory::MemoryBus::new(5));
     bus.declare(&QueueSpec::new("issuer", join_token_issuer::BINDINGS));
     bus
 }
@@ -169,15 +169,15 @@ pub mod lifecycle {
     use std::sync::Arc;
 
     use chrono::{DateTime, Utc};
+    use worldland_adapters::cluster::simulated::SimulatedCluster;
+    use worldland_adapters::replies::MemoryReplies;
+    use worldland_core::cluster::{Cluster, NodeInfo};
+    use worldland_core::messages::{Heartbeat, ProviderValidated, Registration, StreamEnvelope};
+    use worldland_core::signature::{sign_personal, SignaturePolicy};
+    use worldland_core::state::ItemStore;
+    use worldland_core::validation::ValidationPolicy;
+    use worldland_core::worker::Outcome;
     use worldland_provider_sdk::simulated::{signed_envelope, SimulatedProvider};
-    use worldland_shared::cluster::simulated::SimulatedCluster;
-    use worldland_shared::cluster::{Cluster, NodeInfo};
-    use worldland_shared::messages::{Heartbeat, ProviderValidated, Registration, StreamEnvelope};
-    use worldland_shared::replies::MemoryReplies;
-    use worldland_shared::signature::{sign_personal, SignaturePolicy};
-    use worldland_shared::state::ItemStore;
-    use worldland_shared::validation::ValidationPolicy;
-    use worldland_shared::worker::Outcome;
 
     /// A provider shaped like the fixture node `gpu-server-01`: 4 × RTX 4090, 32 cores, 128 GiB.
     pub fn fixture_shaped_provider(n: usize, now: DateTime<Utc>) -> SimulatedProvider {
@@ -186,7 +186,7 @@ pub mod lifecycle {
         reg.spec.hostname = "gpu-server-01".into();
         let gpu = reg.spec.gpus[0].clone();
         reg.spec.gpus = (0..4)
-            .map(|i| worldland_shared::messages::Gpu {
+            .map(|i| worldland_core::messages::Gpu {
                 index: Some(i),
                 name: "NVIDIA GeForce RTX 4090".into(),
                 memory_mb: 24564,
@@ -206,7 +206,7 @@ pub mod lifecycle {
     pub fn node_for(p: &SimulatedProvider, ready: bool) -> NodeInfo {
         let spec = &p.registration.spec;
         NodeInfo {
-            name: worldland_shared::validation::node_name(&spec.hostname),
+            name: worldland_core::validation::node_name(&spec.hostname),
             resource_version: "1".into(),
             ready,
             cpu_millis: Some(i64::from(spec.cpu_cores) * 1000),
@@ -258,7 +258,7 @@ pub mod lifecycle {
     /// Provider `n`, approved, its Ready node in a simulated cluster, and its first heartbeat at
     /// `now` recorded: an available provider.
     pub async fn available_provider(n: usize, now: DateTime<Utc>) -> (Arc<dyn ItemStore>, Arc<SimulatedCluster>, SimulatedProvider) {
-        let store: Arc<dyn ItemStore> = Arc::new(worldland_shared::state::memory::MemoryStore::new());
+        let store: Arc<dyn ItemStore> = Arc::new(worldland_adapters::state::memory::MemoryStore::new());
         let cluster = Arc::new(SimulatedCluster::new("https://10.0.0.1:6443"));
         let p = fixture_shaped_provider(n, now);
         approve(&p, store.clone(), cluster.clone(), now).await;
@@ -272,7 +272,7 @@ pub mod lifecycle {
     pub fn heartbeat(p: &SimulatedProvider, at: DateTime<Utc>, active_jobs: u32) -> StreamEnvelope {
         let hb = Heartbeat {
             provider_id: p.provider_id.clone(),
-            node_name: worldland_shared::validation::node_name(&p.registration.spec.hostname),
+            node_name: worldland_core::validation::node_name(&p.registration.spec.hostname),
             status: "available".into(),
             gpu_usage: vec![12.5],
             cpu_usage: 40.0,
@@ -292,40 +292,40 @@ pub mod lifecycle {
 }
 
 /// An in-process bus where job events have a queue to land on.
-pub fn event_sink() -> Arc<worldland_shared::bus::memory::MemoryBus> {
-    let bus = Arc::new(worldland_shared::bus::memory::MemoryBus::new(5));
+pub fn event_sink() -> Arc<worldland_adapters::bus::memory::MemoryBus> {
+    let bus = Arc::new(worldland_adapters::bus::memory::MemoryBus::new(5));
     bus.declare(&QueueSpec::new(
-        worldland_shared::messages::topics::JOB_EVENTS_QUEUE,
-        worldland_shared::messages::topics::JOB_EVENTS,
+        worldland_core::messages::topics::JOB_EVENTS_QUEUE,
+        worldland_core::messages::topics::JOB_EVENTS,
     ));
     bus
 }
 
 /// A sweeper on the given store and cluster, its events going to in-process sinks.
 pub fn sweeper(
-    store: Arc<dyn worldland_shared::state::ItemStore>,
-    cluster: Arc<dyn worldland_shared::cluster::Cluster>,
+    store: Arc<dyn worldland_core::state::ItemStore>,
+    cluster: Arc<dyn worldland_core::cluster::Cluster>,
     stale_after: chrono::Duration,
 ) -> staleness_sweeper::Context {
     staleness_sweeper::Context {
         store,
         cluster,
         bus: event_sink(),
-        replies: Arc::new(worldland_shared::replies::MemoryReplies::default()),
+        replies: Arc::new(worldland_adapters::replies::MemoryReplies::default()),
         stale_after,
     }
 }
 
 /// Seeds an available provider with its ledger set up from `reg` (as the recorder would).
 pub async fn seed_available(
-    store: &dyn worldland_shared::state::ItemStore,
-    reg: &worldland_shared::messages::Registration,
+    store: &dyn worldland_core::state::ItemStore,
+    reg: &worldland_core::messages::Registration,
     now: chrono::DateTime<chrono::Utc>,
 ) {
-    let seeded = worldland_shared::state::providers::seed_available(reg, now, true);
+    let seeded = worldland_core::state::providers::seed_available(reg, now, true);
     assert!(
         seeded
-            .apply_on(store, worldland_shared::state::Table::Providers, &reg.provider_id)
+            .apply_on(store, worldland_core::state::Table::Providers, &reg.provider_id)
             .await
             .expect("seeding a provider"),
         "seeded twice"

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::sync::watch;
-use worldland_shared::state::{Cond, Item, ItemStore, Op, StoreResult, Table};
+use worldland_core::state::{Cond, Item, ItemStore, Op, StoreResult, Table};
 
 pub struct NotifyingStore {
     inner: Arc<dyn ItemStore>,

@@ -7,17 +7,17 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde_json::json;
+use worldland_adapters::bus::memory::MemoryBus;
+use worldland_adapters::replies::MemoryReplies;
+use worldland_adapters::state::memory::MemoryStore;
+use worldland_core::bus::{Bus, QueueSpec, Subscription};
+use worldland_core::jobs::audit;
+use worldland_core::ledger::{Ledger, ModelCounts};
+use worldland_core::messages::jobs::{AllocateRequest, JobAllocated, JobRejected, JobReleased, ReleaseRequest};
+use worldland_core::messages::{topics, MiningConfig};
+use worldland_core::state::{ItemStore, Table, Value};
+use worldland_core::worker::{Handler, Outcome};
 use worldland_provider_sdk::simulated::SimulatedProvider;
-use worldland_shared::bus::memory::MemoryBus;
-use worldland_shared::bus::{Bus, QueueSpec, Subscription};
-use worldland_shared::jobs::audit;
-use worldland_shared::ledger::{Ledger, ModelCounts};
-use worldland_shared::messages::jobs::{AllocateRequest, JobAllocated, JobRejected, JobReleased, ReleaseRequest};
-use worldland_shared::messages::{topics, MiningConfig};
-use worldland_shared::replies::MemoryReplies;
-use worldland_shared::state::memory::MemoryStore;
-use worldland_shared::state::{ItemStore, Table, Value};
-use worldland_shared::worker::{Handler, Outcome};
 use worldland_tests::{event_sink, seed_available, TestEnv};
 
 fn t0() -> DateTime<Utc> {
@@ -29,7 +29,7 @@ fn provider(n: usize, model: &str, gpus: u32, mining: u32, price: f64) -> Simula
     let mut p = SimulatedProvider::new(n, t0());
     let g = p.registration.spec.gpus[0].clone();
     p.registration.spec.gpus = (0..gpus)
-        .map(|i| worldland_shared::messages::Gpu {
+        .map(|i| worldland_core::messages::Gpu {
             index: Some(i),
             name: model.into(),
             ..g.clone()
@@ -353,7 +353,7 @@ async fn durations_expire_and_offline_providers_interrupt_their_jobs() {
     seed_available(store.as_ref(), &p.registration, clock()).await;
     let mut fx = Fixture::new(store.clone()).await;
     let ctx = fx.ctx();
-    let cluster = Arc::new(worldland_shared::cluster::simulated::SimulatedCluster::new("https://x:6443"));
+    let cluster = Arc::new(worldland_adapters::cluster::simulated::SimulatedCluster::new("https://x:6443"));
     let sweeper = staleness_sweeper::Context {
         store: store.clone(),
         cluster,

@@ -6,14 +6,14 @@ use std::sync::Arc;
 use chrono::{Duration, Utc};
 use k256::ecdsa::SigningKey;
 use serde_json::{json, Value};
+use worldland_adapters::replies::MemoryReplies;
+use worldland_adapters::state::memory::MemoryStore;
+use worldland_core::messages::StreamEnvelope;
+use worldland_core::signature::{sign_personal, SignaturePolicy};
+use worldland_core::state::{ItemStore, Table};
+use worldland_core::validation::ValidationPolicy;
+use worldland_core::worker::Outcome;
 use worldland_provider_sdk::simulated::SimulatedProvider;
-use worldland_shared::messages::StreamEnvelope;
-use worldland_shared::replies::MemoryReplies;
-use worldland_shared::signature::{sign_personal, SignaturePolicy};
-use worldland_shared::state::memory::MemoryStore;
-use worldland_shared::state::{ItemStore, Table};
-use worldland_shared::validation::ValidationPolicy;
-use worldland_shared::worker::Outcome;
 use worldland_tests::validated_sink;
 
 struct Case {

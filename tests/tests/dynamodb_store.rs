@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use worldland_shared::state::contract;
-use worldland_shared::state::ItemStore;
+use worldland_adapters::state::contract;
+use worldland_core::state::ItemStore;
 use worldland_tests::TestEnv;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -23,7 +23,7 @@ async fn dynamodb_conditional_decrements_never_oversell() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_conditional_decrements_never_oversell() {
-    let store: Arc<dyn ItemStore> = Arc::new(worldland_shared::state::memory::MemoryStore::new());
+    let store: Arc<dyn ItemStore> = Arc::new(worldland_adapters::state::memory::MemoryStore::new());
     contract::racing_conditional_decrements(store, 16, 20, 100).await;
 }
 

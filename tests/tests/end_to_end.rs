@@ -10,17 +10,18 @@ use async_trait::async_trait;
 use redis::aio::ConnectionManager;
 use redis_bridge::{BridgeSettings, RedisBridge};
 use tokio::sync::broadcast;
+use worldland_adapters::bus::rabbit::RabbitBus;
+use worldland_adapters::cluster::kube_api::KubeCluster;
+use worldland_adapters::replies::RedisReplies;
+use worldland_core::bus::{Bus, BusError, BusResult, QueueSpec, Subscription};
+use worldland_core::messages::{ProviderResponse, ProviderState};
+use worldland_core::state::providers::ProviderRecord;
+use worldland_core::state::{ItemStore, Table};
+use worldland_core::streams::AGENT_RESPONSE_GROUP;
+use worldland_core::worker::Handler;
 use worldland_provider_sdk::client::{join_from_response, publish_registration, wait_for_response};
 use worldland_provider_sdk::simulated::SimulatedProvider;
-use worldland_shared::bus::rabbit::RabbitBus;
-use worldland_shared::bus::{Bus, BusError, BusResult, QueueSpec, Subscription};
-use worldland_shared::cluster::kube_api::KubeCluster;
-use worldland_shared::messages::{ProviderResponse, ProviderState};
-use worldland_shared::replies::RedisReplies;
-use worldland_shared::state::providers::ProviderRecord;
-use worldland_shared::state::{ItemStore, Table};
-use worldland_shared::streams::AGENT_RESPONSE_GROUP;
-use worldland_shared::worker::{run_consumer, Handler};
+use worldland_runtime::worker::run_consumer;
 use worldland_tests::kube_mock::{mock_client, RoutingApiServer};
 use worldland_tests::notifying_store::NotifyingStore;
 use worldland_tests::{Counted, TestEnv};
@@ -280,11 +281,11 @@ async fn every_message_delivered_twice_still_leaves_one_provider_and_one_token()
     assert_eq!(rescuer.reclaim_once().await.unwrap().forwarded, 1);
 
     // And a worker dies before its ack: RabbitMQ delivers the same registration once more.
-    let env = serde_json::to_vec(&worldland_shared::messages::StreamEnvelope {
+    let env = serde_json::to_vec(&worldland_core::messages::StreamEnvelope {
         stream: streams.registration(),
         entry_id: entry.clone(),
         data: serde_json::to_string(&p.registration).unwrap(),
-        signature: Some(worldland_shared::signature::sign_personal(
+        signature: Some(worldland_core::signature::sign_personal(
             &p.key,
             serde_json::to_string(&p.registration).unwrap().as_bytes(),
         )),
@@ -293,7 +294,7 @@ async fn every_message_delivered_twice_still_leaves_one_provider_and_one_token()
     .unwrap();
     plane
         .bus
-        .publish(worldland_shared::messages::topics::REGISTRATION_RECEIVED, "redelivered", &env)
+        .publish(worldland_core::messages::topics::REGISTRATION_RECEIVED, "redelivered", &env)
         .await
         .unwrap();
 
@@ -337,7 +338,7 @@ async fn heartbeats_carry_a_provider_to_available_offline_and_back() {
     let recorder = Counted::new(Arc::new(heartbeat_recorder::HeartbeatRecorder(heartbeat_recorder::Context {
         store: plane.store.clone(),
         cluster: plane.cluster.clone(),
-        signatures: worldland_shared::signature::SignaturePolicy::Required,
+        signatures: worldland_core::signature::SignaturePolicy::Required,
         replay_window: chrono::Duration::minutes(5),
         annotate_interval: chrono::Duration::minutes(5),
     })));

@@ -7,15 +7,15 @@ use std::time::Duration as StdDuration;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde_json::{json, Value};
-use worldland_shared::cluster::kube_api::KubeCluster;
-use worldland_shared::cluster::simulated::SimulatedCluster;
-use worldland_shared::cluster::Cluster;
-use worldland_shared::messages::{ProviderState, StreamEnvelope};
-use worldland_shared::signature::{sign_personal, SignaturePolicy};
-use worldland_shared::state::memory::MemoryStore;
-use worldland_shared::state::providers::ProviderRecord;
-use worldland_shared::state::{ItemStore, Table};
-use worldland_shared::worker::Outcome;
+use worldland_adapters::cluster::kube_api::KubeCluster;
+use worldland_adapters::cluster::simulated::SimulatedCluster;
+use worldland_adapters::state::memory::MemoryStore;
+use worldland_core::cluster::Cluster;
+use worldland_core::messages::{ProviderState, StreamEnvelope};
+use worldland_core::signature::{sign_personal, SignaturePolicy};
+use worldland_core::state::providers::ProviderRecord;
+use worldland_core::state::{ItemStore, Table};
+use worldland_core::worker::Outcome;
 use worldland_tests::kube_mock::{fixture, mock_client, ApiServerVerifier, Expect};
 use worldland_tests::lifecycle::{approve, available_provider, fixture_shaped_provider, heartbeat, recorder};
 
@@ -262,7 +262,7 @@ async fn bad_heartbeats_are_refused_with_their_reason_and_change_nothing() {
     let reg_ctx = registration_handler::Context {
         store: store.clone(),
         bus: worldland_tests::validated_sink(),
-        replies: Arc::new(worldland_shared::replies::MemoryReplies::default()),
+        replies: Arc::new(worldland_adapters::replies::MemoryReplies::default()),
         policy: Default::default(),
         signatures: SignaturePolicy::Required,
     };

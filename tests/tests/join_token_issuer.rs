@@ -8,17 +8,17 @@ use std::time::Duration;
 use base64::Engine;
 use chrono::Utc;
 use serde_json::{json, Value};
+use worldland_adapters::cluster::kube_api::KubeCluster;
+use worldland_adapters::replies::MemoryReplies;
+use worldland_adapters::state::memory::MemoryStore;
+use worldland_core::messages::{ProviderState, ProviderValidated};
+use worldland_core::signature::SignaturePolicy;
+use worldland_core::state::providers::ProviderRecord;
+use worldland_core::state::{ItemStore, Table};
+use worldland_core::validation::ValidationPolicy;
+use worldland_core::worker::Outcome;
 use worldland_provider_sdk::client::join_from_response;
 use worldland_provider_sdk::simulated::SimulatedProvider;
-use worldland_shared::cluster::kube_api::KubeCluster;
-use worldland_shared::messages::{ProviderState, ProviderValidated};
-use worldland_shared::replies::MemoryReplies;
-use worldland_shared::signature::SignaturePolicy;
-use worldland_shared::state::memory::MemoryStore;
-use worldland_shared::state::providers::ProviderRecord;
-use worldland_shared::state::{ItemStore, Table};
-use worldland_shared::validation::ValidationPolicy;
-use worldland_shared::worker::Outcome;
 use worldland_tests::validated_sink;
 
 use worldland_tests::kube_mock::{

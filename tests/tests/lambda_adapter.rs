@@ -6,12 +6,12 @@ use std::sync::Arc;
 
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use chrono::Utc;
+use worldland_adapters::replies::MemoryReplies;
+use worldland_adapters::state::memory::MemoryStore;
+use worldland_core::signature::SignaturePolicy;
+use worldland_core::state::{ItemStore, Table};
 use worldland_provider_sdk::simulated::SimulatedProvider;
-use worldland_shared::lambda::handle_sqs_batch;
-use worldland_shared::replies::MemoryReplies;
-use worldland_shared::signature::SignaturePolicy;
-use worldland_shared::state::memory::MemoryStore;
-use worldland_shared::state::{ItemStore, Table};
+use worldland_runtime::lambda::handle_sqs_batch;
 
 fn record(id: &str, body: String) -> SqsMessage {
     let mut m = SqsMessage::default();

@@ -4,11 +4,10 @@
 //! if each good message had arrived once.
 
 use serde_json::json;
+use worldland_core::messages::jobs::AllocateRequest;
+use worldland_core::messages::topics;
+use worldland_core::state::{ItemStore, Table, Value};
 use worldland_provider_sdk::simulated::SimulatedProvider;
-use worldland_shared::bus::routes;
-use worldland_shared::messages::jobs::AllocateRequest;
-use worldland_shared::messages::topics;
-use worldland_shared::state::{ItemStore, Table, Value};
 use worldland_tests::lambda_api::invoke_once;
 use worldland_tests::{seed_available, TestEnv};
 
@@ -45,9 +44,9 @@ async fn lambda_env(env: &TestEnv) -> Vec<(String, String)> {
         ("WORLDLAND_CLUSTER".into(), "simulated".into()),
         ("RUST_LOG".into(), "error".into()),
     ];
-    let cfg = worldland_shared::Config::from_vars(vars.clone()).unwrap();
-    let bus = worldland_shared::backends::sqs(&cfg).await;
-    for q in routes::queues(&cfg) {
+    let cfg = worldland_runtime::Config::from_vars(vars.clone()).unwrap();
+    let bus = worldland_runtime::backends::sqs(&cfg).await;
+    for q in cfg.queues() {
         bus.declare(&q).await.expect("moto (scripts/test starts it)");
     }
     vars
@@ -106,7 +105,7 @@ async fn allocator_lambda_reports_only_the_bad_records() {
     assert_eq!(failures(&response), vec!["m-zero"]);
     let job = store.get(Table::Jobs, "job-1").await.unwrap().unwrap();
     assert_eq!(job.get("state"), Some(&Value::from("released")), "allocated once, then released");
-    assert!(worldland_shared::jobs::audit(&store).await.unwrap().is_empty());
+    assert!(worldland_core::jobs::audit(&store).await.unwrap().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -118,11 +117,11 @@ async fn join_token_issuer_lambda_reports_only_the_bad_records() {
     let now = chrono::Utc::now();
     let p = SimulatedProvider::new(4, now);
     let reg_store: std::sync::Arc<dyn ItemStore> = std::sync::Arc::new(store.clone());
-    worldland_shared::state::providers::register_pending(&p.registration, "7-0", now)
+    worldland_core::state::providers::register_pending(&p.registration, "7-0", now)
         .run(reg_store.as_ref(), &p.provider_id)
         .await
         .unwrap();
-    let validated = serde_json::to_string(&worldland_shared::messages::ProviderValidated {
+    let validated = serde_json::to_string(&worldland_core::messages::ProviderValidated {
         provider_id: p.provider_id.clone(),
         registration_id: "7-0".into(),
         enc_pubkey: p.registration.enc_pubkey.clone(),
@@ -136,13 +135,13 @@ async fn join_token_issuer_lambda_reports_only_the_bad_records() {
     ]});
     let response = invoke_once("join-token-issuer-lambda", &vars, &event).await;
     assert_eq!(failures(&response), vec!["m-unknown"]);
-    let rec = worldland_shared::state::providers::ProviderRecord::load(reg_store.as_ref(), &p.provider_id)
+    let rec = worldland_core::state::providers::ProviderRecord::load(reg_store.as_ref(), &p.provider_id)
         .await
         .unwrap()
         .unwrap();
     assert_eq!(
         rec.state,
-        worldland_shared::messages::ProviderState::Approved,
+        worldland_core::messages::ProviderState::Approved,
         "approved once, with one token"
     );
 }
@@ -164,7 +163,7 @@ async fn heartbeat_recorder_lambda_reports_only_the_bad_records() {
     ]});
     let response = invoke_once("heartbeat-recorder-lambda", &vars, &event).await;
     assert_eq!(failures(&response), vec!["m-bad"]);
-    let rec = worldland_shared::state::providers::ProviderRecord::load(&store, &p.provider_id)
+    let rec = worldland_core::state::providers::ProviderRecord::load(&store, &p.provider_id)
         .await
         .unwrap()
         .unwrap();

@@ -8,13 +8,13 @@ use std::time::Duration as StdDuration;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use tokio::sync::broadcast;
-use worldland_shared::cluster::simulated::SimulatedCluster;
-use worldland_shared::labels;
-use worldland_shared::messages::ProviderState;
-use worldland_shared::state::memory::MemoryStore;
-use worldland_shared::state::providers::{mark_offline_if_stale, seed_available, ProviderRecord};
-use worldland_shared::state::{ItemStore, Table};
-use worldland_shared::worker::Outcome;
+use worldland_adapters::cluster::simulated::SimulatedCluster;
+use worldland_adapters::state::memory::MemoryStore;
+use worldland_core::labels;
+use worldland_core::messages::ProviderState;
+use worldland_core::state::providers::{mark_offline_if_stale, seed_available, ProviderRecord};
+use worldland_core::state::{ItemStore, Table};
+use worldland_core::worker::Outcome;
 use worldland_tests::lifecycle::{approve, available_provider, fixture_shaped_provider, heartbeat, node_for, recorder};
 use worldland_tests::notifying_store::NotifyingStore;
 

@@ -7,10 +7,10 @@ use futures::StreamExt;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Connection, ConnectionProperties};
-use worldland_shared::bus::{Bus, BusError, Subscription};
+use worldland_core::bus::{Bus, BusError, Subscription};
 use worldland_tests::TestEnv;
 
-async fn next(sub: &mut Box<dyn Subscription>) -> worldland_shared::bus::Delivery {
+async fn next(sub: &mut Box<dyn Subscription>) -> worldland_core::bus::Delivery {
     tokio::time::timeout(Duration::from_secs(10), sub.next())
         .await
         .expect("a delivery within 10 s")

@@ -3,9 +3,9 @@
 //! there is no cluster to talk to here, and the test says so and passes.
 
 use chrono::Utc;
-use worldland_shared::cluster::bootstrap::ca_cert_hash;
-use worldland_shared::cluster::kube_api::KubeCluster;
-use worldland_shared::cluster::{BootstrapToken, Cluster, Created};
+use worldland_adapters::cluster::kube_api::KubeCluster;
+use worldland_core::cluster::bootstrap::ca_cert_hash;
+use worldland_core::cluster::{BootstrapToken, Cluster, Created};
 
 #[tokio::test]
 async fn token_lifecycle_on_a_real_cluster() {

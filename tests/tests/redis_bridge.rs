@@ -10,9 +10,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use redis::aio::ConnectionManager;
 use redis_bridge::{BridgeSettings, Pass, RedisBridge};
-use worldland_shared::bus::memory::MemoryBus;
-use worldland_shared::bus::{Bus, BusError, BusResult, QueueSpec, Subscription};
-use worldland_shared::messages::{StreamEnvelope, MAX_ENTRY_BYTES};
+use worldland_adapters::bus::memory::MemoryBus;
+use worldland_core::bus::{Bus, BusError, BusResult, QueueSpec, Subscription};
+use worldland_core::messages::{StreamEnvelope, MAX_ENTRY_BYTES};
 use worldland_tests::TestEnv;
 
 fn settings(env: &TestEnv, consumer: &str, reclaim_idle_ms: u64) -> BridgeSettings {

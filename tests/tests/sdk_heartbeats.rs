@@ -5,11 +5,11 @@ use std::time::Duration;
 
 use tokio::process::{Child, Command};
 use tokio::sync::broadcast;
+use worldland_core::messages::Heartbeat;
+use worldland_core::signature::{address_of, recover_personal};
+use worldland_core::streams::StreamNames;
 use worldland_provider_sdk::heartbeat::{run_heartbeats, HeartbeatSettings, Usage};
 use worldland_provider_sdk::simulated::SimulatedProvider;
-use worldland_shared::messages::Heartbeat;
-use worldland_shared::signature::{address_of, recover_personal};
-use worldland_shared::streams::StreamNames;
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -43,7 +43,7 @@ async fn start_redis(port: u16) -> Child {
 
 /// Blocks until the stream has more than `after` entries; returns all of them.
 async fn entries(url: &str, stream: &str, more_than: usize) -> Vec<(String, String)> {
-    let mut conn = worldland_shared::backends::redis_connection(url, true).await.unwrap();
+    let mut conn = worldland_runtime::backends::redis_connection(url, true).await.unwrap();
     loop {
         let all: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
             .arg(stream)

@@ -4,12 +4,13 @@
 use std::time::Duration;
 
 use tokio::sync::broadcast;
+use worldland_adapters::replies::RedisReplies;
+use worldland_core::messages::jobs::MiningCommand;
+use worldland_core::messages::ProviderResponse;
+use worldland_core::replies::ProviderReplies;
+use worldland_core::signature::{address_of, recover_personal};
 use worldland_provider_sdk::mining::{run_commands, CommandAck, MiningSettings};
 use worldland_provider_sdk::simulated::SimulatedProvider;
-use worldland_shared::messages::jobs::MiningCommand;
-use worldland_shared::messages::ProviderResponse;
-use worldland_shared::replies::{ProviderReplies, RedisReplies};
-use worldland_shared::signature::{address_of, recover_personal};
 use worldland_tests::TestEnv;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

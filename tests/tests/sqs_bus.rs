@@ -4,10 +4,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use worldland_shared::bus::sqs::SqsBus;
-use worldland_shared::bus::{routes, Bus, BusError, Subscription};
-use worldland_shared::messages::{topics, StreamEnvelope};
-use worldland_shared::{backends, Config};
+use worldland_adapters::bus::sqs::SqsBus;
+use worldland_core::bus::{Bus, BusError, Subscription};
+use worldland_core::messages::{topics, StreamEnvelope};
+use worldland_runtime::{backends, Config};
 use worldland_tests::TestEnv;
 
 fn sqs_endpoint() -> String {
@@ -26,7 +26,7 @@ async fn bus(env: &TestEnv) -> (SqsBus, Config) {
     vars.push(("WORLDLAND_BUS".into(), "sqs".into()));
     let cfg = Config::from_vars(vars).unwrap();
     let bus = backends::sqs(&cfg).await;
-    for q in routes::queues(&cfg) {
+    for q in cfg.queues() {
         bus.declare(&q)
             .await
             .expect("moto on WORLDLAND_TEST_SQS_ENDPOINT (scripts/test starts it)");
@@ -34,7 +34,7 @@ async fn bus(env: &TestEnv) -> (SqsBus, Config) {
     (bus, cfg)
 }
 
-async fn next(sub: &mut Box<dyn Subscription>) -> worldland_shared::bus::Delivery {
+async fn next(sub: &mut Box<dyn Subscription>) -> worldland_core::bus::Delivery {
     tokio::time::timeout(Duration::from_secs(15), sub.next())
         .await
         .expect("a message within 15 s")
@@ -45,7 +45,7 @@ async fn next(sub: &mut Box<dyn Subscription>) -> worldland_shared::bus::Deliver
 async fn routes_redelivers_and_dead_letters_on_sqs() {
     let env = TestEnv::new(&[]);
     let (bus, cfg) = bus(&env).await;
-    let queues = routes::queues(&cfg);
+    let queues = cfg.queues();
     let registrations = queues
         .iter()
         .find(|q| q.bindings.contains(&topics::REGISTRATION_RECEIVED.to_string()))
@@ -68,7 +68,7 @@ async fn routes_redelivers_and_dead_letters_on_sqs() {
     let d = next(&mut sub).await;
     assert_eq!(d.previous_deliveries, 1, "redelivered");
     d.dead_letter("malformed_json", "not what we wanted").await.unwrap();
-    let dlq = worldland_shared::bus::QueueSpec::new(registrations.dead_letter_name(), &[]);
+    let dlq = worldland_core::bus::QueueSpec::new(registrations.dead_letter_name(), &[]);
     let mut dead = bus.subscribe(&dlq).await.unwrap();
     let parked = next(&mut dead).await;
     assert_eq!(parked.body, b"{\"n\":1}");
@@ -86,7 +86,7 @@ async fn routes_redelivers_and_dead_letters_on_sqs() {
 async fn the_bridge_feeds_sqs_from_redis() {
     let env = TestEnv::new(&[]);
     let (bus, cfg) = bus(&env).await;
-    let queues = routes::queues(&cfg);
+    let queues = cfg.queues();
     let mut conn = env.redis().await;
     let stream = cfg.streams().heartbeat();
     let _: String = redis::cmd("XADD")

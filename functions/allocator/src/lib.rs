@@ -13,21 +13,19 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
 use tracing::instrument;
-use worldland_shared::bus::Bus;
-use worldland_shared::jobs::close_job_item;
-use worldland_shared::ledger::{self, commit_allocation, job, node_selector, rank, release_allocation, Candidate, Choice, Ledger};
-use worldland_shared::messages::jobs::{
-    AllocateRequest, JobAllocated, JobRejected, JobReleased, MiningCommand, ReleaseRequest, MINING_STOP,
-};
-use worldland_shared::messages::{topics, MAX_ENTRY_BYTES};
-use worldland_shared::replies::ProviderReplies;
-use worldland_shared::state::providers::ms;
-use worldland_shared::state::{Cond, Item, ItemStore, Op, Table, Value};
-use worldland_shared::validation::{check_provider_id, Reason, Rejection};
-use worldland_shared::worker::{decode, Handler, Outcome};
+use worldland_core::bus::Bus;
+use worldland_core::jobs::close_job_item;
+use worldland_core::ledger::{self, commit_allocation, job, node_selector, rank, release_allocation, Candidate, Choice, Ledger};
+use worldland_core::messages::jobs::{AllocateRequest, JobAllocated, JobRejected, JobReleased, MiningCommand, ReleaseRequest, MINING_STOP};
+use worldland_core::messages::{topics, MAX_ENTRY_BYTES};
+use worldland_core::replies::ProviderReplies;
+use worldland_core::state::providers::ms;
+use worldland_core::state::{Cond, Item, ItemStore, Op, Table, Value};
+use worldland_core::validation::{check_provider_id, Reason, Rejection};
+use worldland_core::worker::{decode, Handler, Outcome};
 
-pub const WORKER: &str = worldland_shared::bus::routes::ALLOCATOR.0;
-pub const BINDINGS: &[&str] = worldland_shared::bus::routes::ALLOCATOR.1;
+pub const WORKER: &str = worldland_core::bus::routes::ALLOCATOR.0;
+pub const BINDINGS: &[&str] = worldland_core::bus::routes::ALLOCATOR.1;
 
 /// How many candidates one allocation tries before it re-reads the fleet.
 pub const MAX_ATTEMPTS: usize = 5;
@@ -269,7 +267,7 @@ pub async fn allocate(req: &AllocateRequest, ctx: &Context, now: DateTime<Utc>) 
         }
         // Its owner died: take the job over, then finish what it may have committed.
         let old = item.get(OWNER).cloned().unwrap_or(Value::from(""));
-        let takeover = worldland_shared::state::providers::Transition {
+        let takeover = worldland_core::state::providers::Transition {
             cond: Cond::eq(job::attr::STATE, "pending").and(Cond::Eq(OWNER.into(), old)),
             ops: vec![Op::set(OWNER, me.as_str()), Op::set(CLAIMED_AT, ms(now))],
         };
@@ -323,7 +321,7 @@ async fn place(req: &AllocateRequest, me: &str, ctx: &Context, now: DateTime<Utc
             Err(no) => return settle_rejected(req, no.code(), "no available provider can take this job", me, ctx).await,
         };
         for choice in ranked.iter().take(MAX_ATTEMPTS) {
-            let attempt = worldland_shared::state::providers::Transition {
+            let attempt = worldland_core::state::providers::Transition {
                 cond: Cond::eq(job::attr::STATE, "pending").and(Cond::eq(OWNER, me)),
                 ops: vec![Op::set(job::attr::ATTEMPT, choice.provider_id.as_str())],
             };
@@ -391,7 +389,7 @@ async fn finalize(req: &AllocateRequest, choice: &Choice, started_at_ms: i64, me
                 {
                     release_allocation(&alloc).run_raw(ctx.store.as_ref(), &choice.provider_id).await?;
                 }
-                Ok::<_, worldland_shared::state::StoreError>(())
+                Ok::<_, worldland_core::state::StoreError>(())
             };
             match undo.await {
                 Ok(()) => Outcome::Done,
@@ -523,10 +521,10 @@ impl Handler for Allocator {
 /// The worker built from configuration, its clients made once per process (container or Lambda
 /// cold start), never inside the handler.
 pub async fn from_config(
-    cfg: &worldland_shared::Config,
-    bus: Arc<dyn worldland_shared::bus::Bus>,
-) -> Result<Allocator, worldland_shared::backends::BackendError> {
-    use worldland_shared::backends;
+    cfg: &worldland_runtime::Config,
+    bus: Arc<dyn worldland_core::bus::Bus>,
+) -> Result<Allocator, worldland_runtime::backends::BackendError> {
+    use worldland_runtime::backends;
     Ok(Allocator(Context::new(
         backends::store(cfg).await,
         bus,

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use worldland_shared::{lambda, telemetry, Config};
+use worldland_runtime::{lambda, telemetry, Config};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {

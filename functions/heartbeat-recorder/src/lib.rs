@@ -14,20 +14,20 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
 use tracing::instrument;
-use worldland_shared::cluster::node::spec_contradiction;
-use worldland_shared::cluster::Cluster;
-use worldland_shared::labels::{self, provider_node_labels};
-use worldland_shared::messages::{Heartbeat, ProviderState, Spec, StreamEnvelope, MAX_ENTRY_BYTES};
-use worldland_shared::signature::{recover_personal, SignaturePolicy};
-use worldland_shared::state::providers::{
+use worldland_core::cluster::node::spec_contradiction;
+use worldland_core::cluster::Cluster;
+use worldland_core::labels::{self, provider_node_labels};
+use worldland_core::messages::{Heartbeat, ProviderState, Spec, StreamEnvelope, MAX_ENTRY_BYTES};
+use worldland_core::signature::{recover_personal, SignaturePolicy};
+use worldland_core::state::providers::{
     join, ledger_for, make_available, note_node_write, record_heartbeat, HeartbeatFacts, ProviderRecord,
 };
-use worldland_shared::state::ItemStore;
-use worldland_shared::validation::{check_provider_id, check_timestamp, Reason, Rejection};
-use worldland_shared::worker::{decode, Handler, Outcome};
+use worldland_core::state::ItemStore;
+use worldland_core::validation::{check_provider_id, check_timestamp, Reason, Rejection};
+use worldland_core::worker::{decode, Handler, Outcome};
 
-pub const WORKER: &str = worldland_shared::bus::routes::HEARTBEAT_RECORDER.0;
-pub const BINDINGS: &[&str] = worldland_shared::bus::routes::HEARTBEAT_RECORDER.1;
+pub const WORKER: &str = worldland_core::bus::routes::HEARTBEAT_RECORDER.0;
+pub const BINDINGS: &[&str] = worldland_core::bus::routes::HEARTBEAT_RECORDER.1;
 
 pub struct Context {
     pub store: Arc<dyn ItemStore>,
@@ -282,7 +282,7 @@ impl Handler for HeartbeatRecorder {
 }
 
 impl Context {
-    pub fn from_config(cfg: &worldland_shared::Config, store: Arc<dyn ItemStore>, cluster: Arc<dyn Cluster>) -> Self {
+    pub fn from_config(cfg: &worldland_runtime::Config, store: Arc<dyn ItemStore>, cluster: Arc<dyn Cluster>) -> Self {
         Self {
             store,
             cluster,
@@ -295,8 +295,8 @@ impl Context {
 
 /// The worker built from configuration, its clients made once per process (container or Lambda
 /// cold start), never inside the handler.
-pub async fn from_config(cfg: &worldland_shared::Config) -> Result<HeartbeatRecorder, worldland_shared::backends::BackendError> {
-    use worldland_shared::backends;
+pub async fn from_config(cfg: &worldland_runtime::Config) -> Result<HeartbeatRecorder, worldland_runtime::backends::BackendError> {
+    use worldland_runtime::backends;
     Ok(HeartbeatRecorder(Context::from_config(
         cfg,
         backends::store(cfg).await,

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use worldland_shared::{backends, telemetry, Config};
+use worldland_runtime::{backends, telemetry, Config};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

@@ -8,20 +8,20 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
 use tracing::instrument;
-use worldland_shared::cluster::bootstrap::{ca_cert_hash, endpoint_host_port, join_command};
-use worldland_shared::cluster::{BootstrapToken, Cluster, Created};
-use worldland_shared::labels::provider_node_labels;
-use worldland_shared::messages::{ProviderResponse, ProviderState, ProviderValidated, SealedJoin};
-use worldland_shared::replies::ProviderReplies;
-use worldland_shared::sealed::seal_join;
-use worldland_shared::state::providers::{approve, mark_answered, reserve_token, ProviderRecord};
-use worldland_shared::state::ItemStore;
-use worldland_shared::validation::{Reason, Rejection};
-use worldland_shared::worker::{decode, Handler, Outcome};
+use worldland_core::cluster::bootstrap::{ca_cert_hash, endpoint_host_port, join_command};
+use worldland_core::cluster::{BootstrapToken, Cluster, Created};
+use worldland_core::labels::provider_node_labels;
+use worldland_core::messages::{ProviderResponse, ProviderState, ProviderValidated, SealedJoin};
+use worldland_core::replies::ProviderReplies;
+use worldland_core::sealed::seal_join;
+use worldland_core::state::providers::{approve, mark_answered, reserve_token, ProviderRecord};
+use worldland_core::state::ItemStore;
+use worldland_core::validation::{Reason, Rejection};
+use worldland_core::worker::{decode, Handler, Outcome};
 
 /// The routing keys this worker consumes.
-pub const BINDINGS: &[&str] = worldland_shared::bus::routes::JOIN_TOKEN_ISSUER.1;
-pub const WORKER: &str = worldland_shared::bus::routes::JOIN_TOKEN_ISSUER.0;
+pub const BINDINGS: &[&str] = worldland_core::bus::routes::JOIN_TOKEN_ISSUER.1;
+pub const WORKER: &str = worldland_core::bus::routes::JOIN_TOKEN_ISSUER.0;
 
 pub struct Context {
     pub store: Arc<dyn ItemStore>,
@@ -118,7 +118,7 @@ async fn approval_answer(
     let server = ctx.api_endpoint.clone().unwrap_or(info.server);
     let (host, port) = endpoint_host_port(&server);
     let command = join_command(&host, port, &token.token(), &ca_hash);
-    let spec: worldland_shared::messages::Spec = serde_json::from_str(&rec.spec_json).map_err(retry)?;
+    let spec: worldland_core::messages::Spec = serde_json::from_str(&rec.spec_json).map_err(retry)?;
     let first_gpu = spec.gpus.first().map(|g| g.name.as_str()).unwrap_or_default();
     let mut answer = ProviderResponse {
         success: true,
@@ -230,8 +230,8 @@ impl Handler for JoinTokenIssuer {
 
 /// The worker built from configuration, its clients made once per process (container or Lambda
 /// cold start), never inside the handler.
-pub async fn from_config(cfg: &worldland_shared::Config) -> Result<JoinTokenIssuer, worldland_shared::backends::BackendError> {
-    use worldland_shared::backends;
+pub async fn from_config(cfg: &worldland_runtime::Config) -> Result<JoinTokenIssuer, worldland_runtime::backends::BackendError> {
+    use worldland_runtime::backends;
     Ok(JoinTokenIssuer(Context {
         store: backends::store(cfg).await,
         cluster: backends::cluster(cfg).await?,

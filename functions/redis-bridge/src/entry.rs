@@ -2,8 +2,8 @@
 //! field names or values) never break the parse of a whole batch.
 
 use redis::Value;
-use worldland_shared::messages::{StreamEnvelope, MAX_ENTRY_BYTES};
-use worldland_shared::validation::{Reason, Rejection};
+use worldland_core::messages::{StreamEnvelope, MAX_ENTRY_BYTES};
+use worldland_core::validation::{Reason, Rejection};
 
 /// One entry: its id and fields (`None` when the entry was deleted while pending).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -12,11 +12,11 @@ use std::time::Duration;
 use redis::aio::ConnectionManager;
 use redis::Value;
 use tokio::sync::broadcast;
-use worldland_shared::bus::Bus;
-use worldland_shared::messages::topics;
-use worldland_shared::replies::ensure_group;
-use worldland_shared::streams::StreamNames;
-use worldland_shared::Config;
+use worldland_adapters::replies::ensure_group;
+use worldland_core::bus::Bus;
+use worldland_core::messages::topics;
+use worldland_core::streams::StreamNames;
+use worldland_runtime::Config;
 
 pub use entry::{envelope_for, RawEntry};
 
@@ -241,7 +241,7 @@ impl RedisBridge {
                 .query_async(&mut self.conn.clone())
                 .await?;
             if let Some(lag) = entry::group_lag(&groups, &self.settings.group) {
-                worldland_shared::metrics::lag(&stream, lag);
+                worldland_runtime::metrics::lag(&stream, lag);
             }
             let Some(last_delivered) = entry::group_last_delivered(&groups, &self.settings.group) else {
                 continue;
@@ -286,7 +286,7 @@ impl RedisBridge {
                     Err(e) => {
                         failures += 1;
                         tracing::warn!(error = %e, "poll failed; backing off");
-                        tokio::time::sleep(worldland_shared::worker::retry_delay(failures)).await;
+                        tokio::time::sleep(worldland_runtime::worker::retry_delay(failures)).await;
                         // The group may have vanished with a Redis restart.
                         let _ = self.ensure_groups().await;
                     }

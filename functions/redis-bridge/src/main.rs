@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use redis_bridge::{BridgeSettings, RedisBridge};
-use worldland_shared::{backends, telemetry, Config};
+use worldland_runtime::{backends, telemetry, Config};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -12,7 +12,7 @@ async fn main() -> anyhow::Result<()> {
     let bus = backends::bus(&cfg).await.context("connecting to the bus")?;
     let shutdown = backends::shutdown_on_signal();
     backends::serve_health(&cfg, &shutdown).await?;
-    worldland_shared::metrics::set_ready(true);
+    worldland_runtime::metrics::set_ready(true);
     let reader = backends::redis_blocking(&cfg).await.context("connecting to Redis")?;
     RedisBridge::new(conn, reader, bus, BridgeSettings::from_config(&cfg))
         .run(shutdown.subscribe())

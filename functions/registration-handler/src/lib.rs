@@ -7,18 +7,18 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use tracing::instrument;
-use worldland_shared::bus::Bus;
-use worldland_shared::messages::{topics, ProviderResponse, ProviderValidated, Registration, StreamEnvelope, MAX_ENTRY_BYTES};
-use worldland_shared::replies::ProviderReplies;
-use worldland_shared::signature::{verify_entry, SignaturePolicy};
-use worldland_shared::state::providers::{register_pending, ProviderRecord};
-use worldland_shared::state::ItemStore;
-use worldland_shared::validation::{check_provider_id, validate_registration, Reason, Rejection, ValidationPolicy};
-use worldland_shared::worker::{decode, Handler, Outcome};
+use worldland_core::bus::Bus;
+use worldland_core::messages::{topics, ProviderResponse, ProviderValidated, Registration, StreamEnvelope, MAX_ENTRY_BYTES};
+use worldland_core::replies::ProviderReplies;
+use worldland_core::signature::{verify_entry, SignaturePolicy};
+use worldland_core::state::providers::{register_pending, ProviderRecord};
+use worldland_core::state::ItemStore;
+use worldland_core::validation::{check_provider_id, validate_registration, Reason, Rejection, ValidationPolicy};
+use worldland_core::worker::{decode, Handler, Outcome};
 
 /// The routing keys this worker consumes.
-pub const BINDINGS: &[&str] = worldland_shared::bus::routes::REGISTRATION_HANDLER.1;
-pub const WORKER: &str = worldland_shared::bus::routes::REGISTRATION_HANDLER.0;
+pub const BINDINGS: &[&str] = worldland_core::bus::routes::REGISTRATION_HANDLER.1;
+pub const WORKER: &str = worldland_core::bus::routes::REGISTRATION_HANDLER.0;
 
 pub struct Context {
     pub store: Arc<dyn ItemStore>,
@@ -129,10 +129,10 @@ impl Handler for RegistrationHandler {
 /// The worker built from configuration, its clients made once per process (container or Lambda
 /// cold start), never inside the handler.
 pub async fn from_config(
-    cfg: &worldland_shared::Config,
-    bus: Arc<dyn worldland_shared::bus::Bus>,
-) -> Result<RegistrationHandler, worldland_shared::backends::BackendError> {
-    use worldland_shared::backends;
+    cfg: &worldland_runtime::Config,
+    bus: Arc<dyn worldland_core::bus::Bus>,
+) -> Result<RegistrationHandler, worldland_runtime::backends::BackendError> {
+    use worldland_runtime::backends;
     Ok(RegistrationHandler(Context {
         store: backends::store(cfg).await,
         bus,

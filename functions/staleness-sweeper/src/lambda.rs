@@ -6,7 +6,7 @@ use std::sync::Arc;
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use lambda_runtime::{service_fn, LambdaEvent};
 use staleness_sweeper::{from_config, sweep_once};
-use worldland_shared::{backends, telemetry, Config};
+use worldland_runtime::{backends, telemetry, Config};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {

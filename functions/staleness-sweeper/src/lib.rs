@@ -11,16 +11,16 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use tokio::sync::broadcast;
-use worldland_shared::bus::Bus;
-use worldland_shared::cluster::Cluster;
-use worldland_shared::jobs::close_job;
-use worldland_shared::labels;
-use worldland_shared::ledger::Ledger;
-use worldland_shared::messages::topics;
-use worldland_shared::messages::ProviderState;
-use worldland_shared::replies::ProviderReplies;
-use worldland_shared::state::providers::{expire_if_unjoined, mark_offline_if_stale, ms};
-use worldland_shared::state::{ItemStore, StoreResult, Table, Value, INDEX_SORT_ATTR, KEY_ATTR};
+use worldland_core::bus::Bus;
+use worldland_core::cluster::Cluster;
+use worldland_core::jobs::close_job;
+use worldland_core::labels;
+use worldland_core::ledger::Ledger;
+use worldland_core::messages::topics;
+use worldland_core::messages::ProviderState;
+use worldland_core::replies::ProviderReplies;
+use worldland_core::state::providers::{expire_if_unjoined, mark_offline_if_stale, ms};
+use worldland_core::state::{ItemStore, StoreResult, Table, Value, INDEX_SORT_ATTR, KEY_ATTR};
 
 pub const WORKER: &str = "staleness-sweeper";
 
@@ -75,7 +75,7 @@ async fn close_and_announce(ctx: &Context, job_id: &str, reason: &str, ended_at:
 }
 
 /// Marks a node offline: the status label and the NoSchedule taint.
-async fn mark_node_offline(cluster: &dyn Cluster, node: &str) -> worldland_shared::cluster::ClusterResult<()> {
+async fn mark_node_offline(cluster: &dyn Cluster, node: &str) -> worldland_core::cluster::ClusterResult<()> {
     let status = BTreeMap::from([(labels::STATUS.to_string(), Some(labels::STATUS_OFFLINE.to_string()))]);
     cluster.patch_node_metadata(node, &status, &BTreeMap::new()).await?;
     cluster.set_offline_taint(node, true).await
@@ -178,8 +178,8 @@ pub async fn run(
 }
 
 /// The sweeper built from configuration, its clients made once per process.
-pub async fn from_config(cfg: &worldland_shared::Config, bus: Arc<dyn Bus>) -> Result<Context, worldland_shared::backends::BackendError> {
-    use worldland_shared::backends;
+pub async fn from_config(cfg: &worldland_runtime::Config, bus: Arc<dyn Bus>) -> Result<Context, worldland_runtime::backends::BackendError> {
+    use worldland_runtime::backends;
     Ok(Context {
         store: backends::store(cfg).await,
         cluster: backends::cluster(cfg).await?,

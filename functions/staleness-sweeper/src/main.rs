@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use staleness_sweeper::{from_config, run};
-use worldland_shared::{backends, telemetry, Config};
+use worldland_runtime::{backends, telemetry, Config};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -12,7 +12,7 @@ async fn main() -> anyhow::Result<()> {
     let ctx = Arc::new(from_config(&cfg, Arc::new(backends::rabbit(&cfg).await?)).await?);
     let shutdown = backends::shutdown_on_signal();
     backends::serve_health(&cfg, &shutdown).await?;
-    worldland_shared::metrics::set_ready(true);
+    worldland_runtime::metrics::set_ready(true);
     run(
         ctx,
         std::time::Duration::from_secs(cfg.sweep_interval_s),

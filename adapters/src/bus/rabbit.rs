@@ -1,0 +1,377 @@
+//! RabbitMQ bus (lapin): a durable topic exchange; one quorum queue per worker with a
+//! dead-letter exchange and a delivery limit; publisher confirms; manual acks; prefetch from
+//! config; reconnects with backoff.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
+    ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer, ExchangeKind};
+use tokio::sync::Mutex;
+
+use worldland_core::bus::{Bus, BusError, BusResult, Delivery, QueueSpec, Settle, Subscription};
+
+#[derive(Debug, Clone)]
+pub struct RabbitSettings {
+    pub url: String,
+    pub exchange: String,
+    pub prefetch: u16,
+    pub delivery_limit: u32,
+}
+
+impl RabbitSettings {
+    pub fn dead_letter_exchange(&self) -> String {
+        format!("{}.dlx", self.exchange)
+    }
+}
+
+struct Inner {
+    settings: RabbitSettings,
+    /// The publishing connection and its confirm-mode channel, re-made after a failure.
+    publisher: Mutex<Option<(Connection, Channel)>>,
+}
+
+#[derive(Clone)]
+pub struct RabbitBus {
+    inner: Arc<Inner>,
+}
+
+fn conn_err(e: impl std::fmt::Display) -> BusError {
+    BusError::Connection(e.to_string())
+}
+
+fn long(s: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(s.as_bytes().to_vec()))
+}
+
+const MAX_ATTEMPTS: u32 = 6;
+
+async fn backoff(attempt: u32) {
+    let ms = 100u64 << attempt.min(6);
+    tokio::time::sleep(Duration::from_millis(ms.min(5_000))).await;
+}
+
+impl RabbitBus {
+    /// Connects and declares the exchanges. Fails if the broker cannot be reached after retries.
+    pub async fn connect(settings: RabbitSettings) -> BusResult<Self> {
+        let bus = Self {
+            inner: Arc::new(Inner {
+                settings,
+                publisher: Mutex::new(None),
+            }),
+        };
+        bus.publisher_channel().await?;
+        Ok(bus)
+    }
+
+    pub fn settings(&self) -> &RabbitSettings {
+        &self.inner.settings
+    }
+
+    async fn open(&self) -> BusResult<(Connection, Channel)> {
+        let s = &self.inner.settings;
+        let conn = Connection::connect(&s.url, ConnectionProperties::default())
+            .await
+            .map_err(conn_err)?;
+        let ch = conn.create_channel().await.map_err(conn_err)?;
+        let durable = ExchangeDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        ch.exchange_declare(s.exchange.as_str().into(), ExchangeKind::Topic, durable, FieldTable::default())
+            .await
+            .map_err(conn_err)?;
+        ch.exchange_declare(
+            s.dead_letter_exchange().as_str().into(),
+            ExchangeKind::Direct,
+            durable,
+            FieldTable::default(),
+        )
+        .await
+        .map_err(conn_err)?;
+        Ok((conn, ch))
+    }
+
+    async fn publisher_channel(&self) -> BusResult<Channel> {
+        let mut guard = self.inner.publisher.lock().await;
+        if let Some((conn, ch)) = guard.as_ref() {
+            if conn.status().connected() && ch.status().connected() {
+                return Ok(ch.clone());
+            }
+        }
+        let mut last = None;
+        for attempt in 0..MAX_ATTEMPTS {
+            match self.open().await {
+                Ok((conn, ch)) => {
+                    ch.confirm_select(ConfirmSelectOptions::default()).await.map_err(conn_err)?;
+                    *guard = Some((conn, ch.clone()));
+                    return Ok(ch);
+                }
+                Err(e) => {
+                    tracing::warn!(attempt, error = %e, "RabbitMQ connect failed; backing off");
+                    last = Some(e);
+                    backoff(attempt).await;
+                }
+            }
+        }
+        Err(last.unwrap_or(BusError::Closed))
+    }
+
+    async fn publish_to(&self, exchange: &str, routing_key: &str, message_id: &str, body: &[u8], headers: FieldTable) -> BusResult<()> {
+        let mut last = None;
+        for attempt in 0..MAX_ATTEMPTS {
+            let ch = self.publisher_channel().await?;
+            let props = BasicProperties::default()
+                .with_delivery_mode(2)
+                .with_content_type("application/json".into())
+                .with_message_id(ShortString::from(message_id))
+                .with_headers(headers.clone());
+            let opts = BasicPublishOptions {
+                mandatory: true,
+                ..Default::default()
+            };
+            let res = async {
+                ch.basic_publish(exchange.into(), routing_key.into(), opts, body, props)
+                    .await?
+                    .await
+            }
+            .await;
+            match res {
+                Ok(lapin::Confirmation::Ack(None)) => return Ok(()),
+                Ok(_) => {
+                    return Err(BusError::NotConfirmed(format!(
+                        "{routing_key} (nacked or unroutable: no queue bound)"
+                    )))
+                }
+                Err(e) => {
+                    tracing::warn!(attempt, error = %e, "publish failed; reconnecting");
+                    *self.inner.publisher.lock().await = None;
+                    last = Some(conn_err(e));
+                    backoff(attempt).await;
+                }
+            }
+        }
+        Err(last.unwrap_or(BusError::Closed))
+    }
+
+    /// Declares a worker's queue, its dead-letter queue and bindings. Idempotent.
+    pub async fn declare(&self, queue: &QueueSpec) -> BusResult<()> {
+        let (_conn, ch) = self.open().await?;
+        self.declare_on(&ch, queue).await?;
+        let _ = ch.close(200, "declared".into()).await;
+        Ok(())
+    }
+
+    async fn declare_on(&self, ch: &Channel, queue: &QueueSpec) -> BusResult<()> {
+        let s = &self.inner.settings;
+        let durable = QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        let mut dlq_args = FieldTable::default();
+        dlq_args.insert("x-queue-type".into(), long("quorum"));
+        ch.queue_declare(queue.dead_letter_name().as_str().into(), durable, dlq_args)
+            .await
+            .map_err(conn_err)?;
+        ch.queue_bind(
+            queue.dead_letter_name().as_str().into(),
+            s.dead_letter_exchange().as_str().into(),
+            queue.name.as_str().into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(conn_err)?;
+        let mut args = FieldTable::default();
+        args.insert("x-queue-type".into(), long("quorum"));
+        args.insert("x-dead-letter-exchange".into(), long(&s.dead_letter_exchange()));
+        args.insert("x-dead-letter-routing-key".into(), long(&queue.name));
+        args.insert("x-delivery-limit".into(), AMQPValue::LongInt(s.delivery_limit as i32));
+        ch.queue_declare(queue.name.as_str().into(), durable, args)
+            .await
+            .map_err(conn_err)?;
+        for key in &queue.bindings {
+            ch.queue_bind(
+                queue.name.as_str().into(),
+                s.exchange.as_str().into(),
+                key.as_str().into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(conn_err)?;
+        }
+        Ok(())
+    }
+
+    async fn consume(&self, queue: &QueueSpec) -> BusResult<(Connection, Consumer)> {
+        let (conn, ch) = self.open().await?;
+        self.declare_on(&ch, queue).await?;
+        ch.basic_qos(self.inner.settings.prefetch, BasicQosOptions::default())
+            .await
+            .map_err(conn_err)?;
+        let tag = format!("{}-{}", queue.name, uuid::Uuid::new_v4().simple());
+        let consumer = ch
+            .basic_consume(
+                queue.name.as_str().into(),
+                tag.as_str().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(conn_err)?;
+        Ok((conn, consumer))
+    }
+
+    /// Removes queues and exchanges (tests clean up what they declared).
+    pub async fn delete_topology(&self, queues: &[QueueSpec]) -> BusResult<()> {
+        let (conn, ch) = self.open().await?;
+        for q in queues {
+            for name in [q.name.clone(), q.dead_letter_name()] {
+                let _ = ch.queue_delete(name.as_str().into(), QueueDeleteOptions::default()).await;
+            }
+        }
+        let s = &self.inner.settings;
+        for ex in [s.exchange.clone(), s.dead_letter_exchange()] {
+            let _ = ch.exchange_delete(ex.as_str().into(), ExchangeDeleteOptions::default()).await;
+        }
+        let _ = conn.close(200, "cleanup".into()).await;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Bus for RabbitBus {
+    async fn publish(&self, routing_key: &str, message_id: &str, body: &[u8]) -> BusResult<()> {
+        let exchange = self.inner.settings.exchange.clone();
+        self.publish_to(&exchange, routing_key, message_id, body, FieldTable::default())
+            .await
+    }
+
+    async fn subscribe(&self, queue: &QueueSpec) -> BusResult<Box<dyn Subscription>> {
+        let (conn, consumer) = self.consume(queue).await?;
+        Ok(Box::new(RabbitSubscription {
+            bus: self.clone(),
+            queue: queue.clone(),
+            conn: Arc::new(conn),
+            consumer,
+        }))
+    }
+}
+
+struct RabbitSubscription {
+    bus: RabbitBus,
+    queue: QueueSpec,
+    conn: Arc<Connection>,
+    consumer: Consumer,
+}
+
+fn previous_deliveries(props: &BasicProperties, redelivered: bool) -> u32 {
+    let count = props.headers().as_ref().and_then(|h| h.inner().get("x-delivery-count").cloned());
+    match count {
+        Some(AMQPValue::LongLongInt(n)) => n.max(0) as u32,
+        Some(AMQPValue::LongInt(n)) => n.max(0) as u32,
+        Some(AMQPValue::ShortInt(n)) => n.max(0) as u32,
+        _ => u32::from(redelivered),
+    }
+}
+
+#[async_trait]
+impl Subscription for RabbitSubscription {
+    async fn next(&mut self) -> Option<Delivery> {
+        let mut attempt = 0;
+        loop {
+            match self.consumer.next().await {
+                Some(Ok(d)) => {
+                    let prev = previous_deliveries(&d.properties, d.redelivered);
+                    let message_id = d.properties.message_id().as_ref().map(|s| s.as_str().to_string());
+                    let settle = RabbitSettle {
+                        bus: self.bus.clone(),
+                        queue: self.queue.name.clone(),
+                        acker: d.acker,
+                    };
+                    return Some(Delivery::new(
+                        d.routing_key.as_str().to_string(),
+                        message_id,
+                        d.data,
+                        prev,
+                        Box::new(settle),
+                    ));
+                }
+                other => {
+                    // The broker went away or cancelled us: unacked messages return to the queue;
+                    // reconnect with backoff and consume again.
+                    if let Some(Err(e)) = other {
+                        tracing::warn!(queue = %self.queue.name, error = %e, "consumer failed; reconnecting");
+                    }
+                    backoff(attempt).await;
+                    attempt = (attempt + 1).min(6);
+                    match self.bus.consume(&self.queue).await {
+                        Ok((conn, consumer)) => {
+                            self.conn = Arc::new(conn);
+                            self.consumer = consumer;
+                        }
+                        Err(e) => {
+                            tracing::warn!(queue = %self.queue.name, error = %e, "reconnect failed")
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Drop for RabbitSubscription {
+    fn drop(&mut self) {
+        let conn = self.conn.clone();
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let _ = conn.close(200, "consumer dropped".into()).await;
+            });
+        }
+    }
+}
+
+struct RabbitSettle {
+    bus: RabbitBus,
+    queue: String,
+    acker: lapin::Acker,
+}
+
+#[async_trait]
+impl Settle for RabbitSettle {
+    async fn ack(&self) -> BusResult<()> {
+        self.acker.ack(BasicAckOptions::default()).await.map(|_| ()).map_err(conn_err)
+    }
+
+    async fn retry(&self) -> BusResult<()> {
+        // Back to the queue; the quorum queue counts deliveries and dead-letters at the limit.
+        self.acker
+            .nack(BasicNackOptions {
+                requeue: true,
+                ..Default::default()
+            })
+            .await
+            .map(|_| ())
+            .map_err(conn_err)
+    }
+
+    async fn dead_letter(&self, routing_key: &str, message_id: Option<&str>, body: &[u8], reason: &str, detail: &str) -> BusResult<()> {
+        let mut headers = FieldTable::default();
+        headers.insert("x-worldland-reason".into(), long(reason));
+        headers.insert("x-worldland-detail".into(), long(detail));
+        headers.insert("x-original-routing-key".into(), long(routing_key));
+        let dlx = self.bus.inner.settings.dead_letter_exchange();
+        self.bus
+            .publish_to(&dlx, &self.queue, message_id.unwrap_or(""), body, headers)
+            .await?;
+        // Only once the dead-letter copy is confirmed is the original let go.
+        self.ack().await
+    }
+}

@@ -1,0 +1,4 @@
+//! Clusters implementing [`worldland_core::cluster::Cluster`].
+
+pub mod kube_api;
+pub mod simulated;

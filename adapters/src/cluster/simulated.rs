@@ -1,0 +1,127 @@
+//! An in-process cluster for the demo: bootstrap tokens in memory and a generated CA. It says
+//! in its logs that it is simulated, so nobody mistakes a demo for a real join.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+
+use worldland_core::cluster::node::taints_with_offline;
+use worldland_core::cluster::{BootstrapToken, Cluster, ClusterError, ClusterInfo, ClusterResult, Created, NodeInfo};
+
+/// A real (but throwaway) CA certificate so the CA hash path is exercised end to end.
+const SIMULATED_CA_PEM: &str = include_str!("simulated-ca.pem");
+
+pub struct SimulatedCluster {
+    server: String,
+    tokens: Mutex<HashMap<String, BootstrapToken>>,
+    nodes: Mutex<HashMap<String, NodeInfo>>,
+    writes: AtomicU64,
+}
+
+impl SimulatedCluster {
+    pub fn new(server: impl Into<String>) -> Self {
+        let server = server.into();
+        tracing::warn!(%server, "using a SIMULATED Kubernetes cluster: tokens are not real and nothing can join");
+        Self {
+            server,
+            tokens: Mutex::default(),
+            nodes: Mutex::default(),
+            writes: AtomicU64::new(0),
+        }
+    }
+
+    /// A node joins (what `kubeadm join` and the kubelet would do).
+    pub fn add_node(&self, node: NodeInfo) {
+        self.nodes.lock().expect("cluster lock").insert(node.name.clone(), node);
+    }
+
+    pub fn node(&self, name: &str) -> Option<NodeInfo> {
+        self.nodes.lock().expect("cluster lock").get(name).cloned()
+    }
+
+    /// Writes made to the cluster (creates, patches, deletes).
+    pub fn writes(&self) -> u64 {
+        self.writes.load(Ordering::Relaxed)
+    }
+
+    fn wrote(&self) {
+        self.writes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn token_count(&self) -> usize {
+        self.tokens.lock().expect("cluster lock").len()
+    }
+}
+
+#[async_trait]
+impl Cluster for SimulatedCluster {
+    async fn cluster_info(&self) -> ClusterResult<ClusterInfo> {
+        Ok(ClusterInfo {
+            server: self.server.clone(),
+            ca_cert: SIMULATED_CA_PEM.as_bytes().to_vec(),
+        })
+    }
+
+    async fn create_bootstrap_token(&self, token: &BootstrapToken) -> ClusterResult<Created> {
+        let mut tokens = self.tokens.lock().expect("cluster lock");
+        if tokens.contains_key(&token.id) {
+            return Ok(Created::AlreadyExists);
+        }
+        tracing::debug!(token_id = %token.id, "simulated cluster: bootstrap token created");
+        tokens.insert(token.id.clone(), token.clone());
+        self.wrote();
+        Ok(Created::New)
+    }
+
+    async fn get_bootstrap_token(&self, token_id: &str) -> ClusterResult<Option<BootstrapToken>> {
+        Ok(self.tokens.lock().expect("cluster lock").get(token_id).cloned())
+    }
+
+    async fn delete_bootstrap_token(&self, token_id: &str) -> ClusterResult<()> {
+        if self.tokens.lock().expect("cluster lock").remove(token_id).is_some() {
+            self.wrote();
+        }
+        Ok(())
+    }
+
+    async fn get_node(&self, name: &str) -> ClusterResult<Option<NodeInfo>> {
+        Ok(self.node(name))
+    }
+
+    async fn patch_node_metadata(
+        &self,
+        name: &str,
+        labels: &BTreeMap<String, Option<String>>,
+        annotations: &BTreeMap<String, Option<String>>,
+    ) -> ClusterResult<()> {
+        let mut nodes = self.nodes.lock().expect("cluster lock");
+        let node = nodes
+            .get_mut(name)
+            .ok_or_else(|| ClusterError::Refused(format!("node {name} not found")))?;
+        for (map, patch) in [(&mut node.labels, labels), (&mut node.annotations, annotations)] {
+            for (k, v) in patch {
+                match v {
+                    Some(v) => map.insert(k.clone(), v.clone()),
+                    None => map.remove(k),
+                };
+            }
+        }
+        self.wrote();
+        Ok(())
+    }
+
+    async fn set_offline_taint(&self, name: &str, offline: bool) -> ClusterResult<()> {
+        let mut nodes = self.nodes.lock().expect("cluster lock");
+        let node = nodes
+            .get_mut(name)
+            .ok_or_else(|| ClusterError::Refused(format!("node {name} not found")))?;
+        let wanted = taints_with_offline(&node.taints, offline);
+        if wanted != node.taints {
+            node.taints = wanted;
+            self.wrote();
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,186 @@
+//! Answers to providers written to Redis (`provider:response:<id>`), and answers kept in memory.
+//!
+//! Old agents create their consumer group (`sdk-group`) at `$` only after publishing, so an
+//! answer written before that group exists would never reach them. The broker therefore creates
+//! `sdk-group` at `0` itself before writing: the agent's own create then meets BUSYGROUP (which
+//! the agents tolerate) and its `XREADGROUP >` still delivers every answer written since.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use chrono::{SecondsFormat, Utc};
+use redis::aio::ConnectionManager;
+
+use worldland_core::messages::jobs::MiningCommand;
+use worldland_core::messages::ProviderResponse;
+use worldland_core::replies::{ProviderReplies, ReplyError};
+use worldland_core::streams::{StreamNames, AGENT_RESPONSE_GROUP};
+
+pub struct RedisReplies {
+    /// Made on first use, so a Lambda cold start makes no network call.
+    conn: tokio::sync::OnceCell<ConnectionManager>,
+    url: Option<String>,
+    streams: StreamNames,
+    ttl_s: i64,
+}
+
+impl RedisReplies {
+    pub fn new(conn: ConnectionManager, streams: StreamNames, ttl_s: i64) -> Self {
+        Self {
+            conn: tokio::sync::OnceCell::new_with(Some(conn)),
+            url: None,
+            streams,
+            ttl_s,
+        }
+    }
+
+    /// Connects to `url` on the first answer, not before.
+    pub fn lazy(url: String, streams: StreamNames, ttl_s: i64) -> Self {
+        Self {
+            conn: tokio::sync::OnceCell::new(),
+            url: Some(url),
+            streams,
+            ttl_s,
+        }
+    }
+
+    async fn connection(&self) -> redis::RedisResult<ConnectionManager> {
+        let conn = self
+            .conn
+            .get_or_try_init(|| async {
+                let url = self.url.as_deref().unwrap_or("redis://127.0.0.1:6379");
+                let client = redis::Client::open(url)?;
+                let config = redis::aio::ConnectionManagerConfig::new().set_response_timeout(Some(std::time::Duration::from_secs(5)));
+                client.get_connection_manager_with_config(config).await
+            })
+            .await?;
+        Ok(conn.clone())
+    }
+}
+
+/// Creates a consumer group at `from`, treating "already exists" as success.
+pub async fn ensure_group(conn: &mut ConnectionManager, stream: &str, group: &str, from: &str) -> redis::RedisResult<()> {
+    let res: redis::RedisResult<()> = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(stream)
+        .arg(group)
+        .arg(from)
+        .arg("MKSTREAM")
+        .query_async(conn)
+        .await;
+    match res {
+        Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+        other => other,
+    }
+}
+
+impl RedisReplies {
+    async fn write(&self, provider_id: &str, data: String) -> Result<(), ReplyError> {
+        let err = |e: redis::RedisError| ReplyError {
+            provider_id: provider_id.to_string(),
+            why: e.to_string(),
+        };
+        let stream = self.streams.response(provider_id);
+        let mut conn = self.connection().await.map_err(err)?;
+        ensure_group(&mut conn, &stream, AGENT_RESPONSE_GROUP, "0").await.map_err(err)?;
+        let now = Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true);
+        redis::pipe()
+            .cmd("XADD")
+            .arg(&stream)
+            .arg("*")
+            .arg("data")
+            .arg(data)
+            .arg("timestamp")
+            .arg(now)
+            .ignore()
+            .cmd("EXPIRE")
+            .arg(&stream)
+            .arg(self.ttl_s)
+            .ignore()
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(err)
+    }
+}
+
+#[async_trait]
+impl ProviderReplies for RedisReplies {
+    async fn reply(&self, provider_id: &str, response: &ProviderResponse) -> Result<(), ReplyError> {
+        self.write(provider_id, serde_json::to_string(response).expect("responses serialise"))
+            .await
+    }
+
+    async fn command(&self, provider_id: &str, command: &MiningCommand) -> Result<(), ReplyError> {
+        self.write(provider_id, serde_json::to_string(command).expect("commands serialise"))
+            .await
+    }
+}
+
+/// Answers kept in memory, for the embedded default and tests.
+pub struct MemoryReplies {
+    answers: Mutex<HashMap<String, Vec<ProviderResponse>>>,
+    commands: Mutex<HashMap<String, Vec<MiningCommand>>>,
+    /// Bumped on every answer or command, so callers await them instead of polling.
+    written: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for MemoryReplies {
+    fn default() -> Self {
+        Self {
+            answers: Mutex::default(),
+            commands: Mutex::default(),
+            written: tokio::sync::watch::channel(0).0,
+        }
+    }
+}
+
+impl MemoryReplies {
+    pub fn answers_for(&self, provider_id: &str) -> Vec<ProviderResponse> {
+        self.answers
+            .lock()
+            .expect("replies lock")
+            .get(provider_id)
+            .cloned()
+            .unwrap_or_default()
+    }
+    pub fn total(&self) -> usize {
+        self.answers.lock().expect("replies lock").values().map(Vec::len).sum()
+    }
+    /// Changes after every answer or command written.
+    pub fn watch(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.written.subscribe()
+    }
+    pub fn commands_for(&self, provider_id: &str) -> Vec<MiningCommand> {
+        self.commands
+            .lock()
+            .expect("replies lock")
+            .get(provider_id)
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+#[async_trait]
+impl ProviderReplies for MemoryReplies {
+    async fn reply(&self, provider_id: &str, response: &ProviderResponse) -> Result<(), ReplyError> {
+        self.answers
+            .lock()
+            .expect("replies lock")
+            .entry(provider_id.to_string())
+            .or_default()
+            .push(response.clone());
+        self.written.send_modify(|n| *n += 1);
+        Ok(())
+    }
+
+    async fn command(&self, provider_id: &str, command: &MiningCommand) -> Result<(), ReplyError> {
+        self.commands
+            .lock()
+            .expect("replies lock")
+            .entry(provider_id.to_string())
+            .or_default()
+            .push(command.clone());
+        Ok(())
+    }
+}

@@ -1,0 +1,215 @@
+//! One contract every store must pass: the in-memory store runs it in unit tests, DynamoDB
+//! (dynalite) in `tests/`. Keys are random so a shared server is fine.
+
+use std::sync::Arc;
+
+use worldland_core::state::{Cond, ItemStore, Op, Table, Value};
+
+fn key(tag: &str) -> String {
+    format!("contract-{tag}-{}", uuid::Uuid::new_v4().simple())
+}
+
+pub async fn run_all(store: &dyn ItemStore) {
+    create_only_once(store).await;
+    conditions_guard_updates(store).await;
+    numbers_and_nested_maps(store).await;
+    state_index_returns_only_matching_items(store).await;
+}
+
+pub async fn create_only_once(store: &dyn ItemStore) {
+    let k = key("create");
+    assert!(store.get(Table::Providers, &k).await.unwrap().is_none());
+    let ops = [Op::set("state", "pending"), Op::set("hb_at", 1i64)];
+    let created = store
+        .update(Table::Providers, &k, &Cond::ItemNotExists, &ops)
+        .await
+        .unwrap()
+        .expect("created");
+    assert_eq!(created.get("id"), Some(&Value::from(k.as_str())));
+    assert!(store
+        .update(Table::Providers, &k, &Cond::ItemNotExists, &ops)
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(store.get(Table::Providers, &k).await.unwrap(), Some(created));
+}
+
+pub async fn conditions_guard_updates(store: &dyn ItemStore) {
+    let k = key("cond");
+    store
+        .update(
+            Table::Providers,
+            &k,
+            &Cond::Always,
+            &[Op::set("state", "pending"), Op::set("w", "a")],
+        )
+        .await
+        .unwrap();
+    let wrong = Cond::eq("state", "approved");
+    assert!(store
+        .update(Table::Providers, &k, &wrong, &[Op::set("w", "b")])
+        .await
+        .unwrap()
+        .is_none());
+    let not_exists = Cond::AttrNotExists("token".into());
+    let out = store
+        .update(
+            Table::Providers,
+            &k,
+            &not_exists.clone().and(Cond::state_in(&["pending", "expired"])),
+            &[Op::set("token", "t1"), Op::Remove("w".into())],
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(out.get("token"), Some(&Value::from("t1")));
+    assert!(!out.contains_key("w"));
+    assert!(store
+        .update(Table::Providers, &k, &not_exists, &[Op::set("token", "t2")])
+        .await
+        .unwrap()
+        .is_none());
+    let neg = Cond::Not(Box::new(Cond::eq("token", "t1")));
+    assert!(store
+        .update(Table::Providers, &k, &neg, &[Op::set("x", 1i64)])
+        .await
+        .unwrap()
+        .is_none());
+    let either = Cond::Or(vec![Cond::ItemNotExists, Cond::eq("token", "t1")]);
+    assert!(store
+        .update(Table::Providers, &k, &either, &[Op::set("x", 1i64)])
+        .await
+        .unwrap()
+        .is_some());
+}
+
+pub async fn numbers_and_nested_maps(store: &dyn ItemStore) {
+    let k = key("num");
+    store
+        .update(
+            Table::Providers,
+            &k,
+            &Cond::Always,
+            &[
+                Op::set("free", 2i64),
+                Op::set("alloc", Value::M(Default::default())),
+                Op::set("ok", true),
+            ],
+        )
+        .await
+        .unwrap();
+    let take = |job: &'static str| {
+        (
+            Cond::Ge("free".into(), 1).and(Cond::AttrNotExists(format!("alloc.{job}"))),
+            vec![
+                Op::Add("free".into(), -1),
+                Op::set(&format!("alloc.{job}"), 1i64),
+                Op::Add("count".into(), 1),
+            ],
+        )
+    };
+    for (job, ok) in [("j1", true), ("j1", false), ("j2", true), ("j3", false)] {
+        let (c, ops) = take(job);
+        assert_eq!(store.update(Table::Providers, &k, &c, &ops).await.unwrap().is_some(), ok, "{job}");
+    }
+    let item = store.get(Table::Providers, &k).await.unwrap().unwrap();
+    assert_eq!(item.get("free"), Some(&Value::N(0)));
+    assert_eq!(item.get("count"), Some(&Value::N(2)));
+    assert_eq!(item.get("ok"), Some(&Value::B(true)));
+    assert_eq!(item.get("alloc").and_then(Value::as_map).map(|m| m.len()), Some(2));
+    assert!(store
+        .update(Table::Providers, &k, &Cond::Lt("free".into(), 0), &[])
+        .await
+        .unwrap()
+        .is_none());
+    // Overlapping paths in one update are refused, whatever the condition says.
+    assert!(store
+        .update(Table::Providers, &k, &Cond::Always, &[Op::set("ok", false), Op::set("ok", true)])
+        .await
+        .is_err());
+    assert!(store
+        .update(
+            Table::Providers,
+            &k,
+            &Cond::Always,
+            &[Op::Remove("alloc".into()), Op::set("alloc.j9", 1i64)]
+        )
+        .await
+        .is_err());
+    assert_eq!(
+        store.get(Table::Providers, &k).await.unwrap().unwrap().get("ok"),
+        Some(&Value::B(true))
+    );
+    assert!(store
+        .update(Table::Providers, &k, &Cond::Le("free".into(), 0), &[])
+        .await
+        .unwrap()
+        .is_some());
+}
+
+pub async fn state_index_returns_only_matching_items(store: &dyn ItemStore) {
+    let state = format!("contract-state-{}", uuid::Uuid::new_v4().simple());
+    let other = format!("{state}-other");
+    for (i, st) in [(1i64, &state), (5, &state), (9, &state), (2, &other)] {
+        store
+            .update(
+                Table::Providers,
+                &key("idx"),
+                &Cond::ItemNotExists,
+                &[Op::set("state", st.as_str()), Op::set("hb_at", i)],
+            )
+            .await
+            .unwrap();
+    }
+    let all = store.query_by_state(Table::Providers, &state, None).await.unwrap();
+    assert_eq!(all.len(), 3);
+    let stale = store.query_by_state(Table::Providers, &state, Some(6)).await.unwrap();
+    let mut hbs: Vec<i64> = stale.iter().filter_map(|i| i.get("hb_at").and_then(Value::as_i64)).collect();
+    hbs.sort();
+    assert_eq!(hbs, vec![1, 5]);
+    // A projected query brings back only the named attributes and the key.
+    let projected = store
+        .query_by_state_projected(Table::Providers, &state, Some(6), &["hb_at"])
+        .await
+        .unwrap();
+    assert_eq!(projected.len(), 2);
+    for item in projected {
+        let mut keys: Vec<&str> = item.keys().map(String::as_str).collect();
+        keys.sort();
+        assert_eq!(keys, vec!["hb_at", "id"]);
+    }
+}
+
+/// `tasks` writers race to take one unit each from a stock of `stock`: exactly `stock` win.
+pub async fn racing_conditional_decrements(store: Arc<dyn ItemStore>, tasks: usize, per_task: usize, stock: i64) {
+    let k = key("race");
+    store
+        .update(Table::Providers, &k, &Cond::Always, &[Op::set("stock", stock)])
+        .await
+        .unwrap();
+    let mut handles = vec![];
+    for _ in 0..tasks {
+        let (store, k) = (store.clone(), k.clone());
+        handles.push(tokio::spawn(async move {
+            let mut won = 0;
+            for _ in 0..per_task {
+                if store
+                    .update(Table::Providers, &k, &Cond::Ge("stock".into(), 1), &[Op::Add("stock".into(), -1)])
+                    .await
+                    .unwrap()
+                    .is_some()
+                {
+                    won += 1;
+                }
+            }
+            won
+        }));
+    }
+    let mut total = 0;
+    for h in handles {
+        total += h.await.unwrap();
+    }
+    assert_eq!(total, stock);
+    let item = store.get(Table::Providers, &k).await.unwrap().unwrap();
+    assert_eq!(item.get("stock"), Some(&Value::N(0)));
+}

@@ -1,0 +1,370 @@
+//! DynamoDB store (aws-sdk-dynamodb). Each `update` is one conditional UpdateItem: no
+//! transactions, so it also runs on dynalite and costs one write unit on DynamoDB.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType,
+    ReturnValue, ScalarAttributeType, TableStatus,
+};
+use aws_sdk_dynamodb::Client;
+
+use worldland_core::state::{
+    Cond, Item, ItemStore, Op, StoreError, StoreResult, Table, TableNames, Value, INDEX_SORT_ATTR, INDEX_STATE_ATTR, KEY_ATTR,
+};
+
+#[derive(Clone)]
+pub struct DynamoStore {
+    client: Client,
+    names: TableNames,
+}
+
+fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+fn to_av(v: &Value) -> AttributeValue {
+    match v {
+        Value::S(s) => AttributeValue::S(s.clone()),
+        Value::N(n) => AttributeValue::N(n.to_string()),
+        Value::B(b) => AttributeValue::Bool(*b),
+        Value::M(m) => AttributeValue::M(m.iter().map(|(k, v)| (k.clone(), to_av(v))).collect()),
+    }
+}
+
+fn from_av(key: &str, av: &AttributeValue) -> StoreResult<Value> {
+    let corrupt = |why: &str| StoreError::Corrupt {
+        key: key.to_string(),
+        why: why.to_string(),
+    };
+    Ok(match av {
+        AttributeValue::S(s) => Value::S(s.clone()),
+        AttributeValue::N(n) => Value::N(n.parse().map_err(|_| corrupt("a number is not an integer"))?),
+        AttributeValue::Bool(b) => Value::B(*b),
+        AttributeValue::M(m) => Value::M(
+            m.iter()
+                .map(|(k, v)| Ok((k.clone(), from_av(key, v)?)))
+                .collect::<StoreResult<_>>()?,
+        ),
+        _ => return Err(corrupt("an attribute has a type this project never writes")),
+    })
+}
+
+fn from_item(raw: &HashMap<String, AttributeValue>) -> StoreResult<Item> {
+    let key = raw.get(KEY_ATTR).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
+    raw.iter().map(|(k, v)| Ok((k.clone(), from_av(&key, v)?))).collect()
+}
+
+/// Builds expression strings with placeholders for every name and value.
+#[derive(Default)]
+struct ExprBuilder {
+    names: HashMap<String, String>,
+    by_name: HashMap<String, String>,
+    values: HashMap<String, AttributeValue>,
+}
+
+impl ExprBuilder {
+    fn path(&mut self, path: &str) -> String {
+        path.split('.')
+            .map(|part| {
+                if let Some(p) = self.by_name.get(part) {
+                    return p.clone();
+                }
+                let p = format!("#n{}", self.by_name.len());
+                self.by_name.insert(part.to_string(), p.clone());
+                self.names.insert(p.clone(), part.to_string());
+                p
+            })
+            .collect::<Vec<_>>()
+            .join(".")
+    }
+
+    fn value(&mut self, v: AttributeValue) -> String {
+        let p = format!(":v{}", self.values.len());
+        self.values.insert(p.clone(), v);
+        p
+    }
+
+    fn cond(&mut self, c: &Cond) -> String {
+        match c {
+            Cond::Always => "attribute_exists(#always) OR attribute_not_exists(#always)".replace("#always", &self.path(KEY_ATTR)),
+            Cond::ItemExists => format!("attribute_exists({})", self.path(KEY_ATTR)),
+            Cond::ItemNotExists => format!("attribute_not_exists({})", self.path(KEY_ATTR)),
+            Cond::AttrExists(p) => format!("attribute_exists({})", self.path(p)),
+            Cond::AttrNotExists(p) => format!("attribute_not_exists({})", self.path(p)),
+            Cond::Eq(p, v) => {
+                let (p, v) = (self.path(p), self.value(to_av(v)));
+                format!("{p} = {v}")
+            }
+            Cond::Lt(p, n) | Cond::Le(p, n) | Cond::Ge(p, n) | Cond::Gt(p, n) => {
+                let op = match c {
+                    Cond::Lt(..) => "<",
+                    Cond::Le(..) => "<=",
+                    Cond::Ge(..) => ">=",
+                    _ => ">",
+                };
+                let (p, v) = (self.path(p), self.value(AttributeValue::N(n.to_string())));
+                format!("{p} {op} {v}")
+            }
+            Cond::In(p, vs) if vs.is_empty() => {
+                // Nothing is in an empty set.
+                let p = self.path(p);
+                format!("(attribute_exists({p}) AND attribute_not_exists({p}))")
+            }
+            Cond::In(p, vs) => {
+                let p = self.path(p);
+                let vs: Vec<String> = vs.iter().map(|v| self.value(to_av(v))).collect();
+                format!("{p} IN ({})", vs.join(", "))
+            }
+            Cond::And(cs) if cs.is_empty() => self.cond(&Cond::Always),
+            Cond::Or(cs) if cs.is_empty() => format!("NOT ({})", self.cond(&Cond::Always)),
+            Cond::And(cs) => cs.iter().map(|c| format!("({})", self.cond(c))).collect::<Vec<_>>().join(" AND "),
+            Cond::Or(cs) => cs.iter().map(|c| format!("({})", self.cond(c))).collect::<Vec<_>>().join(" OR "),
+            Cond::Not(c) => format!("NOT ({})", self.cond(c)),
+        }
+    }
+
+    fn update(&mut self, ops: &[Op]) -> String {
+        let mut sets = vec![];
+        let mut removes = vec![];
+        for op in ops {
+            match op {
+                Op::Set(p, v) => {
+                    let (p, v) = (self.path(p), self.value(to_av(v)));
+                    sets.push(format!("{p} = {v}"));
+                }
+                Op::Add(p, n) => {
+                    let p = self.path(p);
+                    let zero = self.value(AttributeValue::N("0".into()));
+                    let n = self.value(AttributeValue::N(n.to_string()));
+                    sets.push(format!("{p} = if_not_exists({p}, {zero}) + {n}"));
+                }
+                Op::Remove(p) => removes.push(self.path(p)),
+            }
+        }
+        let mut out = String::new();
+        if !sets.is_empty() {
+            out.push_str(&format!("SET {}", sets.join(", ")));
+        }
+        if !removes.is_empty() {
+            out.push_str(&format!(" REMOVE {}", removes.join(", ")));
+        }
+        out
+    }
+}
+
+impl DynamoStore {
+    pub fn new(client: Client, names: TableNames) -> Self {
+        Self { client, names }
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub fn names(&self) -> &TableNames {
+        &self.names
+    }
+
+    /// Creates the tables and the state index if they are missing; waits until they are active.
+    /// Idempotent.
+    pub async fn ensure_tables(&self) -> StoreResult<()> {
+        for table in [Table::Providers, Table::Jobs] {
+            let name = self.names.of(table).to_string();
+            let exists = self.client.describe_table().table_name(&name).send().await.is_ok();
+            if !exists {
+                let key = |n: &str, t: ScalarAttributeType| {
+                    AttributeDefinition::builder()
+                        .attribute_name(n)
+                        .attribute_type(t)
+                        .build()
+                        .map_err(backend)
+                };
+                let schema = |n: &str, t: KeyType| KeySchemaElement::builder().attribute_name(n).key_type(t).build().map_err(backend);
+                // Every table has the sparse state index (providers: last heartbeat; jobs: due).
+                let req = self
+                    .client
+                    .create_table()
+                    .table_name(&name)
+                    .billing_mode(BillingMode::PayPerRequest)
+                    .attribute_definitions(key(KEY_ATTR, ScalarAttributeType::S)?)
+                    .key_schema(schema(KEY_ATTR, KeyType::Hash)?)
+                    .attribute_definitions(key(INDEX_STATE_ATTR, ScalarAttributeType::S)?)
+                    .attribute_definitions(key(INDEX_SORT_ATTR, ScalarAttributeType::N)?)
+                    .global_secondary_indexes(
+                        GlobalSecondaryIndex::builder()
+                            .index_name(self.names.index_of(table))
+                            .key_schema(schema(INDEX_STATE_ATTR, KeyType::Hash)?)
+                            .key_schema(schema(INDEX_SORT_ATTR, KeyType::Range)?)
+                            .projection(Projection::builder().projection_type(ProjectionType::All).build())
+                            .build()
+                            .map_err(backend)?,
+                    );
+                if let Err(e) = req.send().await {
+                    let in_use = e.as_service_error().is_some_and(|s| s.is_resource_in_use_exception());
+                    if !in_use {
+                        return Err(backend(aws_sdk_dynamodb::error::DisplayErrorContext(e)));
+                    }
+                }
+            }
+            self.wait_active(&name).await?;
+        }
+        Ok(())
+    }
+
+    async fn wait_active(&self, name: &str) -> StoreResult<()> {
+        let mut delay = Duration::from_millis(50);
+        for _ in 0..100 {
+            let out = self.client.describe_table().table_name(name).send().await;
+            let active = out.as_ref().ok().and_then(|o| o.table()).map(|t| {
+                t.table_status() == Some(&TableStatus::Active)
+                    && t.global_secondary_indexes()
+                        .iter()
+                        .all(|g| g.index_status() == Some(&aws_sdk_dynamodb::types::IndexStatus::Active))
+            });
+            if active == Some(true) {
+                return Ok(());
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_millis(500));
+        }
+        Err(StoreError::Backend(format!("table {name} did not become active")))
+    }
+
+    /// Deletes the tables (tests clean up what they created).
+    pub async fn delete_tables(&self) -> StoreResult<()> {
+        for table in [Table::Providers, Table::Jobs] {
+            let _ = self.client.delete_table().table_name(self.names.of(table)).send().await;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ItemStore for DynamoStore {
+    async fn get(&self, table: Table, key: &str) -> StoreResult<Option<Item>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(self.names.of(table))
+            .key(KEY_ATTR, AttributeValue::S(key.to_string()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| backend(aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
+        out.item().map(from_item).transpose()
+    }
+
+    async fn update(&self, table: Table, key: &str, cond: &Cond, ops: &[Op]) -> StoreResult<Option<Item>> {
+        if ops.is_empty() {
+            // A pure check writes nothing: a consistent read judged by the same evaluator.
+            let item = self.get(table, key).await?;
+            return Ok(if worldland_core::state::expr::eval(cond, item.as_ref()) {
+                Some(item.unwrap_or_default())
+            } else {
+                None
+            });
+        }
+        let mut b = ExprBuilder::default();
+        let condition = (*cond != Cond::Always).then(|| b.cond(cond));
+        let update = b.update(ops);
+        let res = self
+            .client
+            .update_item()
+            .table_name(self.names.of(table))
+            .key(KEY_ATTR, AttributeValue::S(key.to_string()))
+            .update_expression(update)
+            .set_condition_expression(condition)
+            .set_expression_attribute_names(Some(b.names))
+            .set_expression_attribute_values((!b.values.is_empty()).then_some(b.values))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        match res {
+            Ok(out) => Ok(Some(out.attributes().map(from_item).transpose()?.unwrap_or_default())),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => Ok(None),
+            Err(e) => Err(backend(aws_sdk_dynamodb::error::DisplayErrorContext(e))),
+        }
+    }
+
+    async fn query_by_state(&self, table: Table, state: &str, hb_before: Option<i64>) -> StoreResult<Vec<Item>> {
+        self.query(table, state, hb_before, None).await
+    }
+
+    async fn query_by_state_projected(&self, table: Table, state: &str, hb_before: Option<i64>, attrs: &[&str]) -> StoreResult<Vec<Item>> {
+        self.query(table, state, hb_before, Some(attrs)).await
+    }
+
+    async fn scan(&self, table: Table) -> StoreResult<Vec<Item>> {
+        let mut out = vec![];
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .scan()
+                .table_name(self.names.of(table))
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| backend(aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
+            for raw in page.items() {
+                out.push(from_item(raw)?);
+            }
+            start = page.last_evaluated_key().cloned();
+            if start.is_none() {
+                break;
+            }
+        }
+        out.sort_by(|a, b| a.get(KEY_ATTR).cmp(&b.get(KEY_ATTR)));
+        Ok(out)
+    }
+}
+
+impl DynamoStore {
+    /// One index query, paged; with `attrs`, only those attributes (and the key) come back.
+    async fn query(&self, table: Table, state: &str, hb_before: Option<i64>, attrs: Option<&[&str]>) -> StoreResult<Vec<Item>> {
+        let mut b = ExprBuilder::default();
+        let s = b.path(INDEX_STATE_ATTR);
+        let sv = b.value(AttributeValue::S(state.to_string()));
+        let mut key_cond = format!("{s} = {sv}");
+        if let Some(before) = hb_before {
+            let h = b.path(INDEX_SORT_ATTR);
+            let hv = b.value(AttributeValue::N(before.to_string()));
+            key_cond.push_str(&format!(" AND {h} < {hv}"));
+        }
+        let projection = attrs.map(|a| {
+            std::iter::once(KEY_ATTR)
+                .chain(a.iter().copied())
+                .map(|p| b.path(p))
+                .collect::<Vec<_>>()
+                .join(", ")
+        });
+        let mut out = vec![];
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(self.names.of(table))
+                .index_name(self.names.index_of(table))
+                .key_condition_expression(&key_cond)
+                .set_projection_expression(projection.clone())
+                .set_expression_attribute_names(Some(b.names.clone()))
+                .set_expression_attribute_values(Some(b.values.clone()))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| backend(aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
+            for raw in page.items() {
+                out.push(from_item(raw)?);
+            }
+            start = page.last_evaluated_key().cloned();
+            if start.is_none() {
+                return Ok(out);
+            }
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! The embedded store: items in memory, the same conditional-write semantics as DynamoDB
+//! (evaluated by `expr`), and a sorted state index so index queries never walk the whole table.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+
+use worldland_core::state::expr::{apply_in_place, eval};
+use worldland_core::state::{Cond, Item, ItemStore, Op, StoreResult, Table, Value, INDEX_SORT_ATTR, INDEX_STATE_ATTR, KEY_ATTR};
+
+#[derive(Default)]
+struct MemTable {
+    items: HashMap<String, Item>,
+    /// (state, hb_at, key) for items that carry both, like a DynamoDB sparse GSI.
+    index: BTreeSet<(String, i64, String)>,
+}
+
+fn index_entry(item: &Item) -> Option<(String, i64, String)> {
+    Some((
+        item.get(INDEX_STATE_ATTR)?.as_str()?.to_string(),
+        item.get(INDEX_SORT_ATTR)?.as_i64()?,
+        item.get(KEY_ATTR)?.as_str()?.to_string(),
+    ))
+}
+
+#[derive(Default)]
+pub struct MemoryStore {
+    tables: Mutex<HashMap<Table, MemTable>>,
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The conditional write itself, in place; the written item, or `None` if the condition
+    /// failed. The index moves only when the item's state or sort key changed.
+    fn write<'t>(t: &'t mut MemTable, key: &str, cond: &Cond, ops: &[Op]) -> StoreResult<Option<&'t Item>> {
+        worldland_core::state::expr::check_paths(ops)?;
+        if !eval(cond, t.items.get(key)) {
+            return Ok(None);
+        }
+        let before = t.items.get(key).and_then(index_entry);
+        match t.items.get_mut(key) {
+            Some(item) => apply_in_place(item, ops)?,
+            None => {
+                // Created only if the whole update applies.
+                let mut item = Item::from([(KEY_ATTR.to_string(), Value::from(key))]);
+                apply_in_place(&mut item, ops)?;
+                t.items.insert(key.to_string(), item);
+            }
+        }
+        let after = t.items.get(key).and_then(index_entry);
+        if before != after {
+            if let Some(old) = before {
+                t.index.remove(&old);
+            }
+            if let Some(new) = after {
+                t.index.insert(new);
+            }
+        }
+        Ok(t.items.get(key))
+    }
+}
+
+#[async_trait]
+impl ItemStore for MemoryStore {
+    async fn get(&self, table: Table, key: &str) -> StoreResult<Option<Item>> {
+        let tables = self.tables.lock().expect("store lock");
+        Ok(tables.get(&table).and_then(|t| t.items.get(key)).cloned())
+    }
+
+    async fn update(&self, table: Table, key: &str, cond: &Cond, ops: &[Op]) -> StoreResult<Option<Item>> {
+        let mut tables = self.tables.lock().expect("store lock");
+        Ok(Self::write(tables.entry(table).or_default(), key, cond, ops)?.cloned())
+    }
+
+    async fn update_if(&self, table: Table, key: &str, cond: &Cond, ops: &[Op]) -> StoreResult<bool> {
+        let mut tables = self.tables.lock().expect("store lock");
+        Ok(Self::write(tables.entry(table).or_default(), key, cond, ops)?.is_some())
+    }
+
+    async fn query_by_state(&self, table: Table, state: &str, hb_before: Option<i64>) -> StoreResult<Vec<Item>> {
+        let tables = self.tables.lock().expect("store lock");
+        let Some(t) = tables.get(&table) else {
+            return Ok(vec![]);
+        };
+        let lo = (state.to_string(), i64::MIN, String::new());
+        let hi = (state.to_string(), hb_before.unwrap_or(i64::MAX), String::new());
+        let keys = if hb_before.is_some() {
+            t.index.range(lo..hi).collect::<Vec<_>>()
+        } else {
+            t.index.range(lo..).take_while(|(s, _, _)| s == state).collect()
+        };
+        Ok(keys.into_iter().filter_map(|(_, _, k)| t.items.get(k).cloned()).collect())
+    }
+
+    async fn query_by_state_projected(&self, table: Table, state: &str, hb_before: Option<i64>, attrs: &[&str]) -> StoreResult<Vec<Item>> {
+        let tables = self.tables.lock().expect("store lock");
+        let Some(t) = tables.get(&table) else { return Ok(vec![]) };
+        let lo = (state.to_string(), i64::MIN, String::new());
+        let hi = (state.to_string(), hb_before.unwrap_or(i64::MAX), String::new());
+        Ok(t.index
+            .range(lo..hi)
+            .filter(|(s, _, _)| s == state)
+            .filter_map(|(_, _, k)| t.items.get(k))
+            .map(|item| {
+                item.iter()
+                    .filter(|(k, _)| k.as_str() == KEY_ATTR || attrs.contains(&k.as_str()))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            })
+            .collect())
+    }
+
+    async fn scan(&self, table: Table) -> StoreResult<Vec<Item>> {
+        let tables = self.tables.lock().expect("store lock");
+        let mut out: Vec<Item> = tables.get(&table).map(|t| t.items.values().cloned().collect()).unwrap_or_default();
+        out.sort_by(|a, b| a.get(KEY_ATTR).cmp(&b.get(KEY_ATTR)));
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn memory_store_passes_the_contract() {
+        super::super::contract::run_all(&MemoryStore::new()).await;
+    }
+}

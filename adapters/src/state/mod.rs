@@ -1,0 +1,7 @@
+//! Stores implementing [`worldland_core::state::ItemStore`].
+
+pub mod dynamo;
+pub mod memory;
+
+#[cfg(any(test, feature = "test-support"))]
+pub mod contract;

@@ -1,0 +1,27 @@
+//! The WorldLand provider plane's pure core: what the workers, the SDK and the CLI agree on, and
+//! the ports they reach the world through. No IO crate is in this crate's dependency tree (no
+//! tokio, redis, lapin, aws-*, kube, lambda_runtime); `scripts/test` checks it.
+//!
+//! - Wire and bus: [`messages`], [`streams`], [`refusal`], [`validation`], [`signature`], [`sealed`].
+//! - Decisions: [`labels`], [`state::providers`] (provider transitions), [`ledger`] (capacity,
+//!   placement, job records and transitions), [`jobs`] (closing a job), [`cluster::bootstrap`] and
+//!   [`cluster::node`].
+//! - Ports: [`state::ItemStore`] (with the conditional-write language [`state::expr`]),
+//!   [`bus::Bus`], [`cluster::Cluster`], [`replies::ProviderReplies`], [`worker::Handler`] and
+//!   [`clock::Clock`].
+
+pub mod bus;
+pub mod clock;
+pub mod cluster;
+pub mod jobs;
+pub mod labels;
+pub mod ledger;
+pub mod messages;
+pub mod refusal;
+pub mod replies;
+pub mod sealed;
+pub mod signature;
+pub mod state;
+pub mod streams;
+pub mod validation;
+pub mod worker;

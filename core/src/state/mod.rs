@@ -1,0 +1,92 @@
+//! Shared state. Workers never hold state of their own: every change is one conditional write on
+//! one item, so many workers (and redeliveries) can race without harm. Two stores pass one
+//! contract suite: DynamoDB (production) and in-memory (the embedded default).
+
+pub mod expr;
+pub mod providers;
+
+use async_trait::async_trait;
+
+pub use expr::{Cond, Item, Op, Value};
+
+/// Key attribute of every table.
+pub const KEY_ATTR: &str = "id";
+/// The providers' index: partition on state, sort on the last heartbeat (epoch ms). The staleness
+/// sweeper reads only stale providers through it, never the whole table.
+pub const INDEX_STATE_ATTR: &str = "state";
+pub const INDEX_SORT_ATTR: &str = "hb_at";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Table {
+    Providers,
+    Jobs,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("state store backend: {0}")]
+    Backend(String),
+    #[error(transparent)]
+    Path(#[from] expr::PathError),
+    #[error("stored item {key} is malformed: {why}")]
+    Corrupt { key: String, why: String },
+}
+
+pub type StoreResult<T> = std::result::Result<T, StoreError>;
+
+#[async_trait]
+pub trait ItemStore: Send + Sync + 'static {
+    async fn get(&self, table: Table, key: &str) -> StoreResult<Option<Item>>;
+    /// Applies `ops` to the item (creating it if absent) only if `cond` holds on the item as
+    /// stored at write time. Returns the new item, or `None` when the condition failed.
+    async fn update(&self, table: Table, key: &str, cond: &Cond, ops: &[Op]) -> StoreResult<Option<Item>>;
+    /// The same write when the caller needs only to know whether it applied.
+    async fn update_if(&self, table: Table, key: &str, cond: &Cond, ops: &[Op]) -> StoreResult<bool> {
+        Ok(self.update(table, key, cond, ops).await?.is_some())
+    }
+    /// Items in `state`, optionally only those whose `hb_at` is below `hb_before`, through the
+    /// state index (never a scan).
+    async fn query_by_state(&self, table: Table, state: &str, hb_before: Option<i64>) -> StoreResult<Vec<Item>>;
+    /// Like [`ItemStore::query_by_state`], but only `attrs` (and the key) of each item: placement
+    /// reads ledgers, not specs.
+    async fn query_by_state_projected(&self, table: Table, state: &str, hb_before: Option<i64>, attrs: &[&str]) -> StoreResult<Vec<Item>> {
+        let items = self.query_by_state(table, state, hb_before).await?;
+        Ok(items
+            .into_iter()
+            .map(|i| {
+                i.into_iter()
+                    .filter(|(k, _)| k == KEY_ATTR || attrs.contains(&k.as_str()))
+                    .collect()
+            })
+            .collect())
+    }
+    /// Every item; for operators' listings, never on a worker's hot path.
+    async fn scan(&self, table: Table) -> StoreResult<Vec<Item>>;
+}
+
+/// Table and index names, from config.
+#[derive(Debug, Clone)]
+pub struct TableNames {
+    pub providers: String,
+    pub providers_state_index: String,
+    pub jobs: String,
+    pub jobs_state_index: String,
+}
+
+impl TableNames {
+    pub fn of(&self, table: Table) -> &str {
+        match table {
+            Table::Providers => &self.providers,
+            Table::Jobs => &self.jobs,
+        }
+    }
+
+    /// Each table's index on `state` + the sort attribute (a provider's last heartbeat; a job's
+    /// due time).
+    pub fn index_of(&self, table: Table) -> &str {
+        match table {
+            Table::Providers => &self.providers_state_index,
+            Table::Jobs => &self.jobs_state_index,
+        }
+    }
+}

@@ -1,0 +1,387 @@
+//! Registration rules. Pure and table-tested: each rule has one stable reason code and a human
+//! message, and the first rule a registration breaks is the one reported.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use base64::Engine;
+use chrono::{DateTime, Duration, Utc};
+
+use crate::messages::Registration;
+use crate::signature::keccak256;
+
+pub use crate::refusal::{Reason, Rejection};
+
+/// The operator's knobs for validation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidationPolicy {
+    pub allow_private_networks: bool,
+    pub price_ceiling: f64,
+    pub replay_window: Duration,
+}
+
+impl Default for ValidationPolicy {
+    fn default() -> Self {
+        Self {
+            allow_private_networks: false,
+            price_ceiling: 100.0,
+            replay_window: Duration::minutes(5),
+        }
+    }
+}
+
+pub const MAX_GPUS: u32 = 64;
+pub const MIN_GPU_MEMORY_MB: u64 = 1024;
+pub const MAX_GPU_MEMORY_MB: u64 = 1024 * 1024;
+pub const MAX_CPU_CORES: u32 = 1024;
+pub const MIN_MEMORY_MB: u64 = 1024;
+pub const MAX_MEMORY_MB: u64 = 64 * 1024 * 1024;
+
+type Rule = std::result::Result<(), Rejection>;
+
+fn refuse(reason: Reason, message: impl Into<String>) -> Rule {
+    Err(Rejection::new(reason, message))
+}
+
+/// A UUID, or 1–63 characters of `[a-z0-9-]` (it names streams and label values).
+pub fn check_provider_id(id: &str) -> Rule {
+    let slug = (1..=63).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if slug || uuid::Uuid::parse_str(id).is_ok() {
+        Ok(())
+    } else {
+        refuse(
+            Reason::InvalidProviderId,
+            "provider_id must be a UUID or 1-63 characters of a-z, 0-9 and '-'",
+        )
+    }
+}
+
+/// `0x` + 40 hex digits; mixed case must carry a correct EIP-55 checksum.
+pub fn check_wallet_addr(addr: &str) -> Rule {
+    let Some(hex_part) = addr.strip_prefix("0x") else {
+        return refuse(Reason::InvalidWalletAddr, "wallet_addr must start with 0x");
+    };
+    if hex_part.len() != 40 || !hex_part.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return refuse(Reason::InvalidWalletAddr, "wallet_addr must be 0x followed by 40 hex digits");
+    }
+    let has_upper = hex_part.bytes().any(|b| b.is_ascii_uppercase());
+    let has_lower = hex_part.bytes().any(|b| b.is_ascii_lowercase());
+    if has_upper && has_lower && eip55_checksum(hex_part) != hex_part {
+        return refuse(
+            Reason::WalletChecksumMismatch,
+            "wallet_addr has mixed case but its EIP-55 checksum is wrong",
+        );
+    }
+    Ok(())
+}
+
+/// EIP-55 spelling of 40 hex digits (without `0x`).
+pub fn eip55_checksum(hex40: &str) -> String {
+    let lower = hex40.to_ascii_lowercase();
+    let hash = keccak256(lower.as_bytes());
+    lower
+        .chars()
+        .enumerate()
+        .map(|(i, c)| {
+            let nibble = (hash[i / 2] >> (if i % 2 == 0 { 4 } else { 0 })) & 0x0f;
+            if c.is_ascii_alphabetic() && nibble >= 8 {
+                c.to_ascii_uppercase()
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
+/// RFC 1123 host name: it becomes the Kubernetes node name (lower-cased).
+pub fn check_hostname(host: &str) -> Rule {
+    let ok = !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        });
+    if ok {
+        Ok(())
+    } else {
+        refuse(
+            Reason::InvalidHostname,
+            "hostname must be an RFC 1123 name: dot-separated labels of 1-63 letters, digits and '-', 253 characters at most",
+        )
+    }
+}
+
+/// The Kubernetes node name for a (valid) host name.
+pub fn node_name(hostname: &str) -> String {
+    hostname.to_ascii_lowercase()
+}
+
+fn v4_is_private(ip: Ipv4Addr) -> bool {
+    let o = ip.octets();
+    ip.is_private() || ip.is_loopback() || ip.is_link_local() || (o[0] == 100 && (o[1] & 0xc0) == 64)
+}
+
+fn v6_is_private(ip: Ipv6Addr) -> bool {
+    let s = ip.segments();
+    ip.is_loopback() || (s[0] & 0xfe00) == 0xfc00 || (s[0] & 0xffc0) == 0xfe80
+}
+
+/// A public IPv4 or IPv6 address; private, loopback and link-local only when the operator allows.
+pub fn check_public_ip(ip: &str, allow_private_networks: bool) -> Rule {
+    let Ok(addr) = ip.parse::<IpAddr>() else {
+        return refuse(Reason::InvalidPublicIp, "public_ip is not an IPv4 or IPv6 address");
+    };
+    let addr = match addr {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
+        v4 => v4,
+    };
+    let (never, private) = match addr {
+        IpAddr::V4(v4) => (v4.is_unspecified() || v4.is_multicast() || v4.is_broadcast(), v4_is_private(v4)),
+        IpAddr::V6(v6) => (v6.is_unspecified() || v6.is_multicast(), v6_is_private(v6)),
+    };
+    if never {
+        return refuse(Reason::NonPublicIp, "public_ip is unspecified, multicast or broadcast");
+    }
+    if private && !allow_private_networks {
+        return refuse(
+            Reason::NonPublicIp,
+            "public_ip is private, loopback or link-local; this network accepts public addresses only",
+        );
+    }
+    Ok(())
+}
+
+fn check_price(price: f64, ceiling: f64) -> Rule {
+    if !price.is_finite() || price <= 0.0 {
+        return refuse(Reason::InvalidPrice, "gpu_price_per_hour must be a finite number above 0");
+    }
+    if price > ceiling {
+        return refuse(
+            Reason::PriceAboveCeiling,
+            format!("gpu_price_per_hour is above this network's ceiling of {ceiling}"),
+        );
+    }
+    Ok(())
+}
+
+/// The timestamp, when present, must lie within the replay window around `now`.
+pub fn check_timestamp(ts: Option<DateTime<Utc>>, now: DateTime<Utc>, window: Duration) -> Rule {
+    match ts {
+        Some(ts) if (ts - now).abs() > window => refuse(
+            Reason::TimestampOutsideWindow,
+            format!("timestamp is more than {} s away from the broker's clock", window.num_seconds()),
+        ),
+        _ => Ok(()),
+    }
+}
+
+fn check_enc_pubkey(key: Option<&str>) -> Rule {
+    match key {
+        None => Ok(()),
+        Some(k) => match base64::engine::general_purpose::STANDARD.decode(k) {
+            Ok(bytes) if bytes.len() == 32 => Ok(()),
+            _ => refuse(Reason::InvalidEncPubkey, "enc_pubkey must be a base64 X25519 public key (32 bytes)"),
+        },
+    }
+}
+
+/// Every rule, in a fixed order; the first broken one is reported.
+pub fn validate_registration(reg: &Registration, policy: &ValidationPolicy, now: DateTime<Utc>) -> Rule {
+    check_provider_id(&reg.provider_id)?;
+    check_wallet_addr(&reg.wallet_addr)?;
+    let spec = &reg.spec;
+    check_hostname(&spec.hostname)?;
+    check_public_ip(&spec.public_ip, policy.allow_private_networks)?;
+    if !(1..=MAX_GPUS).contains(&spec.total_gpus) {
+        return refuse(Reason::GpuCountOutOfRange, format!("total_gpus must be between 1 and {MAX_GPUS}"));
+    }
+    if spec.gpus.len() != spec.total_gpus as usize {
+        return refuse(
+            Reason::GpuCountMismatch,
+            format!("total_gpus is {} but {} GPUs are listed", spec.total_gpus, spec.gpus.len()),
+        );
+    }
+    for (i, gpu) in spec.gpus.iter().enumerate() {
+        if gpu.name.trim().is_empty() || gpu.name.len() > 256 {
+            return refuse(Reason::GpuNameMissing, format!("GPU {i} has no name (or one over 256 characters)"));
+        }
+        if !(MIN_GPU_MEMORY_MB..=MAX_GPU_MEMORY_MB).contains(&gpu.memory_mb) {
+            return refuse(
+                Reason::GpuMemoryOutOfRange,
+                format!("GPU {i} memory must be between 1 GiB and 1 TiB (in MiB)"),
+            );
+        }
+    }
+    if !(1..=MAX_CPU_CORES).contains(&spec.cpu_cores) {
+        return refuse(
+            Reason::CpuCoresOutOfRange,
+            format!("cpu_cores must be between 1 and {MAX_CPU_CORES}"),
+        );
+    }
+    if !(MIN_MEMORY_MB..=MAX_MEMORY_MB).contains(&spec.total_memory_mb) {
+        return refuse(
+            Reason::MemoryOutOfRange,
+            "total_memory_mb must be between 1 GiB and 64 TiB (in MiB)",
+        );
+    }
+    if spec.available_disk_gb < 1 {
+        return refuse(Reason::DiskOutOfRange, "available_disk_gb must be at least 1");
+    }
+    let cap = &reg.capacity;
+    if cap.gpu_count.is_some_and(|n| n > spec.total_gpus)
+        || cap.cpu_cores.is_some_and(|n| n > spec.cpu_cores)
+        || cap.memory_mb.is_some_and(|n| n > spec.total_memory_mb)
+    {
+        return refuse(
+            Reason::CapacityAboveSpec,
+            "capacity offers more GPUs, CPU cores or memory than the spec has",
+        );
+    }
+    if cap.gpu_count == Some(0) {
+        return refuse(Reason::NoGpuOffered, "capacity offers no GPU");
+    }
+    if let Some(mining) = &reg.mining_config {
+        if mining.gpu_count > cap.gpu_count.unwrap_or(spec.total_gpus) {
+            return refuse(Reason::CapacityAboveSpec, "mining_config uses more GPUs than the capacity offers");
+        }
+    }
+    check_price(cap.gpu_price_per_hour, policy.price_ceiling)?;
+    if cap.cpu_price_per_hour.is_some_and(|p| !p.is_finite() || p < 0.0) {
+        return refuse(Reason::InvalidPrice, "cpu_price_per_hour must be a finite number, 0 or above");
+    }
+    check_timestamp(reg.timestamp, now, policy.replay_window)?;
+    check_enc_pubkey(reg.enc_pubkey.as_deref())?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn provider_ids() {
+        let table = [
+            ("provider-1", true),
+            ("550e8400-e29b-41d4-a716-446655440000", true),
+            ("550E8400-E29B-41D4-A716-446655440000", true),
+            ("a", true),
+            (&"a".repeat(63), true),
+            (&"a".repeat(64), false),
+            ("", false),
+            ("Provider", false),
+            ("p_1", false),
+            ("p 1", false),
+            ("p/../x", false),
+        ];
+        for (id, ok) in table {
+            assert_eq!(check_provider_id(id).is_ok(), ok, "{id:?}");
+        }
+    }
+
+    #[test]
+    fn wallet_addresses() {
+        // EIP-55's own test vectors.
+        let table = [
+            ("0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed", Ok(())),
+            ("0xfB6916095ca1df60bB79Ce92cE3Ea74c37c5d359", Ok(())),
+            ("0xdbF03B407c01E7cD3CBea99509d93f8DDDC8C6FB", Ok(())),
+            ("0xD1220A0cf47c7B9Be7A2E6BA89F429762e7b9aDb", Ok(())),
+            ("0x5aaeb6053f3e94c9b9a09f33669435e7ef1beaed", Ok(())),
+            ("0x5AAEB6053F3E94C9B9A09F33669435E7EF1BEAED", Ok(())),
+            ("0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAeD", Err(Reason::WalletChecksumMismatch)),
+            ("5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed", Err(Reason::InvalidWalletAddr)),
+            ("0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAe", Err(Reason::InvalidWalletAddr)),
+            ("0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAgd", Err(Reason::InvalidWalletAddr)),
+            ("0x1234...abcd", Err(Reason::InvalidWalletAddr)),
+        ];
+        for (addr, want) in table {
+            assert_eq!(check_wallet_addr(addr).map_err(|r| r.reason), want, "{addr}");
+        }
+    }
+
+    #[test]
+    fn hostnames() {
+        let table = [
+            ("gpu-server-01", true),
+            ("GPU-Server-01", true),
+            ("a.b.c", true),
+            ("1abc", true),
+            ("", false),
+            ("-abc", false),
+            ("abc-", false),
+            ("a..b", false),
+            ("a_b", false),
+            ("a b", false),
+            (&"a".repeat(64), false),
+            (&vec!["a".repeat(63); 4].join("."), false),
+        ];
+        for (host, ok) in table {
+            assert_eq!(check_hostname(host).is_ok(), ok, "{host:?}");
+        }
+    }
+
+    #[test]
+    fn public_ips() {
+        let table = [
+            ("123.45.67.89", false, true),
+            ("8.8.8.8", false, true),
+            ("2001:4860:4860::8888", false, true),
+            ("10.0.0.5", false, false),
+            ("172.16.0.1", false, false),
+            ("192.168.1.1", false, false),
+            ("100.64.0.1", false, false),
+            ("127.0.0.1", false, false),
+            ("169.254.1.1", false, false),
+            ("0.0.0.0", false, false),
+            ("::1", false, false),
+            ("::", false, false),
+            ("fe80::1", false, false),
+            ("fd00::1", false, false),
+            ("::ffff:10.0.0.1", false, false),
+            ("224.0.0.1", false, false),
+            ("255.255.255.255", false, false),
+            ("10.0.0.5", true, true),
+            ("127.0.0.1", true, true),
+            ("0.0.0.0", true, false),
+            ("not-an-ip", true, false),
+            ("1.2.3", false, false),
+        ];
+        for (ip, allow, ok) in table {
+            assert_eq!(check_public_ip(ip, allow).is_ok(), ok, "{ip} allow={allow}");
+        }
+    }
+
+    #[test]
+    fn prices() {
+        let table = [
+            (0.5, Ok(())),
+            (100.0, Ok(())),
+            (100.01, Err(Reason::PriceAboveCeiling)),
+            (0.0, Err(Reason::InvalidPrice)),
+            (-1.0, Err(Reason::InvalidPrice)),
+            (f64::NAN, Err(Reason::InvalidPrice)),
+            (f64::INFINITY, Err(Reason::InvalidPrice)),
+        ];
+        for (p, want) in table {
+            assert_eq!(check_price(p, 100.0).map_err(|r| r.reason), want, "{p}");
+        }
+    }
+
+    #[test]
+    fn timestamps() {
+        let now = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z").unwrap().with_timezone(&Utc);
+        let w = Duration::minutes(5);
+        let table = [
+            (None, true),
+            (Some(now), true),
+            (Some(now - Duration::minutes(5)), true),
+            (Some(now + Duration::minutes(5)), true),
+            (Some(now - Duration::minutes(5) - Duration::seconds(1)), false),
+            (Some(now + Duration::hours(1)), false),
+        ];
+        for (ts, ok) in table {
+            assert_eq!(check_timestamp(ts, now, w).is_ok(), ok, "{ts:?}");
+        }
+    }
+}

@@ -1,0 +1,354 @@
+//! Configuration from the environment, all under `WORLDLAND_`, checked at start. An error names
+//! the variable at fault.
+
+use serde::Deserialize;
+
+use worldland_core::bus::{routes, QueueSpec};
+use worldland_core::signature::SignaturePolicy;
+use worldland_core::state::TableNames;
+use worldland_core::streams::StreamNames;
+use worldland_core::validation::ValidationPolicy;
+
+pub const PREFIX: &str = "WORLDLAND_";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    Memory,
+    Dynamodb,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum BusKind {
+    #[default]
+    Rabbitmq,
+    Sqs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClusterKind {
+    Simulated,
+    Kube,
+}
+
+fn d_redis_url() -> String {
+    "redis://127.0.0.1:6379".into()
+}
+fn d_amqp_url() -> String {
+    "amqp://guest:guest@127.0.0.1:5672/%2f".into()
+}
+fn d_exchange() -> String {
+    "worldland".into()
+}
+fn d_queue_prefix() -> String {
+    "worldland.".into()
+}
+fn d_prefetch() -> u16 {
+    32
+}
+fn d_delivery_limit() -> u32 {
+    5
+}
+fn d_store() -> StoreKind {
+    StoreKind::Dynamodb
+}
+fn d_cluster() -> ClusterKind {
+    ClusterKind::Kube
+}
+fn d_region() -> String {
+    "us-east-1".into()
+}
+fn d_providers_table() -> String {
+    "worldland-providers".into()
+}
+fn d_state_index() -> String {
+    "state-heartbeat-index".into()
+}
+fn d_jobs_index() -> String {
+    "state-due-index".into()
+}
+fn d_jobs_table() -> String {
+    "worldland-jobs".into()
+}
+fn d_price_ceiling() -> f64 {
+    100.0
+}
+fn d_replay_window_s() -> i64 {
+    300
+}
+fn d_token_ttl_s() -> i64 {
+    3600
+}
+fn d_bridge_group() -> String {
+    "worldland-bridge".into()
+}
+fn d_reclaim_idle_ms() -> u64 {
+    60_000
+}
+fn d_block_ms() -> u64 {
+    1_000
+}
+fn d_batch() -> usize {
+    64
+}
+fn d_response_ttl_s() -> i64 {
+    86_400
+}
+fn d_sweep_interval_s() -> u64 {
+    15
+}
+fn d_stale_after_s() -> i64 {
+    120
+}
+fn d_annotate_interval_s() -> i64 {
+    300
+}
+fn d_health_addr() -> String {
+    "127.0.0.1:8080".into()
+}
+
+/// Every setting, with its default. The README lists them all.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Config {
+    #[serde(default = "d_redis_url")]
+    pub redis_url: String,
+    #[serde(default = "d_amqp_url")]
+    pub amqp_url: String,
+    #[serde(default = "d_exchange")]
+    pub exchange: String,
+    #[serde(default = "d_queue_prefix")]
+    pub queue_prefix: String,
+    #[serde(default = "d_prefetch")]
+    pub prefetch: u16,
+    #[serde(default = "d_delivery_limit")]
+    pub delivery_limit: u32,
+    #[serde(default = "d_store")]
+    pub store: StoreKind,
+    /// Where the bridge (and publishing workers) send messages: RabbitMQ or SQS.
+    #[serde(default)]
+    pub bus: BusKind,
+    /// An SQS-compatible endpoint (moto, LocalStack); unset for AWS.
+    #[serde(default)]
+    pub sqs_endpoint: Option<String>,
+    #[serde(default = "d_cluster")]
+    pub cluster: ClusterKind,
+    #[serde(default)]
+    pub dynamodb_endpoint: Option<String>,
+    #[serde(default = "d_region")]
+    pub aws_region: String,
+    #[serde(default = "d_providers_table")]
+    pub providers_table: String,
+    #[serde(default = "d_state_index")]
+    pub providers_state_index: String,
+    #[serde(default = "d_jobs_table")]
+    pub jobs_table: String,
+    #[serde(default = "d_jobs_index")]
+    pub jobs_state_index: String,
+    #[serde(default)]
+    pub signature_policy: SignaturePolicy,
+    #[serde(default)]
+    pub allow_private_networks: bool,
+    #[serde(default = "d_price_ceiling")]
+    pub price_ceiling: f64,
+    #[serde(default = "d_replay_window_s")]
+    pub replay_window_s: i64,
+    #[serde(default = "d_token_ttl_s")]
+    pub token_ttl_s: i64,
+    /// Overrides the API server address taken from cluster-info (e.g. a public load balancer).
+    #[serde(default)]
+    pub api_endpoint: Option<String>,
+    #[serde(default)]
+    pub stream_prefix: String,
+    #[serde(default = "d_bridge_group")]
+    pub bridge_group: String,
+    #[serde(default)]
+    pub consumer_name: Option<String>,
+    #[serde(default = "d_reclaim_idle_ms")]
+    pub reclaim_idle_ms: u64,
+    #[serde(default = "d_block_ms")]
+    pub bridge_block_ms: u64,
+    #[serde(default = "d_batch")]
+    pub bridge_batch: usize,
+    #[serde(default = "d_response_ttl_s")]
+    pub response_ttl_s: i64,
+    /// How often the staleness sweeper runs.
+    #[serde(default = "d_sweep_interval_s")]
+    pub sweep_interval_s: u64,
+    /// A provider whose last heartbeat is older than this is offline.
+    #[serde(default = "d_stale_after_s")]
+    pub stale_after_s: i64,
+    /// The node's last-heartbeat annotation is rewritten at most this often.
+    #[serde(default = "d_annotate_interval_s")]
+    pub annotate_interval_s: i64,
+    #[serde(default)]
+    pub log_format: LogFormat,
+    #[serde(default = "d_health_addr")]
+    pub health_addr: String,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("configuration: {0}")]
+pub struct ConfigError(pub String);
+
+fn var(field: &str) -> String {
+    format!("{PREFIX}{}", field.to_ascii_uppercase())
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_vars(std::env::vars())
+    }
+
+    /// From any set of variables (tests pass their own).
+    pub fn from_vars<I: IntoIterator<Item = (String, String)>>(vars: I) -> Result<Self, ConfigError> {
+        let vars: Vec<(String, String)> = vars.into_iter().filter(|(k, _)| k.starts_with(PREFIX)).collect();
+        let cfg = match envy::prefixed(PREFIX).from_iter::<_, Config>(vars.clone()) {
+            Ok(cfg) => cfg,
+            Err(envy::Error::MissingValue(field)) => return Err(ConfigError(format!("{} is required", var(field)))),
+            Err(envy::Error::Custom(msg)) => {
+                // envy does not always say which variable it choked on: find it by reading each
+                // variable alone.
+                let culprit = vars
+                    .iter()
+                    .find(|kv| envy::prefixed(PREFIX).from_iter::<_, Config>(vec![(*kv).clone()]).is_err())
+                    .map(|(k, _)| k.clone())
+                    .unwrap_or_else(|| format!("a {PREFIX}* variable"));
+                let msg = msg.split(" provided by ").next().unwrap_or(&msg).to_string();
+                return Err(ConfigError(format!("{culprit} is invalid: {msg}")));
+            }
+        };
+        cfg.check()?;
+        Ok(cfg)
+    }
+
+    /// The defaults, as if no variable were set.
+    pub fn defaults() -> Self {
+        Self::from_vars(std::iter::empty()).expect("defaults are valid")
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        let bad = |field: &str, why: &str| Err(ConfigError(format!("{} {why}", var(field))));
+        if self.prefetch == 0 {
+            return bad("prefetch", "must be at least 1");
+        }
+        if self.delivery_limit == 0 {
+            return bad("delivery_limit", "must be at least 1");
+        }
+        if !(self.price_ceiling.is_finite() && self.price_ceiling > 0.0) {
+            return bad("price_ceiling", "must be a number above 0");
+        }
+        if self.replay_window_s <= 0 {
+            return bad("replay_window_s", "must be above 0");
+        }
+        if !(60..=7 * 86_400).contains(&self.token_ttl_s) {
+            return bad("token_ttl_s", "must be between 60 s and 7 days");
+        }
+        if self.bridge_batch == 0 {
+            return bad("bridge_batch", "must be at least 1");
+        }
+        if self.sweep_interval_s == 0 {
+            return bad("sweep_interval_s", "must be at least 1");
+        }
+        if self.stale_after_s <= 0 {
+            return bad("stale_after_s", "must be above 0");
+        }
+        if self.annotate_interval_s <= 0 {
+            return bad("annotate_interval_s", "must be above 0");
+        }
+        if self.response_ttl_s <= 0 {
+            return bad("response_ttl_s", "must be above 0");
+        }
+        Ok(())
+    }
+
+    pub fn validation_policy(&self) -> ValidationPolicy {
+        ValidationPolicy {
+            allow_private_networks: self.allow_private_networks,
+            price_ceiling: self.price_ceiling,
+            replay_window: chrono::Duration::seconds(self.replay_window_s),
+        }
+    }
+
+    pub fn streams(&self) -> StreamNames {
+        StreamNames::new(self.stream_prefix.clone())
+    }
+
+    pub fn table_names(&self) -> TableNames {
+        TableNames {
+            providers: self.providers_table.clone(),
+            providers_state_index: self.providers_state_index.clone(),
+            jobs: self.jobs_table.clone(),
+            jobs_state_index: self.jobs_state_index.clone(),
+        }
+    }
+
+    pub fn queue(&self, worker: &str) -> String {
+        format!("{}{worker}", self.queue_prefix)
+    }
+
+    /// Every worker's queue (and the job-events queue), named under the configured prefix.
+    pub fn queues(&self) -> Vec<QueueSpec> {
+        routes::queues(|name| self.queue(name))
+    }
+
+    pub fn consumer_name(&self) -> String {
+        self.consumer_name
+            .clone()
+            .unwrap_or_else(|| format!("bridge-{}", uuid::Uuid::new_v4().simple()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_are_sane() {
+        let c = Config::defaults();
+        assert_eq!(c.signature_policy, SignaturePolicy::Required);
+        assert_eq!(c.token_ttl_s, 3600);
+        assert_eq!(c.replay_window_s, 300);
+        assert!(!c.allow_private_networks);
+    }
+
+    #[test]
+    fn reads_prefixed_variables() {
+        let c = Config::from_vars(vars(&[
+            ("WORLDLAND_SIGNATURE_POLICY", "optional"),
+            ("WORLDLAND_PREFETCH", "4"),
+            ("OTHER_PREFETCH", "9"),
+        ]))
+        .unwrap();
+        assert_eq!((c.signature_policy, c.prefetch), (SignaturePolicy::Optional, 4));
+    }
+
+    #[test]
+    fn errors_name_the_variable() {
+        let table = [
+            (("WORLDLAND_PREFETCH", "lots"), "WORLDLAND_PREFETCH"),
+            (("WORLDLAND_PREFETCH", "0"), "WORLDLAND_PREFETCH"),
+            (("WORLDLAND_SIGNATURE_POLICY", "sometimes"), "WORLDLAND_SIGNATURE_POLICY"),
+            (("WORLDLAND_TOKEN_TTL_S", "5"), "WORLDLAND_TOKEN_TTL_S"),
+            (("WORLDLAND_PRICE_CEILING", "-1"), "WORLDLAND_PRICE_CEILING"),
+            (("WORLDLAND_ALLOW_PRIVATE_NETWORKS", "maybe"), "WORLDLAND_ALLOW_PRIVATE_NETWORKS"),
+        ];
+        for ((k, v), want) in table {
+            let err = Config::from_vars(vars(&[(k, v)])).unwrap_err();
+            assert!(err.0.contains(want), "{k}={v}: {err}");
+        }
+    }
+}

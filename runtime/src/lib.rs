@@ -1,0 +1,11 @@
+//! The WorldLand provider plane's process glue: configuration, the backends built once per
+//! process, the container consumer loop and the Lambda adapter, health and metrics, telemetry.
+
+pub mod backends;
+pub mod config;
+pub mod lambda;
+pub mod metrics;
+pub mod telemetry;
+pub mod worker;
+
+pub use config::Config;

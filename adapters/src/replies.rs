@@ -79,7 +79,7 @@ impl RedisReplies {
     async fn write(&self, provider_id: &str, data: String) -> Result<(), ReplyError> {
         let err = |e: redis::RedisError| ReplyError {
             provider_id: provider_id.to_string(),
-            why: e.to_string(),
+            source: Box::new(e),
         };
         let stream = self.streams.response(provider_id);
         let mut conn = self.connection().await.map_err(err)?;

@@ -12,6 +12,7 @@ use crate::state::{ItemStore, StoreError, StoreResult, Table, Value};
 /// What closing did.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Closed {
+    /// The `job.released` to publish, with the duration and exact cost.
     pub released: JobReleased,
     /// The `mining.resume` to send, when the job had taken GPUs from mining.
     pub resume: Option<MiningCommand>,

@@ -3,16 +3,25 @@
 
 use std::collections::BTreeMap;
 
+/// Label key marking a provider's node as rentable; its value is [`RENTAL_TYPE_GPU`].
 pub const RENTAL_TYPE: &str = "worldland.io/rental-type";
+/// Label key holding the provider's id (as a label value).
 pub const PROVIDER_ID: &str = "worldland.io/provider-id";
+/// Label key holding the node's GPU model label (see [`gpu_model_label`]).
 pub const GPU_MODEL: &str = "worldland.io/gpu-model";
+/// Label key holding the number of GPUs the provider offers.
 pub const GPU_COUNT: &str = "worldland.io/gpu-count";
+/// Label key set to [`STATUS_OFFLINE`] while the provider is offline, and removed when it comes back.
 pub const STATUS: &str = "worldland.io/status";
+/// Label key holding the jobs the agent last reported; patched only when the count changes.
 pub const ACTIVE_JOBS: &str = "worldland.io/active-jobs";
+/// Value of [`STATUS`] on an offline provider's node.
 pub const STATUS_OFFLINE: &str = "offline";
 /// An annotation, not a label: label values cannot hold an RFC 3339 timestamp's ':'.
 pub const LAST_HEARTBEAT_ANNOTATION: &str = "worldland.io/last-heartbeat";
+/// Key of the `NoSchedule` taint on an offline provider's node.
 pub const OFFLINE_TAINT: &str = "worldland.io/offline";
+/// Value of [`RENTAL_TYPE`] on every provider's node.
 pub const RENTAL_TYPE_GPU: &str = "gpu";
 /// Field manager name for server-side writes.
 pub const FIELD_MANAGER: &str = "worldland";

@@ -14,18 +14,31 @@ use crate::messages::{Capacity, MiningConfig, Spec};
 use crate::state::providers::{ms, Transition};
 use crate::state::{Cond, Item, Op, Value, INDEX_SORT_ATTR};
 
+/// Attribute names of the capacity ledger on a provider's item. GPU maps are keyed by model key.
 pub mod attr {
+    /// `true` once the ledger is set up; absent while the provider has never been available.
     pub const LEDGER: &str = "ledger";
+    /// Map model key → GPUs of that model offered (`free + used + mining`).
     pub const GPUS_TOTAL: &str = "gpus_total";
+    /// Map model key → GPUs neither rented nor mining.
     pub const GPUS_FREE: &str = "gpus_free";
+    /// Map model key → GPUs held by open allocations.
     pub const GPUS_USED: &str = "gpus_used";
+    /// Map model key → GPUs mining while no job rents them.
     pub const GPUS_MINING: &str = "gpus_mining";
+    /// CPU cores offered.
     pub const CPU_TOTAL: &str = "cpu_total";
+    /// CPU cores not allocated.
     pub const CPU_FREE: &str = "cpu_free";
+    /// CPU cores held by open allocations.
     pub const CPU_USED: &str = "cpu_used";
+    /// Memory offered, in MiB.
     pub const MEM_TOTAL: &str = "mem_total";
+    /// Memory not allocated, in MiB.
     pub const MEM_FREE: &str = "mem_free";
+    /// Memory held by open allocations, in MiB.
     pub const MEM_USED: &str = "mem_used";
+    /// Map job id → its open [`Allocation`](super::Allocation).
     pub const ALLOCS: &str = "allocs";
 }
 
@@ -80,14 +93,23 @@ pub fn init_ledger_ops(spec: &Spec, capacity: &Capacity, mining: Option<&MiningC
 /// One open allocation, as stored under `allocs.<job_id>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Allocation {
+    /// The job holding it (its key under `allocs`).
     pub job_id: String,
+    /// The job's customer.
     pub customer_id: String,
+    /// Model key of the GPUs taken (the model label, `.` written as `_`).
     pub model_key: String,
+    /// GPUs taken in all, free ones plus mining ones.
     pub gpus: i64,
+    /// Of those, GPUs taken from mining; the release gives them back to mining.
     pub mining_taken: i64,
+    /// CPU cores taken.
     pub cpu: i64,
+    /// Memory taken, in MiB.
     pub mem: i64,
+    /// The provider's price per GPU-hour when it was committed, in integer micro-units.
     pub price_micros: i64,
+    /// When it was committed, in epoch ms.
     pub started_at_ms: i64,
 }
 
@@ -125,22 +147,34 @@ impl Allocation {
 /// Counts of one GPU model.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ModelCounts {
+    /// GPUs of the model offered; always `free + used + mining`.
     pub total: i64,
+    /// Idle GPUs: neither rented nor mining.
     pub free: i64,
+    /// GPUs rented to open allocations.
     pub used: i64,
+    /// GPUs mining while no job rents them.
     pub mining: i64,
 }
 
 /// A provider's ledger, read from its item.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Ledger {
+    /// GPU counts per model key.
     pub models: BTreeMap<String, ModelCounts>,
+    /// CPU cores offered.
     pub cpu_total: i64,
+    /// CPU cores not allocated.
     pub cpu_free: i64,
+    /// CPU cores held by open allocations.
     pub cpu_used: i64,
+    /// Memory offered, in MiB.
     pub mem_total: i64,
+    /// Memory not allocated, in MiB.
     pub mem_free: i64,
+    /// Memory held by open allocations, in MiB.
     pub mem_used: i64,
+    /// Open allocations by job id.
     pub allocs: BTreeMap<String, Allocation>,
 }
 
@@ -228,35 +262,50 @@ impl Ledger {
 /// An available provider as placement sees it.
 #[derive(Debug, Clone)]
 pub struct Candidate {
+    /// Id of the available provider.
     pub provider_id: String,
+    /// Its Kubernetes node.
     pub node_name: String,
+    /// Its price per GPU-hour, in integer micro-units.
     pub price_micros: i64,
+    /// Its capacity ledger, as last read.
     pub ledger: Ledger,
 }
 
 /// One way to place a job.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Choice {
+    /// The provider to allocate on.
     pub provider_id: String,
+    /// Its Kubernetes node.
     pub node_name: String,
+    /// Model key of the GPUs to take.
     pub model_key: String,
+    /// GPUs to take from the free pool (as many as there are, up to the job's count).
     pub take_free: i64,
+    /// GPUs to take back from mining, once the free ones run short.
     pub take_mining: i64,
+    /// The provider's price per GPU-hour, in integer micro-units (the first sort key).
     pub price_micros: i64,
     /// GPUs of the model left over after placing (best fit: fewest).
     pub leftover_gpus: i64,
+    /// CPU cores left free after placing (the tie-break after leftover GPUs).
     pub leftover_cpu: i64,
 }
 
 /// Why nothing fits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NoPlacement {
+    /// No available provider has the requested GPU model (`unknown_model`).
     UnknownModel,
+    /// The model is there, but only above the customer's price cap (`price_too_low`).
     PriceTooLow,
+    /// Affordable providers of the model exist, but none has the GPUs, CPU and memory left on one node (`no_capacity`).
     NoCapacity,
 }
 
 impl NoPlacement {
+    /// The stable reason code sent in `job.rejected`.
     pub fn code(self) -> &'static str {
         match self {
             Self::UnknownModel => "unknown_model",
@@ -407,22 +456,39 @@ pub mod job {
     use super::*;
     use crate::messages::jobs::JobAllocated;
 
+    /// Attribute names of a job item (key: the job id).
     pub mod attr {
+        /// `pending`, `allocated`, `rejected`, `released` or `cancelled`; the partition key of the jobs' state index.
         pub const STATE: &str = "state";
+        /// The `AllocateRequest`, as JSON.
         pub const REQUEST: &str = "request";
+        /// The customer's id.
         pub const CUSTOMER: &str = "customer";
+        /// When the item was created, in epoch ms.
         pub const CREATED_AT: &str = "created_at";
+        /// Provider being tried while `pending`, so a redelivery can find a commit made there.
         pub const ATTEMPT: &str = "attempt";
+        /// Provider the job was allocated on.
         pub const PROVIDER: &str = "provider";
+        /// The `JobAllocated` answer, as JSON.
         pub const ALLOCATION: &str = "allocation";
+        /// When the allocation was committed (billing starts), in epoch ms.
         pub const ALLOCATED_AT: &str = "allocated_at";
+        /// `<reason>: <message>` of a rejected job, as answered.
         pub const REJECTION: &str = "rejection";
+        /// `true` once the `job.allocated` / `job.rejected` answer has been published.
         pub const ANSWERED: &str = "answered";
+        /// When the job ended (or was cancelled), in epoch ms.
         pub const ENDED_AT: &str = "ended_at";
+        /// Why it ended: the release's reason, `expired`, `interrupted`, or a cancellation's reason.
         pub const END_REASON: &str = "end_reason";
+        /// Billed duration, in ms.
         pub const DURATION_MS: &str = "duration_ms";
+        /// Cost in integer micro-units (GPUs × price per GPU-hour × hours, rounded half up).
         pub const COST_MICROS: &str = "cost_micros";
+        /// `true` once `job.released` has been published.
         pub const RELEASE_ANSWERED: &str = "release_answered";
+        /// DynamoDB TTL in epoch seconds: a closed job is removed 90 days after it ended.
         pub const TTL: &str = "ttl";
     }
 
@@ -465,6 +531,7 @@ pub mod job {
         }
     }
 
+    /// `pending → rejected`, keeping `<reason>: <message>` for the answer.
     pub fn rejected(reason: &str, message: &str) -> Transition {
         Transition {
             cond: Cond::eq(attr::STATE, "pending"),
@@ -475,6 +542,7 @@ pub mod job {
         }
     }
 
+    /// Marks the answer flag `which` ([`attr::ANSWERED`] or [`attr::RELEASE_ANSWERED`]) as published.
     pub fn answered(which: &str) -> Transition {
         Transition {
             cond: Cond::ItemExists,

@@ -10,6 +10,12 @@
 //!   [`bus::Bus`], [`cluster::Cluster`], [`replies::ProviderReplies`], [`worker::Handler`] and
 //!   [`clock::Clock`].
 
+#![deny(missing_docs)]
+
+/// A boxed error from an adapter, kept as the `#[source]` of the core's error types so nothing is
+/// flattened into a string.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 pub mod bus;
 pub mod clock;
 pub mod cluster;

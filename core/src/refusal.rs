@@ -3,42 +3,85 @@
 /// Why a message was refused. `code()` is stable: operators alert on it, tests assert it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Reason {
+    /// The stream entry has no `data` field, or was deleted before the bridge could forward it.
     MissingData,
+    /// `data` (or the signature or timestamp) is not UTF-8 text.
     NotUtf8,
+    /// The entry is over [`MAX_ENTRY_BYTES`](crate::messages::MAX_ENTRY_BYTES) (64 KiB).
     EntryTooLarge,
+    /// `data` is not JSON of the expected message shape.
     MalformedJson,
+    /// `provider_id` is neither a UUID nor 1–63 characters of `[a-z0-9-]`.
     InvalidProviderId,
+    /// `wallet_addr` is not `0x` followed by 40 hex digits.
     InvalidWalletAddr,
+    /// `wallet_addr` is in mixed case, but its EIP-55 checksum is wrong.
     WalletChecksumMismatch,
+    /// `spec.hostname` is not an RFC 1123 host name.
     InvalidHostname,
+    /// `spec.public_ip` is not an IPv4 or IPv6 address.
     InvalidPublicIp,
+    /// `spec.public_ip` is unspecified, multicast or broadcast, or private where the operator does not allow private networks.
     NonPublicIp,
+    /// `spec.total_gpus` is not between 1 and 64.
     GpuCountOutOfRange,
+    /// `spec.total_gpus` differs from the number of GPUs listed.
     GpuCountMismatch,
+    /// A GPU has no name, or one over 256 characters.
     GpuNameMissing,
+    /// A GPU's memory is outside 1 GiB – 1 TiB.
     GpuMemoryOutOfRange,
+    /// `spec.cpu_cores` is not between 1 and 1024.
     CpuCoresOutOfRange,
+    /// `spec.total_memory_mb` is outside 1 GiB – 64 TiB.
     MemoryOutOfRange,
+    /// `spec.available_disk_gb` is 0.
     DiskOutOfRange,
+    /// The capacity, or the mining config, uses more GPUs, CPU cores or memory than there are.
     CapacityAboveSpec,
+    /// `capacity.gpu_count` is 0.
     NoGpuOffered,
+    /// `gpu_price_per_hour` is not a finite number above 0, or `cpu_price_per_hour` is not finite or is below 0.
     InvalidPrice,
+    /// `gpu_price_per_hour` is above the operator's price ceiling.
     PriceAboveCeiling,
+    /// The `timestamp` is further from the broker's clock than the replay window.
     TimestampOutsideWindow,
+    /// `enc_pubkey` is not a base64 X25519 public key (32 bytes).
     InvalidEncPubkey,
+    /// No signature, where the policy requires one.
     SignatureMissing,
+    /// The signature is not 65 bytes of hex (r, s, v).
     SignatureMalformed,
+    /// The signature was not made by the wallet it must come from.
     SignatureMismatch,
+    /// The `provider_id` is already registered to another wallet.
     WalletMismatch,
+    /// No provider with that id is stored.
     UnknownProvider,
+    /// A heartbeat from a provider that is pending, rejected or expired.
     NotApproved,
+    /// A heartbeat's `node_name` is not the provider's node.
     NodeNameMismatch,
+    /// The provider's node has not joined the cluster (on the first heartbeat after approval).
     NodeNotFound,
+    /// A heartbeat older than one already recorded: late or replayed.
     StaleHeartbeat,
+    /// A job request that breaks the allocator's rules (ids, counts, model, price, reason).
     InvalidRequest,
+    /// A stored record the worker cannot read: retrying will not mend it.
+    CorruptRecord,
+    /// The Kubernetes API said 401 or 403: the worker's credentials or RBAC are wrong.
+    ClusterForbidden,
+    /// The Kubernetes API said 422: the object the worker sent is invalid.
+    ClusterInvalid,
+    /// Any other refusal by the Kubernetes API (or a malformed answer such as a cluster-info
+    /// without a CA).
+    ClusterRefused,
 }
 
 impl Reason {
+    /// The stable snake_case code: in logs, metrics, dead-letter headers and answers.
     pub fn code(self) -> &'static str {
         match self {
             Self::MissingData => "missing_data",
@@ -74,6 +117,10 @@ impl Reason {
             Self::NodeNotFound => "node_not_found",
             Self::StaleHeartbeat => "stale_heartbeat",
             Self::InvalidRequest => "invalid_request",
+            Self::CorruptRecord => "corrupt_record",
+            Self::ClusterForbidden => "cluster_forbidden",
+            Self::ClusterInvalid => "cluster_invalid",
+            Self::ClusterRefused => "cluster_refused",
         }
     }
 }
@@ -87,11 +134,14 @@ impl std::fmt::Display for Reason {
 /// A refusal: the stable code and a message fit to show the provider.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejection {
+    /// Why: the stable code.
     pub reason: Reason,
+    /// Explanation fit to show the provider (or the customer).
     pub message: String,
 }
 
 impl Rejection {
+    /// A refusal with its reason and message.
     pub fn new(reason: Reason, message: impl Into<String>) -> Self {
         Self {
             reason,

@@ -8,14 +8,18 @@ use crypto_box::{PublicKey, SecretKey};
 
 use crate::messages::SealedJoin;
 
+/// Why a join could not be sealed or opened.
 #[derive(Debug, thiserror::Error)]
 pub enum SealError {
+    /// `enc_pubkey` is not base64 of a 32-byte X25519 public key.
     #[error("enc_pubkey is not a base64 X25519 public key")]
     BadPublicKey,
+    /// The sealed box is not base64, does not open with this key, or holds no `SealedJoin`.
     #[error("sealed_join is not base64 or does not open with this key")]
     CannotOpen,
 }
 
+/// Seals `join` (as JSON) to the agent's base64 X25519 key: the `sealed_join` of an answer, base64.
 pub fn seal_join(join: &SealedJoin, enc_pubkey_b64: &str) -> Result<String, SealError> {
     let bytes: [u8; 32] = B64
         .decode(enc_pubkey_b64)
@@ -28,6 +32,7 @@ pub fn seal_join(join: &SealedJoin, enc_pubkey_b64: &str) -> Result<String, Seal
     Ok(B64.encode(sealed))
 }
 
+/// Opens a base64 `sealed_join` with the agent's secret key.
 pub fn open_join(sealed_b64: &str, secret: &SecretKey) -> Result<SealedJoin, SealError> {
     let sealed = B64.decode(sealed_b64).map_err(|_| SealError::CannotOpen)?;
     let plain = secret.unseal(&sealed).map_err(|_| SealError::CannotOpen)?;

@@ -7,6 +7,7 @@ use sha3::{Digest, Keccak256};
 
 use crate::validation::{Reason, Rejection};
 
+/// Keccak-256 (Ethereum's hash, not NIST SHA3-256) of `bytes`.
 pub fn keccak256(bytes: &[u8]) -> [u8; 32] {
     Keccak256::digest(bytes).into()
 }
@@ -30,6 +31,7 @@ pub fn address_of(key: &VerifyingKey) -> String {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SignaturePolicy {
+    /// Every entry must carry a valid signature (the default).
     #[default]
     Required,
     /// Old unsigned agents are accepted.
@@ -139,7 +141,9 @@ mod tests {
         let addr = address_of(k.verifying_key());
         let other = address_of(key(8).verifying_key());
         let sig = sign_personal(&k, b"data");
-        let table: Vec<(Option<&str>, &str, SignaturePolicy, Result<bool, Reason>)> = vec![
+        // (signature, claimed wallet, policy, expected verdict)
+        type Row<'a> = (Option<&'a str>, &'a str, SignaturePolicy, Result<bool, Reason>);
+        let table: Vec<Row> = vec![
             (Some(&sig), &addr, SignaturePolicy::Required, Ok(true)),
             (Some(&sig), &addr, SignaturePolicy::Optional, Ok(true)),
             (None, &addr, SignaturePolicy::Optional, Ok(false)),

@@ -14,8 +14,11 @@ pub use crate::refusal::{Reason, Rejection};
 /// The operator's knobs for validation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ValidationPolicy {
+    /// Accept private, loopback and link-local `public_ip`s (`WORLDLAND_ALLOW_PRIVATE_NETWORKS`).
     pub allow_private_networks: bool,
+    /// Highest accepted `gpu_price_per_hour` (`WORLDLAND_PRICE_CEILING`).
     pub price_ceiling: f64,
+    /// How far a registration's `timestamp` may be from the broker's clock, either way (`WORLDLAND_REPLAY_WINDOW_S`).
     pub replay_window: Duration,
 }
 
@@ -29,11 +32,17 @@ impl Default for ValidationPolicy {
     }
 }
 
+/// Most GPUs one registration may list.
 pub const MAX_GPUS: u32 = 64;
+/// Least memory per GPU, in MiB (1 GiB).
 pub const MIN_GPU_MEMORY_MB: u64 = 1024;
+/// Most memory per GPU, in MiB (1 TiB).
 pub const MAX_GPU_MEMORY_MB: u64 = 1024 * 1024;
+/// Most CPU cores a spec may claim.
 pub const MAX_CPU_CORES: u32 = 1024;
+/// Least machine memory, in MiB (1 GiB).
 pub const MIN_MEMORY_MB: u64 = 1024;
+/// Most machine memory, in MiB (64 TiB).
 pub const MAX_MEMORY_MB: u64 = 64 * 1024 * 1024;
 
 type Rule = std::result::Result<(), Rejection>;

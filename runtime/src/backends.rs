@@ -16,16 +16,24 @@ use worldland_core::state::ItemStore;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
-    #[error("Redis at {url}: {why}")]
-    Redis { url: String, why: String },
+    #[error("Redis at {url}: {source}")]
+    Redis {
+        url: String,
+        #[source]
+        source: redis::RedisError,
+    },
     #[error(transparent)]
     Bus(#[from] worldland_core::bus::BusError),
     #[error("Kubernetes client: {0}")]
-    Kube(String),
+    Kube(#[source] kube::Error),
     #[error(transparent)]
     Store(#[from] worldland_core::state::StoreError),
-    #[error("health endpoint on {0}")]
-    Health(String),
+    #[error("health endpoint on {addr}: {source}")]
+    Health {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// A reconnecting Redis connection for ordinary commands. Commands on one connection are
@@ -45,7 +53,7 @@ pub async fn redis_connection(url: &str, blocking: bool) -> Result<redis::aio::C
         .await
         .map_err(|e| BackendError::Redis {
             url: url.to_string(),
-            why: e.to_string(),
+            source: e,
         })
 }
 
@@ -126,7 +134,7 @@ pub async fn cluster(cfg: &Config) -> Result<Arc<dyn Cluster>, BackendError> {
             cfg.api_endpoint.clone().unwrap_or_else(|| "https://10.0.0.1:6443".into()),
         )),
         ClusterKind::Kube => {
-            let client = kube::Client::try_default().await.map_err(|e| BackendError::Kube(e.to_string()))?;
+            let client = kube::Client::try_default().await.map_err(BackendError::Kube)?;
             Arc::new(KubeCluster::new(client))
         }
     })
@@ -141,23 +149,14 @@ pub async fn replies(cfg: &Config) -> Result<Arc<RedisReplies>, BackendError> {
     )))
 }
 
-/// Runs one worker as a RabbitMQ consumer of its own queue until SIGTERM or Ctrl-C.
-pub async fn run_rabbit_worker(
-    cfg: &Config,
-    bus: std::sync::Arc<RabbitBus>,
-    handler: std::sync::Arc<dyn worldland_core::worker::Handler>,
-) -> Result<(), BackendError> {
-    let queue = worldland_core::bus::QueueSpec::new(cfg.queue(handler.name()), handler.bindings());
-    let shutdown = shutdown_on_signal();
-    crate::worker::run_consumer(bus, queue, handler, cfg.prefetch as usize, shutdown.subscribe()).await?;
-    Ok(())
-}
-
 /// Serves `/healthz`, `/readyz` and `/metrics` on `WORLDLAND_HEALTH_ADDR` until shutdown.
 pub async fn serve_health(cfg: &Config, shutdown: &broadcast::Sender<()>) -> Result<(), BackendError> {
     let listener = tokio::net::TcpListener::bind(&cfg.health_addr)
         .await
-        .map_err(|e| BackendError::Health(format!("{}: {e}", cfg.health_addr)))?;
+        .map_err(|source| BackendError::Health {
+            addr: cfg.health_addr.clone(),
+            source,
+        })?;
     tokio::spawn(crate::metrics::serve(listener, shutdown.subscribe()));
     Ok(())
 }
@@ -170,9 +169,14 @@ pub fn shutdown_on_signal() -> broadcast::Sender<()> {
     tokio::spawn(async move {
         let ctrl_c = tokio::signal::ctrl_c();
         #[cfg(unix)]
-        {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
-            tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "no SIGTERM handler; stopping on Ctrl-C only");
+                let _ = ctrl_c.await;
+            }
         }
         #[cfg(not(unix))]
         let _ = ctrl_c.await;

@@ -3,14 +3,23 @@
 //! panic in one record's handling becomes that record's failure; the response never names a
 //! message id that was not in the batch. Clients are built once per cold start, in `main`.
 
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+
+use aws_lambda_events::event::eventbridge::EventBridgeEvent;
+use worldland_core::bus::Bus;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use chrono::{DateTime, Utc};
 use futures::FutureExt;
 
-use worldland_core::worker::{Handler, Outcome};
+use worldland_core::worker::{Failure, Handler};
+
+use crate::backends::BackendError;
+use crate::config::Config;
+use crate::policy::Disposition;
+use crate::worker::{Service, Worker};
 
 pub use worldland_adapters::bus::sqs::ROUTING_KEY_ATTRIBUTE;
 
@@ -30,27 +39,16 @@ pub async fn handle_sqs_batch(handler: &dyn Handler, event: SqsEvent, now: DateT
             .unwrap_or_else(|| handler.bindings().first().copied().unwrap_or_default().to_string());
         let body = record.body.unwrap_or_default();
         let started = std::time::Instant::now();
-        let outcome = AssertUnwindSafe(handler.handle(&key, body.as_bytes(), now)).catch_unwind().await;
+        let result = AssertUnwindSafe(handler.handle(&key, body.as_bytes(), now)).catch_unwind().await;
         crate::metrics::latency(handler.name(), started.elapsed());
-        match outcome {
-            Ok(Outcome::Done) => crate::metrics::message(handler.name(), "done", ""),
-            Ok(Outcome::Rejected(r)) => {
-                // Failed, so the queue's redrive policy parks it on its dead-letter queue; the
-                // reason is in the log and the metrics.
-                tracing::warn!(worker = handler.name(), reason = r.reason.code(), message = %r.message, id = %id, "message refused");
-                crate::metrics::message(handler.name(), "refused", r.reason.code());
-                response.add_failure(id);
-            }
-            Ok(Outcome::Retry(why)) => {
-                tracing::warn!(worker = handler.name(), %why, id = %id, "will retry");
-                crate::metrics::message(handler.name(), "retried", "");
-                response.add_failure(id);
-            }
-            Err(_) => {
-                tracing::error!(worker = handler.name(), id = %id, "handler panicked on this record");
-                crate::metrics::message(handler.name(), "retried", "panic");
-                response.add_failure(id);
-            }
+        let result = result.unwrap_or_else(|_| {
+            tracing::error!(worker = handler.name(), id = %id, "handler panicked on this record");
+            Err(Failure::retry("the handler panicked"))
+        });
+        // A refused record fails too, so the queue's redrive policy parks it on its dead-letter
+        // queue; its reason is in the log and the metrics.
+        if crate::policy::disposition(handler.name(), Some(&id), &result) != Disposition::Ack {
+            response.add_failure(id);
         }
     }
     response
@@ -63,6 +61,43 @@ pub async fn run_sqs_worker(handler: Arc<dyn Handler>) -> Result<(), lambda_runt
         async move { Ok::<_, lambda_runtime::Error>(handle_sqs_batch(handler.as_ref(), event.payload, Utc::now()).await) }
     }))
     .await
+}
+
+/// Runs a service's one pass per scheduled (EventBridge) event, its report as the result.
+pub async fn run_scheduled(service: Arc<dyn Service>) -> Result<(), lambda_runtime::Error> {
+    lambda_runtime::run(lambda_runtime::service_fn(
+        move |_event: lambda_runtime::LambdaEvent<EventBridgeEvent>| {
+            let service = service.clone();
+            async move {
+                match service.run_once(Utc::now()).await {
+                    Some(result) => result,
+                    None => Err(format!("{} does not run on a schedule", service.name()).into()),
+                }
+            }
+        },
+    ))
+    .await
+}
+
+/// The Lambda entry point every worker's `lambda.rs` calls: configuration, Lambda logging, the
+/// configured bus for publishing, the worker built once per cold start, then its events.
+pub fn main<F, Fut>(factory: F) -> Result<(), lambda_runtime::Error>
+where
+    F: FnOnce(Config, Arc<dyn Bus>) -> Fut,
+    Fut: Future<Output = Result<Worker, BackendError>>,
+{
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(async move {
+            let cfg = Config::from_env()?;
+            crate::telemetry::init_lambda(cfg.log_format);
+            let bus = crate::backends::bus(&cfg).await?;
+            match factory(cfg, bus).await? {
+                Worker::Consumer(handler) => run_sqs_worker(handler).await,
+                Worker::Service(service) => run_scheduled(service).await,
+            }
+        })
 }
 
 #[cfg(test)]
@@ -83,15 +118,15 @@ mod tests {
         fn bindings(&self) -> &'static [&'static str] {
             &["test.default"]
         }
-        async fn handle(&self, key: &str, body: &[u8], _now: DateTime<Utc>) -> Outcome {
+        async fn handle(&self, key: &str, body: &[u8], _now: DateTime<Utc>) -> Result<(), Failure> {
             match (key, body) {
-                (_, b"ok") => Outcome::Done,
-                ("test.other", b"key") => Outcome::Done,
-                ("test.default", b"key") => Outcome::Rejected(Rejection::new(Reason::MalformedJson, "wrong key")),
-                (_, b"bad") => Outcome::Rejected(Rejection::new(Reason::MalformedJson, "bad")),
-                (_, b"busy") => Outcome::Retry("backend down".into()),
+                (_, b"ok") => Ok(()),
+                ("test.other", b"key") => Ok(()),
+                ("test.default", b"key") => Err(Rejection::new(Reason::MalformedJson, "wrong key").into()),
+                (_, b"bad") => Err(Rejection::new(Reason::MalformedJson, "bad").into()),
+                (_, b"busy") => Err(Failure::retry("backend down")),
                 (_, b"boom") => panic!("a bug in one record"),
-                _ => Outcome::Done,
+                _ => Ok(()),
             }
         }
     }

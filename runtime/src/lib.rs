@@ -3,8 +3,11 @@
 
 pub mod backends;
 pub mod config;
+pub mod container;
 pub mod lambda;
 pub mod metrics;
+pub mod policy;
+pub mod retry;
 pub mod telemetry;
 pub mod worker;
 

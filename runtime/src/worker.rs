@@ -1,35 +1,61 @@
 //! The container transport's consumer loop: take a delivery, hand it to the handler, settle it by
-//! the outcome. Acks happen only after the handler has written its work.
+//! the [`policy`](crate::policy). Acks happen only after the handler has written its work.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use chrono::Utc;
 use tokio::sync::{broadcast, Semaphore};
 
+use async_trait::async_trait;
+use chrono::DateTime;
 use worldland_core::bus::{Bus, BusResult, Delivery, QueueSpec};
-use worldland_core::worker::{Handler, Outcome};
+use worldland_core::worker::{Failure, Handler};
+use worldland_core::BoxError;
 
-/// Backoff before a retried message goes back, growing with its deliveries.
-pub fn retry_delay(previous_deliveries: u32) -> Duration {
-    Duration::from_millis((100u64 << previous_deliveries.min(6)).min(5_000))
+use crate::policy::{disposition, Disposition};
+
+/// What a worker crate builds from configuration: the entry points in [`crate::container`] and
+/// [`crate::lambda`] run it.
+#[derive(Clone)]
+pub enum Worker {
+    /// Consumes its own queue (named after it, bound to its routing keys) through a handler.
+    Consumer(Arc<dyn Handler>),
+    /// Runs a loop of its own until shutdown (the bridge; the sweeper in a container).
+    Service(Arc<dyn Service>),
 }
 
-/// Settles a delivery by its outcome, logging refusals with their reason code.
-pub async fn settle(worker: &str, delivery: Delivery, outcome: Outcome) -> BusResult<()> {
-    match &outcome {
-        Outcome::Done => crate::metrics::message(worker, "done", ""),
-        Outcome::Rejected(r) => crate::metrics::message(worker, "refused", r.reason.code()),
-        Outcome::Retry(_) => crate::metrics::message(worker, "retried", ""),
-    }
-    match outcome {
-        Outcome::Done => delivery.ack().await,
-        Outcome::Rejected(r) => {
-            tracing::warn!(worker, reason = r.reason.code(), message = %r.message, id = ?delivery.message_id, "message refused");
-            delivery.dead_letter(r.reason.code(), &r.message).await
+impl Worker {
+    /// The worker's name (its queue's, its metrics' label).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Consumer(h) => h.name(),
+            Self::Service(s) => s.name(),
         }
-        Outcome::Retry(why) => {
-            tracing::warn!(worker, %why, id = ?delivery.message_id, deliveries = delivery.previous_deliveries + 1, "will retry");
+    }
+}
+
+/// A worker that is not a queue consumer.
+#[async_trait]
+pub trait Service: Send + Sync + 'static {
+    /// The worker's name.
+    fn name(&self) -> &'static str;
+    /// Runs until `shutdown` fires.
+    async fn run(&self, shutdown: broadcast::Receiver<()>) -> Result<(), BoxError>;
+    /// One pass, for a scheduled Lambda invocation, with its report; `None` when this worker
+    /// does not run on Lambda.
+    async fn run_once(&self, _now: DateTime<Utc>) -> Option<Result<serde_json::Value, BoxError>> {
+        None
+    }
+}
+
+pub use crate::retry::retry_delay;
+
+/// Settles a delivery by the handler's result.
+pub async fn settle(worker: &str, delivery: Delivery, result: Result<(), Failure>) -> BusResult<()> {
+    match disposition(worker, delivery.message_id.as_deref(), &result) {
+        Disposition::Ack => delivery.ack().await,
+        Disposition::DeadLetter { reason, detail } => delivery.dead_letter(reason, &detail).await,
+        Disposition::Retry => {
             tokio::time::sleep(retry_delay(delivery.previous_deliveries)).await;
             delivery.retry().await
         }
@@ -53,13 +79,15 @@ pub async fn run_consumer(
             _ = shutdown.recv() => break,
             d = sub.next() => match d { Some(d) => d, None => break },
         };
-        let permit = permits.clone().acquire_owned().await.expect("semaphore is never closed");
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            break; // the semaphore is never closed; stop rather than panic if it were
+        };
         let handler = handler.clone();
         tokio::spawn(async move {
             let started = std::time::Instant::now();
-            let outcome = handler.handle(&delivery.routing_key, &delivery.body, Utc::now()).await;
+            let result = handler.handle(&delivery.routing_key, &delivery.body, Utc::now()).await;
             crate::metrics::latency(handler.name(), started.elapsed());
-            if let Err(e) = settle(handler.name(), delivery, outcome).await {
+            if let Err(e) = settle(handler.name(), delivery, result).await {
                 // The message stays unacked and comes back; handlers are idempotent.
                 tracing::warn!(worker = handler.name(), error = %e, "could not settle a delivery");
             }

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use backon::{BackoffBuilder, ExponentialBuilder};
 use chrono::{DateTime, SecondsFormat, Utc};
 use k256::ecdsa::SigningKey;
 use tokio::sync::broadcast;
@@ -64,6 +65,17 @@ async fn send(conn: &mut redis::aio::ConnectionManager, s: &HeartbeatSettings, k
         .await
 }
 
+/// The waits after consecutive failed heartbeats: half a second, doubling each time, never longer
+/// than the interval (except the first, which is always half a second), without end.
+pub fn reconnect_backoff(interval: Duration) -> impl Iterator<Item = Duration> {
+    ExponentialBuilder::new()
+        .with_min_delay(Duration::from_millis(500))
+        .with_factor(2.0)
+        .with_max_delay(interval)
+        .without_max_times()
+        .build()
+}
+
 /// Sends heartbeats until `shutdown` fires; returns what it did.
 pub async fn run_heartbeats(
     s: HeartbeatSettings,
@@ -73,7 +85,7 @@ pub async fn run_heartbeats(
 ) -> HeartbeatStats {
     let mut stats = HeartbeatStats::default();
     let mut conn: Option<redis::aio::ConnectionManager> = None;
-    let mut backoff = Duration::from_millis(500);
+    let mut backoff = reconnect_backoff(s.interval);
     let mut next = tokio::time::Instant::now();
     loop {
         tokio::select! {
@@ -89,14 +101,14 @@ pub async fn run_heartbeats(
         };
         if ok {
             stats.sent += 1;
-            backoff = Duration::from_millis(500);
+            backoff = reconnect_backoff(s.interval);
             next = tokio::time::Instant::now() + s.interval;
         } else {
             stats.failed += 1;
             conn = None;
-            tracing::warn!(retry_in = ?backoff, "heartbeat not delivered; Redis unreachable");
-            next = tokio::time::Instant::now() + backoff;
-            backoff = (backoff * 2).min(s.interval);
+            let retry_in = backoff.next().unwrap_or(s.interval);
+            tracing::warn!(?retry_in, "heartbeat not delivered; Redis unreachable");
+            next = tokio::time::Instant::now() + retry_in;
         }
     }
     tracing::info!(?stats, "heartbeats stopped");
@@ -187,6 +199,29 @@ pub const UNIT_NAME: &str = "worldland-provider.service";
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failed_heartbeats_back_off_from_half_a_second_up_to_the_interval() {
+        let ms = |v: &[u64]| v.iter().map(|&m| Duration::from_millis(m)).collect::<Vec<_>>();
+        let first = |interval: Duration, n: usize| reconnect_backoff(interval).take(n).collect::<Vec<_>>();
+        assert_eq!(
+            first(Duration::from_secs(30), 9),
+            ms(&[500, 1_000, 2_000, 4_000, 8_000, 16_000, 30_000, 30_000, 30_000])
+        );
+        assert_eq!(first(Duration::from_secs(5), 6), ms(&[500, 1_000, 2_000, 4_000, 5_000, 5_000]));
+        // A very short interval caps every wait after the first.
+        assert_eq!(first(Duration::from_millis(300), 3), ms(&[500, 300, 300]));
+        // The same schedule the loop used to compute by hand.
+        for interval in [0, 1, 250, 500, 999, 1_000, 7_500, 10_000, 60_000, 3_600_000].map(Duration::from_millis) {
+            let mut expected = Vec::new();
+            let mut backoff = Duration::from_millis(500);
+            for _ in 0..40 {
+                expected.push(backoff);
+                backoff = (backoff * 2).min(interval);
+            }
+            assert_eq!(first(interval, 40), expected, "interval {interval:?}");
+        }
+    }
 
     #[test]
     fn proc_parsers() {

@@ -86,13 +86,16 @@ async fn read(req: Request<Body>) -> Seen {
     }
 }
 
+/// Checks a request body; an error describes the mismatch.
+pub type BodyCheck = Box<dyn Fn(&Value) -> Result<(), String> + Send>;
+
 /// One expected request and the answer to give.
 pub struct Expect {
     pub method: &'static str,
     pub path: String,
     pub query: &'static str,
     /// Checks the request body; returns an error description on mismatch.
-    pub check_body: Box<dyn Fn(&Value) -> Result<(), String> + Send>,
+    pub check_body: BodyCheck,
     pub content_type: Option<&'static str>,
     pub status: u16,
     pub response: Value,

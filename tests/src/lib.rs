@@ -150,10 +150,30 @@ impl worldland_core::worker::Handler for Counted {
     fn bindings(&self) -> &'static [&'static str] {
         self.inner.bindings()
     }
-    async fn handle(&self, key: &str, body: &[u8], now: chrono::DateTime<chrono::Utc>) -> worldland_core::worker::Outcome {
+    async fn handle(&self, key: &str, body: &[u8], now: chrono::DateTime<chrono::Utc>) -> Result<(), worldland_core::worker::Failure> {
         let out = self.inner.handle(key, body, now).await;
         self.done.send_modify(|c| *c += 1);
         out
+    }
+}
+
+/// A handler's result as tests compare it: done, refused with its rejection, or retried with the
+/// whole error chain as text.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Done,
+    Rejected(worldland_core::refusal::Rejection),
+    Retry(String),
+}
+
+impl From<Result<(), worldland_core::worker::Failure>> for Outcome {
+    fn from(r: Result<(), worldland_core::worker::Failure>) -> Self {
+        use worldland_core::worker::Failure;
+        match r {
+            Ok(()) => Self::Done,
+            Err(Failure::Refuse(r)) => Self::Rejected(r),
+            Err(retry @ Failure::Retry(_)) => Self::Retry(worldland_runtime::policy::report(&retry)),
+        }
     }
 }
 
@@ -168,6 +188,7 @@ pub fn validated_sink() -> Arc<worldland_adapters::bus::memory::MemoryBus> {
 pub mod lifecycle {
     use std::sync::Arc;
 
+    use crate::Outcome;
     use chrono::{DateTime, Utc};
     use worldland_adapters::cluster::simulated::SimulatedCluster;
     use worldland_adapters::replies::MemoryReplies;
@@ -176,7 +197,6 @@ pub mod lifecycle {
     use worldland_core::signature::{sign_personal, SignaturePolicy};
     use worldland_core::state::ItemStore;
     use worldland_core::validation::ValidationPolicy;
-    use worldland_core::worker::Outcome;
     use worldland_provider_sdk::simulated::{signed_envelope, SimulatedProvider};
 
     /// A provider shaped like the fixture node `gpu-server-01`: 4 × RTX 4090, 32 cores, 128 GiB.
@@ -228,7 +248,10 @@ pub mod lifecycle {
         };
         let entry = format!("{}-0", now.timestamp_millis());
         let env = signed_envelope(&p.registration, &p.key, "provider:registration", &entry);
-        assert_eq!(registration_handler::handle(&env, &reg_ctx, now).await, Outcome::Done);
+        assert_eq!(
+            Outcome::from(registration_handler::handle(&env, &reg_ctx, now).await),
+            Outcome::Done
+        );
         let issuer = join_token_issuer::Context {
             store,
             cluster,
@@ -241,7 +264,7 @@ pub mod lifecycle {
             registration_id: entry,
             enc_pubkey: p.registration.enc_pubkey.clone(),
         };
-        assert_eq!(join_token_issuer::handle(&msg, &issuer, now).await, Outcome::Done);
+        assert_eq!(Outcome::from(join_token_issuer::handle(&msg, &issuer, now).await), Outcome::Done);
     }
 
     /// The recorder as configured by default (required signatures, 5-minute windows).
@@ -263,7 +286,7 @@ pub mod lifecycle {
         let p = fixture_shaped_provider(n, now);
         approve(&p, store.clone(), cluster.clone(), now).await;
         cluster.add_node(node_for(&p, true));
-        let first = heartbeat_recorder::handle(&heartbeat(&p, now, 0), &recorder(store.clone(), cluster.clone()), now).await;
+        let first = Outcome::from(heartbeat_recorder::handle(&heartbeat(&p, now, 0), &recorder(store.clone(), cluster.clone()), now).await);
         assert_eq!(first, Outcome::Done);
         (store, cluster, p)
     }

@@ -16,7 +16,7 @@ use worldland_core::ledger::{Ledger, ModelCounts};
 use worldland_core::messages::jobs::{AllocateRequest, JobAllocated, JobRejected, JobReleased, ReleaseRequest};
 use worldland_core::messages::{topics, MiningConfig};
 use worldland_core::state::{ItemStore, Table, Value};
-use worldland_core::worker::{Handler, Outcome};
+use worldland_core::worker::{Failure, Handler};
 use worldland_provider_sdk::simulated::SimulatedProvider;
 use worldland_tests::{event_sink, seed_available, TestEnv};
 
@@ -136,7 +136,7 @@ async fn concurrency_proof(store: Arc<dyn ItemStore>, per_task: usize) {
                 // Two in three requests allocate; one in three releases an earlier job.
                 if i % 3 == 2 && !held.is_empty() {
                     let job = held.remove((i * 7) % held.len());
-                    assert_eq!(allocator::release(&release(&job), &ctx, now).await, Outcome::Done);
+                    allocator::release(&release(&job), &ctx, now).await.unwrap();
                     releases += 1;
                 } else {
                     let job = format!("job-{t}-{i}");
@@ -147,7 +147,7 @@ async fn concurrency_proof(store: Arc<dyn ItemStore>, per_task: usize) {
                         memory_mb: 1024 * (1 + (i % 8) as u64),
                         ..alloc(&job, 1, model, None)
                     };
-                    assert_eq!(allocator::allocate(&req, &ctx, now).await, Outcome::Done);
+                    allocator::allocate(&req, &ctx, now).await.unwrap();
                     held.push(job);
                     allocs += 1;
                 }
@@ -205,9 +205,9 @@ async fn duplicates_and_reordering_change_nothing() {
     let p = provider(1, "x", 1, 0, 1.0).provider_id;
 
     // Allocate twice: one allocation, one answer.
-    assert_eq!(allocator::allocate(&alloc("job-a", 2, None, None), &ctx, now).await, Outcome::Done);
+    allocator::allocate(&alloc("job-a", 2, None, None), &ctx, now).await.unwrap();
     let after_first = store.scan(Table::Providers).await.unwrap();
-    assert_eq!(allocator::allocate(&alloc("job-a", 2, None, None), &ctx, now).await, Outcome::Done);
+    allocator::allocate(&alloc("job-a", 2, None, None), &ctx, now).await.unwrap();
     assert_eq!(store.scan(Table::Providers).await.unwrap(), after_first);
     let ev = fx.drain().await;
     assert_eq!(ev.len(), 1);
@@ -217,12 +217,11 @@ async fn duplicates_and_reordering_change_nothing() {
 
     // Release twice: resources back once, one answer.
     let later = now + Duration::minutes(90);
-    assert_eq!(allocator::release(&release("job-a"), &ctx, later).await, Outcome::Done);
+    allocator::release(&release("job-a"), &ctx, later).await.unwrap();
     let after_release = store.scan(Table::Providers).await.unwrap();
-    assert_eq!(
-        allocator::release(&release("job-a"), &ctx, later + Duration::minutes(1)).await,
-        Outcome::Done
-    );
+    allocator::release(&release("job-a"), &ctx, later + Duration::minutes(1))
+        .await
+        .unwrap();
     assert_eq!(store.scan(Table::Providers).await.unwrap(), after_release);
     let ev = fx.drain().await;
     assert_eq!(ev.len(), 1);
@@ -239,16 +238,13 @@ async fn duplicates_and_reordering_change_nothing() {
     );
 
     // An allocate replayed after its release changes nothing.
-    assert_eq!(
-        allocator::allocate(&alloc("job-a", 2, None, None), &ctx, later).await,
-        Outcome::Done
-    );
+    allocator::allocate(&alloc("job-a", 2, None, None), &ctx, later).await.unwrap();
     assert_eq!(store.scan(Table::Providers).await.unwrap(), after_release);
     assert!(fx.drain().await.is_empty());
 
     // Release before allocate: the late allocate is refused, nothing is taken.
-    assert_eq!(allocator::release(&release("job-b"), &ctx, now).await, Outcome::Done);
-    assert_eq!(allocator::allocate(&alloc("job-b", 1, None, None), &ctx, now).await, Outcome::Done);
+    allocator::release(&release("job-b"), &ctx, now).await.unwrap();
+    allocator::allocate(&alloc("job-b", 1, None, None), &ctx, now).await.unwrap();
     let ev = fx.drain().await;
     assert_eq!(ev.len(), 1);
     assert_eq!(ev[0].0, topics::JOB_REJECTED);
@@ -274,10 +270,9 @@ async fn rentals_take_gpus_back_from_mining_and_mining_resumes() {
             mining: 2
         }
     );
-    assert_eq!(
-        allocator::allocate(&alloc("job-m", 3, Some("RTX 4090"), None), &ctx, now).await,
-        Outcome::Done
-    );
+    allocator::allocate(&alloc("job-m", 3, Some("RTX 4090"), None), &ctx, now)
+        .await
+        .unwrap();
     assert_eq!(
         fx.ledger(&p.provider_id).await.models["RTX-4090"],
         ModelCounts {
@@ -295,10 +290,7 @@ async fn rentals_take_gpus_back_from_mining_and_mining_resumes() {
     );
     let ev = fx.drain().await;
     assert_eq!(ev[0].1["mining_gpus_taken"], 1);
-    assert_eq!(
-        allocator::release(&release("job-m"), &ctx, now + Duration::hours(1)).await,
-        Outcome::Done
-    );
+    allocator::release(&release("job-m"), &ctx, now + Duration::hours(1)).await.unwrap();
     assert_eq!(
         fx.ledger(&p.provider_id).await.models["RTX-4090"],
         ModelCounts {
@@ -329,7 +321,7 @@ async fn price_caps_models_and_capacity_give_their_reasons() {
         (alloc("j5", 2, Some("rtx 4090"), Some(2.0)), None),
     ];
     for (req, want) in cases {
-        assert_eq!(allocator::allocate(&req, &ctx, now).await, Outcome::Done);
+        allocator::allocate(&req, &ctx, now).await.unwrap();
         let ev = fx.drain().await;
         match want {
             Some(reason) => {
@@ -367,11 +359,8 @@ async fn durations_expire_and_offline_providers_interrupt_their_jobs() {
         duration_s: Some(100),
         ..alloc("job-timed", 2, None, None)
     };
-    assert_eq!(allocator::allocate(&timed, &ctx, clock()).await, Outcome::Done);
-    assert_eq!(
-        allocator::allocate(&alloc("job-long", 2, None, None), &ctx, clock()).await,
-        Outcome::Done
-    );
+    allocator::allocate(&timed, &ctx, clock()).await.unwrap();
+    allocator::allocate(&alloc("job-long", 2, None, None), &ctx, clock()).await.unwrap();
     fx.drain().await;
     tokio::time::sleep(std::time::Duration::from_secs(90)).await;
     assert_eq!(staleness_sweeper::sweep_once(&sweeper, clock()).await.unwrap().jobs_closed, 0);
@@ -535,7 +524,7 @@ async fn bad_job_messages_are_refused_with_a_reason() {
     let before = (store.scan(Table::Providers).await.unwrap(), store.scan(Table::Jobs).await.unwrap());
     for (name, key, body, reason, answered) in cases {
         match handler.handle(key, &body, now).await {
-            Outcome::Rejected(r) => assert_eq!(r.reason.code(), reason, "{name}: {}", r.message),
+            Err(Failure::Refuse(r)) => assert_eq!(r.reason.code(), reason, "{name}: {}", r.message),
             other => panic!("{name}: expected {reason}, got {other:?}"),
         }
         let ev = fx.drain().await;

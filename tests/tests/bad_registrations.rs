@@ -12,9 +12,9 @@ use worldland_core::messages::StreamEnvelope;
 use worldland_core::signature::{sign_personal, SignaturePolicy};
 use worldland_core::state::{ItemStore, Table};
 use worldland_core::validation::ValidationPolicy;
-use worldland_core::worker::Outcome;
 use worldland_provider_sdk::simulated::SimulatedProvider;
 use worldland_tests::validated_sink;
+use worldland_tests::Outcome;
 
 struct Case {
     name: &'static str,
@@ -345,7 +345,7 @@ async fn every_bad_registration_is_refused_with_its_reason_and_changes_nothing()
     };
     // The real provider registers first, so the id-theft case meets an existing provider.
     let first = p.envelope("provider:registration", "0-1");
-    assert_eq!(registration_handler::handle(&first, &ctx, now).await, Outcome::Done);
+    assert_eq!(Outcome::from(registration_handler::handle(&first, &ctx, now).await), Outcome::Done);
     let before = store.scan(Table::Providers).await.unwrap();
     let published_before = bus.published();
 
@@ -357,7 +357,7 @@ async fn every_bad_registration_is_refused_with_its_reason_and_changes_nothing()
             .ok()
             .and_then(|v| v["provider_id"].as_str().map(str::to_string));
         let answers_before = id.as_deref().map(|i| replies.answers_for(i).len()).unwrap_or(0);
-        match registration_handler::handle(&case.envelope, &ctx, now).await {
+        match Outcome::from(registration_handler::handle(&case.envelope, &ctx, now).await) {
             Outcome::Rejected(r) => {
                 assert_eq!(r.reason.code(), case.reason, "{}: {}", case.name, r.message)
             }
@@ -405,16 +405,16 @@ async fn an_unsigned_registration_is_accepted_only_under_policy_optional() {
     let mut unsigned = p.envelope("provider:registration", "5-0");
     unsigned.signature = None;
     assert!(
-        matches!(registration_handler::handle(&unsigned, &ctx(SignaturePolicy::Required), now).await, Outcome::Rejected(r) if r.reason.code() == "signature_missing")
+        matches!(Outcome::from(registration_handler::handle(&unsigned, &ctx(SignaturePolicy::Required), now).await), Outcome::Rejected(r) if r.reason.code() == "signature_missing")
     );
     assert_eq!(
-        registration_handler::handle(&unsigned, &ctx(SignaturePolicy::Optional), now).await,
+        Outcome::from(registration_handler::handle(&unsigned, &ctx(SignaturePolicy::Optional), now).await),
         Outcome::Done
     );
     // A wrong signature is refused even under `optional`.
     let mut wrong = p.envelope("provider:registration", "6-0");
     wrong.signature = Some(sign_personal(&SimulatedProvider::new(4, now).key, wrong.data.as_bytes()));
     assert!(
-        matches!(registration_handler::handle(&wrong, &ctx(SignaturePolicy::Optional), now).await, Outcome::Rejected(r) if r.reason.code() == "signature_mismatch")
+        matches!(Outcome::from(registration_handler::handle(&wrong, &ctx(SignaturePolicy::Optional), now).await), Outcome::Rejected(r) if r.reason.code() == "signature_mismatch")
     );
 }

@@ -15,9 +15,9 @@ use worldland_core::messages::{ProviderState, StreamEnvelope};
 use worldland_core::signature::{sign_personal, SignaturePolicy};
 use worldland_core::state::providers::ProviderRecord;
 use worldland_core::state::{ItemStore, Table};
-use worldland_core::worker::Outcome;
 use worldland_tests::kube_mock::{fixture, mock_client, ApiServerVerifier, Expect};
 use worldland_tests::lifecycle::{approve, available_provider, fixture_shaped_provider, heartbeat, recorder};
+use worldland_tests::Outcome;
 
 const NODE: &str = "/api/v1/nodes/gpu-server-01";
 const MERGE: &str = "application/merge-patch+json";
@@ -82,7 +82,10 @@ async fn join_labels_the_node_deletes_the_token_and_steady_state_makes_no_call()
         ],
     );
     let ctx = recorder(store.clone(), cluster);
-    assert_eq!(heartbeat_recorder::handle(&heartbeat(&p, now, 0), &ctx, now).await, Outcome::Done);
+    assert_eq!(
+        Outcome::from(heartbeat_recorder::handle(&heartbeat(&p, now, 0), &ctx, now).await),
+        Outcome::Done
+    );
     api.finish(WAIT).await;
     let rec = state_of(store.as_ref(), &p.provider_id).await;
     assert_eq!(rec.state, ProviderState::Available);
@@ -94,7 +97,10 @@ async fn join_labels_the_node_deletes_the_token_and_steady_state_makes_no_call()
     let ctx = recorder(store.clone(), cluster);
     for i in 1..=9 {
         let at = now + Duration::seconds(30 * i);
-        assert_eq!(heartbeat_recorder::handle(&heartbeat(&p, at, 0), &ctx, at).await, Outcome::Done);
+        assert_eq!(
+            Outcome::from(heartbeat_recorder::handle(&heartbeat(&p, at, 0), &ctx, at).await),
+            Outcome::Done
+        );
     }
     api.finish(WAIT).await;
 
@@ -117,7 +123,10 @@ async fn join_labels_the_node_deletes_the_token_and_steady_state_makes_no_call()
     let ctx = recorder(store.clone(), cluster);
     for s in (300..=600).step_by(30) {
         let at = now + Duration::seconds(s);
-        assert_eq!(heartbeat_recorder::handle(&heartbeat(&p, at, 1), &ctx, at).await, Outcome::Done);
+        assert_eq!(
+            Outcome::from(heartbeat_recorder::handle(&heartbeat(&p, at, 1), &ctx, at).await),
+            Outcome::Done
+        );
     }
     api.finish(WAIT).await;
 }
@@ -179,7 +188,7 @@ async fn offline_taint_keeps_other_taints_survives_a_conflict_and_is_removed_on_
     );
     let at = now + Duration::minutes(4);
     assert_eq!(
-        heartbeat_recorder::handle(&heartbeat(&p, at, 0), &recorder(store.clone(), cluster), at).await,
+        Outcome::from(heartbeat_recorder::handle(&heartbeat(&p, at, 0), &recorder(store.clone(), cluster), at).await),
         Outcome::Done
     );
     api.finish(WAIT).await;
@@ -214,7 +223,7 @@ async fn a_node_that_contradicts_the_spec_leaves_the_provider_unschedulable() {
         ],
     );
     assert_eq!(
-        heartbeat_recorder::handle(&heartbeat(&p, now, 0), &recorder(store.clone(), cluster), now).await,
+        Outcome::from(heartbeat_recorder::handle(&heartbeat(&p, now, 0), &recorder(store.clone(), cluster), now).await),
         Outcome::Done
     );
     api.finish(WAIT).await;
@@ -236,7 +245,7 @@ async fn a_heartbeat_before_the_node_exists_is_refused() {
     let mut missing = fixture("22-get-node-not-found.json").response_body;
     missing["details"]["name"] = json!("gpu-server-01");
     let api = ApiServerVerifier::run(handle, vec![Expect::new("GET", NODE, "", 404, missing)]);
-    let out = heartbeat_recorder::handle(&heartbeat(&p, now, 0), &recorder(store.clone(), cluster), now).await;
+    let out = Outcome::from(heartbeat_recorder::handle(&heartbeat(&p, now, 0), &recorder(store.clone(), cluster), now).await);
     assert!(matches!(out, Outcome::Rejected(r) if r.reason.code() == "node_not_found"));
     api.finish(WAIT).await;
     assert_eq!(state_of(store.as_ref(), &p.provider_id).await.state, ProviderState::Approved);
@@ -256,7 +265,10 @@ async fn bad_heartbeats_are_refused_with_their_reason_and_change_nothing() {
     let (store, sim, p) = available_provider(5, now).await;
     let ctx = recorder(store.clone(), sim.clone());
     let last = now + Duration::seconds(60);
-    assert_eq!(heartbeat_recorder::handle(&heartbeat(&p, last, 0), &ctx, last).await, Outcome::Done);
+    assert_eq!(
+        Outcome::from(heartbeat_recorder::handle(&heartbeat(&p, last, 0), &ctx, last).await),
+        Outcome::Done
+    );
     // A second provider, registered but not approved.
     let pending = fixture_shaped_provider(6, now);
     let reg_ctx = registration_handler::Context {
@@ -267,7 +279,7 @@ async fn bad_heartbeats_are_refused_with_their_reason_and_change_nothing() {
         signatures: SignaturePolicy::Required,
     };
     assert_eq!(
-        registration_handler::handle(&pending.envelope("provider:registration", "9-0"), &reg_ctx, now).await,
+        Outcome::from(registration_handler::handle(&pending.envelope("provider:registration", "9-0"), &reg_ctx, now).await),
         Outcome::Done
     );
 
@@ -355,7 +367,7 @@ async fn bad_heartbeats_are_refused_with_their_reason_and_change_nothing() {
     let before = store.scan(Table::Providers).await.unwrap();
     let writes = sim.writes();
     for (name, env, reason) in cases {
-        match heartbeat_recorder::handle(&env, &ctx, at).await {
+        match Outcome::from(heartbeat_recorder::handle(&env, &ctx, at).await) {
             Outcome::Rejected(r) => assert_eq!(r.reason.code(), reason, "{name}: {}", r.message),
             other => panic!("{name}: expected {reason}, got {other:?}"),
         }
@@ -363,6 +375,9 @@ async fn bad_heartbeats_are_refused_with_their_reason_and_change_nothing() {
         assert_eq!(sim.writes(), writes, "{name}: the cluster was written");
     }
     // The same heartbeat delivered twice: the second changes nothing and is no error.
-    assert_eq!(heartbeat_recorder::handle(&heartbeat(&p, last, 0), &ctx, at).await, Outcome::Done);
+    assert_eq!(
+        Outcome::from(heartbeat_recorder::handle(&heartbeat(&p, last, 0), &ctx, at).await),
+        Outcome::Done
+    );
     assert_eq!(store.scan(Table::Providers).await.unwrap(), before);
 }

@@ -16,10 +16,10 @@ use worldland_core::signature::SignaturePolicy;
 use worldland_core::state::providers::ProviderRecord;
 use worldland_core::state::{ItemStore, Table};
 use worldland_core::validation::ValidationPolicy;
-use worldland_core::worker::Outcome;
 use worldland_provider_sdk::client::join_from_response;
 use worldland_provider_sdk::simulated::SimulatedProvider;
 use worldland_tests::validated_sink;
+use worldland_tests::Outcome;
 
 use worldland_tests::kube_mock::{
     check_bootstrap_secret, fixture, fixtures_dir, mock_client, ApiServerVerifier, Expect, CLUSTER_INFO_PATH, SECRETS_PATH,
@@ -51,7 +51,7 @@ async fn pending_provider(n: usize, sealed: bool) -> Setup {
         signatures: SignaturePolicy::Required,
     };
     let env = provider.envelope("provider:registration", "100-0");
-    assert_eq!(registration_handler::handle(&env, &ctx, now).await, Outcome::Done);
+    assert_eq!(Outcome::from(registration_handler::handle(&env, &ctx, now).await), Outcome::Done);
     let msg = ProviderValidated {
         provider_id: provider.provider_id.clone(),
         registration_id: "100-0".into(),
@@ -109,7 +109,10 @@ async fn issues_the_exact_bootstrap_secret_and_answers_with_a_sealed_join_comman
     let (client, handle) = mock_client();
     let api = ApiServerVerifier::run(handle, vec![create_secret(&s.provider.provider_id, 201), get_cluster_info()]);
     let ctx = issuer(&s, client, None);
-    assert_eq!(join_token_issuer::handle(&s.msg, &ctx, Utc::now()).await, Outcome::Done);
+    assert_eq!(
+        Outcome::from(join_token_issuer::handle(&s.msg, &ctx, Utc::now()).await),
+        Outcome::Done
+    );
     let seen = api.finish(WAIT).await;
     let (token_id, token_secret) = token_from_secret_body(&seen[0].body);
 
@@ -155,10 +158,16 @@ async fn a_redelivered_message_mints_no_second_token() {
     let (client, handle) = mock_client();
     let api = ApiServerVerifier::run(handle, vec![create_secret(&s.provider.provider_id, 201), get_cluster_info()]);
     let ctx = issuer(&s, client, None);
-    assert_eq!(join_token_issuer::handle(&s.msg, &ctx, Utc::now()).await, Outcome::Done);
+    assert_eq!(
+        Outcome::from(join_token_issuer::handle(&s.msg, &ctx, Utc::now()).await),
+        Outcome::Done
+    );
     let before = s.store.scan(Table::Providers).await.unwrap();
     // Delivered again: no Kubernetes call at all (the verifier would flag one), nothing changes.
-    assert_eq!(join_token_issuer::handle(&s.msg, &ctx, Utc::now()).await, Outcome::Done);
+    assert_eq!(
+        Outcome::from(join_token_issuer::handle(&s.msg, &ctx, Utc::now()).await),
+        Outcome::Done
+    );
     api.finish(WAIT).await;
     assert_eq!(s.store.scan(Table::Providers).await.unwrap(), before);
     assert_eq!(s.replies.answers_for(&s.provider.provider_id).len(), 1);
@@ -175,7 +184,7 @@ async fn a_kubernetes_failure_is_retried_and_never_approves_without_a_token() {
     );
     let ctx = issuer(&s, client, None);
     assert!(matches!(
-        join_token_issuer::handle(&s.msg, &ctx, Utc::now()).await,
+        Outcome::from(join_token_issuer::handle(&s.msg, &ctx, Utc::now()).await),
         Outcome::Retry(_)
     ));
     api.finish(WAIT).await;
@@ -185,6 +194,38 @@ async fn a_kubernetes_failure_is_retried_and_never_approves_without_a_token() {
         .unwrap();
     assert_eq!(rec.state, ProviderState::Pending);
     assert!(s.replies.answers_for(&s.provider.provider_id).is_empty());
+}
+
+/// A 403 from the API server (the recorded RBAC refusal) is refused with its own reason at once,
+/// not retried until the queue's delivery limit: retrying cannot grant a permission.
+#[tokio::test]
+async fn a_forbidden_kubernetes_call_is_refused_not_retried() {
+    let s = pending_provider(6, false).await;
+    let forbidden = fixture("10-list-nodes-as-bootstrap-token-forbidden.json");
+    assert_eq!(forbidden.status, 403);
+    let (client, handle) = mock_client();
+    let api = ApiServerVerifier::run(
+        handle,
+        vec![Expect::new(
+            "POST",
+            SECRETS_PATH,
+            "&fieldManager=worldland",
+            403,
+            forbidden.response_body.clone(),
+        )
+        .body(|b| check_bootstrap_secret(b, None).map(|_| ()))],
+    );
+    let out = Outcome::from(join_token_issuer::handle(&s.msg, &issuer(&s, client, None), Utc::now()).await);
+    assert!(
+        matches!(&out, Outcome::Rejected(r) if r.reason.code() == "cluster_forbidden"),
+        "{out:?}"
+    );
+    api.finish(WAIT).await;
+    let rec = ProviderRecord::load(s.store.as_ref(), &s.provider.provider_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rec.state, ProviderState::Pending, "nothing approved without a token");
 }
 
 #[tokio::test]
@@ -200,7 +241,7 @@ async fn a_retry_after_the_secret_was_created_reuses_that_token() {
         ],
     );
     assert!(matches!(
-        join_token_issuer::handle(&s.msg, &issuer(&s, client, None), Utc::now()).await,
+        Outcome::from(join_token_issuer::handle(&s.msg, &issuer(&s, client, None), Utc::now()).await),
         Outcome::Retry(_)
     ));
     let first = api.finish(WAIT).await;
@@ -234,7 +275,7 @@ async fn a_retry_after_the_secret_was_created_reuses_that_token() {
         ],
     );
     assert_eq!(
-        join_token_issuer::handle(&s.msg, &issuer(&s, client, Some("https://api.worldland.example:443")), Utc::now()).await,
+        Outcome::from(join_token_issuer::handle(&s.msg, &issuer(&s, client, Some("https://api.worldland.example:443")), Utc::now()).await),
         Outcome::Done
     );
     api.finish(WAIT).await;
@@ -267,7 +308,7 @@ async fn an_unknown_provider_is_refused_without_a_kubernetes_call() {
         enc_pubkey: None,
     };
     assert!(
-        matches!(join_token_issuer::handle(&msg, &issuer(&s, client, None), Utc::now()).await, Outcome::Rejected(r) if r.reason.code() == "unknown_provider")
+        matches!(Outcome::from(join_token_issuer::handle(&msg, &issuer(&s, client, None), Utc::now()).await), Outcome::Rejected(r) if r.reason.code() == "unknown_provider")
     );
     api.finish(WAIT).await;
 }

@@ -14,9 +14,9 @@ use worldland_core::labels;
 use worldland_core::messages::ProviderState;
 use worldland_core::state::providers::{mark_offline_if_stale, seed_available, ProviderRecord};
 use worldland_core::state::{ItemStore, Table};
-use worldland_core::worker::Outcome;
 use worldland_tests::lifecycle::{approve, available_provider, fixture_shaped_provider, heartbeat, node_for, recorder};
 use worldland_tests::notifying_store::NotifyingStore;
+use worldland_tests::Outcome;
 
 const THRESHOLD: i64 = 120;
 const SWEEP_EVERY: u64 = 15;
@@ -62,7 +62,10 @@ async fn offline_within_threshold_plus_one_sweep_and_back_on_the_next_heartbeat(
     let mut last = now();
     for i in 0..10 {
         last = now();
-        assert_eq!(heartbeat_recorder::handle(&heartbeat(&p, last, 0), &ctx, last).await, Outcome::Done);
+        assert_eq!(
+            Outcome::from(heartbeat_recorder::handle(&heartbeat(&p, last, 0), &ctx, last).await),
+            Outcome::Done
+        );
         if i == 0 {
             assert_eq!(state_of(store.as_ref(), &p.provider_id).await.state, ProviderState::Available);
             let node = cluster.node("gpu-server-01").unwrap();
@@ -103,13 +106,16 @@ async fn offline_within_threshold_plus_one_sweep_and_back_on_the_next_heartbeat(
 
     // It comes back.
     let back = now();
-    assert_eq!(heartbeat_recorder::handle(&heartbeat(&p, back, 0), &ctx, back).await, Outcome::Done);
+    assert_eq!(
+        Outcome::from(heartbeat_recorder::handle(&heartbeat(&p, back, 0), &ctx, back).await),
+        Outcome::Done
+    );
     let rec = state_of(store.as_ref(), &p.provider_id).await;
     assert_eq!(rec.state, ProviderState::Available);
     assert_eq!(rec.last_heartbeat, Some(back));
     let node = cluster.node("gpu-server-01").unwrap();
     assert!(
-        node.labels.get(labels::STATUS).is_none() && node.taints.is_empty(),
+        !node.labels.contains_key(labels::STATUS) && node.taints.is_empty(),
         "offline marks removed: {node:?}"
     );
 
@@ -133,7 +139,7 @@ async fn a_heartbeat_racing_the_sweeper_is_never_lost() {
     assert_eq!(stale.len(), 1);
     // …a heartbeat lands before its write…
     assert_eq!(
-        heartbeat_recorder::handle(&heartbeat(&p, sweep_at, 0), &ctx, sweep_at).await,
+        Outcome::from(heartbeat_recorder::handle(&heartbeat(&p, sweep_at, 0), &ctx, sweep_at).await),
         Outcome::Done
     );
     // …and the write, which still requires staleness, does nothing.

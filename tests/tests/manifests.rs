@@ -137,7 +137,7 @@ fn every_worker_has_a_probed_deployment_with_requests() {
     }
 }
 
-fn rules_of<'a>(p: &'a Parsed, subject: &str) -> Vec<(Option<String>, PolicyRule)> {
+fn rules_of(p: &Parsed, subject: &str) -> Vec<(Option<String>, PolicyRule)> {
     let bound = |subjects: &Option<Vec<k8s_openapi::api::rbac::v1::Subject>>| {
         subjects.iter().flatten().any(|s| s.kind == "ServiceAccount" && s.name == subject)
     };

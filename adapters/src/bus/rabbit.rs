@@ -42,8 +42,8 @@ pub struct RabbitBus {
     inner: Arc<Inner>,
 }
 
-fn conn_err(e: impl std::fmt::Display) -> BusError {
-    BusError::Connection(e.to_string())
+fn conn_err(e: impl Into<worldland_core::BoxError>) -> BusError {
+    BusError::Connection(e.into())
 }
 
 fn long(s: &str) -> AMQPValue {

@@ -21,8 +21,8 @@ pub fn sqs_name(queue: &str) -> String {
     queue.replace('.', "-")
 }
 
-fn err(e: impl std::fmt::Display) -> BusError {
-    BusError::Connection(e.to_string())
+fn err(e: impl Into<worldland_core::BoxError>) -> BusError {
+    BusError::Connection(e.into())
 }
 
 #[derive(Clone)]
@@ -51,13 +51,7 @@ impl SqsBus {
         if let Some(u) = self.urls.lock().expect("urls lock").get(queue) {
             return Ok(u.clone());
         }
-        let out = self
-            .client
-            .get_queue_url()
-            .queue_name(sqs_name(queue))
-            .send()
-            .await
-            .map_err(|e| err(aws_sdk_sqs::error::DisplayErrorContext(e)))?;
+        let out = self.client.get_queue_url().queue_name(sqs_name(queue)).send().await.map_err(err)?;
         let url = out.queue_url().ok_or_else(|| err(format!("no URL for queue {queue}")))?.to_string();
         self.urls.lock().expect("urls lock").insert(queue.to_string(), url.clone());
         Ok(url)
@@ -71,7 +65,7 @@ impl SqsBus {
             .queue_name(sqs_name(&q.dead_letter_name()))
             .send()
             .await
-            .map_err(|e| err(aws_sdk_sqs::error::DisplayErrorContext(e)))?;
+            .map_err(err)?;
         let dlq_url = dlq.queue_url().unwrap_or_default().to_string();
         let arn = self
             .client
@@ -80,7 +74,7 @@ impl SqsBus {
             .attribute_names(QueueAttributeName::QueueArn)
             .send()
             .await
-            .map_err(|e| err(aws_sdk_sqs::error::DisplayErrorContext(e)))?
+            .map_err(err)?
             .attributes()
             .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
             .unwrap_or_default();
@@ -92,7 +86,7 @@ impl SqsBus {
             .attributes(QueueAttributeName::RedrivePolicy, redrive)
             .send()
             .await
-            .map_err(|e| err(aws_sdk_sqs::error::DisplayErrorContext(e)))?;
+            .map_err(err)?;
         let mut urls = self.urls.lock().expect("urls lock");
         urls.insert(q.name.clone(), out.queue_url().unwrap_or_default().to_string());
         urls.insert(q.dead_letter_name(), dlq_url);
@@ -244,7 +238,7 @@ impl Settle for SqsSettle {
             .receipt_handle(&self.receipt)
             .send()
             .await
-            .map_err(|e| err(aws_sdk_sqs::error::DisplayErrorContext(e)))?;
+            .map_err(err)?;
         Ok(())
     }
 
@@ -258,7 +252,7 @@ impl Settle for SqsSettle {
             .visibility_timeout(0)
             .send()
             .await
-            .map_err(|e| err(aws_sdk_sqs::error::DisplayErrorContext(e)))?;
+            .map_err(err)?;
         Ok(())
     }
 

@@ -32,12 +32,10 @@ impl KubeCluster {
 
 /// Sorts kube errors into retryable and not. Messages carry no request body, so no secret.
 fn classify(e: kube::Error) -> ClusterError {
-    match e {
-        kube::Error::Api(status) if status.code == 429 || status.code >= 500 => {
-            ClusterError::Unavailable(format!("{} {}: {}", status.code, status.reason, status.message))
-        }
-        kube::Error::Api(status) => ClusterError::Refused(format!("{} {}: {}", status.code, status.reason, status.message)),
-        other => ClusterError::Unavailable(other.to_string()),
+    match &e {
+        kube::Error::Api(status) if status.code == 429 || status.code >= 500 => ClusterError::unavailable(e),
+        kube::Error::Api(status) => ClusterError::refused(Some(status.code), e),
+        _ => ClusterError::unavailable(e),
     }
 }
 
@@ -95,22 +93,22 @@ impl Cluster for KubeCluster {
             .data
             .as_ref()
             .and_then(|d| d.get("kubeconfig"))
-            .ok_or_else(|| ClusterError::Refused("cluster-info has no kubeconfig".into()))?;
-        let parsed =
-            kube::config::Kubeconfig::from_yaml(kubeconfig).map_err(|e| ClusterError::Refused(format!("cluster-info kubeconfig: {e}")))?;
+            .ok_or_else(|| ClusterError::refused(None, "cluster-info has no kubeconfig"))?;
+        let parsed = kube::config::Kubeconfig::from_yaml(kubeconfig)
+            .map_err(|e| ClusterError::refused(None, format!("cluster-info kubeconfig: {e}")))?;
         let cluster = parsed
             .clusters
             .into_iter()
             .find_map(|c| c.cluster)
-            .ok_or_else(|| ClusterError::Refused("cluster-info names no cluster".into()))?;
+            .ok_or_else(|| ClusterError::refused(None, "cluster-info names no cluster"))?;
         let server = cluster
             .server
-            .ok_or_else(|| ClusterError::Refused("cluster-info has no server".into()))?;
+            .ok_or_else(|| ClusterError::refused(None, "cluster-info has no server"))?;
         use base64::Engine;
         let ca_cert = cluster
             .certificate_authority_data
             .and_then(|d| base64::engine::general_purpose::STANDARD.decode(d.trim()).ok())
-            .ok_or_else(|| ClusterError::Refused("cluster-info has no certificate-authority-data".into()))?;
+            .ok_or_else(|| ClusterError::refused(None, "cluster-info has no certificate-authority-data"))?;
         Ok(ClusterInfo { server, ca_cert })
     }
 
@@ -181,7 +179,7 @@ impl Cluster for KubeCluster {
         for _ in 0..5 {
             let node = match nodes.get_opt(name).await.map_err(classify)? {
                 Some(n) => node_info(n),
-                None => return Err(ClusterError::Refused(format!("node {name} not found"))),
+                None => return Err(ClusterError::refused(None, format!("node {name} not found"))),
             };
             let wanted = taints_with_offline(&node.taints, offline);
             if wanted == node.taints {
@@ -210,7 +208,7 @@ impl Cluster for KubeCluster {
                 Err(e) => return Err(classify(e)),
             }
         }
-        Err(ClusterError::Unavailable(format!(
+        Err(ClusterError::unavailable(format!(
             "node {name} kept changing under the taint update"
         )))
     }

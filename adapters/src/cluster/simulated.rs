@@ -99,7 +99,7 @@ impl Cluster for SimulatedCluster {
         let mut nodes = self.nodes.lock().expect("cluster lock");
         let node = nodes
             .get_mut(name)
-            .ok_or_else(|| ClusterError::Refused(format!("node {name} not found")))?;
+            .ok_or_else(|| ClusterError::refused(Some(404), format!("node {name} not found")))?;
         for (map, patch) in [(&mut node.labels, labels), (&mut node.annotations, annotations)] {
             for (k, v) in patch {
                 match v {
@@ -116,7 +116,7 @@ impl Cluster for SimulatedCluster {
         let mut nodes = self.nodes.lock().expect("cluster lock");
         let node = nodes
             .get_mut(name)
-            .ok_or_else(|| ClusterError::Refused(format!("node {name} not found")))?;
+            .ok_or_else(|| ClusterError::refused(Some(404), format!("node {name} not found")))?;
         let wanted = taints_with_offline(&node.taints, offline);
         if wanted != node.taints {
             node.taints = wanted;

@@ -1,5 +1,7 @@
 //! One contract every store must pass: the in-memory store runs it in unit tests, DynamoDB
 //! (dynalite) in `tests/`. Keys are random so a shared server is fine.
+// A test suite: a failed unwrap is a failed contract test.
+#![allow(clippy::unwrap_used)]
 
 use std::sync::Arc;
 

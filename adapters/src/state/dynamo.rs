@@ -21,8 +21,8 @@ pub struct DynamoStore {
     names: TableNames,
 }
 
-fn backend(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend(e.to_string())
+fn backend(e: impl Into<worldland_core::BoxError>) -> StoreError {
+    StoreError::Backend(e.into())
 }
 
 fn to_av(v: &Value) -> AttributeValue {
@@ -205,7 +205,7 @@ impl DynamoStore {
                 if let Err(e) = req.send().await {
                     let in_use = e.as_service_error().is_some_and(|s| s.is_resource_in_use_exception());
                     if !in_use {
-                        return Err(backend(aws_sdk_dynamodb::error::DisplayErrorContext(e)));
+                        return Err(backend(e));
                     }
                 }
             }
@@ -230,7 +230,7 @@ impl DynamoStore {
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_millis(500));
         }
-        Err(StoreError::Backend(format!("table {name} did not become active")))
+        Err(backend(format!("table {name} did not become active")))
     }
 
     /// Deletes the tables (tests clean up what they created).
@@ -253,7 +253,7 @@ impl ItemStore for DynamoStore {
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| backend(aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
+            .map_err(backend)?;
         out.item().map(from_item).transpose()
     }
 
@@ -285,7 +285,7 @@ impl ItemStore for DynamoStore {
         match res {
             Ok(out) => Ok(Some(out.attributes().map(from_item).transpose()?.unwrap_or_default())),
             Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => Ok(None),
-            Err(e) => Err(backend(aws_sdk_dynamodb::error::DisplayErrorContext(e))),
+            Err(e) => Err(backend(e)),
         }
     }
 
@@ -309,7 +309,7 @@ impl ItemStore for DynamoStore {
                 .set_exclusive_start_key(start)
                 .send()
                 .await
-                .map_err(|e| backend(aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
+                .map_err(backend)?;
             for raw in page.items() {
                 out.push(from_item(raw)?);
             }
@@ -357,7 +357,7 @@ impl DynamoStore {
                 .set_exclusive_start_key(start)
                 .send()
                 .await
-                .map_err(|e| backend(aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
+                .map_err(backend)?;
             for raw in page.items() {
                 out.push(from_item(raw)?);
             }

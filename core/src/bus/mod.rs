@@ -4,26 +4,34 @@
 
 use async_trait::async_trait;
 
+/// Why a bus operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
+    /// The connection or channel to the broker failed.
     #[error("bus connection: {0}")]
-    Connection(String),
+    Connection(#[source] crate::BoxError),
+    /// The broker did not take the message (nacked, unroutable or refused); says which routing key and why.
     #[error("broker refused the publish of {0}")]
     NotConfirmed(String),
+    /// The bus has been shut down.
     #[error("bus closed")]
     Closed,
 }
 
+/// Result of a bus operation.
 pub type BusResult<T> = std::result::Result<T, BusError>;
 
 /// A worker's queue: its name and the routing keys bound to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueSpec {
+    /// Queue name: the configured prefix + the worker's name.
     pub name: String,
+    /// Routing keys bound to the queue (AMQP topic patterns).
     pub bindings: Vec<String>,
 }
 
 impl QueueSpec {
+    /// A queue from its name and the routing keys bound to it.
     pub fn new(name: impl Into<String>, bindings: &[&str]) -> Self {
         Self {
             name: name.into(),
@@ -38,8 +46,11 @@ impl QueueSpec {
 
 /// A message taken off the bus, to be settled exactly once.
 pub struct Delivery {
+    /// The routing key the message was published with.
     pub routing_key: String,
+    /// The publisher's message id (the same on redeliveries), when the transport carries one.
     pub message_id: Option<String>,
+    /// The message body: JSON.
     pub body: Vec<u8>,
     /// How many times this message was delivered before (0 the first time).
     pub previous_deliveries: u32,
@@ -58,6 +69,7 @@ impl std::fmt::Debug for Delivery {
 }
 
 impl Delivery {
+    /// A delivery as a transport hands it over, with the way to settle it.
     pub fn new(routing_key: String, message_id: Option<String>, body: Vec<u8>, previous_deliveries: u32, settle: Box<dyn Settle>) -> Self {
         Self {
             routing_key,
@@ -85,17 +97,22 @@ impl Delivery {
 /// How a transport settles one delivery.
 #[async_trait]
 pub trait Settle: Send + Sync {
+    /// Acknowledges the delivery: the work is done and written.
     async fn ack(&self) -> BusResult<()>;
+    /// Returns the message to its queue for a later delivery.
     async fn retry(&self) -> BusResult<()>;
+    /// Parks the message on the queue's dead-letter queue with the refusal's reason and detail, then acks it.
     async fn dead_letter(&self, routing_key: &str, message_id: Option<&str>, body: &[u8], reason: &str, detail: &str) -> BusResult<()>;
 }
 
+/// A queue being consumed.
 #[async_trait]
 pub trait Subscription: Send {
     /// The next delivery; `None` once the bus is shut down.
     async fn next(&mut self) -> Option<Delivery>;
 }
 
+/// The message bus port: RabbitMQ, SQS and in-process implementations with one contract.
 #[async_trait]
 pub trait Bus: Send + Sync + 'static {
     /// Publishes and returns once the broker confirmed it holds the message.
@@ -109,15 +126,21 @@ pub trait Bus: Send + Sync + 'static {
 pub mod routes {
     use crate::messages::topics;
 
+    /// A queue: its name (before the configured prefix) and the routing keys bound to it.
     pub type Route = (&'static str, &'static [&'static str]);
 
+    /// The registration handler: registrations forwarded by the bridge.
     pub const REGISTRATION_HANDLER: Route = ("registration-handler", &[topics::REGISTRATION_RECEIVED]);
+    /// The join-token issuer: registrations validated and stored as `pending`.
     pub const JOIN_TOKEN_ISSUER: Route = ("join-token-issuer", &[topics::PROVIDER_VALIDATED]);
+    /// The heartbeat recorder: heartbeats forwarded by the bridge.
     pub const HEARTBEAT_RECORDER: Route = ("heartbeat-recorder", &[topics::HEARTBEAT_RECEIVED]);
+    /// The allocator: customers' `job.allocate` and `job.release`.
     pub const ALLOCATOR: Route = ("allocator", &[topics::JOB_ALLOCATE, topics::JOB_RELEASE]);
     /// Not a worker: the answers customers and billing read.
     pub const JOB_EVENTS: Route = (topics::JOB_EVENTS_QUEUE, topics::JOB_EVENTS);
 
+    /// Every queue `worldland infra init` declares: the workers' and `job-events`.
     pub const ALL: [Route; 5] = [REGISTRATION_HANDLER, JOIN_TOKEN_ISSUER, HEARTBEAT_RECORDER, ALLOCATOR, JOB_EVENTS];
 
     /// Every queue, each named by `name_of` (the configured prefix + the worker's name).

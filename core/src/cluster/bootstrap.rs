@@ -8,11 +8,17 @@ use sha2::{Digest, Sha256};
 use x509_cert::der::{Decode, DecodePem, Encode};
 use x509_cert::Certificate;
 
+/// Namespace of bootstrap token Secrets.
 pub const TOKEN_NAMESPACE: &str = "kube-system";
+/// Secret type that makes the API server treat a Secret as a bootstrap token.
 pub const TOKEN_SECRET_TYPE: &str = "bootstrap.kubernetes.io/token";
+/// Prefix of a token Secret's name; the token id follows.
 pub const TOKEN_SECRET_PREFIX: &str = "bootstrap-token-";
+/// Group the token authenticates as, as `kubeadm token create` sets it, so that nodes may join with it.
 pub const TOKEN_EXTRA_GROUPS: &str = "system:bootstrappers:kubeadm:default-node-token";
+/// Namespace of the `cluster-info` ConfigMap.
 pub const CLUSTER_INFO_NAMESPACE: &str = "kube-public";
+/// ConfigMap holding the API server URL and CA that joining nodes discover.
 pub const CLUSTER_INFO_NAME: &str = "cluster-info";
 
 const ALPHABET: &[u8; 36] = b"abcdefghijklmnopqrstuvwxyz0123456789";
@@ -36,9 +42,13 @@ pub fn random_token_chars(n: usize) -> String {
 /// A bootstrap token. Its Debug output never shows the secret.
 #[derive(Clone, PartialEq, Eq)]
 pub struct BootstrapToken {
+    /// Public token id: 6 characters of `[a-z0-9]`, also in the Secret's name.
     pub id: String,
+    /// Token secret: 16 characters of `[a-z0-9]`.
     pub secret: String,
+    /// When the API server stops accepting the token.
     pub expires_at: DateTime<Utc>,
+    /// Human-readable note stored on the Secret (which provider it is for).
     pub description: String,
 }
 
@@ -53,6 +63,7 @@ impl std::fmt::Debug for BootstrapToken {
 }
 
 impl BootstrapToken {
+    /// A fresh token, random id and secret, expiring at `expires_at`.
     pub fn generate(expires_at: DateTime<Utc>, description: String) -> Self {
         Self {
             id: random_token_chars(6),
@@ -77,6 +88,7 @@ impl BootstrapToken {
         format!("{}.{}", self.id, self.secret)
     }
 
+    /// Name of this token's Secret: `bootstrap-token-<id>`.
     pub fn secret_name(&self) -> String {
         secret_name(&self.id)
     }
@@ -105,12 +117,15 @@ impl BootstrapToken {
     }
 }
 
+/// Name of the Secret holding token `token_id`: `bootstrap-token-<id>`.
 pub fn secret_name(token_id: &str) -> String {
     format!("{TOKEN_SECRET_PREFIX}{token_id}")
 }
 
+/// Why the cluster CA could not be hashed.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CaError {
+    /// The CA data is neither a PEM nor a DER X.509 certificate.
     #[error("cluster CA is neither a PEM nor a DER X.509 certificate")]
     NotACertificate,
 }

@@ -11,16 +11,36 @@ use std::collections::BTreeMap;
 pub use bootstrap::BootstrapToken;
 pub use node::{NodeInfo, Taint};
 
+/// Why a Kubernetes API call failed: worth retrying or not.
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
-    /// Worth retrying: network trouble, server errors, throttling.
+    /// Worth retrying: network trouble, timeouts, server errors, throttling.
     #[error("Kubernetes API unavailable: {0}")]
-    Unavailable(String),
-    /// Retrying will not help: forbidden, invalid, malformed cluster-info.
-    #[error("Kubernetes API refused: {0}")]
-    Refused(String),
+    Unavailable(#[source] crate::BoxError),
+    /// Retrying will not help: unauthorized, forbidden, invalid, malformed cluster-info. `status`
+    /// is the API's HTTP status when it answered one.
+    #[error("Kubernetes API refused (status {status:?}): {source}")]
+    Refused {
+        /// The API's HTTP status, when it answered with one.
+        status: Option<u16>,
+        /// The underlying error.
+        #[source]
+        source: crate::BoxError,
+    },
 }
 
+impl ClusterError {
+    /// A transient failure.
+    pub fn unavailable(e: impl Into<crate::BoxError>) -> Self {
+        Self::Unavailable(e.into())
+    }
+    /// A refusal with the API's status, if it gave one.
+    pub fn refused(status: Option<u16>, e: impl Into<crate::BoxError>) -> Self {
+        Self::Refused { status, source: e.into() }
+    }
+}
+
+/// Result of a Kubernetes API call.
 pub type ClusterResult<T> = std::result::Result<T, ClusterError>;
 
 /// What `kubeadm join` needs to know about the cluster.
@@ -32,20 +52,27 @@ pub struct ClusterInfo {
     pub ca_cert: Vec<u8>,
 }
 
+/// What a create found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Created {
+    /// The object was created.
     New,
+    /// An object of that name was already there (a redelivery, say); not an error.
     AlreadyExists,
 }
 
+/// The Kubernetes port: kube-rs for real clusters, a simulated cluster for the demo.
 #[async_trait]
 pub trait Cluster: Send + Sync + 'static {
     /// Reads `cluster-info` in `kube-public`.
     async fn cluster_info(&self) -> ClusterResult<ClusterInfo>;
+    /// Creates the token's Secret `bootstrap-token-<id>` in `kube-system`.
     async fn create_bootstrap_token(&self, token: &BootstrapToken) -> ClusterResult<Created>;
+    /// Reads a bootstrap token back from its Secret; `None` when there is none.
     async fn get_bootstrap_token(&self, token_id: &str) -> ClusterResult<Option<BootstrapToken>>;
     /// Deleting a token that is already gone is not an error.
     async fn delete_bootstrap_token(&self, token_id: &str) -> ClusterResult<()>;
+    /// The node of that name; `None` when it has not joined.
     async fn get_node(&self, name: &str) -> ClusterResult<Option<NodeInfo>>;
     /// Merge-patches labels and annotations (`None` removes one). One write.
     async fn patch_node_metadata(

@@ -4,14 +4,19 @@ use std::collections::BTreeMap;
 
 use crate::labels::OFFLINE_TAINT;
 
+/// A node taint.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Taint {
+    /// Taint key, e.g. `worldland.io/offline`.
     pub key: String,
+    /// Taint value, if any.
     pub value: Option<String>,
+    /// Effect: `NoSchedule`, `PreferNoSchedule` or `NoExecute`.
     pub effect: String,
 }
 
 impl Taint {
+    /// The taint on an offline provider's node: `worldland.io/offline=true:NoSchedule`.
     pub fn offline() -> Self {
         Self {
             key: OFFLINE_TAINT.into(),
@@ -21,15 +26,24 @@ impl Taint {
     }
 }
 
+/// A node as the workers read it: readiness, metadata, taints and capacity.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NodeInfo {
+    /// Node name (a provider's lower-cased host name).
     pub name: String,
+    /// The object's resourceVersion: the precondition of read-modify-write updates.
     pub resource_version: String,
+    /// Whether its `Ready` condition is `True`.
     pub ready: bool,
+    /// Its labels, ours among them.
     pub labels: BTreeMap<String, String>,
+    /// Its annotations, ours among them.
     pub annotations: BTreeMap<String, String>,
+    /// Its taints (`spec.taints`).
     pub taints: Vec<Taint>,
+    /// CPU capacity in millicores, from `status.capacity`.
     pub cpu_millis: Option<i64>,
+    /// Memory capacity in bytes, from `status.capacity`.
     pub memory_bytes: Option<i64>,
     /// `nvidia.com/gpu`, when the device plugin reports it.
     pub gpus: Option<i64>,

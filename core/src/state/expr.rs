@@ -7,31 +7,39 @@ use std::collections::BTreeMap;
 /// An attribute value. Numbers are integers (money is kept in integer micro-units).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Value {
+    /// A string.
     S(String),
+    /// An integer: counts, epoch ms, micro-units.
     N(i64),
+    /// A boolean.
     B(bool),
+    /// A nested map, reached with `.` between keys in a path.
     M(BTreeMap<String, Value>),
 }
 
 impl Value {
+    /// The string, if this is one.
     pub fn as_str(&self) -> Option<&str> {
         match self {
             Value::S(s) => Some(s),
             _ => None,
         }
     }
+    /// The integer, if this is one.
     pub fn as_i64(&self) -> Option<i64> {
         match self {
             Value::N(n) => Some(*n),
             _ => None,
         }
     }
+    /// The boolean, if this is one.
     pub fn as_bool(&self) -> Option<bool> {
         match self {
             Value::B(b) => Some(*b),
             _ => None,
         }
     }
+    /// The map, if this is one.
     pub fn as_map(&self) -> Option<&BTreeMap<String, Value>> {
         match self {
             Value::M(m) => Some(m),
@@ -68,30 +76,46 @@ pub type Item = BTreeMap<String, Value>;
 /// the keys of nested maps.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Cond {
+    /// Always holds.
     Always,
+    /// The item exists.
     ItemExists,
+    /// No item with the key exists yet.
     ItemNotExists,
+    /// The attribute at the path exists.
     AttrExists(String),
+    /// The attribute at the path is absent.
     AttrNotExists(String),
+    /// The attribute at the path equals the value (false when absent).
     Eq(String, Value),
     /// Numeric comparisons; false when the attribute is missing or not a number.
     Lt(String, i64),
+    /// Number at the path ≤ the value; false when missing or not a number.
     Le(String, i64),
+    /// Number at the path ≥ the value; false when missing or not a number.
     Ge(String, i64),
+    /// Number at the path > the value; false when missing or not a number.
     Gt(String, i64),
+    /// The attribute at the path equals one of the values.
     In(String, Vec<Value>),
+    /// Every condition holds.
     And(Vec<Cond>),
+    /// At least one condition holds.
     Or(Vec<Cond>),
+    /// The condition does not hold.
     Not(Box<Cond>),
 }
 
 impl Cond {
+    /// The attribute at `path` equals `v`.
     pub fn eq(path: &str, v: impl Into<Value>) -> Self {
         Cond::Eq(path.to_string(), v.into())
     }
+    /// The item's `state` is one of `states`.
     pub fn state_in(states: &[&str]) -> Self {
         Cond::In("state".into(), states.iter().map(|s| Value::from(*s)).collect())
     }
+    /// Both `self` and `other`; joins an existing `And`, and `Always` drops out.
     pub fn and(self, other: Cond) -> Self {
         match self {
             Cond::And(mut v) => {
@@ -107,15 +131,20 @@ impl Cond {
 /// One update operation. `Add` adds to a number (a missing attribute counts as 0).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Op {
+    /// Sets the attribute at the path, replacing any value (its parent maps must exist).
     Set(String, Value),
+    /// Removes the attribute at the path; nothing happens if it is absent.
     Remove(String),
+    /// Adds to the number at the path (a negative amount subtracts).
     Add(String, i64),
 }
 
 impl Op {
+    /// An [`Op::Set`] from a path and anything that converts into a [`Value`].
     pub fn set(path: &str, v: impl Into<Value>) -> Self {
         Op::Set(path.to_string(), v.into())
     }
+    /// The attribute path the operation writes.
     pub fn path(&self) -> &str {
         match self {
             Op::Set(p, _) | Op::Remove(p) | Op::Add(p, _) => p,
@@ -123,6 +152,7 @@ impl Op {
     }
 }
 
+/// The value at a path (`.` between the keys of nested maps), if there is one.
 pub fn get_path<'a>(item: &'a Item, path: &str) -> Option<&'a Value> {
     let mut parts = path.split('.');
     let mut cur = item.get(parts.next()?)?;
@@ -154,6 +184,7 @@ pub fn eval(cond: &Cond, item: Option<&Item>) -> bool {
     }
 }
 
+/// Refusal of an update: a path goes through a value that is not a map, or overlaps another path of the same update (named in it).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("update path {0} goes through a value that is not a map, or overlaps another path of the same update")]
 pub struct PathError(pub String);

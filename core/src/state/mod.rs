@@ -14,28 +14,44 @@ pub const KEY_ATTR: &str = "id";
 /// The providers' index: partition on state, sort on the last heartbeat (epoch ms). The staleness
 /// sweeper reads only stale providers through it, never the whole table.
 pub const INDEX_STATE_ATTR: &str = "state";
+/// The state indexes' sort attribute, in epoch ms: for providers the last heartbeat (see `providers::attr::HB_AT`), for jobs the due time.
 pub const INDEX_SORT_ATTR: &str = "hb_at";
 
+/// The tables of the state store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Table {
+    /// Providers, keyed by provider id.
     Providers,
+    /// Jobs, keyed by job id.
     Jobs,
 }
 
+/// Why a state store operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// The backend failed (network, throttling, server error): worth retrying.
     #[error("state store backend: {0}")]
-    Backend(String),
+    Backend(#[source] crate::BoxError),
+    /// An update whose paths overlap or go through a value that is not a map.
     #[error(transparent)]
     Path(#[from] expr::PathError),
+    /// A stored item that cannot be read as what it should be: retrying will not mend it.
     #[error("stored item {key} is malformed: {why}")]
-    Corrupt { key: String, why: String },
+    Corrupt {
+        /// Key of the malformed item.
+        key: String,
+        /// What is wrong with it.
+        why: String,
+    },
 }
 
+/// Result of a state store operation.
 pub type StoreResult<T> = std::result::Result<T, StoreError>;
 
+/// The state store port: DynamoDB in production, in memory for the embedded default; one contract suite checks both.
 #[async_trait]
 pub trait ItemStore: Send + Sync + 'static {
+    /// The item with `key`, or `None` when there is none.
     async fn get(&self, table: Table, key: &str) -> StoreResult<Option<Item>>;
     /// Applies `ops` to the item (creating it if absent) only if `cond` holds on the item as
     /// stored at write time. Returns the new item, or `None` when the condition failed.
@@ -67,13 +83,18 @@ pub trait ItemStore: Send + Sync + 'static {
 /// Table and index names, from config.
 #[derive(Debug, Clone)]
 pub struct TableNames {
+    /// Name of the providers table.
     pub providers: String,
+    /// Name of the providers' index on `state` + `hb_at`.
     pub providers_state_index: String,
+    /// Name of the jobs table.
     pub jobs: String,
+    /// Name of the jobs' index on `state` + `hb_at` (a job's due time).
     pub jobs_state_index: String,
 }
 
 impl TableNames {
+    /// The configured name of `table`.
     pub fn of(&self, table: Table) -> &str {
         match table {
             Table::Providers => &self.providers,

@@ -8,30 +8,51 @@ use crate::labels::gpu_model_label;
 use crate::messages::{ProviderState, Registration};
 use crate::validation::node_name;
 
+/// Attribute names of a provider's item (the providers table; key: the provider id). Times are epoch ms.
 pub mod attr {
+    /// The registering wallet, lower-cased: the owner of the provider id, and the signer its heartbeats must have.
     pub const WALLET: &str = "wallet";
+    /// The provider's state in its wire spelling; the partition key of the state index.
     pub const STATE: &str = super::INDEX_STATE_ATTR;
+    /// The state index's sort key: the registration time while pending, the token's expiry while approved, the last
+    /// heartbeat from joined on.
     pub const HB_AT: &str = super::INDEX_SORT_ATTR;
+    /// The registration's `Spec`, as JSON.
     pub const SPEC: &str = "spec";
+    /// The registration's `Capacity`, as JSON.
     pub const CAPACITY: &str = "capacity";
+    /// The registration's `MiningConfig`, as JSON; empty when it had none.
     pub const MINING: &str = "mining";
+    /// The Kubernetes node name: the lower-cased host name.
     pub const NODE_NAME: &str = "node_name";
+    /// Model label of the first GPU in the spec.
     pub const GPU_MODEL: &str = "gpu_model";
+    /// GPUs offered: the capacity's `gpu_count`, else every GPU in the spec.
     pub const GPU_COUNT: &str = "gpu_count";
+    /// Price per GPU-hour, in integer micro-units.
     pub const PRICE_MICROS: &str = "price_micros";
+    /// Stream entry id of the registration last stored; a redelivery of it writes nothing.
     pub const REGISTRATION_ID: &str = "registration_id";
+    /// When that registration was stored.
     pub const REGISTERED_AT: &str = "registered_at";
+    /// When a worker last changed the item other than by a plain heartbeat.
     pub const UPDATED_AT: &str = "updated_at";
+    /// Id of the bootstrap token reserved for the provider, reserved before its Secret is created.
     pub const TOKEN_ID: &str = "token_id";
+    /// When that token expires.
     pub const TOKEN_EXPIRES_AT: &str = "token_expires_at";
+    /// When the provider was approved.
     pub const APPROVED_AT: &str = "approved_at";
+    /// Stream entry id of the registration last answered on the response stream.
     pub const ANSWERED_REGISTRATION: &str = "answered_registration";
     /// The agent's last heartbeat time (ms). `hb_at` equals it once joined; while approved,
     /// `hb_at` holds the token's expiry, so the sweeper finds expired approvals by the index.
     pub const LAST_HB: &str = "last_hb";
     /// What the agent last claimed its status was: recorded, never trusted.
     pub const HB_STATUS: &str = "hb_status";
+    /// Jobs the agent reported in its last heartbeat.
     pub const ACTIVE_JOBS: &str = "active_jobs";
+    /// Load from the last heartbeat, as JSON: `gpu` (per GPU), `cpu` and `memory`, in percent.
     pub const USAGE: &str = "usage";
     /// The active-jobs value last written to the node's label.
     pub const LABELLED_JOBS: &str = "labelled_jobs";
@@ -39,8 +60,11 @@ pub mod attr {
     pub const ANNOTATED_AT: &str = "annotated_at";
     /// Why the node contradicts the claimed spec; such a provider never becomes available.
     pub const UNSCHEDULABLE: &str = "unschedulable";
+    /// When the node first sent a heartbeat after approval (`approved → joined`).
     pub const JOINED_AT: &str = "joined_at";
+    /// When the provider went offline; removed when it becomes available again.
     pub const OFFLINE_AT: &str = "offline_at";
+    /// When an approval expired without a join.
     pub const EXPIRED_AT: &str = "expired_at";
 }
 
@@ -52,37 +76,63 @@ pub fn price_to_micros(price: f64) -> i64 {
 /// A provider as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProviderRecord {
+    /// The provider's id (the item's key).
     pub provider_id: String,
+    /// The owning wallet, lower-cased.
     pub wallet: String,
+    /// Current state.
     pub state: ProviderState,
+    /// Kubernetes node name (the lower-cased host name).
     pub node_name: String,
+    /// Model label of the first GPU in the spec.
     pub gpu_model: String,
+    /// GPUs offered.
     pub gpu_count: i64,
+    /// Price per GPU-hour, in integer micro-units.
     pub price_micros: i64,
+    /// The registration's spec, as stored JSON.
     pub spec_json: String,
+    /// The registration's capacity, as stored JSON.
     pub capacity_json: String,
+    /// The registration's mining config, as stored JSON; empty when it had none.
     pub mining_json: String,
+    /// Stream entry id of the registration last stored.
     pub registration_id: String,
+    /// When that registration was stored.
     pub registered_at: DateTime<Utc>,
+    /// When a worker last changed the item other than by a plain heartbeat.
     pub updated_at: DateTime<Utc>,
     /// The index sort key: the last heartbeat once joined; the token's expiry while approved.
     pub hb_at: DateTime<Utc>,
+    /// The reserved bootstrap token id, once the issuer has reserved one.
     pub token_id: Option<String>,
+    /// When that token expires.
     pub token_expires_at: Option<DateTime<Utc>>,
+    /// When the provider was approved.
     pub approved_at: Option<DateTime<Utc>>,
+    /// Stream entry id of the registration last answered.
     pub answered_registration: Option<String>,
+    /// The last recorded heartbeat's own timestamp (ms precision); `None` before the first.
     pub last_heartbeat: Option<DateTime<Utc>>,
+    /// The status the agent claimed in its last heartbeat: shown, never trusted.
     pub heartbeat_status: Option<String>,
+    /// Jobs the agent reported in its last heartbeat (0 before any).
     pub active_jobs: i64,
+    /// Active-jobs value last written to the node's label; `None` before the first write.
     pub labelled_jobs: Option<i64>,
+    /// When the node's last-heartbeat annotation was last written.
     pub annotated_at: Option<DateTime<Utc>>,
+    /// Why the node contradicts the claimed spec; while set, the provider stays `joined`.
     pub unschedulable: Option<String>,
+    /// When the node joined.
     pub joined_at: Option<DateTime<Utc>>,
+    /// When the provider went offline; `None` unless it is offline.
     pub offline_at: Option<DateTime<Utc>>,
     /// Whether the capacity ledger is set up (it is from the first time the provider is available).
     pub has_ledger: bool,
 }
 
+/// Epoch milliseconds of `t`: how every time is stored.
 pub fn ms(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
 }
@@ -92,6 +142,7 @@ fn from_ms(v: i64) -> DateTime<Utc> {
 }
 
 impl ProviderRecord {
+    /// Reads a provider from its stored item; `StoreError::Corrupt` when a required attribute is missing or the state is unknown.
     pub fn from_item(item: &Item) -> StoreResult<Self> {
         let key = item.get(KEY_ATTR).and_then(Value::as_str).unwrap_or("?").to_string();
         let corrupt = |why: String| StoreError::Corrupt { key: key.clone(), why };
@@ -131,6 +182,7 @@ impl ProviderRecord {
         })
     }
 
+    /// Reads a provider by id; `None` when there is no such item.
     pub async fn load(store: &dyn ItemStore, provider_id: &str) -> StoreResult<Option<Self>> {
         store
             .get(Table::Providers, provider_id)
@@ -144,7 +196,9 @@ impl ProviderRecord {
 /// One conditional write: apply `ops` only if `cond` holds.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Transition {
+    /// What the item as stored must satisfy at write time.
     pub cond: Cond,
+    /// The updates applied when it does, all or none.
     pub ops: Vec<Op>,
 }
 
@@ -164,6 +218,7 @@ impl Transition {
         self.run_raw_on(store, Table::Providers, provider_id).await
     }
 
+    /// Runs on the providers table and reads the written item as a [`ProviderRecord`]; `None` when the condition failed.
     pub async fn run(&self, store: &dyn ItemStore, provider_id: &str) -> StoreResult<Option<ProviderRecord>> {
         store
             .update(Table::Providers, provider_id, &self.cond, &self.ops)
@@ -274,10 +329,15 @@ pub fn approve(token_id: &str, registration_id: &str, token_expires_at: DateTime
 /// What a heartbeat records.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HeartbeatFacts<'a> {
+    /// Node the heartbeat came from.
     pub node_name: &'a str,
+    /// The heartbeat's own timestamp; it becomes `last_hb` and `hb_at`.
     pub at: DateTime<Utc>,
+    /// The status the agent claimed; recorded as `hb_status`.
     pub claimed_status: &'a str,
+    /// Jobs the agent reported.
     pub active_jobs: i64,
+    /// The agent's load, as the JSON stored under `usage`.
     pub usage_json: String,
 }
 

@@ -1,14 +1,6 @@
 //! `allocator` as an AWS Lambda function fed by SQS (`ReportBatchItemFailures`): the same core as the
 //! container; only the transport differs.
 
-use std::sync::Arc;
-
-use worldland_runtime::{backends, lambda, telemetry, Config};
-
-#[tokio::main]
-async fn main() -> Result<(), lambda_runtime::Error> {
-    let cfg = Config::from_env()?;
-    telemetry::init_lambda(cfg.log_format);
-    let handler = Arc::new(allocator::from_config(&cfg, backends::bus(&cfg).await?).await?);
-    lambda::run_sqs_worker(handler).await
+fn main() -> Result<(), lambda_runtime::Error> {
+    worldland_runtime::lambda::main(allocator::worker)
 }

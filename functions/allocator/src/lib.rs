@@ -22,7 +22,9 @@ use worldland_core::replies::ProviderReplies;
 use worldland_core::state::providers::ms;
 use worldland_core::state::{Cond, Item, ItemStore, Op, Table, Value};
 use worldland_core::validation::{check_provider_id, Reason, Rejection};
-use worldland_core::worker::{decode, Handler, Outcome};
+use worldland_core::worker::{decode, Failure, Handler};
+use worldland_runtime::backends::BackendError;
+use worldland_runtime::worker::Worker;
 
 pub const WORKER: &str = worldland_core::bus::routes::ALLOCATOR.0;
 pub const BINDINGS: &[&str] = worldland_core::bus::routes::ALLOCATOR.1;
@@ -70,10 +72,6 @@ pub static STATS: Stats = Stats {
 const OWNER: &str = "owner";
 const CLAIMED_AT: &str = "claimed_at";
 
-fn retry(e: impl std::fmt::Display) -> Outcome {
-    Outcome::Retry(e.to_string())
-}
-
 fn invalid(msg: impl Into<String>) -> Rejection {
     Rejection::new(Reason::InvalidRequest, msg)
 }
@@ -114,27 +112,25 @@ fn job_state(item: &Item) -> &str {
     item.get(job::attr::STATE).and_then(Value::as_str).unwrap_or("")
 }
 
-async fn publish<T: serde::Serialize>(ctx: &Context, topic: &str, id: &str, msg: &T) -> Result<(), Outcome> {
+async fn publish<T: serde::Serialize>(ctx: &Context, topic: &str, id: &str, msg: &T) -> Result<(), Failure> {
     let body = serde_json::to_vec(msg).expect("serialises");
-    ctx.bus.publish(topic, &format!("{topic}/{id}"), &body).await.map_err(retry)
+    ctx.bus.publish(topic, &format!("{topic}/{id}"), &body).await?;
+    Ok(())
 }
 
-async fn reject_job(ctx: &Context, job_id: &str, reason: &str, message: &str) -> Outcome {
+async fn reject_job(ctx: &Context, job_id: &str, reason: &str, message: &str) -> Result<(), Failure> {
     let r = JobRejected {
         job_id: job_id.into(),
         reason: reason.into(),
         message: message.into(),
     };
-    if let Err(o) = publish(ctx, topics::JOB_REJECTED, job_id, &r).await {
-        return o;
-    }
-    Outcome::Done
+    publish(ctx, topics::JOB_REJECTED, job_id, &r).await
 }
 
 /// Publishes the stored answer of a settled job once, then marks it answered.
-async fn answer_settled(ctx: &Context, item: &Item, job_id: &str) -> Outcome {
+async fn answer_settled(ctx: &Context, item: &Item, job_id: &str) -> Result<(), Failure> {
     if item.get(job::attr::ANSWERED).and_then(Value::as_bool) == Some(true) {
-        return Outcome::Done;
+        return Ok(());
     }
     match job_state(item) {
         "allocated" => {
@@ -143,7 +139,7 @@ async fn answer_settled(ctx: &Context, item: &Item, job_id: &str) -> Outcome {
                 .and_then(Value::as_str)
                 .and_then(|s| serde_json::from_str::<JobAllocated>(s).ok())
             else {
-                return retry("allocated job without its allocation");
+                return Err(Failure::retry("allocated job without its allocation"));
             };
             if a.mining_gpus_taken > 0 {
                 let stop = MiningCommand {
@@ -153,39 +149,28 @@ async fn answer_settled(ctx: &Context, item: &Item, job_id: &str) -> Outcome {
                     gpu_model: a.gpu_model.clone(),
                     gpus: a.mining_gpus_taken,
                 };
-                if let Err(e) = ctx.replies.command(&a.provider_id, &stop).await {
-                    return retry(e);
-                }
+                ctx.replies.command(&a.provider_id, &stop).await?;
             }
-            if let Err(o) = publish(ctx, topics::JOB_ALLOCATED, job_id, &a).await {
-                return o;
-            }
+            publish(ctx, topics::JOB_ALLOCATED, job_id, &a).await?;
         }
         "rejected" => {
             let text = item.get(job::attr::REJECTION).and_then(Value::as_str).unwrap_or("rejected: ");
             let (reason, message) = text.split_once(": ").unwrap_or((text, ""));
-            if let Outcome::Retry(e) = reject_job(ctx, job_id, reason, message).await {
-                return Outcome::Retry(e);
-            }
+            reject_job(ctx, job_id, reason, message).await?;
         }
         "cancelled" | "released" => {
-            if let Outcome::Retry(e) = reject_job(ctx, job_id, "cancelled", "the job was released before it was allocated").await {
-                return Outcome::Retry(e);
-            }
+            reject_job(ctx, job_id, "cancelled", "the job was released before it was allocated").await?;
         }
-        _ => return Outcome::Done,
+        _ => return Ok(()),
     }
-    match job::answered(job::attr::ANSWERED)
+    job::answered(job::attr::ANSWERED)
         .apply_on(ctx.store.as_ref(), Table::Jobs, job_id)
-        .await
-    {
-        Ok(_) => Outcome::Done,
-        Err(e) => retry(e),
-    }
+        .await?;
+    Ok(())
 }
 
 /// The available providers with a ledger, from the recent read when `fresh` is not required.
-async fn candidates(ctx: &Context, fresh: bool) -> Result<Arc<Vec<Candidate>>, Outcome> {
+async fn candidates(ctx: &Context, fresh: bool) -> Result<Arc<Vec<Candidate>>, Failure> {
     if !fresh {
         if let Some((at, fleet)) = ctx.fleet.lock().expect("fleet lock").as_ref() {
             if at.elapsed() < FLEET_MAX_AGE {
@@ -199,7 +184,7 @@ async fn candidates(ctx: &Context, fresh: bool) -> Result<Arc<Vec<Candidate>>, O
 }
 
 /// Reads the available providers with a ledger as placement candidates.
-async fn read_fleet(ctx: &Context) -> Result<Vec<Candidate>, Outcome> {
+async fn read_fleet(ctx: &Context) -> Result<Vec<Candidate>, Failure> {
     const PLACEMENT_ATTRS: &[&str] = &[
         "node_name",
         "price_micros",
@@ -219,8 +204,7 @@ async fn read_fleet(ctx: &Context) -> Result<Vec<Candidate>, Outcome> {
     let items = ctx
         .store
         .query_by_state_projected(Table::Providers, "available", None, PLACEMENT_ATTRS)
-        .await
-        .map_err(retry)?;
+        .await?;
     Ok(items
         .iter()
         .filter_map(|item| {
@@ -235,85 +219,78 @@ async fn read_fleet(ctx: &Context) -> Result<Vec<Candidate>, Outcome> {
 }
 
 #[instrument(skip(req, ctx, now), fields(job_id = %req.job_id))]
-pub async fn allocate(req: &AllocateRequest, ctx: &Context, now: DateTime<Utc>) -> Outcome {
+pub async fn allocate(req: &AllocateRequest, ctx: &Context, now: DateTime<Utc>) -> Result<(), Failure> {
     if let Err(r) = validate_allocate(req) {
         if check_job_id(&req.job_id).is_ok() {
-            if let Outcome::Retry(e) = reject_job(ctx, &req.job_id, r.reason.code(), &r.message).await {
-                return Outcome::Retry(e);
-            }
+            reject_job(ctx, &req.job_id, r.reason.code(), &r.message).await?;
         }
-        return Outcome::Rejected(r);
+        return Err(r.into());
     }
     let me = uuid::Uuid::new_v4().simple().to_string();
     let mut create = job::create_pending(req, now);
     create.ops.extend([Op::set(OWNER, me.as_str()), Op::set(CLAIMED_AT, ms(now))]);
-    let created = match create.apply_on(ctx.store.as_ref(), Table::Jobs, &req.job_id).await {
-        Ok(c) => c,
-        Err(e) => return retry(e),
-    };
-    if !created {
+    if !create.apply_on(ctx.store.as_ref(), Table::Jobs, &req.job_id).await? {
         // Seen before: settled (answer it once) or pending under another delivery.
-        let item = match ctx.store.get(Table::Jobs, &req.job_id).await {
-            Ok(Some(i)) => i,
-            Ok(None) => return retry("job vanished"),
-            Err(e) => return retry(e),
+        let Some(item) = ctx.store.get(Table::Jobs, &req.job_id).await? else {
+            return Err(Failure::retry("job vanished"));
         };
         if job_state(&item) != "pending" {
             return answer_settled(ctx, &item, &req.job_id).await;
         }
-        let claimed = item.get(CLAIMED_AT).and_then(Value::as_i64).unwrap_or(0);
-        if claimed > ms(now - Duration::seconds(OWNER_TIMEOUT_S)) {
-            return retry("another delivery of this job is placing it");
-        }
-        // Its owner died: take the job over, then finish what it may have committed.
-        let old = item.get(OWNER).cloned().unwrap_or(Value::from(""));
-        let takeover = worldland_core::state::providers::Transition {
-            cond: Cond::eq(job::attr::STATE, "pending").and(Cond::Eq(OWNER.into(), old)),
-            ops: vec![Op::set(OWNER, me.as_str()), Op::set(CLAIMED_AT, ms(now))],
-        };
-        match takeover.run_raw_on(ctx.store.as_ref(), Table::Jobs, &req.job_id).await {
-            Ok(Some(_)) => {}
-            Ok(None) => return retry("lost the takeover race"),
-            Err(e) => return retry(e),
-        }
-        if let Some(p) = item.get(job::attr::ATTEMPT).and_then(Value::as_str) {
-            match ctx.store.get(Table::Providers, p).await {
-                Ok(Some(prov)) => {
-                    if let Some(alloc) = Ledger::from_item(&prov).and_then(|l| l.allocs.get(&req.job_id).cloned()) {
-                        let choice = Choice {
-                            provider_id: p.to_string(),
-                            node_name: prov.get("node_name").and_then(Value::as_str).unwrap_or("").to_string(),
-                            model_key: alloc.model_key.clone(),
-                            take_free: alloc.gpus - alloc.mining_taken,
-                            take_mining: alloc.mining_taken,
-                            price_micros: alloc.price_micros,
-                            leftover_gpus: 0,
-                            leftover_cpu: 0,
-                        };
-                        return finalize(req, &choice, alloc.started_at_ms, &me, ctx).await;
-                    }
-                }
-                Ok(None) => {}
-                Err(e) => return retry(e),
-            }
-        }
+        return take_over(req, &item, &me, ctx, now).await;
     }
     place(req, &me, ctx, now).await
 }
 
-async fn place(req: &AllocateRequest, me: &str, ctx: &Context, now: DateTime<Utc>) -> Outcome {
+/// A job pending under another delivery: retried while that delivery may be alive; once it has
+/// timed out, taken over, finishing what it may have committed or else placing afresh.
+async fn take_over(req: &AllocateRequest, item: &Item, me: &str, ctx: &Context, now: DateTime<Utc>) -> Result<(), Failure> {
+    let claimed = item.get(CLAIMED_AT).and_then(Value::as_i64).unwrap_or(0);
+    if claimed > ms(now - Duration::seconds(OWNER_TIMEOUT_S)) {
+        return Err(Failure::retry("another delivery of this job is placing it"));
+    }
+    let old = item.get(OWNER).cloned().unwrap_or(Value::from(""));
+    let takeover = worldland_core::state::providers::Transition {
+        cond: Cond::eq(job::attr::STATE, "pending").and(Cond::Eq(OWNER.into(), old)),
+        ops: vec![Op::set(OWNER, me), Op::set(CLAIMED_AT, ms(now))],
+    };
+    if takeover.run_raw_on(ctx.store.as_ref(), Table::Jobs, &req.job_id).await?.is_none() {
+        return Err(Failure::retry("lost the takeover race"));
+    }
+    if let Some(p) = item.get(job::attr::ATTEMPT).and_then(Value::as_str) {
+        if let Some(prov) = ctx.store.get(Table::Providers, p).await? {
+            if let Some((choice, started_at_ms)) = committed(&prov, p, &req.job_id) {
+                return finalize(req, &choice, started_at_ms, me, ctx).await;
+            }
+        }
+    }
+    place(req, me, ctx, now).await
+}
+
+/// The allocation a dead delivery committed on provider `p` for `job_id`, as a choice to
+/// finalize, with when it started.
+fn committed(prov: &Item, p: &str, job_id: &str) -> Option<(Choice, i64)> {
+    let alloc = Ledger::from_item(prov).and_then(|l| l.allocs.get(job_id).cloned())?;
+    let choice = Choice {
+        provider_id: p.to_string(),
+        node_name: prov.get("node_name").and_then(Value::as_str).unwrap_or("").to_string(),
+        model_key: alloc.model_key.clone(),
+        take_free: alloc.gpus - alloc.mining_taken,
+        take_mining: alloc.mining_taken,
+        price_micros: alloc.price_micros,
+        leftover_gpus: 0,
+        leftover_cpu: 0,
+    };
+    Some((choice, alloc.started_at_ms))
+}
+
+async fn place(req: &AllocateRequest, me: &str, ctx: &Context, now: DateTime<Utc>) -> Result<(), Failure> {
     for round in 0..MAX_ROUNDS {
         // The first round may use the recent read; later rounds, and any refusal, read afresh.
-        let mut fleet = match candidates(ctx, round > 0).await {
-            Ok(c) => c,
-            Err(o) => return o,
-        };
+        let mut fleet = candidates(ctx, round > 0).await?;
         let mut ranked = rank(&fleet, req);
         if ranked.is_err() && round == 0 {
-            fleet = match candidates(ctx, true).await {
-                Ok(c) => c,
-                Err(o) => return o,
-            };
+            fleet = candidates(ctx, true).await?;
             ranked = rank(&fleet, req);
         }
         let ranked = match ranked {
@@ -325,38 +302,32 @@ async fn place(req: &AllocateRequest, me: &str, ctx: &Context, now: DateTime<Utc
                 cond: Cond::eq(job::attr::STATE, "pending").and(Cond::eq(OWNER, me)),
                 ops: vec![Op::set(job::attr::ATTEMPT, choice.provider_id.as_str())],
             };
-            match attempt.apply_on(ctx.store.as_ref(), Table::Jobs, &req.job_id).await {
-                Ok(true) => {}
-                Ok(false) => return Outcome::Done, // taken over by another delivery, which answers
-                Err(e) => return retry(e),
+            if !attempt.apply_on(ctx.store.as_ref(), Table::Jobs, &req.job_id).await? {
+                return Ok(()); // taken over by another delivery, which answers
             }
-            match commit_allocation(choice, req, now)
+            if commit_allocation(choice, req, now)
                 .apply_on(ctx.store.as_ref(), Table::Providers, &choice.provider_id)
-                .await
+                .await?
             {
-                Ok(true) => return finalize(req, choice, ms(now), me, ctx).await,
-                Ok(false) => {
-                    STATS.condition_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
-                Err(e) => return retry(e),
+                return finalize(req, choice, ms(now), me, ctx).await;
             }
+            STATS.condition_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
     }
     settle_rejected(req, "no_capacity", "every candidate filled up while placing", me, ctx).await
 }
 
-async fn settle_rejected(req: &AllocateRequest, reason: &str, message: &str, me: &str, ctx: &Context) -> Outcome {
+async fn settle_rejected(req: &AllocateRequest, reason: &str, message: &str, me: &str, ctx: &Context) -> Result<(), Failure> {
     let mut t = job::rejected(reason, message);
     t.cond = t.cond.and(Cond::eq(OWNER, me));
-    match t.run_raw_on(ctx.store.as_ref(), Table::Jobs, &req.job_id).await {
-        Ok(Some(item)) => answer_settled(ctx, &item, &req.job_id).await,
-        Ok(None) => Outcome::Done,
-        Err(e) => retry(e),
+    match t.run_raw_on(ctx.store.as_ref(), Table::Jobs, &req.job_id).await? {
+        Some(item) => answer_settled(ctx, &item, &req.job_id).await,
+        None => Ok(()),
     }
 }
 
 /// The provider holds the allocation: record it on the job (only its owner may), or undo it.
-async fn finalize(req: &AllocateRequest, choice: &Choice, started_at_ms: i64, me: &str, ctx: &Context) -> Outcome {
+async fn finalize(req: &AllocateRequest, choice: &Choice, started_at_ms: i64, me: &str, ctx: &Context) -> Result<(), Failure> {
     let allocated = JobAllocated {
         job_id: req.job_id.clone(),
         customer_id: req.customer_id.clone(),
@@ -373,99 +344,66 @@ async fn finalize(req: &AllocateRequest, choice: &Choice, started_at_ms: i64, me
     let due = req.duration_s.map(|d| started_at_ms + d as i64 * 1000);
     let mut t = job::allocated(&allocated, started_at_ms, due);
     t.cond = t.cond.and(Cond::eq(OWNER, me));
-    match t.run_raw_on(ctx.store.as_ref(), Table::Jobs, &req.job_id).await {
-        Ok(Some(item)) => {
-            tracing::info!(provider_id = %choice.provider_id, gpus = req.gpus, mining = choice.take_mining, "allocated");
-            answer_settled(ctx, &item, &req.job_id).await
+    let Some(item) = t.run_raw_on(ctx.store.as_ref(), Table::Jobs, &req.job_id).await? else {
+        // Another delivery owns the job now: give back what this one took.
+        let prov = ctx.store.get(Table::Providers, &choice.provider_id).await?;
+        if let Some(alloc) = prov
+            .as_ref()
+            .and_then(Ledger::from_item)
+            .and_then(|l| l.allocs.get(&req.job_id).cloned())
+        {
+            release_allocation(&alloc).run_raw(ctx.store.as_ref(), &choice.provider_id).await?;
         }
-        Ok(None) => {
-            // Another delivery owns the job now: give back what this one took.
-            let undo = async {
-                let prov = ctx.store.get(Table::Providers, &choice.provider_id).await?;
-                if let Some(alloc) = prov
-                    .as_ref()
-                    .and_then(Ledger::from_item)
-                    .and_then(|l| l.allocs.get(&req.job_id).cloned())
-                {
-                    release_allocation(&alloc).run_raw(ctx.store.as_ref(), &choice.provider_id).await?;
-                }
-                Ok::<_, worldland_core::state::StoreError>(())
-            };
-            match undo.await {
-                Ok(()) => Outcome::Done,
-                Err(e) => retry(e),
-            }
-        }
-        Err(e) => retry(e),
-    }
+        return Ok(());
+    };
+    tracing::info!(provider_id = %choice.provider_id, gpus = req.gpus, mining = choice.take_mining, "allocated");
+    answer_settled(ctx, &item, &req.job_id).await
 }
 
 #[instrument(skip(req, ctx, now), fields(job_id = %req.job_id))]
-pub async fn release(req: &ReleaseRequest, ctx: &Context, now: DateTime<Utc>) -> Outcome {
-    if let Err(r) = check_job_id(&req.job_id) {
-        return Outcome::Rejected(r);
-    }
+pub async fn release(req: &ReleaseRequest, ctx: &Context, now: DateTime<Utc>) -> Result<(), Failure> {
+    check_job_id(&req.job_id)?;
     let reason = if req.reason.trim().is_empty() {
         "released"
     } else {
         req.reason.as_str()
     };
     if reason.len() > 128 {
-        return Outcome::Rejected(invalid("reason is over 128 characters"));
+        return Err(invalid("reason is over 128 characters").into());
     }
-    let item = match ctx.store.get(Table::Jobs, &req.job_id).await {
-        Ok(i) => i,
-        Err(e) => return retry(e),
+    let Some(item) = ctx.store.get(Table::Jobs, &req.job_id).await? else {
+        // Released before it was ever allocated: a tombstone, so a late allocate is refused.
+        job::cancelled_before_allocation(reason, now)
+            .run_raw_on(ctx.store.as_ref(), Table::Jobs, &req.job_id)
+            .await?;
+        return Ok(());
     };
-    match item.as_ref().map(job_state) {
-        None => {
-            // Released before it was ever allocated: a tombstone, so a late allocate is refused.
-            return match job::cancelled_before_allocation(reason, now)
-                .run_raw_on(ctx.store.as_ref(), Table::Jobs, &req.job_id)
-                .await
-            {
-                Ok(_) => Outcome::Done,
-                Err(e) => retry(e),
-            };
-        }
-        Some("pending") => return retry("the job is being placed; release it once placed"),
-        Some("allocated") => {}
-        Some("released") => return answer_release(ctx, item.as_ref(), &req.job_id).await,
-        Some(_) => return Outcome::Done, // rejected or cancelled: nothing to give back
+    match job_state(&item) {
+        "pending" => return Err(Failure::retry("the job is being placed; release it once placed")),
+        "allocated" => {}
+        "released" => return answer_release(ctx, Some(&item), &req.job_id).await,
+        _ => return Ok(()), // rejected or cancelled: nothing to give back
     }
-    let Some(job_item) = item.as_ref() else { return Outcome::Done };
-    match close_job_item(ctx.store.as_ref(), &req.job_id, job_item, reason, now).await {
-        Ok(Some(closed)) => {
-            if let Some(resume) = &closed.resume {
-                if let Err(e) = ctx.replies.command(&closed.released.provider_id, resume).await {
-                    return retry(e);
-                }
-            }
-            if let Err(o) = publish(ctx, topics::JOB_RELEASED, &req.job_id, &closed.released).await {
-                return o;
-            }
-            match job::answered(job::attr::RELEASE_ANSWERED)
-                .apply_on(ctx.store.as_ref(), Table::Jobs, &req.job_id)
-                .await
-            {
-                Ok(_) => Outcome::Done,
-                Err(e) => retry(e),
-            }
-        }
-        Ok(None) => match ctx.store.get(Table::Jobs, &req.job_id).await {
-            Ok(item) => answer_release(ctx, item.as_ref(), &req.job_id).await,
-            Err(e) => retry(e),
-        },
-        Err(e) => retry(e),
+    let Some(closed) = close_job_item(ctx.store.as_ref(), &req.job_id, &item, reason, now).await? else {
+        let item = ctx.store.get(Table::Jobs, &req.job_id).await?;
+        return answer_release(ctx, item.as_ref(), &req.job_id).await;
+    };
+    if let Some(resume) = &closed.resume {
+        ctx.replies.command(&closed.released.provider_id, resume).await?;
     }
+    publish(ctx, topics::JOB_RELEASED, &req.job_id, &closed.released).await?;
+    job::answered(job::attr::RELEASE_ANSWERED)
+        .apply_on(ctx.store.as_ref(), Table::Jobs, &req.job_id)
+        .await?;
+    Ok(())
 }
 
 /// A job closed earlier (by this release, the sweeper or a duplicate) whose `job.released` may
 /// not have gone out yet.
-async fn answer_release(ctx: &Context, item: Option<&Item>, job_id: &str) -> Outcome {
-    let Some(item) = item else { return Outcome::Done };
+async fn answer_release(ctx: &Context, item: Option<&Item>, job_id: &str) -> Result<(), Failure> {
+    let Some(item) = item else { return Ok(()) };
     if item.get(job::attr::RELEASE_ANSWERED).and_then(Value::as_bool) == Some(true) || job_state(item) != "released" {
-        return Outcome::Done;
+        return Ok(());
     }
     let n = |a: &str| item.get(a).and_then(Value::as_i64).unwrap_or(0);
     let released = JobReleased {
@@ -475,16 +413,11 @@ async fn answer_release(ctx: &Context, item: Option<&Item>, job_id: &str) -> Out
         duration_ms: n(job::attr::DURATION_MS),
         cost_micros: n(job::attr::COST_MICROS),
     };
-    if let Err(o) = publish(ctx, topics::JOB_RELEASED, job_id, &released).await {
-        return o;
-    }
-    match job::answered(job::attr::RELEASE_ANSWERED)
+    publish(ctx, topics::JOB_RELEASED, job_id, &released).await?;
+    job::answered(job::attr::RELEASE_ANSWERED)
         .apply_on(ctx.store.as_ref(), Table::Jobs, job_id)
-        .await
-    {
-        Ok(_) => Outcome::Done,
-        Err(e) => retry(e),
-    }
+        .await?;
+    Ok(())
 }
 
 pub struct Allocator(pub Context);
@@ -497,37 +430,26 @@ impl Handler for Allocator {
     fn bindings(&self) -> &'static [&'static str] {
         BINDINGS
     }
-    async fn handle(&self, routing_key: &str, body: &[u8], now: DateTime<Utc>) -> Outcome {
+    async fn handle(&self, routing_key: &str, body: &[u8], now: DateTime<Utc>) -> Result<(), Failure> {
         if body.len() > MAX_ENTRY_BYTES {
-            return Outcome::Rejected(Rejection::new(
+            return Err(Failure::refuse(
                 Reason::EntryTooLarge,
                 format!("message is {} bytes; the limit is {MAX_ENTRY_BYTES}", body.len()),
             ));
         }
         match routing_key {
-            topics::JOB_ALLOCATE => match decode::<AllocateRequest>(body, "a job.allocate request") {
-                Ok(req) => allocate(&req, &self.0, now).await,
-                Err(refused) => refused,
-            },
-            topics::JOB_RELEASE => match decode::<ReleaseRequest>(body, "a job.release request") {
-                Ok(req) => release(&req, &self.0, now).await,
-                Err(refused) => refused,
-            },
-            other => Outcome::Rejected(invalid(format!("the allocator does not handle {other}"))),
+            topics::JOB_ALLOCATE => allocate(&decode(body, "a job.allocate request")?, &self.0, now).await,
+            topics::JOB_RELEASE => release(&decode(body, "a job.release request")?, &self.0, now).await,
+            other => Err(invalid(format!("the allocator does not handle {other}")).into()),
         }
     }
 }
 
 /// The worker built from configuration, its clients made once per process (container or Lambda
 /// cold start), never inside the handler.
-pub async fn from_config(
-    cfg: &worldland_runtime::Config,
-    bus: Arc<dyn worldland_core::bus::Bus>,
-) -> Result<Allocator, worldland_runtime::backends::BackendError> {
+pub async fn worker(cfg: worldland_runtime::Config, bus: Arc<dyn Bus>) -> Result<Worker, BackendError> {
     use worldland_runtime::backends;
-    Ok(Allocator(Context::new(
-        backends::store(cfg).await,
-        bus,
-        backends::replies(cfg).await?,
-    )))
+    let replies = backends::replies(&cfg).await?;
+    let ctx = Context::new(backends::store(&cfg).await, bus, replies);
+    Ok(Worker::Consumer(Arc::new(Allocator(ctx))))
 }

@@ -1,14 +1,5 @@
-//! `heartbeat-recorder` as an AWS Lambda function fed by SQS (`ReportBatchItemFailures`): the same core as the
-//! container; only the transport differs.
+//! `heartbeat-recorder` as an AWS Lambda function fed by SQS (`ReportBatchItemFailures`).
 
-use std::sync::Arc;
-
-use worldland_runtime::{lambda, telemetry, Config};
-
-#[tokio::main]
-async fn main() -> Result<(), lambda_runtime::Error> {
-    let cfg = Config::from_env()?;
-    telemetry::init_lambda(cfg.log_format);
-    let handler = Arc::new(heartbeat_recorder::from_config(&cfg).await?);
-    lambda::run_sqs_worker(handler).await
+fn main() -> Result<(), lambda_runtime::Error> {
+    worldland_runtime::lambda::main(heartbeat_recorder::worker)
 }

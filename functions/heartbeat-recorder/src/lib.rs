@@ -24,7 +24,10 @@ use worldland_core::state::providers::{
 };
 use worldland_core::state::ItemStore;
 use worldland_core::validation::{check_provider_id, check_timestamp, Reason, Rejection};
-use worldland_core::worker::{decode, Handler, Outcome};
+use worldland_core::worker::{decode, Failure, Handler};
+use worldland_runtime::backends::{self, BackendError};
+use worldland_runtime::worker::Worker;
+use worldland_runtime::Config;
 
 pub const WORKER: &str = worldland_core::bus::routes::HEARTBEAT_RECORDER.0;
 pub const BINDINGS: &[&str] = worldland_core::bus::routes::HEARTBEAT_RECORDER.1;
@@ -37,10 +40,6 @@ pub struct Context {
     pub replay_window: Duration,
     /// The node's last-heartbeat annotation is rewritten at most this often.
     pub annotate_interval: Duration,
-}
-
-fn retry(e: impl std::fmt::Display) -> Outcome {
-    Outcome::Retry(e.to_string())
 }
 
 /// Parses and checks what can be checked without state: size, format, timestamp, signature.
@@ -67,11 +66,8 @@ pub fn check(env: &StreamEnvelope, ctx: &Context, now: DateTime<Utc>) -> Result<
 }
 
 #[instrument(skip(env, ctx, now), fields(entry = %env.entry_id))]
-pub async fn handle(env: &StreamEnvelope, ctx: &Context, now: DateTime<Utc>) -> Outcome {
-    let (hb, signer) = match check(env, ctx, now) {
-        Ok(v) => v,
-        Err(r) => return Outcome::Rejected(r),
-    };
+pub async fn handle(env: &StreamEnvelope, ctx: &Context, now: DateTime<Utc>) -> Result<(), Failure> {
+    let (hb, signer) = check(env, ctx, now)?;
     let usage = serde_json::json!({"gpu": hb.gpu_usage, "cpu": hb.cpu_usage, "memory": hb.memory_usage}).to_string();
     let facts = HeartbeatFacts {
         node_name: &hb.node_name,
@@ -82,67 +78,55 @@ pub async fn handle(env: &StreamEnvelope, ctx: &Context, now: DateTime<Utc>) -> 
     };
     match record_heartbeat(&facts, signer.as_deref())
         .run(ctx.store.as_ref(), &hb.provider_id)
-        .await
+        .await?
     {
-        Ok(Some(rec)) => after_recorded(rec, &hb, ctx, now).await,
-        Ok(None) => cold_path(&hb, &facts, signer.as_deref(), ctx, now).await,
-        Err(e) => retry(e),
+        Some(rec) => after_recorded(rec, &hb, ctx, now).await,
+        None => cold_path(&hb, &facts, signer.as_deref(), ctx, now).await,
     }
 }
 
 /// The heartbeat is recorded; act on the state it found.
-async fn after_recorded(rec: ProviderRecord, hb: &Heartbeat, ctx: &Context, now: DateTime<Utc>) -> Outcome {
+async fn after_recorded(rec: ProviderRecord, hb: &Heartbeat, ctx: &Context, now: DateTime<Utc>) -> Result<(), Failure> {
     match rec.state {
         ProviderState::Joined => become_available_if_ready(&rec, ProviderState::Joined, ctx, now).await,
         ProviderState::Offline => {
             // Back from the dead: remove the offline marks, then available again.
-            if let Err(e) = ctx.cluster.set_offline_taint(&rec.node_name, false).await {
-                return retry(e);
-            }
+            ctx.cluster.set_offline_taint(&rec.node_name, false).await?;
             let status = BTreeMap::from([(labels::STATUS.to_string(), None)]);
-            if let Err(e) = ctx.cluster.patch_node_metadata(&rec.node_name, &status, &BTreeMap::new()).await {
-                return retry(e);
-            }
+            ctx.cluster.patch_node_metadata(&rec.node_name, &status, &BTreeMap::new()).await?;
             tracing::info!(provider_id = %rec.provider_id, "provider is back from offline");
-            match make_available(ProviderState::Offline, if rec.has_ledger { None } else { ledger_for(&rec) }, now)
+            make_available(ProviderState::Offline, if rec.has_ledger { None } else { ledger_for(&rec) }, now)
                 .run(ctx.store.as_ref(), &rec.provider_id)
-                .await
-            {
-                Ok(_) => Outcome::Done,
-                Err(e) => retry(e),
-            }
+                .await?;
+            Ok(())
         }
         ProviderState::Available => refresh_node_marks(&rec, hb, ctx).await,
-        _ => Outcome::Done,
+        _ => Ok(()),
     }
 }
 
-async fn become_available_if_ready(rec: &ProviderRecord, from: ProviderState, ctx: &Context, now: DateTime<Utc>) -> Outcome {
+async fn become_available_if_ready(rec: &ProviderRecord, from: ProviderState, ctx: &Context, now: DateTime<Utc>) -> Result<(), Failure> {
     if rec.unschedulable.is_some() {
-        return Outcome::Done;
+        return Ok(());
     }
-    match ctx.cluster.get_node(&rec.node_name).await {
-        Ok(Some(node)) if node.ready && node.labels.get(labels::RENTAL_TYPE).map(String::as_str) == Some(labels::RENTAL_TYPE_GPU) => {
-            match make_available(from, if rec.has_ledger { None } else { ledger_for(rec) }, now)
+    match ctx.cluster.get_node(&rec.node_name).await? {
+        Some(node) if node.ready && node.labels.get(labels::RENTAL_TYPE).map(String::as_str) == Some(labels::RENTAL_TYPE_GPU) => {
+            make_available(from, if rec.has_ledger { None } else { ledger_for(rec) }, now)
                 .run(ctx.store.as_ref(), &rec.provider_id)
-                .await
-            {
-                Ok(_) => Outcome::Done,
-                Err(e) => retry(e),
-            }
+                .await?;
+            Ok(())
         }
         // Not Ready yet: the next heartbeat looks again.
-        Ok(_) => Outcome::Done,
-        Err(e) => retry(e),
+        _ => Ok(()),
     }
 }
 
 /// Steady state: no node write unless the active-jobs label changed or the annotation is due.
-async fn refresh_node_marks(rec: &ProviderRecord, hb: &Heartbeat, ctx: &Context) -> Outcome {
+async fn refresh_node_marks(rec: &ProviderRecord, hb: &Heartbeat, ctx: &Context) -> Result<(), Failure> {
     let jobs_changed = rec.labelled_jobs != Some(rec.active_jobs);
     let annotation_due = rec.annotated_at.is_none_or(|t| hb.timestamp - t >= ctx.annotate_interval);
     if !jobs_changed && !annotation_due {
-        return Outcome::Done;
+        return Ok(());
     }
     let mut l = BTreeMap::new();
     let mut a = BTreeMap::new();
@@ -158,109 +142,99 @@ async fn refresh_node_marks(rec: &ProviderRecord, hb: &Heartbeat, ctx: &Context)
     if let Err(e) = ctx.cluster.patch_node_metadata(&rec.node_name, &l, &a).await {
         // The heartbeat itself is recorded; the marks are refreshed by a later one.
         tracing::warn!(provider_id = %rec.provider_id, error = %e, "node marks not refreshed");
-        return Outcome::Done;
+        return Ok(());
     }
     let noted = note_node_write(jobs_changed.then_some(rec.active_jobs), annotation_due.then_some(hb.timestamp));
-    match noted.run(ctx.store.as_ref(), &rec.provider_id).await {
-        Ok(_) => Outcome::Done,
-        Err(e) => retry(e),
-    }
+    noted.run(ctx.store.as_ref(), &rec.provider_id).await?;
+    Ok(())
 }
 
 /// The hot write did not apply: read the provider to learn why.
-async fn cold_path(hb: &Heartbeat, facts: &HeartbeatFacts<'_>, signer: Option<&str>, ctx: &Context, now: DateTime<Utc>) -> Outcome {
-    let rec = match ProviderRecord::load(ctx.store.as_ref(), &hb.provider_id).await {
-        Ok(Some(r)) => r,
-        Ok(None) => return Outcome::Rejected(Rejection::new(Reason::UnknownProvider, "no such provider")),
-        Err(e) => return retry(e),
-    };
+async fn cold_path(
+    hb: &Heartbeat,
+    facts: &HeartbeatFacts<'_>,
+    signer: Option<&str>,
+    ctx: &Context,
+    now: DateTime<Utc>,
+) -> Result<(), Failure> {
+    let rec = ProviderRecord::load(ctx.store.as_ref(), &hb.provider_id)
+        .await?
+        .ok_or_else(|| Failure::refuse(Reason::UnknownProvider, "no such provider"))?;
     if signer.is_some_and(|s| !s.eq_ignore_ascii_case(&rec.wallet)) {
-        return Outcome::Rejected(Rejection::new(
+        return Err(Failure::refuse(
             Reason::SignatureMismatch,
             "heartbeat was not signed by the provider's wallet",
         ));
     }
     if hb.node_name != rec.node_name {
-        return Outcome::Rejected(Rejection::new(
-            Reason::NodeNameMismatch,
-            format!("node_name {:?} is not this provider's node", hb.node_name),
-        ));
+        let why = format!("node_name {:?} is not this provider's node", hb.node_name);
+        return Err(Failure::refuse(Reason::NodeNameMismatch, why));
     }
     match rec.state {
-        ProviderState::Pending | ProviderState::Rejected | ProviderState::Expired => Outcome::Rejected(Rejection::new(
+        ProviderState::Pending | ProviderState::Rejected | ProviderState::Expired => Err(Failure::refuse(
             Reason::NotApproved,
             format!("provider is {}, not approved", rec.state),
         )),
         ProviderState::Approved => join_cluster(rec, facts, ctx, now).await,
         _ => match rec.last_heartbeat {
             // Stored times are whole milliseconds; compare at that precision.
-            Some(last) if last.timestamp_millis() == hb.timestamp.timestamp_millis() => Outcome::Done, // the same heartbeat again
-            Some(last) if last.timestamp_millis() > hb.timestamp.timestamp_millis() => Outcome::Rejected(Rejection::new(
+            Some(last) if last.timestamp_millis() == hb.timestamp.timestamp_millis() => Ok(()), // the same heartbeat again
+            Some(last) if last.timestamp_millis() > hb.timestamp.timestamp_millis() => Err(Failure::refuse(
                 Reason::StaleHeartbeat,
                 "an equal or later heartbeat was already recorded",
             )),
-            _ => retry("heartbeat raced another write; retrying"),
+            _ => Err(Failure::retry("heartbeat raced another write; retrying")),
         },
     }
 }
 
+/// Labels a node that matches its spec with the provider's labels, its active jobs and the first
+/// last-heartbeat annotation, in one write.
+async fn label_node(rec: &ProviderRecord, spec: &Spec, facts: &HeartbeatFacts<'_>, ctx: &Context) -> Result<(), Failure> {
+    let first_gpu = spec.gpus.first().map(|g| g.name.as_str()).unwrap_or_default();
+    let mut wanted: BTreeMap<String, Option<String>> = provider_node_labels(&rec.provider_id, first_gpu, rec.gpu_count as u32)
+        .into_iter()
+        .map(|(k, v)| (k, Some(v)))
+        .collect();
+    wanted.insert(labels::ACTIVE_JOBS.to_string(), Some(facts.active_jobs.to_string()));
+    let annotation = BTreeMap::from([(
+        labels::LAST_HEARTBEAT_ANNOTATION.to_string(),
+        Some(facts.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+    )]);
+    ctx.cluster.patch_node_metadata(&rec.node_name, &wanted, &annotation).await?;
+    Ok(())
+}
+
 /// `approved` + first heartbeat: check the node against the spec, label it, delete the
 /// bootstrap token, `joined` — and `available` at once if the node is Ready.
-async fn join_cluster(rec: ProviderRecord, facts: &HeartbeatFacts<'_>, ctx: &Context, now: DateTime<Utc>) -> Outcome {
-    let node = match ctx.cluster.get_node(&rec.node_name).await {
-        Ok(Some(n)) => n,
-        Ok(None) => {
-            return Outcome::Rejected(Rejection::new(
-                Reason::NodeNotFound,
-                format!("node {} has not joined the cluster", rec.node_name),
-            ))
-        }
-        Err(e) => return retry(e),
-    };
-    let spec: Spec = match serde_json::from_str(&rec.spec_json) {
-        Ok(s) => s,
-        Err(e) => return retry(format!("stored spec unreadable: {e}")),
-    };
+async fn join_cluster(rec: ProviderRecord, facts: &HeartbeatFacts<'_>, ctx: &Context, now: DateTime<Utc>) -> Result<(), Failure> {
+    let node = ctx
+        .cluster
+        .get_node(&rec.node_name)
+        .await?
+        .ok_or_else(|| Failure::refuse(Reason::NodeNotFound, format!("node {} has not joined the cluster", rec.node_name)))?;
+    let spec: Spec = serde_json::from_str(&rec.spec_json).map_err(|e| Failure::retry(format!("stored spec unreadable: {e}")))?;
     let contradiction = spec_contradiction(&node, spec.total_gpus, spec.cpu_cores, spec.total_memory_mb);
-    if let Some(why) = &contradiction {
-        tracing::warn!(provider_id = %rec.provider_id, %why, "node contradicts the claimed spec; provider stays unschedulable");
-    } else {
-        let first_gpu = spec.gpus.first().map(|g| g.name.as_str()).unwrap_or_default();
-        let mut wanted: BTreeMap<String, Option<String>> = provider_node_labels(&rec.provider_id, first_gpu, rec.gpu_count as u32)
-            .into_iter()
-            .map(|(k, v)| (k, Some(v)))
-            .collect();
-        wanted.insert(labels::ACTIVE_JOBS.to_string(), Some(facts.active_jobs.to_string()));
-        // The first last-heartbeat annotation goes in the same write.
-        let annotation = BTreeMap::from([(
-            labels::LAST_HEARTBEAT_ANNOTATION.to_string(),
-            Some(facts.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
-        )]);
-        if let Err(e) = ctx.cluster.patch_node_metadata(&rec.node_name, &wanted, &annotation).await {
-            return retry(e);
+    match &contradiction {
+        Some(why) => {
+            tracing::warn!(provider_id = %rec.provider_id, %why, "node contradicts the claimed spec; provider stays unschedulable")
         }
+        None => label_node(&rec, &spec, facts, ctx).await?,
     }
     if let Some(id) = &rec.token_id {
-        if let Err(e) = ctx.cluster.delete_bootstrap_token(id).await {
-            return retry(e);
-        }
+        ctx.cluster.delete_bootstrap_token(id).await?;
     }
-    match join(facts, contradiction.as_deref(), now)
+    let joined = join(facts, contradiction.as_deref(), now)
         .run(ctx.store.as_ref(), &rec.provider_id)
-        .await
-    {
-        Ok(Some(joined)) => {
-            tracing::info!(provider_id = %rec.provider_id, node = %rec.node_name, "provider joined");
-            if contradiction.is_none() {
-                let _ = note_node_write(Some(facts.active_jobs), Some(facts.at))
-                    .run(ctx.store.as_ref(), &rec.provider_id)
-                    .await;
-            }
-            become_available_if_ready(&joined, ProviderState::Joined, ctx, now).await
-        }
-        Ok(None) => retry("join raced another write; retrying"),
-        Err(e) => retry(e),
+        .await?
+        .ok_or_else(|| Failure::retry("join raced another write; retrying"))?;
+    tracing::info!(provider_id = %rec.provider_id, node = %rec.node_name, "provider joined");
+    if contradiction.is_none() {
+        let _ = note_node_write(Some(facts.active_jobs), Some(facts.at))
+            .run(ctx.store.as_ref(), &rec.provider_id)
+            .await;
     }
+    become_available_if_ready(&joined, ProviderState::Joined, ctx, now).await
 }
 
 pub struct HeartbeatRecorder(pub Context);
@@ -273,16 +247,13 @@ impl Handler for HeartbeatRecorder {
     fn bindings(&self) -> &'static [&'static str] {
         BINDINGS
     }
-    async fn handle(&self, _routing_key: &str, body: &[u8], now: DateTime<Utc>) -> Outcome {
-        match decode::<StreamEnvelope>(body, "a stream envelope") {
-            Ok(env) => handle(&env, &self.0, now).await,
-            Err(refused) => refused,
-        }
+    async fn handle(&self, _routing_key: &str, body: &[u8], now: DateTime<Utc>) -> Result<(), Failure> {
+        handle(&decode::<StreamEnvelope>(body, "a stream envelope")?, &self.0, now).await
     }
 }
 
 impl Context {
-    pub fn from_config(cfg: &worldland_runtime::Config, store: Arc<dyn ItemStore>, cluster: Arc<dyn Cluster>) -> Self {
+    pub fn from_config(cfg: &Config, store: Arc<dyn ItemStore>, cluster: Arc<dyn Cluster>) -> Self {
         Self {
             store,
             cluster,
@@ -293,13 +264,17 @@ impl Context {
     }
 }
 
-/// The worker built from configuration, its clients made once per process (container or Lambda
+/// The handler built from configuration, its clients made once per process (container or Lambda
 /// cold start), never inside the handler.
-pub async fn from_config(cfg: &worldland_runtime::Config) -> Result<HeartbeatRecorder, worldland_runtime::backends::BackendError> {
-    use worldland_runtime::backends;
+pub async fn from_config(cfg: &Config) -> Result<HeartbeatRecorder, BackendError> {
     Ok(HeartbeatRecorder(Context::from_config(
         cfg,
         backends::store(cfg).await,
         backends::cluster(cfg).await?,
     )))
+}
+
+/// The worker, for the container and Lambda entry points.
+pub async fn worker(cfg: Config, _bus: Arc<dyn worldland_core::bus::Bus>) -> Result<Worker, BackendError> {
+    Ok(Worker::Consumer(Arc::new(from_config(&cfg).await?)))
 }

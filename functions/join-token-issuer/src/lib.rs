@@ -16,8 +16,11 @@ use worldland_core::replies::ProviderReplies;
 use worldland_core::sealed::seal_join;
 use worldland_core::state::providers::{approve, mark_answered, reserve_token, ProviderRecord};
 use worldland_core::state::ItemStore;
-use worldland_core::validation::{Reason, Rejection};
-use worldland_core::worker::{decode, Handler, Outcome};
+use worldland_core::validation::Reason;
+use worldland_core::worker::{decode, Failure, Handler};
+use worldland_runtime::backends::{self, BackendError};
+use worldland_runtime::worker::Worker;
+use worldland_runtime::Config;
 
 /// The routing keys this worker consumes.
 pub const BINDINGS: &[&str] = worldland_core::bus::routes::JOIN_TOKEN_ISSUER.1;
@@ -32,19 +35,13 @@ pub struct Context {
     pub api_endpoint: Option<String>,
 }
 
-fn retry(e: impl std::fmt::Display) -> Outcome {
-    Outcome::Retry(e.to_string())
-}
-
 #[instrument(skip(msg, ctx, now), fields(provider_id = %msg.provider_id, registration = %msg.registration_id))]
-pub async fn handle(msg: &ProviderValidated, ctx: &Context, now: DateTime<Utc>) -> Outcome {
-    let rec = match ProviderRecord::load(ctx.store.as_ref(), &msg.provider_id).await {
-        Ok(Some(rec)) => rec,
-        Ok(None) => return Outcome::Rejected(Rejection::new(Reason::UnknownProvider, "no such provider")),
-        Err(e) => return retry(e),
-    };
+pub async fn handle(msg: &ProviderValidated, ctx: &Context, now: DateTime<Utc>) -> Result<(), Failure> {
+    let rec = ProviderRecord::load(ctx.store.as_ref(), &msg.provider_id)
+        .await?
+        .ok_or_else(|| Failure::refuse(Reason::UnknownProvider, "no such provider"))?;
     if rec.answered_registration.as_deref() == Some(msg.registration_id.as_str()) {
-        return Outcome::Done; // a duplicate: this registration was answered already
+        return Ok(()); // a duplicate: this registration was answered already
     }
     match rec.state {
         ProviderState::Pending => issue(msg, rec, ctx, now).await,
@@ -60,50 +57,41 @@ pub async fn handle(msg: &ProviderValidated, ctx: &Context, now: DateTime<Utc>) 
             answer_then_mark(msg, &answer, ctx, now).await
         }
         // A stale message about a registration that has since expired or been refused.
-        ProviderState::Rejected | ProviderState::Expired => Outcome::Done,
+        ProviderState::Rejected | ProviderState::Expired => Ok(()),
     }
 }
 
-async fn answer_then_mark(msg: &ProviderValidated, answer: &ProviderResponse, ctx: &Context, now: DateTime<Utc>) -> Outcome {
-    if let Err(e) = ctx.replies.reply(&msg.provider_id, answer).await {
-        return retry(e);
-    }
-    match mark_answered(&msg.registration_id, now)
+async fn answer_then_mark(msg: &ProviderValidated, answer: &ProviderResponse, ctx: &Context, now: DateTime<Utc>) -> Result<(), Failure> {
+    ctx.replies.reply(&msg.provider_id, answer).await?;
+    mark_answered(&msg.registration_id, now)
         .run(ctx.store.as_ref(), &msg.provider_id)
-        .await
-    {
-        Ok(_) => Outcome::Done,
-        Err(e) => retry(e),
-    }
+        .await?;
+    Ok(())
 }
 
 /// Finds or creates the provider's one token: the reserved id if it is still valid, else a new
 /// reservation.
-async fn token_for(rec: &ProviderRecord, ctx: &Context, now: DateTime<Utc>) -> Result<BootstrapToken, Outcome> {
+async fn token_for(rec: &ProviderRecord, ctx: &Context, now: DateTime<Utc>) -> Result<BootstrapToken, Failure> {
     let description = format!("WorldLand join token for provider {}", rec.provider_id);
     let token = match (&rec.token_id, rec.token_expires_at) {
         (Some(id), Some(exp)) if exp > now => BootstrapToken::with_id(id, exp, description),
         _ => {
             let fresh = BootstrapToken::generate(now + ctx.token_ttl, description);
-            match reserve_token(&fresh.id, fresh.expires_at, now)
+            reserve_token(&fresh.id, fresh.expires_at, now)
                 .run(ctx.store.as_ref(), &rec.provider_id)
-                .await
-            {
-                Ok(Some(_)) => fresh,
+                .await?
                 // Another delivery reserved one in between: retry and use that one.
-                Ok(None) => return Err(retry("token reservation raced; retrying with the stored one")),
-                Err(e) => return Err(retry(e)),
-            }
+                .ok_or_else(|| Failure::retry("token reservation raced; retrying with the stored one"))?;
+            fresh
         }
     };
-    match ctx.cluster.create_bootstrap_token(&token).await {
-        Ok(Created::New) => Ok(token),
-        Ok(Created::AlreadyExists) => match ctx.cluster.get_bootstrap_token(&token.id).await {
-            Ok(Some(existing)) => Ok(existing),
-            Ok(None) => Err(retry("token Secret vanished after AlreadyExists")),
-            Err(e) => Err(retry(e)),
-        },
-        Err(e) => Err(retry(e)),
+    match ctx.cluster.create_bootstrap_token(&token).await? {
+        Created::New => Ok(token),
+        Created::AlreadyExists => ctx
+            .cluster
+            .get_bootstrap_token(&token.id)
+            .await?
+            .ok_or_else(|| Failure::retry("token Secret vanished after AlreadyExists")),
     }
 }
 
@@ -112,13 +100,13 @@ async fn approval_answer(
     token: &BootstrapToken,
     enc_pubkey: Option<&str>,
     ctx: &Context,
-) -> Result<ProviderResponse, Outcome> {
-    let info = ctx.cluster.cluster_info().await.map_err(retry)?;
-    let ca_hash = ca_cert_hash(&info.ca_cert).map_err(retry)?;
+) -> Result<ProviderResponse, Failure> {
+    let info = ctx.cluster.cluster_info().await?;
+    let ca_hash = ca_cert_hash(&info.ca_cert).map_err(Failure::retry)?;
     let server = ctx.api_endpoint.clone().unwrap_or(info.server);
     let (host, port) = endpoint_host_port(&server);
     let command = join_command(&host, port, &token.token(), &ca_hash);
-    let spec: worldland_core::messages::Spec = serde_json::from_str(&rec.spec_json).map_err(retry)?;
+    let spec: worldland_core::messages::Spec = serde_json::from_str(&rec.spec_json).map_err(Failure::retry)?;
     let first_gpu = spec.gpus.first().map(|g| g.name.as_str()).unwrap_or_default();
     let mut answer = ProviderResponse {
         success: true,
@@ -133,15 +121,11 @@ async fn approval_answer(
     };
     match enc_pubkey {
         Some(key) => {
-            let sealed = seal_join(
-                &SealedJoin {
-                    join_token: token.token(),
-                    join_command: command,
-                },
-                key,
-            )
-            .map_err(retry)?;
-            answer.sealed_join = Some(sealed);
+            let join = SealedJoin {
+                join_token: token.token(),
+                join_command: command,
+            };
+            answer.sealed_join = Some(seal_join(&join, key).map_err(Failure::retry)?);
         }
         None => {
             answer.join_token = Some(token.token());
@@ -151,55 +135,35 @@ async fn approval_answer(
     Ok(answer)
 }
 
-async fn issue(msg: &ProviderValidated, rec: ProviderRecord, ctx: &Context, now: DateTime<Utc>) -> Outcome {
-    let token = match token_for(&rec, ctx, now).await {
-        Ok(t) => t,
-        Err(outcome) => return outcome,
-    };
-    let answer = match approval_answer(&rec, &token, msg.enc_pubkey.as_deref(), ctx).await {
-        Ok(a) => a,
-        Err(outcome) => return outcome,
-    };
+async fn issue(msg: &ProviderValidated, rec: ProviderRecord, ctx: &Context, now: DateTime<Utc>) -> Result<(), Failure> {
+    let token = token_for(&rec, ctx, now).await?;
+    let answer = approval_answer(&rec, &token, msg.enc_pubkey.as_deref(), ctx).await?;
     // Answer first, then approve: a crash in between answers again on redelivery (same token),
     // where the reverse order could approve a provider that never got its command.
-    if let Err(e) = ctx.replies.reply(&rec.provider_id, &answer).await {
-        return retry(e);
-    }
-    match approve(&token.id, &msg.registration_id, token.expires_at, now)
+    ctx.replies.reply(&rec.provider_id, &answer).await?;
+    let approved = approve(&token.id, &msg.registration_id, token.expires_at, now)
         .run(ctx.store.as_ref(), &rec.provider_id)
-        .await
-    {
-        Ok(Some(_)) => {
-            tracing::info!(token_id = %token.id, "provider approved");
-            Outcome::Done
-        }
-        Ok(None) => match ProviderRecord::load(ctx.store.as_ref(), &rec.provider_id).await {
-            // A concurrent delivery approved it with this same token.
-            Ok(Some(now_rec)) if now_rec.state == ProviderState::Approved && now_rec.token_id.as_deref() == Some(token.id.as_str()) => {
-                Outcome::Done
-            }
-            Ok(_) => retry("approval condition failed"),
-            Err(e) => retry(e),
-        },
-        Err(e) => retry(e),
+        .await?;
+    if approved.is_some() {
+        tracing::info!(token_id = %token.id, "provider approved");
+        return Ok(());
+    }
+    match ProviderRecord::load(ctx.store.as_ref(), &rec.provider_id).await? {
+        // A concurrent delivery approved it with this same token.
+        Some(now_rec) if now_rec.state == ProviderState::Approved && now_rec.token_id.as_deref() == Some(token.id.as_str()) => Ok(()),
+        _ => Err(Failure::retry("approval condition failed")),
     }
 }
 
 /// A new registration from an approved provider that has not joined yet (its agent restarted):
 /// answer again with the same token, read back from the cluster.
-async fn reanswer_approved(msg: &ProviderValidated, rec: ProviderRecord, ctx: &Context, now: DateTime<Utc>) -> Outcome {
+async fn reanswer_approved(msg: &ProviderValidated, rec: ProviderRecord, ctx: &Context, now: DateTime<Utc>) -> Result<(), Failure> {
     let token = match &rec.token_id {
-        Some(id) => match ctx.cluster.get_bootstrap_token(id).await {
-            Ok(t) => t.filter(|t| t.expires_at > now),
-            Err(e) => return retry(e),
-        },
+        Some(id) => ctx.cluster.get_bootstrap_token(id).await?.filter(|t| t.expires_at > now),
         None => None,
     };
     let answer = match token {
-        Some(token) => match approval_answer(&rec, &token, msg.enc_pubkey.as_deref(), ctx).await {
-            Ok(a) => a,
-            Err(outcome) => return outcome,
-        },
+        Some(token) => approval_answer(&rec, &token, msg.enc_pubkey.as_deref(), ctx).await?,
         None => ProviderResponse {
             success: false,
             status: ProviderState::Approved.to_string(),
@@ -220,18 +184,14 @@ impl Handler for JoinTokenIssuer {
     fn bindings(&self) -> &'static [&'static str] {
         BINDINGS
     }
-    async fn handle(&self, _routing_key: &str, body: &[u8], now: DateTime<Utc>) -> Outcome {
-        match decode::<ProviderValidated>(body, "a provider.validated message") {
-            Ok(msg) => handle(&msg, &self.0, now).await,
-            Err(refused) => refused,
-        }
+    async fn handle(&self, _routing_key: &str, body: &[u8], now: DateTime<Utc>) -> Result<(), Failure> {
+        handle(&decode::<ProviderValidated>(body, "a provider.validated message")?, &self.0, now).await
     }
 }
 
-/// The worker built from configuration, its clients made once per process (container or Lambda
+/// The handler built from configuration, its clients made once per process (container or Lambda
 /// cold start), never inside the handler.
-pub async fn from_config(cfg: &worldland_runtime::Config) -> Result<JoinTokenIssuer, worldland_runtime::backends::BackendError> {
-    use worldland_runtime::backends;
+pub async fn from_config(cfg: &Config) -> Result<JoinTokenIssuer, BackendError> {
     Ok(JoinTokenIssuer(Context {
         store: backends::store(cfg).await,
         cluster: backends::cluster(cfg).await?,
@@ -239,4 +199,9 @@ pub async fn from_config(cfg: &worldland_runtime::Config) -> Result<JoinTokenIss
         token_ttl: chrono::Duration::seconds(cfg.token_ttl_s),
         api_endpoint: cfg.api_endpoint.clone(),
     }))
+}
+
+/// The worker, for the container and Lambda entry points.
+pub async fn worker(cfg: Config, _bus: Arc<dyn worldland_core::bus::Bus>) -> Result<Worker, BackendError> {
+    Ok(Worker::Consumer(Arc::new(from_config(&cfg).await?)))
 }

@@ -286,7 +286,7 @@ impl RedisBridge {
                     Err(e) => {
                         failures += 1;
                         tracing::warn!(error = %e, "poll failed; backing off");
-                        tokio::time::sleep(worldland_runtime::worker::retry_delay(failures)).await;
+                        tokio::time::sleep(worldland_runtime::retry::retry_delay(failures)).await;
                         // The group may have vanished with a Redis restart.
                         let _ = self.ensure_groups().await;
                     }
@@ -296,4 +296,27 @@ impl RedisBridge {
         tracing::info!("bridge stopped");
         Ok(())
     }
+}
+
+#[async_trait::async_trait]
+impl worldland_runtime::worker::Service for RedisBridge {
+    fn name(&self) -> &'static str {
+        "redis-bridge"
+    }
+    async fn run(&self, shutdown: broadcast::Receiver<()>) -> std::result::Result<(), worldland_core::BoxError> {
+        RedisBridge::run(self, shutdown).await.map_err(Into::into)
+    }
+}
+
+/// The bridge as a worker, for the container entry point: its Redis connections (one of its own
+/// for blocking reads) and the configured bus.
+pub async fn worker(
+    cfg: Config,
+    bus: Arc<dyn Bus>,
+) -> std::result::Result<worldland_runtime::worker::Worker, worldland_runtime::backends::BackendError> {
+    use worldland_runtime::backends;
+    let conn = backends::redis(&cfg).await?;
+    let reader = backends::redis_blocking(&cfg).await?;
+    let bridge = RedisBridge::new(conn, reader, bus, BridgeSettings::from_config(&cfg));
+    Ok(worldland_runtime::worker::Worker::Service(Arc::new(bridge)))
 }

@@ -14,7 +14,10 @@ use worldland_core::signature::{verify_entry, SignaturePolicy};
 use worldland_core::state::providers::{register_pending, ProviderRecord};
 use worldland_core::state::ItemStore;
 use worldland_core::validation::{check_provider_id, validate_registration, Reason, Rejection, ValidationPolicy};
-use worldland_core::worker::{decode, Handler, Outcome};
+use worldland_core::worker::{decode, Failure, Handler};
+use worldland_runtime::backends::{self, BackendError};
+use worldland_runtime::worker::Worker;
+use worldland_runtime::Config;
 
 /// The routing keys this worker consumes.
 pub const BINDINGS: &[&str] = worldland_core::bus::routes::REGISTRATION_HANDLER.1;
@@ -57,23 +60,18 @@ pub fn check(env: &StreamEnvelope, ctx: &Context, now: DateTime<Utc>) -> Result<
 }
 
 #[instrument(skip(env, ctx, now), fields(entry = %env.entry_id))]
-pub async fn handle(env: &StreamEnvelope, ctx: &Context, now: DateTime<Utc>) -> Outcome {
+pub async fn handle(env: &StreamEnvelope, ctx: &Context, now: DateTime<Utc>) -> Result<(), Failure> {
     let reg = match check(env, ctx, now) {
         Ok(reg) => reg,
         Err(rejection) => return refuse(provider_id_of(&env.data), rejection, ctx).await,
     };
     let id = reg.provider_id.clone();
-    let written = match register_pending(&reg, &env.entry_id, now).run(ctx.store.as_ref(), &id).await {
-        Ok(w) => w,
-        Err(e) => return Outcome::Retry(e.to_string()),
-    };
+    let written = register_pending(&reg, &env.entry_id, now).run(ctx.store.as_ref(), &id).await?;
     if written.is_none() {
         // The condition failed: find out why.
-        let current = match ProviderRecord::load(ctx.store.as_ref(), &id).await {
-            Ok(Some(rec)) => rec,
-            Ok(None) => return Outcome::Retry("provider vanished between write and read".into()),
-            Err(e) => return Outcome::Retry(e.to_string()),
-        };
+        let current = ProviderRecord::load(ctx.store.as_ref(), &id)
+            .await?
+            .ok_or_else(|| Failure::retry("provider vanished between write and read"))?;
         if !current.wallet.eq_ignore_ascii_case(&reg.wallet_addr) {
             // Someone else's provider id: refuse, and do not write on its owner's response stream.
             let r = Rejection::new(Reason::WalletMismatch, "provider_id is registered to another wallet");
@@ -86,25 +84,20 @@ pub async fn handle(env: &StreamEnvelope, ctx: &Context, now: DateTime<Utc>) -> 
         registration_id: env.entry_id.clone(),
         enc_pubkey: reg.enc_pubkey.clone(),
     };
-    let body = serde_json::to_vec(&validated).expect("serialises");
-    match ctx
-        .bus
+    let body = serde_json::to_vec(&validated).map_err(Failure::retry)?;
+    ctx.bus
         .publish(topics::PROVIDER_VALIDATED, &format!("validated/{}", env.entry_id), &body)
-        .await
-    {
-        Ok(()) => Outcome::Done,
-        Err(e) => Outcome::Retry(e.to_string()),
-    }
+        .await?;
+    Ok(())
 }
 
-async fn refuse(provider_id: Option<String>, rejection: Rejection, ctx: &Context) -> Outcome {
+/// Answers a refusal to the provider when its id is known and valid, then refuses.
+async fn refuse(provider_id: Option<String>, rejection: Rejection, ctx: &Context) -> Result<(), Failure> {
     if let Some(id) = provider_id {
         let answer = ProviderResponse::rejected(format!("{}: {}", rejection.reason.code(), rejection.message));
-        if let Err(e) = ctx.replies.reply(&id, &answer).await {
-            return Outcome::Retry(e.to_string());
-        }
+        ctx.replies.reply(&id, &answer).await?;
     }
-    Outcome::Rejected(rejection)
+    Err(rejection.into())
 }
 
 /// The transport adapters' entry point: decodes the bus body, then [`handle`].
@@ -118,21 +111,14 @@ impl Handler for RegistrationHandler {
     fn bindings(&self) -> &'static [&'static str] {
         BINDINGS
     }
-    async fn handle(&self, _routing_key: &str, body: &[u8], now: DateTime<Utc>) -> Outcome {
-        match decode::<StreamEnvelope>(body, "a stream envelope") {
-            Ok(env) => handle(&env, &self.0, now).await,
-            Err(refused) => refused,
-        }
+    async fn handle(&self, _routing_key: &str, body: &[u8], now: DateTime<Utc>) -> Result<(), Failure> {
+        handle(&decode::<StreamEnvelope>(body, "a stream envelope")?, &self.0, now).await
     }
 }
 
-/// The worker built from configuration, its clients made once per process (container or Lambda
+/// The handler built from configuration, its clients made once per process (container or Lambda
 /// cold start), never inside the handler.
-pub async fn from_config(
-    cfg: &worldland_runtime::Config,
-    bus: Arc<dyn worldland_core::bus::Bus>,
-) -> Result<RegistrationHandler, worldland_runtime::backends::BackendError> {
-    use worldland_runtime::backends;
+pub async fn from_config(cfg: &Config, bus: Arc<dyn Bus>) -> Result<RegistrationHandler, BackendError> {
     Ok(RegistrationHandler(Context {
         store: backends::store(cfg).await,
         bus,
@@ -140,4 +126,9 @@ pub async fn from_config(
         policy: cfg.validation_policy(),
         signatures: cfg.signature_policy,
     }))
+}
+
+/// The worker, for the container and Lambda entry points.
+pub async fn worker(cfg: Config, bus: Arc<dyn Bus>) -> Result<Worker, BackendError> {
+    Ok(Worker::Consumer(Arc::new(from_config(&cfg, bus).await?)))
 }

@@ -21,6 +21,10 @@ use worldland_core::messages::ProviderState;
 use worldland_core::replies::ProviderReplies;
 use worldland_core::state::providers::{expire_if_unjoined, mark_offline_if_stale, ms};
 use worldland_core::state::{ItemStore, StoreResult, Table, Value, INDEX_SORT_ATTR, KEY_ATTR};
+use worldland_core::BoxError;
+use worldland_runtime::backends::{self, BackendError};
+use worldland_runtime::worker::{Service, Worker};
+use worldland_runtime::Config;
 
 pub const WORKER: &str = "staleness-sweeper";
 
@@ -177,9 +181,8 @@ pub async fn run(
     tracing::info!("sweeper stopped");
 }
 
-/// The sweeper built from configuration, its clients made once per process.
-pub async fn from_config(cfg: &worldland_runtime::Config, bus: Arc<dyn Bus>) -> Result<Context, worldland_runtime::backends::BackendError> {
-    use worldland_runtime::backends;
+/// The sweeper's context built from configuration, its clients made once per process.
+pub async fn from_config(cfg: &Config, bus: Arc<dyn Bus>) -> Result<Context, BackendError> {
     Ok(Context {
         store: backends::store(cfg).await,
         cluster: backends::cluster(cfg).await?,
@@ -187,4 +190,37 @@ pub async fn from_config(cfg: &worldland_runtime::Config, bus: Arc<dyn Bus>) -> 
         replies: backends::replies(cfg).await?,
         stale_after: Duration::seconds(cfg.stale_after_s),
     })
+}
+
+/// The sweeper as a worker: a loop on its interval in a container, one sweep per scheduled event
+/// on Lambda.
+pub struct StalenessSweeper {
+    pub ctx: Arc<Context>,
+    pub interval: std::time::Duration,
+}
+
+#[async_trait::async_trait]
+impl Service for StalenessSweeper {
+    fn name(&self) -> &'static str {
+        WORKER
+    }
+    async fn run(&self, shutdown: broadcast::Receiver<()>) -> Result<(), BoxError> {
+        run(self.ctx.clone(), self.interval, Arc::new(Utc::now), shutdown).await;
+        Ok(())
+    }
+    async fn run_once(&self, now: DateTime<Utc>) -> Option<Result<serde_json::Value, BoxError>> {
+        Some(sweep_once(&self.ctx, now).await.map_err(BoxError::from).map(|r| {
+            serde_json::json!({
+                "examined": r.examined, "marked_offline": r.marked_offline, "expired": r.expired, "jobs_closed": r.jobs_closed
+            })
+        }))
+    }
+}
+
+/// The worker, for the container and Lambda entry points.
+pub async fn worker(cfg: Config, bus: Arc<dyn Bus>) -> Result<Worker, BackendError> {
+    Ok(Worker::Service(Arc::new(StalenessSweeper {
+        ctx: Arc::new(from_config(&cfg, bus).await?),
+        interval: std::time::Duration::from_secs(cfg.sweep_interval_s),
+    })))
 }

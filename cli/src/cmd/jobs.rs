@@ -1,21 +1,95 @@
-//! `worldland jobs …`, `worldland capacity`, `worldland audit`.
+//! `worldland jobs …`: customers' jobs, through the bus and the store.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use clap::Subcommand;
 use worldland_core::bus::Bus;
-use worldland_core::ledger::{job, Ledger, ModelCounts};
+use worldland_core::ledger::job;
 use worldland_core::messages::jobs::{AllocateRequest, ReleaseRequest};
 use worldland_core::messages::topics;
 use worldland_core::state::{Item, ItemStore, Table, Value};
+use worldland_runtime::backends;
 
-fn s<'a>(item: &'a Item, a: &str) -> &'a str {
-    item.get(a).and_then(Value::as_str).unwrap_or("-")
+use super::{attr_i64 as n, attr_str as s};
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    command: JobsCommand,
 }
 
-fn n(item: &Item, a: &str) -> Option<i64> {
-    item.get(a).and_then(Value::as_i64)
+#[derive(Subcommand)]
+enum JobsCommand {
+    /// Publishes job.allocate and waits for the answer.
+    Allocate {
+        #[arg(long)]
+        job_id: Option<String>,
+        #[arg(long, default_value = "cli")]
+        customer: String,
+        #[arg(long, default_value_t = 1)]
+        gpus: u32,
+        #[arg(long, default_value_t = 1)]
+        cpu: u32,
+        #[arg(long, default_value_t = 1024)]
+        memory_mb: u64,
+        #[arg(long)]
+        model: Option<String>,
+        #[arg(long)]
+        max_price: Option<f64>,
+        #[arg(long)]
+        duration_s: Option<u64>,
+    },
+    /// Publishes job.release and waits until it is closed.
+    Release {
+        id: String,
+        #[arg(long, default_value = "released")]
+        reason: String,
+    },
+    List {
+        #[arg(long)]
+        state: Option<String>,
+    },
+    Show {
+        id: String,
+    },
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let cfg = super::config_from_env()?;
+    let store = backends::store(&cfg).await;
+    match args.command {
+        JobsCommand::Allocate {
+            job_id,
+            customer,
+            gpus,
+            cpu,
+            memory_mb,
+            model,
+            max_price,
+            duration_s,
+        } => {
+            let bus = backends::rabbit(&cfg).await.context("connecting to RabbitMQ")?;
+            let job_id = job_id.unwrap_or_else(|| format!("job-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]));
+            let req = AllocateRequest {
+                job_id,
+                customer_id: customer,
+                gpu_model: model,
+                gpus,
+                cpu_cores: cpu,
+                memory_mb,
+                max_price_per_gpu_hour: max_price,
+                duration_s,
+            };
+            allocate(store.as_ref(), &bus, req).await
+        }
+        JobsCommand::Release { id, reason } => {
+            let bus = backends::rabbit(&cfg).await.context("connecting to RabbitMQ")?;
+            release(store.as_ref(), &bus, id, reason).await
+        }
+        JobsCommand::List { state } => list(store.as_ref(), state).await,
+        JobsCommand::Show { id } => show(store.as_ref(), &id).await,
+    }
 }
 
 /// Waits (bounded) until the job item leaves `pending` (or appears at all).
@@ -35,7 +109,7 @@ async fn wait_settled(store: &dyn ItemStore, job_id: &str, done: &[&str]) -> any
     }
 }
 
-pub async fn allocate(store: &dyn ItemStore, bus: &dyn Bus, req: AllocateRequest) -> anyhow::Result<()> {
+async fn allocate(store: &dyn ItemStore, bus: &dyn Bus, req: AllocateRequest) -> anyhow::Result<()> {
     bus.publish(topics::JOB_ALLOCATE, &format!("cli/{}", req.job_id), &serde_json::to_vec(&req)?)
         .await?;
     let item = wait_settled(store, &req.job_id, &["allocated", "rejected", "released", "cancelled"]).await?;
@@ -43,7 +117,7 @@ pub async fn allocate(store: &dyn ItemStore, bus: &dyn Bus, req: AllocateRequest
     Ok(())
 }
 
-pub async fn release(store: &dyn ItemStore, bus: &dyn Bus, job_id: String, reason: String) -> anyhow::Result<()> {
+async fn release(store: &dyn ItemStore, bus: &dyn Bus, job_id: String, reason: String) -> anyhow::Result<()> {
     let req = ReleaseRequest {
         job_id: job_id.clone(),
         reason,
@@ -55,7 +129,7 @@ pub async fn release(store: &dyn ItemStore, bus: &dyn Bus, job_id: String, reaso
     Ok(())
 }
 
-pub async fn list(store: &dyn ItemStore, state: Option<String>) -> anyhow::Result<()> {
+async fn list(store: &dyn ItemStore, state: Option<String>) -> anyhow::Result<()> {
     println!(
         "{:<24} {:<10} {:<24} {:>5} {:>12} {:>14}",
         "job", "state", "provider", "gpus", "minutes", "cost"
@@ -101,46 +175,8 @@ fn show_item(item: &Item) {
     }
 }
 
-pub async fn show(store: &dyn ItemStore, job_id: &str) -> anyhow::Result<()> {
+async fn show(store: &dyn ItemStore, job_id: &str) -> anyhow::Result<()> {
     let item = store.get(Table::Jobs, job_id).await?.with_context(|| format!("no job {job_id}"))?;
     show_item(&item);
     Ok(())
-}
-
-/// Per-model totals across every provider with a ledger, and how many of those are available.
-pub async fn capacity(store: &dyn ItemStore) -> anyhow::Result<()> {
-    let mut per_model: BTreeMap<String, ModelCounts> = BTreeMap::new();
-    let (mut cpu, mut mem) = ((0, 0), (0, 0));
-    for item in store.scan(Table::Providers).await? {
-        if s(&item, "state") != "available" {
-            continue;
-        }
-        let Some(l) = Ledger::from_item(&item) else { continue };
-        for (m, c) in l.models {
-            let e = per_model.entry(m).or_default();
-            e.total += c.total;
-            e.free += c.free;
-            e.used += c.used;
-            e.mining += c.mining;
-        }
-        cpu = (cpu.0 + l.cpu_total, cpu.1 + l.cpu_free);
-        mem = (mem.0 + l.mem_total, mem.1 + l.mem_free);
-    }
-    println!("available providers' capacity");
-    println!("{:<28} {:>7} {:>7} {:>7} {:>7}", "GPU model", "total", "free", "in use", "mining");
-    for (m, c) in &per_model {
-        println!("{m:<28} {:>7} {:>7} {:>7} {:>7}", c.total, c.free, c.used, c.mining);
-    }
-    println!("CPU cores free {} of {}; memory free {} MiB of {}", cpu.1, cpu.0, mem.1, mem.0);
-    Ok(())
-}
-
-/// Exits non-zero on any violation.
-pub async fn audit(store: &dyn ItemStore) -> anyhow::Result<bool> {
-    let violations = worldland_core::jobs::audit(store).await?;
-    for v in &violations {
-        println!("VIOLATION: {v}");
-    }
-    println!("audit: {} violation(s)", violations.len());
-    Ok(violations.is_empty())
 }

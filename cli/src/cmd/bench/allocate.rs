@@ -1,0 +1,248 @@
+//! `worldland bench allocate`: allocate+release pairs on one core and under contention, on the
+//! embedded store and on DynamoDB (dynalite) when an endpoint is given.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use tokio::task::JoinHandle;
+use worldland_adapters::bus::memory::MemoryBus;
+use worldland_adapters::replies::MemoryReplies;
+use worldland_adapters::state::memory::MemoryStore;
+use worldland_core::bus::{Bus, QueueSpec};
+use worldland_core::messages::jobs::{AllocateRequest, ReleaseRequest};
+use worldland_core::messages::topics;
+use worldland_core::state::providers::seed_available;
+use worldland_core::state::{ItemStore, Table};
+use worldland_provider_sdk::simulated::SimulatedProvider;
+use worldland_runtime::{backends, Config};
+
+/// Every row (the DynamoDB ones only with an endpoint), printed as a table or as JSON.
+pub async fn rows_for_allocate(pairs: usize, dynamodb_endpoint: Option<String>, dynamodb_pairs: usize, json: bool) -> anyhow::Result<()> {
+    let mut rows = embedded_rows(pairs).await?;
+    if let Some(ep) = dynamodb_endpoint {
+        rows.extend(dynalite_rows(ep, dynamodb_pairs).await?);
+    }
+    if json {
+        println!("{}", serde_json::to_string(&rows)?);
+    } else {
+        print_allocate(&rows);
+    }
+    Ok(())
+}
+
+/// One core (a runtime of one thread, one allocator), then contention, on the embedded store.
+async fn embedded_rows(pairs: usize) -> anyhow::Result<Vec<AllocateFigures>> {
+    let one = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(allocate_pairs(
+                Arc::new(MemoryStore::new()),
+                "embedded",
+                "one core, 1 allocator",
+                1,
+                20,
+                8,
+                pairs,
+            ))
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("benchmark thread panicked"))??;
+    let contention = allocate_pairs(
+        Arc::new(MemoryStore::new()),
+        "embedded",
+        "contention, 2 providers",
+        8,
+        2,
+        2,
+        pairs / 8,
+    )
+    .await?;
+    Ok(vec![one, contention])
+}
+
+/// Spread and contention on two fresh pairs of tables at `endpoint`, deleted afterwards.
+async fn dynalite_rows(endpoint: String, dynamodb_pairs: usize) -> anyhow::Result<Vec<AllocateFigures>> {
+    let mut rows = vec![];
+    let id = &uuid::Uuid::new_v4().simple().to_string()[..8];
+    let cfg = Config::from_vars([
+        ("WORLDLAND_DYNAMODB_ENDPOINT".to_string(), endpoint),
+        ("WORLDLAND_PROVIDERS_TABLE".into(), format!("bench-{id}-providers")),
+        ("WORLDLAND_JOBS_TABLE".into(), format!("bench-{id}-jobs")),
+    ])?;
+    let dynamo = backends::dynamo(&cfg).await;
+    dynamo.ensure_tables().await?;
+    let store: Arc<dyn ItemStore> = Arc::new(dynamo.clone());
+    rows.push(allocate_pairs(store.clone(), "dynalite", "spread, 20 providers", 8, 20, 8, dynamodb_pairs / 8).await?);
+    let dynamo2 = backends::dynamo(&Config::from_vars([
+        (
+            "WORLDLAND_DYNAMODB_ENDPOINT".to_string(),
+            cfg.dynamodb_endpoint.clone().unwrap_or_default(),
+        ),
+        ("WORLDLAND_PROVIDERS_TABLE".into(), format!("bench-{id}-providers-2")),
+        ("WORLDLAND_JOBS_TABLE".into(), format!("bench-{id}-jobs-2")),
+    ])?)
+    .await;
+    dynamo2.ensure_tables().await?;
+    rows.push(
+        allocate_pairs(
+            Arc::new(dynamo2.clone()),
+            "dynalite",
+            "contention, 2 providers",
+            8,
+            2,
+            2,
+            dynamodb_pairs / 8,
+        )
+        .await?,
+    );
+    dynamo.delete_tables().await?;
+    dynamo2.delete_tables().await?;
+    Ok(rows)
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AllocateFigures {
+    pub store: String,
+    pub scenario: String,
+    pub allocators: usize,
+    pub providers: usize,
+    pub gpus_per_provider: u32,
+    pub pairs: usize,
+    pub pairs_per_second: f64,
+    pub retries_per_allocation: f64,
+    pub audit_clean: bool,
+}
+
+/// N allocate+release pairs by `allocators` concurrent tasks over `providers` providers.
+pub async fn allocate_pairs(
+    store: Arc<dyn ItemStore>,
+    store_name: &str,
+    scenario: &str,
+    allocators: usize,
+    providers: usize,
+    gpus_each: u32,
+    pairs_each: usize,
+) -> anyhow::Result<AllocateFigures> {
+    let now = Utc::now();
+    let run = &uuid::Uuid::new_v4().simple().to_string()[..8];
+    seed_providers(store.as_ref(), run, providers, gpus_each, now).await?;
+    let bus = Arc::new(MemoryBus::new(5));
+    let draining = drain_job_events(&bus).await?;
+    let replies = Arc::new(MemoryReplies::default());
+    let failures0 = allocator::STATS.condition_failures.load(Ordering::Relaxed);
+    let t0 = Instant::now();
+    let mut tasks = vec![];
+    for t in 0..allocators {
+        let ctx = allocator::Context::new(store.clone(), bus.clone(), replies.clone());
+        tasks.push(tokio::spawn(allocate_and_release(ctx, format!("b{run}-{t}"), pairs_each, now)));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    draining.abort();
+    let failures = allocator::STATS.condition_failures.load(Ordering::Relaxed) - failures0;
+    let pairs = allocators * pairs_each;
+    let audit_clean = worldland_core::jobs::audit(store.as_ref()).await?.is_empty();
+    Ok(AllocateFigures {
+        store: store_name.into(),
+        scenario: scenario.into(),
+        allocators,
+        providers,
+        gpus_per_provider: gpus_each,
+        pairs,
+        pairs_per_second: pairs as f64 / secs,
+        retries_per_allocation: failures as f64 / pairs as f64,
+        audit_clean,
+    })
+}
+
+/// `providers` available providers of `gpus_each` GPUs of one model.
+async fn seed_providers(store: &dyn ItemStore, run: &str, providers: usize, gpus_each: u32, now: DateTime<Utc>) -> anyhow::Result<()> {
+    for n in 0..providers {
+        let mut p = SimulatedProvider::new(n, now).registration;
+        p.provider_id = format!("bench-{run}-p{n}");
+        let g = p.spec.gpus[0].clone();
+        p.spec.gpus = vec![g; gpus_each as usize];
+        p.spec.total_gpus = gpus_each;
+        p.capacity.gpu_count = Some(gpus_each);
+        seed_available(&p, now, true)
+            .apply_on(store, Table::Providers, &p.provider_id)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Drains the answers as they come, like a customer would.
+async fn drain_job_events(bus: &MemoryBus) -> anyhow::Result<JoinHandle<()>> {
+    let events = QueueSpec::new(topics::JOB_EVENTS_QUEUE, topics::JOB_EVENTS);
+    bus.declare(&events);
+    let mut sub = bus.subscribe(&events).await?;
+    Ok(tokio::spawn(async move {
+        while let Some(d) = sub.next().await {
+            let _ = d.ack().await;
+        }
+    }))
+}
+
+/// One allocator's loop: `pairs` one-GPU jobs, each allocated then released.
+async fn allocate_and_release(ctx: allocator::Context, job_prefix: String, pairs: usize, now: DateTime<Utc>) -> anyhow::Result<()> {
+    for i in 0..pairs {
+        let job_id = format!("{job_prefix}-{i}");
+        let req = AllocateRequest {
+            job_id: job_id.clone(),
+            customer_id: "bench".into(),
+            gpu_model: None,
+            gpus: 1,
+            cpu_cores: 1,
+            memory_mb: 1024,
+            max_price_per_gpu_hour: None,
+            duration_s: None,
+        };
+        let a = allocator::allocate(&req, &ctx, now).await;
+        let r = allocator::release(
+            &ReleaseRequest {
+                job_id,
+                reason: "bench".into(),
+            },
+            &ctx,
+            now,
+        )
+        .await;
+        anyhow::ensure!(a.is_ok() && r.is_ok(), "allocate {a:?}, release {r:?}");
+    }
+    Ok(())
+}
+
+pub fn print_allocate(rows: &[AllocateFigures]) {
+    println!("worldland bench allocate ({})", super::build_kind());
+    println!();
+    println!(
+        "{:<10} {:<30} {:>10} {:>15} {:>8} {:>12} {:>14} {:>7}",
+        "store", "scenario", "allocators", "providers×GPUs", "pairs", "pairs/s", "retries/alloc", "audit"
+    );
+    for r in rows {
+        println!(
+            "{:<10} {:<30} {:>10} {:>15} {:>8} {:>12.0} {:>14.3} {:>7}",
+            r.store,
+            r.scenario,
+            r.allocators,
+            format!("{}×{}", r.providers, r.gpus_per_provider),
+            r.pairs,
+            r.pairs_per_second,
+            r.retries_per_allocation,
+            if r.audit_clean { "clean" } else { "FAILED" }
+        );
+    }
+    if let Some(one) = rows.iter().find(|r| r.scenario.starts_with("one core")) {
+        println!();
+        println!(
+            "target on the embedded store: ≥ 20,000 allocate+release pairs per second on one core — {}",
+            if one.pairs_per_second >= 20_000.0 { "met" } else { "NOT met" }
+        );
+    }
+}

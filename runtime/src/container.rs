@@ -1,0 +1,85 @@
+//! The container entry point every worker's `main.rs` calls: configuration, logging, the health
+//! and metrics endpoint (always served), the configured bus (`WORLDLAND_BUS`), the worker, and a
+//! graceful stop on SIGTERM or Ctrl-C.
+
+use std::future::Future;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use worldland_core::bus::{Bus, QueueSpec};
+use worldland_core::BoxError;
+
+use crate::backends::{self, BackendError};
+use crate::config::{Config, ConfigError};
+use crate::policy::report;
+use crate::worker::{run_consumer, Worker};
+
+/// Why a worker process could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum EntryError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    #[error("the tokio runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    #[error("{worker} stopped: {source}")]
+    Worker {
+        worker: &'static str,
+        #[source]
+        source: BoxError,
+    },
+}
+
+/// Runs the worker that `factory` builds until SIGTERM; the process's exit code.
+pub fn main<F, Fut>(factory: F) -> ExitCode
+where
+    F: FnOnce(Config, Arc<dyn Bus>) -> Fut,
+    Fut: Future<Output = Result<Worker, BackendError>>,
+{
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(EntryError::Runtime)
+        .and_then(|rt| rt.block_on(run(factory)));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %report(&e), "worker failed");
+            eprintln!("error: {}", report(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// [`main`] inside a runtime.
+pub async fn run<F, Fut>(factory: F) -> Result<(), EntryError>
+where
+    F: FnOnce(Config, Arc<dyn Bus>) -> Fut,
+    Fut: Future<Output = Result<Worker, BackendError>>,
+{
+    let cfg = Config::from_env()?;
+    crate::telemetry::init(cfg.log_format);
+    let shutdown = backends::shutdown_on_signal();
+    // Liveness answers from the start; readiness once the worker consumes.
+    backends::serve_health(&cfg, &shutdown).await?;
+    let bus = backends::bus(&cfg).await?;
+    let worker = factory(cfg.clone(), bus.clone()).await?;
+    let name = worker.name();
+    tracing::info!(worker = name, bus = ?cfg.bus, "starting");
+    let stopped = match worker {
+        Worker::Consumer(handler) => {
+            let queue = QueueSpec::new(cfg.queue(handler.name()), handler.bindings());
+            run_consumer(bus, queue, handler, cfg.prefetch as usize, shutdown.subscribe())
+                .await
+                .map_err(BoxError::from)
+        }
+        Worker::Service(service) => {
+            crate::metrics::set_ready(true);
+            let r = service.run(shutdown.subscribe()).await;
+            crate::metrics::set_ready(false);
+            r
+        }
+    };
+    stopped.map_err(|source| EntryError::Worker { worker: name, source })
+}

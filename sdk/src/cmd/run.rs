@@ -1,0 +1,77 @@
+//! `run`: send a signed heartbeat every interval, and obey the broker's mining commands, until
+//! SIGTERM.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use worldland_core::streams::StreamNames;
+use worldland_provider_sdk::local_state::LocalState;
+use worldland_provider_sdk::{heartbeat, mining, wallet};
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[arg(long, env = "WORLDLAND_WALLET_KEY_FILE")]
+    wallet_key: PathBuf,
+    #[arg(long, env = "WORLDLAND_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    redis_url: String,
+    /// Seconds between heartbeats.
+    #[arg(long, default_value_t = 30)]
+    interval: u64,
+    /// Run on `mining.stop` ({gpus}, {model}, {job_id} are filled in; no shell).
+    #[arg(long, env = "WORLDLAND_MINING_STOP_CMD")]
+    mining_stop_cmd: Option<String>,
+    /// Run on `mining.resume`.
+    #[arg(long, env = "WORLDLAND_MINING_RESUME_CMD")]
+    mining_resume_cmd: Option<String>,
+    /// Log the mining commands instead of running them.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+pub async fn run(dir: &Path, args: Args) -> anyhow::Result<()> {
+    let key = wallet::load_wallet_key(&args.wallet_key)?;
+    let state = LocalState::load(dir)?.context("not installed: run `install` first")?;
+    let mining = mining::MiningSettings {
+        stop_cmd: args.mining_stop_cmd,
+        resume_cmd: args.mining_resume_cmd,
+        dry_run: args.dry_run,
+    };
+    run_heartbeats(&state, key, args.redis_url, Duration::from_secs(args.interval), mining).await
+}
+
+/// Heartbeats and the broker's mining commands, side by side, until SIGTERM.
+pub async fn run_heartbeats(
+    state: &LocalState,
+    key: k256::ecdsa::SigningKey,
+    redis_url: String,
+    interval: Duration,
+    mining: mining::MiningSettings,
+) -> anyhow::Result<()> {
+    let node_name = state
+        .node_name
+        .clone()
+        .context("no node name yet: the broker has not approved this provider")?;
+    let settings = heartbeat::HeartbeatSettings {
+        redis_url: redis_url.clone(),
+        streams: StreamNames::default(),
+        provider_id: state.provider_id.clone(),
+        node_name,
+        interval,
+    };
+    let shutdown = worldland_provider_sdk::process::shutdown_on_signal();
+    let mut probe = heartbeat::UsageProbe::default();
+    println!("sending a heartbeat every {} s; stop with SIGTERM", interval.as_secs());
+    let commands = tokio::spawn(mining::run_commands(
+        redis_url,
+        StreamNames::default(),
+        state.provider_id.clone(),
+        key.clone(),
+        mining,
+        shutdown.subscribe(),
+    ));
+    heartbeat::run_heartbeats(settings, key, move || probe.sample(), shutdown.subscribe()).await;
+    let obeyed = commands.await.unwrap_or(0);
+    tracing::info!(obeyed, "mining commands handled");
+    Ok(())
+}

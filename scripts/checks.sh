@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Static checks of the layering and the code, sourced by scripts/test (and runnable alone:
+# `bash scripts/checks.sh`).
+set -euo pipefail
+
+# The dependency arrows: core has no IO crate in its tree; the SDK (on GPU owners' machines)
+# has no broker-side crate (lapin, the AWS SDK, kube, the Lambda runtime).
+check_layering() {
+  local core sdk
+  core=$(cargo tree -p worldland-core -e normal --prefix none | grep -Ei '^(tokio|redis|lapin|aws-|aws_|kube|lambda)' || true)
+  if [ -n "$core" ]; then
+    printf 'worldland-core must not depend on IO crates, but its tree has:\n%s\n' "$core" >&2
+    return 1
+  fi
+  sdk=$(cargo tree -p worldland-provider-sdk -e normal --prefix none | grep -Ei '^(lapin|aws-|aws_|kube|lambda)' || true)
+  if [ -n "$sdk" ]; then
+    printf 'the provider SDK must not depend on broker-side crates, but its tree has:\n%s\n' "$sdk" >&2
+    return 1
+  fi
+  printf '[checks] layering: core has no IO crate; the SDK has no broker-side crate\n' >&2
+}
+
+check_lints() {
+  cargo fmt --all -- --check
+  cargo clippy --workspace --all-targets -- -D warnings
+  printf '[checks] fmt and clippy clean\n' >&2
+}
+
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+  cd "$(dirname "$0")/.."
+  check_layering
+  check_lints
+fi

@@ -42,7 +42,7 @@ pub async fn close_job_item(
     reason: &str,
     ended_at: DateTime<Utc>,
 ) -> StoreResult<Option<Closed>> {
-    if job.get(ledger::job::attr::STATE).and_then(Value::as_str) != Some("allocated") {
+    if ledger::job::JobState::of(job) != Some(ledger::job::JobState::Allocated) {
         return Ok(None);
     }
     let allocation: JobAllocated = job
@@ -99,7 +99,7 @@ pub async fn audit(store: &dyn ItemStore) -> StoreResult<Vec<String>> {
     let jobs = store.scan(Table::Jobs).await?;
     let mut open: std::collections::BTreeMap<String, String> = std::collections::BTreeMap::new();
     for j in &jobs {
-        if j.get(ledger::job::attr::STATE).and_then(Value::as_str) == Some("allocated") {
+        if ledger::job::JobState::of(j) == Some(ledger::job::JobState::Allocated) {
             let id = j.get("id").and_then(Value::as_str).unwrap_or("?").to_string();
             let provider = j
                 .get(ledger::job::attr::PROVIDER)

@@ -456,6 +456,55 @@ pub mod job {
     use super::*;
     use crate::messages::jobs::JobAllocated;
 
+    /// A job's state, as stored in its item's `state` attribute (the jobs' index partition).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub enum JobState {
+        /// Being placed by the delivery that owns the claim.
+        Pending,
+        /// Holding GPUs, CPU and memory on one provider; billed from `allocated_at`.
+        Allocated,
+        /// Refused with a reason (no capacity, price, model, request).
+        Rejected,
+        /// Ended: its resources given back, billed to `ended_at`.
+        Released,
+        /// Released before it was ever allocated: a tombstone that refuses the late allocate.
+        Cancelled,
+    }
+
+    impl JobState {
+        /// Every state.
+        pub const ALL: [JobState; 5] = [Self::Pending, Self::Allocated, Self::Rejected, Self::Released, Self::Cancelled];
+
+        /// The stored (and printed) name.
+        pub fn as_str(self) -> &'static str {
+            match self {
+                Self::Pending => "pending",
+                Self::Allocated => "allocated",
+                Self::Rejected => "rejected",
+                Self::Released => "released",
+                Self::Cancelled => "cancelled",
+            }
+        }
+
+        /// The state stored on a job item; `None` when absent or unknown.
+        pub fn of(item: &Item) -> Option<Self> {
+            let name = item.get(attr::STATE).and_then(Value::as_str)?;
+            Self::ALL.into_iter().find(|s| s.as_str() == name)
+        }
+    }
+
+    impl std::fmt::Display for JobState {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.as_str())
+        }
+    }
+
+    impl From<JobState> for Value {
+        fn from(s: JobState) -> Self {
+            Value::from(s.as_str())
+        }
+    }
+
     /// Attribute names of a job item (key: the job id).
     pub mod attr {
         /// `pending`, `allocated`, `rejected`, `released` or `cancelled`; the partition key of the jobs' state index.
@@ -498,7 +547,7 @@ pub mod job {
         Transition {
             cond: Cond::ItemNotExists,
             ops: vec![
-                Op::set(attr::STATE, "pending"),
+                Op::set(attr::STATE, JobState::Pending),
                 Op::set(attr::REQUEST, serde_json::to_string(req).expect("serialises")),
                 Op::set(attr::CUSTOMER, req.customer_id.as_str()),
                 Op::set(attr::CREATED_AT, ms(now)),
@@ -509,7 +558,7 @@ pub mod job {
     /// Notes which provider is being tried, so a redelivery can find a commit that happened.
     pub fn attempt(provider_id: &str) -> Transition {
         Transition {
-            cond: Cond::eq(attr::STATE, "pending"),
+            cond: Cond::eq(attr::STATE, JobState::Pending),
             ops: vec![Op::set(attr::ATTEMPT, provider_id)],
         }
     }
@@ -517,7 +566,7 @@ pub mod job {
     /// `pending → allocated`; a job with a duration gets its due time on the state index.
     pub fn allocated(a: &JobAllocated, started_at_ms: i64, due_at_ms: Option<i64>) -> Transition {
         let mut ops = vec![
-            Op::set(attr::STATE, "allocated"),
+            Op::set(attr::STATE, JobState::Allocated),
             Op::set(attr::PROVIDER, a.provider_id.as_str()),
             Op::set(attr::ALLOCATION, serde_json::to_string(a).expect("serialises")),
             Op::set(attr::ALLOCATED_AT, started_at_ms),
@@ -526,7 +575,7 @@ pub mod job {
             ops.push(Op::set(INDEX_SORT_ATTR, due));
         }
         Transition {
-            cond: Cond::eq(attr::STATE, "pending"),
+            cond: Cond::eq(attr::STATE, JobState::Pending),
             ops,
         }
     }
@@ -534,9 +583,9 @@ pub mod job {
     /// `pending → rejected`, keeping `<reason>: <message>` for the answer.
     pub fn rejected(reason: &str, message: &str) -> Transition {
         Transition {
-            cond: Cond::eq(attr::STATE, "pending"),
+            cond: Cond::eq(attr::STATE, JobState::Pending),
             ops: vec![
-                Op::set(attr::STATE, "rejected"),
+                Op::set(attr::STATE, JobState::Rejected),
                 Op::set(attr::REJECTION, format!("{reason}: {message}")),
             ],
         }
@@ -555,7 +604,7 @@ pub mod job {
         Transition {
             cond: Cond::ItemNotExists,
             ops: vec![
-                Op::set(attr::STATE, "cancelled"),
+                Op::set(attr::STATE, JobState::Cancelled),
                 Op::set(attr::END_REASON, reason),
                 Op::set(attr::ENDED_AT, ms(now)),
                 Op::set(attr::CREATED_AT, ms(now)),
@@ -566,9 +615,9 @@ pub mod job {
     /// `allocated → released`, with duration and exact cost; off the due index.
     pub fn closed(reason: &str, ended_at_ms: i64, duration_ms: i64, cost: i64) -> Transition {
         Transition {
-            cond: Cond::eq(attr::STATE, "allocated"),
+            cond: Cond::eq(attr::STATE, JobState::Allocated),
             ops: vec![
-                Op::set(attr::STATE, "released"),
+                Op::set(attr::STATE, JobState::Released),
                 Op::set(attr::END_REASON, reason),
                 Op::set(attr::ENDED_AT, ended_at_ms),
                 Op::set(attr::DURATION_MS, duration_ms),
@@ -585,6 +634,17 @@ pub mod job {
 mod tests {
     use super::*;
     use crate::state::expr::{apply, eval};
+
+    #[test]
+    fn job_states_round_trip_through_the_stored_name() {
+        for state in job::JobState::ALL {
+            let item: Item = [(job::attr::STATE.to_string(), Value::from(state))].into_iter().collect();
+            assert_eq!(job::JobState::of(&item), Some(state), "{state}");
+        }
+        let unknown: Item = [(job::attr::STATE.to_string(), Value::from("placing"))].into_iter().collect();
+        assert_eq!(job::JobState::of(&unknown), None);
+        assert_eq!(job::JobState::of(&Item::new()), None);
+    }
 
     fn req(gpus: u32, model: Option<&str>, cap: Option<f64>) -> AllocateRequest {
         AllocateRequest {

@@ -1,6 +1,7 @@
 //! `worldland jobs …`: customers' jobs, through the bus and the store.
 
 use std::time::Duration;
+use worldland_core::ledger::job::JobState;
 
 use anyhow::Context as _;
 use clap::Subcommand;
@@ -112,7 +113,12 @@ async fn wait_settled(store: &dyn ItemStore, job_id: &str, done: &[&str]) -> any
 async fn allocate(store: &dyn ItemStore, bus: &dyn Bus, req: AllocateRequest) -> anyhow::Result<()> {
     bus.publish(topics::JOB_ALLOCATE, &format!("cli/{}", req.job_id), &serde_json::to_vec(&req)?)
         .await?;
-    let item = wait_settled(store, &req.job_id, &["allocated", "rejected", "released", "cancelled"]).await?;
+    let item = wait_settled(
+        store,
+        &req.job_id,
+        &[JobState::Allocated, JobState::Rejected, JobState::Released, JobState::Cancelled].map(JobState::as_str),
+    )
+    .await?;
     show_item(&item);
     Ok(())
 }
@@ -124,7 +130,12 @@ async fn release(store: &dyn ItemStore, bus: &dyn Bus, job_id: String, reason: S
     };
     bus.publish(topics::JOB_RELEASE, &format!("cli/release/{job_id}"), &serde_json::to_vec(&req)?)
         .await?;
-    let item = wait_settled(store, &job_id, &["released", "cancelled", "rejected"]).await?;
+    let item = wait_settled(
+        store,
+        &job_id,
+        &[JobState::Released, JobState::Cancelled, JobState::Rejected].map(JobState::as_str),
+    )
+    .await?;
     show_item(&item);
     Ok(())
 }

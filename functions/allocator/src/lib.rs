@@ -15,6 +15,7 @@ use chrono::{DateTime, Duration, Utc};
 use tracing::instrument;
 use worldland_core::bus::Bus;
 use worldland_core::jobs::close_job_item;
+use worldland_core::ledger::job::JobState;
 use worldland_core::ledger::{self, commit_allocation, job, node_selector, rank, release_allocation, Candidate, Choice, Ledger};
 use worldland_core::messages::jobs::{AllocateRequest, JobAllocated, JobRejected, JobReleased, MiningCommand, ReleaseRequest, MINING_STOP};
 use worldland_core::messages::{topics, MAX_ENTRY_BYTES};
@@ -108,8 +109,8 @@ pub fn check_job_id(id: &str) -> Result<(), Rejection> {
     check_provider_id(id).map_err(|_| invalid("job_id must be a UUID or 1-63 characters of a-z, 0-9 and '-'"))
 }
 
-fn job_state(item: &Item) -> &str {
-    item.get(job::attr::STATE).and_then(Value::as_str).unwrap_or("")
+fn job_state(item: &Item) -> Option<JobState> {
+    JobState::of(item)
 }
 
 async fn publish<T: serde::Serialize>(ctx: &Context, topic: &str, id: &str, msg: &T) -> Result<(), Failure> {
@@ -133,7 +134,7 @@ async fn answer_settled(ctx: &Context, item: &Item, job_id: &str) -> Result<(), 
         return Ok(());
     }
     match job_state(item) {
-        "allocated" => {
+        Some(JobState::Allocated) => {
             let Some(a) = item
                 .get(job::attr::ALLOCATION)
                 .and_then(Value::as_str)
@@ -153,12 +154,12 @@ async fn answer_settled(ctx: &Context, item: &Item, job_id: &str) -> Result<(), 
             }
             publish(ctx, topics::JOB_ALLOCATED, job_id, &a).await?;
         }
-        "rejected" => {
+        Some(JobState::Rejected) => {
             let text = item.get(job::attr::REJECTION).and_then(Value::as_str).unwrap_or("rejected: ");
             let (reason, message) = text.split_once(": ").unwrap_or((text, ""));
             reject_job(ctx, job_id, reason, message).await?;
         }
-        "cancelled" | "released" => {
+        Some(JobState::Cancelled | JobState::Released) => {
             reject_job(ctx, job_id, "cancelled", "the job was released before it was allocated").await?;
         }
         _ => return Ok(()),
@@ -234,7 +235,7 @@ pub async fn allocate(req: &AllocateRequest, ctx: &Context, now: DateTime<Utc>) 
         let Some(item) = ctx.store.get(Table::Jobs, &req.job_id).await? else {
             return Err(Failure::retry("job vanished"));
         };
-        if job_state(&item) != "pending" {
+        if job_state(&item) != Some(JobState::Pending) {
             return answer_settled(ctx, &item, &req.job_id).await;
         }
         return take_over(req, &item, &me, ctx, now).await;
@@ -251,7 +252,7 @@ async fn take_over(req: &AllocateRequest, item: &Item, me: &str, ctx: &Context, 
     }
     let old = item.get(OWNER).cloned().unwrap_or(Value::from(""));
     let takeover = worldland_core::state::providers::Transition {
-        cond: Cond::eq(job::attr::STATE, "pending").and(Cond::Eq(OWNER.into(), old)),
+        cond: Cond::eq(job::attr::STATE, JobState::Pending).and(Cond::Eq(OWNER.into(), old)),
         ops: vec![Op::set(OWNER, me), Op::set(CLAIMED_AT, ms(now))],
     };
     if takeover.run_raw_on(ctx.store.as_ref(), Table::Jobs, &req.job_id).await?.is_none() {
@@ -299,7 +300,7 @@ async fn place(req: &AllocateRequest, me: &str, ctx: &Context, now: DateTime<Utc
         };
         for choice in ranked.iter().take(MAX_ATTEMPTS) {
             let attempt = worldland_core::state::providers::Transition {
-                cond: Cond::eq(job::attr::STATE, "pending").and(Cond::eq(OWNER, me)),
+                cond: Cond::eq(job::attr::STATE, JobState::Pending).and(Cond::eq(OWNER, me)),
                 ops: vec![Op::set(job::attr::ATTEMPT, choice.provider_id.as_str())],
             };
             if !attempt.apply_on(ctx.store.as_ref(), Table::Jobs, &req.job_id).await? {
@@ -379,9 +380,9 @@ pub async fn release(req: &ReleaseRequest, ctx: &Context, now: DateTime<Utc>) ->
         return Ok(());
     };
     match job_state(&item) {
-        "pending" => return Err(Failure::retry("the job is being placed; release it once placed")),
-        "allocated" => {}
-        "released" => return answer_release(ctx, Some(&item), &req.job_id).await,
+        Some(JobState::Pending) => return Err(Failure::retry("the job is being placed; release it once placed")),
+        Some(JobState::Allocated) => {}
+        Some(JobState::Released) => return answer_release(ctx, Some(&item), &req.job_id).await,
         _ => return Ok(()), // rejected or cancelled: nothing to give back
     }
     let Some(closed) = close_job_item(ctx.store.as_ref(), &req.job_id, &item, reason, now).await? else {
@@ -402,7 +403,7 @@ pub async fn release(req: &ReleaseRequest, ctx: &Context, now: DateTime<Utc>) ->
 /// not have gone out yet.
 async fn answer_release(ctx: &Context, item: Option<&Item>, job_id: &str) -> Result<(), Failure> {
     let Some(item) = item else { return Ok(()) };
-    if item.get(job::attr::RELEASE_ANSWERED).and_then(Value::as_bool) == Some(true) || job_state(item) != "released" {
+    if item.get(job::attr::RELEASE_ANSWERED).and_then(Value::as_bool) == Some(true) || job_state(item) != Some(JobState::Released) {
         return Ok(());
     }
     let n = |a: &str| item.get(a).and_then(Value::as_i64).unwrap_or(0);

@@ -15,6 +15,7 @@ use worldland_core::bus::Bus;
 use worldland_core::cluster::Cluster;
 use worldland_core::jobs::close_job;
 use worldland_core::labels;
+use worldland_core::ledger::job::JobState;
 use worldland_core::ledger::Ledger;
 use worldland_core::messages::topics;
 use worldland_core::messages::ProviderState;
@@ -139,7 +140,10 @@ pub async fn sweep_once(ctx: &Context, now: DateTime<Utc>) -> StoreResult<SweepR
         }
     }
     // Jobs whose duration ran out; while allocated, a job's index sort key is its due time.
-    let due = ctx.store.query_by_state(Table::Jobs, "allocated", Some(ms(now) + 1)).await?;
+    let due = ctx
+        .store
+        .query_by_state(Table::Jobs, JobState::Allocated.as_str(), Some(ms(now) + 1))
+        .await?;
     report.examined += due.len();
     for item in due {
         let (Some(id), Some(at)) = (

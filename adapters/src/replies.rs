@@ -4,6 +4,11 @@
 //! answer written before that group exists would never reach them. The broker therefore creates
 //! `sdk-group` at `0` itself before writing: the agent's own create then meets BUSYGROUP (which
 //! the agents tolerate) and its `XREADGROUP >` still delivers every answer written since.
+//!
+//! Every entry written to Redis is signed with the broker key (`worldland_core::answers`): the
+//! signature over the stream name, the `timestamp` field and the exact `data` bytes travels in
+//! the extra field `broker_sig`, so agents that pin the broker's public key can tell the broker's
+//! answers from anyone else's XADD, and old agents read the same `data` and `timestamp` as before.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -12,6 +17,7 @@ use async_trait::async_trait;
 use chrono::{SecondsFormat, Utc};
 use redis::aio::ConnectionManager;
 
+use worldland_core::answers::{BrokerKey, BrokerPublicKey, SIGNATURE_FIELD};
 use worldland_core::messages::jobs::MiningCommand;
 use worldland_core::messages::ProviderResponse;
 use worldland_core::replies::{ProviderReplies, ReplyError};
@@ -23,26 +29,36 @@ pub struct RedisReplies {
     url: Option<String>,
     streams: StreamNames,
     ttl_s: i64,
+    /// Signs every entry written.
+    key: BrokerKey,
 }
 
 impl RedisReplies {
-    pub fn new(conn: ConnectionManager, streams: StreamNames, ttl_s: i64) -> Self {
+    /// Answers on `conn`, each entry signed with `key`.
+    pub fn new(conn: ConnectionManager, streams: StreamNames, ttl_s: i64, key: BrokerKey) -> Self {
         Self {
             conn: tokio::sync::OnceCell::new_with(Some(conn)),
             url: None,
             streams,
             ttl_s,
+            key,
         }
     }
 
-    /// Connects to `url` on the first answer, not before.
-    pub fn lazy(url: String, streams: StreamNames, ttl_s: i64) -> Self {
+    /// Connects to `url` on the first answer, not before; each entry signed with `key`.
+    pub fn lazy(url: String, streams: StreamNames, ttl_s: i64, key: BrokerKey) -> Self {
         Self {
             conn: tokio::sync::OnceCell::new(),
             url: Some(url),
             streams,
             ttl_s,
+            key,
         }
+    }
+
+    /// The public half of the signing key: what agents pin.
+    pub fn public_key(&self) -> BrokerPublicKey {
+        self.key.public()
     }
 
     async fn connection(&self) -> redis::RedisResult<ConnectionManager> {
@@ -85,6 +101,7 @@ impl RedisReplies {
         let mut conn = self.connection().await.map_err(err)?;
         ensure_group(&mut conn, &stream, AGENT_RESPONSE_GROUP, "0").await.map_err(err)?;
         let now = Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true);
+        let signature = self.key.sign(&stream, &now, data.as_bytes());
         redis::pipe()
             .cmd("XADD")
             .arg(&stream)
@@ -93,6 +110,8 @@ impl RedisReplies {
             .arg(data)
             .arg("timestamp")
             .arg(now)
+            .arg(SIGNATURE_FIELD)
+            .arg(signature)
             .ignore()
             .cmd("EXPIRE")
             .arg(&stream)
@@ -117,12 +136,29 @@ impl ProviderReplies for RedisReplies {
     }
 }
 
-/// Answers kept in memory, for the embedded default and tests.
+/// An entry as [`RedisReplies`] would write it: what an agent reads and verifies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WireEntry {
+    /// The response stream (`provider:response:<id>`, with any prefix).
+    pub stream: String,
+    /// The `data` field: the answer's or command's JSON.
+    pub data: String,
+    /// The `timestamp` field (RFC 3339, seconds).
+    pub timestamp: String,
+    /// The `broker_sig` field.
+    pub broker_sig: String,
+}
+
+/// Answers kept in memory, for the embedded default and tests. Made with [`MemoryReplies::signed`],
+/// it also keeps each entry as Redis would carry it, signed, so the SDK's checks can run on them.
 pub struct MemoryReplies {
     answers: Mutex<HashMap<String, Vec<ProviderResponse>>>,
     commands: Mutex<HashMap<String, Vec<MiningCommand>>>,
     /// Bumped on every answer or command, so callers await them instead of polling.
     written: tokio::sync::watch::Sender<u64>,
+    /// With a key: stream names and the signing key, and the signed entries per provider.
+    wire: Option<(StreamNames, BrokerKey)>,
+    entries: Mutex<HashMap<String, Vec<WireEntry>>>,
 }
 
 impl Default for MemoryReplies {
@@ -131,11 +167,49 @@ impl Default for MemoryReplies {
             answers: Mutex::default(),
             commands: Mutex::default(),
             written: tokio::sync::watch::channel(0).0,
+            wire: None,
+            entries: Mutex::default(),
         }
     }
 }
 
 impl MemoryReplies {
+    /// Also keeps every answer and command as the signed entry [`RedisReplies`] would write.
+    pub fn signed(streams: StreamNames, key: BrokerKey) -> Self {
+        Self {
+            wire: Some((streams, key)),
+            ..Self::default()
+        }
+    }
+
+    /// The signed entries written for `provider_id`, in order (none unless [`MemoryReplies::signed`]).
+    pub fn entries_for(&self, provider_id: &str) -> Vec<WireEntry> {
+        self.entries
+            .lock()
+            .expect("replies lock")
+            .get(provider_id)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    fn record(&self, provider_id: &str, data: String) {
+        let Some((streams, key)) = &self.wire else { return };
+        let stream = streams.response(provider_id);
+        let timestamp = Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true);
+        let broker_sig = key.sign(&stream, &timestamp, data.as_bytes());
+        self.entries
+            .lock()
+            .expect("replies lock")
+            .entry(provider_id.to_string())
+            .or_default()
+            .push(WireEntry {
+                stream,
+                data,
+                timestamp,
+                broker_sig,
+            });
+    }
+
     pub fn answers_for(&self, provider_id: &str) -> Vec<ProviderResponse> {
         self.answers
             .lock()
@@ -164,6 +238,7 @@ impl MemoryReplies {
 #[async_trait]
 impl ProviderReplies for MemoryReplies {
     async fn reply(&self, provider_id: &str, response: &ProviderResponse) -> Result<(), ReplyError> {
+        self.record(provider_id, serde_json::to_string(response).expect("responses serialise"));
         self.answers
             .lock()
             .expect("replies lock")
@@ -175,6 +250,7 @@ impl ProviderReplies for MemoryReplies {
     }
 
     async fn command(&self, provider_id: &str, command: &MiningCommand) -> Result<(), ReplyError> {
+        self.record(provider_id, serde_json::to_string(command).expect("commands serialise"));
         self.commands
             .lock()
             .expect("replies lock")

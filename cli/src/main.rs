@@ -22,6 +22,8 @@ enum Command {
     Bench(cmd::bench::Args),
     /// Infrastructure.
     Infra(cmd::infra::Args),
+    /// Create the broker's signing key file and print its public key (agents pin it).
+    Keys(cmd::keys::Args),
     /// Providers as the broker sees them.
     Providers(cmd::providers::Args),
     /// Customers' jobs.
@@ -40,6 +42,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Up => cmd::up::run().await,
         Command::Bench(args) => cmd::bench::run(args).await,
         Command::Infra(args) => cmd::infra::run(args).await,
+        Command::Keys(args) => cmd::keys::run(args),
         Command::Providers(args) => cmd::providers::run(args).await,
         Command::Jobs(args) => cmd::jobs::run(args).await,
         Command::Capacity => cmd::providers::capacity().await,

@@ -5,7 +5,10 @@ use std::collections::BTreeMap;
 
 /// Label key marking a provider's node as rentable; its value is [`RENTAL_TYPE_GPU`].
 pub const RENTAL_TYPE: &str = "worldland.io/rental-type";
-/// Label key holding the provider's id (as a label value).
+/// Label key holding the provider's id, unchanged: a canonical id
+/// ([`crate::validation::is_canonical_provider_id`]) is its own label value, so two providers
+/// never share one. The recorder joins and labels a node only if this label is absent or its
+/// own, and makes a provider available only on a node that carries its own id here.
 pub const PROVIDER_ID: &str = "worldland.io/provider-id";
 /// Label key holding the node's GPU model label (see [`gpu_model_label`]).
 pub const GPU_MODEL: &str = "worldland.io/gpu-model";
@@ -47,7 +50,9 @@ pub fn same_gpu_model(a: &str, b: &str) -> bool {
     gpu_model_label(a).eq_ignore_ascii_case(&gpu_model_label(b))
 }
 
-/// Turns free text into a valid label value, or `None` if nothing usable is left.
+/// Turns free text into a valid label value, or `None` if nothing usable is left. It collapses
+/// and trims, so many texts share one value: fit for GPU model names, never for identities
+/// (provider ids are canonical and written unchanged; see [`provider_id_label`]).
 pub fn label_value(raw: &str) -> Option<String> {
     let mut out = String::with_capacity(raw.len());
     for c in raw.chars() {
@@ -75,11 +80,28 @@ pub fn is_valid_label_value(v: &str) -> bool {
             && v.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
 }
 
+/// The value of [`PROVIDER_ID`] for a provider: its id, unchanged. Ids are canonical (checked at
+/// every entry point), so this is a valid label value and no other provider's; an id that is not
+/// (a record from before ids were canonical) is still written unchanged, so the API server
+/// refuses it (422) rather than the label silently matching another provider.
+pub fn provider_id_label(provider_id: &str) -> String {
+    provider_id.to_string()
+}
+
+/// Whether a node's labels name another provider than `provider_id` as its owner. A node with no
+/// provider label is nobody's yet.
+pub fn labelled_for_another_provider<'a>(node_labels: &'a BTreeMap<String, String>, provider_id: &str) -> Option<&'a str> {
+    node_labels
+        .get(PROVIDER_ID)
+        .map(String::as_str)
+        .filter(|v| *v != provider_id_label(provider_id))
+}
+
 /// The labels a provider's node carries (and that its jobs select on).
 pub fn provider_node_labels(provider_id: &str, gpu_name: &str, gpu_count: u32) -> BTreeMap<String, String> {
     BTreeMap::from([
         (RENTAL_TYPE.to_string(), RENTAL_TYPE_GPU.to_string()),
-        (PROVIDER_ID.to_string(), label_value(provider_id).unwrap_or_default()),
+        (PROVIDER_ID.to_string(), provider_id_label(provider_id)),
         (GPU_MODEL.to_string(), gpu_model_label(gpu_name)),
         (GPU_COUNT.to_string(), gpu_count.to_string()),
     ])
@@ -148,6 +170,21 @@ mod tests {
             assert!(is_valid_label_value(&got) && !got.is_empty(), "{name:?} -> {got:?}");
             assert_eq!(got, gpu_model_label(&name), "deterministic");
         }
+    }
+
+    #[test]
+    fn a_node_labelled_for_another_provider_is_recognised() {
+        let mine = provider_node_labels("sim-provider-00001", "RTX 4090", 1);
+        assert_eq!(labelled_for_another_provider(&mine, "sim-provider-00001"), None);
+        assert_eq!(
+            labelled_for_another_provider(&mine, "sim-provider-00002"),
+            Some("sim-provider-00001")
+        );
+        assert_eq!(
+            labelled_for_another_provider(&BTreeMap::new(), "sim-provider-00002"),
+            None,
+            "nobody's yet"
+        );
     }
 
     #[test]

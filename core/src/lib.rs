@@ -16,6 +16,7 @@
 /// flattened into a string.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
+pub mod answers;
 pub mod bus;
 pub mod clock;
 pub mod cluster;

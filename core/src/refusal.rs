@@ -11,7 +11,9 @@ pub enum Reason {
     EntryTooLarge,
     /// `data` is not JSON of the expected message shape.
     MalformedJson,
-    /// `provider_id` is neither a UUID nor 1–63 characters of `[a-z0-9-]`.
+    /// `provider_id` is not canonical: 1–63 characters of `[a-z0-9-]`, a letter or digit at both
+    /// ends (a lower-case UUID is one such id). Its label value, node-name suffix and stream
+    /// name are the id itself, so two accepted ids never share one.
     InvalidProviderId,
     /// `wallet_addr` is not `0x` followed by 40 hex digits.
     InvalidWalletAddr,
@@ -65,6 +67,12 @@ pub enum Reason {
     NodeNameMismatch,
     /// The provider's node has not joined the cluster (on the first heartbeat after approval).
     NodeNotFound,
+    /// The provider's node name is reserved by another provider (its `node#<name>` item names
+    /// another owner): it is neither approved nor joined on that name.
+    NodeNameTaken,
+    /// The provider's node already carries another provider's `worldland.io/provider-id` label:
+    /// the recorder neither joins nor labels it, and the provider stays unschedulable.
+    NodeOwnedByAnotherProvider,
     /// A heartbeat older than one already recorded: late or replayed.
     StaleHeartbeat,
     /// A job request that breaks the allocator's rules (ids, counts, model, price, reason).
@@ -115,6 +123,8 @@ impl Reason {
             Self::NotApproved => "not_approved",
             Self::NodeNameMismatch => "node_name_mismatch",
             Self::NodeNotFound => "node_not_found",
+            Self::NodeNameTaken => "node_name_taken",
+            Self::NodeOwnedByAnotherProvider => "node_owned_by_another_provider",
             Self::StaleHeartbeat => "stale_heartbeat",
             Self::InvalidRequest => "invalid_request",
             Self::CorruptRecord => "corrupt_record",

@@ -51,15 +51,30 @@ fn refuse(reason: Reason, message: impl Into<String>) -> Rule {
     Err(Rejection::new(reason, message))
 }
 
-/// A UUID, or 1–63 characters of `[a-z0-9-]` (it names streams and label values).
+/// Most characters of a provider id: it is one DNS label, a label value and a stream name.
+pub const MAX_PROVIDER_ID_LEN: usize = 63;
+
+/// Whether `id` is a canonical provider id: 1–63 characters of `[a-z0-9-]` with a letter or
+/// digit at both ends — `^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`, an RFC 1123 label. A lower-case
+/// UUID (`550e8400-e29b-41d4-a716-446655440000`) is one, and so is `sim-provider-00006`. Such an
+/// id is its own label value ([`crate::labels::provider_node_labels`] writes it unchanged), so
+/// two accepted ids never share a `worldland.io/provider-id` label. Refused: upper case, braces,
+/// `urn:uuid:`, a leading or trailing `-`, anything `label_value` would have had to rewrite.
+pub fn is_canonical_provider_id(id: &str) -> bool {
+    let b = id.as_bytes();
+    let inner = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-';
+    let end = |c: Option<&u8>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    (1..=MAX_PROVIDER_ID_LEN).contains(&b.len()) && b.iter().all(inner) && end(b.first()) && end(b.last())
+}
+
+/// A canonical provider id (see [`is_canonical_provider_id`]), else `invalid_provider_id`.
 pub fn check_provider_id(id: &str) -> Rule {
-    let slug = (1..=63).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    if slug || uuid::Uuid::parse_str(id).is_ok() {
+    if is_canonical_provider_id(id) {
         Ok(())
     } else {
         refuse(
             Reason::InvalidProviderId,
-            "provider_id must be a UUID or 1-63 characters of a-z, 0-9 and '-'",
+            "provider_id must be canonical: 1-63 characters of a-z, 0-9 and '-', starting and ending with a letter or digit (a lower-case UUID is one)",
         )
     }
 }
@@ -121,9 +136,39 @@ pub fn check_hostname(host: &str) -> Rule {
     }
 }
 
-/// The Kubernetes node name for a (valid) host name.
-pub fn node_name(hostname: &str) -> String {
-    hostname.to_ascii_lowercase()
+/// Most characters of a node name's host part: with `-` and [`NODE_SUFFIX_HEX`] digits the
+/// whole name is one RFC 1123 label (63 characters at most).
+pub const NODE_HOST_PART_MAX: usize = 46;
+/// Hex digits of the provider-id digest that end every node name (64 bits).
+pub const NODE_SUFFIX_HEX: usize = 16;
+
+/// The Kubernetes node name the broker assigns a provider, and passes in its answer
+/// (`node_name`, for `kubeadm join --node-name`): the first label of its host name, lower-cased
+/// and cut to [`NODE_HOST_PART_MAX`] characters, then `-` and the first [`NODE_SUFFIX_HEX`] hex
+/// digits of SHA-256 over `worldland/node-name/v1\0` + the provider id. For example provider
+/// `sim-provider-00006` on host `gpu-node-00006` joins as `gpu-node-00006-<16 hex digits>`.
+///
+/// Always one lower-case RFC 1123 label (1–63 characters, so also a valid label value);
+/// deterministic, so a redelivery or a re-registration from the same host gets the same name;
+/// and two providers that claim one host name get two different names. The name is still
+/// reserved for its provider before approval (`state::nodes`), so even a suffix collision cannot
+/// hand one provider's node to another.
+pub fn node_name(provider_id: &str, hostname: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"worldland/node-name/v1\0");
+    h.update(provider_id.as_bytes());
+    let suffix = &hex::encode(h.finalize())[..NODE_SUFFIX_HEX];
+    let first_label = hostname.split('.').next().unwrap_or_default();
+    let host: String = first_label
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .map(|c| c.to_ascii_lowercase())
+        .take(NODE_HOST_PART_MAX)
+        .collect();
+    let host = host.trim_matches('-');
+    let host = if host.is_empty() { "node" } else { host };
+    format!("{host}-{suffix}")
 }
 
 fn v4_is_private(ip: Ipv4Addr) -> bool {
@@ -270,22 +315,126 @@ mod tests {
 
     #[test]
     fn provider_ids() {
+        let uuid = "550e8400-e29b-41d4-a716-446655440000";
         let table = [
             ("provider-1", true),
-            ("550e8400-e29b-41d4-a716-446655440000", true),
-            ("550E8400-E29B-41D4-A716-446655440000", true),
+            ("sim-provider-00006", true),
+            (uuid, true),
+            ("550e8400e29b41d4a716446655440000", true),
             ("a", true),
+            ("0", true),
+            ("a--b", true),
             (&"a".repeat(63), true),
             (&"a".repeat(64), false),
             ("", false),
             ("Provider", false),
             ("p_1", false),
             ("p 1", false),
+            ("p.1", false),
             ("p/../x", false),
+            ("-", false),
+            ("p-", false),
+            ("-p", false),
+            // The forms a UUID parser accepts but that are not the canonical spelling: each would
+            // have collapsed onto the label of the canonical id.
+            ("550E8400-E29B-41D4-A716-446655440000", false),
+            ("{550e8400-e29b-41d4-a716-446655440000}", false),
+            ("-550e8400-e29b-41d4-a716-446655440000", false),
+            ("550e8400-e29b-41d4-a716-446655440000-", false),
+            ("urn:uuid:550e8400-e29b-41d4-a716-446655440000", false),
+            (" 550e8400-e29b-41d4-a716-446655440000", false),
+            ("550e8400-e29b-41d4-a716-446655440000\n", false),
+            ("sim-provider-00006.", false),
+            ("ｓim-provider", false),
         ];
         for (id, ok) in table {
             assert_eq!(check_provider_id(id).is_ok(), ok, "{id:?}");
+            if !ok {
+                assert_eq!(check_provider_id(id).unwrap_err().reason, Reason::InvalidProviderId, "{id:?}");
+            }
         }
+    }
+
+    /// Two accepted ids never share a label: every accepted id is its own label value, and the
+    /// forms that `label_value` would collapse onto an accepted id are refused.
+    #[test]
+    fn accepted_ids_never_share_a_label() {
+        let victim = "550e8400-e29b-41d4-a716-446655440000";
+        let colliding = [
+            format!("-{victim}"),
+            format!("{{{victim}}}"),
+            format!("{victim}-"),
+            format!("--{victim}"),
+            victim.to_uppercase(),
+            format!("({victim})"),
+            format!("{victim}."),
+            format!("_{victim}_"),
+            format!(" {victim} "),
+        ];
+        for id in &colliding {
+            assert_eq!(
+                crate::labels::label_value(id).as_deref().map(str::to_ascii_lowercase).as_deref(),
+                Some(victim),
+                "{id:?} is a form that collapses onto the victim's label"
+            );
+            assert_eq!(
+                check_provider_id(id).map_err(|r| r.reason),
+                Err(Reason::InvalidProviderId),
+                "{id:?} must be refused"
+            );
+        }
+        let accepted = [victim, "sim-provider-00006", "a", "a-b", "a--b", "ab", "0a", "provider-1"];
+        let mut labels = std::collections::BTreeSet::new();
+        for id in accepted {
+            assert!(check_provider_id(id).is_ok(), "{id}");
+            let label = &crate::labels::provider_node_labels(id, "NVIDIA GeForce RTX 4090", 1)[crate::labels::PROVIDER_ID];
+            assert_eq!(label, id, "an accepted id is its own label value");
+            assert!(crate::labels::is_valid_label_value(label));
+            assert!(labels.insert(label.clone()), "{id}: label shared");
+        }
+    }
+
+    #[test]
+    fn node_names_are_assigned_per_provider_and_always_rfc_1123() {
+        let long = "a".repeat(63);
+        let hosts = [
+            "gpu-server-01",
+            "GPU-Server-01",
+            "gpu-server-01.example.com",
+            long.as_str(),
+            "a",
+            "1abc",
+            "x-y-z-x-y-z-x-y-z-x-y-z-x-y-z-x-y-z-x-y-z-x-y-z-x-y-z",
+            "abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrs-tuvw",
+        ];
+        let ids = ["sim-provider-00006", "550e8400-e29b-41d4-a716-446655440000", "a", &"p".repeat(63)];
+        let mut seen = std::collections::BTreeSet::new();
+        for host in hosts {
+            assert!(check_hostname(host).is_ok(), "{host}");
+            for id in ids {
+                let n = node_name(id, host);
+                assert!(n.len() <= 63 && !n.contains('.'), "{n}: one label");
+                assert!(check_hostname(&n).is_ok(), "{n}: RFC 1123");
+                assert_eq!(n, n.to_ascii_lowercase(), "{n}: lower case");
+                assert!(crate::labels::is_valid_label_value(&n), "{n}");
+                assert_eq!(n, node_name(id, host), "deterministic");
+                seen.insert(n);
+            }
+        }
+        // Upper and lower case of one host, or one host with a domain, are the same host part.
+        assert_eq!(seen.len(), (hosts.len() - 2) * ids.len());
+        // Two providers claiming one host name get two names; the host part stays readable.
+        let a = node_name("sim-provider-00001", "gpu-server-01");
+        let b = node_name("sim-provider-00002", "gpu-server-01");
+        assert_ne!(a, b);
+        assert!(
+            a.starts_with("gpu-server-01-") && a.len() == "gpu-server-01-".len() + NODE_SUFFIX_HEX,
+            "{a}"
+        );
+        assert_ne!(a, "gpu-server-01", "never the bare host name");
+        // A cut that ends in '-' loses it: no "--" before the suffix.
+        let cut = node_name("p", &format!("{}-b", "a".repeat(NODE_HOST_PART_MAX - 1)));
+        assert!(!cut.contains("--"), "{cut}");
     }
 
     #[test]

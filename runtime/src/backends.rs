@@ -11,6 +11,7 @@ use worldland_adapters::cluster::simulated::SimulatedCluster;
 use worldland_adapters::replies::RedisReplies;
 use worldland_adapters::state::dynamo::DynamoStore;
 use worldland_adapters::state::memory::MemoryStore;
+use worldland_core::answers::BrokerKey;
 use worldland_core::cluster::Cluster;
 use worldland_core::state::ItemStore;
 
@@ -34,6 +35,8 @@ pub enum BackendError {
         #[source]
         source: std::io::Error,
     },
+    #[error("broker key: {0}")]
+    BrokerKey(String),
 }
 
 /// A reconnecting Redis connection for ordinary commands. Commands on one connection are
@@ -140,12 +143,46 @@ pub async fn cluster(cfg: &Config) -> Result<Arc<dyn Cluster>, BackendError> {
     })
 }
 
-/// Answers to providers; connects to Redis on first use.
+/// Reads the broker's signing key from its file (`worldland keys` writes it, mode 0600).
+pub fn load_broker_key(path: &std::path::Path) -> Result<BrokerKey, BackendError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        BackendError::BrokerKey(format!(
+            "cannot read WORLDLAND_BROKER_KEY_FILE {}: {e} (create one with `worldland keys --file {}`)",
+            path.display(),
+            path.display()
+        ))
+    })?;
+    BrokerKey::from_file_text(&text).map_err(|e| BackendError::BrokerKey(format!("WORLDLAND_BROKER_KEY_FILE {}: {e}", path.display())))
+}
+
+/// The key the broker signs its answers with: the configured file's. Unset, it is an error —
+/// agents pin the broker's public key and would ignore every answer — except on the simulated
+/// cluster (the embedded default, tests), where a fresh ephemeral key is made and logged.
+pub fn broker_key(cfg: &Config) -> Result<BrokerKey, BackendError> {
+    match (&cfg.broker_key_file, cfg.cluster) {
+        (Some(path), _) => load_broker_key(path),
+        (None, ClusterKind::Simulated) => {
+            let key = BrokerKey::generate();
+            tracing::warn!(
+                public_key = %key.public(),
+                "WORLDLAND_BROKER_KEY_FILE unset: signing answers with an ephemeral key (simulated cluster only); agents pinned to another key ignore them"
+            );
+            Ok(key)
+        }
+        (None, ClusterKind::Kube) => Err(BackendError::BrokerKey(
+            "WORLDLAND_BROKER_KEY_FILE is required: every answer to providers is signed with the broker key, which agents pin (create one with `worldland keys --file PATH` or `worldland infra init`)".into(),
+        )),
+    }
+}
+
+/// Answers to providers, each signed with the broker key ([`broker_key`]); connects to Redis on
+/// first use.
 pub async fn replies(cfg: &Config) -> Result<Arc<RedisReplies>, BackendError> {
     Ok(Arc::new(RedisReplies::lazy(
         cfg.redis_url.clone(),
         cfg.streams(),
         cfg.response_ttl_s,
+        broker_key(cfg)?,
     )))
 }
 
@@ -184,4 +221,43 @@ pub fn shutdown_on_signal() -> broadcast::Sender<()> {
         let _ = sender.send(());
     });
     tx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(pairs: &[(&str, &str)]) -> Config {
+        Config::from_vars(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string()))).unwrap()
+    }
+
+    #[test]
+    fn the_broker_key_comes_from_its_file_and_is_required_on_a_real_cluster() {
+        let dir = std::env::temp_dir().join(format!("wl-broker-key-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("broker.key");
+        let key = BrokerKey::generate();
+        std::fs::write(&path, key.to_file_text()).unwrap();
+        let file = path.to_str().unwrap();
+
+        let loaded = broker_key(&cfg(&[("WORLDLAND_BROKER_KEY_FILE", file)])).unwrap();
+        assert_eq!(loaded.public(), key.public());
+        // A real cluster without a key file: a clear startup error naming the variable.
+        let err = broker_key(&cfg(&[("WORLDLAND_CLUSTER", "kube")])).unwrap_err().to_string();
+        assert!(err.contains("WORLDLAND_BROKER_KEY_FILE is required"), "{err}");
+        // The simulated cluster makes an ephemeral key.
+        assert!(broker_key(&cfg(&[("WORLDLAND_CLUSTER", "simulated")])).is_ok());
+        // A configured file that is missing or holds no key is an error, whatever the cluster.
+        let missing = dir.join("absent.key");
+        let err = broker_key(&cfg(&[
+            ("WORLDLAND_CLUSTER", "simulated"),
+            ("WORLDLAND_BROKER_KEY_FILE", missing.to_str().unwrap()),
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("cannot read") && err.contains("absent.key"), "{err}");
+        std::fs::write(&path, "not a key\n").unwrap();
+        assert!(broker_key(&cfg(&[("WORLDLAND_BROKER_KEY_FILE", file)])).is_err());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 }

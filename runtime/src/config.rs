@@ -181,6 +181,12 @@ pub struct Config {
     pub bridge_batch: usize,
     #[serde(default = "d_response_ttl_s")]
     pub response_ttl_s: i64,
+    /// File holding the broker's ed25519 signing key (`worldland keys` creates one): every answer
+    /// and command written to `provider:response:<id>` is signed with it, and agents pin its
+    /// public key. Required by the workers that answer providers, except on the simulated
+    /// cluster, where an ephemeral key is made when it is unset.
+    #[serde(default)]
+    pub broker_key_file: Option<std::path::PathBuf>,
     /// How often the staleness sweeper runs.
     #[serde(default = "d_sweep_interval_s")]
     pub sweep_interval_s: u64,
@@ -268,6 +274,9 @@ impl Config {
         if self.response_ttl_s <= 0 {
             return bad("response_ttl_s", "must be above 0");
         }
+        if self.broker_key_file.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+            return bad("broker_key_file", "must name a file when set");
+        }
         Ok(())
     }
 
@@ -323,6 +332,7 @@ mod tests {
         assert_eq!(c.token_ttl_s, 3600);
         assert_eq!(c.replay_window_s, 300);
         assert!(!c.allow_private_networks);
+        assert_eq!(c.broker_key_file, None);
     }
 
     #[test]
@@ -345,6 +355,7 @@ mod tests {
             (("WORLDLAND_TOKEN_TTL_S", "5"), "WORLDLAND_TOKEN_TTL_S"),
             (("WORLDLAND_PRICE_CEILING", "-1"), "WORLDLAND_PRICE_CEILING"),
             (("WORLDLAND_ALLOW_PRIVATE_NETWORKS", "maybe"), "WORLDLAND_ALLOW_PRIVATE_NETWORKS"),
+            (("WORLDLAND_BROKER_KEY_FILE", ""), "WORLDLAND_BROKER_KEY_FILE"),
         ];
         for ((k, v), want) in table {
             let err = Config::from_vars(vars(&[(k, v)])).unwrap_err();

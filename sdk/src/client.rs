@@ -1,6 +1,7 @@
-//! Talking to the broker through Redis: publish a signed registration, wait for the answer on
-//! the provider's response stream (read from the registration's own time, so an answer written
-//! before we start reading is never missed), open the sealed join command.
+//! Talking to the broker through Redis: publish a signed registration, wait for the broker's
+//! signed answer on the provider's response stream (read from the registration's own time, so an
+//! answer written before we start reading is never missed; entries the pinned broker key did not
+//! sign are skipped), open the sealed join token.
 
 use std::time::Duration;
 
@@ -9,12 +10,13 @@ use crypto_box::SecretKey;
 use k256::ecdsa::SigningKey;
 use redis::aio::ConnectionManager;
 use redis::Value;
+use worldland_core::answers::BrokerPublicKey;
 use worldland_core::messages::{ProviderResponse, Registration, SealedJoin};
 use worldland_core::sealed::open_join;
 use worldland_core::signature::sign_personal;
 use worldland_core::streams::StreamNames;
 
-use crate::{Error, Result};
+use crate::{verify, Error, Result};
 
 /// XADDs the registration with its EIP-191 signature; returns the entry id.
 pub async fn publish_registration(
@@ -39,47 +41,27 @@ pub async fn publish_registration(
     Ok(id)
 }
 
-fn first_answer(reply: &Value) -> Option<(String, ProviderResponse)> {
-    // XREAD: [[stream, [[id, [field, value, ...]], ...]]]
-    let Value::Array(streams) = reply else {
-        return None;
-    };
-    let Value::Array(parts) = streams.first()? else {
-        return None;
-    };
-    let Value::Array(entries) = parts.get(1)? else {
-        return None;
-    };
-    for e in entries {
-        let Value::Array(idf) = e else { continue };
-        let (Some(Value::BulkString(id)), Some(Value::Array(fields))) = (idf.first(), idf.get(1)) else {
-            continue;
-        };
-        for kv in fields.chunks(2) {
-            if let [Value::BulkString(k), Value::BulkString(v)] = kv {
-                if k == b"data" {
-                    if let Ok(resp) = serde_json::from_slice::<ProviderResponse>(v) {
-                        return Some((String::from_utf8_lossy(id).into_owned(), resp));
-                    }
-                }
-            }
-        }
-    }
-    None
-}
-
-/// Waits for the first answer written after `registration_entry` (an id of the registration
-/// stream, which shares Redis's clock with the response stream). `conn` must be a connection of
-/// its own without a response timeout (`backends::redis_connection(url, true)`): it blocks.
+/// Waits for the broker's answer written after `registration_entry` (an id of the registration
+/// stream, which shares Redis's clock with the response stream). Only an entry signed by
+/// `broker` for this provider's stream, and fresh, counts: every other entry (unsigned, forged,
+/// signed for another stream, stale, or not an answer) is skipped — logged — and the wait goes
+/// on, so a forged entry can neither be taken nor hide the real answer. `conn` must be a
+/// connection of its own without a response timeout (`redis_conn::connect(url, true)`): it blocks.
 pub async fn wait_for_response(
     conn: &mut ConnectionManager,
     streams: &StreamNames,
     provider_id: &str,
     registration_entry: &str,
+    broker: &BrokerPublicKey,
     timeout: Duration,
 ) -> Result<ProviderResponse> {
-    let ms = registration_entry.split('-').next().unwrap_or("0");
-    let start = format!("{ms}-0");
+    // XREAD returns entries after the cursor: start just before the registration's millisecond,
+    // so an answer written within that same millisecond is not missed.
+    let ms: u64 = registration_entry.split('-').next().and_then(|m| m.parse().ok()).unwrap_or(0);
+    let mut cursor = match ms.checked_sub(1) {
+        Some(before) => format!("{before}-{}", u64::MAX),
+        None => "0-0".to_string(),
+    };
     let deadline = tokio::time::Instant::now() + timeout;
     let stream = streams.response(provider_id);
     loop {
@@ -95,16 +77,27 @@ pub async fn wait_for_response(
             .arg(block)
             .arg("STREAMS")
             .arg(&stream)
-            .arg(&start)
+            .arg(&cursor)
             .query_async(conn)
             .await?;
-        if let Some((_, resp)) = first_answer(&reply) {
-            return Ok(resp);
+        for entry in verify::entries(&reply) {
+            cursor = entry.id.clone();
+            if !verify::believe(&entry, &stream, broker, Utc::now()) {
+                continue;
+            }
+            match serde_json::from_slice::<ProviderResponse>(&entry.data) {
+                Ok(resp) => return Ok(resp),
+                // The broker's, but a command rather than an answer.
+                Err(_) => tracing::debug!(entry = %entry.id, "not an answer; still waiting"),
+            }
         }
     }
 }
 
-/// The token and command of an approval, opened from `sealed_join` when present.
+/// The token of an approval, opened from `sealed_join`. This SDK always sends `enc_pubkey`, so
+/// a join in the clear (`join_token` / `join_command` without `sealed_join`) is refused: the
+/// broker seals to every agent that asks. Use [`crate::join::JoinPlan::from_answer`] next; the
+/// `join_command` text is never run.
 pub fn join_from_response(resp: &ProviderResponse, secret: &SecretKey) -> Result<SealedJoin> {
     if !resp.success {
         return Err(Error::Rejected(resp.message.clone()));
@@ -112,33 +105,10 @@ pub fn join_from_response(resp: &ProviderResponse, secret: &SecretKey) -> Result
     if let Some(sealed) = &resp.sealed_join {
         return open_join(sealed, secret).map_err(|e| Error::Sealed(e.to_string()));
     }
-    match (&resp.join_token, &resp.join_command) {
-        (Some(t), Some(c)) => Ok(SealedJoin {
-            join_token: t.clone(),
-            join_command: c.clone(),
-        }),
-        _ => Err(Error::Sealed("the answer carries no join command".into())),
+    if resp.join_token.is_some() || resp.join_command.is_some() {
+        return Err(Error::UnsafeJoin(
+            "the answer carries a join token in the clear although this agent sent enc_pubkey; refusing it".into(),
+        ));
     }
-}
-
-/// Runs `kubeadm join` (split on whitespace; the command is ours, not a shell string). With
-/// `dry_run` it is only printed, with the token masked.
-pub async fn run_join(join: &SealedJoin, dry_run: bool) -> Result<()> {
-    let masked = join.join_command.replace(&join.join_token, "<token>");
-    if dry_run {
-        println!("dry run: would run: {masked}");
-        return Ok(());
-    }
-    let mut parts = join.join_command.split_whitespace();
-    let program = parts.next().ok_or_else(|| Error::Join("empty join command".into()))?;
-    let status = tokio::process::Command::new(program)
-        .args(parts)
-        .status()
-        .await
-        .map_err(|e| Error::Join(e.to_string()))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(Error::Join(format!("{masked} exited with {status}")))
-    }
+    Err(Error::Sealed("the answer carries no sealed join".into()))
 }

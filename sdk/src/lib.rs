@@ -1,14 +1,17 @@
 //! The WorldLand provider SDK: measures the machine, signs and publishes its registration to
-//! Redis, waits for the answer, opens the sealed join command and joins the cluster.
+//! Redis, waits for the broker's signed answer (pinned key: see [`verify`]), opens the sealed
+//! join token and joins the cluster with a `kubeadm join` it builds itself ([`join`]).
 
 pub mod client;
 pub mod detect;
 pub mod heartbeat;
+pub mod join;
 pub mod local_state;
 pub mod mining;
 pub mod process;
 pub mod redis_conn;
 pub mod simulated;
+pub mod verify;
 pub mod wallet;
 
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +34,10 @@ pub enum Error {
     Sealed(String),
     #[error("kubeadm join failed: {0}")]
     Join(String),
+    #[error("refusing to join: {0}")]
+    UnsafeJoin(String),
+    #[error("broker key: {0}")]
+    BrokerKey(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

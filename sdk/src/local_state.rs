@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use worldland_core::answers::BrokerPublicKey;
 
 use crate::{Error, Result};
 
@@ -24,6 +25,13 @@ pub struct LocalState {
     pub registration_entry: Option<String>,
     #[serde(default)]
     pub joined: bool,
+    /// The broker's ed25519 public key (base64), pinned at install: only entries it signed are
+    /// believed.
+    #[serde(default)]
+    pub broker_pubkey: Option<String>,
+    /// GPUs on this machine when it registered: mining commands for more are refused.
+    #[serde(default)]
+    pub gpu_count: u32,
 }
 
 pub fn default_dir() -> PathBuf {
@@ -41,6 +49,19 @@ fn err(path: &Path, why: impl std::fmt::Display) -> Error {
 }
 
 impl LocalState {
+    /// The pinned broker key: `given` (a flag or `WORLDLAND_BROKER_PUBKEY`) when set, else the
+    /// one stored at install. Without either the SDK believes nothing, so it is an error.
+    pub fn broker_key(&self, given: Option<&str>) -> Result<BrokerPublicKey> {
+        let text = given
+            .or(self.broker_pubkey.as_deref())
+            .ok_or_else(|| {
+                Error::BrokerKey(
+                    "no broker public key pinned: pass --broker-key (or set WORLDLAND_BROKER_PUBKEY) with the key your broker's operator published (`worldland keys` prints it)".into(),
+                )
+            })?;
+        text.parse().map_err(|e| Error::BrokerKey(format!("{text:?}: {e}")))
+    }
+
     pub fn path(dir: &Path) -> PathBuf {
         dir.join("state.json")
     }
@@ -95,5 +116,18 @@ mod tests {
         assert_eq!(mode, 0o600);
         assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn the_broker_key_is_the_given_one_or_the_pinned_one() {
+        let a = worldland_core::answers::BrokerKey::generate().public();
+        let b = worldland_core::answers::BrokerKey::generate().public();
+        let mut s = LocalState::default();
+        assert!(matches!(s.broker_key(None), Err(Error::BrokerKey(_))));
+        assert_eq!(s.broker_key(Some(&a.to_string())).unwrap(), a);
+        assert!(matches!(s.broker_key(Some("not-a-key")), Err(Error::BrokerKey(_))));
+        s.broker_pubkey = Some(b.to_string());
+        assert_eq!(s.broker_key(None).unwrap(), b);
+        assert_eq!(s.broker_key(Some(&a.to_string())).unwrap(), a);
     }
 }

@@ -2,6 +2,11 @@
 //! through the `sdk-group` consumer group (every entry once, acked after it is handled), runs the
 //! configured command on exactly the GPUs named (`--dry-run` logs it instead), and acknowledges
 //! on `provider:command-ack`, signed by its wallet.
+//!
+//! A command counts only when the pinned broker key signed it for this stream, recently (see
+//! [`crate::verify`]); anything else is skipped, logged, never acknowledged. Even then the SDK
+//! runs only the command configured on this machine, and only for a GPU count this machine has
+//! and fields of a plain shape: the network chooses when, never what.
 
 use std::collections::HashSet;
 
@@ -10,6 +15,8 @@ use k256::ecdsa::SigningKey;
 use redis::Value;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
+use worldland_core::answers::BrokerPublicKey;
+use worldland_core::labels::is_valid_label_value;
 use worldland_core::messages::jobs::{MiningCommand, MINING_RESUME, MINING_STOP};
 use worldland_core::signature::sign_personal;
 use worldland_core::streams::{StreamNames, AGENT_RESPONSE_GROUP};
@@ -21,6 +28,8 @@ pub struct MiningSettings {
     pub stop_cmd: Option<String>,
     pub resume_cmd: Option<String>,
     pub dry_run: bool,
+    /// GPUs on this machine: a command for none, or for more, is refused.
+    pub machine_gpus: u32,
 }
 
 /// The acknowledgement the SDK sends back.
@@ -52,8 +61,28 @@ pub fn render(template: &str, cmd: &MiningCommand) -> Vec<String> {
         .collect()
 }
 
-/// Runs (or, dry, describes) what a command asks. Returns (ok, detail).
+/// Whether a (signed) command is one this machine can obey: a GPU count it has, a job id and a
+/// model key of plain characters (they may be filled into the configured command's arguments).
+pub fn check_command(cmd: &MiningCommand, s: &MiningSettings) -> Result<(), String> {
+    if cmd.gpus == 0 || cmd.gpus > s.machine_gpus {
+        return Err(format!("{} GPUs asked; this machine has {}", cmd.gpus, s.machine_gpus));
+    }
+    let plain_id = (1..=64).contains(&cmd.job_id.len()) && cmd.job_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    if !plain_id {
+        return Err(format!("job id {:?} is not 1-64 letters, digits and '-'", cmd.job_id));
+    }
+    if cmd.gpu_model.is_empty() || !is_valid_label_value(&cmd.gpu_model) {
+        return Err(format!("GPU model {:?} is not a model key", cmd.gpu_model));
+    }
+    Ok(())
+}
+
+/// Runs (or, dry, describes) what a command asks, after [`check_command`]. Returns (ok, detail).
 pub async fn obey(cmd: &MiningCommand, s: &MiningSettings) -> (bool, String) {
+    if let Err(why) = check_command(cmd, s) {
+        tracing::warn!(command = %cmd.command_id, %why, "refused a mining command");
+        return (false, format!("refused: {why}"));
+    }
     let template = if cmd.kind == MINING_STOP { &s.stop_cmd } else { &s.resume_cmd };
     let Some(template) = template else {
         return (
@@ -76,33 +105,13 @@ pub async fn obey(cmd: &MiningCommand, s: &MiningSettings) -> (bool, String) {
     }
 }
 
-fn entries(reply: &Value) -> Vec<(String, Vec<u8>)> {
-    let mut out = vec![];
-    let Value::Array(streams) = reply else { return out };
-    for s in streams {
-        let Value::Array(parts) = s else { continue };
-        let Some(Value::Array(es)) = parts.get(1) else { continue };
-        for e in es {
-            let Value::Array(idf) = e else { continue };
-            let (Some(Value::BulkString(id)), Some(Value::Array(fields))) = (idf.first(), idf.get(1)) else {
-                continue;
-            };
-            let data = fields.chunks(2).find_map(|kv| match kv {
-                [Value::BulkString(k), Value::BulkString(v)] if k == b"data" => Some(v.clone()),
-                _ => None,
-            });
-            out.push((String::from_utf8_lossy(id).into_owned(), data.unwrap_or_default()));
-        }
-    }
-    out
-}
-
-/// Handles commands until `shutdown` fires; returns how many it obeyed.
+/// Handles commands until `shutdown` fires; returns how many (signed by `broker`) it handled.
 pub async fn run_commands(
     redis_url: String,
     streams: StreamNames,
     provider_id: String,
     key: SigningKey,
+    broker: BrokerPublicKey,
     settings: MiningSettings,
     mut shutdown: broadcast::Receiver<()>,
 ) -> usize {
@@ -139,8 +148,10 @@ pub async fn run_commands(
             let read = read_cmd.query_async::<Value>(&mut reader);
             let reply = tokio::select! { _ = shutdown.recv() => return obeyed, r = read => r };
             let Ok(reply) = reply else { break };
-            for (id, data) in entries(&reply) {
-                if let Some(cmd) = parse_command(&data) {
+            for entry in crate::verify::entries(&reply) {
+                let id = entry.id.clone();
+                let cmd = parse_command(&entry.data).filter(|_| crate::verify::believe(&entry, &stream, &broker, Utc::now()));
+                if let Some(cmd) = cmd {
                     if done.insert(cmd.command_id.clone()) {
                         let (ok, detail) = obey(&cmd, &settings).await;
                         obeyed += 1;
@@ -218,6 +229,7 @@ mod tests {
             stop_cmd: Some("false".into()),
             resume_cmd: None,
             dry_run: true,
+            machine_gpus: 4,
         };
         assert_eq!(obey(&cmd("mining.stop"), &dry).await, (true, "dry run: false".into()));
         assert!(obey(&cmd("mining.resume"), &dry).await.1.contains("no command configured"));
@@ -225,8 +237,39 @@ mod tests {
             stop_cmd: Some("false".into()),
             resume_cmd: Some("true".into()),
             dry_run: false,
+            machine_gpus: 4,
         };
         assert!(!obey(&cmd("mining.stop"), &real).await.0, "a failing command is reported");
         assert!(obey(&cmd("mining.resume"), &real).await.0);
+    }
+
+    #[tokio::test]
+    async fn commands_for_gpus_this_machine_lacks_or_of_odd_shape_run_nothing() {
+        let marker = std::env::temp_dir().join(format!("wl-mining-{}", uuid::Uuid::new_v4().simple()));
+        let s = MiningSettings {
+            resume_cmd: Some(format!("touch {}", marker.display())),
+            machine_gpus: 2,
+            ..Default::default()
+        };
+        let with = |f: &dyn Fn(&mut MiningCommand)| {
+            let mut c = cmd("mining.resume");
+            f(&mut c);
+            c
+        };
+        for bad in [
+            with(&|c| c.gpus = 3),
+            with(&|c| c.gpus = 0),
+            with(&|c| c.job_id = "job;rm -rf /".into()),
+            with(&|c| c.job_id = "../../etc".into()),
+            with(&|c| c.gpu_model = "--config=/tmp/evil".into()),
+            with(&|c| c.gpu_model = String::new()),
+        ] {
+            let (ok, detail) = obey(&bad, &s).await;
+            assert!(!ok && detail.starts_with("refused"), "{bad:?}: {detail}");
+            assert!(!marker.exists(), "{bad:?} ran the command");
+        }
+        assert!(obey(&cmd("mining.resume"), &s).await.0);
+        assert!(marker.exists(), "a good command runs");
+        std::fs::remove_file(marker).unwrap();
     }
 }

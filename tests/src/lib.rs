@@ -4,6 +4,7 @@
 pub mod kube_mock;
 pub mod lambda_api;
 pub mod notifying_store;
+pub mod private_redis;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -226,7 +227,7 @@ pub mod lifecycle {
     pub fn node_for(p: &SimulatedProvider, ready: bool) -> NodeInfo {
         let spec = &p.registration.spec;
         NodeInfo {
-            name: worldland_core::validation::node_name(&spec.hostname),
+            name: worldland_core::validation::node_name(&p.provider_id, &spec.hostname),
             resource_version: "1".into(),
             ready,
             cpu_millis: Some(i64::from(spec.cpu_cores) * 1000),
@@ -295,7 +296,7 @@ pub mod lifecycle {
     pub fn heartbeat(p: &SimulatedProvider, at: DateTime<Utc>, active_jobs: u32) -> StreamEnvelope {
         let hb = Heartbeat {
             provider_id: p.provider_id.clone(),
-            node_name: worldland_core::validation::node_name(&p.registration.spec.hostname),
+            node_name: worldland_core::validation::node_name(&p.provider_id, &p.registration.spec.hostname),
             status: "available".into(),
             gpu_usage: vec![12.5],
             cpu_usage: 40.0,

@@ -1,5 +1,7 @@
-//! Malformed and hostile registrations: each is refused with its exact reason code, answered to
-//! the provider when its id is valid (never on someone else's stream), and changes nothing.
+//! Malformed and hostile registrations: each is refused with its exact reason code, answered on
+//! the provider's stream only when the sender is proven to own the id (a signature by the id's
+//! wallet; under policy `optional`, an unsigned entry from the id's stored wallet) — never on
+//! someone else's stream — and changes nothing.
 
 use std::sync::Arc;
 
@@ -21,7 +23,8 @@ struct Case {
     /// The entry as it reaches the handler.
     envelope: StreamEnvelope,
     reason: &'static str,
-    /// Whether the refusal is answered on the provider's response stream.
+    /// Whether the refusal is answered on the provider's response stream: only when the sender
+    /// is proven to own the id.
     answered: bool,
 }
 
@@ -80,13 +83,13 @@ fn cases(p: &SimulatedProvider, thief: &SimulatedProvider) -> Vec<Case> {
         "wallet not hex",
         &|v| v["wallet_addr"] = json!("0x1234...abcd"),
         "invalid_wallet_addr",
-        true,
+        false,
     );
     case(
         "wallet checksum wrong",
         &|v| v["wallet_addr"] = json!("0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAeD"),
         "wallet_checksum_mismatch",
-        true,
+        false,
     );
     case(
         "hostname with underscore",
@@ -275,19 +278,19 @@ fn cases(p: &SimulatedProvider, thief: &SimulatedProvider) -> Vec<Case> {
         name: "signed by another key",
         envelope: signed(&base, &thief.key),
         reason: "signature_mismatch",
-        answered: true,
+        answered: false,
     });
     out.push(Case {
         name: "no signature",
         envelope: envelope(good.clone(), None),
         reason: "signature_missing",
-        answered: true,
+        answered: false,
     });
     out.push(Case {
         name: "signature not hex",
         envelope: envelope(good.clone(), Some("0xzz".into())),
         reason: "signature_malformed",
-        answered: true,
+        answered: false,
     });
     let mut tampered = signed(&base, &p.key);
     tampered.data = tampered.data.replacen(&p.registration.spec.hostname, "tampered-host", 1);
@@ -295,7 +298,7 @@ fn cases(p: &SimulatedProvider, thief: &SimulatedProvider) -> Vec<Case> {
         name: "data changed after signing",
         envelope: tampered,
         reason: "signature_mismatch",
-        answered: true,
+        answered: false,
     });
     out.push(Case {
         name: "not JSON",
@@ -417,4 +420,178 @@ async fn an_unsigned_registration_is_accepted_only_under_policy_optional() {
     assert!(
         matches!(Outcome::from(registration_handler::handle(&wrong, &ctx(SignaturePolicy::Optional), now).await), Outcome::Rejected(r) if r.reason.code() == "signature_mismatch")
     );
+}
+
+/// The registration handler on `store`, answers kept in `replies`.
+fn handler_ctx(store: Arc<MemoryStore>, replies: Arc<MemoryReplies>, signatures: SignaturePolicy) -> registration_handler::Context {
+    registration_handler::Context {
+        store,
+        bus: validated_sink(),
+        replies,
+        policy: ValidationPolicy::default(),
+        signatures,
+    }
+}
+
+/// Handles `env`, expects it refused with `reason`, and returns how the transport disposes of
+/// it: it must be a dead letter with that reason.
+async fn refused_and_dead_lettered(env: &StreamEnvelope, ctx: &registration_handler::Context, reason: &str, what: &str) {
+    let result = registration_handler::handle(env, ctx, Utc::now()).await;
+    match worldland_runtime::policy::disposition("registration-handler", Some(&env.entry_id), &result) {
+        worldland_runtime::policy::Disposition::DeadLetter { reason: got, .. } => assert_eq!(got, reason, "{what}"),
+        other => panic!("{what}: expected a dead letter ({reason}), got {other:?}"),
+    }
+}
+
+/// Point 4 of "zero trust on the wire": anyone can XADD a registration naming any provider id.
+/// One whose signature does not verify — made with the attacker's key over the victim's id and
+/// wallet — must not put a `rejected` answer on the victim's response stream, whether the victim
+/// is still waiting for its first answer (nothing stored yet) or already registered: it is only
+/// dead-lettered with its reason. Nor may a validly signed claim by another wallet, nor (under
+/// policy `required`) an unsigned one.
+#[tokio::test]
+async fn forged_signature_registration_gets_no_answer_on_the_victims_stream() {
+    let now = Utc::now();
+    let victim = SimulatedProvider::new(10, now);
+    let attacker = SimulatedProvider::new(11, now);
+    for registered in [false, true] {
+        let store = Arc::new(MemoryStore::new());
+        let replies = Arc::new(MemoryReplies::default());
+        let ctx = handler_ctx(store.clone(), replies.clone(), SignaturePolicy::Required);
+        if registered {
+            let own = victim.envelope("provider:registration", "1-0");
+            assert_eq!(Outcome::from(registration_handler::handle(&own, &ctx, now).await), Outcome::Done);
+        }
+        let before = store.scan(Table::Providers).await.unwrap();
+        let stage = if registered { "victim registered" } else { "victim waiting" };
+
+        // The victim's id and wallet, signed with the attacker's key: one with a spec that
+        // fails validation first, one that fails only on the signature.
+        let mut bad_spec = victim.registration.clone();
+        bad_spec.spec.hostname = "bad_host".into();
+        let forged = worldland_provider_sdk::simulated::signed_envelope(&bad_spec, &attacker.key, "provider:registration", "2-0");
+        refused_and_dead_lettered(&forged, &ctx, "invalid_hostname", stage).await;
+        let forged =
+            worldland_provider_sdk::simulated::signed_envelope(&victim.registration, &attacker.key, "provider:registration", "3-0");
+        refused_and_dead_lettered(&forged, &ctx, "signature_mismatch", stage).await;
+        // A malformed signature, none at all, and a tampered body.
+        let mut malformed = victim.envelope("provider:registration", "4-0");
+        malformed.signature = Some("0xzz".into());
+        refused_and_dead_lettered(&malformed, &ctx, "signature_malformed", stage).await;
+        let mut unsigned = envelope(serde_json::to_string(&bad_spec).unwrap(), None);
+        unsigned.entry_id = "5-0".into();
+        refused_and_dead_lettered(&unsigned, &ctx, "invalid_hostname", stage).await;
+        // JSON that is no registration but names the victim: nothing proves who wrote it.
+        let junk = envelope(
+            json!({"provider_id": victim.provider_id, "wallet_addr": victim.registration.wallet_addr, "spec": 1}).to_string(),
+            Some("0x00".into()),
+        );
+        refused_and_dead_lettered(&junk, &ctx, "malformed_json", stage).await;
+        if registered {
+            // The attacker's own wallet, validly signed, claiming the victim's id with a bad spec.
+            let mut claim = attacker.registration.clone();
+            claim.provider_id = victim.provider_id.clone();
+            claim.spec.hostname = "bad_host".into();
+            let env = worldland_provider_sdk::simulated::signed_envelope(&claim, &attacker.key, "provider:registration", "6-0");
+            refused_and_dead_lettered(&env, &ctx, "invalid_hostname", stage).await;
+        }
+
+        assert!(
+            replies.answers_for(&victim.provider_id).is_empty(),
+            "{stage}: an unproven sender's refusal was written on the victim's stream: {:?}",
+            replies.answers_for(&victim.provider_id)
+        );
+        assert_eq!(replies.total(), 0, "{stage}: nobody is answered");
+        assert_eq!(store.scan(Table::Providers).await.unwrap(), before, "{stage}: the store changed");
+    }
+}
+
+/// The owner itself is still told why: a refusal of a registration signed by the id's own wallet
+/// is answered (under either policy), and under policy `optional` an unsigned one is answered
+/// only when the id's stored wallet is the one it claims — never for an id nobody owns yet.
+#[tokio::test]
+async fn refusals_are_answered_only_to_the_proven_owner() {
+    let now = Utc::now();
+    let p = SimulatedProvider::new(12, now);
+    let fresh = SimulatedProvider::new(13, now);
+    let store = Arc::new(MemoryStore::new());
+    let replies = Arc::new(MemoryReplies::default());
+    let ctx = handler_ctx(store.clone(), replies.clone(), SignaturePolicy::Optional);
+    let own = p.envelope("provider:registration", "1-0");
+    assert_eq!(Outcome::from(registration_handler::handle(&own, &ctx, now).await), Outcome::Done);
+
+    let mut bad = p.registration.clone();
+    bad.spec.public_ip = "10.0.0.9".into();
+    // Signed by the owner: answered.
+    let signed = worldland_provider_sdk::simulated::signed_envelope(&bad, &p.key, "provider:registration", "2-0");
+    refused_and_dead_lettered(&signed, &ctx, "non_public_ip", "signed").await;
+    assert_eq!(replies.answers_for(&p.provider_id).len(), 1);
+    assert!(replies.answers_for(&p.provider_id)[0].message.starts_with("non_public_ip"));
+    // Unsigned under `optional`, from the stored wallet: answered.
+    let mut unsigned = envelope(serde_json::to_string(&bad).unwrap(), None);
+    unsigned.entry_id = "3-0".into();
+    refused_and_dead_lettered(&unsigned, &ctx, "non_public_ip", "unsigned, stored wallet").await;
+    assert_eq!(replies.answers_for(&p.provider_id).len(), 2);
+    // Unsigned under `optional`, claiming another wallet for the id: not answered.
+    let mut other_wallet = bad.clone();
+    other_wallet.wallet_addr = fresh.registration.wallet_addr.clone();
+    let env = envelope(serde_json::to_string(&other_wallet).unwrap(), None);
+    refused_and_dead_lettered(&env, &ctx, "non_public_ip", "unsigned, other wallet").await;
+    assert_eq!(replies.answers_for(&p.provider_id).len(), 2);
+    // Unsigned under `optional`, for an id nobody owns: nobody proven, nobody answered.
+    let mut unowned = fresh.registration.clone();
+    unowned.spec.public_ip = "10.0.0.9".into();
+    let env = envelope(serde_json::to_string(&unowned).unwrap(), None);
+    refused_and_dead_lettered(&env, &ctx, "non_public_ip", "unsigned, unowned id").await;
+    assert!(replies.answers_for(&fresh.provider_id).is_empty());
+    // Signed by its wallet, for an id nobody owns yet: the signer is the would-be owner, answered.
+    let env = worldland_provider_sdk::simulated::signed_envelope(&unowned, &fresh.key, "provider:registration", "4-0");
+    refused_and_dead_lettered(&env, &ctx, "non_public_ip", "signed, unowned id").await;
+    assert_eq!(replies.answers_for(&fresh.provider_id).len(), 1);
+}
+
+/// Point 2, ids: forms that a UUID parser or `label_value` would map onto another provider's id
+/// (and so onto its `worldland.io/provider-id` label) are refused at validation with
+/// `invalid_provider_id` — stored nowhere, answered to nobody, passed on to no one.
+#[tokio::test]
+async fn colliding_provider_id_forms_are_refused() {
+    let now = Utc::now();
+    let victim_id = "550e8400-e29b-41d4-a716-446655440000";
+    let mut victim = SimulatedProvider::new(20, now);
+    victim.provider_id = victim_id.into();
+    victim.registration.provider_id = victim_id.into();
+    let attacker = SimulatedProvider::new(21, now);
+    let store = Arc::new(MemoryStore::new());
+    let replies = Arc::new(MemoryReplies::default());
+    let bus = validated_sink();
+    let ctx = registration_handler::Context {
+        store: store.clone(),
+        bus: bus.clone(),
+        replies: replies.clone(),
+        policy: ValidationPolicy::default(),
+        signatures: SignaturePolicy::Required,
+    };
+    let own = victim.envelope("provider:registration", "1-0");
+    assert_eq!(Outcome::from(registration_handler::handle(&own, &ctx, now).await), Outcome::Done);
+    let (before, published) = (store.scan(Table::Providers).await.unwrap(), bus.published());
+    for form in [
+        format!("-{victim_id}"),
+        format!("{victim_id}-"),
+        format!("{{{victim_id}}}"),
+        victim_id.to_uppercase(),
+        format!("urn:uuid:{victim_id}"),
+        format!("--{victim_id}"),
+        format!("{victim_id}."),
+    ] {
+        let mut reg = attacker.registration.clone();
+        reg.provider_id = form.clone();
+        let env = worldland_provider_sdk::simulated::signed_envelope(&reg, &attacker.key, "provider:registration", "2-0");
+        match Outcome::from(registration_handler::handle(&env, &ctx, now).await) {
+            Outcome::Rejected(r) => assert_eq!(r.reason.code(), "invalid_provider_id", "{form}"),
+            other => panic!("{form}: expected invalid_provider_id, got {other:?}"),
+        }
+    }
+    assert_eq!(store.scan(Table::Providers).await.unwrap(), before, "nothing stored");
+    assert_eq!(bus.published(), published, "nothing passed on");
+    assert_eq!(replies.total(), 0, "nobody answered");
 }

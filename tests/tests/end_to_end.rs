@@ -13,6 +13,7 @@ use tokio::sync::broadcast;
 use worldland_adapters::bus::rabbit::RabbitBus;
 use worldland_adapters::cluster::kube_api::KubeCluster;
 use worldland_adapters::replies::RedisReplies;
+use worldland_core::answers::{BrokerKey, BrokerPublicKey};
 use worldland_core::bus::{Bus, BusError, BusResult, QueueSpec, Subscription};
 use worldland_core::messages::{ProviderResponse, ProviderState};
 use worldland_core::state::providers::ProviderRecord;
@@ -37,6 +38,8 @@ struct Plane {
     cluster: Arc<KubeCluster>,
     handler: Arc<Counted>,
     issuer: Arc<Counted>,
+    /// The broker key's public half, which the agents pin.
+    broker: BrokerPublicKey,
     stop: broadcast::Sender<()>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -48,7 +51,8 @@ impl Plane {
         let redis = env.redis().await;
         let store = Arc::new(NotifyingStore::new(Arc::new(env.dynamo().await)));
         let bus = Arc::new(env.rabbit().await);
-        let replies = Arc::new(RedisReplies::new(redis.clone(), env.cfg.streams(), 600));
+        let replies = Arc::new(RedisReplies::new(redis.clone(), env.cfg.streams(), 600, BrokerKey::generate()));
+        let broker = replies.public_key();
         let (client, handle) = mock_client();
         let api = RoutingApiServer::default();
         api.spawn(handle);
@@ -86,6 +90,7 @@ impl Plane {
             cluster,
             handler,
             issuer,
+            broker,
             stop,
             tasks,
         }
@@ -146,8 +151,9 @@ async fn signed_registrations_become_sealed_join_commands() {
         let entry = publish_registration(&mut conn, &streams, &p.registration, &p.key).await.unwrap();
         let (streams, id) = (streams.clone(), p.provider_id.clone());
         let mut reader = plane.env.redis_blocking().await;
+        let broker = plane.broker;
         waits.push(tokio::spawn(async move {
-            wait_for_response(&mut reader, &streams, &id, &entry, WAIT).await.unwrap()
+            wait_for_response(&mut reader, &streams, &id, &entry, &broker, WAIT).await.unwrap()
         }));
     }
     for (p, w) in providers.iter().zip(waits) {
@@ -301,13 +307,22 @@ async fn every_message_delivered_twice_still_leaves_one_provider_and_one_token()
     // Three registration deliveries, each passed on once: three validated messages handled.
     plane.handler.wait_for(3, WAIT).await;
     plane.issuer.wait_for(3, WAIT).await;
-    let answer = wait_for_response(&mut plane.env.redis_blocking().await, &streams, &p.provider_id, &entry, WAIT)
-        .await
-        .unwrap();
+    let answer = wait_for_response(
+        &mut plane.env.redis_blocking().await,
+        &streams,
+        &p.provider_id,
+        &entry,
+        &plane.broker,
+        WAIT,
+    )
+    .await
+    .unwrap();
     assert!(answer.success);
     plane.wait_state(&p.provider_id, ProviderState::Approved).await;
-    let providers = plane.store.scan(Table::Providers).await.unwrap();
+    let items = plane.store.scan(Table::Providers).await.unwrap();
+    let (reservations, providers): (Vec<_>, Vec<_>) = items.iter().partition(|i| worldland_core::state::nodes::is_reservation(i));
     assert_eq!(providers.len(), 1, "one provider");
+    assert_eq!(reservations.len(), 1, "one node name reserved");
     assert_eq!(plane.api.token_count(), 1, "one token");
     // Every answer carries that one token.
     let all: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
@@ -366,9 +381,16 @@ async fn heartbeats_carry_a_provider_to_available_offline_and_back() {
     let p = worldland_tests::lifecycle::fixture_shaped_provider(21, chrono::Utc::now());
     let mut conn = plane.redis.clone();
     let entry = publish_registration(&mut conn, &streams, &p.registration, &p.key).await.unwrap();
-    let answer = wait_for_response(&mut plane.env.redis_blocking().await, &streams, &p.provider_id, &entry, WAIT)
-        .await
-        .unwrap();
+    let answer = wait_for_response(
+        &mut plane.env.redis_blocking().await,
+        &streams,
+        &p.provider_id,
+        &entry,
+        &plane.broker,
+        WAIT,
+    )
+    .await
+    .unwrap();
     let node_name = answer.node_name.clone().unwrap();
     plane.api.add_fixture_node(&node_name);
 

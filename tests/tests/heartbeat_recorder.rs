@@ -15,11 +15,15 @@ use worldland_core::messages::{ProviderState, StreamEnvelope};
 use worldland_core::signature::{sign_personal, SignaturePolicy};
 use worldland_core::state::providers::ProviderRecord;
 use worldland_core::state::{ItemStore, Table};
+use worldland_provider_sdk::simulated::SimulatedProvider;
 use worldland_tests::kube_mock::{fixture, mock_client, ApiServerVerifier, Expect};
-use worldland_tests::lifecycle::{approve, available_provider, fixture_shaped_provider, heartbeat, recorder};
+use worldland_tests::lifecycle::{approve, available_provider, fixture_shaped_provider, heartbeat, node_for, recorder};
 use worldland_tests::Outcome;
 
-const NODE: &str = "/api/v1/nodes/gpu-server-01";
+/// The API path of the node the broker assigned `p` (fixture-shaped: host gpu-server-01).
+fn node_of(p: &SimulatedProvider) -> String {
+    format!("/api/v1/nodes/{}", node_for(p, true).name)
+}
 const MERGE: &str = "application/merge-patch+json";
 const WAIT: StdDuration = StdDuration::from_secs(5);
 
@@ -36,8 +40,16 @@ fn node_body(name: &str) -> Value {
     fixture(name).response_body
 }
 
-fn patch(body: Value, response: Value) -> Expect {
-    Expect::new("PATCH", NODE, "&fieldManager=worldland", 200, response).exact_body(MERGE, body)
+/// The fixture node as labelled for `p` (the recording carries another provider's id).
+fn labelled_for(p: &SimulatedProvider) -> Value {
+    let mut node = node_body("16-patch-node-labels.json");
+    node["metadata"]["name"] = json!(node_for(p, true).name);
+    node["metadata"]["labels"]["worldland.io/provider-id"] = json!(p.provider_id);
+    node
+}
+
+fn patch(node: &str, body: Value, response: Value) -> Expect {
+    Expect::new("PATCH", node, "&fieldManager=worldland", 200, response).exact_body(MERGE, body)
 }
 
 async fn state_of(store: &dyn ItemStore, id: &str) -> ProviderRecord {
@@ -64,8 +76,9 @@ async fn join_labels_the_node_deletes_the_token_and_steady_state_makes_no_call()
     let api = ApiServerVerifier::run(
         handle,
         vec![
-            Expect::new("GET", NODE, "", 200, node_body("15-get-node.json")),
+            Expect::new("GET", node_of(&p), "", 200, node_body("15-get-node.json")),
             patch(
+                &node_of(&p),
                 json!({"metadata": {"labels": labels, "annotations": {"worldland.io/last-heartbeat": "2026-11-27T12:00:00Z"}}}),
                 node_body("16-patch-node-labels.json"),
             ),
@@ -78,7 +91,7 @@ async fn join_labels_the_node_deletes_the_token_and_steady_state_makes_no_call()
                 deleted,
             )
             .exact_body("application/json", json!({})),
-            Expect::new("GET", NODE, "", 200, node_body("16-patch-node-labels.json")),
+            Expect::new("GET", node_of(&p), "", 200, labelled_for(&p)),
         ],
     );
     let ctx = recorder(store.clone(), cluster);
@@ -111,10 +124,12 @@ async fn join_labels_the_node_deletes_the_token_and_steady_state_makes_no_call()
         handle,
         vec![
             patch(
+                &node_of(&p),
                 json!({"metadata": {"labels": {"worldland.io/active-jobs": "1"}, "annotations": {"worldland.io/last-heartbeat": "2026-11-27T12:05:00Z"}}}),
                 node_body("18-patch-node-annotation-heartbeat.json"),
             ),
             patch(
+                &node_of(&p),
                 json!({"metadata": {"annotations": {"worldland.io/last-heartbeat": "2026-11-27T12:10:00Z"}}}),
                 node_body("18-patch-node-annotation-heartbeat.json"),
             ),
@@ -149,16 +164,18 @@ async fn offline_taint_keeps_other_taints_survives_a_conflict_and_is_removed_on_
         handle,
         vec![
             patch(
+                &node_of(&p),
                 json!({"metadata": {"labels": {"worldland.io/status": "offline"}}}),
                 labelled.clone(),
             ),
-            Expect::new("GET", NODE, "", 200, labelled.clone()),
-            Expect::new("PATCH", NODE, "&fieldManager=worldland", 409, conflict).exact_body(
+            Expect::new("GET", node_of(&p), "", 200, labelled.clone()),
+            Expect::new("PATCH", node_of(&p), "&fieldManager=worldland", 409, conflict).exact_body(
                 MERGE,
                 json!({"metadata": {"resourceVersion": "203"}, "spec": {"taints": [not_ready, offline]}}),
             ),
-            Expect::new("GET", NODE, "", 200, newer),
+            Expect::new("GET", node_of(&p), "", 200, newer),
             patch(
+                &node_of(&p),
                 json!({"metadata": {"resourceVersion": "204"}, "spec": {"taints": [not_ready, offline]}}),
                 node_body("19-patch-node-add-taint.json"),
             ),
@@ -178,12 +195,17 @@ async fn offline_taint_keeps_other_taints_survives_a_conflict_and_is_removed_on_
     let api = ApiServerVerifier::run(
         handle,
         vec![
-            Expect::new("GET", NODE, "", 200, tainted),
+            Expect::new("GET", node_of(&p), "", 200, tainted),
             patch(
+                &node_of(&p),
                 json!({"metadata": {"resourceVersion": "205"}, "spec": {"taints": [not_ready]}}),
                 labelled.clone(),
             ),
-            patch(json!({"metadata": {"labels": {"worldland.io/status": null}}}), labelled),
+            patch(
+                &node_of(&p),
+                json!({"metadata": {"labels": {"worldland.io/status": null}}}),
+                labelled,
+            ),
         ],
     );
     let at = now + Duration::minutes(4);
@@ -211,7 +233,7 @@ async fn a_node_that_contradicts_the_spec_leaves_the_provider_unschedulable() {
     let api = ApiServerVerifier::run(
         handle,
         vec![
-            Expect::new("GET", NODE, "", 200, node_body("15-get-node.json")),
+            Expect::new("GET", node_of(&p), "", 200, node_body("15-get-node.json")),
             Expect::new(
                 "DELETE",
                 format!("/api/v1/namespaces/kube-system/secrets/bootstrap-token-{token_id}"),
@@ -244,7 +266,7 @@ async fn a_heartbeat_before_the_node_exists_is_refused() {
     let (cluster, handle) = kube();
     let mut missing = fixture("22-get-node-not-found.json").response_body;
     missing["details"]["name"] = json!("gpu-server-01");
-    let api = ApiServerVerifier::run(handle, vec![Expect::new("GET", NODE, "", 404, missing)]);
+    let api = ApiServerVerifier::run(handle, vec![Expect::new("GET", node_of(&p), "", 404, missing)]);
     let out = Outcome::from(heartbeat_recorder::handle(&heartbeat(&p, now, 0), &recorder(store.clone(), cluster), now).await);
     assert!(matches!(out, Outcome::Rejected(r) if r.reason.code() == "node_not_found"));
     api.finish(WAIT).await;

@@ -68,7 +68,7 @@ async fn offline_within_threshold_plus_one_sweep_and_back_on_the_next_heartbeat(
         );
         if i == 0 {
             assert_eq!(state_of(store.as_ref(), &p.provider_id).await.state, ProviderState::Available);
-            let node = cluster.node("gpu-server-01").unwrap();
+            let node = cluster.node(&node_for(&p, true).name).unwrap();
             assert_eq!(node.labels[labels::RENTAL_TYPE], "gpu");
             assert_eq!(node.labels[labels::GPU_MODEL], "RTX-4090");
             assert_eq!(cluster.token_count(), 0, "the bootstrap token is deleted on join");
@@ -97,7 +97,7 @@ async fn offline_within_threshold_plus_one_sweep_and_back_on_the_next_heartbeat(
         latency <= Duration::seconds(THRESHOLD + SWEEP_EVERY as i64),
         "within threshold + one sweep: {latency}"
     );
-    let node = cluster.node("gpu-server-01").unwrap();
+    let node = cluster.node(&node_for(&p, true).name).unwrap();
     assert_eq!(node.labels.get(labels::STATUS).map(String::as_str), Some("offline"));
     assert!(node
         .taints
@@ -113,7 +113,7 @@ async fn offline_within_threshold_plus_one_sweep_and_back_on_the_next_heartbeat(
     let rec = state_of(store.as_ref(), &p.provider_id).await;
     assert_eq!(rec.state, ProviderState::Available);
     assert_eq!(rec.last_heartbeat, Some(back));
-    let node = cluster.node("gpu-server-01").unwrap();
+    let node = cluster.node(&node_for(&p, true).name).unwrap();
     assert!(
         !node.labels.contains_key(labels::STATUS) && node.taints.is_empty(),
         "offline marks removed: {node:?}"

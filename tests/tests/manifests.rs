@@ -1,16 +1,26 @@
 //! Every Kubernetes manifest under `infra/k8s` parses into the k8s-openapi types with no field
 //! left over (a typo'd or unknown field fails), every worker has its Deployment with probes and
-//! resource requests, and RBAC grants each worker only what it calls.
+//! resource requests, RBAC grants each worker only what it calls (and no worker may read a
+//! Secret), and the ValidatingAdmissionPolicies narrow every write RBAC lets a worker make to the
+//! objects it writes itself. The CEL is checked here for what it names, not run: infra/README.md
+//! says how to check it on a real API server.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+use k8s_openapi::api::admissionregistration::v1::{
+    ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding, ValidatingAdmissionPolicySpec,
+};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, NodeConfigSource, NodeSpec, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use worldland_core::cluster::bootstrap::{secret_name, TOKEN_NAMESPACE, TOKEN_SECRET_PREFIX, TOKEN_SECRET_TYPE};
+use worldland_core::cluster::{BootstrapToken, Taint};
+use worldland_core::labels;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra/k8s")
@@ -63,6 +73,8 @@ struct Parsed {
     role_bindings: Vec<RoleBinding>,
     cluster_roles: Vec<ClusterRole>,
     cluster_role_bindings: Vec<ClusterRoleBinding>,
+    policies: Vec<ValidatingAdmissionPolicy>,
+    policy_bindings: Vec<ValidatingAdmissionPolicyBinding>,
 }
 
 fn parse_all() -> Parsed {
@@ -90,6 +102,8 @@ fn parse_all() -> Parsed {
                 ("rbac.authorization.k8s.io/v1", "RoleBinding") => parsed.role_bindings.push(strict(&doc, &file)),
                 ("rbac.authorization.k8s.io/v1", "ClusterRole") => parsed.cluster_roles.push(strict(&doc, &file)),
                 ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => parsed.cluster_role_bindings.push(strict(&doc, &file)),
+                ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicy") => parsed.policies.push(strict(&doc, &file)),
+                ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicyBinding") => parsed.policy_bindings.push(strict(&doc, &file)),
                 (v, k) => panic!("{}: unexpected {v} {k}", file.display()),
             }
         }
@@ -194,7 +208,6 @@ fn rbac_grants_each_worker_only_what_it_calls() {
         grants(&p, "join-token-issuer"),
         g(&[
             ("kube-system", "secrets", "create", "*"),
-            ("kube-system", "secrets", "get", "*"),
             ("kube-public", "configmaps", "get", "cluster-info")
         ])
     );
@@ -213,5 +226,375 @@ fn rbac_grants_each_worker_only_what_it_calls() {
             .find(|s| s.metadata.name.as_deref() == Some(none))
             .unwrap();
         assert_eq!(sa.automount_service_account_token, Some(false), "{none} gets no token");
+    }
+}
+
+#[test]
+fn every_base_manifest_is_in_its_kustomization() {
+    let base = root().join("base");
+    let k: Kustomization = serde_saphyr::from_str(&std::fs::read_to_string(base.join("kustomization.yaml")).unwrap()).unwrap();
+    let listed: BTreeSet<String> = k.resources.into_iter().collect();
+    let present: BTreeSet<String> = std::fs::read_dir(&base)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".yaml") && n != "kustomization.yaml")
+        .collect();
+    assert_eq!(listed, present, "a manifest left out of the kustomization is never applied");
+}
+
+const ISSUER: &str = "join-token-issuer";
+const RECORDER: &str = "heartbeat-recorder";
+const SWEEPER: &str = "staleness-sweeper";
+
+#[test]
+fn no_worker_can_read_a_secret() {
+    let p = parse_all();
+    for sa in &p.service_accounts {
+        let name = sa.metadata.name.as_deref().unwrap();
+        for (ns, res, verb, _) in grants(&p, name) {
+            if res == "secrets" || res == "*" {
+                assert!(
+                    !["get", "list", "watch", "*"].contains(&verb.as_str()),
+                    "{name} may {verb} Secrets in {ns}: kubeadm-certs, ServiceAccount tokens and every bootstrap token"
+                );
+            }
+        }
+    }
+    let secret_grants = |sa: &str| {
+        grants(&p, sa)
+            .into_iter()
+            .filter(|(_, res, _, _)| res == "secrets")
+            .map(|(ns, _, verb, name)| format!("{verb} {ns}/{name}"))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(secret_grants(ISSUER), ["create kube-system/*"], "the issuer only creates");
+    for sa in [RECORDER, SWEEPER] {
+        assert_eq!(secret_grants(sa), ["delete kube-system/*"], "{sa} only deletes");
+    }
+}
+
+/// The username the API server gives a worker's ServiceAccount token.
+fn username(p: &Parsed, sa: &str) -> String {
+    let acct = p
+        .service_accounts
+        .iter()
+        .find(|s| s.metadata.name.as_deref() == Some(sa))
+        .unwrap_or_else(|| panic!("no ServiceAccount {sa}"));
+    format!("system:serviceaccount:{}:{sa}", acct.metadata.namespace.as_deref().unwrap())
+}
+
+fn policy<'a>(p: &'a Parsed, name: &str) -> &'a ValidatingAdmissionPolicySpec {
+    p.policies
+        .iter()
+        .find(|x| x.metadata.name.as_deref() == Some(name))
+        .and_then(|x| x.spec.as_ref())
+        .unwrap_or_else(|| panic!("no ValidatingAdmissionPolicy {name}"))
+}
+
+/// The users a policy applies to: its one matchCondition on `request.userInfo.username`, and
+/// every quoted string in it.
+fn policy_users(spec: &ValidatingAdmissionPolicySpec) -> BTreeSet<String> {
+    let conditions = spec.match_conditions.as_deref().unwrap_or_default();
+    assert_eq!(conditions.len(), 1, "one matchCondition, on the username");
+    let expr = one_line(&conditions[0].expression);
+    assert!(
+        expr.starts_with("request.userInfo.username == '") || expr.starts_with("request.userInfo.username in ['"),
+        "{expr}"
+    );
+    expr.split('\'').skip(1).step_by(2).map(str::to_string).collect()
+}
+
+/// (resource, operation) pairs a policy sees.
+fn policy_sees(spec: &ValidatingAdmissionPolicySpec) -> BTreeSet<(String, String)> {
+    let mut out = BTreeSet::new();
+    for r in spec.match_constraints.iter().flat_map(|m| m.resource_rules.iter().flatten()) {
+        assert_eq!(r.api_groups.as_deref(), Some(&[String::new()][..]), "core API group");
+        assert!(r.resource_names.is_none(), "every object of the resource");
+        for res in r.resources.iter().flatten() {
+            for op in r.operations.iter().flatten() {
+                out.insert((res.clone(), op.clone()));
+            }
+        }
+    }
+    out
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Whether one of the policy's validations contains `text` (whitespace folded).
+fn validates(spec: &ValidatingAdmissionPolicySpec, text: &str) -> bool {
+    spec.validations.iter().flatten().any(|v| one_line(&v.expression).contains(text))
+}
+
+fn variable(spec: &ValidatingAdmissionPolicySpec, name: &str) -> String {
+    spec.variables
+        .iter()
+        .flatten()
+        .find(|v| v.name == name)
+        .map(|v| one_line(&v.expression))
+        .unwrap_or_else(|| panic!("no variable {name}"))
+}
+
+#[test]
+fn every_write_rbac_grants_is_narrowed_by_a_bound_policy() {
+    let p = parse_all();
+    let users = |sas: &[&str]| sas.iter().map(|sa| username(&p, sa)).collect::<BTreeSet<_>>();
+    let expected = [
+        ("worldland-join-token-issuer", users(&[ISSUER]), "secrets"),
+        ("worldland-token-deleter", users(&[RECORDER, SWEEPER]), "secrets"),
+        ("worldland-node-marker", users(&[RECORDER, SWEEPER]), "nodes"),
+    ];
+    let names: BTreeSet<&str> = p.policies.iter().map(|x| x.metadata.name.as_deref().unwrap()).collect();
+    assert_eq!(names, expected.iter().map(|e| e.0).collect(), "the policies");
+    for (name, who, resource) in &expected {
+        let spec = policy(&p, name);
+        assert_eq!(&policy_users(spec), who, "{name}: whom it applies to");
+        assert_eq!(
+            spec.failure_policy.as_deref(),
+            Some("Fail"),
+            "{name}: an expression that errors refuses"
+        );
+        assert!(spec.param_kind.is_none(), "{name}: no parameters to go missing");
+        // Every write, not only the one allowed, so that a wider RBAC grant later is still refused.
+        let sees = policy_sees(spec);
+        for op in ["CREATE", "UPDATE", "DELETE"] {
+            assert!(sees.contains(&(resource.to_string(), op.to_string())), "{name}: {op} {resource}");
+        }
+        let bound: Vec<_> = p
+            .policy_bindings
+            .iter()
+            .filter_map(|b| b.spec.as_ref())
+            .filter(|b| b.policy_name.as_deref() == Some(*name))
+            .collect();
+        assert_eq!(bound.len(), 1, "{name}: one binding");
+        assert_eq!(
+            bound[0].validation_actions.as_deref(),
+            Some(&["Deny".to_string()][..]),
+            "{name}: denies, not only warns"
+        );
+        assert!(
+            bound[0].match_resources.is_none() && bound[0].param_ref.is_none(),
+            "{name}: the binding narrows nothing"
+        );
+        for v in spec.validations.iter().flatten() {
+            assert_eq!(v.reason.as_deref(), Some("Forbidden"), "{name}: {}", v.expression);
+        }
+    }
+    for b in &p.policy_bindings {
+        let to = b.spec.as_ref().and_then(|s| s.policy_name.as_deref()).unwrap();
+        assert!(names.contains(to), "binding to a missing policy {to}");
+    }
+    // Every write verb RBAC grants any worker reaches a policy that names that worker.
+    let mut narrowed = 0;
+    for sa in p.service_accounts.iter().map(|s| s.metadata.name.as_deref().unwrap()) {
+        let user = username(&p, sa);
+        for (ns, res, verb, _) in grants(&p, sa) {
+            let op = match verb.as_str() {
+                "get" | "list" | "watch" => continue,
+                "create" => "CREATE",
+                "update" | "patch" => "UPDATE",
+                "delete" => "DELETE",
+                other => panic!("{sa}: verb {other} on {res}"),
+            };
+            let by = p
+                .policies
+                .iter()
+                .filter_map(|x| x.spec.as_ref())
+                .find(|s| policy_users(s).contains(&user) && policy_sees(s).contains(&(res.clone(), op.to_string())));
+            assert!(by.is_some(), "{sa} may {verb} {res} in {ns} and no policy narrows it");
+            narrowed += 1;
+        }
+    }
+    assert_eq!(
+        narrowed, 5,
+        "the issuer's create; the recorder's and the sweeper's delete and patch"
+    );
+}
+
+#[test]
+fn the_issuer_may_create_only_expiring_bootstrap_tokens() {
+    let p = parse_all();
+    let spec = policy(&p, "worldland-join-token-issuer");
+    for must in [
+        "request.operation == 'CREATE'".to_string(),
+        format!("request.namespace == '{TOKEN_NAMESPACE}'"),
+        format!("object.type == '{TOKEN_SECRET_TYPE}'"),
+        format!("object.metadata.name.matches('^{TOKEN_SECRET_PREFIX}[a-z0-9]{{6}}$')"),
+        "'expiration' in object.data".to_string(),
+    ] {
+        assert!(validates(spec, &must), "the issuer's policy checks {must}");
+    }
+    // What the issuer writes passes: the name's id is 6 of [a-z0-9], and it carries an expiration.
+    let token = BootstrapToken::generate(chrono::Utc::now() + chrono::Duration::minutes(10), "d".into());
+    let id = secret_name(&token.id).strip_prefix(TOKEN_SECRET_PREFIX).unwrap().to_string();
+    assert!(
+        id.len() == 6 && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()),
+        "{id}"
+    );
+    assert!(token.secret_data().contains_key("expiration"));
+}
+
+#[test]
+fn the_recorder_and_sweeper_may_delete_only_bootstrap_tokens() {
+    let p = parse_all();
+    let spec = policy(&p, "worldland-token-deleter");
+    for must in [
+        "request.operation == 'DELETE'".to_string(),
+        format!("request.namespace == '{TOKEN_NAMESPACE}'"),
+        format!("oldObject.metadata.name.matches('^{TOKEN_SECRET_PREFIX}[a-z0-9]{{6}}$')"),
+        format!("oldObject.type == '{TOKEN_SECRET_TYPE}'"),
+    ] {
+        assert!(validates(spec, &must), "the deleter's policy checks {must}");
+    }
+    // On DELETE `object` is null: a rule on it would error, and refuse every delete.
+    for v in spec.validations.iter().flatten() {
+        let e = v.expression.replace("oldObject", "");
+        assert!(!e.contains("object."), "{}", v.expression);
+    }
+}
+
+#[test]
+fn the_recorder_and_sweeper_may_change_only_worldland_keys_on_nodes() {
+    const OURS: &str = "worldland.io/";
+    let p = parse_all();
+    let spec = policy(&p, "worldland-node-marker");
+    assert!(validates(spec, "request.operation == 'UPDATE'"), "patch only");
+    // Every key the workers write lies under the prefix the policy frees, and their taint is NoSchedule.
+    let written = labels::provider_node_labels("p", "RTX 4090", 1).into_keys().chain(
+        [
+            labels::STATUS,
+            labels::ACTIVE_JOBS,
+            labels::LAST_HEARTBEAT_ANNOTATION,
+            labels::OFFLINE_TAINT,
+        ]
+        .map(String::from),
+    );
+    for key in written {
+        assert!(key.starts_with(OURS), "{key}");
+    }
+    assert_eq!(Taint::offline().effect, "NoSchedule");
+    // Labels and annotations: a key outside ours keeps its value, and none appears or goes.
+    for kind in ["labels", "annotations"] {
+        assert!(variable(spec, &format!("{kind}New")).contains(&format!("object.metadata.{kind}")));
+        assert!(variable(spec, &format!("{kind}Old")).contains(&format!("oldObject.metadata.{kind}")));
+        for must in [
+            format!("variables.{kind}New.all(k, k.startsWith('{OURS}')"),
+            format!("(k in variables.{kind}Old && variables.{kind}Old[k] == variables.{kind}New[k])"),
+            format!("variables.{kind}Old.all(k, k.startsWith('{OURS}') || k in variables.{kind}New)"),
+        ] {
+            assert!(validates(spec, &must), "{kind}: {must}");
+        }
+    }
+    // Taints: those outside ours are the same list, and ours may only be added as NoSchedule.
+    assert!(variable(spec, "taintsNew").contains("object.spec.taints"));
+    assert!(variable(spec, "taintsOld").contains("oldObject.spec.taints"));
+    assert!(validates(
+        spec,
+        &format!("variables.taintsNew.filter(t, !t[0].startsWith('{OURS}')) == variables.taintsOld.filter(t, !t[0].startsWith('{OURS}'))")
+    ));
+    assert!(validates(spec, &format!("t[2] == '{}'", Taint::offline().effect)));
+    // Everything else a client can write stays. A literal of every field (no `..Default`), so a
+    // field added to NodeSpec or ObjectMeta fails to compile here until the policy says what of it.
+    let every_spec_field = NodeSpec {
+        config_source: Some(NodeConfigSource::default()),
+        external_id: Some(String::new()),
+        pod_cidr: Some(String::new()),
+        pod_cidrs: Some(vec![]),
+        provider_id: Some(String::new()),
+        taints: Some(vec![]),
+        unschedulable: Some(false),
+    };
+    let epoch = || Some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH));
+    let every_meta_field = ObjectMeta {
+        annotations: Some(Default::default()),
+        creation_timestamp: epoch(),
+        deletion_grace_period_seconds: Some(0),
+        deletion_timestamp: epoch(),
+        finalizers: Some(vec![]),
+        generate_name: Some(String::new()),
+        generation: Some(0),
+        labels: Some(Default::default()),
+        managed_fields: Some(vec![]),
+        name: Some(String::new()),
+        namespace: Some(String::new()),
+        owner_references: Some(vec![]),
+        resource_version: Some(String::new()),
+        self_link: Some(String::new()),
+        uid: Some(String::new()),
+    };
+    let keys = |v: Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+    let not_compared = [
+        // checked key by key above
+        "labels",
+        "annotations",
+        "taints",
+        // written by the server on every write
+        "resourceVersion",
+        "managedFields",
+        // immutable, or kept by the server on update whatever the client sends
+        "name",
+        "namespace",
+        "uid",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "generation",
+        "selfLink",
+    ];
+    let fields = keys(serde_json::to_value(&every_spec_field).unwrap())
+        .into_iter()
+        .map(|k| ("spec", k))
+        .chain(
+            keys(serde_json::to_value(&every_meta_field).unwrap())
+                .into_iter()
+                .map(|k| ("metadata", k)),
+        );
+    let mut compared = 0;
+    for (part, field) in fields.filter(|(_, f)| !not_compared.contains(&f.as_str())) {
+        let same = format!(
+            "(has(object.{part}.{field}) ? [object.{part}.{field}] : []) == (has(oldObject.{part}.{field}) ? [oldObject.{part}.{field}] : [])"
+        );
+        assert!(validates(spec, &same), "{part}.{field} must stay as it was: {same}");
+        compared += 1;
+    }
+    assert_eq!(compared, 9, "finalizers, ownerReferences, generateName and six spec fields");
+}
+
+/// Not a CEL parser: brackets that close in order and strings that end, in every expression.
+#[test]
+fn policy_expressions_are_balanced() {
+    let p = parse_all();
+    for x in &p.policies {
+        let spec = x.spec.as_ref().unwrap();
+        let exprs = spec
+            .match_conditions
+            .iter()
+            .flatten()
+            .map(|m| &m.expression)
+            .chain(spec.variables.iter().flatten().map(|v| &v.expression))
+            .chain(spec.validations.iter().flatten().map(|v| &v.expression));
+        for e in exprs {
+            let mut open = vec![];
+            let mut quoted = false;
+            for c in e.chars() {
+                match c {
+                    '\'' => quoted = !quoted,
+                    _ if quoted => {}
+                    '(' | '[' | '{' => open.push(c),
+                    ')' | ']' | '}' => {
+                        let want = match c {
+                            ')' => '(',
+                            ']' => '[',
+                            _ => '{',
+                        };
+                        assert_eq!(open.pop(), Some(want), "{e}");
+                    }
+                    _ => {}
+                }
+            }
+            assert!(open.is_empty() && !quoted, "{e}");
+        }
     }
 }

@@ -18,7 +18,8 @@ async fn the_sdk_obeys_mining_commands_once_and_acknowledges_them() {
     let env = TestEnv::new(&[]);
     let streams = env.cfg.streams();
     let p = SimulatedProvider::new(3, chrono::Utc::now());
-    let replies = RedisReplies::new(env.redis().await, streams.clone(), 600);
+    let broker = worldland_core::answers::BrokerKey::generate();
+    let replies = RedisReplies::new(env.redis().await, streams.clone(), 600, broker.clone());
     // An answer and two commands (one of them delivered twice) wait on the stream.
     replies
         .reply(
@@ -51,6 +52,7 @@ async fn the_sdk_obeys_mining_commands_once_and_acknowledges_them() {
         stop_cmd: Some("miner-ctl stop --gpus {gpus}".into()),
         resume_cmd: Some("miner-ctl start --gpus {gpus}".into()),
         dry_run: true,
+        machine_gpus: p.registration.spec.total_gpus,
     };
     let (stop_tx, rx) = broadcast::channel(1);
     let handling = tokio::spawn(run_commands(
@@ -58,6 +60,7 @@ async fn the_sdk_obeys_mining_commands_once_and_acknowledges_them() {
         streams.clone(),
         p.provider_id.clone(),
         p.key.clone(),
+        broker.public(),
         settings,
         rx,
     ));

@@ -69,6 +69,7 @@ fn node_info(node: Node) -> NodeInfo {
                 key: t.key,
                 value: t.value,
                 effect: t.effect,
+                time_added: t.time_added.map(|at| at.0.to_string()),
             })
             .collect(),
         cpu_millis: q("cpu", 1000),
@@ -195,6 +196,10 @@ impl Cluster for KubeCluster {
                             let mut v = serde_json::json!({"key": t.key, "effect": t.effect});
                             if let Some(val) = &t.value {
                                 v["value"] = serde_json::json!(val);
+                            }
+                            // Kept as read: eviction timing counts from it.
+                            if let Some(at) = &t.time_added {
+                                v["timeAdded"] = serde_json::json!(at);
                             }
                             v
                         })

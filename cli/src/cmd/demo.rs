@@ -19,15 +19,18 @@ use worldland_adapters::bus::memory::MemoryBus;
 use worldland_adapters::cluster::simulated::SimulatedCluster;
 use worldland_adapters::replies::MemoryReplies;
 use worldland_adapters::state::memory::MemoryStore;
+use worldland_core::answers::{BrokerKey, BrokerPublicKey};
 use worldland_core::bus::{Bus, BusResult, QueueSpec};
-use worldland_core::messages::{topics, ProviderState, StreamEnvelope};
+use worldland_core::messages::{topics, ProviderResponse, ProviderState, StreamEnvelope};
 use worldland_core::signature::SignaturePolicy;
 use worldland_core::state::providers::ProviderRecord;
 use worldland_core::streams::StreamNames;
 use worldland_core::validation::ValidationPolicy;
 use worldland_core::worker::Handler;
 use worldland_provider_sdk::client::join_from_response;
+use worldland_provider_sdk::join::JoinPlan;
 use worldland_provider_sdk::simulated::{signed_envelope, SimulatedProvider};
+use worldland_provider_sdk::verify;
 use worldland_runtime::worker::run_consumer;
 
 use lifecycle::LifecycleSummary;
@@ -92,7 +95,8 @@ pub struct DemoSummary {
     pub bad_registrations: usize,
     pub providers_per_state: BTreeMap<String, usize>,
     pub rejections_per_reason: BTreeMap<String, usize>,
-    /// Approved providers whose sealed join command opened with their own key.
+    /// Approved providers whose answer verified under the pinned broker key, whose sealed join
+    /// opened with their own key and whose kubeadm argv was built from valid fields.
     pub sealed_joins_opened: usize,
     pub unanswered: Vec<String>,
     pub stage_times: BTreeMap<String, StageTimes>,
@@ -196,12 +200,14 @@ fn progress_bar(len: usize) -> ProgressBar {
 }
 
 /// The embedded plane: in-memory store, in-process bus, simulated cluster, with the
-/// registration handler and the join-token issuer consuming from the bus until stopped.
+/// registration handler and the join-token issuer consuming from the bus until stopped. Answers
+/// are signed with an ephemeral broker key, which the simulated agents pin.
 struct Plane {
     store: Arc<MemoryStore>,
     bus: Arc<MemoryBus>,
     cluster: Arc<SimulatedCluster>,
     replies: Arc<MemoryReplies>,
+    broker: BrokerPublicKey,
     stop: broadcast::Sender<()>,
     workers: Vec<JoinHandle<BusResult<()>>>,
 }
@@ -211,7 +217,9 @@ impl Plane {
         let store = Arc::new(MemoryStore::new());
         let bus = Arc::new(MemoryBus::new(5));
         let cluster = Arc::new(SimulatedCluster::new("https://10.0.0.1:6443"));
-        let replies = Arc::new(MemoryReplies::default());
+        let key = BrokerKey::generate();
+        let broker = key.public();
+        let replies = Arc::new(MemoryReplies::signed(StreamNames::default(), key));
         let registration: Arc<dyn Handler> = Arc::new(registration_handler::RegistrationHandler(registration_handler::Context {
             store: store.clone(),
             bus: bus.clone(),
@@ -238,9 +246,26 @@ impl Plane {
             bus,
             cluster,
             replies,
+            broker,
             stop,
             workers,
         }
+    }
+
+    /// The first answer to `p` that its SDK would believe — signed by the pinned broker key for
+    /// its own stream, fresh — and that approves it.
+    fn believed_approval(&self, p: &SimulatedProvider) -> Option<ProviderResponse> {
+        let stream = StreamNames::default().response(&p.provider_id);
+        self.replies.entries_for(&p.provider_id).into_iter().find_map(|w| {
+            let entry = verify::Entry {
+                id: String::new(),
+                data: w.data.into_bytes(),
+                timestamp: Some(w.timestamp),
+                broker_sig: Some(w.broker_sig),
+            };
+            verify::check(&entry, &stream, &self.broker, Utc::now()).ok()?;
+            serde_json::from_slice::<ProviderResponse>(&entry.data).ok().filter(|a| a.success)
+        })
     }
 
     /// The agents' side: the bridge would forward each stream entry onto the bus like this.
@@ -333,10 +358,15 @@ impl Plane {
             let rec = ProviderRecord::load(self.store.as_ref(), &p.provider_id).await?;
             let state = rec.as_ref().map(|r| r.state.to_string()).unwrap_or_else(|| "missing".into());
             *r.per_state.entry(state).or_insert(0) += 1;
-            let answer = self.replies.answers_for(&p.provider_id).into_iter().find(|a| a.success);
+            let answer = self.believed_approval(p);
             match (&rec, answer) {
                 (Some(rec), Some(answer)) if rec.state == ProviderState::Approved => {
-                    if join_from_response(&answer, &p.enc_secret).is_ok() {
+                    // What the SDK would do: open the sealed token, build kubeadm's argv from the
+                    // validated fields.
+                    if join_from_response(&answer, &p.enc_secret)
+                        .and_then(|join| JoinPlan::from_answer(&answer, &join))
+                        .is_ok()
+                    {
                         r.opened += 1;
                     }
                     let published = published_at[&p.provider_id];

@@ -1,5 +1,6 @@
 //! `worldland infra init`: creates the DynamoDB tables and indexes, the bus's queues and
-//! dead-letter queues, and the bridge's consumer groups. Idempotent.
+//! dead-letter queues, the bridge's consumer groups, and the broker's signing key file when the
+//! configured one is absent (printing its public key). Idempotent.
 
 use std::sync::Arc;
 
@@ -19,7 +20,8 @@ pub struct Args {
 #[derive(Subcommand)]
 enum InfraCommand {
     /// Create DynamoDB tables and indexes, the RabbitMQ exchange, queues and dead-letter queues,
-    /// and the bridge's consumer groups. Idempotent.
+    /// the bridge's consumer groups, and the broker key file (WORLDLAND_BROKER_KEY_FILE) when
+    /// absent. Idempotent.
     Init,
 }
 
@@ -43,6 +45,22 @@ async fn init() -> anyhow::Result<()> {
     let bridge = RedisBridge::new(conn, reader, bus, BridgeSettings::from_config(&cfg));
     bridge.ensure_groups().await?;
     println!("Redis consumer group ready: {}", cfg.bridge_group);
+    broker_key(&cfg)
+}
+
+/// Creates the configured broker key file when it is absent; prints the public key agents pin.
+fn broker_key(cfg: &Config) -> anyhow::Result<()> {
+    let Some(path) = &cfg.broker_key_file else {
+        println!("WORLDLAND_BROKER_KEY_FILE unset: the workers that answer providers need one (`worldland keys --file PATH`)");
+        return Ok(());
+    };
+    let (public, made) = if path.exists() {
+        (backends::load_broker_key(path)?.public(), "ready")
+    } else {
+        (super::keys::create_key_file(path)?, "created (mode 0600)")
+    };
+    println!("broker key {made}: {}", path.display());
+    println!("broker public key (agents pin it with --broker-key): {public}");
     Ok(())
 }
 

@@ -5,6 +5,7 @@ pub mod bench;
 pub mod demo;
 pub mod infra;
 pub mod jobs;
+pub mod keys;
 pub mod providers;
 pub mod up;
 

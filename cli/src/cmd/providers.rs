@@ -7,6 +7,7 @@ use anyhow::Context as _;
 use clap::Subcommand;
 use worldland_core::ledger::{Ledger, ModelCounts};
 use worldland_core::messages::ProviderState;
+use worldland_core::state::nodes;
 use worldland_core::state::providers::ProviderRecord;
 use worldland_core::state::{ItemStore, Table};
 use worldland_runtime::backends;
@@ -50,8 +51,9 @@ async fn list(store: &dyn ItemStore, state: Option<String>) -> anyhow::Result<()
         "{:<38} {:<10} {:>8} {:<24} {:>5} {:<16}",
         "provider", "state", "hb age", "node", "gpus", "model"
     );
-    for item in items {
-        let r = ProviderRecord::from_item(&item)?;
+    // Node-name reservations share the table (never the state index): not providers.
+    for item in items.iter().filter(|i| !nodes::is_reservation(i)) {
+        let r = ProviderRecord::from_item(item)?;
         let age = r
             .last_heartbeat
             .map(|t| format!("{}s", (now - t).num_seconds()))
@@ -65,38 +67,81 @@ async fn list(store: &dyn ItemStore, state: Option<String>) -> anyhow::Result<()
 }
 
 async fn show(store: &dyn ItemStore, id: &str) -> anyhow::Result<()> {
+    for line in describe(store, id, chrono::Utc::now()).await? {
+        println!("{line}");
+    }
+    Ok(())
+}
+
+/// Who owns the provider's node name: this provider, another (the name is taken), or nobody yet.
+fn node_owner_line(r: &ProviderRecord, owner: Option<&str>) -> String {
+    match owner {
+        Some(o) if o == r.provider_id => "this provider (reserved)".into(),
+        Some(o) => format!("provider {o} (the name is taken: this provider cannot be approved or joined on it)"),
+        None => "nobody yet (reserved when the provider is approved)".into(),
+    }
+}
+
+/// Why the provider's join was refused, if it was: its node name is another's, or the recorder
+/// refused its node (recorded while it stays approved).
+fn join_refused_line(r: &ProviderRecord, owner: Option<&str>) -> String {
+    match (owner, &r.unschedulable) {
+        (Some(o), _) if o != r.provider_id => format!("node_name_taken: node name {} is reserved by provider {o}", r.node_name),
+        (_, Some(why)) if r.state == ProviderState::Approved => why.clone(),
+        _ => "-".into(),
+    }
+}
+
+/// `worldland providers show`, line by line: the provider, the node it owns, and why a join was
+/// refused.
+async fn describe(store: &dyn ItemStore, id: &str, now: chrono::DateTime<chrono::Utc>) -> anyhow::Result<Vec<String>> {
     let Some(r) = ProviderRecord::load(store, id).await? else {
         anyhow::bail!("no provider {id}")
     };
-    println!("provider:        {}", r.provider_id);
-    println!("wallet:          {}", r.wallet);
-    println!("state:           {}", r.state);
-    println!("node name:       {}", r.node_name);
-    println!("gpus:            {} × {}", r.gpu_count, r.gpu_model);
-    println!("price/GPU-hour:  {:.6}", r.price_micros as f64 / 1e6);
-    println!("registered:      {}", r.registered_at.to_rfc3339());
-    println!(
-        "approved:        {}",
-        r.approved_at.map(|t| t.to_rfc3339()).unwrap_or_else(|| "-".into())
-    );
+    let owner = nodes::owner(store, &r.node_name).await?;
     let opt = |t: Option<chrono::DateTime<chrono::Utc>>| t.map(|t| t.to_rfc3339()).unwrap_or_else(|| "-".into());
-    println!("joined:          {}", opt(r.joined_at));
-    println!("last heartbeat:  {}", opt(r.last_heartbeat));
-    println!(
-        "agent says:      {} ({} active jobs)",
-        r.heartbeat_status.as_deref().unwrap_or("-"),
-        r.active_jobs
-    );
-    println!("offline since:   {}", opt(r.offline_at));
-    println!("unschedulable:   {}", r.unschedulable.as_deref().unwrap_or("no"));
-    println!("token id:        {}", r.token_id.as_deref().unwrap_or("-"));
-    println!(
-        "token expires:   {}",
-        r.token_expires_at.map(|t| t.to_rfc3339()).unwrap_or_else(|| "-".into())
-    );
-    println!("spec:            {}", r.spec_json);
-    println!("capacity:        {}", r.capacity_json);
-    Ok(())
+    let age = r
+        .last_heartbeat
+        .map(|t| format!(" ({} s ago)", (now - t).num_seconds()))
+        .unwrap_or_default();
+    let unschedulable = match (&r.unschedulable, r.state) {
+        (Some(why), ProviderState::Approved) => format!("yes: join refused ({why})"),
+        (Some(why), _) => format!("yes: {why}"),
+        (None, _) => "no".into(),
+    };
+    Ok(vec![
+        format!("provider:        {}", r.provider_id),
+        format!("wallet:          {}", r.wallet),
+        format!("state:           {}", r.state),
+        format!("node name:       {}", r.node_name),
+        format!("node owner:      {}", node_owner_line(&r, owner.as_deref())),
+        format!("join refused:    {}", join_refused_line(&r, owner.as_deref())),
+        format!("gpus:            {} × {}", r.gpu_count, r.gpu_model),
+        format!("price/GPU-hour:  {:.6}", r.price_micros as f64 / 1e6),
+        format!("registered:      {}", r.registered_at.to_rfc3339()),
+        format!("approved:        {}", opt(r.approved_at)),
+        format!("joined:          {}", opt(r.joined_at)),
+        format!("last heartbeat:  {}{age}", opt(r.last_heartbeat)),
+        format!(
+            "agent says:      {} ({} active jobs)",
+            r.heartbeat_status.as_deref().unwrap_or("-"),
+            r.active_jobs
+        ),
+        format!("offline since:   {}", opt(r.offline_at)),
+        format!("unschedulable:   {unschedulable}"),
+        format!("token id:        {}", r.token_id.as_deref().unwrap_or("-")),
+        format!(
+            "token created:   {}",
+            if r.token_created.is_some() && r.token_created == r.token_id {
+                "yes"
+            } else {
+                "no"
+            }
+        ),
+        format!("token expires:   {}", opt(r.token_expires_at)),
+        format!("spec:            {}", r.spec_json),
+        format!("capacity:        {}", r.capacity_json),
+    ])
 }
 
 /// `worldland capacity`.
@@ -131,4 +176,77 @@ async fn print_capacity(store: &dyn ItemStore) -> anyhow::Result<()> {
     }
     println!("CPU cores free {} of {}; memory free {} MiB of {}", cpu.1, cpu.0, mem.1, mem.0);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use worldland_adapters::state::memory::MemoryStore;
+    use worldland_core::state::providers::{approve, refuse_join, register_pending, reserve_token};
+    use worldland_provider_sdk::simulated::SimulatedProvider;
+
+    fn line<'a>(lines: &'a [String], key: &str) -> &'a str {
+        lines
+            .iter()
+            .find_map(|l| l.strip_prefix(key))
+            .map(str::trim)
+            .unwrap_or_else(|| panic!("no {key} in {lines:#?}"))
+    }
+
+    #[tokio::test]
+    async fn show_says_which_node_a_provider_owns_and_why_a_join_was_refused() {
+        let now = chrono::Utc::now();
+        let store = MemoryStore::new();
+        let p = SimulatedProvider::new(1, now);
+        let id = p.provider_id.as_str();
+        register_pending(&p.registration, "1-0", now)
+            .apply_on(&store, Table::Providers, id)
+            .await
+            .unwrap();
+        let node = ProviderRecord::load(&store, id).await.unwrap().unwrap().node_name;
+        let lines = describe(&store, id, now).await.unwrap();
+        assert_eq!(line(&lines, "node name:"), node);
+        assert!(line(&lines, "node owner:").starts_with("nobody yet"));
+        assert_eq!(line(&lines, "join refused:"), "-");
+
+        // Reserved for it, approved, then the recorder refuses its node.
+        assert_eq!(nodes::claim(&store, &node, id, now).await.unwrap(), nodes::Claim::Ours);
+        let exp = now + chrono::Duration::hours(1);
+        reserve_token("abcdef", exp, now)
+            .apply_on(&store, Table::Providers, id)
+            .await
+            .unwrap();
+        approve("abcdef", "1-0", exp, now)
+            .apply_on(&store, Table::Providers, id)
+            .await
+            .unwrap();
+        let why = format!("node_owned_by_another_provider: node {node} carries provider \"p2\" as its worldland.io/provider-id");
+        refuse_join(&node, &why, now).apply_on(&store, Table::Providers, id).await.unwrap();
+        let lines = describe(&store, id, now).await.unwrap();
+        assert_eq!(line(&lines, "node owner:"), "this provider (reserved)");
+        assert_eq!(line(&lines, "join refused:"), why);
+        assert!(line(&lines, "unschedulable:").starts_with("yes: join refused (node_owned_by_another_provider"));
+
+        // A provider whose node name another holds: the name is taken, and said so.
+        let q = SimulatedProvider::new(2, now);
+        register_pending(&q.registration, "2-0", now)
+            .apply_on(&store, Table::Providers, &q.provider_id)
+            .await
+            .unwrap();
+        let node2 = ProviderRecord::load(&store, &q.provider_id).await.unwrap().unwrap().node_name;
+        // Another provider holds this provider's node name.
+        assert_eq!(
+            nodes::claim(&store, &node2, "sim-provider-00009", now).await.unwrap(),
+            nodes::Claim::Ours
+        );
+        assert_eq!(
+            nodes::claim(&store, &node2, &q.provider_id, now).await.unwrap(),
+            nodes::Claim::TakenBy("sim-provider-00009".into())
+        );
+        let lines = describe(&store, &q.provider_id, now).await.unwrap();
+        assert!(line(&lines, "node owner:").starts_with("provider sim-provider-00009"));
+        assert!(line(&lines, "join refused:").starts_with("node_name_taken"));
+        // Listing skips the reservations that share the table.
+        list(&store, None).await.unwrap();
+    }
 }

@@ -13,6 +13,9 @@ pub struct Taint {
     pub value: Option<String>,
     /// Effect: `NoSchedule`, `PreferNoSchedule` or `NoExecute`.
     pub effect: String,
+    /// When the taint was added (RFC 3339), as the API server set it for `NoExecute` taints:
+    /// written back unchanged, since eviction timing (tolerationSeconds) counts from it.
+    pub time_added: Option<String>,
 }
 
 impl Taint {
@@ -22,6 +25,7 @@ impl Taint {
             key: OFFLINE_TAINT.into(),
             value: Some("true".into()),
             effect: "NoSchedule".into(),
+            time_added: None,
         }
     }
 }
@@ -154,9 +158,10 @@ mod tests {
     #[test]
     fn offline_taint_keeps_the_others() {
         let other = Taint {
-            key: "node.kubernetes.io/not-ready".into(),
+            key: "node.kubernetes.io/unreachable".into(),
             value: None,
-            effect: "NoSchedule".into(),
+            effect: "NoExecute".into(),
+            time_added: Some("2026-11-26T23:00:42Z".into()),
         };
         let on = taints_with_offline(std::slice::from_ref(&other), true);
         assert_eq!(on, vec![other.clone(), Taint::offline()]);

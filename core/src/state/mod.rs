@@ -3,6 +3,7 @@
 //! contract suite: DynamoDB (production) and in-memory (the embedded default).
 
 pub mod expr;
+pub mod nodes;
 pub mod providers;
 
 use async_trait::async_trait;

@@ -14,8 +14,8 @@ pub mod attr {
     pub const WALLET: &str = "wallet";
     /// The provider's state in its wire spelling; the partition key of the state index.
     pub const STATE: &str = super::INDEX_STATE_ATTR;
-    /// The state index's sort key: the registration time while pending, the token's expiry while approved, the last
-    /// heartbeat from joined on.
+    /// The state index's sort key: the registration time while pending, the token's expiry while approved, from
+    /// joined on the broker's receive time of the last heartbeat (liveness and billing; never the agent's clock).
     pub const HB_AT: &str = super::INDEX_SORT_ATTR;
     /// The registration's `Spec`, as JSON.
     pub const SPEC: &str = "spec";
@@ -23,7 +23,9 @@ pub mod attr {
     pub const CAPACITY: &str = "capacity";
     /// The registration's `MiningConfig`, as JSON; empty when it had none.
     pub const MINING: &str = "mining";
-    /// The Kubernetes node name: the lower-cased host name.
+    /// The Kubernetes node name the broker assigned ([`crate::validation::node_name`]: host part
+    /// and a suffix derived from the provider id), reserved for this provider by its own item
+    /// ([`super::super::nodes`]) before approval.
     pub const NODE_NAME: &str = "node_name";
     /// Model label of the first GPU in the spec.
     pub const GPU_MODEL: &str = "gpu_model";
@@ -41,12 +43,23 @@ pub mod attr {
     pub const TOKEN_ID: &str = "token_id";
     /// When that token expires.
     pub const TOKEN_EXPIRES_AT: &str = "token_expires_at";
+    /// The token id whose Secret the issuer created (recorded right after the create answered
+    /// 201). A create of the reserved id that meets 409 while this does not name it is a
+    /// collision (or an earlier create never recorded, whose secret nobody was sent): the issuer
+    /// draws a new id instead of reading any Secret back.
+    pub const TOKEN_CREATED: &str = "token_created";
+    /// The answer's sealed join for that token (base64 sealed box, openable only with the key
+    /// in [`SEALED_TO`]), kept so that a redelivery answers again with the same token without
+    /// reading its Secret. Never the token in the clear.
+    pub const SEALED_JOIN: &str = "sealed_join";
+    /// The `enc_pubkey` the stored sealed join is sealed to.
+    pub const SEALED_TO: &str = "sealed_to";
     /// When the provider was approved.
     pub const APPROVED_AT: &str = "approved_at";
     /// Stream entry id of the registration last answered on the response stream.
     pub const ANSWERED_REGISTRATION: &str = "answered_registration";
-    /// The agent's last heartbeat time (ms). `hb_at` equals it once joined; while approved,
-    /// `hb_at` holds the token's expiry, so the sweeper finds expired approvals by the index.
+    /// The agent's own timestamp of its last heartbeat (ms): orders heartbeats (a replay or an
+    /// older one changes nothing); liveness reads `hb_at`, the broker's receive time.
     pub const LAST_HB: &str = "last_hb";
     /// What the agent last claimed its status was: recorded, never trusted.
     pub const HB_STATUS: &str = "hb_status";
@@ -58,7 +71,9 @@ pub mod attr {
     pub const LABELLED_JOBS: &str = "labelled_jobs";
     /// When the node's last-heartbeat annotation was last written (ms).
     pub const ANNOTATED_AT: &str = "annotated_at";
-    /// Why the node contradicts the claimed spec; such a provider never becomes available.
+    /// Why the provider cannot be scheduled: its node contradicts the claimed spec (it stays
+    /// `joined`), or its join was refused (it stays `approved`; the text starts with the reason
+    /// code, e.g. `node_owned_by_another_provider: …`). Such a provider never becomes available.
     pub const UNSCHEDULABLE: &str = "unschedulable";
     /// When the node first sent a heartbeat after approval (`approved → joined`).
     pub const JOINED_AT: &str = "joined_at";
@@ -82,7 +97,7 @@ pub struct ProviderRecord {
     pub wallet: String,
     /// Current state.
     pub state: ProviderState,
-    /// Kubernetes node name (the lower-cased host name).
+    /// Kubernetes node name, assigned by the broker ([`crate::validation::node_name`]).
     pub node_name: String,
     /// Model label of the first GPU in the spec.
     pub gpu_model: String,
@@ -108,6 +123,12 @@ pub struct ProviderRecord {
     pub token_id: Option<String>,
     /// When that token expires.
     pub token_expires_at: Option<DateTime<Utc>>,
+    /// The token id whose Secret was created, once recorded.
+    pub token_created: Option<String>,
+    /// The stored sealed join of that token (ciphertext only).
+    pub sealed_join: Option<String>,
+    /// The key the stored sealed join is sealed to.
+    pub sealed_to: Option<String>,
     /// When the provider was approved.
     pub approved_at: Option<DateTime<Utc>>,
     /// Stream entry id of the registration last answered.
@@ -122,7 +143,8 @@ pub struct ProviderRecord {
     pub labelled_jobs: Option<i64>,
     /// When the node's last-heartbeat annotation was last written.
     pub annotated_at: Option<DateTime<Utc>>,
-    /// Why the node contradicts the claimed spec; while set, the provider stays `joined`.
+    /// Why the provider cannot be scheduled (its node contradicts its spec, or its join was
+    /// refused); while set, it never becomes available.
     pub unschedulable: Option<String>,
     /// When the node joined.
     pub joined_at: Option<DateTime<Utc>>,
@@ -168,6 +190,9 @@ impl ProviderRecord {
             hb_at: from_ms(req_n(attr::HB_AT)?),
             token_id: s(attr::TOKEN_ID),
             token_expires_at: n(attr::TOKEN_EXPIRES_AT).map(from_ms),
+            token_created: s(attr::TOKEN_CREATED),
+            sealed_join: s(attr::SEALED_JOIN),
+            sealed_to: s(attr::SEALED_TO),
             approved_at: n(attr::APPROVED_AT).map(from_ms),
             answered_registration: s(attr::ANSWERED_REGISTRATION),
             last_heartbeat: n(attr::LAST_HB).map(from_ms),
@@ -249,7 +274,7 @@ pub fn register_pending(reg: &Registration, registration_id: &str, now: DateTime
     let ops = vec![
         Op::set(attr::WALLET, wallet),
         Op::set(attr::STATE, ProviderState::Pending.as_str()),
-        Op::set(attr::NODE_NAME, node_name(&reg.spec.hostname)),
+        Op::set(attr::NODE_NAME, node_name(&reg.provider_id, &reg.spec.hostname)),
         Op::set(attr::GPU_MODEL, gpu_model_label(first_gpu)),
         Op::set(attr::GPU_COUNT, i64::from(offered_gpus)),
         Op::set(attr::PRICE_MICROS, price_to_micros(reg.capacity.gpu_price_per_hour)),
@@ -307,7 +332,65 @@ pub fn reserve_token(token_id: &str, expires_at: DateTime<Utc>, now: DateTime<Ut
             Op::set(attr::TOKEN_ID, token_id),
             Op::set(attr::TOKEN_EXPIRES_AT, ms(expires_at)),
             Op::set(attr::UPDATED_AT, ms(now)),
+            Op::Remove(attr::TOKEN_CREATED.into()),
+            Op::Remove(attr::SEALED_JOIN.into()),
+            Op::Remove(attr::SEALED_TO.into()),
         ],
+    }
+}
+
+/// Replaces the reserved token id `old` by a freshly drawn one, while the provider is still in
+/// `state` (pending, or approved and not joined): after a create of `old` met 409 (a collision,
+/// or an earlier create never recorded), or when `old` was created but its secret cannot be sent
+/// again to this registration. Only if `old` is still the reservation, so two deliveries never
+/// both replace it. While approved, the index sort key follows the new token's expiry.
+pub fn replace_token(old: &str, token_id: &str, expires_at: DateTime<Utc>, state: ProviderState, now: DateTime<Utc>) -> Transition {
+    let mut ops = vec![
+        Op::set(attr::TOKEN_ID, token_id),
+        Op::set(attr::TOKEN_EXPIRES_AT, ms(expires_at)),
+        Op::set(attr::UPDATED_AT, ms(now)),
+        Op::Remove(attr::TOKEN_CREATED.into()),
+        Op::Remove(attr::SEALED_JOIN.into()),
+        Op::Remove(attr::SEALED_TO.into()),
+    ];
+    if state == ProviderState::Approved {
+        ops.push(Op::set(attr::HB_AT, ms(expires_at)));
+    }
+    Transition {
+        cond: Cond::eq(attr::STATE, state.as_str()).and(Cond::eq(attr::TOKEN_ID, old)),
+        ops,
+    }
+}
+
+/// Records that the Secret of the reserved token `token_id` was created (the API said 201), with
+/// the answer's sealed join and the key it is sealed to when the provider gave one — so a
+/// redelivery answers with the same token, and a later 409 on this id is known to be ours.
+pub fn record_token_created(token_id: &str, sealed: Option<(&str, &str)>, now: DateTime<Utc>) -> Transition {
+    let mut ops = vec![Op::set(attr::TOKEN_CREATED, token_id), Op::set(attr::UPDATED_AT, ms(now))];
+    match sealed {
+        Some((box_b64, to)) => {
+            ops.push(Op::set(attr::SEALED_JOIN, box_b64));
+            ops.push(Op::set(attr::SEALED_TO, to));
+        }
+        None => {
+            ops.push(Op::Remove(attr::SEALED_JOIN.into()));
+            ops.push(Op::Remove(attr::SEALED_TO.into()));
+        }
+    }
+    Transition {
+        cond: Cond::state_in(&["pending", "approved"]).and(Cond::eq(attr::TOKEN_ID, token_id)),
+        ops,
+    }
+}
+
+/// The recorder refused to join an approved provider on `node_name` (the node carries another
+/// provider's id, or the name is reserved by another): the provider stays `approved` — never
+/// joined, labelled or available — with `why` (reason code first) recorded for `providers show`.
+/// Its approval expires with its token as any unjoined one does.
+pub fn refuse_join(node_name: &str, why: &str, now: DateTime<Utc>) -> Transition {
+    Transition {
+        cond: Cond::eq(attr::STATE, "approved").and(Cond::eq(attr::NODE_NAME, node_name)),
+        ops: vec![Op::set(attr::UNSCHEDULABLE, why), Op::set(attr::UPDATED_AT, ms(now))],
     }
 }
 
@@ -331,8 +414,12 @@ pub fn approve(token_id: &str, registration_id: &str, token_expires_at: DateTime
 pub struct HeartbeatFacts<'a> {
     /// Node the heartbeat came from.
     pub node_name: &'a str,
-    /// The heartbeat's own timestamp; it becomes `last_hb` and `hb_at`.
+    /// The heartbeat's own timestamp, the agent's word: it orders heartbeats (`last_hb`), never
+    /// decides liveness.
     pub at: DateTime<Utc>,
+    /// When the broker received it (its stream entry's time, bounded by the broker's clock): it
+    /// becomes `hb_at`, which decides liveness, offline detection and billing.
+    pub received_at: DateTime<Utc>,
     /// The status the agent claimed; recorded as `hb_status`.
     pub claimed_status: &'a str,
     /// Jobs the agent reported.
@@ -344,7 +431,7 @@ pub struct HeartbeatFacts<'a> {
 impl HeartbeatFacts<'_> {
     fn ops(&self) -> Vec<Op> {
         vec![
-            Op::set(attr::HB_AT, ms(self.at)),
+            Op::set(attr::HB_AT, ms(self.received_at)),
             Op::set(attr::LAST_HB, ms(self.at)),
             Op::set(attr::HB_STATUS, self.claimed_status),
             Op::set(attr::ACTIVE_JOBS, self.active_jobs),
@@ -477,13 +564,15 @@ mod tests {
 
     #[test]
     fn provider_lifecycle_transitions() {
+        // The node name the broker assigns provider p1 on host GPU-01.
+        let n01: &'static str = Box::leak(node_name("p1", "GPU-01").into_boxed_str());
         let now = Utc::now();
         let w = "0x5aaeb6053f3e94c9b9a09f33669435e7ef1beaed";
         let created = run(&register_pending(&reg(w), "1-0", now), None).expect("new provider");
         let rec = ProviderRecord::from_item(&created).unwrap();
         assert_eq!(
             (rec.state, rec.node_name.as_str(), rec.gpu_model.as_str(), rec.price_micros),
-            (ProviderState::Pending, "gpu-01", "RTX-4090", 500_000)
+            (ProviderState::Pending, n01, "RTX-4090", 500_000)
         );
         // Redelivery of the same entry: nothing to write.
         assert!(run(&register_pending(&reg(w), "1-0", now), Some(&created)).is_none());
@@ -529,27 +618,28 @@ mod tests {
         let hb = |at, node: &'static str| HeartbeatFacts {
             node_name: node,
             at,
+            received_at: at,
             claimed_status: "available",
             active_jobs: 0,
             usage_json: "{}".into(),
         };
         assert!(
-            run(&record_heartbeat(&hb(t(30), "gpu-01"), Some(w)), Some(&approved)).is_none(),
+            run(&record_heartbeat(&hb(t(30), n01), Some(w)), Some(&approved)).is_none(),
             "approved takes the join path"
         );
         assert!(
             run(&join(&hb(t(30), "other-node"), None, t(30)), Some(&approved)).is_none(),
             "not its node"
         );
-        let joined = run(&join(&hb(t(30), "gpu-01"), None, t(30)), Some(&approved)).unwrap();
+        let joined = run(&join(&hb(t(30), n01), None, t(30)), Some(&approved)).unwrap();
         let available = run(&make_available(ProviderState::Joined, None, t(31)), Some(&joined)).unwrap();
         let table: Vec<(HeartbeatFacts, Option<&str>, bool)> = vec![
-            (hb(t(60), "gpu-01"), Some(w), true),
-            (hb(t(60), "gpu-01"), None, true),
-            (hb(t(30), "gpu-01"), Some(w), false),
-            (hb(t(10), "gpu-01"), Some(w), false),
+            (hb(t(60), n01), Some(w), true),
+            (hb(t(60), n01), None, true),
+            (hb(t(30), n01), Some(w), false),
+            (hb(t(10), n01), Some(w), false),
             (hb(t(60), "gpu-02"), Some(w), false),
-            (hb(t(60), "gpu-01"), Some("0x0000000000000000000000000000000000000001"), false),
+            (hb(t(60), n01), Some("0x0000000000000000000000000000000000000001"), false),
         ];
         for (h, signer, applies) in table {
             assert_eq!(
@@ -559,21 +649,69 @@ mod tests {
             );
         }
         // Offline only while still stale at write time.
-        let beat = run(&record_heartbeat(&hb(t(60), "gpu-01"), Some(w)), Some(&available)).unwrap();
+        let beat = run(&record_heartbeat(&hb(t(60), n01), Some(w)), Some(&available)).unwrap();
         assert!(
             run(&mark_offline_if_stale(t(60), t(200)), Some(&beat)).is_none(),
             "a heartbeat at the stale bound wins"
         );
         let offline = run(&mark_offline_if_stale(t(61), t(200)), Some(&beat)).unwrap();
         assert_eq!(ProviderRecord::from_item(&offline).unwrap().state, ProviderState::Offline);
-        let back = run(&record_heartbeat(&hb(t(210), "gpu-01"), Some(w)), Some(&offline)).unwrap();
+        let back = run(&record_heartbeat(&hb(t(210), n01), Some(w)), Some(&offline)).unwrap();
         let recovered = run(&make_available(ProviderState::Offline, None, t(210)), Some(&back)).unwrap();
         assert_eq!(ProviderRecord::from_item(&recovered).unwrap().state, ProviderState::Available);
         // A contradicting node: joined but never available.
-        let odd = run(&join(&hb(t(30), "gpu-01"), Some("node reports 8 GPUs"), t(30)), Some(&approved)).unwrap();
+        let odd = run(&join(&hb(t(30), n01), Some("node reports 8 GPUs"), t(30)), Some(&approved)).unwrap();
         assert!(run(&make_available(ProviderState::Joined, None, t(31)), Some(&odd)).is_none());
         // Expiry of approvals that never joined.
         assert!(run(&expire_if_unjoined(now), Some(&approved)).is_none());
         assert!(run(&expire_if_unjoined(expires), Some(&approved)).is_some());
+    }
+
+    #[test]
+    fn token_replacement_and_creation_record() {
+        let now = Utc::now();
+        let exp = now + chrono::Duration::hours(1);
+        let w = "0x5aaeb6053f3e94c9b9a09f33669435e7ef1beaed";
+        let pending = run(&register_pending(&reg(w), "1-0", now), None).unwrap();
+        let reserved = run(&reserve_token("aaaaaa", exp, now), Some(&pending)).unwrap();
+        // Created is recorded only for the reserved id, with the sealed join when there is one.
+        assert!(run(&record_token_created("bbbbbb", None, now), Some(&reserved)).is_none());
+        let created = run(&record_token_created("aaaaaa", Some(("c2VhbGVk", "a2V5")), now), Some(&reserved)).unwrap();
+        let rec = ProviderRecord::from_item(&created).unwrap();
+        assert_eq!(
+            (rec.token_created.as_deref(), rec.sealed_join.as_deref(), rec.sealed_to.as_deref()),
+            (Some("aaaaaa"), Some("c2VhbGVk"), Some("a2V5"))
+        );
+        // A replacement only of the id still reserved; it forgets the old token's record.
+        assert!(run(&replace_token("zzzzzz", "bbbbbb", exp, ProviderState::Pending, now), Some(&created)).is_none());
+        assert!(run(
+            &replace_token("aaaaaa", "bbbbbb", exp, ProviderState::Approved, now),
+            Some(&created)
+        )
+        .is_none());
+        let replaced = run(&replace_token("aaaaaa", "bbbbbb", exp, ProviderState::Pending, now), Some(&created)).unwrap();
+        let rec = ProviderRecord::from_item(&replaced).unwrap();
+        assert_eq!(rec.token_id.as_deref(), Some("bbbbbb"));
+        assert_eq!((rec.token_created, rec.sealed_join, rec.sealed_to), (None, None, None));
+        // While approved, the index sort key follows the new expiry.
+        let approved = run(&approve("bbbbbb", "1-0", exp, now), Some(&replaced)).unwrap();
+        let later = exp + chrono::Duration::minutes(30);
+        let rekeyed = run(
+            &replace_token("bbbbbb", "cccccc", later, ProviderState::Approved, now),
+            Some(&approved),
+        )
+        .unwrap();
+        let rec = ProviderRecord::from_item(&rekeyed).unwrap();
+        assert_eq!(
+            (rec.state, rec.hb_at, rec.token_expires_at),
+            (ProviderState::Approved, from_ms(ms(later)), Some(from_ms(ms(later))))
+        );
+        // A refused join leaves the provider approved, with the reason recorded.
+        let node = rec.node_name.clone();
+        assert!(run(&refuse_join("elsewhere", "x", now), Some(&rekeyed)).is_none());
+        let refused = run(&refuse_join(&node, "node_owned_by_another_provider: …", now), Some(&rekeyed)).unwrap();
+        let rec = ProviderRecord::from_item(&refused).unwrap();
+        assert_eq!(rec.state, ProviderState::Approved);
+        assert!(rec.unschedulable.unwrap().starts_with("node_owned_by_another_provider"));
     }
 }

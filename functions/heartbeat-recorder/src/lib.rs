@@ -65,6 +65,20 @@ pub fn check(env: &StreamEnvelope, ctx: &Context, now: DateTime<Utc>) -> Result<
     Ok((hb, signer))
 }
 
+/// When the broker received a heartbeat: its stream entry's time (Redis's clock when Redis chose
+/// the id; the bridge dead-letters ids in the future), never later than `now`, the recorder's own
+/// clock. The agent's timestamp never decides liveness: a slow or fast agent clock changes
+/// nothing, and an agent that writes an explicit past id only ages its own heartbeat.
+pub fn received_at(entry_id: &str, now: DateTime<Utc>) -> DateTime<Utc> {
+    entry_time(entry_id).map_or(now, |t| t.min(now))
+}
+
+/// The time part of a stream entry id (`<ms>-<seq>`).
+pub fn entry_time(entry_id: &str) -> Option<DateTime<Utc>> {
+    let ms: i64 = entry_id.split_once('-')?.0.parse().ok()?;
+    DateTime::from_timestamp_millis(ms)
+}
+
 #[instrument(skip(env, ctx, now), fields(entry = %env.entry_id))]
 pub async fn handle(env: &StreamEnvelope, ctx: &Context, now: DateTime<Utc>) -> Result<(), Failure> {
     let (hb, signer) = check(env, ctx, now)?;
@@ -72,6 +86,7 @@ pub async fn handle(env: &StreamEnvelope, ctx: &Context, now: DateTime<Utc>) -> 
     let facts = HeartbeatFacts {
         node_name: &hb.node_name,
         at: hb.timestamp,
+        received_at: received_at(&env.entry_id, now),
         claimed_status: &hb.status,
         active_jobs: i64::from(hb.active_jobs),
         usage_json: usage,
@@ -105,18 +120,35 @@ async fn after_recorded(rec: ProviderRecord, hb: &Heartbeat, ctx: &Context, now:
     }
 }
 
+/// Available once the node is Ready and carries this provider's labels — its own id under
+/// `worldland.io/provider-id`, so a node relabelled for another provider never makes two
+/// providers available on one machine.
 async fn become_available_if_ready(rec: &ProviderRecord, from: ProviderState, ctx: &Context, now: DateTime<Utc>) -> Result<(), Failure> {
     if rec.unschedulable.is_some() {
         return Ok(());
     }
+    let own_id = labels::provider_id_label(&rec.provider_id);
     match ctx.cluster.get_node(&rec.node_name).await? {
-        Some(node) if node.ready && node.labels.get(labels::RENTAL_TYPE).map(String::as_str) == Some(labels::RENTAL_TYPE_GPU) => {
+        Some(node) if labels::labelled_for_another_provider(&node.labels, &rec.provider_id).is_some() => {
+            tracing::warn!(
+                provider_id = %rec.provider_id,
+                node = %rec.node_name,
+                other = ?node.labels.get(labels::PROVIDER_ID),
+                "node carries another provider's id; not available"
+            );
+            Ok(())
+        }
+        Some(node)
+            if node.ready
+                && node.labels.get(labels::RENTAL_TYPE).map(String::as_str) == Some(labels::RENTAL_TYPE_GPU)
+                && node.labels.get(labels::PROVIDER_ID) == Some(&own_id) =>
+        {
             make_available(from, if rec.has_ledger { None } else { ledger_for(rec) }, now)
                 .run(ctx.store.as_ref(), &rec.provider_id)
                 .await?;
             Ok(())
         }
-        // Not Ready yet: the next heartbeat looks again.
+        // Not Ready (or not labelled) yet: the next heartbeat looks again.
         _ => Ok(()),
     }
 }
@@ -188,6 +220,54 @@ async fn cold_path(
     }
 }
 
+/// A node is joined and labelled only if it is this provider's: it carries no other provider's
+/// `worldland.io/provider-id`, and its name is reserved for this provider (claimed now when an
+/// approval from before reservations never claimed it). Otherwise the join is refused with its
+/// own reason, recorded on the provider (which stays `approved`, never labelled nor available)
+/// and its bootstrap token deleted.
+async fn node_is_ours(
+    rec: &ProviderRecord,
+    node: &worldland_core::cluster::NodeInfo,
+    ctx: &Context,
+    now: DateTime<Utc>,
+) -> Result<(), Failure> {
+    use worldland_core::state::nodes::{self, Claim};
+    let refusal = match labels::labelled_for_another_provider(&node.labels, &rec.provider_id) {
+        Some(other) => Some(Rejection::new(
+            Reason::NodeOwnedByAnotherProvider,
+            format!("node {} carries provider {other:?} as its {}", rec.node_name, labels::PROVIDER_ID),
+        )),
+        None => match nodes::claim(ctx.store.as_ref(), &rec.node_name, &rec.provider_id, now).await? {
+            Claim::Ours => None,
+            Claim::TakenBy(owner) => Some(Rejection::new(
+                Reason::NodeNameTaken,
+                format!("node name {} is reserved by provider {owner:?}", rec.node_name),
+            )),
+        },
+    };
+    match refusal {
+        None => Ok(()),
+        Some(r) => refuse_join_on(rec, r, ctx, now).await,
+    }
+}
+
+/// Records why the join was refused on the (still approved) provider, deletes its token (best
+/// effort: nothing more should join with it), and refuses the heartbeat with that reason.
+async fn refuse_join_on(rec: &ProviderRecord, r: Rejection, ctx: &Context, now: DateTime<Utc>) -> Result<(), Failure> {
+    use worldland_core::state::providers::refuse_join;
+    use worldland_core::state::Table;
+    tracing::warn!(provider_id = %rec.provider_id, node = %rec.node_name, reason = r.reason.code(), "join refused: {}", r.message);
+    refuse_join(&rec.node_name, &format!("{}: {}", r.reason.code(), r.message), now)
+        .apply_on(ctx.store.as_ref(), Table::Providers, &rec.provider_id)
+        .await?;
+    if let Some(id) = &rec.token_id {
+        if let Err(e) = ctx.cluster.delete_bootstrap_token(id).await {
+            tracing::warn!(provider_id = %rec.provider_id, error = %e, "token of a refused join not deleted");
+        }
+    }
+    Err(r.into())
+}
+
 /// Labels a node that matches its spec with the provider's labels, its active jobs and the first
 /// last-heartbeat annotation, in one write.
 async fn label_node(rec: &ProviderRecord, spec: &Spec, facts: &HeartbeatFacts<'_>, ctx: &Context) -> Result<(), Failure> {
@@ -213,6 +293,7 @@ async fn join_cluster(rec: ProviderRecord, facts: &HeartbeatFacts<'_>, ctx: &Con
         .get_node(&rec.node_name)
         .await?
         .ok_or_else(|| Failure::refuse(Reason::NodeNotFound, format!("node {} has not joined the cluster", rec.node_name)))?;
+    node_is_ours(&rec, &node, ctx, now).await?;
     let spec: Spec = serde_json::from_str(&rec.spec_json).map_err(|e| Failure::retry(format!("stored spec unreadable: {e}")))?;
     let contradiction = spec_contradiction(&node, spec.total_gpus, spec.cpu_cores, spec.total_memory_mb);
     match &contradiction {

@@ -126,9 +126,26 @@ pub fn pending_min_id(v: &Value) -> Option<String> {
     }
 }
 
-/// Checks an entry and makes the bus envelope: `data` must be there, UTF-8, and with its
-/// signature within the size cap.
-pub fn envelope_for(stream: &str, e: &RawEntry) -> Result<StreamEnvelope, Rejection> {
+/// How far an entry id's time may lie ahead of the bridge's clock (clocks of the broker's hosts
+/// and Redis differ a little); an id further ahead was chosen by its writer, not by Redis.
+pub const MAX_ENTRY_ID_LEAD: chrono::Duration = chrono::Duration::seconds(5);
+
+/// Whether an entry id's time lies more than [`MAX_ENTRY_ID_LEAD`] ahead of `now`.
+pub fn lies_in_future(entry_id: &str, now: chrono::DateTime<chrono::Utc>) -> bool {
+    let id_ms = entry_id.split_once('-').and_then(|(ms, _)| ms.parse::<i64>().ok());
+    id_ms.is_some_and(|ms| ms > (now + MAX_ENTRY_ID_LEAD).timestamp_millis())
+}
+
+/// Checks an entry and makes the bus envelope: its id must not lie in the future (the workers
+/// take an entry id's time as the broker's receive time), `data` must be there, UTF-8, and with
+/// its signature within the size cap.
+pub fn envelope_for(stream: &str, e: &RawEntry, now: chrono::DateTime<chrono::Utc>) -> Result<StreamEnvelope, Rejection> {
+    if lies_in_future(&e.id, now) {
+        return Err(Rejection::new(
+            Reason::TimestampOutsideWindow,
+            format!("entry id {} lies in the future: its writer chose it, Redis did not", e.id),
+        ));
+    }
     let Some(fields) = &e.fields else {
         return Err(Rejection::new(
             Reason::MissingData,
@@ -194,9 +211,23 @@ mod tests {
                 Err(Reason::MissingData),
             ),
         ];
+        let now = chrono::Utc::now();
         for (e, want) in table {
-            assert_eq!(envelope_for("s", &e).map(|_| ()).map_err(|r| r.reason), want, "{e:?}");
+            assert_eq!(envelope_for("s", &e, now).map(|_| ()).map_err(|r| r.reason), want, "{e:?}");
         }
+        // An explicit far-future id (which also drags later `*` ids forward) is refused; ids at
+        // the bridge's clock, slightly ahead of it, or in the past are taken.
+        let at = |ms: i64| RawEntry {
+            id: format!("{ms}-0"),
+            fields: Some(vec![(b"data".to_vec(), b"{}".to_vec())]),
+        };
+        let now_ms = now.timestamp_millis();
+        let verdict = |ms| envelope_for("s", &at(ms), now).map(|_| ()).map_err(|r| r.reason);
+        assert_eq!(verdict(9_999_999_999_999), Err(Reason::TimestampOutsideWindow));
+        assert_eq!(verdict(now_ms + 6_000), Err(Reason::TimestampOutsideWindow));
+        assert_eq!(verdict(now_ms + 4_000), Ok(()));
+        assert_eq!(verdict(now_ms), Ok(()));
+        assert_eq!(verdict(now_ms - 600_000), Ok(()));
     }
 
     #[test]

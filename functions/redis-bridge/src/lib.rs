@@ -177,8 +177,13 @@ impl RedisBridge {
             .map(|(_, t)| t)
             .ok_or(Error::Reply("unknown stream"))?;
         let mut pass = Pass::default();
+        let now = chrono::Utc::now();
+        let mut future = Vec::new();
         for e in entries {
-            match envelope_for(stream, &e) {
+            if entry::lies_in_future(&e.id, now) {
+                future.push(e.id.clone());
+            }
+            match envelope_for(stream, &e, now) {
                 Ok(env) => {
                     let body = serde_json::to_vec(&env).expect("envelopes serialise");
                     match self.bus.publish(topic, &env.message_id(), &body).await {
@@ -217,7 +222,39 @@ impl RedisBridge {
                 }
             }
         }
+        if !future.is_empty() {
+            self.undo_drag(stream, &future, now).await;
+        }
         Ok(pass)
+    }
+
+    /// An entry id chosen in the future by its writer drags every later `*` id after it, which
+    /// would park every later entry of every agent. Once those entries are dead-lettered: delete
+    /// them and set the stream's last id and the group's back to the bridge's clock (plus the
+    /// allowed lead, so no id Redis gave is ever above it), in one transaction. If yet another
+    /// future entry arrived meanwhile the reset fails and the next pass, having parked it, retries.
+    async fn undo_drag(&self, stream: &str, future: &[String], now: chrono::DateTime<chrono::Utc>) {
+        let back_to = format!("{}-0", (now + entry::MAX_ENTRY_ID_LEAD).timestamp_millis());
+        let mut p = redis::pipe();
+        p.atomic()
+            .cmd("XDEL")
+            .arg(stream)
+            .arg(future)
+            .ignore()
+            .cmd("XSETID")
+            .arg(stream)
+            .arg(&back_to)
+            .ignore()
+            .cmd("XGROUP")
+            .arg("SETID")
+            .arg(stream)
+            .arg(&self.settings.group)
+            .arg(&back_to)
+            .ignore();
+        match p.query_async::<()>(&mut self.conn.clone()).await {
+            Ok(()) => tracing::warn!(%stream, entries = future.len(), %back_to, "entry ids were dragged into the future; stream reset"),
+            Err(e) => tracing::warn!(%stream, error = %e, "could not reset a dragged stream yet; the next pass retries"),
+        }
     }
 
     async fn ack(&self, stream: &str, id: &str) -> Result<()> {

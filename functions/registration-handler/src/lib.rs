@@ -1,6 +1,8 @@
 //! Registration handler: validates a registration, checks its signature, and stores the provider
-//! as `pending` with one conditional write; then emits `provider.validated`. A refusal is
-//! answered to the provider (when its id is valid) and always logged with its reason code.
+//! as `pending` with one conditional write; then emits `provider.validated`. A refusal is always
+//! logged and dead-lettered with its reason code, and answered on `provider:response:<id>` only
+//! when the sender is proven to own that id ([`proven_owner`]): anyone can write a registration
+//! naming any id, and a waiting agent takes a `rejected` answer as final.
 
 use std::sync::Arc;
 
@@ -10,9 +12,9 @@ use tracing::instrument;
 use worldland_core::bus::Bus;
 use worldland_core::messages::{topics, ProviderResponse, ProviderValidated, Registration, StreamEnvelope, MAX_ENTRY_BYTES};
 use worldland_core::replies::ProviderReplies;
-use worldland_core::signature::{verify_entry, SignaturePolicy};
-use worldland_core::state::providers::{register_pending, ProviderRecord};
-use worldland_core::state::ItemStore;
+use worldland_core::signature::{recover_personal, verify_entry, SignaturePolicy};
+use worldland_core::state::providers::{attr, register_pending, ProviderRecord};
+use worldland_core::state::{ItemStore, Table, Value};
 use worldland_core::validation::{check_provider_id, validate_registration, Reason, Rejection, ValidationPolicy};
 use worldland_core::worker::{decode, Failure, Handler};
 use worldland_runtime::backends::{self, BackendError};
@@ -31,12 +33,48 @@ pub struct Context {
     pub signatures: SignaturePolicy,
 }
 
-/// The provider id of a registration that did not parse, if one can be read and is valid: the
-/// refusal can then still be answered.
-fn provider_id_of(data: &str) -> Option<String> {
+/// The provider id and wallet a registration claims, read leniently (it may not parse as a
+/// registration at all); `None` unless both are there and the id is canonical.
+fn claimed_sender(data: &str) -> Option<(String, String)> {
     let v: serde_json::Value = serde_json::from_str(data).ok()?;
     let id = v.get("provider_id")?.as_str()?.to_string();
-    check_provider_id(&id).is_ok().then_some(id)
+    check_provider_id(&id).ok()?;
+    let wallet = v.get("wallet_addr")?.as_str()?.to_string();
+    Some((id, wallet))
+}
+
+/// The provider id whose response stream may carry this entry's refusal: only one whose owner
+/// the sender is proven to be. Proof is either
+/// - a signature over `data` that recovers to the claimed `wallet_addr` (under either policy),
+///   for an id that is not registered to another wallet; or
+/// - under policy `optional`, for an unsigned entry only: a stored provider with that id whose
+///   wallet is the claimed one.
+///
+/// Anything else proves nothing — a forged, wrong, malformed or (under `required`) missing
+/// signature, an id registered to another wallet, an unsigned claim on an id nobody owns, data
+/// naming no valid id or wallet — and then nobody is answered: the refusal is only logged and
+/// dead-lettered with its reason.
+pub async fn proven_owner(env: &StreamEnvelope, signatures: SignaturePolicy, store: &dyn ItemStore) -> Result<Option<String>, Failure> {
+    let Some((id, wallet)) = claimed_sender(&env.data) else {
+        return Ok(None);
+    };
+    let signed = match env.signature.as_deref() {
+        None | Some("") if signatures == SignaturePolicy::Optional => false,
+        None | Some("") => return Ok(None),
+        Some(sig) => match recover_personal(env.data.as_bytes(), sig) {
+            Ok(signer) if signer.eq_ignore_ascii_case(&wallet) => true,
+            _ => return Ok(None),
+        },
+    };
+    let stored = store.get(Table::Providers, &id).await?;
+    Ok(match stored {
+        Some(item) => item
+            .get(attr::WALLET)
+            .and_then(Value::as_str)
+            .is_some_and(|owner| owner.eq_ignore_ascii_case(&wallet))
+            .then_some(id),
+        None => signed.then_some(id),
+    })
 }
 
 /// Validates and signature-checks a registration; pure.
@@ -63,7 +101,7 @@ pub fn check(env: &StreamEnvelope, ctx: &Context, now: DateTime<Utc>) -> Result<
 pub async fn handle(env: &StreamEnvelope, ctx: &Context, now: DateTime<Utc>) -> Result<(), Failure> {
     let reg = match check(env, ctx, now) {
         Ok(reg) => reg,
-        Err(rejection) => return refuse(provider_id_of(&env.data), rejection, ctx).await,
+        Err(rejection) => return refuse(env, rejection, ctx).await,
     };
     let id = reg.provider_id.clone();
     let written = register_pending(&reg, &env.entry_id, now).run(ctx.store.as_ref(), &id).await?;
@@ -75,7 +113,8 @@ pub async fn handle(env: &StreamEnvelope, ctx: &Context, now: DateTime<Utc>) -> 
         if !current.wallet.eq_ignore_ascii_case(&reg.wallet_addr) {
             // Someone else's provider id: refuse, and do not write on its owner's response stream.
             let r = Rejection::new(Reason::WalletMismatch, "provider_id is registered to another wallet");
-            return refuse(None, r, ctx).await;
+            tracing::warn!(provider_id = %id, "refusal not answered: the id is registered to another wallet");
+            return Err(r.into());
         }
         tracing::info!(provider_id = %id, state = %current.state, "registration already recorded; passing it on");
     }
@@ -91,11 +130,18 @@ pub async fn handle(env: &StreamEnvelope, ctx: &Context, now: DateTime<Utc>) -> 
     Ok(())
 }
 
-/// Answers a refusal to the provider when its id is known and valid, then refuses.
-async fn refuse(provider_id: Option<String>, rejection: Rejection, ctx: &Context) -> Result<(), Failure> {
-    if let Some(id) = provider_id {
-        let answer = ProviderResponse::rejected(format!("{}: {}", rejection.reason.code(), rejection.message));
-        ctx.replies.reply(&id, &answer).await?;
+/// Answers a refusal on the provider's response stream when the sender is proven to own the id
+/// ([`proven_owner`]), then refuses (dead letter with the reason) either way.
+async fn refuse(env: &StreamEnvelope, rejection: Rejection, ctx: &Context) -> Result<(), Failure> {
+    match proven_owner(env, ctx.signatures, ctx.store.as_ref()).await? {
+        Some(id) => {
+            let answer = ProviderResponse::rejected(format!("{}: {}", rejection.reason.code(), rejection.message));
+            ctx.replies.reply(&id, &answer).await?;
+        }
+        None => tracing::warn!(
+            reason = rejection.reason.code(),
+            "refusal not answered: the sender is not proven to own the provider id it names"
+        ),
     }
     Err(rejection.into())
 }

@@ -107,7 +107,8 @@ pub async fn sweep_once(ctx: &Context, now: DateTime<Utc>) -> StoreResult<SweepR
             // Its jobs are interrupted: billed up to its last heartbeat, resources returned.
             if let Ok(Some(item)) = ctx.store.get(Table::Providers, &marked.provider_id).await {
                 let jobs: Vec<String> = Ledger::from_item(&item).map(|l| l.allocs.into_keys().collect()).unwrap_or_default();
-                let ended = marked.last_heartbeat.unwrap_or(now);
+                // Billed to the broker's receive time of its last heartbeat, never the agent's word.
+                let ended = marked.hb_at.min(now);
                 for job_id in jobs {
                     if close_and_announce(ctx, &job_id, "interrupted", ended).await {
                         report.jobs_closed += 1;

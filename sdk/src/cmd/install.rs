@@ -1,5 +1,6 @@
-//! `install`: measure the machine, register, wait for the broker's answer, join the cluster,
-//! then run the heartbeats (in the foreground, or as a systemd unit).
+//! `install`: pin the broker's public key, measure the machine, register, wait for the broker's
+//! signed answer, join the cluster with a `kubeadm join` built from its validated fields, then run
+//! the heartbeats (in the foreground, or as a systemd unit).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -7,9 +8,11 @@ use std::time::Duration;
 use anyhow::Context;
 use base64::Engine;
 use k256::ecdsa::SigningKey;
+use worldland_core::answers::BrokerPublicKey;
 use worldland_core::messages::{Capacity, ProviderResponse, Registration, Spec};
 use worldland_core::sealed::new_enc_keypair;
 use worldland_core::streams::StreamNames;
+use worldland_provider_sdk::join::{run_join, JoinPlan};
 use worldland_provider_sdk::local_state::LocalState;
 use worldland_provider_sdk::{client, detect, heartbeat, mining, wallet};
 
@@ -22,6 +25,10 @@ pub struct Args {
     wallet_key: PathBuf,
     #[arg(long, env = "WORLDLAND_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     redis_url: String,
+    /// The broker's ed25519 public key (base64, as `worldland keys` prints it), pinned in the
+    /// state dir: only answers and commands it signed are believed. Needed on the first install.
+    #[arg(long, env = "WORLDLAND_BROKER_PUBKEY")]
+    broker_key: Option<String>,
     /// This machine's public IP (detected when absent).
     #[arg(long)]
     public_ip: Option<String>,
@@ -48,19 +55,35 @@ pub struct Args {
 
 pub async fn run(dir: &Path, args: Args) -> anyhow::Result<()> {
     let key = wallet::load_wallet_key(&args.wallet_key)?;
+    let mut state = LocalState::load(dir)?.unwrap_or_default();
+    let broker = state.broker_key(args.broker_key.as_deref())?;
+    if state.broker_pubkey.as_deref().is_some_and(|old| old != broker.to_string()) {
+        tracing::warn!(%broker, "pinning a new broker key in place of the stored one");
+    }
+    state.broker_pubkey = Some(broker.to_string());
     let (spec, source) = detect::detect_spec(args.public_ip, &args.disk_dir)?;
     tracing::info!(gpus = spec.total_gpus, ?source, "machine measured");
-    let mut state = LocalState::load(dir)?.unwrap_or_default();
     if state.provider_id.is_empty() {
         state.provider_id = uuid::Uuid::new_v4().to_string();
     }
+    state.gpu_count = spec.total_gpus;
     let (secret, public) = new_enc_keypair();
     state.enc_secret_key = base64::engine::general_purpose::STANDARD.encode(secret.to_bytes());
     state.wallet_addr = wallet::wallet_address(&key);
     let reg = registration(&state, spec, args.price, public);
-    let resp = register(dir, &mut state, &reg, &key, &args.redis_url, Duration::from_secs(args.timeout)).await?;
+    let resp = register(
+        dir,
+        &mut state,
+        &reg,
+        &key,
+        &broker,
+        &args.redis_url,
+        Duration::from_secs(args.timeout),
+    )
+    .await?;
     let join = client::join_from_response(&resp, &secret)?;
-    client::run_join(&join, args.dry_run).await?;
+    let plan = JoinPlan::from_answer(&resp, &join)?;
+    run_join(&plan, args.dry_run).await?;
     println!("{}: {}", resp.status, resp.message);
     if args.dry_run {
         return Ok(());
@@ -70,14 +93,11 @@ pub async fn run(dir: &Path, args: Args) -> anyhow::Result<()> {
     if args.systemd {
         install_unit(dir, &args.wallet_key, &args.redis_url, &args.unit_dir)
     } else {
-        super::run::run_heartbeats(
-            &state,
-            key,
-            args.redis_url,
-            Duration::from_secs(30),
-            mining::MiningSettings::default(),
-        )
-        .await
+        let mining = mining::MiningSettings {
+            machine_gpus: state.gpu_count,
+            ..Default::default()
+        };
+        super::run::run_heartbeats(&state, key, broker, args.redis_url, Duration::from_secs(30), mining).await
     }
 }
 
@@ -103,13 +123,14 @@ fn registration(state: &LocalState, spec: Spec, price: f64, enc_pubkey: String) 
     }
 }
 
-/// Publishes the signed registration and waits (up to `timeout`) for the broker's answer,
-/// saving the state in `dir` before and after.
+/// Publishes the signed registration and waits (up to `timeout`) for the broker's answer, signed
+/// by `broker`, saving the state in `dir` before and after.
 async fn register(
     dir: &Path,
     state: &mut LocalState,
     reg: &Registration,
     key: &SigningKey,
+    broker: &BrokerPublicKey,
     redis_url: &str,
     timeout: Duration,
 ) -> anyhow::Result<ProviderResponse> {
@@ -125,7 +146,7 @@ async fn register(
     state.status = "pending".into();
     state.save(dir)?;
     println!("registered as {}; waiting for the broker…", state.provider_id);
-    let resp = client::wait_for_response(&mut reader, &streams, &state.provider_id, &entry, timeout).await?;
+    let resp = client::wait_for_response(&mut reader, &streams, &state.provider_id, &entry, broker, timeout).await?;
     state.status = resp.status.clone();
     state.message = resp.message.clone();
     state.node_name = resp.node_name.clone();

@@ -1,5 +1,5 @@
-//! `run`: send a signed heartbeat every interval, and obey the broker's mining commands, until
-//! SIGTERM.
+//! `run`: send a signed heartbeat every interval, and obey the broker's mining commands (those
+//! signed by the pinned broker key), until SIGTERM.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use worldland_core::streams::StreamNames;
 use worldland_provider_sdk::local_state::LocalState;
-use worldland_provider_sdk::{heartbeat, mining, wallet};
+use worldland_provider_sdk::{detect, heartbeat, mining, wallet};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -27,23 +27,33 @@ pub struct Args {
     /// Log the mining commands instead of running them.
     #[arg(long)]
     dry_run: bool,
+    /// The broker's public key; the one pinned at install when absent.
+    #[arg(long, env = "WORLDLAND_BROKER_PUBKEY")]
+    broker_key: Option<String>,
 }
 
 pub async fn run(dir: &Path, args: Args) -> anyhow::Result<()> {
     let key = wallet::load_wallet_key(&args.wallet_key)?;
     let state = LocalState::load(dir)?.context("not installed: run `install` first")?;
+    let broker = state.broker_key(args.broker_key.as_deref())?;
     let mining = mining::MiningSettings {
         stop_cmd: args.mining_stop_cmd,
         resume_cmd: args.mining_resume_cmd,
         dry_run: args.dry_run,
+        // A state from before the count was kept: count the GPUs now.
+        machine_gpus: match state.gpu_count {
+            0 => detect::detect_gpus().map(|(gpus, _)| gpus.len() as u32).unwrap_or(0),
+            n => n,
+        },
     };
-    run_heartbeats(&state, key, args.redis_url, Duration::from_secs(args.interval), mining).await
+    run_heartbeats(&state, key, broker, args.redis_url, Duration::from_secs(args.interval), mining).await
 }
 
 /// Heartbeats and the broker's mining commands, side by side, until SIGTERM.
 pub async fn run_heartbeats(
     state: &LocalState,
     key: k256::ecdsa::SigningKey,
+    broker: worldland_core::answers::BrokerPublicKey,
     redis_url: String,
     interval: Duration,
     mining: mining::MiningSettings,
@@ -67,6 +77,7 @@ pub async fn run_heartbeats(
         StreamNames::default(),
         state.provider_id.clone(),
         key.clone(),
+        broker,
         mining,
         shutdown.subscribe(),
     ));

@@ -14,6 +14,7 @@ pub fn run(dir: &Path) -> anyhow::Result<()> {
             println!("message:      {}", s.message);
             println!("node name:    {}", s.node_name.as_deref().unwrap_or("-"));
             println!("joined:       {}", s.joined);
+            println!("broker key:   {}", s.broker_pubkey.as_deref().unwrap_or("- (not pinned)"));
         }
     }
     Ok(())

@@ -148,8 +148,9 @@ pub async fn lifecycle(
     bus: Arc<MemoryBus>,
     replies: Arc<MemoryReplies>,
 ) -> anyhow::Result<LifecycleSummary> {
-    add_nodes(providers, &cluster);
+    let node_names = add_nodes(providers, &cluster, &replies);
     let mut run = Lifecycle::new(providers, store, cluster, bus.clone(), replies);
+    run.node_names = node_names;
     let mut events = bus.subscribe(&QueueSpec::new(topics::JOB_EVENTS_QUEUE, topics::JOB_EVENTS)).await?;
     let start = Utc::now();
     for tick in 0..=END_AT {
@@ -160,12 +161,22 @@ pub async fn lifecycle(
     run.summary().await
 }
 
-/// Each provider's node, ready, as if it had joined.
-fn add_nodes(providers: &[SimulatedProvider], cluster: &SimulatedCluster) {
-    for p in providers {
+/// Each approved provider's node, ready, as if it had joined under the name its answer assigned
+/// (`kubeadm join --node-name`): provider index → node name.
+fn add_nodes(providers: &[SimulatedProvider], cluster: &SimulatedCluster, replies: &MemoryReplies) -> BTreeMap<usize, String> {
+    let mut names = BTreeMap::new();
+    for (n, p) in providers.iter().enumerate() {
+        let Some(name) = replies
+            .answers_for(&p.provider_id)
+            .into_iter()
+            .find(|a| a.success)
+            .and_then(|a| a.node_name)
+        else {
+            continue; // never approved: no node joins
+        };
         let spec = &p.registration.spec;
         cluster.add_node(NodeInfo {
-            name: worldland_core::validation::node_name(&spec.hostname),
+            name: name.clone(),
             resource_version: "1".into(),
             ready: true,
             cpu_millis: Some(i64::from(spec.cpu_cores) * 1000),
@@ -173,7 +184,9 @@ fn add_nodes(providers: &[SimulatedProvider], cluster: &SimulatedCluster) {
             gpus: Some(i64::from(spec.total_gpus)),
             ..Default::default()
         });
+        names.insert(n, name);
     }
+    names
 }
 
 /// The lifecycle's cores and what it has measured so far.
@@ -191,6 +204,8 @@ struct Lifecycle<'a> {
     open_jobs: Vec<(String, i64)>,
     revenue_micros: i64,
     last_beat: BTreeMap<usize, DateTime<Utc>>,
+    /// The node each approved provider joined as (its answer's `node_name`).
+    node_names: BTreeMap<usize, String>,
     /// Seconds from last heartbeat to offline, per provider that died and was detected.
     latencies: Vec<f64>,
     beats: u64,
@@ -234,6 +249,7 @@ impl<'a> Lifecycle<'a> {
             open_jobs: vec![],
             revenue_micros: 0,
             last_beat: BTreeMap::new(),
+            node_names: BTreeMap::new(),
             latencies: vec![],
             beats: 0,
             writes_at_steady_start: 0,
@@ -296,9 +312,12 @@ impl<'a> Lifecycle<'a> {
             if (tick + n as i64) % HEARTBEAT_EVERY_S != 0 || silent(n, tick) {
                 continue;
             }
+            let Some(node_name) = self.node_names.get(&n) else {
+                continue; // never approved, never joined
+            };
             let hb = Heartbeat {
                 provider_id: p.provider_id.clone(),
-                node_name: worldland_core::validation::node_name(&p.registration.spec.hostname),
+                node_name: node_name.clone(),
                 status: "available".into(),
                 gpu_usage: vec![0.0; p.registration.spec.total_gpus as usize],
                 cpu_usage: 5.0,

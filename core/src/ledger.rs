@@ -442,11 +442,12 @@ pub fn cost_micros(gpus: i64, price_micros: i64, duration_ms: i64) -> i64 {
     ((num + 1_800_000) / 3_600_000) as i64
 }
 
-/// The labels a job's pod selects its node with.
+/// The labels a job's pod selects its node with: built by the same label functions the recorder
+/// labels nodes with, so the selector matches exactly the provider's own node.
 pub fn node_selector(provider_id: &str, model_key: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
         (RENTAL_TYPE.to_string(), RENTAL_TYPE_GPU.to_string()),
-        (PROVIDER_ID.to_string(), crate::labels::label_value(provider_id).unwrap_or_default()),
+        (PROVIDER_ID.to_string(), crate::labels::provider_id_label(provider_id)),
         (GPU_MODEL.to_string(), model_key.replace('_', ".")),
     ])
 }
@@ -634,6 +635,28 @@ pub mod job {
 mod tests {
     use super::*;
     use crate::state::expr::{apply, eval};
+
+    /// Labeler and selector agree, and two accepted ids that a collapsing label function would
+    /// merge (`a--b` and `a-b`) select different nodes.
+    #[test]
+    fn the_selector_matches_exactly_the_providers_own_node_labels() {
+        for id in [
+            "550e8400-e29b-41d4-a716-446655440000",
+            "550e8400--e29b-41d4-a716-446655440000",
+            "sim-provider-00001",
+        ] {
+            crate::validation::check_provider_id(id).unwrap();
+            let node = crate::labels::provider_node_labels(id, "NVIDIA GeForce RTX 4090", 4);
+            let model_key = node[GPU_MODEL].replace('.', "_");
+            let selector = node_selector(id, &model_key);
+            for (k, v) in &selector {
+                assert_eq!(node.get(k), Some(v), "{id}: {k}");
+            }
+        }
+        let a = node_selector("550e8400-e29b-41d4-a716-446655440000", "RTX-4090");
+        let b = node_selector("550e8400--e29b-41d4-a716-446655440000", "RTX-4090");
+        assert_ne!(a[PROVIDER_ID], b[PROVIDER_ID]);
+    }
 
     #[test]
     fn job_states_round_trip_through_the_stored_name() {

@@ -307,6 +307,11 @@ pub struct StreamEnvelope {
     /// The entry's `timestamp` field, as text, as the agent wrote it; not used for decisions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timestamp: Option<String>,
+    /// When the broker received the entry (epoch ms), as the bridge stamped it: the entry id's
+    /// time when Redis chose it, the bridge's own clock when the id lay in the future. Absent
+    /// from envelopes made before bridges stamped it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub received_at_ms: Option<i64>,
 }
 
 impl StreamEnvelope {

@@ -98,5 +98,6 @@ pub fn signed_envelope(reg: &Registration, key: &SigningKey, stream: &str, entry
         signature: Some(sign_personal(key, data.as_bytes())),
         data,
         timestamp: None,
+        received_at_ms: None,
     }
 }

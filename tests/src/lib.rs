@@ -311,6 +311,7 @@ pub mod lifecycle {
             signature: Some(sign_personal(&p.key, data.as_bytes())),
             data,
             timestamp: None,
+            received_at_ms: None,
         }
     }
 }

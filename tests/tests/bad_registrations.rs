@@ -35,6 +35,7 @@ fn envelope(data: String, signature: Option<String>) -> StreamEnvelope {
         data,
         signature,
         timestamp: None,
+        received_at_ms: None,
     }
 }
 

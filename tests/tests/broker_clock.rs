@@ -131,14 +131,21 @@ async fn dead_letter_reasons(conn: &mut ConnectionManager, env: &TestEnv) -> Vec
         .collect()
 }
 
-#[tokio::test]
-async fn an_explicit_future_entry_id_is_dead_lettered_and_the_stream_recovers() {
+struct Bridged {
+    env: TestEnv,
+    conn: ConnectionManager,
+    bridge: RedisBridge,
+    sub: Box<dyn worldland_core::bus::Subscription>,
+    stream: String,
+}
+
+async fn bridged() -> Bridged {
     let env = TestEnv::new(&[]);
-    let mut conn = env.redis().await;
+    let conn = env.redis().await;
     let bus = Arc::new(MemoryBus::new(5));
     let queue = QueueSpec::new("recorder", &[topics::HEARTBEAT_RECEIVED]);
     bus.declare(&queue);
-    let mut sub = bus.subscribe(&queue).await.unwrap();
+    let sub = bus.subscribe(&queue).await.unwrap();
     let settings = BridgeSettings {
         block_ms: 50,
         ..BridgeSettings::from_config(&env.cfg)
@@ -146,31 +153,86 @@ async fn an_explicit_future_entry_id_is_dead_lettered_and_the_stream_recovers() 
     let bridge = RedisBridge::new(conn.clone(), env.redis_blocking().await, bus.clone(), settings);
     bridge.ensure_groups().await.unwrap();
     let stream = env.cfg.streams().heartbeat();
+    Bridged {
+        env,
+        conn,
+        bridge,
+        sub,
+        stream,
+    }
+}
 
+async fn next_forwarded(sub: &mut Box<dyn worldland_core::bus::Subscription>) -> StreamEnvelope {
+    let d = tokio::time::timeout(StdDuration::from_secs(5), sub.next()).await.unwrap().unwrap();
+    serde_json::from_slice(&d.body).unwrap()
+}
+
+fn near_now(id: &str) -> bool {
+    let ms: i64 = id.split_once('-').unwrap().0.parse().unwrap();
+    (ms - Utc::now().timestamp_millis()).abs() < 10_000
+}
+
+#[tokio::test]
+async fn an_explicit_future_entry_id_is_dead_lettered_and_the_entries_it_drags_are_not_lost() {
+    let Bridged {
+        env,
+        mut conn,
+        bridge,
+        mut sub,
+        stream,
+    } = bridged().await;
     // An attacker picks an id far in the future; the next agent's `*` id is dragged after it.
     let forged = xadd_at(&mut conn, &stream, "9999999999999-0", "{\"forged\":true}").await;
     let dragged = xadd_at(&mut conn, &stream, "*", "{\"honest\":1}").await;
-    assert!(dragged.starts_with("9999999999999-"), "Redis drags `*` ids: {dragged}");
+    assert_eq!(dragged, "9999999999999-1", "Redis drags `*` ids");
+    let before = Utc::now().timestamp_millis();
     let pass = bridge.poll_once().await.unwrap();
-    assert_eq!((pass.forwarded, pass.dead_lettered), (0, 2), "{pass:?}");
+    assert_eq!((pass.forwarded, pass.dead_lettered), (1, 1), "{pass:?}");
     let parked = dead_letter_reasons(&mut conn, &env).await;
-    assert_eq!(
-        parked,
-        vec![
-            (forged.clone(), "timestamp_outside_window".to_string()),
-            (dragged, "timestamp_outside_window".to_string())
-        ]
-    );
+    assert_eq!(parked, vec![(forged, "timestamp_outside_window".to_string())]);
+    // The honest entry went on, received on the bridge's clock, not its dragged id's.
+    let got = next_forwarded(&mut sub).await;
+    assert_eq!((got.entry_id.as_str(), got.data.as_str()), (dragged.as_str(), "{\"honest\":1}"));
+    let at = got.received_at_ms.unwrap();
+    assert!(at >= before && at <= Utc::now().timestamp_millis(), "{at}");
 
     // The bridge reset the stream: the next agents get ids on Redis's clock again, forwarded.
     let honest = xadd_at(&mut conn, &stream, "*", "{\"honest\":2}").await;
-    let honest_ms: i64 = honest.split_once('-').unwrap().0.parse().unwrap();
-    assert!(
-        (honest_ms - Utc::now().timestamp_millis()).abs() < 10_000,
-        "ids are back on the clock: {honest}"
-    );
+    assert!(near_now(&honest), "ids are back on the clock: {honest}");
     assert_eq!(bridge.poll_once().await.unwrap().forwarded, 1);
-    let d = tokio::time::timeout(StdDuration::from_secs(5), sub.next()).await.unwrap().unwrap();
-    let env_got: StreamEnvelope = serde_json::from_slice(&d.body).unwrap();
-    assert_eq!((env_got.entry_id, env_got.data), (honest, "{\"honest\":2}".to_string()));
+    let got = next_forwarded(&mut sub).await;
+    assert_eq!((got.entry_id, got.data), (honest, "{\"honest\":2}".to_string()));
+}
+
+/// The last possible id: after it Redis refuses every `*` XADD ("the stream has exhausted the
+/// last possible ID"), so one XADD would stop every agent for good.
+#[tokio::test]
+async fn the_last_possible_entry_id_cannot_exhaust_the_stream() {
+    let Bridged {
+        env,
+        mut conn,
+        bridge,
+        mut sub,
+        stream,
+    } = bridged().await;
+    let last = "18446744073709551615-18446744073709551615";
+    xadd_at(&mut conn, &stream, last, "{}").await;
+    let refused: redis::RedisResult<String> = redis::cmd("XADD")
+        .arg(&stream)
+        .arg("*")
+        .arg("data")
+        .arg("x")
+        .query_async(&mut conn)
+        .await;
+    assert!(refused.is_err(), "Redis refuses `*` after the last id");
+    let pass = bridge.poll_once().await.unwrap();
+    assert_eq!((pass.forwarded, pass.dead_lettered), (0, 1), "{pass:?}");
+    assert_eq!(
+        dead_letter_reasons(&mut conn, &env).await,
+        vec![(last.to_string(), "timestamp_outside_window".to_string())]
+    );
+    let honest = xadd_at(&mut conn, &stream, "*", "{\"honest\":3}").await;
+    assert!(near_now(&honest), "{honest}");
+    assert_eq!(bridge.poll_once().await.unwrap().forwarded, 1);
+    assert_eq!(next_forwarded(&mut sub).await.entry_id, honest);
 }

@@ -296,6 +296,7 @@ async fn every_message_delivered_twice_still_leaves_one_provider_and_one_token()
             serde_json::to_string(&p.registration).unwrap().as_bytes(),
         )),
         timestamp: None,
+        received_at_ms: None,
     })
     .unwrap();
     plane

@@ -243,3 +243,68 @@ async fn the_dynamodb_index_query_reads_only_stale_items() {
     let report = staleness_sweeper::sweep_once(&ctx, now).await.unwrap();
     assert_eq!((report.examined, report.marked_offline), (10, 10));
 }
+
+/// A heartbeat proves the agent runs, not that its node still exists, is Ready, or is still its
+/// own: an offline provider comes back only onto its own Ready node, and keeps its offline marks
+/// until then.
+#[tokio::test]
+async fn an_offline_provider_comes_back_only_onto_its_own_ready_node() {
+    let t = t0();
+    let (store, cluster, p) = available_provider(7, t).await;
+    let ctx = recorder(store.clone(), cluster.clone());
+    let sweeper = worldland_tests::sweeper(store.clone(), cluster.clone(), Duration::seconds(THRESHOLD));
+    let report = staleness_sweeper::sweep_once(&sweeper, t + Duration::minutes(3)).await.unwrap();
+    assert_eq!(report.marked_offline, 1);
+    let name = node_for(&p, true).name;
+    let good = cluster.node(&name).unwrap();
+    let tainted = |c: &SimulatedCluster| c.node(&name).unwrap().taints.iter().any(|x| x.key == labels::OFFLINE_TAINT);
+    assert!(tainted(&cluster));
+
+    let mut at = t + Duration::minutes(4);
+    let mut beat_with = |node: worldland_core::cluster::NodeInfo| {
+        cluster.add_node(node);
+        at += Duration::seconds(30);
+        at
+    };
+    let cases = [
+        (
+            "not Ready",
+            worldland_core::cluster::NodeInfo {
+                ready: false,
+                ..good.clone()
+            },
+        ),
+        ("relabelled for another provider", {
+            let mut n = good.clone();
+            n.labels.insert(labels::PROVIDER_ID.into(), "another-provider".into());
+            n
+        }),
+    ];
+    for (why, node) in cases {
+        let when = beat_with(node);
+        let out = Outcome::from(heartbeat_recorder::handle(&heartbeat(&p, when, 0), &ctx, when).await);
+        assert_eq!(out, Outcome::Done, "{why}: the heartbeat itself is recorded");
+        assert_eq!(
+            state_of(store.as_ref(), &p.provider_id).await.state,
+            ProviderState::Offline,
+            "{why}"
+        );
+        assert!(tainted(&cluster), "{why}: the offline marks stay");
+    }
+    // Its own Ready node again (still carrying the marks): available, marks gone.
+    let when = beat_with(
+        cluster
+            .node(&name)
+            .map(|n| worldland_core::cluster::NodeInfo {
+                labels: good.labels.clone(),
+                ready: true,
+                ..n
+            })
+            .unwrap(),
+    );
+    let out = Outcome::from(heartbeat_recorder::handle(&heartbeat(&p, when, 0), &ctx, when).await);
+    assert_eq!(out, Outcome::Done);
+    assert_eq!(state_of(store.as_ref(), &p.provider_id).await.state, ProviderState::Available);
+    assert!(!tainted(&cluster));
+    assert!(!cluster.node(&name).unwrap().labels.contains_key(labels::STATUS));
+}

@@ -107,6 +107,7 @@ fn beat(p: &SimulatedProvider, node: &str, at: DateTime<Utc>) -> StreamEnvelope 
         signature: Some(sign_personal(&p.key, data.as_bytes())),
         data,
         timestamp: None,
+        received_at_ms: None,
     }
 }
 

@@ -167,6 +167,7 @@ fn bad_registrations(streams: &StreamNames, first: &SimulatedProvider) -> Vec<(S
             data: "{not json".into(),
             signature: None,
             timestamp: None,
+            received_at_ms: None,
         },
         "malformed_json",
     ));

@@ -65,15 +65,19 @@ pub fn check(env: &StreamEnvelope, ctx: &Context, now: DateTime<Utc>) -> Result<
     Ok((hb, signer))
 }
 
-/// When the broker received a heartbeat: its stream entry's time (Redis's clock when Redis chose
-/// the id; the bridge dead-letters ids in the future), never later than `now`, the recorder's own
-/// clock. The agent's timestamp never decides liveness: a slow or fast agent clock changes
-/// nothing, and an agent that writes an explicit past id only ages its own heartbeat.
-pub fn received_at(entry_id: &str, now: DateTime<Utc>) -> DateTime<Utc> {
-    entry_time(entry_id).map_or(now, |t| t.min(now))
+/// When the broker received a heartbeat: as the bridge stamped it (its stream entry's time when
+/// Redis chose the id, the bridge's clock when the id lay in the future), else the entry id's
+/// time; never later than `now`, the recorder's own clock. The agent's timestamp never decides
+/// liveness: a slow or fast agent clock changes nothing, and an agent that writes an explicit
+/// past id only ages its own heartbeat.
+pub fn received_at(env: &StreamEnvelope, now: DateTime<Utc>) -> DateTime<Utc> {
+    env.received_at_ms
+        .and_then(DateTime::from_timestamp_millis)
+        .or_else(|| entry_time(&env.entry_id))
+        .map_or(now, |t| t.min(now))
 }
 
-/// The time part of a stream entry id (`<ms>-<seq>`).
+/// The time part of a stream entry id (`<ms>-<seq>`); `None` past what a timestamp holds.
 pub fn entry_time(entry_id: &str) -> Option<DateTime<Utc>> {
     let ms: i64 = entry_id.split_once('-')?.0.parse().ok()?;
     DateTime::from_timestamp_millis(ms)
@@ -86,7 +90,7 @@ pub async fn handle(env: &StreamEnvelope, ctx: &Context, now: DateTime<Utc>) -> 
     let facts = HeartbeatFacts {
         node_name: &hb.node_name,
         at: hb.timestamp,
-        received_at: received_at(&env.entry_id, now),
+        received_at: received_at(env, now),
         claimed_status: &hb.status,
         active_jobs: i64::from(hb.active_jobs),
         usage_json: usage,
@@ -104,17 +108,7 @@ pub async fn handle(env: &StreamEnvelope, ctx: &Context, now: DateTime<Utc>) -> 
 async fn after_recorded(rec: ProviderRecord, hb: &Heartbeat, ctx: &Context, now: DateTime<Utc>) -> Result<(), Failure> {
     match rec.state {
         ProviderState::Joined => become_available_if_ready(&rec, ProviderState::Joined, ctx, now).await,
-        ProviderState::Offline => {
-            // Back from the dead: remove the offline marks, then available again.
-            ctx.cluster.set_offline_taint(&rec.node_name, false).await?;
-            let status = BTreeMap::from([(labels::STATUS.to_string(), None)]);
-            ctx.cluster.patch_node_metadata(&rec.node_name, &status, &BTreeMap::new()).await?;
-            tracing::info!(provider_id = %rec.provider_id, "provider is back from offline");
-            make_available(ProviderState::Offline, if rec.has_ledger { None } else { ledger_for(&rec) }, now)
-                .run(ctx.store.as_ref(), &rec.provider_id)
-                .await?;
-            Ok(())
-        }
+        ProviderState::Offline => recover_from_offline(&rec, ctx, now).await,
         ProviderState::Available => refresh_node_marks(&rec, hb, ctx).await,
         _ => Ok(()),
     }
@@ -123,11 +117,42 @@ async fn after_recorded(rec: ProviderRecord, hb: &Heartbeat, ctx: &Context, now:
 /// Available once the node is Ready and carries this provider's labels — its own id under
 /// `worldland.io/provider-id`, so a node relabelled for another provider never makes two
 /// providers available on one machine.
+/// Whether `node` is fit to sell: Ready, a GPU rental node, labelled with this provider's own id.
+fn is_own_ready_node(node: &worldland_core::cluster::NodeInfo, rec: &ProviderRecord) -> bool {
+    node.ready
+        && node.labels.get(labels::RENTAL_TYPE).map(String::as_str) == Some(labels::RENTAL_TYPE_GPU)
+        && node.labels.get(labels::PROVIDER_ID) == Some(&labels::provider_id_label(&rec.provider_id))
+}
+
+/// Back from the dead — but only onto its own Ready node: a heartbeat proves the agent runs, not
+/// that its node still exists, is Ready or is still this provider's. Until it is, the provider
+/// stays offline (the heartbeat is recorded; the next one looks again). Then the offline marks
+/// go, idempotently, and it is available again.
+async fn recover_from_offline(rec: &ProviderRecord, ctx: &Context, now: DateTime<Utc>) -> Result<(), Failure> {
+    let node = ctx.cluster.get_node(&rec.node_name).await?;
+    if !node.as_ref().is_some_and(|n| is_own_ready_node(n, rec)) || rec.unschedulable.is_some() {
+        tracing::warn!(
+            provider_id = %rec.provider_id,
+            node = %rec.node_name,
+            found = node.is_some(),
+            "heartbeat from an offline provider whose node is gone, not Ready or not its own; stays offline"
+        );
+        return Ok(());
+    }
+    ctx.cluster.set_offline_taint(&rec.node_name, false).await?;
+    let status = BTreeMap::from([(labels::STATUS.to_string(), None)]);
+    ctx.cluster.patch_node_metadata(&rec.node_name, &status, &BTreeMap::new()).await?;
+    tracing::info!(provider_id = %rec.provider_id, "provider is back from offline");
+    make_available(ProviderState::Offline, if rec.has_ledger { None } else { ledger_for(rec) }, now)
+        .run(ctx.store.as_ref(), &rec.provider_id)
+        .await?;
+    Ok(())
+}
+
 async fn become_available_if_ready(rec: &ProviderRecord, from: ProviderState, ctx: &Context, now: DateTime<Utc>) -> Result<(), Failure> {
     if rec.unschedulable.is_some() {
         return Ok(());
     }
-    let own_id = labels::provider_id_label(&rec.provider_id);
     match ctx.cluster.get_node(&rec.node_name).await? {
         Some(node) if labels::labelled_for_another_provider(&node.labels, &rec.provider_id).is_some() => {
             tracing::warn!(
@@ -138,11 +163,7 @@ async fn become_available_if_ready(rec: &ProviderRecord, from: ProviderState, ct
             );
             Ok(())
         }
-        Some(node)
-            if node.ready
-                && node.labels.get(labels::RENTAL_TYPE).map(String::as_str) == Some(labels::RENTAL_TYPE_GPU)
-                && node.labels.get(labels::PROVIDER_ID) == Some(&own_id) =>
-        {
+        Some(node) if is_own_ready_node(&node, rec) => {
             make_available(from, if rec.has_ledger { None } else { ledger_for(rec) }, now)
                 .run(ctx.store.as_ref(), &rec.provider_id)
                 .await?;

@@ -130,22 +130,47 @@ pub fn pending_min_id(v: &Value) -> Option<String> {
 /// and Redis differ a little); an id further ahead was chosen by its writer, not by Redis.
 pub const MAX_ENTRY_ID_LEAD: chrono::Duration = chrono::Duration::seconds(5);
 
-/// Whether an entry id's time lies more than [`MAX_ENTRY_ID_LEAD`] ahead of `now`.
-pub fn lies_in_future(entry_id: &str, now: chrono::DateTime<chrono::Utc>) -> bool {
-    let id_ms = entry_id.split_once('-').and_then(|(ms, _)| ms.parse::<i64>().ok());
-    id_ms.is_some_and(|ms| ms > (now + MAX_ENTRY_ID_LEAD).timestamp_millis())
+/// An entry id's time (ms) and sequence number; `None` for anything else.
+pub fn id_parts(entry_id: &str) -> Option<(u64, u64)> {
+    let (ms, seq) = entry_id.split_once('-')?;
+    Some((ms.parse().ok()?, seq.parse().ok()?))
 }
 
-/// Checks an entry and makes the bus envelope: its id must not lie in the future (the workers
-/// take an entry id's time as the broker's receive time), `data` must be there, UTF-8, and with
-/// its signature within the size cap.
-pub fn envelope_for(stream: &str, e: &RawEntry, now: chrono::DateTime<chrono::Utc>) -> Result<StreamEnvelope, Rejection> {
-    if lies_in_future(&e.id, now) {
-        return Err(Rejection::new(
-            Reason::TimestampOutsideWindow,
-            format!("entry id {} lies in the future: its writer chose it, Redis did not", e.id),
-        ));
+/// Whether an entry id's time lies more than [`MAX_ENTRY_ID_LEAD`] ahead of `now` (an id that
+/// cannot be read, e.g. one past `i64` milliseconds, counts as in the future).
+pub fn lies_in_future(entry_id: &str, now: chrono::DateTime<chrono::Utc>) -> bool {
+    let limit = (now + MAX_ENTRY_ID_LEAD).timestamp_millis();
+    match id_parts(entry_id) {
+        Some((ms, _)) => i64::try_from(ms).map_or(true, |ms| ms > limit),
+        None => true,
     }
+}
+
+/// Whether `id` is the entry Redis numbers right after `prev` when `*` ids are dragged behind an
+/// id in the future: the same time, the next sequence number.
+pub fn follows(prev: &str, id: &str) -> bool {
+    match (id_parts(prev), id_parts(id)) {
+        (Some((pm, ps)), Some((m, s))) => pm == m && ps.checked_add(1) == Some(s),
+        _ => false,
+    }
+}
+
+/// Checks an entry and makes the bus envelope, stamped with when the broker received it.
+/// An id in the future was chosen by its writer: refused, unless it is `dragged` — numbered by
+/// Redis right after such an id, written by an honest agent with `*` — which is forwarded with
+/// the bridge's own clock as its receive time. `data` must be there, UTF-8, and with its
+/// signature within the size cap.
+pub fn envelope_for(stream: &str, e: &RawEntry, now: chrono::DateTime<chrono::Utc>, dragged: bool) -> Result<StreamEnvelope, Rejection> {
+    let received_at_ms = match id_parts(&e.id) {
+        _ if lies_in_future(&e.id, now) && !dragged => {
+            return Err(Rejection::new(
+                Reason::TimestampOutsideWindow,
+                format!("entry id {} lies in the future: its writer chose it, Redis did not", e.id),
+            ));
+        }
+        Some((ms, _)) if !dragged => i64::try_from(ms).unwrap_or(i64::MAX).min(now.timestamp_millis()),
+        _ => now.timestamp_millis(),
+    };
     let Some(fields) = &e.fields else {
         return Err(Rejection::new(
             Reason::MissingData,
@@ -175,6 +200,7 @@ pub fn envelope_for(stream: &str, e: &RawEntry, now: chrono::DateTime<chrono::Ut
         data,
         signature: opt_text("signature")?,
         timestamp: opt_text("timestamp")?,
+        received_at_ms: Some(received_at_ms),
     })
 }
 
@@ -213,7 +239,7 @@ mod tests {
         ];
         let now = chrono::Utc::now();
         for (e, want) in table {
-            assert_eq!(envelope_for("s", &e, now).map(|_| ()).map_err(|r| r.reason), want, "{e:?}");
+            assert_eq!(envelope_for("s", &e, now, false).map(|_| ()).map_err(|r| r.reason), want, "{e:?}");
         }
         // An explicit far-future id (which also drags later `*` ids forward) is refused; ids at
         // the bridge's clock, slightly ahead of it, or in the past are taken.
@@ -222,12 +248,38 @@ mod tests {
             fields: Some(vec![(b"data".to_vec(), b"{}".to_vec())]),
         };
         let now_ms = now.timestamp_millis();
-        let verdict = |ms| envelope_for("s", &at(ms), now).map(|_| ()).map_err(|r| r.reason);
+        let verdict = |ms| envelope_for("s", &at(ms), now, false).map(|_| ()).map_err(|r| r.reason);
         assert_eq!(verdict(9_999_999_999_999), Err(Reason::TimestampOutsideWindow));
         assert_eq!(verdict(now_ms + 6_000), Err(Reason::TimestampOutsideWindow));
         assert_eq!(verdict(now_ms + 4_000), Ok(()));
         assert_eq!(verdict(now_ms), Ok(()));
         assert_eq!(verdict(now_ms - 600_000), Ok(()));
+        // Ids Redis's own `i64` clock never gives, up to its last possible id, count as future.
+        let max = RawEntry {
+            id: "18446744073709551615-18446744073709551615".into(),
+            fields: Some(vec![(b"data".to_vec(), b"{}".to_vec())]),
+        };
+        assert!(lies_in_future(&max.id, now));
+        assert_eq!(
+            envelope_for("s", &max, now, false).map(|_| ()).map_err(|r| r.reason),
+            Err(Reason::TimestampOutsideWindow)
+        );
+        // A dragged entry is forwarded, received at the bridge's clock, not its id's time.
+        let env = envelope_for("s", &at(9_999_999_999_999), now, true).unwrap();
+        assert_eq!(env.received_at_ms, Some(now_ms));
+        assert_eq!(
+            envelope_for("s", &at(now_ms - 1_000), now, false).unwrap().received_at_ms,
+            Some(now_ms - 1_000)
+        );
+        assert_eq!(
+            envelope_for("s", &at(now_ms + 3_000), now, false).unwrap().received_at_ms,
+            Some(now_ms),
+            "never later than the bridge's clock"
+        );
+        assert!(follows("9999999999999-0", "9999999999999-1"));
+        assert!(!follows("9999999999999-0", "9999999999999-2"));
+        assert!(!follows("9999999999998-5", "9999999999999-0"));
+        assert!(!follows("18446744073709551615-18446744073709551615", "18446744073709551615-0"));
     }
 
     #[test]

@@ -179,11 +179,19 @@ impl RedisBridge {
         let mut pass = Pass::default();
         let now = chrono::Utc::now();
         let mut future = Vec::new();
+        let mut previous: Option<String> = None;
         for e in entries {
+            let mut dragged = false;
             if entry::lies_in_future(&e.id, now) {
+                // Numbered right after a future id in this batch: an honest `*` entry dragged
+                // behind it, forwarded on the bridge's clock; the id that jumped is refused.
+                dragged = previous
+                    .as_deref()
+                    .is_some_and(|p| entry::lies_in_future(p, now) && entry::follows(p, &e.id));
                 future.push(e.id.clone());
             }
-            match envelope_for(stream, &e, now) {
+            previous = Some(e.id.clone());
+            match envelope_for(stream, &e, now, dragged) {
                 Ok(env) => {
                     let body = serde_json::to_vec(&env).expect("envelopes serialise");
                     match self.bus.publish(topic, &env.message_id(), &body).await {

@@ -87,6 +87,7 @@ fn heartbeat_body(key: &SigningKey, id: &str, at: DateTime<Utc>) -> Vec<u8> {
         signature: Some(sign_personal(key, data.as_bytes())),
         data,
         timestamp: None,
+        received_at_ms: None,
     };
     serde_json::to_vec(&env).expect("serialises")
 }

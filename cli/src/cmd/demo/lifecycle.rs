@@ -332,6 +332,7 @@ impl<'a> Lifecycle<'a> {
                 signature: Some(sign_personal(&p.key, data.as_bytes())),
                 data,
                 timestamp: None,
+                received_at_ms: None,
             };
             let _ = heartbeat_recorder::handle(&env, &self.recorder, now).await;
             self.last_beat.insert(n, now);

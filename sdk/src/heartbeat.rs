@@ -186,12 +186,20 @@ impl UsageProbe {
 }
 
 /// The systemd unit that keeps `run` going.
-pub fn systemd_unit(exe: &str, state_dir: &str, wallet_key: &str, redis_url: &str) -> String {
+/// The systemd unit that runs `run`. The Redis URL carries the agent's password, so it is not on
+/// the command line (world-readable in the unit and in `ps`): `run` reads it from `env_file`
+/// (`WORLDLAND_REDIS_URL=…`, mode 0600; see [`environment_file`]).
+pub fn systemd_unit(exe: &str, state_dir: &str, wallet_key: &str, env_file: &str) -> String {
     format!(
         "[Unit]\nDescription=WorldLand provider heartbeats\nAfter=network-online.target\nWants=network-online.target\n\n\
-         [Service]\nExecStart={exe} --state-dir {state_dir} run --wallet-key {wallet_key} --redis-url {redis_url}\n\
+         [Service]\nEnvironmentFile={env_file}\nExecStart={exe} --state-dir {state_dir} run --wallet-key {wallet_key}\n\
          Restart=always\nRestartSec=5\nKillSignal=SIGTERM\n\n[Install]\nWantedBy=multi-user.target\n"
     )
+}
+
+/// The unit's environment file: the Redis URL (with its credentials).
+pub fn environment_file(redis_url: &str) -> String {
+    format!("WORLDLAND_REDIS_URL={redis_url}\n")
 }
 
 pub const UNIT_NAME: &str = "worldland-provider.service";
@@ -240,9 +248,16 @@ mod tests {
             "/usr/local/bin/worldland-provider-sdk",
             "/root/.worldland",
             "/root/key",
-            "redis://broker:6379",
+            "/root/.worldland/sdk.env",
         );
-        assert!(unit.contains("ExecStart=/usr/local/bin/worldland-provider-sdk --state-dir /root/.worldland run --wallet-key /root/key --redis-url redis://broker:6379"));
+        assert!(unit.contains("ExecStart=/usr/local/bin/worldland-provider-sdk --state-dir /root/.worldland run --wallet-key /root/key\n"));
+        assert!(unit.contains("EnvironmentFile=/root/.worldland/sdk.env"));
+        let env = environment_file("redis://agent:s3cret@broker:6379");
+        assert_eq!(env, "WORLDLAND_REDIS_URL=redis://agent:s3cret@broker:6379\n");
+        assert!(
+            !unit.contains("s3cret"),
+            "the agent's password stays out of the unit and the command line"
+        );
         assert!(unit.contains("Restart=always") && unit.contains("WantedBy=multi-user.target"));
     }
 

@@ -32,6 +32,12 @@ pub struct LocalState {
     /// GPUs on this machine when it registered: mining commands for more are refused.
     #[serde(default)]
     pub gpu_count: u32,
+    /// The id of the last entry of this provider's response stream that `run` handled (a mining
+    /// command obeyed and acknowledged, or an entry skipped): it reads on from there after a
+    /// restart, so commands written while it was down are seen and none is run twice. Absent
+    /// until the first entry is handled; then reading starts at the registration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command_cursor: Option<String>,
 }
 
 pub fn default_dir() -> PathBuf {
@@ -95,6 +101,17 @@ impl LocalState {
         f.sync_all().map_err(|e| err(&tmp, e))?;
         std::fs::rename(&tmp, &path).map_err(|e| err(&path, e))
     }
+
+    /// Records `entry` as the last response-stream entry handled, in the state saved in `dir`
+    /// (read again first, so fields written by others since are kept).
+    pub fn save_command_cursor(dir: &Path, entry: &str) -> Result<()> {
+        let mut state = Self::load(dir)?.ok_or_else(|| err(&Self::path(dir), "no state saved: not installed"))?;
+        if state.command_cursor.as_deref() == Some(entry) {
+            return Ok(());
+        }
+        state.command_cursor = Some(entry.to_string());
+        state.save(dir)
+    }
 }
 
 #[cfg(test)]
@@ -115,6 +132,25 @@ mod tests {
         let mode = std::fs::metadata(LocalState::path(&dir)).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn the_command_cursor_is_saved_into_the_existing_state() {
+        let dir = std::env::temp_dir().join(format!("wl-state-{}", uuid::Uuid::new_v4().simple()));
+        assert!(matches!(LocalState::save_command_cursor(&dir, "1-0"), Err(Error::State { .. })));
+        let s = LocalState {
+            provider_id: "p".into(),
+            gpu_count: 2,
+            ..Default::default()
+        };
+        s.save(&dir).unwrap();
+        // A state written before the field existed reads as "no cursor yet".
+        assert!(!std::fs::read_to_string(LocalState::path(&dir)).unwrap().contains("command_cursor"));
+        LocalState::save_command_cursor(&dir, "1700000000000-3").unwrap();
+        let loaded = LocalState::load(&dir).unwrap().unwrap();
+        assert_eq!(loaded.command_cursor.as_deref(), Some("1700000000000-3"));
+        assert_eq!((loaded.provider_id.as_str(), loaded.gpu_count), ("p", 2));
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -1,7 +1,10 @@
 //! Attacks on a running agent's mining commands, on real Redis: anyone can XADD a `mining.stop`
 //! or `mining.resume` to `provider:response:<id>`. The SDK runs its locally configured command
 //! only for commands the pinned broker key signed for this stream, recently, and only for a GPU
-//! count this machine has; everything else runs nothing and is never acknowledged.
+//! count this machine has; everything else runs nothing and is never acknowledged. And since
+//! every agent shares one Redis user, which may read, acknowledge and create the `sdk-group`
+//! consumer group on any response stream, the SDK reads its commands with plain XREAD from a
+//! cursor of its own, which another agent can neither drain nor move.
 
 use std::time::Duration;
 
@@ -11,6 +14,7 @@ use worldland_adapters::replies::RedisReplies;
 use worldland_core::answers::{BrokerKey, SIGNATURE_FIELD};
 use worldland_core::messages::jobs::MiningCommand;
 use worldland_core::replies::ProviderReplies;
+use worldland_core::streams::AGENT_RESPONSE_GROUP;
 use worldland_provider_sdk::mining::{run_commands, CommandAck, MiningSettings};
 use worldland_provider_sdk::simulated::SimulatedProvider;
 use worldland_tests::TestEnv;
@@ -147,4 +151,148 @@ async fn forged_or_unsigned_mining_commands_run_nothing() {
         .collect();
     assert_eq!(ran, vec!["job-1"], "only the real command ran");
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// Runs the victim's `run_commands` (running `touch <dir>/<job_id>` on `mining.stop`) until one
+/// acknowledgement arrives, and returns it, how many commands it obeyed, and the jobs it ran.
+async fn victim_obeys(env: &TestEnv, p: &SimulatedProvider, broker: &BrokerKey) -> (CommandAck, usize, Vec<String>) {
+    let streams = env.cfg.streams();
+    let dir = std::env::temp_dir().join(format!("wl-mining-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let settings = MiningSettings {
+        stop_cmd: Some(format!("touch {}/{{job_id}}", dir.display())),
+        resume_cmd: None,
+        dry_run: false,
+        machine_gpus: p.registration.spec.total_gpus,
+    };
+    let (stop_tx, rx) = broadcast::channel(1);
+    let handling = tokio::spawn(run_commands(
+        env.cfg.redis_url.clone(),
+        streams.clone(),
+        p.provider_id.clone(),
+        p.key.clone(),
+        broker.public(),
+        settings,
+        rx,
+    ));
+    let mut reader = env.redis_blocking().await;
+    let reply: redis::streams::StreamReadReply = tokio::time::timeout(
+        Duration::from_secs(10),
+        redis::cmd("XREAD")
+            .arg("BLOCK")
+            .arg(8000)
+            .arg("STREAMS")
+            .arg(streams.command_ack())
+            .arg("0")
+            .query_async(&mut reader),
+    )
+    .await
+    .expect("the acknowledgement within 10 s")
+    .unwrap();
+    let _ = stop_tx.send(());
+    let obeyed = handling.await.unwrap();
+    let entry = &reply.keys.first().expect("an acknowledgement: the command was seen").ids[0];
+    let ack = serde_json::from_str(&entry.get::<String>("data").unwrap()).unwrap();
+    let ran = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    std::fs::remove_dir_all(dir).unwrap();
+    (ack, obeyed, ran)
+}
+
+/// Every agent shares the Redis user `agent`, which may XREADGROUP and XACK on any
+/// `provider:response:*`: a thief reads the victim's `mining.stop` off the `sdk-group` consumer
+/// group and acknowledges it, so nothing is left there for the victim. The SDK reads its stream
+/// with plain XREAD from a cursor of its own, and still obeys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_agent_stealing_from_sdk_group_cannot_hide_a_mining_command() {
+    let env = TestEnv::new(&[]);
+    let streams = env.cfg.streams();
+    let victim = SimulatedProvider::new(7, Utc::now());
+    let broker = BrokerKey::generate();
+    let mut thief = env.redis().await;
+    let replies = RedisReplies::new(thief.clone(), streams.clone(), 600, broker.clone());
+    let stream = streams.response(&victim.provider_id);
+    // The broker creates `sdk-group` at 0 and writes the command.
+    replies.command(&victim.provider_id, &stop("job-1", 1)).await.unwrap();
+
+    let stolen: redis::streams::StreamReadReply = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg(AGENT_RESPONSE_GROUP)
+        .arg("thief")
+        .arg("STREAMS")
+        .arg(&stream)
+        .arg(">")
+        .query_async(&mut thief)
+        .await
+        .unwrap();
+    let ids: Vec<String> = stolen.keys.iter().flat_map(|k| k.ids.iter().map(|e| e.id.clone())).collect();
+    assert_eq!(ids.len(), 1, "the thief took the command off the group");
+    let acked: i64 = redis::cmd("XACK")
+        .arg(&stream)
+        .arg(AGENT_RESPONSE_GROUP)
+        .arg(&ids)
+        .query_async(&mut thief)
+        .await
+        .unwrap();
+    assert_eq!(acked, 1);
+    // Through the group, the victim would see nothing: no new entry, none pending.
+    let left: redis::streams::StreamReadReply = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg(AGENT_RESPONSE_GROUP)
+        .arg("sdk-1")
+        .arg("STREAMS")
+        .arg(&stream)
+        .arg(">")
+        .query_async(&mut thief)
+        .await
+        .unwrap();
+    assert!(left.keys.iter().all(|k| k.ids.is_empty()), "{left:?}");
+
+    let (ack, obeyed, ran) = victim_obeys(&env, &victim, &broker).await;
+    assert_eq!((ack.command_id.as_str(), ack.ok), ("job-1/stop", true));
+    assert_eq!(obeyed, 1);
+    assert_eq!(ran, vec!["job-1"], "the stolen command still ran, once");
+}
+
+/// The other group attack: the thief creates `sdk-group` at the largest id before the broker
+/// writes, so the broker's own create meets BUSYGROUP and the group never delivers a thing. The
+/// SDK does not read through the group, and still obeys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_agent_creating_sdk_group_past_the_end_cannot_hide_a_mining_command() {
+    let env = TestEnv::new(&[]);
+    let streams = env.cfg.streams();
+    let victim = SimulatedProvider::new(8, Utc::now());
+    let broker = BrokerKey::generate();
+    let mut thief = env.redis().await;
+    let replies = RedisReplies::new(thief.clone(), streams.clone(), 600, broker.clone());
+    let stream = streams.response(&victim.provider_id);
+    let max = format!("{}-{}", u64::MAX, u64::MAX);
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(&stream)
+        .arg(AGENT_RESPONSE_GROUP)
+        .arg(&max)
+        .arg("MKSTREAM")
+        .query_async(&mut thief)
+        .await
+        .unwrap();
+    replies.command(&victim.provider_id, &stop("job-2", 1)).await.unwrap();
+    let through_group: redis::streams::StreamReadReply = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg(AGENT_RESPONSE_GROUP)
+        .arg("sdk-1")
+        .arg("STREAMS")
+        .arg(&stream)
+        .arg(">")
+        .query_async(&mut thief)
+        .await
+        .unwrap();
+    assert!(through_group.keys.iter().all(|k| k.ids.is_empty()), "{through_group:?}");
+
+    let (ack, obeyed, ran) = victim_obeys(&env, &victim, &broker).await;
+    assert_eq!((ack.command_id.as_str(), ack.ok), ("job-2/stop", true));
+    assert_eq!(obeyed, 1);
+    assert_eq!(ran, vec!["job-2"]);
 }

@@ -187,14 +187,16 @@ async fn offline_taint_keeps_other_taints_survives_a_conflict_and_is_removed_on_
     api.finish(WAIT).await;
     assert_eq!(state_of(store.as_ref(), &p.provider_id).await.state, ProviderState::Offline);
 
-    // It comes back: our taint goes (the other stays), the status label goes, available again.
-    let mut tainted = labelled.clone();
+    // It comes back onto its own Ready node (checked first): our taint goes (the other stays),
+    // the status label goes, available again.
+    let mut tainted = labelled_for(&p);
     tainted["metadata"]["resourceVersion"] = json!("205");
     tainted["spec"]["taints"] = json!([not_ready, offline]);
     let (cluster, handle) = kube();
     let api = ApiServerVerifier::run(
         handle,
         vec![
+            Expect::new("GET", node_of(&p), "", 200, tainted.clone()),
             Expect::new("GET", node_of(&p), "", 200, tainted),
             patch(
                 &node_of(&p),

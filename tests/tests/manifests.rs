@@ -1,9 +1,11 @@
 //! Every Kubernetes manifest under `infra/k8s` parses into the k8s-openapi types with no field
 //! left over (a typo'd or unknown field fails), every worker has its Deployment with probes and
 //! resource requests, RBAC grants each worker only what it calls (and no worker may read a
-//! Secret), and the ValidatingAdmissionPolicies narrow every write RBAC lets a worker make to the
-//! objects it writes itself. The CEL is checked here for what it names, not run: infra/README.md
-//! says how to check it on a real API server.
+//! Secret), the ValidatingAdmissionPolicies narrow every write RBAC lets a worker make to the
+//! objects it writes itself, and a bound policy keeps everyone else (a provider's kubelet above
+//! all) off the `worldland.io/` keys of Nodes, by which jobs select their provider's Node. The
+//! CEL is checked here for what it names, not run: infra/README.md says how to check it on a real
+//! API server.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -245,6 +247,12 @@ fn every_base_manifest_is_in_its_kustomization() {
 const ISSUER: &str = "join-token-issuer";
 const RECORDER: &str = "heartbeat-recorder";
 const SWEEPER: &str = "staleness-sweeper";
+/// The prefix of every Node label, annotation and taint key the project writes.
+const OURS: &str = "worldland.io/";
+/// The policy that keeps everyone but the recorder and the sweeper off our keys on Nodes.
+const NODE_KEYS: &str = "worldland-node-keys";
+/// The one group `worldland-node-keys` exempts, for an admin's emergency fix.
+const BREAK_GLASS: &str = "system:masters";
 
 #[test]
 fn no_worker_can_read_a_secret() {
@@ -337,6 +345,46 @@ fn variable(spec: &ValidatingAdmissionPolicySpec, name: &str) -> String {
         .unwrap_or_else(|| panic!("no variable {name}"))
 }
 
+/// The policy is bound exactly once, to deny (not only warn or audit), everywhere, and refuses
+/// when an expression errors.
+fn assert_enforced(p: &Parsed, name: &str) {
+    let spec = policy(p, name);
+    assert_eq!(
+        spec.failure_policy.as_deref(),
+        Some("Fail"),
+        "{name}: an expression that errors refuses"
+    );
+    assert!(spec.param_kind.is_none(), "{name}: no parameters to go missing");
+    let bound: Vec<_> = p
+        .policy_bindings
+        .iter()
+        .filter_map(|b| b.spec.as_ref())
+        .filter(|b| b.policy_name.as_deref() == Some(name))
+        .collect();
+    assert_eq!(bound.len(), 1, "{name}: one binding");
+    assert_eq!(
+        bound[0].validation_actions.as_deref(),
+        Some(&["Deny".to_string()][..]),
+        "{name}: denies, not only warns"
+    );
+    assert!(
+        bound[0].match_resources.is_none() && bound[0].param_ref.is_none(),
+        "{name}: the binding narrows nothing"
+    );
+    for v in spec.validations.iter().flatten() {
+        assert_eq!(v.reason.as_deref(), Some("Forbidden"), "{name}: {}", v.expression);
+    }
+}
+
+/// The policies that narrow the workers, each matched on their usernames (not `NODE_KEYS`,
+/// which matches everyone but them).
+fn worker_policies(p: &Parsed) -> impl Iterator<Item = &ValidatingAdmissionPolicySpec> {
+    p.policies
+        .iter()
+        .filter(|x| x.metadata.name.as_deref() != Some(NODE_KEYS))
+        .filter_map(|x| x.spec.as_ref())
+}
+
 #[test]
 fn every_write_rbac_grants_is_narrowed_by_a_bound_policy() {
     let p = parse_all();
@@ -347,40 +395,16 @@ fn every_write_rbac_grants_is_narrowed_by_a_bound_policy() {
         ("worldland-node-marker", users(&[RECORDER, SWEEPER]), "nodes"),
     ];
     let names: BTreeSet<&str> = p.policies.iter().map(|x| x.metadata.name.as_deref().unwrap()).collect();
-    assert_eq!(names, expected.iter().map(|e| e.0).collect(), "the policies");
+    assert_eq!(names, expected.iter().map(|e| e.0).chain([NODE_KEYS]).collect(), "the policies");
     for (name, who, resource) in &expected {
         let spec = policy(&p, name);
         assert_eq!(&policy_users(spec), who, "{name}: whom it applies to");
-        assert_eq!(
-            spec.failure_policy.as_deref(),
-            Some("Fail"),
-            "{name}: an expression that errors refuses"
-        );
-        assert!(spec.param_kind.is_none(), "{name}: no parameters to go missing");
         // Every write, not only the one allowed, so that a wider RBAC grant later is still refused.
         let sees = policy_sees(spec);
         for op in ["CREATE", "UPDATE", "DELETE"] {
             assert!(sees.contains(&(resource.to_string(), op.to_string())), "{name}: {op} {resource}");
         }
-        let bound: Vec<_> = p
-            .policy_bindings
-            .iter()
-            .filter_map(|b| b.spec.as_ref())
-            .filter(|b| b.policy_name.as_deref() == Some(*name))
-            .collect();
-        assert_eq!(bound.len(), 1, "{name}: one binding");
-        assert_eq!(
-            bound[0].validation_actions.as_deref(),
-            Some(&["Deny".to_string()][..]),
-            "{name}: denies, not only warns"
-        );
-        assert!(
-            bound[0].match_resources.is_none() && bound[0].param_ref.is_none(),
-            "{name}: the binding narrows nothing"
-        );
-        for v in spec.validations.iter().flatten() {
-            assert_eq!(v.reason.as_deref(), Some("Forbidden"), "{name}: {}", v.expression);
-        }
+        assert_enforced(&p, name);
     }
     for b in &p.policy_bindings {
         let to = b.spec.as_ref().and_then(|s| s.policy_name.as_deref()).unwrap();
@@ -398,11 +422,8 @@ fn every_write_rbac_grants_is_narrowed_by_a_bound_policy() {
                 "delete" => "DELETE",
                 other => panic!("{sa}: verb {other} on {res}"),
             };
-            let by = p
-                .policies
-                .iter()
-                .filter_map(|x| x.spec.as_ref())
-                .find(|s| policy_users(s).contains(&user) && policy_sees(s).contains(&(res.clone(), op.to_string())));
+            let by =
+                worker_policies(&p).find(|s| policy_users(s).contains(&user) && policy_sees(s).contains(&(res.clone(), op.to_string())));
             assert!(by.is_some(), "{sa} may {verb} {res} in {ns} and no policy narrows it");
             narrowed += 1;
         }
@@ -457,7 +478,6 @@ fn the_recorder_and_sweeper_may_delete_only_bootstrap_tokens() {
 
 #[test]
 fn the_recorder_and_sweeper_may_change_only_worldland_keys_on_nodes() {
-    const OURS: &str = "worldland.io/";
     let p = parse_all();
     let spec = policy(&p, "worldland-node-marker");
     assert!(validates(spec, "request.operation == 'UPDATE'"), "patch only");
@@ -560,6 +580,112 @@ fn the_recorder_and_sweeper_may_change_only_worldland_keys_on_nodes() {
         compared += 1;
     }
     assert_eq!(compared, 9, "finalizers, ownerReferences, generateName and six spec fields");
+}
+
+/// A provider is root on its machine and holds its kubelet's credentials (`system:node:<name>`,
+/// group `system:nodes`); NodeRestriction guards only `kubernetes.io/` and `k8s.io/` labels. A
+/// kubelet that could put `worldland.io/provider-id=<victim>` on its Node (`--node-labels` at
+/// registration, or a patch of `nodes` or `nodes/status` later) would draw the victim's jobs.
+#[test]
+fn nobody_but_the_recorder_and_sweeper_may_touch_worldland_keys_on_nodes() {
+    let p = parse_all();
+    let spec = policy(&p, NODE_KEYS);
+    assert_enforced(&p, NODE_KEYS);
+    // Registration (CREATE) and every later write, through any subresource (the nodes/status
+    // strategy keeps label and annotation changes); not DELETE, so Nodes can still be removed.
+    let sees: BTreeSet<(String, String)> = policy_sees(spec);
+    let want: BTreeSet<(String, String)> = ["nodes", "nodes/*"]
+        .into_iter()
+        .flat_map(|r| ["CREATE", "UPDATE"].map(|op| (r.to_string(), op.to_string())))
+        .collect();
+    assert_eq!(sees, want, "{NODE_KEYS}: CREATE and UPDATE of nodes and of nodes/status");
+    // Everyone is matched but the workers worldland-node-marker narrows instead, and the
+    // break-glass group: kubelets (system:nodes), the issuer, controllers, admins outside it.
+    let workers = policy_users(policy(&p, "worldland-node-marker"));
+    assert_eq!(
+        workers,
+        [RECORDER, SWEEPER].map(|sa| username(&p, sa)).into(),
+        "the workers exempted"
+    );
+    let quoted = workers.iter().map(|u| format!("'{u}'")).collect::<Vec<_>>().join(", ");
+    let conditions: Vec<String> = spec.match_conditions.iter().flatten().map(|m| one_line(&m.expression)).collect();
+    assert_eq!(
+        conditions,
+        [
+            format!("!(request.userInfo.username in [{quoted}])"),
+            format!("!(has(request.userInfo.groups) && '{BREAK_GLASS}' in request.userInfo.groups)"),
+        ],
+        "{NODE_KEYS}: exempts exactly the node-marker workers and {BREAK_GLASS}, nobody else"
+    );
+    for c in &conditions {
+        for exempt in c.split('\'').skip(1).step_by(2) {
+            assert!(
+                exempt != "system:nodes" && !exempt.starts_with("system:node:"),
+                "kubelets exempted: {c}"
+            );
+        }
+    }
+    // Of our ServiceAccounts, only those exempted here get any grant on Nodes.
+    for sa in p.service_accounts.iter().map(|s| s.metadata.name.as_deref().unwrap()) {
+        if grants(&p, sa).iter().any(|(_, res, _, _)| res.starts_with("nodes")) {
+            assert!(workers.contains(&username(&p, sa)), "{sa} may write Nodes and is not narrowed");
+        }
+    }
+    // Labels and annotations: on CREATE oldObject is null, so the old keys are read only on
+    // UPDATE (an unguarded read would error and, failing closed, refuse every registration) and
+    // a CREATE compares against none: any key of ours in it is an addition.
+    let mut names = vec![];
+    for kind in ["labels", "annotations"] {
+        assert_eq!(
+            variable(spec, &format!("{kind}New")),
+            format!("has(object.metadata.{kind}) ? object.metadata.{kind} : {{}}")
+        );
+        assert_eq!(
+            variable(spec, &format!("{kind}Old")),
+            format!("request.operation == 'UPDATE' && has(oldObject.metadata.{kind}) ? oldObject.metadata.{kind} : {{}}")
+        );
+        // None of ours appears or changes value, and none goes.
+        let rule = format!(
+            "variables.{kind}New.all(k, !k.startsWith('{OURS}') || (k in variables.{kind}Old && variables.{kind}Old[k] == variables.{kind}New[k])) && variables.{kind}Old.all(k, !k.startsWith('{OURS}') || k in variables.{kind}New)"
+        );
+        assert!(
+            spec.validations.iter().flatten().any(|v| one_line(&v.expression) == rule),
+            "{kind}: {rule}"
+        );
+        names.extend([format!("{kind}New"), format!("{kind}Old")]);
+    }
+    // Taints: ours are the same list before and after (none added, changed or removed).
+    let tuple = "map(t, [t.key, has(t.value) ? t.value : '', t.effect])";
+    assert_eq!(
+        variable(spec, "taintsNew"),
+        format!("(has(object.spec.taints) ? object.spec.taints : []) .{tuple}")
+    );
+    assert_eq!(
+        variable(spec, "taintsOld"),
+        format!("(request.operation == 'UPDATE' && has(oldObject.spec.taints) ? oldObject.spec.taints : []) .{tuple}")
+    );
+    let rule =
+        format!("variables.taintsNew.filter(t, t[0].startsWith('{OURS}')) == variables.taintsOld.filter(t, t[0].startsWith('{OURS}'))");
+    assert!(
+        spec.validations.iter().flatten().any(|v| one_line(&v.expression) == rule),
+        "taints: {rule}"
+    );
+    names.extend(["taintsNew".to_string(), "taintsOld".to_string()]);
+    let declared: Vec<String> = spec.variables.iter().flatten().map(|v| v.name.clone()).collect();
+    assert_eq!(declared, names, "{NODE_KEYS}: its variables");
+    // The three rules and nothing else; none spares CREATE (a kubelet's --node-labels) or UPDATE.
+    assert_eq!(
+        spec.validations.iter().flatten().count(),
+        3,
+        "{NODE_KEYS}: labels, annotations, taints"
+    );
+    assert!(
+        !validates(spec, "request.operation"),
+        "{NODE_KEYS}: every rule holds on CREATE and UPDATE alike"
+    );
+    for v in spec.validations.iter().flatten() {
+        assert!(v.message.as_deref().is_some_and(|m| m.contains(OURS)), "{}", v.expression);
+    }
 }
 
 /// Not a CEL parser: brackets that close in order and strings that end, in every expression.

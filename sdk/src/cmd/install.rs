@@ -97,7 +97,7 @@ pub async fn run(dir: &Path, args: Args) -> anyhow::Result<()> {
             machine_gpus: state.gpu_count,
             ..Default::default()
         };
-        super::run::run_heartbeats(&state, key, broker, args.redis_url, Duration::from_secs(30), mining).await
+        super::run::run_heartbeats_in(Some(dir), &state, key, broker, args.redis_url, Duration::from_secs(30), mining).await
     }
 }
 
@@ -156,12 +156,24 @@ async fn register(
 
 /// Writes the systemd unit that runs the heartbeats and, where systemd runs, enables it.
 fn install_unit(dir: &Path, wallet_key: &Path, redis_url: &str, unit_dir: &Path) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let exe = std::env::current_exe()?.display().to_string();
+    // The URL carries the agent's password: a file only its owner reads, not the unit.
+    let env_path = dir.join("sdk.env");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&env_path)
+        .and_then(|mut f| f.write_all(heartbeat::environment_file(redis_url).as_bytes()))
+        .with_context(|| format!("writing {}", env_path.display()))?;
     let unit = heartbeat::systemd_unit(
         &exe,
         &dir.display().to_string(),
         &std::fs::canonicalize(wallet_key)?.display().to_string(),
-        redis_url,
+        &env_path.display().to_string(),
     );
     std::fs::create_dir_all(unit_dir)?;
     let path = unit_dir.join(heartbeat::UNIT_NAME);

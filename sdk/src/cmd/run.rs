@@ -46,11 +46,14 @@ pub async fn run(dir: &Path, args: Args) -> anyhow::Result<()> {
             n => n,
         },
     };
-    run_heartbeats(&state, key, broker, args.redis_url, Duration::from_secs(args.interval), mining).await
+    let interval = Duration::from_secs(args.interval);
+    run_heartbeats_in(Some(dir), &state, key, broker, args.redis_url, interval, mining).await
 }
 
-/// Heartbeats and the broker's mining commands, side by side, until SIGTERM.
-pub async fn run_heartbeats(
+/// Heartbeats and the broker's mining commands, side by side, until SIGTERM. The commands are
+/// read on from the cursor saved in `dir` (the state dir), which is kept up to date there.
+pub async fn run_heartbeats_in(
+    dir: Option<&Path>,
     state: &LocalState,
     key: k256::ecdsa::SigningKey,
     broker: worldland_core::answers::BrokerPublicKey,
@@ -72,13 +75,14 @@ pub async fn run_heartbeats(
     let shutdown = worldland_provider_sdk::process::shutdown_on_signal();
     let mut probe = heartbeat::UsageProbe::default();
     println!("sending a heartbeat every {} s; stop with SIGTERM", interval.as_secs());
-    let commands = tokio::spawn(mining::run_commands(
+    let commands = tokio::spawn(mining::run_commands_from(
         redis_url,
         StreamNames::default(),
         state.provider_id.clone(),
         key.clone(),
         broker,
         mining,
+        mining::CommandCursor::resume(state, dir),
         shutdown.subscribe(),
     ));
     heartbeat::run_heartbeats(settings, key, move || probe.sample(), shutdown.subscribe()).await;

@@ -50,6 +50,9 @@ enum JobsCommand {
     List {
         #[arg(long)]
         state: Option<String>,
+        /// One JSON array instead of the table, for scripts.
+        #[arg(long)]
+        json: bool,
     },
     Show {
         id: String,
@@ -88,7 +91,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             let bus = backends::rabbit(&cfg).await.context("connecting to RabbitMQ")?;
             release(store.as_ref(), &bus, id, reason).await
         }
-        JobsCommand::List { state } => list(store.as_ref(), state).await,
+        JobsCommand::List { state, json } => list(store.as_ref(), state, json).await,
         JobsCommand::Show { id } => show(store.as_ref(), &id).await,
     }
 }
@@ -140,7 +143,28 @@ async fn release(store: &dyn ItemStore, bus: &dyn Bus, job_id: String, reason: S
     Ok(())
 }
 
-async fn list(store: &dyn ItemStore, state: Option<String>) -> anyhow::Result<()> {
+/// A job as `jobs list --json` prints it (times in epoch ms, cost in micro-units).
+fn job_json(item: &Item) -> serde_json::Value {
+    let gpus = serde_json::from_str::<serde_json::Value>(s(item, job::attr::ALLOCATION))
+        .ok()
+        .and_then(|v| v["gpus"].as_u64());
+    let text = |a: &str| item.get(a).and_then(worldland_core::state::Value::as_str);
+    serde_json::json!({
+        "job_id": s(item, "id"), "state": s(item, job::attr::STATE), "provider": text(job::attr::PROVIDER),
+        "gpus": gpus, "created_at": n(item, job::attr::CREATED_AT), "allocated_at": n(item, job::attr::ALLOCATED_AT),
+        "ended_at": n(item, job::attr::ENDED_AT), "end_reason": text(job::attr::END_REASON),
+        "duration_ms": n(item, job::attr::DURATION_MS), "cost_micros": n(item, job::attr::COST_MICROS),
+        "rejection": text(job::attr::REJECTION),
+    })
+}
+
+async fn list(store: &dyn ItemStore, state: Option<String>, json: bool) -> anyhow::Result<()> {
+    let keep = |item: &Item| state.as_deref().is_none_or(|st| st == s(item, job::attr::STATE));
+    if json {
+        let rows: Vec<_> = store.scan(Table::Jobs).await?.iter().filter(|i| keep(i)).map(job_json).collect();
+        println!("{}", serde_json::Value::Array(rows));
+        return Ok(());
+    }
     println!(
         "{:<24} {:<10} {:<24} {:>5} {:>12} {:>14}",
         "job", "state", "provider", "gpus", "minutes", "cost"

@@ -23,6 +23,9 @@ enum ProvidersCommand {
     List {
         #[arg(long)]
         state: Option<String>,
+        /// One JSON array instead of the table, for scripts.
+        #[arg(long)]
+        json: bool,
     },
     Show {
         id: String,
@@ -33,12 +36,35 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let cfg = super::config_from_env()?;
     let store = backends::store(&cfg).await;
     match args.command {
-        ProvidersCommand::List { state } => list(store.as_ref(), state).await,
+        ProvidersCommand::List { state, json } => list(store.as_ref(), state, json).await,
         ProvidersCommand::Show { id } => show(store.as_ref(), &id).await,
     }
 }
 
-async fn list(store: &dyn ItemStore, state: Option<String>) -> anyhow::Result<()> {
+/// A provider as `providers list --json` prints it (times in epoch ms; `hb_at` is the broker's
+/// receive time of the last heartbeat once joined, `last_heartbeat` the agent's own timestamp).
+fn provider_json(r: &ProviderRecord) -> serde_json::Value {
+    let ms = |t: Option<chrono::DateTime<chrono::Utc>>| t.map(|t| t.timestamp_millis());
+    serde_json::json!({
+        "provider_id": r.provider_id, "state": r.state.as_str(), "node_name": r.node_name,
+        "gpu_model": r.gpu_model, "gpu_count": r.gpu_count, "price_micros": r.price_micros,
+        "hb_at": r.hb_at.timestamp_millis(), "last_heartbeat": ms(r.last_heartbeat),
+        "offline_at": ms(r.offline_at), "joined_at": ms(r.joined_at), "active_jobs": r.active_jobs,
+        "unschedulable": r.unschedulable, "token_id": r.token_id,
+    })
+}
+
+/// The providers among `items` (node-name reservations share the table) as JSON rows.
+fn json_rows(items: &[worldland_core::state::Item]) -> anyhow::Result<Vec<serde_json::Value>> {
+    let rows = items
+        .iter()
+        .filter(|i| !nodes::is_reservation(i))
+        .map(|i| ProviderRecord::from_item(i).map(|r| provider_json(&r)))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
+async fn list(store: &dyn ItemStore, state: Option<String>, json: bool) -> anyhow::Result<()> {
     let items = match &state {
         Some(s) => {
             let st = ProviderState::parse(s).with_context(|| format!("unknown state {s}"))?;
@@ -46,6 +72,10 @@ async fn list(store: &dyn ItemStore, state: Option<String>) -> anyhow::Result<()
         }
         None => store.scan(Table::Providers).await?,
     };
+    if json {
+        println!("{}", serde_json::Value::Array(json_rows(&items)?));
+        return Ok(());
+    }
     let now = chrono::Utc::now();
     println!(
         "{:<38} {:<10} {:>8} {:<24} {:>5} {:<16}",
@@ -246,7 +276,16 @@ mod tests {
         let lines = describe(&store, &q.provider_id, now).await.unwrap();
         assert!(line(&lines, "node owner:").starts_with("provider sim-provider-00009"));
         assert!(line(&lines, "join refused:").starts_with("node_name_taken"));
-        // Listing skips the reservations that share the table.
-        list(&store, None).await.unwrap();
+        // Listing skips the reservations that share the table, as a table and as JSON.
+        list(&store, None, false).await.unwrap();
+        let rows = json_rows(&store.scan(Table::Providers).await.unwrap()).unwrap();
+        let mut ids: Vec<&str> = rows.iter().map(|r| r["provider_id"].as_str().unwrap()).collect();
+        ids.sort();
+        let mut want = vec![p.provider_id.as_str(), q.provider_id.as_str()];
+        want.sort();
+        assert_eq!(ids, want, "{rows:?}");
+        assert!(rows
+            .iter()
+            .all(|r| r["state"].as_str().is_some() && r["node_name"].as_str().is_some_and(|n| !n.is_empty()) && r["hb_at"].is_i64()));
     }
 }

@@ -9,6 +9,9 @@
 //! signature over the stream name, the `timestamp` field and the exact `data` bytes travels in
 //! the extra field `broker_sig`, so agents that pin the broker's public key can tell the broker's
 //! answers from anyone else's XADD, and old agents read the same `data` and `timestamp` as before.
+//!
+//! A response stream is bounded: each XADD trims it to about [`DEFAULT_RESPONSE_MAXLEN`] entries
+//! (`MAXLEN ~`), so a provider that never reads its answers cannot grow Redis without end.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -31,7 +34,13 @@ pub struct RedisReplies {
     ttl_s: i64,
     /// Signs every entry written.
     key: BrokerKey,
+    /// Approximate MAXLEN of each response stream.
+    max_len: u64,
+    timeouts: crate::redis_conn::RedisTimeouts,
 }
+
+/// The default approximate length bound of a response stream.
+pub const DEFAULT_RESPONSE_MAXLEN: u64 = 1_000;
 
 impl RedisReplies {
     /// Answers on `conn`, each entry signed with `key`.
@@ -42,6 +51,8 @@ impl RedisReplies {
             streams,
             ttl_s,
             key,
+            max_len: DEFAULT_RESPONSE_MAXLEN,
+            timeouts: Default::default(),
         }
     }
 
@@ -53,10 +64,24 @@ impl RedisReplies {
             streams,
             ttl_s,
             key,
+            max_len: DEFAULT_RESPONSE_MAXLEN,
+            timeouts: Default::default(),
         }
     }
 
     /// The public half of the signing key: what agents pin.
+    /// Bounds each response stream to about `max_len` entries (at least 1).
+    pub fn with_max_len(mut self, max_len: u64) -> Self {
+        self.max_len = max_len.max(1);
+        self
+    }
+
+    /// The connect and response timeouts of a lazily made connection.
+    pub fn with_timeouts(mut self, timeouts: crate::redis_conn::RedisTimeouts) -> Self {
+        self.timeouts = timeouts;
+        self
+    }
+
     pub fn public_key(&self) -> BrokerPublicKey {
         self.key.public()
     }
@@ -66,9 +91,7 @@ impl RedisReplies {
             .conn
             .get_or_try_init(|| async {
                 let url = self.url.as_deref().unwrap_or("redis://127.0.0.1:6379");
-                let client = redis::Client::open(url)?;
-                let config = redis::aio::ConnectionManagerConfig::new().set_response_timeout(Some(std::time::Duration::from_secs(5)));
-                client.get_connection_manager_with_config(config).await
+                crate::redis_conn::connect_with(url, self.timeouts).await
             })
             .await?;
         Ok(conn.clone())
@@ -105,6 +128,9 @@ impl RedisReplies {
         redis::pipe()
             .cmd("XADD")
             .arg(&stream)
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(self.max_len)
             .arg("*")
             .arg("data")
             .arg(data)

@@ -111,6 +111,9 @@ pub struct Allocation {
     pub price_micros: i64,
     /// When it was committed, in epoch ms.
     pub started_at_ms: i64,
+    /// The claim token of the delivery that holds it (empty for an entry written before owners
+    /// were recorded). An undo removes only an entry it owns; a takeover re-owns the entry.
+    pub owner: String,
 }
 
 impl Allocation {
@@ -124,6 +127,7 @@ impl Allocation {
             ("mem".to_string(), Value::N(self.mem)),
             ("price_micros".to_string(), Value::N(self.price_micros)),
             ("started_at".to_string(), Value::N(self.started_at_ms)),
+            ("owner".to_string(), Value::from(self.owner.as_str())),
         ]))
     }
 
@@ -140,6 +144,7 @@ impl Allocation {
             mem: n("mem")?,
             price_micros: n("price_micros")?,
             started_at_ms: n("started_at")?,
+            owner: m.get("owner").and_then(Value::as_str).unwrap_or("").to_string(),
         })
     }
 }
@@ -372,9 +377,9 @@ pub fn rank(candidates: &[Candidate], req: &AllocateRequest) -> Result<Vec<Choic
 }
 
 /// The one conditional write that allocates: deducts everything, records the allocation under
-/// the job id (refused if the job already holds one there), and requires the provider to be
-/// available with enough left.
-pub fn commit_allocation(choice: &Choice, req: &AllocateRequest, now: DateTime<Utc>) -> Transition {
+/// the job id with its `owner` (the claim token of the delivery placing it; refused if the job
+/// already holds one there), and requires the provider to be available with enough left.
+pub fn commit_allocation(choice: &Choice, req: &AllocateRequest, owner: &str, now: DateTime<Utc>) -> Transition {
     let (gpus, cpu, mem) = (i64::from(req.gpus), i64::from(req.cpu_cores), req.memory_mb as i64);
     let m = &choice.model_key;
     let alloc_path = path(attr::ALLOCS, &req.job_id);
@@ -407,12 +412,36 @@ pub fn commit_allocation(choice: &Choice, req: &AllocateRequest, now: DateTime<U
         mem,
         price_micros: choice.price_micros,
         started_at_ms: ms(now),
+        owner: owner.to_string(),
     };
     ops.push(Op::Set(alloc_path, alloc.to_value()));
     Transition { cond, ops }
 }
 
+/// The condition that the allocation of `job_id` is held by `owner` (an empty owner: an entry
+/// that never recorded one).
+fn owned_by(job_id: &str, owner: &str) -> Cond {
+    let owner_path = format!("{}.owner", path(attr::ALLOCS, job_id));
+    if owner.is_empty() {
+        Cond::AttrNotExists(owner_path)
+    } else {
+        Cond::eq(&owner_path, owner)
+    }
+}
+
+/// A takeover adopts what the old owner committed: the entry of `job_id` changes owner from
+/// `old` to `new`, only if `old` still holds it (so the old owner's undo can no longer remove it,
+/// and an undo that came first makes the adoption fail).
+pub fn adopt_allocation(job_id: &str, old: &str, new: &str) -> Transition {
+    Transition {
+        cond: Cond::AttrExists(path(attr::ALLOCS, job_id)).and(owned_by(job_id, old)),
+        ops: vec![Op::set(&format!("{}.owner", path(attr::ALLOCS, job_id)), new)],
+    }
+}
+
 /// Returns exactly what the allocation took: mining GPUs go back to mining, the rest to free.
+/// Conditional on the entry still having the owner it was read with, so an undo never removes
+/// an entry that a takeover has adopted.
 pub fn release_allocation(alloc: &Allocation) -> Transition {
     let m = &alloc.model_key;
     let mut ops = vec![
@@ -430,7 +459,7 @@ pub fn release_allocation(alloc: &Allocation) -> Transition {
         ops.push(Op::Add(path(attr::GPUS_MINING, m), alloc.mining_taken));
     }
     Transition {
-        cond: Cond::AttrExists(path(attr::ALLOCS, &alloc.job_id)),
+        cond: Cond::AttrExists(path(attr::ALLOCS, &alloc.job_id)).and(owned_by(&alloc.job_id, &alloc.owner)),
         ops,
     }
 }
@@ -540,19 +569,76 @@ pub mod job {
         pub const RELEASE_ANSWERED: &str = "release_answered";
         /// DynamoDB TTL in epoch seconds: a closed job is removed 90 days after it ended.
         pub const TTL: &str = "ttl";
+        /// While `pending`: the claim token of the delivery placing the job. Unique per
+        /// delivery; every write of the placement is conditional on it (fencing).
+        pub const OWNER: &str = "owner";
+        /// While `pending`: the key of the request being placed ([`super::claim_key`]), so a
+        /// redelivery of the same message recognises its own claim and takes it at once.
+        pub const CLAIM: &str = "claim";
+        /// While `pending`: when the current owner claimed it, in epoch ms (also the index sort
+        /// key, so the sweeper finds claims older than the lease).
+        pub const CLAIMED_AT: &str = "claimed_at";
+    }
+
+    /// The key of a request: the same for every delivery of the same `job.allocate` message
+    /// (and of an identical re-send), different for a different request under the same job id.
+    pub fn claim_key(req: &AllocateRequest) -> String {
+        use sha2::{Digest, Sha256};
+        let body = serde_json::to_vec(req).expect("serialises");
+        let digest = Sha256::digest(&body);
+        digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The ops that record a claim by `owner` for the request `claim` at `now`; `hb_at` is the
+    /// claim time while pending, so stale claims are found through the state index.
+    fn claim_ops(claim: &str, owner: &str, now: DateTime<Utc>) -> Vec<Op> {
+        vec![
+            Op::set(attr::CLAIM, claim),
+            Op::set(attr::OWNER, owner),
+            Op::set(attr::CLAIMED_AT, ms(now)),
+            Op::set(INDEX_SORT_ATTR, ms(now)),
+        ]
+    }
+
+    /// The condition that the job is pending under `owner` (fencing for every placement write).
+    pub fn owned_by(owner: &str) -> Cond {
+        Cond::eq(attr::STATE, JobState::Pending).and(Cond::eq(attr::OWNER, owner))
+    }
+
+    /// Takes over a pending job from `old` (its owner as read; `None` for a claim without one):
+    /// only while `old` still owns it and, with `stale_before`, only if its claim is older than
+    /// that (epoch ms). After it, every write of the old owner fails its condition.
+    pub fn take_claim(old: Option<&str>, stale_before: Option<i64>, claim: &str, owner: &str, now: DateTime<Utc>) -> Transition {
+        let mut cond = Cond::eq(attr::STATE, JobState::Pending).and(match old {
+            Some(o) => Cond::eq(attr::OWNER, o),
+            None => Cond::AttrNotExists(attr::OWNER.into()),
+        });
+        if let Some(before) = stale_before {
+            cond = cond.and(Cond::Or(vec![
+                Cond::AttrNotExists(attr::CLAIMED_AT.into()),
+                Cond::Lt(attr::CLAIMED_AT.into(), before),
+            ]));
+        }
+        Transition {
+            cond,
+            ops: claim_ops(claim, owner, now),
+        }
     }
 
     /// Job states: `pending` (placing), `allocated`, `rejected`, `released` (ended normally,
     /// expired or interrupted: see `end_reason`), `cancelled` (released before it was placed).
-    pub fn create_pending(req: &AllocateRequest, now: DateTime<Utc>) -> Transition {
+    /// Created claimed by `owner`, for the request `claim` ([`claim_key`]).
+    pub fn create_pending(req: &AllocateRequest, claim: &str, owner: &str, now: DateTime<Utc>) -> Transition {
+        let mut ops = vec![
+            Op::set(attr::STATE, JobState::Pending),
+            Op::set(attr::REQUEST, serde_json::to_string(req).expect("serialises")),
+            Op::set(attr::CUSTOMER, req.customer_id.as_str()),
+            Op::set(attr::CREATED_AT, ms(now)),
+        ];
+        ops.extend(claim_ops(claim, owner, now));
         Transition {
             cond: Cond::ItemNotExists,
-            ops: vec![
-                Op::set(attr::STATE, JobState::Pending),
-                Op::set(attr::REQUEST, serde_json::to_string(req).expect("serialises")),
-                Op::set(attr::CUSTOMER, req.customer_id.as_str()),
-                Op::set(attr::CREATED_AT, ms(now)),
-            ],
+            ops,
         }
     }
 
@@ -572,9 +658,11 @@ pub mod job {
             Op::set(attr::ALLOCATION, serde_json::to_string(a).expect("serialises")),
             Op::set(attr::ALLOCATED_AT, started_at_ms),
         ];
-        if let Some(due) = due_at_ms {
-            ops.push(Op::set(INDEX_SORT_ATTR, due));
-        }
+        // The sort key held the claim time while pending; allocated, it is the due time or absent.
+        ops.push(match due_at_ms {
+            Some(due) => Op::set(INDEX_SORT_ATTR, due),
+            None => Op::Remove(INDEX_SORT_ATTR.into()),
+        });
         Transition {
             cond: Cond::eq(attr::STATE, JobState::Pending),
             ops,
@@ -588,6 +676,20 @@ pub mod job {
             ops: vec![
                 Op::set(attr::STATE, JobState::Rejected),
                 Op::set(attr::REJECTION, format!("{reason}: {message}")),
+                Op::Remove(INDEX_SORT_ATTR.into()),
+            ],
+        }
+    }
+
+    /// `pending → cancelled`: a release met a job whose placement never committed.
+    pub fn cancelled_while_pending(reason: &str, now: DateTime<Utc>) -> Transition {
+        Transition {
+            cond: Cond::eq(attr::STATE, JobState::Pending),
+            ops: vec![
+                Op::set(attr::STATE, JobState::Cancelled),
+                Op::set(attr::END_REASON, reason),
+                Op::set(attr::ENDED_AT, ms(now)),
+                Op::Remove(INDEX_SORT_ATTR.into()),
             ],
         }
     }
@@ -811,7 +913,7 @@ mod tests {
         };
         let choice = rank(&[c], &r).unwrap().remove(0);
         assert_eq!((choice.take_free, choice.take_mining), (3, 1), "rentals take GPUs back from mining");
-        let t = commit_allocation(&choice, &r, Utc::now());
+        let t = commit_allocation(&choice, &r, "owner-1", Utc::now());
         assert!(eval(&t.cond, Some(&item)));
         let after = apply(Some(&item), "id", "p", &t.ops).unwrap();
         assert!(!eval(&t.cond, Some(&after)), "the same job cannot be allocated twice");

@@ -1,8 +1,10 @@
 //! Builds the configured backends once per process (clients outside any handler).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::broadcast;
+use worldland_adapters::redis_conn::RedisTimeouts;
 
 use crate::config::{ClusterKind, Config, StoreKind};
 use worldland_adapters::bus::rabbit::{RabbitBus, RabbitSettings};
@@ -42,13 +44,33 @@ pub enum BackendError {
 /// A reconnecting Redis connection for ordinary commands. Commands on one connection are
 /// pipelined, so blocking reads must use [`redis_blocking`] instead.
 pub async fn redis(cfg: &Config) -> Result<redis::aio::ConnectionManager, BackendError> {
-    redis_connection(&cfg.redis_url, false).await
+    redis_connection_with(&cfg.redis_url, redis_timeouts(cfg)).await
 }
 
-/// A connection of its own for blocking reads (XREAD/XREADGROUP BLOCK), without a response
-/// timeout: a blocked read must not stall, nor be cut short by, other commands.
+/// A connection of its own for blocking reads (XREAD/XREADGROUP BLOCK `WORLDLAND_BRIDGE_BLOCK_MS`):
+/// a blocked read must not stall, nor be cut short by, other commands, so its response timeout is
+/// the BLOCK time plus `WORLDLAND_REDIS_RESPONSE_TIMEOUT_MS` — a half-open socket fails the read
+/// instead of hanging the bridge.
 pub async fn redis_blocking(cfg: &Config) -> Result<redis::aio::ConnectionManager, BackendError> {
-    redis_connection(&cfg.redis_url, true).await
+    let timeouts = redis_timeouts(cfg).blocking(Duration::from_millis(cfg.bridge_block_ms));
+    redis_connection_with(&cfg.redis_url, timeouts).await
+}
+
+/// The configured Redis connect and response timeouts.
+pub fn redis_timeouts(cfg: &Config) -> RedisTimeouts {
+    RedisTimeouts {
+        connect: Duration::from_millis(cfg.redis_connect_timeout_ms),
+        response: Duration::from_millis(cfg.redis_response_timeout_ms),
+    }
+}
+
+pub async fn redis_connection_with(url: &str, timeouts: RedisTimeouts) -> Result<redis::aio::ConnectionManager, BackendError> {
+    worldland_adapters::redis_conn::connect_with(url, timeouts)
+        .await
+        .map_err(|e| BackendError::Redis {
+            url: url.to_string(),
+            source: e,
+        })
 }
 
 pub async fn redis_connection(url: &str, blocking: bool) -> Result<redis::aio::ConnectionManager, BackendError> {
@@ -66,6 +88,9 @@ pub fn rabbit_settings(cfg: &Config) -> RabbitSettings {
         exchange: cfg.exchange.clone(),
         prefetch: cfg.prefetch,
         delivery_limit: cfg.delivery_limit,
+        dlq_max_length: cfg.dlq_max_length,
+        dlq_ttl: Duration::from_secs(cfg.dlq_ttl_s),
+        connect_timeout: Duration::from_millis(cfg.amqp_connect_timeout_ms),
     }
 }
 
@@ -73,10 +98,44 @@ pub async fn rabbit(cfg: &Config) -> Result<RabbitBus, BackendError> {
     Ok(RabbitBus::connect(rabbit_settings(cfg)).await?)
 }
 
+/// Timeouts of every AWS SDK call: the whole operation (retries included) and each attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AwsTimeouts {
+    pub operation: Duration,
+    pub attempt: Duration,
+}
+
+impl Default for AwsTimeouts {
+    fn default() -> Self {
+        let cfg = Config::defaults();
+        aws_timeouts(&cfg)
+    }
+}
+
+/// The configured AWS SDK timeouts.
+pub fn aws_timeouts(cfg: &Config) -> AwsTimeouts {
+    AwsTimeouts {
+        operation: Duration::from_millis(cfg.aws_operation_timeout_ms),
+        attempt: Duration::from_millis(cfg.aws_attempt_timeout_ms),
+    }
+}
+
 /// The AWS configuration every client is built from: a local `endpoint` (dynalite, moto,
-/// LocalStack) or, without one, real AWS from the environment's credentials.
+/// LocalStack) or, without one, real AWS from the environment's credentials; with the default
+/// timeouts ([`aws_config_with`] takes others).
 pub async fn aws_config(endpoint: Option<&str>, region: &str) -> aws_config::SdkConfig {
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest()).region(aws_config::Region::new(region.to_string()));
+    aws_config_with(endpoint, region, AwsTimeouts::default()).await
+}
+
+/// [`aws_config`] with these timeouts: no SDK call hangs on a server that never answers.
+pub async fn aws_config_with(endpoint: Option<&str>, region: &str, timeouts: AwsTimeouts) -> aws_config::SdkConfig {
+    let timeout_config = aws_config::timeout::TimeoutConfig::builder()
+        .operation_timeout(timeouts.operation)
+        .operation_attempt_timeout(timeouts.attempt)
+        .build();
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(region.to_string()))
+        .timeout_config(timeout_config);
     if let Some(ep) = endpoint {
         loader = loader.endpoint_url(ep);
         if std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
@@ -102,11 +161,9 @@ pub async fn dynamo_client(endpoint: Option<&str>, region: &str) -> aws_sdk_dyna
 }
 
 pub async fn sqs(cfg: &Config) -> worldland_adapters::bus::sqs::SqsBus {
-    worldland_adapters::bus::sqs::SqsBus::new(
-        sqs_client(cfg.sqs_endpoint.as_deref(), &cfg.aws_region).await,
-        cfg.queues(),
-        cfg.delivery_limit,
-    )
+    let sdk = aws_config_with(cfg.sqs_endpoint.as_deref(), &cfg.aws_region, aws_timeouts(cfg)).await;
+    worldland_adapters::bus::sqs::SqsBus::new(aws_sdk_sqs::Client::new(&sdk), cfg.queues(), cfg.delivery_limit)
+        .with_dead_letter_retention(Duration::from_secs(cfg.dlq_ttl_s))
 }
 
 /// The configured bus, for publishing.
@@ -118,10 +175,8 @@ pub async fn bus(cfg: &Config) -> Result<std::sync::Arc<dyn worldland_core::bus:
 }
 
 pub async fn dynamo(cfg: &Config) -> DynamoStore {
-    DynamoStore::new(
-        dynamo_client(cfg.dynamodb_endpoint.as_deref(), &cfg.aws_region).await,
-        cfg.table_names(),
-    )
+    let sdk = aws_config_with(cfg.dynamodb_endpoint.as_deref(), &cfg.aws_region, aws_timeouts(cfg)).await;
+    DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), cfg.table_names())
 }
 
 pub async fn store(cfg: &Config) -> Arc<dyn ItemStore> {
@@ -137,10 +192,22 @@ pub async fn cluster(cfg: &Config) -> Result<Arc<dyn Cluster>, BackendError> {
             cfg.api_endpoint.clone().unwrap_or_else(|| "https://10.0.0.1:6443".into()),
         )),
         ClusterKind::Kube => {
-            let client = kube::Client::try_default().await.map_err(BackendError::Kube)?;
+            let mut config = kube::Config::infer()
+                .await
+                .map_err(|e| BackendError::Kube(kube::Error::InferConfig(e)))?;
+            set_kube_timeouts(&mut config, cfg);
+            let client = kube::Client::try_from(config).map_err(BackendError::Kube)?;
             Arc::new(KubeCluster::new(client))
         }
     })
+}
+
+/// The configured Kubernetes API timeouts: connecting, and reading an answer (a watch is not
+/// used, so no request legitimately waits longer).
+pub fn set_kube_timeouts(config: &mut kube::Config, cfg: &Config) {
+    config.connect_timeout = Some(Duration::from_secs(cfg.kube_connect_timeout_s));
+    config.read_timeout = Some(Duration::from_secs(cfg.kube_read_timeout_s));
+    config.write_timeout = Some(Duration::from_secs(cfg.kube_read_timeout_s));
 }
 
 /// Reads the broker's signing key from its file (`worldland keys` writes it, mode 0600).
@@ -178,12 +245,11 @@ pub fn broker_key(cfg: &Config) -> Result<BrokerKey, BackendError> {
 /// Answers to providers, each signed with the broker key ([`broker_key`]); connects to Redis on
 /// first use.
 pub async fn replies(cfg: &Config) -> Result<Arc<RedisReplies>, BackendError> {
-    Ok(Arc::new(RedisReplies::lazy(
-        cfg.redis_url.clone(),
-        cfg.streams(),
-        cfg.response_ttl_s,
-        broker_key(cfg)?,
-    )))
+    Ok(Arc::new(
+        RedisReplies::lazy(cfg.redis_url.clone(), cfg.streams(), cfg.response_ttl_s, broker_key(cfg)?)
+            .with_max_len(cfg.response_stream_maxlen)
+            .with_timeouts(redis_timeouts(cfg)),
+    ))
 }
 
 /// Serves `/healthz`, `/readyz` and `/metrics` on `WORLDLAND_HEALTH_ADDR` until shutdown.

@@ -113,6 +113,12 @@ fn d_stale_after_s() -> i64 {
 fn d_annotate_interval_s() -> i64 {
     300
 }
+fn d_stall_guard_share() -> f64 {
+    0.5
+}
+fn d_stall_guard_min() -> usize {
+    5
+}
 fn d_health_addr() -> String {
     "127.0.0.1:8080".into()
 }
@@ -193,6 +199,14 @@ pub struct Config {
     /// A provider whose last heartbeat is older than this is offline.
     #[serde(default = "d_stale_after_s")]
     pub stale_after_s: i64,
+    /// The sweeper's stall guard: when more than this share of the joined/available fleet would
+    /// go offline in one sweep, it marks nobody (a pipeline stall, not a fleet failure).
+    #[serde(default = "d_stall_guard_share")]
+    pub stall_guard_share: f64,
+    /// The stall guard holds only when at least this many providers would go offline (or, when
+    /// no heartbeat arrived for a whole stale period, when the fleet is at least this large).
+    #[serde(default = "d_stall_guard_min")]
+    pub stall_guard_min: usize,
     /// The node's last-heartbeat annotation is rewritten at most this often.
     #[serde(default = "d_annotate_interval_s")]
     pub annotate_interval_s: i64,
@@ -200,6 +214,80 @@ pub struct Config {
     pub log_format: LogFormat,
     #[serde(default = "d_health_addr")]
     pub health_addr: String,
+
+    // --- Bounds and timeouts (issue 11) ---
+    /// Most messages a RabbitMQ dead-letter queue keeps (`x-max-length`; the oldest are dropped).
+    #[serde(default = "d_dlq_max_length")]
+    pub dlq_max_length: u64,
+    /// How long a dead letter is kept: RabbitMQ `x-message-ttl`, SQS `MessageRetentionPeriod`
+    /// (which SQS caps at 14 days).
+    #[serde(default = "d_dlq_ttl_s")]
+    pub dlq_ttl_s: u64,
+    /// Approximate MAXLEN of the dead-letter stream (`provider:deadletter`).
+    #[serde(default = "d_deadletter_stream_maxlen")]
+    pub deadletter_stream_maxlen: u64,
+    /// Approximate MAXLEN of each provider's response stream.
+    #[serde(default = "d_response_stream_maxlen")]
+    pub response_stream_maxlen: u64,
+    /// The bridge dead-letters an entry (reason `forward_failed`) after this many failed forwards.
+    #[serde(default = "d_bridge_max_forward_failures")]
+    pub bridge_max_forward_failures: u64,
+    /// AWS SDK calls: the whole operation, retries included, and each attempt.
+    #[serde(default = "d_aws_operation_timeout_ms")]
+    pub aws_operation_timeout_ms: u64,
+    #[serde(default = "d_aws_attempt_timeout_ms")]
+    pub aws_attempt_timeout_ms: u64,
+    /// Redis: establishing a connection, and a command's answer. A blocking read waits its BLOCK
+    /// time plus the response timeout.
+    #[serde(default = "d_redis_connect_timeout_ms")]
+    pub redis_connect_timeout_ms: u64,
+    #[serde(default = "d_redis_response_timeout_ms")]
+    pub redis_response_timeout_ms: u64,
+    /// RabbitMQ: opening a connection (TCP and the AMQP handshake).
+    #[serde(default = "d_amqp_connect_timeout_ms")]
+    pub amqp_connect_timeout_ms: u64,
+    /// Kubernetes API: connecting, and reading an answer.
+    #[serde(default = "d_kube_connect_timeout_s")]
+    pub kube_connect_timeout_s: u64,
+    #[serde(default = "d_kube_read_timeout_s")]
+    pub kube_read_timeout_s: u64,
+}
+
+fn d_dlq_max_length() -> u64 {
+    100_000
+}
+fn d_dlq_ttl_s() -> u64 {
+    14 * 86_400
+}
+fn d_deadletter_stream_maxlen() -> u64 {
+    100_000
+}
+fn d_response_stream_maxlen() -> u64 {
+    1_000
+}
+fn d_bridge_max_forward_failures() -> u64 {
+    10
+}
+fn d_aws_operation_timeout_ms() -> u64 {
+    30_000
+}
+fn d_aws_attempt_timeout_ms() -> u64 {
+    10_000
+}
+fn d_redis_connect_timeout_ms() -> u64 {
+    5_000
+}
+fn d_redis_response_timeout_ms() -> u64 {
+    5_000
+}
+fn d_amqp_connect_timeout_ms() -> u64 {
+    10_000
+}
+fn d_kube_connect_timeout_s() -> u64 {
+    10
+}
+fn d_kube_read_timeout_s() -> u64 {
+    60
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -271,11 +359,42 @@ impl Config {
         if self.annotate_interval_s <= 0 {
             return bad("annotate_interval_s", "must be above 0");
         }
+        if !(self.stall_guard_share.is_finite() && self.stall_guard_share > 0.0 && self.stall_guard_share <= 1.0) {
+            return bad("stall_guard_share", "must be a number above 0 and at most 1");
+        }
         if self.response_ttl_s <= 0 {
             return bad("response_ttl_s", "must be above 0");
         }
         if self.broker_key_file.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
             return bad("broker_key_file", "must name a file when set");
+        }
+        self.check_bounds()?;
+        Ok(())
+    }
+
+    fn check_bounds(&self) -> Result<(), ConfigError> {
+        let bad = |field: &str, why: &str| Err(ConfigError(format!("{} {why}", var(field))));
+        let at_least_1 = [
+            ("dlq_max_length", self.dlq_max_length),
+            ("deadletter_stream_maxlen", self.deadletter_stream_maxlen),
+            ("response_stream_maxlen", self.response_stream_maxlen),
+            ("bridge_max_forward_failures", self.bridge_max_forward_failures),
+            ("aws_operation_timeout_ms", self.aws_operation_timeout_ms),
+            ("aws_attempt_timeout_ms", self.aws_attempt_timeout_ms),
+            ("redis_connect_timeout_ms", self.redis_connect_timeout_ms),
+            ("redis_response_timeout_ms", self.redis_response_timeout_ms),
+            ("amqp_connect_timeout_ms", self.amqp_connect_timeout_ms),
+            ("kube_connect_timeout_s", self.kube_connect_timeout_s),
+            ("kube_read_timeout_s", self.kube_read_timeout_s),
+        ];
+        if let Some((field, _)) = at_least_1.iter().find(|(_, v)| *v == 0) {
+            return bad(field, "must be at least 1");
+        }
+        if !(60..=1_209_600).contains(&self.dlq_ttl_s) {
+            return bad("dlq_ttl_s", "must be between 60 s and 14 days (1209600 s, the SQS maximum)");
+        }
+        if self.dlq_max_length > i64::MAX as u64 {
+            return bad("dlq_max_length", "is too large");
         }
         Ok(())
     }
@@ -333,6 +452,8 @@ mod tests {
         assert_eq!(c.replay_window_s, 300);
         assert!(!c.allow_private_networks);
         assert_eq!(c.broker_key_file, None);
+        assert_eq!((c.dlq_max_length, c.dlq_ttl_s), (100_000, 1_209_600));
+        assert!(c.redis_response_timeout_ms > 0 && c.amqp_connect_timeout_ms > 0);
     }
 
     #[test]
@@ -356,6 +477,8 @@ mod tests {
             (("WORLDLAND_PRICE_CEILING", "-1"), "WORLDLAND_PRICE_CEILING"),
             (("WORLDLAND_ALLOW_PRIVATE_NETWORKS", "maybe"), "WORLDLAND_ALLOW_PRIVATE_NETWORKS"),
             (("WORLDLAND_BROKER_KEY_FILE", ""), "WORLDLAND_BROKER_KEY_FILE"),
+            (("WORLDLAND_DLQ_TTL_S", "2000000"), "WORLDLAND_DLQ_TTL_S"),
+            (("WORLDLAND_REDIS_RESPONSE_TIMEOUT_MS", "0"), "WORLDLAND_REDIS_RESPONSE_TIMEOUT_MS"),
         ];
         for ((k, v), want) in table {
             let err = Config::from_vars(vars(&[(k, v)])).unwrap_err();

@@ -1,14 +1,21 @@
 //! The Lambda adapter: the same worker cores, fed by SQS with `ReportBatchItemFailures`. Each
 //! record is decoded and handled on its own, so one bad or failing record fails only itself; a
 //! panic in one record's handling becomes that record's failure; the response never names a
-//! message id that was not in the batch. Clients are built once per cold start, in `main`.
+//! message id that was not in the batch. A refused record is parked by the function itself on
+//! the worker queue's dead-letter queue, with its reason (message attributes
+//! `x-worldland-reason`, `x-worldland-detail`), and reported as done — not failed, which would
+//! have SQS deliver it again maxReceiveCount times before its redrive policy parks it without a
+//! reason; if parking fails, the record is reported as failed and SQS delivers it again. Clients
+//! are built once per cold start, in `main`.
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
-use worldland_core::bus::Bus;
+use worldland_adapters::bus::sqs::SqsBus;
+use worldland_core::bus::{Bus, BusResult, QueueSpec};
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use chrono::{DateTime, Utc};
@@ -23,8 +30,80 @@ use crate::worker::{Service, Worker};
 
 pub use worldland_adapters::bus::sqs::ROUTING_KEY_ATTRIBUTE;
 
-/// Handles one SQS batch; the failures to report.
-pub async fn handle_sqs_batch(handler: &dyn Handler, event: SqsEvent, now: DateTime<Utc>) -> SqsBatchResponse {
+/// Where a refused record is parked: the worker queue's dead-letter queue.
+#[async_trait]
+pub trait Park: Send + Sync {
+    async fn park(&self, routing_key: &str, message_id: Option<&str>, body: &[u8], reason: &str, detail: &str) -> BusResult<()>;
+}
+
+/// Parks on a worker queue's SQS dead-letter queue (`QueueSpec::dead_letter_name`).
+pub struct SqsPark {
+    bus: SqsBus,
+    queue: QueueSpec,
+}
+
+impl SqsPark {
+    pub fn new(bus: SqsBus, queue: QueueSpec) -> Self {
+        Self { bus, queue }
+    }
+
+    /// For `handler`'s queue, named under `WORLDLAND_QUEUE_PREFIX`.
+    pub fn for_worker(cfg: &Config, bus: SqsBus, handler: &dyn Handler) -> Self {
+        let name = cfg.queue(handler.name());
+        let queue = cfg
+            .queues()
+            .into_iter()
+            .find(|q| q.name == name)
+            .unwrap_or_else(|| QueueSpec::new(name, handler.bindings()));
+        Self::new(bus, queue)
+    }
+}
+
+#[async_trait]
+impl Park for SqsPark {
+    async fn park(&self, routing_key: &str, message_id: Option<&str>, body: &[u8], reason: &str, detail: &str) -> BusResult<()> {
+        self.bus
+            .send_dead_letter(&self.queue, routing_key, message_id, body, reason, detail)
+            .await
+    }
+}
+
+/// A record parked by [`MemoryPark`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Parked {
+    pub routing_key: String,
+    pub message_id: Option<String>,
+    pub body: Vec<u8>,
+    pub reason: String,
+    pub detail: String,
+}
+
+/// Keeps parked records in memory (tests); refuses every park while `refuse` is set.
+#[derive(Default)]
+pub struct MemoryPark {
+    pub parked: std::sync::Mutex<Vec<Parked>>,
+    pub refuse: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait]
+impl Park for MemoryPark {
+    async fn park(&self, routing_key: &str, message_id: Option<&str>, body: &[u8], reason: &str, detail: &str) -> BusResult<()> {
+        if self.refuse.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(worldland_core::bus::BusError::NotConfirmed("parking refused".into()));
+        }
+        self.parked.lock().expect("parked lock").push(Parked {
+            routing_key: routing_key.into(),
+            message_id: message_id.map(str::to_string),
+            body: body.to_vec(),
+            reason: reason.into(),
+            detail: detail.into(),
+        });
+        Ok(())
+    }
+}
+
+/// Handles one SQS batch, parking refused records on `park`; the failures to report.
+pub async fn handle_sqs_batch(handler: &dyn Handler, park: &dyn Park, event: SqsEvent, now: DateTime<Utc>) -> SqsBatchResponse {
     let mut response = SqsBatchResponse::default();
     for record in event.records {
         let Some(id) = record.message_id.clone() else {
@@ -37,6 +116,11 @@ pub async fn handle_sqs_batch(handler: &dyn Handler, event: SqsEvent, now: DateT
             .get(ROUTING_KEY_ATTRIBUTE)
             .and_then(|a| a.string_value.clone())
             .unwrap_or_else(|| handler.bindings().first().copied().unwrap_or_default().to_string());
+        let message_id = record
+            .message_attributes
+            .get("message_id")
+            .and_then(|a| a.string_value.clone())
+            .unwrap_or_else(|| id.clone());
         let body = record.body.unwrap_or_default();
         let started = std::time::Instant::now();
         let result = AssertUnwindSafe(handler.handle(&key, body.as_bytes(), now)).catch_unwind().await;
@@ -45,20 +129,27 @@ pub async fn handle_sqs_batch(handler: &dyn Handler, event: SqsEvent, now: DateT
             tracing::error!(worker = handler.name(), id = %id, "handler panicked on this record");
             Err(Failure::retry("the handler panicked"))
         });
-        // A refused record fails too, so the queue's redrive policy parks it on its dead-letter
-        // queue; its reason is in the log and the metrics.
-        if crate::policy::disposition(handler.name(), Some(&id), &result) != Disposition::Ack {
-            response.add_failure(id);
+        match crate::policy::disposition(handler.name(), Some(&message_id), &result) {
+            Disposition::Ack => {}
+            Disposition::Retry => response.add_failure(id),
+            Disposition::DeadLetter { reason, detail } => {
+                // Parked here with its reason, then done; if parking fails, delivered again.
+                if let Err(e) = park.park(&key, Some(&message_id), body.as_bytes(), reason, &detail).await {
+                    tracing::warn!(worker = handler.name(), id = %id, reason, error = %e, "could not park a refused record; it is delivered again");
+                    response.add_failure(id);
+                }
+            }
         }
     }
     response
 }
 
-/// Runs a worker as a Lambda function fed by SQS, until the runtime stops it.
-pub async fn run_sqs_worker(handler: Arc<dyn Handler>) -> Result<(), lambda_runtime::Error> {
+/// Runs a worker as a Lambda function fed by SQS, until the runtime stops it; refused records
+/// are parked on `park`.
+pub async fn run_sqs_worker(handler: Arc<dyn Handler>, park: Arc<dyn Park>) -> Result<(), lambda_runtime::Error> {
     lambda_runtime::run(lambda_runtime::service_fn(move |event: lambda_runtime::LambdaEvent<SqsEvent>| {
-        let handler = handler.clone();
-        async move { Ok::<_, lambda_runtime::Error>(handle_sqs_batch(handler.as_ref(), event.payload, Utc::now()).await) }
+        let (handler, park) = (handler.clone(), park.clone());
+        async move { Ok::<_, lambda_runtime::Error>(handle_sqs_batch(handler.as_ref(), park.as_ref(), event.payload, Utc::now()).await) }
     }))
     .await
 }
@@ -93,8 +184,13 @@ where
             let cfg = Config::from_env()?;
             crate::telemetry::init_lambda(cfg.log_format);
             let bus = crate::backends::bus(&cfg).await?;
-            match factory(cfg, bus).await? {
-                Worker::Consumer(handler) => run_sqs_worker(handler).await,
+            // Refused records are parked on the worker queue's SQS dead-letter queue.
+            let sqs = crate::backends::sqs(&cfg).await;
+            match factory(cfg.clone(), bus).await? {
+                Worker::Consumer(handler) => {
+                    let park = Arc::new(SqsPark::for_worker(&cfg, sqs, handler.as_ref()));
+                    run_sqs_worker(handler, park).await
+                }
                 Worker::Service(service) => run_scheduled(service).await,
             }
         })
@@ -157,12 +253,32 @@ mod tests {
             record(Some("m6"), "key", Some("test.other")),
             record(Some("m7"), "key", None),
         ];
-        let response = handle_sqs_batch(&Scripted, event, Utc::now()).await;
+        let park = MemoryPark::default();
+        let response = handle_sqs_batch(&Scripted, &park, event.clone(), Utc::now()).await;
         let failed: Vec<&str> = response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
         assert_eq!(
             failed,
-            vec!["m2", "m3", "m4", "m7"],
-            "only the failing records, never an id not in the batch"
+            vec!["m3", "m4"],
+            "only the records to retry, never an id not in the batch; refused ones are parked"
         );
+        let parked = park.parked.lock().unwrap().clone();
+        let parked: Vec<(Option<&str>, &str, &[u8])> = parked
+            .iter()
+            .map(|p| (p.message_id.as_deref(), p.reason.as_str(), p.body.as_slice()))
+            .collect();
+        assert_eq!(
+            parked,
+            vec![
+                (Some("m2"), "malformed_json", b"bad".as_slice()),
+                (Some("m7"), "malformed_json", b"key".as_slice())
+            ]
+        );
+
+        // Parking fails: the refused records are reported as failed, to be delivered again.
+        let refusing = MemoryPark::default();
+        refusing.refuse.store(true, std::sync::atomic::Ordering::SeqCst);
+        let response = handle_sqs_batch(&Scripted, &refusing, event, Utc::now()).await;
+        let failed: Vec<&str> = response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
+        assert_eq!(failed, vec!["m2", "m3", "m4", "m7"]);
     }
 }

@@ -18,6 +18,7 @@ use tokio::sync::broadcast;
 const MESSAGES: &str = "worldland_messages_total";
 const HANDLER_SECONDS: &str = "worldland_handler_seconds";
 const QUEUE_LAG: &str = "worldland_queue_lag";
+const SWEEPER_GUARD: &str = "worldland_sweeper_guard_active";
 
 /// Handler latency buckets, in seconds.
 const BUCKETS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0];
@@ -45,6 +46,10 @@ fn handle() -> &'static PrometheusHandle {
         metrics::describe_counter!(MESSAGES, "Messages settled by a worker, by outcome and reason.");
         metrics::describe_histogram!(HANDLER_SECONDS, "Time a worker's handler took per message.");
         metrics::describe_gauge!(QUEUE_LAG, "Entries waiting to be read.");
+        metrics::describe_gauge!(
+            SWEEPER_GUARD,
+            "1 while the staleness sweeper's stall guard holds (nobody marked offline), 0 otherwise."
+        );
         let upkeep = handle.clone();
         let spawned = std::thread::Builder::new().name("metrics-upkeep".into()).spawn(move || loop {
             std::thread::sleep(UPKEEP_EVERY);
@@ -73,6 +78,12 @@ pub fn latency(worker: &str, took: Duration) {
 pub fn lag(source: &str, waiting: i64) {
     handle();
     metrics::gauge!(QUEUE_LAG, "source" => source.to_string()).set(waiting as f64);
+}
+
+/// Sets whether the staleness sweeper's stall guard holds.
+pub fn sweeper_guard_active(active: bool) {
+    handle();
+    metrics::gauge!(SWEEPER_GUARD).set(if active { 1.0 } else { 0.0 });
 }
 
 /// Marks this process ready (consuming) or not.

@@ -1,9 +1,12 @@
 //! The container transport's consumer loop: take a delivery, hand it to the handler, settle it by
-//! the [`policy`](crate::policy). Acks happen only after the handler has written its work.
+//! the [`policy`](crate::policy). Acks happen only after the handler has written its work. A
+//! handler that panics is a retry of that delivery, as on Lambda.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use chrono::Utc;
+use futures::FutureExt;
 use tokio::sync::{broadcast, Semaphore};
 
 use async_trait::async_trait;
@@ -85,7 +88,13 @@ pub async fn run_consumer(
         let handler = handler.clone();
         tokio::spawn(async move {
             let started = std::time::Instant::now();
-            let result = handler.handle(&delivery.routing_key, &delivery.body, Utc::now()).await;
+            let result = AssertUnwindSafe(handler.handle(&delivery.routing_key, &delivery.body, Utc::now()))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|_| {
+                    tracing::error!(worker = handler.name(), id = ?delivery.message_id, "handler panicked on this delivery");
+                    Err(Failure::retry("the handler panicked"))
+                });
             crate::metrics::latency(handler.name(), started.elapsed());
             if let Err(e) = settle(handler.name(), delivery, result).await {
                 // The message stays unacked and comes back; handlers are idempotent.

@@ -1,6 +1,6 @@
 //! A worker core through the Lambda/SQS adapter: a batch with good, bad and duplicate records
-//! reports exactly the bad ones as `batchItemFailures`, and the state is as if each good message
-//! had arrived once.
+//! parks exactly the bad ones on the dead-letter queue with their reason (reported as done, so
+//! SQS does not deliver them again), and the state is as if each good message had arrived once.
 
 use std::sync::Arc;
 
@@ -11,7 +11,7 @@ use worldland_adapters::state::memory::MemoryStore;
 use worldland_core::signature::SignaturePolicy;
 use worldland_core::state::{ItemStore, Table};
 use worldland_provider_sdk::simulated::SimulatedProvider;
-use worldland_runtime::lambda::handle_sqs_batch;
+use worldland_runtime::lambda::{handle_sqs_batch, MemoryPark};
 
 fn record(id: &str, body: String) -> SqsMessage {
     let mut m = SqsMessage::default();
@@ -45,9 +45,20 @@ async fn good_bad_and_duplicate_records_in_one_batch() {
         record("m-a-again", env_a),
         record("m-unsigned", serde_json::to_string(&unsigned).unwrap()),
     ];
-    let response = handle_sqs_batch(&handler, event, now).await;
+    let park = MemoryPark::default();
+    let response = handle_sqs_batch(&handler, &park, event, now).await;
     let failed: Vec<&str> = response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
-    assert_eq!(failed, vec!["m-bad-json", "m-unsigned"]);
+    assert!(failed.is_empty(), "refused records are parked, not failed: {failed:?}");
+    let parked: Vec<(Option<String>, String)> = park
+        .parked
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|p| (p.message_id.clone(), p.reason.clone()))
+        .collect();
+    assert_eq!(parked.len(), 2, "{parked:?}");
+    assert_eq!(parked[0], (Some("m-bad-json".into()), "malformed_json".into()));
+    assert_eq!(parked[1].0.as_deref(), Some("m-unsigned"));
     let providers = store.scan(Table::Providers).await.unwrap();
     assert_eq!(providers.len(), 2, "the duplicate made no second provider");
 }

@@ -1,7 +1,8 @@
 //! The real Lambda bootstrap binaries under cargo-lambda's emulator (`cargo lambda watch` on
 //! 127.0.0.1, `cargo lambda invoke`), each handed a real SQS event with good, bad and duplicate
-//! records: the `batchItemFailures` name exactly the bad records, and the state in dynalite is as
-//! if each good message had arrived once.
+//! records: the bad (refused) records are parked by the function on its queue's dead-letter queue
+//! and not named in `batchItemFailures` (SQS would deliver them again), and the state in dynalite
+//! is as if each good message had arrived once.
 
 use serde_json::json;
 use worldland_core::messages::jobs::AllocateRequest;
@@ -29,6 +30,25 @@ fn failures(response: &serde_json::Value) -> Vec<String> {
         .collect()
 }
 
+/// The message ids parked on `worker`'s dead-letter queue (waits for `n`).
+async fn parked(vars: &[(String, String)], worker: &str, n: usize) -> Vec<String> {
+    use worldland_core::bus::{Bus, QueueSpec};
+    let cfg = worldland_runtime::Config::from_vars(vars.to_vec()).unwrap();
+    let bus = worldland_runtime::backends::sqs(&cfg).await;
+    let dlq = QueueSpec::new(cfg.queue(worker), &[]).dead_letter_name();
+    let mut sub = bus.subscribe(&QueueSpec::new(dlq, &[])).await.unwrap();
+    let mut ids = vec![];
+    for _ in 0..n {
+        let d = tokio::time::timeout(std::time::Duration::from_secs(15), sub.next())
+            .await
+            .expect("a parked record within 15 s")
+            .unwrap();
+        ids.push(d.message_id.clone().unwrap_or_default());
+        d.ack().await.unwrap();
+    }
+    ids
+}
+
 /// The environment a Lambda gets: this test's tables, queues and streams.
 async fn lambda_env(env: &TestEnv) -> Vec<(String, String)> {
     let sqs = std::env::var("WORLDLAND_TEST_SQS_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:5123".into());
@@ -53,7 +73,7 @@ async fn lambda_env(env: &TestEnv) -> Vec<(String, String)> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn registration_handler_lambda_reports_only_the_bad_records() {
+async fn registration_handler_lambda_parks_the_bad_records() {
     let env = TestEnv::new(&[]);
     let store = env.dynamo().await;
     let vars = lambda_env(&env).await;
@@ -69,14 +89,15 @@ async fn registration_handler_lambda_reports_only_the_bad_records() {
         sqs_record("m-a-again", &env_a, key),
     ]});
     let response = invoke_once("registration-handler-lambda", &vars, &event).await;
-    assert_eq!(failures(&response), vec!["m-bad"]);
+    assert!(failures(&response).is_empty(), "{response}");
+    assert_eq!(parked(&vars, "registration-handler", 1).await, vec!["m-bad"]);
     let providers = store.scan(Table::Providers).await.unwrap();
     assert_eq!(providers.len(), 2, "the duplicate made no second provider");
     assert!(providers.iter().all(|p| p.get("state") == Some(&Value::from("pending"))));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn allocator_lambda_reports_only_the_bad_records() {
+async fn allocator_lambda_parks_the_bad_records() {
     let env = TestEnv::new(&[]);
     let store = env.dynamo().await;
     let vars = lambda_env(&env).await;
@@ -102,14 +123,15 @@ async fn allocator_lambda_reports_only_the_bad_records() {
         sqs_record("m-release", r#"{"job_id":"job-1","reason":"done"}"#, topics::JOB_RELEASE),
     ]});
     let response = invoke_once("allocator-lambda", &vars, &event).await;
-    assert_eq!(failures(&response), vec!["m-zero"]);
+    assert!(failures(&response).is_empty(), "{response}");
+    assert_eq!(parked(&vars, "allocator", 1).await, vec!["m-zero"]);
     let job = store.get(Table::Jobs, "job-1").await.unwrap().unwrap();
     assert_eq!(job.get("state"), Some(&Value::from("released")), "allocated once, then released");
     assert!(worldland_core::jobs::audit(&store).await.unwrap().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn join_token_issuer_lambda_reports_only_the_bad_records() {
+async fn join_token_issuer_lambda_parks_the_bad_records() {
     let env = TestEnv::new(&[]);
     let store = env.dynamo().await;
     let mut vars = lambda_env(&env).await;
@@ -134,7 +156,8 @@ async fn join_token_issuer_lambda_reports_only_the_bad_records() {
         sqs_record("m-v-again", &validated, key),
     ]});
     let response = invoke_once("join-token-issuer-lambda", &vars, &event).await;
-    assert_eq!(failures(&response), vec!["m-unknown"]);
+    assert!(failures(&response).is_empty(), "{response}");
+    assert_eq!(parked(&vars, "join-token-issuer", 1).await, vec!["m-unknown"]);
     let rec = worldland_core::state::providers::ProviderRecord::load(reg_store.as_ref(), &p.provider_id)
         .await
         .unwrap()
@@ -147,7 +170,7 @@ async fn join_token_issuer_lambda_reports_only_the_bad_records() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn heartbeat_recorder_lambda_reports_only_the_bad_records() {
+async fn heartbeat_recorder_lambda_parks_the_bad_records() {
     let env = TestEnv::new(&[]);
     let store = env.dynamo().await;
     let vars = lambda_env(&env).await;
@@ -162,7 +185,8 @@ async fn heartbeat_recorder_lambda_reports_only_the_bad_records() {
         sqs_record("m-bad", r#"{"data":"{}","stream":"s","entry_id":"1-0"}"#, key),
     ]});
     let response = invoke_once("heartbeat-recorder-lambda", &vars, &event).await;
-    assert_eq!(failures(&response), vec!["m-bad"]);
+    assert!(failures(&response).is_empty(), "{response}");
+    assert_eq!(parked(&vars, "heartbeat-recorder", 1).await, vec!["m-bad"]);
     let rec = worldland_core::state::providers::ProviderRecord::load(&store, &p.provider_id)
         .await
         .unwrap()

@@ -1,6 +1,11 @@
 //! RabbitMQ bus (lapin): a durable topic exchange; one quorum queue per worker with a
 //! dead-letter exchange and a delivery limit; publisher confirms; manual acks; prefetch from
-//! config; reconnects with backoff.
+//! config; reconnects with backoff. Dead-letter queues are bounded: `x-max-length` (the oldest
+//! are dropped) and `x-message-ttl`. RabbitMQ refuses to redeclare an existing queue with other
+//! arguments (`PRECONDITION_FAILED`): a dead-letter queue declared before these bounds (or with
+//! other values) is used as it is, with a warning naming the policy that bounds it in place
+//! (`rabbitmqctl set_policy --apply-to queues worldland-dlq '<prefix>.*\.dlq$'
+//! '{"max-length":100000,"message-ttl":1209600000}'`), or delete it to have it redeclared.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +28,12 @@ pub struct RabbitSettings {
     pub exchange: String,
     pub prefetch: u16,
     pub delivery_limit: u32,
+    /// Most messages a dead-letter queue keeps; the oldest are dropped beyond it.
+    pub dlq_max_length: u64,
+    /// How long a dead letter is kept.
+    pub dlq_ttl: Duration,
+    /// Opening a connection (TCP and the AMQP handshake) fails after this long.
+    pub connect_timeout: Duration,
 }
 
 impl RabbitSettings {
@@ -76,8 +87,14 @@ impl RabbitBus {
 
     async fn open(&self) -> BusResult<(Connection, Channel)> {
         let s = &self.inner.settings;
-        let conn = Connection::connect(&s.url, ConnectionProperties::default())
+        let conn = tokio::time::timeout(s.connect_timeout, Connection::connect(&s.url, ConnectionProperties::default()))
             .await
+            .map_err(|_| {
+                conn_err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("connecting to RabbitMQ took over {:?}", s.connect_timeout),
+                ))
+            })?
             .map_err(conn_err)?;
         let ch = conn.create_channel().await.map_err(conn_err)?;
         let durable = ExchangeDeclareOptions {
@@ -162,23 +179,65 @@ impl RabbitBus {
 
     /// Declares a worker's queue, its dead-letter queue and bindings. Idempotent.
     pub async fn declare(&self, queue: &QueueSpec) -> BusResult<()> {
-        let (_conn, ch) = self.open().await?;
-        self.declare_on(&ch, queue).await?;
+        let (conn, ch) = self.open().await?;
+        let ch = self.declare_on(&conn, ch, queue).await?;
         let _ = ch.close(200, "declared".into()).await;
+        let _ = conn.close(200, "declared".into()).await;
         Ok(())
     }
 
-    async fn declare_on(&self, ch: &Channel, queue: &QueueSpec) -> BusResult<()> {
+    /// The dead-letter queue's arguments: a quorum queue bounded in length and age.
+    pub fn dead_letter_arguments(&self) -> FieldTable {
+        let s = &self.inner.settings;
+        let mut args = FieldTable::default();
+        args.insert("x-queue-type".into(), long("quorum"));
+        args.insert(
+            "x-max-length".into(),
+            AMQPValue::LongLongInt(s.dlq_max_length.min(i64::MAX as u64) as i64),
+        );
+        args.insert(
+            "x-message-ttl".into(),
+            AMQPValue::LongLongInt(s.dlq_ttl.as_millis().min(i64::MAX as u128) as i64),
+        );
+        args
+    }
+
+    /// Declares the queues on `ch` (which a refused redeclare closes: the channel to go on with
+    /// is returned).
+    async fn declare_on(&self, conn: &Connection, ch: Channel, queue: &QueueSpec) -> BusResult<Channel> {
         let s = &self.inner.settings;
         let durable = QueueDeclareOptions {
             durable: true,
             ..Default::default()
         };
-        let mut dlq_args = FieldTable::default();
-        dlq_args.insert("x-queue-type".into(), long("quorum"));
-        ch.queue_declare(queue.dead_letter_name().as_str().into(), durable, dlq_args)
-            .await
-            .map_err(conn_err)?;
+        let dlq = queue.dead_letter_name();
+        let ch = match ch.queue_declare(dlq.as_str().into(), durable, self.dead_letter_arguments()).await {
+            Ok(_) => ch,
+            Err(e) if e.to_string().contains("PRECONDITION_FAILED") => {
+                // Declared earlier with other arguments (before the bounds, or other values):
+                // RabbitMQ closed the channel. Use the queue as it is.
+                tracing::warn!(
+                    queue = %dlq,
+                    error = %e,
+                    "the dead-letter queue exists with other arguments and is used as it is; bound it with a policy \
+                     (rabbitmqctl set_policy --apply-to queues <name> '<pattern>' '{{\"max-length\":N,\"message-ttl\":MS}}') \
+                     or delete it to have it redeclared"
+                );
+                let ch = conn.create_channel().await.map_err(conn_err)?;
+                ch.queue_declare(
+                    dlq.as_str().into(),
+                    QueueDeclareOptions {
+                        passive: true,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(conn_err)?;
+                ch
+            }
+            Err(e) => return Err(conn_err(e)),
+        };
         ch.queue_bind(
             queue.dead_letter_name().as_str().into(),
             s.dead_letter_exchange().as_str().into(),
@@ -207,12 +266,12 @@ impl RabbitBus {
             .await
             .map_err(conn_err)?;
         }
-        Ok(())
+        Ok(ch)
     }
 
     async fn consume(&self, queue: &QueueSpec) -> BusResult<(Connection, Consumer)> {
         let (conn, ch) = self.open().await?;
-        self.declare_on(&ch, queue).await?;
+        let ch = self.declare_on(&conn, ch, queue).await?;
         ch.basic_qos(self.inner.settings.prefetch, BasicQosOptions::default())
             .await
             .map_err(conn_err)?;

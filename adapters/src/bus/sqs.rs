@@ -1,7 +1,8 @@
 //! SQS bus (aws-sdk-sqs), for the serverless deployment: SQS has no topics, so a publish goes to
 //! every worker queue bound to its routing key (the same table the RabbitMQ bindings use), with
 //! the routing key as the message attribute `routing_key`. Each queue has a dead-letter queue
-//! with a redrive policy. A publish is confirmed when SendMessage succeeds.
+//! with a redrive policy and a bounded retention (`MessageRetentionPeriod`, 14 days by default,
+//! SQS's maximum). A publish is confirmed when SendMessage succeeds.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -34,7 +35,12 @@ pub struct SqsBus {
     delivery_limit: u32,
     /// Long-poll seconds for ReceiveMessage.
     wait_s: i32,
+    /// How long a dead-letter queue keeps a message (`MessageRetentionPeriod`).
+    dlq_retention_s: u64,
 }
+
+/// The default retention of a dead-letter queue: 14 days, the most SQS allows.
+pub const DEFAULT_DEAD_LETTER_RETENTION_S: u64 = 1_209_600;
 
 impl SqsBus {
     pub fn new(client: Client, queues: Vec<QueueSpec>, delivery_limit: u32) -> Self {
@@ -44,7 +50,30 @@ impl SqsBus {
             urls: Arc::default(),
             delivery_limit,
             wait_s: 1,
+            dlq_retention_s: DEFAULT_DEAD_LETTER_RETENTION_S,
         }
+    }
+
+    /// The dead-letter queues' retention, clamped to what SQS accepts (60 s to 14 days).
+    pub fn with_dead_letter_retention(mut self, retention: std::time::Duration) -> Self {
+        self.dlq_retention_s = retention.as_secs().clamp(60, DEFAULT_DEAD_LETTER_RETENTION_S);
+        self
+    }
+
+    /// Parks a message on `queue`'s dead-letter queue with its reason (the message attributes
+    /// `x-worldland-reason` and `x-worldland-detail`), as a refused delivery is parked.
+    pub async fn send_dead_letter(
+        &self,
+        queue: &QueueSpec,
+        routing_key: &str,
+        message_id: Option<&str>,
+        body: &[u8],
+        reason: &str,
+        detail: &str,
+    ) -> BusResult<()> {
+        let extra = [("x-worldland-reason", reason), ("x-worldland-detail", detail)];
+        self.send(&queue.dead_letter_name(), routing_key, message_id.unwrap_or(""), body, &extra)
+            .await
     }
 
     async fn url(&self, queue: &str) -> BusResult<String> {
@@ -67,6 +96,15 @@ impl SqsBus {
             .await
             .map_err(err)?;
         let dlq_url = dlq.queue_url().unwrap_or_default().to_string();
+        // Set apart from CreateQueue, which refuses an existing queue with other attributes:
+        // a queue made before the bound gets it too.
+        self.client
+            .set_queue_attributes()
+            .queue_url(&dlq_url)
+            .attributes(QueueAttributeName::MessageRetentionPeriod, self.dlq_retention_s.to_string())
+            .send()
+            .await
+            .map_err(err)?;
         let arn = self
             .client
             .get_queue_attributes()
@@ -91,6 +129,23 @@ impl SqsBus {
         urls.insert(q.name.clone(), out.queue_url().unwrap_or_default().to_string());
         urls.insert(q.dead_letter_name(), dlq_url);
         Ok(())
+    }
+
+    /// The retention (`MessageRetentionPeriod`, seconds) of `q`'s dead-letter queue.
+    pub async fn dead_letter_retention(&self, q: &QueueSpec) -> BusResult<Option<u64>> {
+        let url = self.url(&q.dead_letter_name()).await?;
+        let out = self
+            .client
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(QueueAttributeName::MessageRetentionPeriod)
+            .send()
+            .await
+            .map_err(err)?;
+        Ok(out
+            .attributes()
+            .and_then(|a| a.get(&QueueAttributeName::MessageRetentionPeriod))
+            .and_then(|v| v.parse().ok()))
     }
 
     /// Deletes queues (tests clean up what they declared).
@@ -257,9 +312,8 @@ impl Settle for SqsSettle {
     }
 
     async fn dead_letter(&self, routing_key: &str, message_id: Option<&str>, body: &[u8], reason: &str, detail: &str) -> BusResult<()> {
-        let extra = [("x-worldland-reason", reason), ("x-worldland-detail", detail)];
         self.bus
-            .send(&self.queue.dead_letter_name(), routing_key, message_id.unwrap_or(""), body, &extra)
+            .send_dead_letter(&self.queue, routing_key, message_id, body, reason, detail)
             .await?;
         self.ack().await
     }

@@ -180,6 +180,15 @@ pub async fn state_index_returns_only_matching_items(store: &dyn ItemStore) {
         keys.sort();
         assert_eq!(keys, vec!["hb_at", "id"]);
     }
+    // Counts and the newest sort key come from the index alone.
+    assert_eq!(store.count_by_state(Table::Providers, &state, None).await.unwrap(), 3);
+    assert_eq!(store.count_by_state(Table::Providers, &state, Some(6)).await.unwrap(), 2);
+    assert_eq!(store.count_by_state(Table::Providers, &state, Some(1)).await.unwrap(), 0);
+    assert_eq!(store.newest_in_state(Table::Providers, &state).await.unwrap(), Some(9));
+    assert_eq!(store.newest_in_state(Table::Providers, &other).await.unwrap(), Some(2));
+    let nobody = format!("{state}-nobody");
+    assert_eq!(store.count_by_state(Table::Providers, &nobody, None).await.unwrap(), 0);
+    assert_eq!(store.newest_in_state(Table::Providers, &nobody).await.unwrap(), None);
 }
 
 /// `tasks` writers race to take one unit each from a stock of `stock`: exactly `stock` win.

@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType,
-    ReturnValue, ScalarAttributeType, TableStatus,
+    ReturnValue, ScalarAttributeType, Select, TableStatus,
 };
 use aws_sdk_dynamodb::Client;
 
@@ -297,6 +297,55 @@ impl ItemStore for DynamoStore {
         self.query(table, state, hb_before, Some(attrs)).await
     }
 
+    async fn count_by_state(&self, table: Table, state: &str, hb_before: Option<i64>) -> StoreResult<usize> {
+        let (key_cond, b) = key_condition(state, hb_before);
+        let mut count = 0usize;
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(self.names.of(table))
+                .index_name(self.names.index_of(table))
+                .key_condition_expression(&key_cond)
+                .select(Select::Count)
+                .set_expression_attribute_names(Some(b.names.clone()))
+                .set_expression_attribute_values(Some(b.values.clone()))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(backend)?;
+            count += usize::try_from(page.count()).unwrap_or(0);
+            start = page.last_evaluated_key().cloned();
+            if start.is_none() {
+                return Ok(count);
+            }
+        }
+    }
+
+    async fn newest_in_state(&self, table: Table, state: &str) -> StoreResult<Option<i64>> {
+        let (key_cond, mut b) = key_condition(state, None);
+        let projection = b.path(INDEX_SORT_ATTR);
+        let page = self
+            .client
+            .query()
+            .table_name(self.names.of(table))
+            .index_name(self.names.index_of(table))
+            .key_condition_expression(&key_cond)
+            .scan_index_forward(false)
+            .limit(1)
+            .projection_expression(projection)
+            .set_expression_attribute_names(Some(b.names.clone()))
+            .set_expression_attribute_values(Some(b.values.clone()))
+            .send()
+            .await
+            .map_err(backend)?;
+        match page.items().first() {
+            Some(raw) => Ok(from_item(raw)?.get(INDEX_SORT_ATTR).and_then(Value::as_i64)),
+            None => Ok(None),
+        }
+    }
+
     async fn scan(&self, table: Table) -> StoreResult<Vec<Item>> {
         let mut out = vec![];
         let mut start = None;
@@ -323,18 +372,24 @@ impl ItemStore for DynamoStore {
     }
 }
 
+/// The state index's key condition: `state`, and `hb_at` below `hb_before` when given.
+fn key_condition(state: &str, hb_before: Option<i64>) -> (String, ExprBuilder) {
+    let mut b = ExprBuilder::default();
+    let s = b.path(INDEX_STATE_ATTR);
+    let sv = b.value(AttributeValue::S(state.to_string()));
+    let mut key_cond = format!("{s} = {sv}");
+    if let Some(before) = hb_before {
+        let h = b.path(INDEX_SORT_ATTR);
+        let hv = b.value(AttributeValue::N(before.to_string()));
+        key_cond.push_str(&format!(" AND {h} < {hv}"));
+    }
+    (key_cond, b)
+}
+
 impl DynamoStore {
     /// One index query, paged; with `attrs`, only those attributes (and the key) come back.
     async fn query(&self, table: Table, state: &str, hb_before: Option<i64>, attrs: Option<&[&str]>) -> StoreResult<Vec<Item>> {
-        let mut b = ExprBuilder::default();
-        let s = b.path(INDEX_STATE_ATTR);
-        let sv = b.value(AttributeValue::S(state.to_string()));
-        let mut key_cond = format!("{s} = {sv}");
-        if let Some(before) = hb_before {
-            let h = b.path(INDEX_SORT_ATTR);
-            let hv = b.value(AttributeValue::N(before.to_string()));
-            key_cond.push_str(&format!(" AND {h} < {hv}"));
-        }
+        let (key_cond, mut b) = key_condition(state, hb_before);
         let projection = attrs.map(|a| {
             std::iter::once(KEY_ATTR)
                 .chain(a.iter().copied())

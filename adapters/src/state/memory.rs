@@ -114,6 +114,26 @@ impl ItemStore for MemoryStore {
             .collect())
     }
 
+    async fn count_by_state(&self, table: Table, state: &str, hb_before: Option<i64>) -> StoreResult<usize> {
+        let tables = self.tables.lock().expect("store lock");
+        let Some(t) = tables.get(&table) else { return Ok(0) };
+        let lo = (state.to_string(), i64::MIN, String::new());
+        let hi = match hb_before {
+            Some(before) => (state.to_string(), before, String::new()),
+            None => (format!("{state}\0"), i64::MIN, String::new()),
+        };
+        Ok(t.index.range(lo..hi).count())
+    }
+
+    async fn newest_in_state(&self, table: Table, state: &str) -> StoreResult<Option<i64>> {
+        let tables = self.tables.lock().expect("store lock");
+        let Some(t) = tables.get(&table) else { return Ok(None) };
+        // Every entry of `state` lies between (state, MIN, "") and its successor string.
+        let lo = (state.to_string(), i64::MIN, String::new());
+        let hi = (format!("{state}\0"), i64::MIN, String::new());
+        Ok(t.index.range(lo..hi).next_back().map(|(_, hb, _)| *hb))
+    }
+
     async fn scan(&self, table: Table) -> StoreResult<Vec<Item>> {
         let tables = self.tables.lock().expect("store lock");
         let mut out: Vec<Item> = tables.get(&table).map(|t| t.items.values().cloned().collect()).unwrap_or_default();

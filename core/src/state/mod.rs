@@ -77,6 +77,17 @@ pub trait ItemStore: Send + Sync + 'static {
             })
             .collect())
     }
+    /// How many items are in `state` (only those whose `hb_at` is below `hb_before`, when given),
+    /// counted through the state index without bringing the items back.
+    async fn count_by_state(&self, table: Table, state: &str, hb_before: Option<i64>) -> StoreResult<usize> {
+        Ok(self.query_by_state_projected(table, state, hb_before, &[]).await?.len())
+    }
+    /// The highest `hb_at` among the items in `state` (the index read backwards, one item), or
+    /// `None` when no item is in that state.
+    async fn newest_in_state(&self, table: Table, state: &str) -> StoreResult<Option<i64>> {
+        let items = self.query_by_state_projected(table, state, None, &[INDEX_SORT_ATTR]).await?;
+        Ok(items.iter().filter_map(|i| i.get(INDEX_SORT_ATTR).and_then(Value::as_i64)).max())
+    }
     /// Every item; for operators' listings, never on a worker's hot path.
     async fn scan(&self, table: Table) -> StoreResult<Vec<Item>>;
 }

@@ -14,10 +14,10 @@ use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
 use tracing::instrument;
 use worldland_core::bus::Bus;
-use worldland_core::jobs::close_job_item;
+use worldland_core::jobs::{self, close_job_item, Finish, Resolution, RollBack};
 use worldland_core::ledger::job::JobState;
-use worldland_core::ledger::{self, commit_allocation, job, node_selector, rank, release_allocation, Candidate, Choice, Ledger};
-use worldland_core::messages::jobs::{AllocateRequest, JobAllocated, JobRejected, JobReleased, MiningCommand, ReleaseRequest, MINING_STOP};
+use worldland_core::ledger::{self, commit_allocation, job, node_selector, rank, Candidate, Choice, Ledger};
+use worldland_core::messages::jobs::{AllocateRequest, JobAllocated, JobReleased, ReleaseRequest};
 use worldland_core::messages::{topics, MAX_ENTRY_BYTES};
 use worldland_core::replies::ProviderReplies;
 use worldland_core::state::providers::ms;
@@ -34,8 +34,9 @@ pub const BINDINGS: &[&str] = worldland_core::bus::routes::ALLOCATOR.1;
 pub const MAX_ATTEMPTS: usize = 5;
 /// How many times it re-reads the fleet before answering `no_capacity`.
 pub const MAX_ROUNDS: usize = 3;
-/// A pending job untouched this long belongs to a delivery that died: another may take it over.
-pub const OWNER_TIMEOUT_S: i64 = 30;
+/// A pending job's claim untouched this long belongs to a delivery that died or stalled: another
+/// request may take it over, and the sweeper resolves it.
+pub const OWNER_TIMEOUT_S: i64 = jobs::CLAIM_LEASE_S;
 
 pub struct Context {
     pub store: Arc<dyn ItemStore>,
@@ -69,9 +70,6 @@ pub struct Stats {
 pub static STATS: Stats = Stats {
     condition_failures: std::sync::atomic::AtomicU64::new(0),
 };
-
-const OWNER: &str = "owner";
-const CLAIMED_AT: &str = "claimed_at";
 
 fn invalid(msg: impl Into<String>) -> Rejection {
     Rejection::new(Reason::InvalidRequest, msg)
@@ -113,61 +111,19 @@ fn job_state(item: &Item) -> Option<JobState> {
     JobState::of(item)
 }
 
+async fn reject_job(ctx: &Context, job_id: &str, reason: &str, message: &str) -> Result<(), Failure> {
+    jobs::reject_job(ctx.bus.as_ref(), job_id, reason, message).await
+}
+
 async fn publish<T: serde::Serialize>(ctx: &Context, topic: &str, id: &str, msg: &T) -> Result<(), Failure> {
     let body = serde_json::to_vec(msg).expect("serialises");
     ctx.bus.publish(topic, &format!("{topic}/{id}"), &body).await?;
     Ok(())
 }
 
-async fn reject_job(ctx: &Context, job_id: &str, reason: &str, message: &str) -> Result<(), Failure> {
-    let r = JobRejected {
-        job_id: job_id.into(),
-        reason: reason.into(),
-        message: message.into(),
-    };
-    publish(ctx, topics::JOB_REJECTED, job_id, &r).await
-}
-
 /// Publishes the stored answer of a settled job once, then marks it answered.
 async fn answer_settled(ctx: &Context, item: &Item, job_id: &str) -> Result<(), Failure> {
-    if item.get(job::attr::ANSWERED).and_then(Value::as_bool) == Some(true) {
-        return Ok(());
-    }
-    match job_state(item) {
-        Some(JobState::Allocated) => {
-            let Some(a) = item
-                .get(job::attr::ALLOCATION)
-                .and_then(Value::as_str)
-                .and_then(|s| serde_json::from_str::<JobAllocated>(s).ok())
-            else {
-                return Err(Failure::retry("allocated job without its allocation"));
-            };
-            if a.mining_gpus_taken > 0 {
-                let stop = MiningCommand {
-                    kind: MINING_STOP.into(),
-                    command_id: format!("{job_id}/stop"),
-                    job_id: job_id.into(),
-                    gpu_model: a.gpu_model.clone(),
-                    gpus: a.mining_gpus_taken,
-                };
-                ctx.replies.command(&a.provider_id, &stop).await?;
-            }
-            publish(ctx, topics::JOB_ALLOCATED, job_id, &a).await?;
-        }
-        Some(JobState::Rejected) => {
-            let text = item.get(job::attr::REJECTION).and_then(Value::as_str).unwrap_or("rejected: ");
-            let (reason, message) = text.split_once(": ").unwrap_or((text, ""));
-            reject_job(ctx, job_id, reason, message).await?;
-        }
-        Some(JobState::Cancelled | JobState::Released) => {
-            reject_job(ctx, job_id, "cancelled", "the job was released before it was allocated").await?;
-        }
-        _ => return Ok(()),
-    }
-    job::answered(job::attr::ANSWERED)
-        .apply_on(ctx.store.as_ref(), Table::Jobs, job_id)
-        .await?;
-    Ok(())
+    jobs::answer_settled(ctx.store.as_ref(), ctx.bus.as_ref(), ctx.replies.as_ref(), item, job_id).await
 }
 
 /// The available providers with a ledger, from the recent read when `fresh` is not required.
@@ -227,62 +183,64 @@ pub async fn allocate(req: &AllocateRequest, ctx: &Context, now: DateTime<Utc>) 
         }
         return Err(r.into());
     }
-    let me = uuid::Uuid::new_v4().simple().to_string();
-    let mut create = job::create_pending(req, now);
-    create.ops.extend([Op::set(OWNER, me.as_str()), Op::set(CLAIMED_AT, ms(now))]);
-    if !create.apply_on(ctx.store.as_ref(), Table::Jobs, &req.job_id).await? {
-        // Seen before: settled (answer it once) or pending under another delivery.
+    // The claim key is the same for every delivery of this request; the token is this delivery's.
+    let claim = job::claim_key(req);
+    let me = jobs::new_claim_token();
+    if job::create_pending(req, &claim, &me, now)
+        .apply_on(ctx.store.as_ref(), Table::Jobs, &req.job_id)
+        .await?
+    {
+        return place(req, &me, ctx, now).await;
+    }
+    // Seen before: settled (answer it once), or pending under an earlier claim.
+    let started = tokio::time::Instant::now();
+    loop {
         let Some(item) = ctx.store.get(Table::Jobs, &req.job_id).await? else {
             return Err(Failure::retry("job vanished"));
         };
         if job_state(&item) != Some(JobState::Pending) {
             return answer_settled(ctx, &item, &req.job_id).await;
         }
-        return take_over(req, &item, &me, ctx, now).await;
-    }
-    place(req, &me, ctx, now).await
-}
-
-/// A job pending under another delivery: retried while that delivery may be alive; once it has
-/// timed out, taken over, finishing what it may have committed or else placing afresh.
-async fn take_over(req: &AllocateRequest, item: &Item, me: &str, ctx: &Context, now: DateTime<Utc>) -> Result<(), Failure> {
-    let claimed = item.get(CLAIMED_AT).and_then(Value::as_i64).unwrap_or(0);
-    if claimed > ms(now - Duration::seconds(OWNER_TIMEOUT_S)) {
-        return Err(Failure::retry("another delivery of this job is placing it"));
-    }
-    let old = item.get(OWNER).cloned().unwrap_or(Value::from(""));
-    let takeover = worldland_core::state::providers::Transition {
-        cond: Cond::eq(job::attr::STATE, JobState::Pending).and(Cond::Eq(OWNER.into(), old)),
-        ops: vec![Op::set(OWNER, me), Op::set(CLAIMED_AT, ms(now))],
-    };
-    if takeover.run_raw_on(ctx.store.as_ref(), Table::Jobs, &req.job_id).await?.is_none() {
-        return Err(Failure::retry("lost the takeover race"));
-    }
-    if let Some(p) = item.get(job::attr::ATTEMPT).and_then(Value::as_str) {
-        if let Some(prov) = ctx.store.get(Table::Providers, p).await? {
-            if let Some((choice, started_at_ms)) = committed(&prov, p, &req.job_id) {
-                return finalize(req, &choice, started_at_ms, me, ctx).await;
+        let now = now + elapsed(started);
+        // A redelivery of the same request takes its own claim at once (the earlier delivery of
+        // it failed or stalled); another request under the same id waits out the lease.
+        let own = item.get(job::attr::CLAIM).and_then(Value::as_str) == Some(claim.as_str());
+        let stale = (!own).then(|| jobs::stale_before(now, OWNER_TIMEOUT_S));
+        let claimed = item.get(job::attr::CLAIMED_AT).and_then(Value::as_i64).unwrap_or(0);
+        if stale.is_some_and(|s| claimed >= s) {
+            if started.elapsed() > max_wait() {
+                return Err(Failure::retry("another request for this job is placing it"));
             }
+            tokio::time::sleep(POLL).await;
+            continue;
         }
+        let old = item.get(job::attr::OWNER).and_then(Value::as_str);
+        let Some(mine) = job::take_claim(old, stale, &claim, &me, now)
+            .run_raw_on(ctx.store.as_ref(), Table::Jobs, &req.job_id)
+            .await?
+        else {
+            continue; // another delivery took it in between: look again
+        };
+        return match jobs::finish_committed(ctx.store.as_ref(), &req.job_id, &mine, &me).await? {
+            Finish::Allocated(item) => answer_settled(ctx, &item, &req.job_id).await,
+            Finish::Lost => Ok(()), // the delivery that took it over answers
+            Finish::NothingCommitted => place(req, &me, ctx, now).await,
+        };
     }
-    place(req, me, ctx, now).await
 }
 
-/// The allocation a dead delivery committed on provider `p` for `job_id`, as a choice to
-/// finalize, with when it started.
-fn committed(prov: &Item, p: &str, job_id: &str) -> Option<(Choice, i64)> {
-    let alloc = Ledger::from_item(prov).and_then(|l| l.allocs.get(job_id).cloned())?;
-    let choice = Choice {
-        provider_id: p.to_string(),
-        node_name: prov.get("node_name").and_then(Value::as_str).unwrap_or("").to_string(),
-        model_key: alloc.model_key.clone(),
-        take_free: alloc.gpus - alloc.mining_taken,
-        take_mining: alloc.mining_taken,
-        price_micros: alloc.price_micros,
-        leftover_gpus: 0,
-        leftover_cpu: 0,
-    };
-    Some((choice, alloc.started_at_ms))
+/// How often a delivery waiting on a job that is being placed looks again.
+const POLL: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// The longest a delivery waits in the handler for another claim to settle or go stale: past
+/// the lease, so a wait always ends in a takeover rather than a redelivery (the transports
+/// dead-letter after a few quick retries, long before the lease runs out).
+fn max_wait() -> std::time::Duration {
+    std::time::Duration::from_secs(OWNER_TIMEOUT_S as u64 + 5)
+}
+
+fn elapsed(since: tokio::time::Instant) -> Duration {
+    Duration::from_std(since.elapsed()).unwrap_or_else(|_| Duration::zero())
 }
 
 async fn place(req: &AllocateRequest, me: &str, ctx: &Context, now: DateTime<Utc>) -> Result<(), Failure> {
@@ -300,13 +258,13 @@ async fn place(req: &AllocateRequest, me: &str, ctx: &Context, now: DateTime<Utc
         };
         for choice in ranked.iter().take(MAX_ATTEMPTS) {
             let attempt = worldland_core::state::providers::Transition {
-                cond: Cond::eq(job::attr::STATE, JobState::Pending).and(Cond::eq(OWNER, me)),
+                cond: job::owned_by(me),
                 ops: vec![Op::set(job::attr::ATTEMPT, choice.provider_id.as_str())],
             };
             if !attempt.apply_on(ctx.store.as_ref(), Table::Jobs, &req.job_id).await? {
                 return Ok(()); // taken over by another delivery, which answers
             }
-            if commit_allocation(choice, req, now)
+            if commit_allocation(choice, req, me, now)
                 .apply_on(ctx.store.as_ref(), Table::Providers, &choice.provider_id)
                 .await?
             {
@@ -320,7 +278,7 @@ async fn place(req: &AllocateRequest, me: &str, ctx: &Context, now: DateTime<Utc
 
 async fn settle_rejected(req: &AllocateRequest, reason: &str, message: &str, me: &str, ctx: &Context) -> Result<(), Failure> {
     let mut t = job::rejected(reason, message);
-    t.cond = t.cond.and(Cond::eq(OWNER, me));
+    t.cond = t.cond.and(Cond::eq(job::attr::OWNER, me));
     match t.run_raw_on(ctx.store.as_ref(), Table::Jobs, &req.job_id).await? {
         Some(item) => answer_settled(ctx, &item, &req.job_id).await,
         None => Ok(()),
@@ -343,18 +301,11 @@ async fn finalize(req: &AllocateRequest, choice: &Choice, started_at_ms: i64, me
         mining_gpus_taken: choice.take_mining as u32,
     };
     let due = req.duration_s.map(|d| started_at_ms + d as i64 * 1000);
-    let mut t = job::allocated(&allocated, started_at_ms, due);
-    t.cond = t.cond.and(Cond::eq(OWNER, me));
+    let t = jobs::allocated_by(&allocated, started_at_ms, due, me);
     let Some(item) = t.run_raw_on(ctx.store.as_ref(), Table::Jobs, &req.job_id).await? else {
-        // Another delivery owns the job now: give back what this one took.
-        let prov = ctx.store.get(Table::Providers, &choice.provider_id).await?;
-        if let Some(alloc) = prov
-            .as_ref()
-            .and_then(Ledger::from_item)
-            .and_then(|l| l.allocs.get(&req.job_id).cloned())
-        {
-            release_allocation(&alloc).run_raw(ctx.store.as_ref(), &choice.provider_id).await?;
-        }
+        // Another delivery owns the job now: give back what this one took, unless that delivery
+        // has adopted it (the entry's owner is no longer this delivery's token).
+        jobs::undo_owned(ctx.store.as_ref(), &req.job_id, &choice.provider_id, me).await?;
         return Ok(());
     };
     tracing::info!(provider_id = %choice.provider_id, gpus = req.gpus, mining = choice.take_mining, "allocated");
@@ -372,13 +323,16 @@ pub async fn release(req: &ReleaseRequest, ctx: &Context, now: DateTime<Utc>) ->
     if reason.len() > 128 {
         return Err(invalid("reason is over 128 characters").into());
     }
-    let Some(item) = ctx.store.get(Table::Jobs, &req.job_id).await? else {
+    let Some(mut item) = ctx.store.get(Table::Jobs, &req.job_id).await? else {
         // Released before it was ever allocated: a tombstone, so a late allocate is refused.
         job::cancelled_before_allocation(reason, now)
             .run_raw_on(ctx.store.as_ref(), Table::Jobs, &req.job_id)
             .await?;
         return Ok(());
     };
+    if job_state(&item) == Some(JobState::Pending) {
+        item = wait_for_placement(&req.job_id, reason, ctx, now).await?;
+    }
     match job_state(&item) {
         Some(JobState::Pending) => return Err(Failure::retry("the job is being placed; release it once placed")),
         Some(JobState::Allocated) => {}
@@ -397,6 +351,29 @@ pub async fn release(req: &ReleaseRequest, ctx: &Context, now: DateTime<Utc>) ->
         .apply_on(ctx.store.as_ref(), Table::Jobs, &req.job_id)
         .await?;
     Ok(())
+}
+
+/// A release met a job being placed: waits in the handler (the transports dead-letter after a
+/// few quick retries, long before a claim's lease runs out) until the placement settles, or its
+/// claim goes stale — then resolves it: finishes a commit that landed (answered `job.allocated`,
+/// and this release then closes it) or cancels the job (answered `job.rejected` `cancelled`).
+async fn wait_for_placement(job_id: &str, reason: &str, ctx: &Context, now: DateTime<Utc>) -> Result<Item, Failure> {
+    let started = tokio::time::Instant::now();
+    let me = jobs::new_claim_token();
+    loop {
+        let now = now + elapsed(started);
+        let stale = jobs::stale_before(now, OWNER_TIMEOUT_S);
+        match jobs::resolve_pending(ctx.store.as_ref(), job_id, &me, stale, RollBack::Cancel { reason }, now).await? {
+            Resolution::Settled(item) => return Ok(item),
+            Resolution::Allocated(item) | Resolution::RolledBack(item) => {
+                answer_settled(ctx, &item, job_id).await?;
+                return Ok(item);
+            }
+            Resolution::Gone => return Err(Failure::retry("job vanished")),
+            Resolution::Busy if started.elapsed() > max_wait() => return Err(Failure::retry("the job is still being placed")),
+            Resolution::Busy => tokio::time::sleep(POLL).await,
+        }
+    }
 }
 
 /// A job closed earlier (by this release, the sweeper or a duplicate) whose `job.released` may

@@ -232,10 +232,12 @@ async fn cold_path(
         _ => match rec.last_heartbeat {
             // Stored times are whole milliseconds; compare at that precision.
             Some(last) if last.timestamp_millis() == hb.timestamp.timestamp_millis() => Ok(()), // the same heartbeat again
-            Some(last) if last.timestamp_millis() > hb.timestamp.timestamp_millis() => Err(Failure::refuse(
-                Reason::StaleHeartbeat,
-                "an equal or later heartbeat was already recorded",
-            )),
+            // An older heartbeat (redelivered, or overtaken by a later one): nothing to record,
+            // and nothing wrong with it either, so it is settled, not dead-lettered.
+            Some(last) if last.timestamp_millis() > hb.timestamp.timestamp_millis() => {
+                tracing::debug!(provider_id = %hb.provider_id, heartbeat = %hb.timestamp, last = %last, "older heartbeat; a later one is already recorded");
+                Ok(())
+            }
             _ => Err(Failure::retry("heartbeat raced another write; retrying")),
         },
     }

@@ -118,6 +118,17 @@ pub fn group_lag(v: &Value, group: &str) -> Option<i64> {
 }
 
 /// XPENDING summary: the smallest pending id, if any entry is pending.
+/// The delivery count of the one entry in an extended `XPENDING key group id id 1` reply
+/// (`[[id, consumer, idle_ms, deliveries]]`).
+pub fn pending_delivery_count(v: &Value) -> Option<u64> {
+    let rows = items(v)?;
+    let row = items(rows.first()?)?;
+    match row.get(3)? {
+        Value::Int(n) => u64::try_from(*n).ok(),
+        other => text(other)?.parse().ok(),
+    }
+}
+
 pub fn pending_min_id(v: &Value) -> Option<String> {
     let parts = items(v)?;
     match parts.first()? {
@@ -319,5 +330,8 @@ mod tests {
             pending_min_id(&Value::Array(vec![Value::Int(2), bs(b"3-0"), bs(b"4-0"), Value::Nil])),
             Some("3-0".into())
         );
+        let row = Value::Array(vec![Value::Array(vec![bs(b"3-0"), bs(b"c"), Value::Int(10), Value::Int(4)])]);
+        assert_eq!(pending_delivery_count(&row), Some(4));
+        assert_eq!(pending_delivery_count(&Value::Array(vec![])), None);
     }
 }

@@ -1,8 +1,12 @@
 //! Redis-to-bus bridge: reads the agents' streams through a consumer group, publishes each
 //! entry to the bus and XACKs only after the publish is confirmed. Entries a crashed bridge left
 //! pending are reclaimed (XAUTOCLAIM); entries that cannot be forwarded go to a dead-letter
-//! stream with their reason, then are acked; processed entries are trimmed. Several bridges may
-//! run at once: the consumer group shares the entries out.
+//! stream with their reason, then are acked; processed entries are trimmed. An entry whose
+//! forward has failed `max_forward_failures` times (a publish the bus refuses every time) is
+//! dead-lettered with reason `forward_failed` and acked, so trimming never stalls behind it; its
+//! count of failed forwards is the group's delivery count for it (XPENDING). The dead-letter
+//! stream itself is bounded (`MAXLEN ~`). Several bridges may run at once: the consumer group
+//! shares the entries out.
 
 pub mod entry;
 
@@ -39,6 +43,33 @@ pub struct BridgeSettings {
     pub block_ms: u64,
     pub batch: usize,
 }
+
+/// The bridge's bounds ([`RedisBridge::with_limits`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BridgeLimits {
+    /// After this many failed forwards an entry is dead-lettered (`forward_failed`).
+    pub max_forward_failures: u64,
+    /// Approximate MAXLEN of the dead-letter stream.
+    pub dead_letter_max_len: u64,
+}
+
+impl Default for BridgeLimits {
+    fn default() -> Self {
+        Self::from_config(&Config::defaults())
+    }
+}
+
+impl BridgeLimits {
+    pub fn from_config(cfg: &Config) -> Self {
+        Self {
+            max_forward_failures: cfg.bridge_max_forward_failures,
+            dead_letter_max_len: cfg.deadletter_stream_maxlen,
+        }
+    }
+}
+
+/// The reason an entry the bus kept refusing is dead-lettered with.
+pub const FORWARD_FAILED: &str = "forward_failed";
 
 impl BridgeSettings {
     pub fn from_config(cfg: &Config) -> Self {
@@ -77,6 +108,7 @@ pub struct RedisBridge {
     reader: ConnectionManager,
     bus: Arc<dyn Bus>,
     settings: BridgeSettings,
+    limits: BridgeLimits,
 }
 
 impl RedisBridge {
@@ -86,7 +118,14 @@ impl RedisBridge {
             reader,
             bus,
             settings,
+            limits: BridgeLimits::default(),
         }
+    }
+
+    /// With these bounds instead of the defaults.
+    pub fn with_limits(mut self, limits: BridgeLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     fn streams(&self) -> [(String, &'static str); 2] {
@@ -200,32 +239,23 @@ impl RedisBridge {
                             pass.forwarded += 1;
                         }
                         Err(err) => {
-                            // Not acked: it stays pending and is reclaimed after the idle time.
-                            tracing::warn!(%stream, id = %e.id, error = %err, "publish not confirmed; entry left pending");
-                            pass.left_pending += 1;
+                            let tries = self.delivery_count(stream, &e.id).await?;
+                            if tries >= self.limits.max_forward_failures.max(1) {
+                                tracing::error!(%stream, id = %e.id, tries, error = %err, "publish refused every time; entry dead-lettered");
+                                let message = format!("the bus refused it {tries} times; last: {err}");
+                                self.dead_letter(stream, &e, FORWARD_FAILED, &message).await?;
+                                pass.dead_lettered += 1;
+                            } else {
+                                // Not acked: it stays pending and is reclaimed after the idle time.
+                                tracing::warn!(%stream, id = %e.id, tries, error = %err, "publish not confirmed; entry left pending");
+                                pass.left_pending += 1;
+                            }
                         }
                     }
                 }
                 Err(rej) => {
                     tracing::warn!(%stream, id = %e.id, reason = rej.reason.code(), message = %rej.message, "entry dead-lettered");
-                    let mut p = redis::pipe();
-                    p.atomic()
-                        .cmd("XADD")
-                        .arg(self.settings.streams.dead_letter())
-                        .arg("*")
-                        .arg("stream")
-                        .arg(stream)
-                        .arg("entry_id")
-                        .arg(&e.id)
-                        .arg("reason")
-                        .arg(rej.reason.code())
-                        .arg("message")
-                        .arg(&rej.message);
-                    for (k, v) in e.fields.iter().flatten() {
-                        p.arg(k.as_slice()).arg(v.as_slice());
-                    }
-                    p.ignore().cmd("XACK").arg(stream).arg(&self.settings.group).arg(&e.id).ignore();
-                    p.query_async::<()>(&mut self.conn.clone()).await?;
+                    self.dead_letter(stream, &e, rej.reason.code(), &rej.message).await?;
                     pass.dead_lettered += 1;
                 }
             }
@@ -263,6 +293,46 @@ impl RedisBridge {
             Ok(()) => tracing::warn!(%stream, entries = future.len(), %back_to, "entry ids were dragged into the future; stream reset"),
             Err(e) => tracing::warn!(%stream, error = %e, "could not reset a dragged stream yet; the next pass retries"),
         }
+    }
+
+    /// Writes `e` to the (bounded) dead-letter stream with its reason and acks it, atomically.
+    async fn dead_letter(&self, stream: &str, e: &RawEntry, reason: &str, message: &str) -> Result<()> {
+        let mut p = redis::pipe();
+        p.atomic()
+            .cmd("XADD")
+            .arg(self.settings.streams.dead_letter())
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(self.limits.dead_letter_max_len.max(1))
+            .arg("*")
+            .arg("stream")
+            .arg(stream)
+            .arg("entry_id")
+            .arg(&e.id)
+            .arg("reason")
+            .arg(reason)
+            .arg("message")
+            .arg(message);
+        for (k, v) in e.fields.iter().flatten() {
+            p.arg(k.as_slice()).arg(v.as_slice());
+        }
+        p.ignore().cmd("XACK").arg(stream).arg(&self.settings.group).arg(&e.id).ignore();
+        p.query_async::<()>(&mut self.conn.clone()).await?;
+        Ok(())
+    }
+
+    /// How many times the group has delivered `id` (read, then reclaimed): the forwards tried.
+    /// 1 when Redis does not say (no longer pending).
+    async fn delivery_count(&self, stream: &str, id: &str) -> Result<u64> {
+        let reply: Value = redis::cmd("XPENDING")
+            .arg(stream)
+            .arg(&self.settings.group)
+            .arg(id)
+            .arg(id)
+            .arg(1)
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(entry::pending_delivery_count(&reply).unwrap_or(1))
     }
 
     async fn ack(&self, stream: &str, id: &str) -> Result<()> {
@@ -362,6 +432,6 @@ pub async fn worker(
     use worldland_runtime::backends;
     let conn = backends::redis(&cfg).await?;
     let reader = backends::redis_blocking(&cfg).await?;
-    let bridge = RedisBridge::new(conn, reader, bus, BridgeSettings::from_config(&cfg));
+    let bridge = RedisBridge::new(conn, reader, bus, BridgeSettings::from_config(&cfg)).with_limits(BridgeLimits::from_config(&cfg));
     Ok(worldland_runtime::worker::Worker::Service(Arc::new(bridge)))
 }

@@ -5,9 +5,17 @@
 //! `worldland.io/offline:NoSchedule` taint. Approved providers whose token ran out without a join
 //! become `expired`. Several sweepers may run at once: only one write per provider succeeds, and
 //! only its writer touches the node.
+//!
+//! A stall guard stands between the index and the offline writes: when more than a configured
+//! share of the joined/available fleet would go offline in one sweep, or no heartbeat at all
+//! arrived for a whole stale period, the heartbeat pipeline is stalled (bridge stuck, Redis or the
+//! bus down), not the fleet: the sweep marks nobody, interrupts nothing, logs it and raises
+//! `worldland_sweeper_guard_active`. Approvals and jobs still expire. Node marks follow the stored
+//! state: after marking a node the sweeper re-reads its provider and undoes the marks if it came
+//! back, and a slow reconcile pass repairs any node whose marks disagree with its provider.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, RwLock};
 
 use chrono::{DateTime, Duration, Utc};
 use tokio::sync::broadcast;
@@ -20,12 +28,13 @@ use worldland_core::ledger::Ledger;
 use worldland_core::messages::topics;
 use worldland_core::messages::ProviderState;
 use worldland_core::replies::ProviderReplies;
-use worldland_core::state::providers::{expire_if_unjoined, mark_offline_if_stale, ms};
+use worldland_core::state::providers::{expire_if_unjoined, mark_offline_if_stale, ms, ProviderRecord};
 use worldland_core::state::{ItemStore, StoreResult, Table, Value, INDEX_SORT_ATTR, KEY_ATTR};
 use worldland_core::BoxError;
 use worldland_runtime::backends::{self, BackendError};
 use worldland_runtime::worker::{Service, Worker};
 use worldland_runtime::Config;
+pub mod pending_jobs;
 
 pub const WORKER: &str = "staleness-sweeper";
 
@@ -49,6 +58,105 @@ pub struct SweepReport {
     pub expired: usize,
     /// Jobs closed: run out of `duration_s`, or interrupted by their provider going offline.
     pub jobs_closed: usize,
+    /// The stall guard held: nobody was marked offline this sweep.
+    pub guard_held: bool,
+}
+
+/// The stall guard's settings (`WORLDLAND_STALL_GUARD_SHARE`, `WORLDLAND_STALL_GUARD_MIN`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StallGuard {
+    /// The guard holds when more than this share of the joined/available fleet is stale at once;
+    /// 1 turns this trigger off.
+    pub share: f64,
+    /// ... and at least this many are; with no heartbeat for a whole stale period, the guard
+    /// holds when the fleet is at least this large.
+    pub min: usize,
+}
+
+impl Default for StallGuard {
+    fn default() -> Self {
+        Self { share: 0.5, min: 5 }
+    }
+}
+
+impl StallGuard {
+    /// The guard as configured.
+    pub fn from_config(cfg: &Config) -> Self {
+        Self {
+            share: cfg.stall_guard_share,
+            min: cfg.stall_guard_min,
+        }
+    }
+}
+
+/// The process' guard settings; [`from_config`] sets them, [`StallGuard::default`] until then.
+static GUARD: RwLock<Option<StallGuard>> = RwLock::new(None);
+
+tokio::task_local! {
+    /// Settings for the sweeps of one task only (tests), over the process' ones.
+    static GUARD_OVERRIDE: StallGuard;
+}
+
+/// Sets the stall guard of every sweep in this process.
+pub fn set_stall_guard(guard: StallGuard) {
+    *GUARD.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(guard);
+}
+
+/// Runs `f` with its sweeps under `guard`, whatever the process' settings.
+pub async fn with_stall_guard<F: std::future::Future>(guard: StallGuard, f: F) -> F::Output {
+    GUARD_OVERRIDE.scope(guard, f).await
+}
+
+/// The settings the current sweep runs under.
+pub fn stall_guard() -> StallGuard {
+    GUARD_OVERRIDE
+        .try_with(|g| *g)
+        .unwrap_or_else(|_| GUARD.read().unwrap_or_else(std::sync::PoisonError::into_inner).unwrap_or_default())
+}
+
+/// Why the stall guard holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stall {
+    /// No joined/available provider heartbeated within the stale period.
+    Silence {
+        /// Joined and available providers.
+        fleet: usize,
+    },
+    /// Too many would go offline at once.
+    Share {
+        /// Joined and available providers.
+        fleet: usize,
+        /// Those of them that are stale.
+        stale: usize,
+    },
+}
+
+/// Whether the guard holds for a sweep whose stale threshold is `stale_before`. Reads the state
+/// index only: its newest heartbeat (one item per state) and counts, never the items.
+pub async fn stall(store: &dyn ItemStore, guard: StallGuard, stale_before: DateTime<Utc>) -> StoreResult<Option<Stall>> {
+    let live = [ProviderState::Joined, ProviderState::Available];
+    let mut fleet = 0;
+    let mut newest = None;
+    for state in live {
+        fleet += store.count_by_state(Table::Providers, state.as_str(), None).await?;
+        newest = newest.max(store.newest_in_state(Table::Providers, state.as_str()).await?);
+    }
+    if fleet == 0 || fleet < guard.min {
+        return Ok(None);
+    }
+    if newest.is_some_and(|n| n < ms(stale_before)) {
+        return Ok(Some(Stall::Silence { fleet }));
+    }
+    let mut stale = 0;
+    for state in live {
+        stale += store
+            .count_by_state(Table::Providers, state.as_str(), Some(ms(stale_before)))
+            .await?;
+    }
+    if stale >= guard.min && stale as f64 > guard.share * fleet as f64 {
+        return Ok(Some(Stall::Share { fleet, stale }));
+    }
+    Ok(None)
 }
 
 /// Closes a job and tells whoever needs to know. Failures are logged: the job stays open and
@@ -86,10 +194,165 @@ async fn mark_node_offline(cluster: &dyn Cluster, node: &str) -> worldland_core:
     cluster.set_offline_taint(node, true).await
 }
 
+/// Takes the offline marks off a node, as a recovery does: the taint, then the status label.
+async fn unmark_node(cluster: &dyn Cluster, node: &str) -> worldland_core::cluster::ClusterResult<()> {
+    cluster.set_offline_taint(node, false).await?;
+    let status = BTreeMap::from([(labels::STATUS.to_string(), None)]);
+    cluster.patch_node_metadata(node, &status, &BTreeMap::new()).await
+}
+
+/// What a node carries of the offline marks: (the taint, the status label).
+fn marks_of(node: &worldland_core::cluster::NodeInfo) -> (bool, bool) {
+    (
+        node.taints.iter().any(|t| t.key == labels::OFFLINE_TAINT),
+        node.labels.get(labels::STATUS).map(String::as_str) == Some(labels::STATUS_OFFLINE),
+    )
+}
+
+/// Makes the provider's node marks follow its stored state: offline → both marks, joined or
+/// available → neither; other states are left alone. The state is read again after every write,
+/// so a transition landing while the marks were written (a heartbeat bringing it back, a sweeper
+/// taking it offline) is followed too. Returns whether anything was written.
+pub async fn follow_stored_state(ctx: &Context, provider_id: &str) -> Result<bool, BoxError> {
+    let mut wrote = false;
+    // Each round reads the state, then the node; a write is followed by another round. Three
+    // rounds settle anything but a provider flapping faster than the writes.
+    for _ in 0..3 {
+        let Some(rec) = ProviderRecord::load(ctx.store.as_ref(), provider_id).await? else {
+            return Ok(wrote);
+        };
+        let offline = match rec.state {
+            ProviderState::Offline => true,
+            ProviderState::Joined | ProviderState::Available => false,
+            _ => return Ok(wrote),
+        };
+        let Some(node) = ctx.cluster.get_node(&rec.node_name).await? else {
+            return Ok(wrote);
+        };
+        let (taint, label) = marks_of(&node);
+        if offline {
+            if taint && label {
+                return Ok(wrote);
+            }
+            mark_node_offline(ctx.cluster.as_ref(), &rec.node_name).await?;
+            tracing::info!(provider_id, node = %rec.node_name, "offline marks written to follow the stored state");
+        } else {
+            if !taint && !label {
+                return Ok(wrote);
+            }
+            unmark_node(ctx.cluster.as_ref(), &rec.node_name).await?;
+            tracing::info!(provider_id, node = %rec.node_name, state = %rec.state, "offline marks removed to follow the stored state");
+        }
+        wrote = true;
+    }
+    Ok(wrote)
+}
+
+/// After the sweeper marked a node: one read of the provider, and nothing more while it is still
+/// offline (the marks just written are right); if it came back meanwhile, the marks follow it.
+async fn recheck_after_marking(ctx: &Context, provider_id: &str) -> Result<(), BoxError> {
+    match ProviderRecord::load(ctx.store.as_ref(), provider_id).await? {
+        Some(rec) if rec.state != ProviderState::Offline => {
+            follow_stored_state(ctx, provider_id).await?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// What one reconcile pass did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ReconcileReport {
+    /// Providers whose node was checked.
+    pub checked: usize,
+    /// Nodes whose marks were rewritten to agree with the stored state.
+    pub repaired: usize,
+}
+
+/// The slow repair of node marks: checks at most `limit` providers (offline, then available,
+/// then joined, from `cursor` on, wrapping around), and makes each node's marks follow the
+/// stored state. `cursor` carries over between passes, so every provider is checked in turn.
+pub async fn reconcile_marks(ctx: &Context, limit: usize, cursor: &mut usize) -> StoreResult<ReconcileReport> {
+    let mut ids = vec![];
+    for state in [ProviderState::Offline, ProviderState::Available, ProviderState::Joined] {
+        let items = ctx
+            .store
+            .query_by_state_projected(Table::Providers, state.as_str(), None, &[])
+            .await?;
+        ids.extend(
+            items
+                .iter()
+                .filter_map(|i| i.get(KEY_ATTR).and_then(Value::as_str).map(str::to_string)),
+        );
+    }
+    let mut report = ReconcileReport::default();
+    if ids.is_empty() {
+        *cursor = 0;
+        return Ok(report);
+    }
+    let start = *cursor % ids.len();
+    let take = limit.min(ids.len());
+    for id in ids.iter().cycle().skip(start).take(take) {
+        report.checked += 1;
+        match follow_stored_state(ctx, id).await {
+            Ok(true) => report.repaired += 1,
+            Ok(false) => {}
+            Err(e) => tracing::warn!(provider_id = %id, error = %e, "node marks not reconciled; a later pass tries again"),
+        }
+    }
+    *cursor = (start + take) % ids.len();
+    Ok(report)
+}
+
+/// A reconcile pass runs once every this many sweeps.
+pub const RECONCILE_EVERY: u64 = 20;
+/// A reconcile pass checks at most this many providers.
+pub const RECONCILE_LIMIT: usize = 100;
+
+/// Counts sweeps and runs a reconcile pass every [`RECONCILE_EVERY`] of them.
+#[derive(Debug, Default)]
+pub struct Reconciler {
+    state: Mutex<(u64, usize)>,
+}
+
+impl Reconciler {
+    /// Called after each sweep: on every [`RECONCILE_EVERY`]th, one bounded pass.
+    pub async fn after_sweep(&self, ctx: &Context) {
+        let (due, mut cursor) = {
+            let mut st = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            st.0 += 1;
+            (st.0 % RECONCILE_EVERY == 1, st.1)
+        };
+        if !due {
+            return;
+        }
+        match reconcile_marks(ctx, RECONCILE_LIMIT, &mut cursor).await {
+            Ok(r) if r.repaired > 0 => tracing::info!(?r, "node marks reconciled"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "reconcile pass failed; a later one tries again"),
+        }
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner).1 = cursor;
+    }
+}
+
 pub async fn sweep_once(ctx: &Context, now: DateTime<Utc>) -> StoreResult<SweepReport> {
     let mut report = SweepReport::default();
     let stale_before = now - ctx.stale_after;
-    for state in [ProviderState::Joined, ProviderState::Available] {
+    let held = stall(ctx.store.as_ref(), stall_guard(), stale_before).await?;
+    worldland_runtime::metrics::sweeper_guard_active(held.is_some());
+    if let Some(why) = held {
+        report.guard_held = true;
+        tracing::warn!(
+            ?why,
+            "stall guard holds: nobody marked offline this sweep (heartbeat pipeline stalled?)"
+        );
+    }
+    let live: &[ProviderState] = if held.is_some() {
+        &[]
+    } else {
+        &[ProviderState::Joined, ProviderState::Available]
+    };
+    for &state in live {
         let stale = ctx
             .store
             .query_by_state(Table::Providers, state.as_str(), Some(ms(stale_before)))
@@ -118,8 +381,14 @@ pub async fn sweep_once(ctx: &Context, now: DateTime<Utc>) -> StoreResult<SweepR
             if let Err(e) = mark_node_offline(ctx.cluster.as_ref(), &marked.node_name).await {
                 tracing::warn!(provider_id = %marked.provider_id, error = %e, "offline marks not written to the node");
             }
+            // A heartbeat may have brought it back while the marks were written, its recovery
+            // finding no marks to remove: read the state again and follow it.
+            if let Err(e) = recheck_after_marking(ctx, &marked.provider_id).await {
+                tracing::warn!(provider_id = %marked.provider_id, error = %e, "node marks not checked against the state; the reconcile pass will");
+            }
         }
     }
+    pending_jobs::resolve_stale_pending(ctx, now).await?;
     // While approved, the index sort key is the token's expiry.
     let expired = ctx
         .store
@@ -171,6 +440,7 @@ pub async fn run(
 ) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let reconciler = Reconciler::default();
     loop {
         tokio::select! {
             _ = shutdown.recv() => break,
@@ -180,6 +450,7 @@ pub async fn run(
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "sweep failed; next tick tries again"),
                 }
+                reconciler.after_sweep(&ctx).await;
             }
         }
     }
@@ -188,6 +459,7 @@ pub async fn run(
 
 /// The sweeper's context built from configuration, its clients made once per process.
 pub async fn from_config(cfg: &Config, bus: Arc<dyn Bus>) -> Result<Context, BackendError> {
+    set_stall_guard(StallGuard::from_config(cfg));
     Ok(Context {
         store: backends::store(cfg).await,
         cluster: backends::cluster(cfg).await?,
@@ -202,6 +474,8 @@ pub async fn from_config(cfg: &Config, bus: Arc<dyn Bus>) -> Result<Context, Bac
 pub struct StalenessSweeper {
     pub ctx: Arc<Context>,
     pub interval: std::time::Duration,
+    /// Reconcile passes between scheduled sweeps (a warm Lambda keeps it).
+    pub reconciler: Reconciler,
 }
 
 #[async_trait::async_trait]
@@ -214,9 +488,12 @@ impl Service for StalenessSweeper {
         Ok(())
     }
     async fn run_once(&self, now: DateTime<Utc>) -> Option<Result<serde_json::Value, BoxError>> {
-        Some(sweep_once(&self.ctx, now).await.map_err(BoxError::from).map(|r| {
+        let swept = sweep_once(&self.ctx, now).await;
+        self.reconciler.after_sweep(&self.ctx).await;
+        Some(swept.map_err(BoxError::from).map(|r| {
             serde_json::json!({
-                "examined": r.examined, "marked_offline": r.marked_offline, "expired": r.expired, "jobs_closed": r.jobs_closed
+                "examined": r.examined, "marked_offline": r.marked_offline, "expired": r.expired, "jobs_closed": r.jobs_closed,
+                "guard_held": r.guard_held
             })
         }))
     }
@@ -227,5 +504,6 @@ pub async fn worker(cfg: Config, bus: Arc<dyn Bus>) -> Result<Worker, BackendErr
     Ok(Worker::Service(Arc::new(StalenessSweeper {
         ctx: Arc::new(from_config(&cfg, bus).await?),
         interval: std::time::Duration::from_secs(cfg.sweep_interval_s),
+        reconciler: Reconciler::default(),
     })))
 }

@@ -339,6 +339,7 @@ pub fn sweeper(
         bus: event_sink(),
         replies: Arc::new(worldland_adapters::replies::MemoryReplies::default()),
         stale_after,
+        guard: staleness_sweeper::StallGuard::default(),
     }
 }
 

@@ -79,6 +79,7 @@ impl Fx {
             bus: self.bus.clone(),
             replies: self.replies.clone(),
             stale_after: Duration::seconds(120),
+            guard: staleness_sweeper::StallGuard::default(),
         }
     }
 

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use staleness_sweeper::{stall, with_stall_guard, Stall, StallGuard};
+use staleness_sweeper::{stall, Stall, StallGuard};
 use worldland_adapters::cluster::simulated::SimulatedCluster;
 use worldland_adapters::state::memory::MemoryStore;
 use worldland_core::cluster::Cluster;
@@ -90,7 +90,14 @@ impl Fleet {
     }
 
     async fn sweep(&self, at: DateTime<Utc>) -> staleness_sweeper::SweepReport {
-        let ctx = sweeper(self.store.clone(), self.sim.clone() as Arc<dyn Cluster>, Duration::seconds(STALE));
+        self.sweep_guarded(at, StallGuard::default()).await
+    }
+
+    async fn sweep_guarded(&self, at: DateTime<Utc>, guard: StallGuard) -> staleness_sweeper::SweepReport {
+        let ctx = staleness_sweeper::Context {
+            guard,
+            ..sweeper(self.store.clone(), self.sim.clone() as Arc<dyn Cluster>, Duration::seconds(STALE))
+        };
         staleness_sweeper::sweep_once(&ctx, at).await.unwrap()
     }
 }
@@ -145,7 +152,7 @@ async fn no_heartbeat_for_a_stale_period_holds_the_guard_and_approvals_still_exp
         stall(fleet.store.as_ref(), share_off, at - Duration::seconds(STALE)).await.unwrap(),
         Some(Stall::Silence { fleet: 6 })
     );
-    let report = with_stall_guard(share_off, fleet.sweep(at)).await;
+    let report = fleet.sweep_guarded(at, share_off).await;
     assert!(report.guard_held, "{report:?}");
     assert_eq!(report.marked_offline, 0);
     assert_eq!(report.expired, 1, "approvals expire while the guard holds");

@@ -15,7 +15,7 @@
 //! back, and a slow reconcile pass repairs any node whose marks disagree with its provider.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Duration, Utc};
 use tokio::sync::broadcast;
@@ -47,6 +47,9 @@ pub struct Context {
     pub replies: Arc<dyn ProviderReplies>,
     /// A provider whose last heartbeat is older than this is offline.
     pub stale_after: Duration,
+    /// When a sweep would take too much of the fleet offline at once (a pipeline stall), it
+    /// marks nobody.
+    pub guard: StallGuard,
 }
 
 /// What one sweep did.
@@ -87,31 +90,6 @@ impl StallGuard {
             min: cfg.stall_guard_min,
         }
     }
-}
-
-/// The process' guard settings; [`from_config`] sets them, [`StallGuard::default`] until then.
-static GUARD: RwLock<Option<StallGuard>> = RwLock::new(None);
-
-tokio::task_local! {
-    /// Settings for the sweeps of one task only (tests), over the process' ones.
-    static GUARD_OVERRIDE: StallGuard;
-}
-
-/// Sets the stall guard of every sweep in this process.
-pub fn set_stall_guard(guard: StallGuard) {
-    *GUARD.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(guard);
-}
-
-/// Runs `f` with its sweeps under `guard`, whatever the process' settings.
-pub async fn with_stall_guard<F: std::future::Future>(guard: StallGuard, f: F) -> F::Output {
-    GUARD_OVERRIDE.scope(guard, f).await
-}
-
-/// The settings the current sweep runs under.
-pub fn stall_guard() -> StallGuard {
-    GUARD_OVERRIDE
-        .try_with(|g| *g)
-        .unwrap_or_else(|_| GUARD.read().unwrap_or_else(std::sync::PoisonError::into_inner).unwrap_or_default())
 }
 
 /// Why the stall guard holds.
@@ -338,7 +316,7 @@ impl Reconciler {
 pub async fn sweep_once(ctx: &Context, now: DateTime<Utc>) -> StoreResult<SweepReport> {
     let mut report = SweepReport::default();
     let stale_before = now - ctx.stale_after;
-    let held = stall(ctx.store.as_ref(), stall_guard(), stale_before).await?;
+    let held = stall(ctx.store.as_ref(), ctx.guard, stale_before).await?;
     worldland_runtime::metrics::sweeper_guard_active(held.is_some());
     if let Some(why) = held {
         report.guard_held = true;
@@ -459,13 +437,13 @@ pub async fn run(
 
 /// The sweeper's context built from configuration, its clients made once per process.
 pub async fn from_config(cfg: &Config, bus: Arc<dyn Bus>) -> Result<Context, BackendError> {
-    set_stall_guard(StallGuard::from_config(cfg));
     Ok(Context {
         store: backends::store(cfg).await,
         cluster: backends::cluster(cfg).await?,
         bus,
         replies: backends::replies(cfg).await?,
         stale_after: Duration::seconds(cfg.stale_after_s),
+        guard: StallGuard::from_config(cfg),
     })
 }
 

@@ -234,6 +234,7 @@ impl<'a> Lifecycle<'a> {
             bus: bus.clone(),
             replies: replies.clone(),
             stale_after: D::seconds(STALE_AFTER_S),
+            guard: staleness_sweeper::StallGuard::default(),
         };
         let alloc_ctx = allocator::Context::new(store.clone(), bus, replies.clone());
         Self {

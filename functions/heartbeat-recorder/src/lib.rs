@@ -86,7 +86,7 @@ pub fn entry_time(entry_id: &str) -> Option<DateTime<Utc>> {
 #[instrument(skip(env, ctx, now), fields(entry = %env.entry_id))]
 pub async fn handle(env: &StreamEnvelope, ctx: &Context, now: DateTime<Utc>) -> Result<(), Failure> {
     let (hb, signer) = check(env, ctx, now)?;
-    let usage = serde_json::json!({"gpu": hb.gpu_usage, "cpu": hb.cpu_usage, "memory": hb.memory_usage}).to_string();
+    let usage = usage_json(&hb);
     let facts = HeartbeatFacts {
         node_name: &hb.node_name,
         at: hb.timestamp,
@@ -102,6 +102,23 @@ pub async fn handle(env: &StreamEnvelope, ctx: &Context, now: DateTime<Utc>) -> 
         Some(rec) => after_recorded(rec, &hb, ctx, now).await,
         None => cold_path(&hb, &facts, signer.as_deref(), ctx, now).await,
     }
+}
+
+/// The agent's load as stored under `usage`: `{"cpu":…,"gpu":[…],"memory":…}`, keys sorted as
+/// `serde_json::json!` sorted them, serialised straight from the heartbeat (no `Value` tree).
+fn usage_json(hb: &Heartbeat) -> String {
+    #[derive(serde::Serialize)]
+    struct Usage<'a> {
+        cpu: f64,
+        gpu: &'a [f64],
+        memory: f64,
+    }
+    let usage = Usage {
+        cpu: hb.cpu_usage,
+        gpu: &hb.gpu_usage,
+        memory: hb.memory_usage,
+    };
+    serde_json::to_string(&usage).expect("numbers serialise")
 }
 
 /// The heartbeat is recorded; act on the state it found.
@@ -381,4 +398,31 @@ pub async fn from_config(cfg: &Config) -> Result<HeartbeatRecorder, BackendError
 /// The worker, for the container and Lambda entry points.
 pub async fn worker(cfg: Config, _bus: Arc<dyn worldland_core::bus::Bus>) -> Result<Worker, BackendError> {
     Ok(Worker::Consumer(Arc::new(from_config(&cfg).await?)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_json_is_what_json_macro_wrote() {
+        for (gpu, cpu, memory) in [
+            (vec![], 0.0, 0.0),
+            (vec![0.5, 99.25], 12.5, 1e-3),
+            (vec![f64::NAN], f64::INFINITY, -0.0),
+        ] {
+            let hb: Heartbeat = serde_json::from_value(serde_json::json!({
+                "provider_id": "p", "node_name": "n", "timestamp": "2024-01-01T00:00:00Z",
+            }))
+            .unwrap();
+            let hb = Heartbeat {
+                gpu_usage: gpu,
+                cpu_usage: cpu,
+                memory_usage: memory,
+                ..hb
+            };
+            let want = serde_json::json!({"gpu": hb.gpu_usage, "cpu": hb.cpu_usage, "memory": hb.memory_usage}).to_string();
+            assert_eq!(usage_json(&hb), want);
+        }
+    }
 }

@@ -5,6 +5,7 @@ pub mod faulty_store;
 pub mod kube_mock;
 pub mod lambda_api;
 pub mod notifying_store;
+pub mod private_rabbit;
 pub mod private_redis;
 
 use std::collections::BTreeMap;

@@ -278,3 +278,229 @@ async fn a_partly_processed_stream_keeps_everything_from_the_oldest_pending_entr
     let len: i64 = redis::cmd("XLEN").arg(&reg).query_async(&mut conn).await.unwrap();
     assert_eq!(len, 5, "nothing at or after the pending entry is trimmed");
 }
+
+/// A bus that, when asked to publish a batch, checks that none of the batch's entries has been
+/// acked yet (the confirms are not in), then publishes it on the memory bus.
+struct WatchedBus {
+    inner: Arc<MemoryBus>,
+    conn: ConnectionManager,
+    group: String,
+    stream: String,
+    batches: std::sync::Mutex<Vec<usize>>,
+    pending_at_publish: std::sync::Mutex<Vec<i64>>,
+}
+
+#[async_trait]
+impl Bus for WatchedBus {
+    async fn publish(&self, key: &str, id: &str, body: &[u8]) -> BusResult<()> {
+        self.inner.publish(key, id, body).await
+    }
+    async fn publish_batch(&self, msgs: &[(&str, &str, &[u8])]) -> Vec<BusResult<()>> {
+        let v: redis::Value = redis::cmd("XPENDING")
+            .arg(&self.stream)
+            .arg(&self.group)
+            .query_async(&mut self.conn.clone())
+            .await
+            .unwrap();
+        let n = match v {
+            redis::Value::Array(a) => match a.first() {
+                Some(redis::Value::Int(n)) => *n,
+                _ => 0,
+            },
+            _ => 0,
+        };
+        self.pending_at_publish.lock().unwrap().push(n);
+        self.batches.lock().unwrap().push(msgs.len());
+        self.inner.publish_batch(msgs).await
+    }
+    async fn subscribe(&self, q: &QueueSpec) -> BusResult<Box<dyn Subscription>> {
+        self.inner.subscribe(q).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_is_published_together_and_acked_only_after_all_its_confirms() {
+    let env = TestEnv::new(&[]);
+    let mut conn = env.redis().await;
+    let reg = env.cfg.streams().registration();
+    for i in 0..10 {
+        xadd(&mut conn, &reg, &[(b"data", format!("{{\"n\":{i}}}").as_bytes())]).await;
+    }
+    let (bus, q) = memory_bus();
+    let mut sub = bus.subscribe(&q).await.unwrap();
+    let watched = Arc::new(WatchedBus {
+        inner: bus.clone(),
+        conn: conn.clone(),
+        group: env.cfg.bridge_group.clone(),
+        stream: reg.clone(),
+        batches: Default::default(),
+        pending_at_publish: Default::default(),
+    });
+    let bridge = RedisBridge::new(
+        conn.clone(),
+        env.redis_blocking().await,
+        watched.clone(),
+        settings(&env, "b1", 60_000),
+    );
+    bridge.ensure_groups().await.unwrap();
+    assert_eq!(
+        bridge.poll_once().await.unwrap(),
+        Pass {
+            forwarded: 10,
+            dead_lettered: 0,
+            left_pending: 0
+        }
+    );
+    assert_eq!(
+        *watched.batches.lock().unwrap(),
+        vec![10],
+        "the whole read batch in one publish_batch"
+    );
+    assert_eq!(
+        *watched.pending_at_publish.lock().unwrap(),
+        vec![10],
+        "nothing acked before the batch's confirms"
+    );
+    assert_eq!(pending(&mut conn, &env, &reg).await, 0, "all acked once confirmed");
+    let got = received(&mut sub, 10).await;
+    let data: Vec<String> = got.iter().map(|e| e.data.clone()).collect();
+    let want: Vec<String> = (0..10).map(|i| format!("{{\"n\":{i}}}")).collect();
+    assert_eq!(data, want, "published in stream order");
+}
+
+/// A bus that refuses (as a nack would) every publish whose body contains `refuse`.
+struct RefusingBus {
+    inner: Arc<MemoryBus>,
+    refuse: &'static str,
+}
+
+#[async_trait]
+impl Bus for RefusingBus {
+    async fn publish(&self, key: &str, id: &str, body: &[u8]) -> BusResult<()> {
+        let text = String::from_utf8_lossy(body);
+        if text.contains(self.refuse) {
+            return Err(BusError::NotConfirmed(format!("{key} (nacked)")));
+        }
+        self.inner.publish(key, id, body).await
+    }
+    async fn subscribe(&self, q: &QueueSpec) -> BusResult<Box<dyn Subscription>> {
+        self.inner.subscribe(q).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nacked_entry_in_the_middle_of_a_batch_stays_pending_while_the_others_are_acked() {
+    let env = TestEnv::new(&[]);
+    let mut conn = env.redis().await;
+    let reg = env.cfg.streams().registration();
+    let mut ids = vec![];
+    for i in 0..5 {
+        ids.push(xadd(&mut conn, &reg, &[(b"data", format!("{{\"n\":{i}}}").as_bytes())]).await);
+    }
+    let (bus, q) = memory_bus();
+    let mut sub = bus.subscribe(&q).await.unwrap();
+    let refusing = Arc::new(RefusingBus {
+        inner: bus.clone(),
+        refuse: "\\\"n\\\":2",
+    });
+    let bridge = RedisBridge::new(conn.clone(), env.redis_blocking().await, refusing, settings(&env, "b1", 60_000));
+    bridge.ensure_groups().await.unwrap();
+    assert_eq!(
+        bridge.poll_once().await.unwrap(),
+        Pass {
+            forwarded: 4,
+            dead_lettered: 0,
+            left_pending: 1
+        }
+    );
+    let left: redis::streams::StreamPendingCountReply = redis::cmd("XPENDING")
+        .arg(&reg)
+        .arg(&env.cfg.bridge_group)
+        .arg("-")
+        .arg("+")
+        .arg(10)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let left: Vec<String> = left.ids.iter().map(|p| p.id.clone()).collect();
+    assert_eq!(left, vec![ids[2].clone()], "only the refused entry stays pending");
+    let got: Vec<String> = received(&mut sub, 4).await.into_iter().map(|e| e.data).collect();
+    assert_eq!(got, vec!["{\"n\":0}", "{\"n\":1}", "{\"n\":3}", "{\"n\":4}"]);
+
+    // Reclaimed by a bridge whose bus takes it: forwarded and acked.
+    let rescuer = RedisBridge::new(conn.clone(), env.redis_blocking().await, bus.clone(), settings(&env, "rescuer", 0));
+    assert_eq!(rescuer.reclaim_once().await.unwrap().forwarded, 1);
+    assert_eq!(received(&mut sub, 1).await[0].data, "{\"n\":2}");
+    assert_eq!(pending(&mut conn, &env, &reg).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rabbitmq_bus_pipelines_a_batch_and_refuses_only_the_unroutable_message() {
+    let env = TestEnv::new(&[]);
+    let bus = env.rabbit().await;
+    let q = env.queue("pipelined", &["bound.#"]);
+    bus.declare(&q).await.unwrap();
+    let mut sub = bus.subscribe(&q).await.unwrap();
+    let msgs: Vec<(&str, &str, &[u8])> = vec![
+        ("bound.a", "m-0", b"0"),
+        ("bound.b", "m-1", b"1"),
+        ("nobody.bound", "m-2", b"2"),
+        ("bound.c", "m-3", b"3"),
+    ];
+    let results = bus.publish_batch(&msgs).await;
+    assert_eq!(results.len(), 4);
+    assert!(results[0].is_ok() && results[1].is_ok() && results[3].is_ok(), "{results:?}");
+    assert!(matches!(results[2], Err(BusError::NotConfirmed(_))), "{results:?}");
+    let mut got = vec![];
+    for _ in 0..3 {
+        let d = tokio::time::timeout(Duration::from_secs(10), sub.next()).await.unwrap().unwrap();
+        got.push((d.message_id.clone().unwrap_or_default(), d.body.clone()));
+        d.ack().await.unwrap();
+    }
+    assert_eq!(
+        got,
+        vec![
+            ("m-0".to_string(), b"0".to_vec()),
+            ("m-1".to_string(), b"1".to_vec()),
+            ("m-3".to_string(), b"3".to_vec())
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_rabbitmq_both_streams_are_forwarded_and_the_unroutable_ones_stay_pending() {
+    let env = TestEnv::new(&[]);
+    let mut conn = env.redis().await;
+    let streams = env.cfg.streams();
+    let bus = Arc::new(env.rabbit().await);
+    // Only heartbeats are bound: registrations are unroutable (mandatory publish refused).
+    let q = env.queue("heartbeats", &[worldland_core::messages::topics::HEARTBEAT_RECEIVED]);
+    bus.declare(&q).await.unwrap();
+    let mut sub = bus.subscribe(&q).await.unwrap();
+    for i in 0..12 {
+        xadd(&mut conn, &streams.heartbeat(), &[(b"data", format!("{{\"hb\":{i}}}").as_bytes())]).await;
+    }
+    for i in 0..3 {
+        xadd(
+            &mut conn,
+            &streams.registration(),
+            &[(b"data", format!("{{\"reg\":{i}}}").as_bytes())],
+        )
+        .await;
+    }
+    let bridge = RedisBridge::new(conn.clone(), env.redis_blocking().await, bus.clone(), settings(&env, "b1", 60_000));
+    bridge.ensure_groups().await.unwrap();
+    assert_eq!(
+        bridge.poll_once().await.unwrap(),
+        Pass {
+            forwarded: 12,
+            dead_lettered: 0,
+            left_pending: 3
+        }
+    );
+    assert_eq!(pending(&mut conn, &env, &streams.heartbeat()).await, 0);
+    assert_eq!(pending(&mut conn, &env, &streams.registration()).await, 3);
+    let got: Vec<String> = received(&mut sub, 12).await.into_iter().map(|e| e.data).collect();
+    let want: Vec<String> = (0..12).map(|i| format!("{{\"hb\":{i}}}")).collect();
+    assert_eq!(got, want);
+}

@@ -313,6 +313,54 @@ impl Bus for RabbitBus {
             .await
     }
 
+    /// Pipelined: publishes every message on the confirm channel without waiting in between,
+    /// then awaits the confirms together. A message whose publish failed on the connection (not
+    /// a nack) is published again on its own, with reconnects, as [`Bus::publish`] does.
+    async fn publish_batch(&self, msgs: &[(&str, &str, &[u8])]) -> Vec<BusResult<()>> {
+        let exchange = self.inner.settings.exchange.clone();
+        let Ok(ch) = self.publisher_channel().await else {
+            // Cannot open a channel now: one by one, each with its reconnects and backoff.
+            let mut out = Vec::with_capacity(msgs.len());
+            for (key, id, body) in msgs {
+                out.push(self.publish(key, id, body).await);
+            }
+            return out;
+        };
+        let opts = BasicPublishOptions {
+            mandatory: true,
+            ..Default::default()
+        };
+        let mut pending = Vec::with_capacity(msgs.len());
+        for (key, id, body) in msgs {
+            let props = BasicProperties::default()
+                .with_delivery_mode(2)
+                .with_content_type("application/json".into())
+                .with_message_id(ShortString::from(*id));
+            pending.push(ch.basic_publish(exchange.as_str().into(), (*key).into(), opts, body, props).await);
+        }
+        let confirms = pending.into_iter().map(|p| async move {
+            match p {
+                Ok(confirm) => confirm.await,
+                Err(e) => Err(e),
+            }
+        });
+        let confirmations = futures::future::join_all(confirms).await;
+        let mut out = Vec::with_capacity(msgs.len());
+        for ((key, id, body), c) in msgs.iter().zip(confirmations) {
+            out.push(match c {
+                Ok(lapin::Confirmation::Ack(None)) => Ok(()),
+                Ok(_) => Err(BusError::NotConfirmed(format!("{key} (nacked or unroutable: no queue bound)"))),
+                Err(e) => {
+                    // The channel failed under it (a broken channel is re-made on next use):
+                    // published again on its own, with reconnects and backoff.
+                    tracing::warn!(error = %e, "pipelined publish failed; publishing it again");
+                    self.publish(key, id, body).await
+                }
+            });
+        }
+        out
+    }
+
     async fn subscribe(&self, queue: &QueueSpec) -> BusResult<Box<dyn Subscription>> {
         let (conn, consumer) = self.consume(queue).await?;
         Ok(Box::new(RabbitSubscription {

@@ -205,6 +205,19 @@ impl Bus for SqsBus {
         Ok(())
     }
 
+    /// Sends up to 16 messages at a time, each confirmed by SQS's answer; results in order.
+    async fn publish_batch(&self, msgs: &[(&str, &str, &[u8])]) -> Vec<BusResult<()>> {
+        let mut out = Vec::with_capacity(msgs.len());
+        for chunk in msgs.chunks(16) {
+            let mut sends = Vec::with_capacity(chunk.len());
+            for &(key, id, body) in chunk {
+                sends.push(self.publish(key, id, body));
+            }
+            out.extend(futures::future::join_all(sends).await);
+        }
+        out
+    }
+
     async fn subscribe(&self, queue: &QueueSpec) -> BusResult<Box<dyn Subscription>> {
         let url = self.url(&queue.name).await?;
         Ok(Box::new(SqsSubscription {

@@ -45,6 +45,9 @@ enum BenchCommand {
         /// Skip (b), which needs Redis and RabbitMQ.
         #[arg(long)]
         embedded_only: bool,
+        /// Skip (a): only the path through Redis and RabbitMQ.
+        #[arg(long, conflicts_with = "embedded_only")]
+        brokers_only: bool,
         #[arg(long)]
         json: bool,
     },
@@ -73,10 +76,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             providers,
             through_brokers,
             embedded_only,
+            brokers_only,
             json,
         } => {
             super::init_logging_unless_set("error");
-            heartbeat::run(providers, through_brokers, embedded_only, json).await?;
+            heartbeat::run(providers, through_brokers, embedded_only, brokers_only, json).await?;
         }
     }
     Ok(())

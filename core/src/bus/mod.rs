@@ -117,6 +117,19 @@ pub trait Subscription: Send {
 pub trait Bus: Send + Sync + 'static {
     /// Publishes and returns once the broker confirmed it holds the message.
     async fn publish(&self, routing_key: &str, message_id: &str, body: &[u8]) -> BusResult<()>;
+    /// Publishes several messages, each `(routing_key, message_id, body)`, and returns once the
+    /// broker has confirmed or refused every one: one result per message, in order. A message
+    /// whose result is `Ok` is held by the broker exactly as after [`Bus::publish`]; the others
+    /// may or may not have been taken (publish them again; consumers deduplicate by message id).
+    /// Transports that can pipeline (publish all, then await the confirms together) override
+    /// this; the default publishes one after another.
+    async fn publish_batch(&self, msgs: &[(&str, &str, &[u8])]) -> Vec<BusResult<()>> {
+        let mut out = Vec::with_capacity(msgs.len());
+        for (routing_key, message_id, body) in msgs {
+            out.push(self.publish(routing_key, message_id, body).await);
+        }
+        out
+    }
     /// Declares the queue (idempotently) and consumes it.
     async fn subscribe(&self, queue: &QueueSpec) -> BusResult<Box<dyn Subscription>>;
 }

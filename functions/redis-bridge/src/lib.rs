@@ -1,12 +1,14 @@
 //! Redis-to-bus bridge: reads the agents' streams through a consumer group, publishes each
-//! entry to the bus and XACKs only after the publish is confirmed. Entries a crashed bridge left
-//! pending are reclaimed (XAUTOCLAIM); entries that cannot be forwarded go to a dead-letter
-//! stream with their reason, then are acked; processed entries are trimmed. An entry whose
-//! forward has failed `max_forward_failures` times (a publish the bus refuses every time) is
-//! dead-lettered with reason `forward_failed` and acked, so trimming never stalls behind it; its
-//! count of failed forwards is the group's delivery count for it (XPENDING). The dead-letter
-//! stream itself is bounded (`MAXLEN ~`). Several bridges may run at once: the consumer group
-//! shares the entries out.
+//! entry to the bus and XACKs only after the publish is confirmed. Pipelined: a read batch is
+//! published without waiting in between, its confirms are awaited together and the confirmed
+//! entries are acked in one XACK; the streams' batches are forwarded concurrently. Entries a
+//! crashed bridge left pending are reclaimed (XAUTOCLAIM); entries that cannot be forwarded go
+//! to a dead-letter stream with their reason, then are acked; processed entries are trimmed. An
+//! entry whose forward has failed `max_forward_failures` times (a publish the bus refuses every
+//! time) is dead-lettered with reason `forward_failed` and acked, so trimming never stalls
+//! behind it; its count of failed forwards is the group's delivery count for it (XPENDING). The
+//! dead-letter stream itself is bounded (`MAXLEN ~`). Several bridges may run at once: the
+//! consumer group shares the entries out.
 
 pub mod entry;
 
@@ -17,7 +19,7 @@ use redis::aio::ConnectionManager;
 use redis::Value;
 use tokio::sync::broadcast;
 use worldland_adapters::replies::ensure_group;
-use worldland_core::bus::Bus;
+use worldland_core::bus::{Bus, BusError};
 use worldland_core::messages::topics;
 use worldland_core::streams::StreamNames;
 use worldland_runtime::Config;
@@ -162,52 +164,68 @@ impl RedisBridge {
             cmd.arg(">");
         }
         let reply: Value = cmd.query_async(&mut self.reader.clone()).await?;
+        let batches = entry::parse_read_reply(&reply).ok_or(Error::Reply("XREADGROUP"))?;
+        // Each stream's batch is forwarded concurrently with the others'.
+        let forwards = batches
+            .into_iter()
+            .map(|(stream, entries)| async move { self.forward_all(&stream, entries).await });
         let mut pass = Pass::default();
-        for (stream, entries) in entry::parse_read_reply(&reply).ok_or(Error::Reply("XREADGROUP"))? {
-            pass += self.forward_all(&stream, entries).await?;
+        for r in futures::future::join_all(forwards).await {
+            pass += r?;
         }
         Ok(pass)
     }
 
-    /// Takes over entries another (crashed) bridge left pending longer than `reclaim_idle_ms`.
+    /// Takes over entries another (crashed) bridge left pending longer than `reclaim_idle_ms`;
+    /// the streams concurrently.
     pub async fn reclaim_once(&self) -> Result<Pass> {
+        let streams = self.streams();
+        let reclaims = streams.iter().map(|(stream, _)| self.reclaim_stream(stream));
         let mut pass = Pass::default();
-        for (stream, _) in self.streams() {
-            let mut start = "0-0".to_string();
-            loop {
-                let reply: Value = redis::cmd("XAUTOCLAIM")
-                    .arg(&stream)
-                    .arg(&self.settings.group)
-                    .arg(&self.settings.consumer)
-                    .arg(self.settings.reclaim_idle_ms)
-                    .arg(&start)
-                    .arg("COUNT")
-                    .arg(self.settings.batch)
-                    .query_async(&mut self.conn.clone())
-                    .await?;
-                let (next, entries, deleted) = entry::parse_autoclaim_reply(&reply).ok_or(Error::Reply("XAUTOCLAIM"))?;
-                if !deleted.is_empty() {
-                    // Trimmed away while pending: nothing left to forward, just clear them.
-                    redis::cmd("XACK")
-                        .arg(&stream)
-                        .arg(&self.settings.group)
-                        .arg(&deleted)
-                        .query_async::<()>(&mut self.conn.clone())
-                        .await?;
-                }
-                if !entries.is_empty() {
-                    tracing::info!(%stream, count = entries.len(), "reclaimed pending entries");
-                }
-                pass += self.forward_all(&stream, entries).await?;
-                if next == "0-0" {
-                    break;
-                }
-                start = next;
-            }
+        for r in futures::future::join_all(reclaims).await {
+            pass += r?;
         }
         Ok(pass)
     }
 
+    async fn reclaim_stream(&self, stream: &str) -> Result<Pass> {
+        let mut pass = Pass::default();
+        let mut start = "0-0".to_string();
+        loop {
+            let reply: Value = redis::cmd("XAUTOCLAIM")
+                .arg(stream)
+                .arg(&self.settings.group)
+                .arg(&self.settings.consumer)
+                .arg(self.settings.reclaim_idle_ms)
+                .arg(&start)
+                .arg("COUNT")
+                .arg(self.settings.batch)
+                .query_async(&mut self.conn.clone())
+                .await?;
+            let (next, entries, deleted) = entry::parse_autoclaim_reply(&reply).ok_or(Error::Reply("XAUTOCLAIM"))?;
+            if !deleted.is_empty() {
+                // Trimmed away while pending: nothing left to forward, just clear them.
+                self.ack(stream, &deleted).await?;
+            }
+            if !entries.is_empty() {
+                tracing::info!(%stream, count = entries.len(), "reclaimed pending entries");
+            }
+            pass += self.forward_all(stream, entries).await?;
+            if next == "0-0" {
+                break;
+            }
+            start = next;
+        }
+        Ok(pass)
+    }
+
+    /// Forwards one stream's entries, pipelined: every forwardable entry is published without
+    /// waiting in between, the confirms are awaited together, and the confirmed ones are acked
+    /// in one XACK (never before their confirm). Entries are classified in order (a `*` id
+    /// dragged behind a future one is forwarded on the bridge's clock; the future id is refused).
+    /// Refused entries are dead-lettered; an entry whose publish was not confirmed stays pending
+    /// to be reclaimed, or is dead-lettered once the bus has refused it `max_forward_failures`
+    /// times.
     async fn forward_all(&self, stream: &str, entries: Vec<RawEntry>) -> Result<Pass> {
         let topic = self
             .streams()
@@ -219,6 +237,9 @@ impl RedisBridge {
         let now = chrono::Utc::now();
         let mut future = Vec::new();
         let mut previous: Option<String> = None;
+        // (message id, body, entry) to publish; (entry, rejection) to dead-letter.
+        let mut outgoing: Vec<(String, Vec<u8>, RawEntry)> = Vec::with_capacity(entries.len());
+        let mut refused = Vec::new();
         for e in entries {
             let mut dragged = false;
             if entry::lies_in_future(&e.id, now) {
@@ -233,32 +254,46 @@ impl RedisBridge {
             match envelope_for(stream, &e, now, dragged) {
                 Ok(env) => {
                     let body = serde_json::to_vec(&env).expect("envelopes serialise");
-                    match self.bus.publish(topic, &env.message_id(), &body).await {
-                        Ok(()) => {
-                            self.ack(stream, &e.id).await?;
-                            pass.forwarded += 1;
-                        }
-                        Err(err) => {
-                            let tries = self.delivery_count(stream, &e.id).await?;
-                            if tries >= self.limits.max_forward_failures.max(1) {
-                                tracing::error!(%stream, id = %e.id, tries, error = %err, "publish refused every time; entry dead-lettered");
-                                let message = format!("the bus refused it {tries} times; last: {err}");
-                                self.dead_letter(stream, &e, FORWARD_FAILED, &message).await?;
-                                pass.dead_lettered += 1;
-                            } else {
-                                // Not acked: it stays pending and is reclaimed after the idle time.
-                                tracing::warn!(%stream, id = %e.id, tries, error = %err, "publish not confirmed; entry left pending");
-                                pass.left_pending += 1;
-                            }
-                        }
-                    }
+                    outgoing.push((env.message_id(), body, e));
                 }
-                Err(rej) => {
-                    tracing::warn!(%stream, id = %e.id, reason = rej.reason.code(), message = %rej.message, "entry dead-lettered");
-                    self.dead_letter(stream, &e, rej.reason.code(), &rej.message).await?;
-                    pass.dead_lettered += 1;
+                Err(rej) => refused.push((e, rej)),
+            }
+        }
+
+        if !outgoing.is_empty() {
+            let msgs: Vec<(&str, &str, &[u8])> = outgoing.iter().map(|(id, body, _)| (topic, id.as_str(), body.as_slice())).collect();
+            let mut results = self.bus.publish_batch(&msgs).await.into_iter();
+            let mut confirmed = Vec::with_capacity(outgoing.len());
+            let mut failed = Vec::new();
+            for (_, _, e) in outgoing {
+                // A transport that answered fewer results than messages: the rest unconfirmed.
+                match results.next().unwrap_or(Err(BusError::Closed)) {
+                    Ok(()) => confirmed.push(e.id),
+                    Err(err) => failed.push((e, err)),
                 }
             }
+            if !confirmed.is_empty() {
+                self.ack(stream, &confirmed).await?;
+                pass.forwarded += confirmed.len();
+            }
+            for (e, err) in failed {
+                let tries = self.delivery_count(stream, &e.id).await?;
+                if tries >= self.limits.max_forward_failures.max(1) {
+                    tracing::error!(%stream, id = %e.id, tries, error = %err, "publish refused every time; entry dead-lettered");
+                    let message = format!("the bus refused it {tries} times; last: {err}");
+                    self.dead_letter(stream, &e, FORWARD_FAILED, &message).await?;
+                    pass.dead_lettered += 1;
+                } else {
+                    // Not acked: it stays pending and is reclaimed after the idle time.
+                    tracing::warn!(%stream, id = %e.id, tries, error = %err, "publish not confirmed; entry left pending");
+                    pass.left_pending += 1;
+                }
+            }
+        }
+        for (e, rej) in refused {
+            tracing::warn!(%stream, id = %e.id, reason = rej.reason.code(), message = %rej.message, "entry dead-lettered");
+            self.dead_letter(stream, &e, rej.reason.code(), &rej.message).await?;
+            pass.dead_lettered += 1;
         }
         if !future.is_empty() {
             self.undo_drag(stream, &future, now).await;
@@ -335,11 +370,12 @@ impl RedisBridge {
         Ok(entry::pending_delivery_count(&reply).unwrap_or(1))
     }
 
-    async fn ack(&self, stream: &str, id: &str) -> Result<()> {
+    /// Acks `ids` of `stream` in one XACK.
+    async fn ack(&self, stream: &str, ids: &[String]) -> Result<()> {
         redis::cmd("XACK")
             .arg(stream)
             .arg(&self.settings.group)
-            .arg(id)
+            .arg(ids)
             .query_async::<()>(&mut self.conn.clone())
             .await?;
         Ok(())

@@ -60,6 +60,34 @@ impl TestEnv {
             .expect("Redis on 127.0.0.1:6379 (scripts/test starts it)")
     }
 
+    /// The next `n` entries of `stream` after `last` (which it advances), each read blocking up
+    /// to 8 s and bounded at 10 s: for awaiting what another task writes.
+    pub async fn next_entries(&self, stream: &str, last: &mut String, n: usize) -> Vec<redis::streams::StreamId> {
+        let mut reader = self.redis_blocking().await;
+        let mut out = vec![];
+        while out.len() < n {
+            let reply: redis::streams::StreamReadReply = tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                redis::cmd("XREAD")
+                    .arg("BLOCK")
+                    .arg(8000)
+                    .arg("STREAMS")
+                    .arg(stream)
+                    .arg(&*last)
+                    .query_async(&mut reader),
+            )
+            .await
+            .expect("entries within 10 s")
+            .expect("XREAD");
+            assert!(!reply.keys.is_empty(), "no entry on {stream} within 8 s");
+            for e in reply.keys.into_iter().flat_map(|k| k.ids) {
+                *last = e.id.clone();
+                out.push(e);
+            }
+        }
+        out
+    }
+
     /// A connection of its own for blocking reads.
     pub async fn redis_blocking(&self) -> ConnectionManager {
         backends::redis_blocking(&self.cfg).await.expect("Redis on 127.0.0.1:6379")

@@ -116,28 +116,12 @@ async fn forged_or_unsigned_mining_commands_run_nothing() {
     ));
 
     // Await the acknowledgements: one per command the broker signed for us, none for the rest.
-    let mut reader = env.redis_blocking().await;
-    let mut acks: Vec<CommandAck> = vec![];
-    let mut last = "0".to_string();
-    while acks.len() < 2 {
-        let reply: redis::streams::StreamReadReply = tokio::time::timeout(
-            Duration::from_secs(10),
-            redis::cmd("XREAD")
-                .arg("BLOCK")
-                .arg(5000)
-                .arg("STREAMS")
-                .arg(streams.command_ack())
-                .arg(&last)
-                .query_async(&mut reader),
-        )
+    let acks: Vec<CommandAck> = env
+        .next_entries(&streams.command_ack(), &mut "0".to_string(), 2)
         .await
-        .expect("acknowledgements within 10 s")
-        .unwrap();
-        for e in reply.keys.iter().flat_map(|k| k.ids.iter()) {
-            last = e.id.clone();
-            acks.push(serde_json::from_str(&e.get::<String>("data").unwrap()).unwrap());
-        }
-    }
+        .iter()
+        .map(|e| serde_json::from_str(&e.get::<String>("data").unwrap()).unwrap())
+        .collect();
     let _ = stop_tx.send(());
     assert_eq!(handling.await.unwrap(), 2, "only the broker's commands for this stream are handled");
     assert_eq!(

@@ -68,31 +68,13 @@ async fn the_sdk_obeys_mining_commands_once_and_acknowledges_them() {
         rx,
     ));
 
-    // Await both acknowledgements on the ack stream.
-    let mut reader = env.redis_blocking().await;
+    // Await both acknowledgements on the ack stream, each signed by the provider's wallet.
     let mut acks = vec![];
-    let mut last = "0".to_string();
-    while acks.len() < 2 {
-        let reply: redis::streams::StreamReadReply = tokio::time::timeout(
-            Duration::from_secs(10),
-            redis::cmd("XREAD")
-                .arg("BLOCK")
-                .arg(5000)
-                .arg("STREAMS")
-                .arg(streams.command_ack())
-                .arg(&last)
-                .query_async(&mut reader),
-        )
-        .await
-        .expect("acknowledgements within 10 s")
-        .unwrap();
-        for e in reply.keys.iter().flat_map(|k| k.ids.iter()) {
-            last = e.id.clone();
-            let data: String = e.get("data").unwrap();
-            let sig: String = e.get("signature").unwrap();
-            assert_eq!(recover_personal(data.as_bytes(), &sig).unwrap(), address_of(p.key.verifying_key()));
-            acks.push(serde_json::from_str::<CommandAck>(&data).unwrap());
-        }
+    for e in env.next_entries(&streams.command_ack(), &mut "0".to_string(), 2).await {
+        let data: String = e.get("data").unwrap();
+        let sig: String = e.get("signature").unwrap();
+        assert_eq!(recover_personal(data.as_bytes(), &sig).unwrap(), address_of(p.key.verifying_key()));
+        acks.push(serde_json::from_str::<CommandAck>(&data).unwrap());
     }
     let _ = stop_tx.send(());
     assert_eq!(handling.await.unwrap(), 2, "the repeated command is obeyed once");
@@ -105,30 +87,11 @@ async fn the_sdk_obeys_mining_commands_once_and_acknowledges_them() {
 
 /// Waits (up to 10 s) for `n` more acknowledgements after `last`.
 async fn next_acks(env: &TestEnv, last: &mut String, n: usize) -> Vec<CommandAck> {
-    let streams = env.cfg.streams();
-    let mut reader = env.redis_blocking().await;
-    let mut acks = vec![];
-    while acks.len() < n {
-        let reply: redis::streams::StreamReadReply = tokio::time::timeout(
-            Duration::from_secs(10),
-            redis::cmd("XREAD")
-                .arg("BLOCK")
-                .arg(8000)
-                .arg("STREAMS")
-                .arg(streams.command_ack())
-                .arg(&*last)
-                .query_async(&mut reader),
-        )
-        .await
-        .expect("acknowledgements within 10 s")
-        .unwrap();
-        assert!(!reply.keys.is_empty(), "no acknowledgement within 8 s");
-        for e in reply.keys.iter().flat_map(|k| k.ids.iter()) {
-            *last = e.id.clone();
-            acks.push(serde_json::from_str::<CommandAck>(&e.get::<String>("data").unwrap()).unwrap());
-        }
-    }
-    acks
+    let entries = env.next_entries(&env.cfg.streams().command_ack(), last, n).await;
+    entries
+        .iter()
+        .map(|e| serde_json::from_str::<CommandAck>(&e.get::<String>("data").unwrap()).unwrap())
+        .collect()
 }
 
 fn command(kind: &str, job: &str) -> MiningCommand {

@@ -62,6 +62,8 @@ fn long(s: &str) -> AMQPValue {
 }
 
 const MAX_ATTEMPTS: u32 = 6;
+/// How long a publish may wait for its confirm before it counts as failed (and is retried).
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
 
 async fn backoff(attempt: u32) {
     let ms = 100u64 << attempt.min(6);
@@ -153,12 +155,19 @@ impl RabbitBus {
                 mandatory: true,
                 ..Default::default()
             };
-            let res = async {
+            let publish = async {
                 ch.basic_publish(exchange.into(), routing_key.into(), opts, body, props)
                     .await?
                     .await
-            }
-            .await;
+            };
+            // A confirm that never comes (a broker gone without a word) must not hold the
+            // handler, and with it a consumer permit, forever.
+            let res = match tokio::time::timeout(CONFIRM_TIMEOUT, publish).await {
+                Ok(res) => res,
+                Err(_) => Err(lapin::Error::from(lapin::ErrorKind::InvalidConnectionState(
+                    lapin::ConnectionState::Error,
+                ))),
+            };
             match res {
                 Ok(lapin::Confirmation::Ack(None)) => return Ok(()),
                 Ok(_) => {
@@ -344,7 +353,18 @@ impl Bus for RabbitBus {
                 Err(e) => Err(e),
             }
         });
-        let confirmations = futures::future::join_all(confirms).await;
+        // Bounded like a single publish: past it, each message goes again on its own.
+        let confirmations = match tokio::time::timeout(CONFIRM_TIMEOUT, futures::future::join_all(confirms)).await {
+            Ok(c) => c,
+            Err(_) => msgs
+                .iter()
+                .map(|_| {
+                    Err(lapin::Error::from(lapin::ErrorKind::InvalidConnectionState(
+                        lapin::ConnectionState::Error,
+                    )))
+                })
+                .collect(),
+        };
         let mut out = Vec::with_capacity(msgs.len());
         for ((key, id, body), c) in msgs.iter().zip(confirmations) {
             out.push(match c {

@@ -151,10 +151,7 @@ impl AofRedis {
     }
 
     fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        stop(&mut self.child);
         wait_port(self.port, false, Duration::from_secs(10), "redis after kill -9");
     }
 
@@ -165,11 +162,16 @@ impl AofRedis {
 
 impl Drop for AofRedis {
     fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        stop(&mut self.child);
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Kills a private service's process (kill -9) and reaps it.
+fn stop(child: &mut Option<std::process::Child>) {
+    if let Some(mut c) = child.take() {
+        let _ = c.kill();
+        let _ = c.wait();
     }
 }
 
@@ -220,10 +222,7 @@ impl Dynalite {
     }
 
     fn restart(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        stop(&mut self.child);
         wait_port(self.port, false, Duration::from_secs(10), "dynalite after kill");
         self.launch();
     }
@@ -235,10 +234,7 @@ impl Dynalite {
 
 impl Drop for Dynalite {
     fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        stop(&mut self.child);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -303,14 +303,8 @@ impl ItemStore for DynamoStore {
         let mut start = None;
         loop {
             let page = self
-                .client
-                .query()
-                .table_name(self.names.of(table))
-                .index_name(self.names.index_of(table))
-                .key_condition_expression(&key_cond)
+                .index_query(table, &key_cond, &b)
                 .select(Select::Count)
-                .set_expression_attribute_names(Some(b.names.clone()))
-                .set_expression_attribute_values(Some(b.values.clone()))
                 .set_exclusive_start_key(start)
                 .send()
                 .await
@@ -327,16 +321,10 @@ impl ItemStore for DynamoStore {
         let (key_cond, mut b) = key_condition(state, None);
         let projection = b.path(INDEX_SORT_ATTR);
         let page = self
-            .client
-            .query()
-            .table_name(self.names.of(table))
-            .index_name(self.names.index_of(table))
-            .key_condition_expression(&key_cond)
+            .index_query(table, &key_cond, &b)
             .scan_index_forward(false)
             .limit(1)
             .projection_expression(projection)
-            .set_expression_attribute_names(Some(b.names.clone()))
-            .set_expression_attribute_values(Some(b.values.clone()))
             .send()
             .await
             .map_err(backend)?;
@@ -387,6 +375,22 @@ fn key_condition(state: &str, hb_before: Option<i64>) -> (String, ExprBuilder) {
 }
 
 impl DynamoStore {
+    /// A query on `table`'s state index under `key_cond`, with the names and values it uses.
+    fn index_query(
+        &self,
+        table: Table,
+        key_cond: &str,
+        b: &ExprBuilder,
+    ) -> aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder {
+        self.client
+            .query()
+            .table_name(self.names.of(table))
+            .index_name(self.names.index_of(table))
+            .key_condition_expression(key_cond)
+            .set_expression_attribute_names(Some(b.names.clone()))
+            .set_expression_attribute_values(Some(b.values.clone()))
+    }
+
     /// One index query, paged; with `attrs`, only those attributes (and the key) come back.
     async fn query(&self, table: Table, state: &str, hb_before: Option<i64>, attrs: Option<&[&str]>) -> StoreResult<Vec<Item>> {
         let (key_cond, mut b) = key_condition(state, hb_before);
@@ -401,14 +405,8 @@ impl DynamoStore {
         let mut start = None;
         loop {
             let page = self
-                .client
-                .query()
-                .table_name(self.names.of(table))
-                .index_name(self.names.index_of(table))
-                .key_condition_expression(&key_cond)
+                .index_query(table, &key_cond, &b)
                 .set_projection_expression(projection.clone())
-                .set_expression_attribute_names(Some(b.names.clone()))
-                .set_expression_attribute_values(Some(b.values.clone()))
                 .set_exclusive_start_key(start)
                 .send()
                 .await

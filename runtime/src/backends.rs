@@ -91,6 +91,7 @@ pub fn rabbit_settings(cfg: &Config) -> RabbitSettings {
         dlq_max_length: cfg.dlq_max_length,
         dlq_ttl: Duration::from_secs(cfg.dlq_ttl_s),
         connect_timeout: Duration::from_millis(cfg.amqp_connect_timeout_ms),
+        operation_timeout: Duration::from_millis(cfg.amqp_operation_timeout_ms),
     }
 }
 

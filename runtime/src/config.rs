@@ -246,6 +246,10 @@ pub struct Config {
     /// RabbitMQ: opening a connection (TCP and the AMQP handshake).
     #[serde(default = "d_amqp_connect_timeout_ms")]
     pub amqp_connect_timeout_ms: u64,
+    /// RabbitMQ: the broker's answer to a method (channel open, declare, consume). A node that is
+    /// still booting accepts connections and may not answer.
+    #[serde(default = "d_amqp_operation_timeout_ms")]
+    pub amqp_operation_timeout_ms: u64,
     /// Kubernetes API: connecting, and reading an answer.
     #[serde(default = "d_kube_connect_timeout_s")]
     pub kube_connect_timeout_s: u64,
@@ -281,6 +285,9 @@ fn d_redis_response_timeout_ms() -> u64 {
     5_000
 }
 fn d_amqp_connect_timeout_ms() -> u64 {
+    10_000
+}
+fn d_amqp_operation_timeout_ms() -> u64 {
     10_000
 }
 fn d_kube_connect_timeout_s() -> u64 {

@@ -168,6 +168,17 @@ impl PrivateRabbit {
         self.launch();
     }
 
+    /// Writes the node's Raft metadata to disk now. RabbitMQ 3.10 keeps a quorum queue's term and
+    /// vote in dets tables that are saved every few minutes: a kill -9 within that window after a
+    /// queue is declared brings the queue back at term 0, a follower that never calls an election
+    /// (no leader, publishes unconfirmed and consumers unanswered, forever). A broker that has been
+    /// up for minutes has saved them; a test that kills one seconds after declaring its queues calls
+    /// this first.
+    pub fn sync_metadata(&self) {
+        self.ctl(&["eval", "[{T, dets:sync(T)} || T <- dets:all()]."], 30)
+            .unwrap_or_else(|e| panic!("syncing the private node's metadata: {e}"));
+    }
+
     /// `(queue, messages ready + unacknowledged)` for every queue on the node.
     pub fn queue_counts(&self) -> Result<Vec<(String, u64)>, String> {
         let out = self.ctl(&["list_queues", "-q", "--no-table-headers", "name", "messages"], 30)?;

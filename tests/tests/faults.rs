@@ -12,13 +12,15 @@
 //! **Expected state.** With `WORLDLAND_CLUSTER=simulated` every worker process has its own
 //! in-memory cluster, so no node ever joins across processes: a registering provider ends
 //! `approved`, its answer a success carrying exactly one sealed token whose id is the one the
-//! store holds (`token_id`), and its response stream holds exactly one answer. Jobs run against
+//! store holds (`token_id`), and its response stream holds exactly one answer; its heartbeats are
+//! refused `node_not_found` (the heartbeat-recorder's dead letters). Jobs run against
 //! providers seeded `available` directly in the store. Afterwards: every registration answered
 //! exactly once with one token; every agent provider `approved` with that token; every job
 //! `allocated`, `released` or `rejected` (none `pending`, none missing); no pending entries of the
 //! bridge group; the worker queues empty; `jobs::audit` clean. The figures (providers, jobs,
-//! faults, lost, stuck, duplicates) and the dead letters (per `.dlq` queue, and
-//! `provider:deadletter` by reason) are printed.
+//! faults, lost, stuck, duplicates) and the dead letters (per `.dlq` queue and
+//! `provider:deadletter`, by reason) are printed. `WORLDLAND_FAULTS_LOG_DIR` keeps the workers'
+//! logs (`WORLDLAND_FAULTS_RUST_LOG` sets their filter).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -46,9 +48,11 @@ use worldland_runtime::{backends, Config};
 use worldland_tests::private_rabbit::PrivateRabbit;
 use worldland_tests::private_redis::server_binary;
 
-const AGENTS: usize = 10;
-const SEEDED: usize = 6;
-const JOBS: usize = 20;
+const AGENTS: usize = 20;
+const SEEDED: usize = 8;
+/// Customers allocating at once, each `JOBS / CUSTOMERS` jobs one after another.
+const CUSTOMERS: usize = 3;
+const JOBS: usize = 45;
 /// The whole scenario (agents, customers, faults) must settle within this.
 const SCENARIO: Duration = Duration::from_secs(100);
 const SETTLE: Duration = Duration::from_secs(40);
@@ -272,7 +276,10 @@ impl Workers {
         let mut cmd = Command::new(bin_dir().join(name));
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("WORLDLAND_FAULTS_RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .env("WORLDLAND_HEALTH_ADDR", format!("127.0.0.1:{port}"));
         for (k, v) in &self.vars {
             cmd.env(k, v);
@@ -468,16 +475,27 @@ async fn await_job(store: &dyn ItemStore, id: &str, done: &[&str], deadline: Ins
     }
 }
 
-/// A customer: allocates `JOBS` jobs one after another and releases every other allocated one.
-async fn customer(cfg: Config, figures: Arc<Figures>, deadline: Instant) -> Result<Vec<String>, String> {
+/// The customers, at once; the ids of the jobs they published.
+async fn customers(cfg: Config, figures: Arc<Figures>, deadline: Instant) -> Result<Vec<String>, String> {
+    let all = (0..CUSTOMERS).map(|c| customer(c, cfg.clone(), figures.clone(), deadline));
+    let mut ids = vec![];
+    for r in futures::future::join_all(all).await {
+        ids.extend(r?);
+    }
+    Ok(ids)
+}
+
+/// A customer: allocates its jobs one after another and releases every other allocated one.
+async fn customer(c: usize, cfg: Config, figures: Arc<Figures>, deadline: Instant) -> Result<Vec<String>, String> {
     let store = backends::dynamo(&cfg).await;
     let bus = backends::rabbit(&cfg).await.map_err(|e| format!("customer bus: {e}"))?;
     let mut ids = vec![];
-    for j in 0..JOBS {
+    let per = JOBS / CUSTOMERS;
+    for j in c * per..(c + 1) * per {
         let job_id = format!("job-fault-{j:03}");
         let req = AllocateRequest {
             job_id: job_id.clone(),
-            customer_id: format!("cust-{}", j % 3),
+            customer_id: format!("cust-{c}"),
             gpu_model: None,
             gpus: 1,
             cpu_cores: 1,
@@ -520,10 +538,37 @@ async fn customer(cfg: Config, figures: Arc<Figures>, deadline: Instant) -> Resu
     Ok(ids)
 }
 
+/// The reasons on a dead-letter queue's messages (`x-worldland-reason`, or the broker's own
+/// `delivery limit` when it dead-lettered a message itself), read off with basic.get.
+async fn dead_letter_reasons(amqp_url: &str, queue: &str) -> BTreeMap<String, usize> {
+    use lapin::options::BasicGetOptions;
+    let mut reasons = BTreeMap::new();
+    let Ok(conn) = lapin::Connection::connect(amqp_url, lapin::ConnectionProperties::default()).await else {
+        return reasons;
+    };
+    let Ok(ch) = conn.create_channel().await else { return reasons };
+    while let Ok(Ok(Some(m))) =
+        tokio::time::timeout(Duration::from_secs(5), ch.basic_get(queue.into(), BasicGetOptions { no_ack: true })).await
+    {
+        let reason = m
+            .properties
+            .headers()
+            .as_ref()
+            .and_then(|h| h.inner().get("x-worldland-reason").cloned())
+            .and_then(|v| match v {
+                lapin::types::AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+                _ => None,
+            })
+            .unwrap_or_else(|| "delivery limit (no reason header)".into());
+        *reasons.entry(reason).or_default() += 1;
+    }
+    let _ = conn.close(200, "read".into()).await;
+    reasons
+}
+
 // ---------- the test ----------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails today (issue 11, open): after the second RabbitMQ kill -9 some consumers take no more messages (2-6 left ready in the registration-handler, heartbeat-recorder and allocator queues for 100 s+; registrations unanswered, jobs stuck). Run with --run-ignored while fixing."]
 async fn the_plane_survives_kill_9_of_every_backend_and_worker() {
     let started = Instant::now();
     let mut redis_srv = tokio::task::block_in_place(AofRedis::start);
@@ -557,6 +602,7 @@ async fn the_plane_survives_kill_9_of_every_backend_and_worker() {
         ("WORLDLAND_SWEEP_INTERVAL_S", "2".into()),
         ("WORLDLAND_REDIS_CONNECT_TIMEOUT_MS", "1000".into()),
         ("WORLDLAND_AMQP_CONNECT_TIMEOUT_MS", "2000".into()),
+        ("WORLDLAND_AMQP_OPERATION_TIMEOUT_MS", "3000".into()),
         ("WORLDLAND_AWS_OPERATION_TIMEOUT_MS", "5000".into()),
         ("WORLDLAND_AWS_ATTEMPT_TIMEOUT_MS", "2000".into()),
     ]
@@ -578,7 +624,11 @@ async fn the_plane_survives_kill_9_of_every_backend_and_worker() {
         .await
         .expect("the job-events queue");
 
-    let log_dir = rabbit.dir().join("workers");
+    // Worker logs live with the private node (removed with it) unless WORLDLAND_FAULTS_LOG_DIR
+    // names a place to keep them.
+    let log_dir = std::env::var_os("WORLDLAND_FAULTS_LOG_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| rabbit.dir().join("workers"));
     std::fs::create_dir_all(&log_dir).unwrap();
     let mut workers = Workers {
         vars,
@@ -589,6 +639,9 @@ async fn the_plane_survives_kill_9_of_every_backend_and_worker() {
     for w in CONSUMERS.into_iter().chain(SERVICES) {
         workers.spawn(w).await;
     }
+    // The queues were declared seconds ago: have the node save their Raft terms as a broker up for
+    // minutes would have (see PrivateRabbit::sync_metadata), so kill -9 tests our code, not that.
+    tokio::task::block_in_place(|| rabbit.sync_metadata());
     eprintln!("[faults] workers up at {:?}", started.elapsed());
 
     // Providers for the jobs: seeded available directly in the store.
@@ -608,11 +661,11 @@ async fn the_plane_survives_kill_9_of_every_backend_and_worker() {
         let (url, streams, broker, figures) = (redis_srv.url(), streams.clone(), broker_key.public(), figures.clone());
         agent_tasks.push(tokio::spawn(async move {
             // Spread the registrations over the faults (about 20 s of them).
-            tokio::time::sleep(Duration::from_millis(2_000 * i as u64)).await;
+            tokio::time::sleep(Duration::from_millis(1_000 * i as u64)).await;
             agent(p, url, streams, broker, figures, deadline).await
         }));
     }
-    let customer_task = tokio::spawn(customer(cfg.clone(), figures.clone(), deadline));
+    let customer_task = tokio::spawn(customers(cfg.clone(), figures.clone(), deadline));
 
     // The faults, one after another, while agents and customers run.
     let pause = Duration::from_millis(1500);
@@ -811,13 +864,29 @@ async fn the_plane_survives_kill_9_of_every_backend_and_worker() {
         started.elapsed()
     );
     eprintln!("[faults] queues: {queues:?}");
-    eprintln!(
-        "[faults] DLQ: {:?}",
-        queues.iter().filter(|(q, _)| q.ends_with(".dlq")).collect::<Vec<_>>()
-    );
+    for (q, n) in queues.iter().filter(|(q, n)| q.ends_with(".dlq") && *n > 0) {
+        eprintln!(
+            "[faults] DLQ {q}: {n}, by reason {:?}",
+            dead_letter_reasons(&rabbit.amqp_url(), q).await
+        );
+    }
     eprintln!("[faults] provider:deadletter by reason: {dead_by_reason:?}");
     eprintln!("[faults] pending: {pending:?}");
     if !failures.is_empty() {
+        let detail = tokio::task::block_in_place(|| {
+            rabbit.ctl(
+                &[
+                    "list_queues",
+                    "-q",
+                    "name",
+                    "messages_ready",
+                    "messages_unacknowledged",
+                    "consumers",
+                ],
+                30,
+            )
+        });
+        eprintln!("[faults] queues (ready, unacked, consumers):\n{}", detail.unwrap_or_else(|e| e));
         eprintln!("[faults] worker logs in {} (kept: the test failed)", log_dir.display());
         for w in CONSUMERS.into_iter().chain(SERVICES) {
             let text = std::fs::read_to_string(log_dir.join(format!("{w}.log"))).unwrap_or_default();

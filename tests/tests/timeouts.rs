@@ -1,5 +1,7 @@
 //! Timeouts everywhere (issue 11): a Redis server that never answers fails a command within the
-//! configured timeout instead of hanging the bridge; a lapin connect to a black hole times out; an
+//! configured timeout instead of hanging the bridge; a lapin connect to a black hole times out; a
+//! RabbitMQ that finishes the handshake and then answers nothing (a node still booting) fails the
+//! channel open within the operation timeout; an
 //! AWS SDK call to a server that never answers fails within its operation timeout; a handler that
 //! panics has its delivery retried, not dropped.
 
@@ -25,6 +27,44 @@ fn black_hole() -> u16 {
         let mut held = vec![];
         for s in listener.incoming().flatten() {
             held.push(s);
+        }
+    });
+    port
+}
+
+/// A proxy to the RabbitMQ on 127.0.0.1:5672 that passes the connection handshake (the server's
+/// first three frames: start, tune, open-ok) and then swallows everything the broker says, as a
+/// node still booting or a stalled broker would: its port.
+fn mute_after_handshake() -> u16 {
+    use std::io::{Read, Write};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let Ok(server) = std::net::TcpStream::connect("127.0.0.1:5672") else {
+                continue;
+            };
+            let (mut c_in, mut s_out) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            std::thread::spawn(move || std::io::copy(&mut c_in, &mut s_out));
+            let (mut s_in, mut c_out) = (server, client);
+            std::thread::spawn(move || {
+                let mut forwarded = 0;
+                loop {
+                    let mut header = [0u8; 7];
+                    if s_in.read_exact(&mut header).is_err() {
+                        return;
+                    }
+                    let size = u32::from_be_bytes([header[3], header[4], header[5], header[6]]) as usize;
+                    let mut rest = vec![0u8; size + 1];
+                    if s_in.read_exact(&mut rest).is_err() {
+                        return;
+                    }
+                    if forwarded < 3 {
+                        forwarded += 1;
+                        let _ = c_out.write_all(&header).and_then(|_| c_out.write_all(&rest));
+                    }
+                }
+            });
         }
     });
     port
@@ -77,6 +117,24 @@ async fn a_lapin_connect_to_a_black_hole_times_out() {
     let outcome = tokio::time::timeout(Duration::from_secs(40), backends::rabbit(&cfg)).await;
     assert!(outcome.is_ok(), "the connect hung past 40 s");
     assert!(outcome.unwrap().is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rabbitmq_that_stops_answering_after_the_handshake_fails_within_the_operation_timeout() {
+    let port = mute_after_handshake();
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let cfg = cfg(&[
+        ("WORLDLAND_AMQP_URL", format!("amqp://guest:guest@127.0.0.1:{port}/%2f")),
+        ("WORLDLAND_EXCHANGE", format!("wltest-mute-{id}")),
+        ("WORLDLAND_AMQP_CONNECT_TIMEOUT_MS", "2000".into()),
+        ("WORLDLAND_AMQP_OPERATION_TIMEOUT_MS", "300".into()),
+    ]);
+    // Without the operation timeout the channel open waits for its answer forever.
+    let outcome = tokio::time::timeout(Duration::from_secs(40), backends::rabbit(&cfg)).await;
+    assert!(outcome.is_ok(), "opening a channel hung past 40 s");
+    let err = outcome.unwrap().err().expect("a broker that answers nothing cannot be used");
+    let chain = format!("{err:?}");
+    assert!(chain.contains("did not answer"), "{chain}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -34,6 +34,9 @@ pub struct RabbitSettings {
     pub dlq_ttl: Duration,
     /// Opening a connection (TCP and the AMQP handshake) fails after this long.
     pub connect_timeout: Duration,
+    /// A broker's answer to a method (channel open, declare, bind, qos, consume) that takes
+    /// longer fails the operation: a node still booting accepts connections and may never answer.
+    pub operation_timeout: Duration,
 }
 
 impl RabbitSettings {
@@ -64,6 +67,22 @@ fn long(s: &str) -> AMQPValue {
 const MAX_ATTEMPTS: u32 = 6;
 /// How long a publish may wait for its confirm before it counts as failed (and is retried).
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs `op` (a sequence of AMQP methods) within `limit`, or fails naming `what`.
+async fn bounded<T>(what: &str, limit: Duration, op: impl std::future::Future<Output = BusResult<T>>) -> BusResult<T> {
+    tokio::time::timeout(limit, op).await.unwrap_or_else(|_| {
+        Err(conn_err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("RabbitMQ did not answer {what} within {limit:?}"),
+        )))
+    })
+}
+
+/// Closes a connection that is done with or failed half-way; a broker that does not answer the
+/// close is not waited for past a second.
+async fn close(conn: Connection, why: &str) {
+    let _ = tokio::time::timeout(Duration::from_secs(1), conn.close(200, why.into())).await;
+}
 
 async fn backoff(attempt: u32) {
     let ms = 100u64 << attempt.min(6);
@@ -98,6 +117,17 @@ impl RabbitBus {
                 ))
             })?
             .map_err(conn_err)?;
+        match bounded("opening a channel", s.operation_timeout, self.declare_exchanges(&conn)).await {
+            Ok(ch) => Ok((conn, ch)),
+            Err(e) => {
+                close(conn, "failed").await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn declare_exchanges(&self, conn: &Connection) -> BusResult<Channel> {
+        let s = &self.inner.settings;
         let ch = conn.create_channel().await.map_err(conn_err)?;
         let durable = ExchangeDeclareOptions {
             durable: true,
@@ -114,7 +144,7 @@ impl RabbitBus {
         )
         .await
         .map_err(conn_err)?;
-        Ok((conn, ch))
+        Ok(ch)
     }
 
     async fn publisher_channel(&self) -> BusResult<Channel> {
@@ -123,12 +153,21 @@ impl RabbitBus {
             if conn.status().connected() && ch.status().connected() {
                 return Ok(ch.clone());
             }
+            tracing::debug!(
+                connection_errored = conn.status().errored(),
+                channel_connected = ch.status().connected(),
+                "publisher connection lost; reopening"
+            );
         }
         let mut last = None;
         for attempt in 0..MAX_ATTEMPTS {
             match self.open().await {
                 Ok((conn, ch)) => {
-                    ch.confirm_select(ConfirmSelectOptions::default()).await.map_err(conn_err)?;
+                    let confirm = async { ch.confirm_select(ConfirmSelectOptions::default()).await.map_err(conn_err) };
+                    if let Err(e) = bounded("confirm.select", self.inner.settings.operation_timeout, confirm).await {
+                        close(conn, "failed").await;
+                        return Err(e);
+                    }
                     *guard = Some((conn, ch.clone()));
                     return Ok(ch);
                 }
@@ -189,10 +228,14 @@ impl RabbitBus {
     /// Declares a worker's queue, its dead-letter queue and bindings. Idempotent.
     pub async fn declare(&self, queue: &QueueSpec) -> BusResult<()> {
         let (conn, ch) = self.open().await?;
-        let ch = self.declare_on(&conn, ch, queue).await?;
-        let _ = ch.close(200, "declared".into()).await;
-        let _ = conn.close(200, "declared".into()).await;
-        Ok(())
+        let declared = bounded(
+            "declaring queues",
+            self.inner.settings.operation_timeout,
+            self.declare_on(&conn, ch, queue),
+        )
+        .await;
+        close(conn, "declared").await;
+        declared.map(|_| ())
     }
 
     /// The dead-letter queue's arguments: a quorum queue bounded in length and age.
@@ -280,21 +323,28 @@ impl RabbitBus {
 
     async fn consume(&self, queue: &QueueSpec) -> BusResult<(Connection, Consumer)> {
         let (conn, ch) = self.open().await?;
-        let ch = self.declare_on(&conn, ch, queue).await?;
-        ch.basic_qos(self.inner.settings.prefetch, BasicQosOptions::default())
-            .await
-            .map_err(conn_err)?;
-        let tag = format!("{}-{}", queue.name, uuid::Uuid::new_v4().simple());
-        let consumer = ch
-            .basic_consume(
+        let consume = async {
+            let ch = self.declare_on(&conn, ch, queue).await?;
+            ch.basic_qos(self.inner.settings.prefetch, BasicQosOptions::default())
+                .await
+                .map_err(conn_err)?;
+            let tag = format!("{}-{}", queue.name, uuid::Uuid::new_v4().simple());
+            ch.basic_consume(
                 queue.name.as_str().into(),
                 tag.as_str().into(),
                 BasicConsumeOptions::default(),
                 FieldTable::default(),
             )
             .await
-            .map_err(conn_err)?;
-        Ok((conn, consumer))
+            .map_err(conn_err)
+        };
+        match bounded("declaring and consuming", self.inner.settings.operation_timeout, consume).await {
+            Ok(consumer) => Ok((conn, consumer)),
+            Err(e) => {
+                close(conn, "failed").await;
+                Err(e)
+            }
+        }
     }
 
     /// Removes queues and exchanges (tests clean up what they declared).
@@ -387,7 +437,7 @@ impl Bus for RabbitBus {
             bus: self.clone(),
             queue: queue.clone(),
             conn: Arc::new(conn),
-            consumer,
+            consumer: Some(consumer),
         }))
     }
 }
@@ -396,7 +446,8 @@ struct RabbitSubscription {
     bus: RabbitBus,
     queue: QueueSpec,
     conn: Arc<Connection>,
-    consumer: Consumer,
+    /// `None` after the consumer ended, until a reconnect succeeds.
+    consumer: Option<Consumer>,
 }
 
 fn previous_deliveries(props: &BasicProperties, redelivered: bool) -> u32 {
@@ -414,43 +465,41 @@ impl Subscription for RabbitSubscription {
     async fn next(&mut self) -> Option<Delivery> {
         let mut attempt = 0;
         loop {
-            match self.consumer.next().await {
-                Some(Ok(d)) => {
-                    let prev = previous_deliveries(&d.properties, d.redelivered);
-                    let message_id = d.properties.message_id().as_ref().map(|s| s.as_str().to_string());
-                    let settle = RabbitSettle {
-                        bus: self.bus.clone(),
-                        queue: self.queue.name.clone(),
-                        acker: d.acker,
-                    };
-                    return Some(Delivery::new(
-                        d.routing_key.as_str().to_string(),
-                        message_id,
-                        d.data,
-                        prev,
-                        Box::new(settle),
-                    ));
+            if let Some(consumer) = self.consumer.as_mut() {
+                match consumer.next().await {
+                    Some(Ok(d)) => return Some(self.delivery(d)),
+                    Some(Err(e)) => tracing::warn!(queue = %self.queue.name, error = %e, "consumer failed; reconnecting"),
+                    None => tracing::warn!(queue = %self.queue.name, "consumer cancelled by the broker; reconnecting"),
                 }
-                other => {
-                    // The broker went away or cancelled us: unacked messages return to the queue;
-                    // reconnect with backoff and consume again.
-                    if let Some(Err(e)) = other {
-                        tracing::warn!(queue = %self.queue.name, error = %e, "consumer failed; reconnecting");
-                    }
-                    backoff(attempt).await;
-                    attempt = (attempt + 1).min(6);
-                    match self.bus.consume(&self.queue).await {
-                        Ok((conn, consumer)) => {
-                            self.conn = Arc::new(conn);
-                            self.consumer = consumer;
-                        }
-                        Err(e) => {
-                            tracing::warn!(queue = %self.queue.name, error = %e, "reconnect failed")
-                        }
-                    }
+                // A consumer that has ended is never polled again: lapin answers the first poll
+                // after its end and leaves every later one pending forever.
+                self.consumer = None;
+            }
+            // Unacked messages went back to the queue with the old channel; consume again.
+            backoff(attempt).await;
+            attempt = (attempt + 1).min(6);
+            match self.bus.consume(&self.queue).await {
+                Ok((conn, consumer)) => {
+                    tracing::info!(queue = %self.queue.name, "consuming again");
+                    self.conn = Arc::new(conn);
+                    self.consumer = Some(consumer);
                 }
+                Err(e) => tracing::warn!(queue = %self.queue.name, error = %e, "reconnect failed"),
             }
         }
+    }
+}
+
+impl RabbitSubscription {
+    fn delivery(&self, d: lapin::message::Delivery) -> Delivery {
+        let prev = previous_deliveries(&d.properties, d.redelivered);
+        let message_id = d.properties.message_id().as_ref().map(|s| s.as_str().to_string());
+        let settle = RabbitSettle {
+            bus: self.bus.clone(),
+            queue: self.queue.name.clone(),
+            acker: d.acker,
+        };
+        Delivery::new(d.routing_key.as_str().to_string(), message_id, d.data, prev, Box::new(settle))
     }
 }
 

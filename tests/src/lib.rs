@@ -369,6 +369,7 @@ pub fn sweeper(
         replies: Arc::new(worldland_adapters::replies::MemoryReplies::default()),
         stale_after,
         guard: staleness_sweeper::StallGuard::default(),
+        fleet: Default::default(),
     }
 }
 

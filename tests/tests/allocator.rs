@@ -353,6 +353,7 @@ async fn durations_expire_and_offline_providers_interrupt_their_jobs() {
         replies: fx.replies.clone(),
         stale_after: Duration::seconds(120),
         guard: staleness_sweeper::StallGuard::default(),
+        fleet: Default::default(),
     };
 
     // A 100-second job on 2 GPUs.

@@ -80,6 +80,7 @@ impl Fx {
             replies: self.replies.clone(),
             stale_after: Duration::seconds(120),
             guard: staleness_sweeper::StallGuard::default(),
+            fleet: Default::default(),
         }
     }
 

@@ -117,3 +117,30 @@ async fn an_unacked_message_returns_when_its_consumer_dies() {
     assert_eq!(again.message_id.as_deref(), Some("m-1"));
     again.ack().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_that_cannot_be_parked_goes_back_to_the_queue() {
+    let env = TestEnv::new(&[]);
+    let bus = env.rabbit().await;
+    let q = env.queue("bus-test", &["provider.*"]);
+    let mut sub = bus.subscribe(&q).await.unwrap();
+    // No dead-letter queue any more: parking is unroutable, never confirmed.
+    let conn = Connection::connect(&env.cfg.amqp_url, ConnectionProperties::default())
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    ch.queue_delete(q.dead_letter_name().as_str().into(), Default::default())
+        .await
+        .unwrap();
+    let _ = conn.close(200, "done".into()).await;
+
+    bus.publish("provider.approved", "m-1", b"bad").await.unwrap();
+    let refused = next(&mut sub).await.dead_letter("malformed_json", "not JSON").await;
+    assert!(matches!(refused, Err(BusError::NotConfirmed(_))), "{refused:?}");
+    // Not held unacked on the live channel (where it would stay until the channel died, and a
+    // prefetch's worth of them would stop the consumer): it is delivered again at once.
+    let again = next(&mut sub).await;
+    assert_eq!(again.message_id.as_deref(), Some("m-1"));
+    assert!(again.previous_deliveries >= 1);
+    again.ack().await.unwrap();
+}

@@ -96,6 +96,7 @@ impl Fleet {
     async fn sweep_guarded(&self, at: DateTime<Utc>, guard: StallGuard) -> staleness_sweeper::SweepReport {
         let ctx = staleness_sweeper::Context {
             guard,
+            fleet: Default::default(),
             ..sweeper(self.store.clone(), self.sim.clone() as Arc<dyn Cluster>, Duration::seconds(STALE))
         };
         staleness_sweeper::sweep_once(&ctx, at).await.unwrap()
@@ -203,4 +204,41 @@ async fn normal_churn_below_the_guard_goes_offline() {
     let report = fleet.sweep(at).await;
     assert!(!report.guard_held, "{report:?}");
     assert_eq!(report.marked_offline, 4);
+}
+
+#[tokio::test]
+async fn a_sweep_reads_the_stale_through_the_index_and_counts_the_fleet_every_ten_minutes() {
+    use worldland_adapters::state::counting::CountingStore;
+    let _turn = GAUGE.lock().await;
+    let fleet = Fleet::new(40).await;
+    fleet.beat(2..40, t0() + Duration::seconds(STALE)).await; // 2 of 40 go stale
+    let counting = Arc::new(CountingStore::new(fleet.store.clone()));
+    // Cached at any size here (by default a fleet under 10,000 is counted every sweep).
+    let ctx = staleness_sweeper::Context {
+        fleet: staleness_sweeper::FleetCount::exact_below(0),
+        ..sweeper(counting.clone(), fleet.sim.clone() as Arc<dyn Cluster>, Duration::seconds(STALE))
+    };
+    let at = t0() + Duration::seconds(STALE + 60);
+    let report = staleness_sweeper::sweep_once(&ctx, at).await.unwrap();
+    assert_eq!(report.marked_offline, 2);
+    let first = counting.take();
+    // The first sweep counts the fleet (38 live + 2 stale) once: the stale two, the newest
+    // heartbeat (one item: nobody is `joined`), and the count.
+    assert_eq!(first.index_items, 2 + 1 + 40, "{first:?}");
+
+    fleet.beat(2..39, at).await; // one more goes stale by the next sweep
+    let next = at + Duration::seconds(STALE + 1);
+    fleet.beat(2..38, next).await;
+    let report = staleness_sweeper::sweep_once(&ctx, next).await.unwrap();
+    assert_eq!(report.marked_offline, 2, "{report:?}");
+    let second = counting.take();
+    // Within ten minutes the fleet is not counted again: the index read is the stale ones and
+    // the newest heartbeat, nothing else.
+    assert_eq!(second.index_items, 2 + 1, "{second:?}");
+
+    let later = next + staleness_sweeper::FLEET_RECOUNT_AFTER + Duration::seconds(1);
+    fleet.beat(2..38, later).await;
+    staleness_sweeper::sweep_once(&ctx, later).await.unwrap();
+    let third = counting.take();
+    assert_eq!(third.index_items, 1 + 36, "after ten minutes the fleet is counted again: {third:?}");
 }

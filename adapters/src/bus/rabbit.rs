@@ -13,7 +13,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::StreamExt;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, BasicRejectOptions, ConfirmSelectOptions,
     ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
@@ -48,7 +48,15 @@ impl RabbitSettings {
 struct Inner {
     settings: RabbitSettings,
     /// The publishing connection and its confirm-mode channel, re-made after a failure.
-    publisher: Mutex<Option<(Connection, Channel)>>,
+    publisher: Mutex<Option<Publisher>>,
+    /// Counts publishers made, so a failure forgets only the one it happened on.
+    generation: std::sync::atomic::AtomicU64,
+}
+
+struct Publisher {
+    generation: u64,
+    conn: Connection,
+    ch: Channel,
 }
 
 #[derive(Clone)]
@@ -96,10 +104,19 @@ impl RabbitBus {
             inner: Arc::new(Inner {
                 settings,
                 publisher: Mutex::new(None),
+                generation: std::sync::atomic::AtomicU64::new(0),
             }),
         };
-        bus.publisher_channel().await?;
-        Ok(bus)
+        let mut attempt = 0;
+        loop {
+            match bus.publisher_channel().await {
+                Ok(_) => return Ok(bus),
+                Err(e) if attempt + 1 >= MAX_ATTEMPTS => return Err(e),
+                Err(e) => tracing::warn!(attempt, error = %e, "RabbitMQ connect failed; backing off"),
+            }
+            backoff(attempt).await;
+            attempt += 1;
+        }
     }
 
     pub fn settings(&self) -> &RabbitSettings {
@@ -147,44 +164,57 @@ impl RabbitBus {
         Ok(ch)
     }
 
-    async fn publisher_channel(&self) -> BusResult<Channel> {
+    /// The publisher's channel and its generation, opened now if there is none that works. One
+    /// attempt, its time bounded (connect + operation timeouts): callers retry with backoff, and
+    /// the lock is never held across a backoff.
+    async fn publisher_channel(&self) -> BusResult<(u64, Channel)> {
         let mut guard = self.inner.publisher.lock().await;
-        if let Some((conn, ch)) = guard.as_ref() {
-            if conn.status().connected() && ch.status().connected() {
-                return Ok(ch.clone());
+        if let Some(p) = guard.as_ref() {
+            if p.conn.status().connected() && p.ch.status().connected() {
+                return Ok((p.generation, p.ch.clone()));
             }
             tracing::debug!(
-                connection_errored = conn.status().errored(),
-                channel_connected = ch.status().connected(),
+                connection_errored = p.conn.status().errored(),
+                channel_connected = p.ch.status().connected(),
                 "publisher connection lost; reopening"
             );
         }
-        let mut last = None;
-        for attempt in 0..MAX_ATTEMPTS {
-            match self.open().await {
-                Ok((conn, ch)) => {
-                    let confirm = async { ch.confirm_select(ConfirmSelectOptions::default()).await.map_err(conn_err) };
-                    if let Err(e) = bounded("confirm.select", self.inner.settings.operation_timeout, confirm).await {
-                        close(conn, "failed").await;
-                        return Err(e);
-                    }
-                    *guard = Some((conn, ch.clone()));
-                    return Ok(ch);
-                }
-                Err(e) => {
-                    tracing::warn!(attempt, error = %e, "RabbitMQ connect failed; backing off");
-                    last = Some(e);
-                    backoff(attempt).await;
-                }
-            }
+        let (conn, ch) = self.open().await?;
+        let confirm = async { ch.confirm_select(ConfirmSelectOptions::default()).await.map_err(conn_err) };
+        if let Err(e) = bounded("confirm.select", self.inner.settings.operation_timeout, confirm).await {
+            close(conn, "failed").await;
+            return Err(e);
         }
-        Err(last.unwrap_or(BusError::Closed))
+        let generation = self.inner.generation.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        *guard = Some(Publisher {
+            generation,
+            conn,
+            ch: ch.clone(),
+        });
+        Ok((generation, ch))
+    }
+
+    /// Forgets the publisher of `generation` after a failure on it (not a newer one another task
+    /// has made since).
+    async fn forget_publisher(&self, generation: u64) {
+        let mut guard = self.inner.publisher.lock().await;
+        if guard.as_ref().is_some_and(|p| p.generation == generation) {
+            *guard = None;
+        }
     }
 
     async fn publish_to(&self, exchange: &str, routing_key: &str, message_id: &str, body: &[u8], headers: FieldTable) -> BusResult<()> {
         let mut last = None;
         for attempt in 0..MAX_ATTEMPTS {
-            let ch = self.publisher_channel().await?;
+            let (generation, ch) = match self.publisher_channel().await {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!(attempt, error = %e, "RabbitMQ connect failed; backing off");
+                    last = Some(e);
+                    backoff(attempt).await;
+                    continue;
+                }
+            };
             let props = BasicProperties::default()
                 .with_delivery_mode(2)
                 .with_content_type("application/json".into())
@@ -199,8 +229,8 @@ impl RabbitBus {
                     .await?
                     .await
             };
-            // A confirm that never comes (a broker gone without a word) must not hold the
-            // handler, and with it a consumer permit, forever.
+            // A confirm that never comes (a broker gone without a word, a blocked connection)
+            // must not hold the handler, and with it a consumer permit, forever.
             let res = match tokio::time::timeout(CONFIRM_TIMEOUT, publish).await {
                 Ok(res) => res,
                 Err(_) => Err(lapin::Error::from(lapin::ErrorKind::InvalidConnectionState(
@@ -216,7 +246,7 @@ impl RabbitBus {
                 }
                 Err(e) => {
                     tracing::warn!(attempt, error = %e, "publish failed; reconnecting");
-                    *self.inner.publisher.lock().await = None;
+                    self.forget_publisher(generation).await;
                     last = Some(conn_err(e));
                     backoff(attempt).await;
                 }
@@ -377,7 +407,7 @@ impl Bus for RabbitBus {
     /// a nack) is published again on its own, with reconnects, as [`Bus::publish`] does.
     async fn publish_batch(&self, msgs: &[(&str, &str, &[u8])]) -> Vec<BusResult<()>> {
         let exchange = self.inner.settings.exchange.clone();
-        let Ok(ch) = self.publisher_channel().await else {
+        let Ok((_, ch)) = self.publisher_channel().await else {
             // Cannot open a channel now: one by one, each with its reconnects and backoff.
             let mut out = Vec::with_capacity(msgs.len());
             for (key, id, body) in msgs {
@@ -389,22 +419,27 @@ impl Bus for RabbitBus {
             mandatory: true,
             ..Default::default()
         };
-        let mut pending = Vec::with_capacity(msgs.len());
-        for (key, id, body) in msgs {
-            let props = BasicProperties::default()
-                .with_delivery_mode(2)
-                .with_content_type("application/json".into())
-                .with_message_id(ShortString::from(*id));
-            pending.push(ch.basic_publish(exchange.as_str().into(), (*key).into(), opts, body, props).await);
-        }
-        let confirms = pending.into_iter().map(|p| async move {
-            match p {
-                Ok(confirm) => confirm.await,
-                Err(e) => Err(e),
+        let pipelined = async {
+            let mut pending = Vec::with_capacity(msgs.len());
+            for (key, id, body) in msgs {
+                let props = BasicProperties::default()
+                    .with_delivery_mode(2)
+                    .with_content_type("application/json".into())
+                    .with_message_id(ShortString::from(*id));
+                pending.push(ch.basic_publish(exchange.as_str().into(), (*key).into(), opts, body, props).await);
             }
-        });
-        // Bounded like a single publish: past it, each message goes again on its own.
-        let confirmations = match tokio::time::timeout(CONFIRM_TIMEOUT, futures::future::join_all(confirms)).await {
+            let confirms = pending.into_iter().map(|p| async move {
+                match p {
+                    Ok(confirm) => confirm.await,
+                    Err(e) => Err(e),
+                }
+            });
+            futures::future::join_all(confirms).await
+        };
+        // Bounded like a single publish, the writes included (a blocked connection stops taking
+        // frames): past it, each message goes again on its own (at least once; consumers are
+        // idempotent).
+        let confirmations = match tokio::time::timeout(CONFIRM_TIMEOUT, pipelined).await {
             Ok(c) => c,
             Err(_) => msgs
                 .iter()
@@ -467,6 +502,12 @@ impl Subscription for RabbitSubscription {
         loop {
             if let Some(consumer) = self.consumer.as_mut() {
                 match consumer.next().await {
+                    Some(Ok(d)) if d.acker.poisoned() => {
+                        // Buffered before its channel died: it cannot be settled and the broker
+                        // delivers it again; handling it would be work done twice.
+                        tracing::debug!(queue = %self.queue.name, "skipping a delivery of a dead channel");
+                        continue;
+                    }
                     Some(Ok(d)) => return Some(self.delivery(d)),
                     Some(Err(e)) => tracing::warn!(queue = %self.queue.name, error = %e, "consumer failed; reconnecting"),
                     None => tracing::warn!(queue = %self.queue.name, "consumer cancelled by the broker; reconnecting"),
@@ -520,22 +561,30 @@ struct RabbitSettle {
     acker: lapin::Acker,
 }
 
+/// lapin answers `Ok(false)` for a settle it could not send (the delivery's channel is gone):
+/// that is an error here, not done work. The broker delivers the message again.
+fn sent(what: &str, res: lapin::Result<bool>) -> BusResult<()> {
+    match res {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(conn_err(std::io::Error::new(
+            std::io::ErrorKind::NotConnected,
+            format!("{what} not sent: the delivery's channel is gone (the broker delivers it again)"),
+        ))),
+        Err(e) => Err(conn_err(e)),
+    }
+}
+
 #[async_trait]
 impl Settle for RabbitSettle {
     async fn ack(&self) -> BusResult<()> {
-        self.acker.ack(BasicAckOptions::default()).await.map(|_| ()).map_err(conn_err)
+        sent("ack", self.acker.ack(BasicAckOptions::default()).await)
     }
 
     async fn retry(&self) -> BusResult<()> {
-        // Back to the queue; the quorum queue counts deliveries and dead-letters at the limit.
-        self.acker
-            .nack(BasicNackOptions {
-                requeue: true,
-                ..Default::default()
-            })
-            .await
-            .map(|_| ())
-            .map_err(conn_err)
+        // Back to the queue. A reject (not a nack) because the quorum queue's delivery count,
+        // which dead-letters at the limit, counts rejects on every RabbitMQ version (from 4.3 a
+        // requeueing nack no longer counts).
+        sent("reject", self.acker.reject(BasicRejectOptions { requeue: true }).await)
     }
 
     async fn dead_letter(&self, routing_key: &str, message_id: Option<&str>, body: &[u8], reason: &str, detail: &str) -> BusResult<()> {
@@ -544,9 +593,16 @@ impl Settle for RabbitSettle {
         headers.insert("x-worldland-detail".into(), long(detail));
         headers.insert("x-original-routing-key".into(), long(routing_key));
         let dlx = self.bus.inner.settings.dead_letter_exchange();
-        self.bus
+        if let Err(e) = self
+            .bus
             .publish_to(&dlx, &self.queue, message_id.unwrap_or(""), body, headers)
-            .await?;
+            .await
+        {
+            // Not parked: back to the queue rather than held unacked on a live channel (which
+            // would stop the consumer once its prefetch fills). It comes again, counted.
+            let _ = self.retry().await;
+            return Err(e);
+        }
         // Only once the dead-letter copy is confirmed is the original let go.
         self.ack().await
     }

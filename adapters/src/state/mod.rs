@@ -1,5 +1,6 @@
 //! Stores implementing [`worldland_core::state::ItemStore`].
 
+pub mod counting;
 pub mod dynamo;
 pub mod memory;
 

@@ -106,6 +106,7 @@ fn spawn_sweeper(cfg: &Config, b: &Backends, shutdown: &broadcast::Sender<()>) -
         replies: b.replies.clone(),
         stale_after: chrono::Duration::seconds(cfg.stale_after_s),
         guard: staleness_sweeper::StallGuard::from_config(cfg),
+        fleet: Default::default(),
     });
     tokio::spawn(staleness_sweeper::run(
         sweeper,

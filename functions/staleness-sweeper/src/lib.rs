@@ -50,6 +50,8 @@ pub struct Context {
     /// When a sweep would take too much of the fleet offline at once (a pipeline stall), it
     /// marks nobody.
     pub guard: StallGuard,
+    /// The guard's fleet size (see [`FleetCount`]).
+    pub fleet: FleetCount,
 }
 
 /// What one sweep did.
@@ -109,32 +111,96 @@ pub enum Stall {
     },
 }
 
-/// Whether the guard holds for a sweep whose stale threshold is `stale_before`. Reads the state
-/// index only: its newest heartbeat (one item per state) and counts, never the items.
-pub async fn stall(store: &dyn ItemStore, guard: StallGuard, stale_before: DateTime<Utc>) -> StoreResult<Option<Stall>> {
-    let live = [ProviderState::Joined, ProviderState::Available];
-    let mut fleet = 0;
+/// Whether the guard holds, from the size of the joined/available fleet, how many of them are
+/// stale, and the newest heartbeat among them (ms). Pure: the sweep supplies what it read.
+pub fn stall_decision(guard: StallGuard, fleet: usize, stale: usize, newest: Option<i64>, stale_before_ms: i64) -> Option<Stall> {
+    if fleet == 0 || fleet < guard.min {
+        return None;
+    }
+    if newest.is_some_and(|n| n < stale_before_ms) {
+        return Some(Stall::Silence { fleet });
+    }
+    if stale >= guard.min && stale as f64 > guard.share * fleet as f64 {
+        return Some(Stall::Share { fleet, stale });
+    }
+    None
+}
+
+const LIVE: [ProviderState; 2] = [ProviderState::Joined, ProviderState::Available];
+
+/// The newest heartbeat of the joined/available fleet: one index item per state.
+async fn newest_live_heartbeat(store: &dyn ItemStore) -> StoreResult<Option<i64>> {
     let mut newest = None;
-    for state in live {
-        fleet += store.count_by_state(Table::Providers, state.as_str(), None).await?;
+    for state in LIVE {
         newest = newest.max(store.newest_in_state(Table::Providers, state.as_str()).await?);
     }
-    if fleet == 0 || fleet < guard.min {
-        return Ok(None);
+    Ok(newest)
+}
+
+/// Joined and available providers, counted through the index (every index item is read).
+pub async fn count_fleet(store: &dyn ItemStore) -> StoreResult<usize> {
+    let mut fleet = 0;
+    for state in LIVE {
+        fleet += store.count_by_state(Table::Providers, state.as_str(), None).await?;
     }
-    if newest.is_some_and(|n| n < ms(stale_before)) {
-        return Ok(Some(Stall::Silence { fleet }));
-    }
+    Ok(fleet)
+}
+
+/// Whether the guard holds for a sweep whose stale threshold is `stale_before`, counting
+/// everything now (the sweep itself reuses its stale items and a cached fleet size).
+pub async fn stall(store: &dyn ItemStore, guard: StallGuard, stale_before: DateTime<Utc>) -> StoreResult<Option<Stall>> {
+    let fleet = count_fleet(store).await?;
     let mut stale = 0;
-    for state in live {
+    for state in LIVE {
         stale += store
             .count_by_state(Table::Providers, state.as_str(), Some(ms(stale_before)))
             .await?;
     }
-    if stale >= guard.min && stale as f64 > guard.share * fleet as f64 {
-        return Ok(Some(Stall::Share { fleet, stale }));
+    let newest = newest_live_heartbeat(store).await?;
+    Ok(stall_decision(guard, fleet, stale, newest, ms(stale_before)))
+}
+
+/// How often the sweeper counts the fleet for the guard. Counting reads every index item of a
+/// million providers; the fleet's size moves slowly, so the count is reused in between.
+pub const FLEET_RECOUNT_AFTER: Duration = Duration::minutes(10);
+
+/// The fleet size the guard compares with. A fleet under `exact_below` is counted on every sweep
+/// (cheap, and exact while a young fleet grows); a larger one at most every
+/// [`FLEET_RECOUNT_AFTER`], or sooner when a sweep finds more stale providers than it counted.
+#[derive(Debug)]
+pub struct FleetCount {
+    exact_below: usize,
+    counted: Mutex<Option<(DateTime<Utc>, usize)>>,
+}
+
+impl Default for FleetCount {
+    fn default() -> Self {
+        Self::exact_below(10_000)
     }
-    Ok(None)
+}
+
+impl FleetCount {
+    /// Counts every sweep while the fleet is under `n` providers.
+    pub fn exact_below(n: usize) -> Self {
+        Self {
+            exact_below: n,
+            counted: Mutex::new(None),
+        }
+    }
+
+    /// The fleet's size for a sweep at `now` that found `stale` stale providers.
+    pub async fn get(&self, store: &dyn ItemStore, now: DateTime<Utc>, stale: usize) -> StoreResult<usize> {
+        let cached = *self.counted.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((at, n)) = cached {
+            let fresh = now >= at && now - at < FLEET_RECOUNT_AFTER;
+            if fresh && n >= self.exact_below && n >= stale {
+                return Ok(n);
+            }
+        }
+        let n = count_fleet(store).await?;
+        *self.counted.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some((now, n));
+        Ok(n)
+    }
 }
 
 /// Closes a job and tells whoever needs to know. Failures are logged: the job stays open and
@@ -313,10 +379,57 @@ impl Reconciler {
     }
 }
 
+/// Marks one stale provider offline (if it still is stale at write time), interrupts its jobs
+/// and marks its node; whether this call made the change.
+async fn mark_one_offline(
+    ctx: &Context,
+    id: &str,
+    stale_before: DateTime<Utc>,
+    now: DateTime<Utc>,
+    report: &mut SweepReport,
+) -> StoreResult<bool> {
+    let Some(marked) = mark_offline_if_stale(stale_before, now).run(ctx.store.as_ref(), id).await? else {
+        return Ok(false); // a heartbeat landed in between, or another sweeper was first
+    };
+    tracing::info!(provider_id = %marked.provider_id, last_heartbeat = ?marked.last_heartbeat, "provider offline");
+    // Its jobs are interrupted: billed up to its last heartbeat, resources returned.
+    if let Ok(Some(item)) = ctx.store.get(Table::Providers, &marked.provider_id).await {
+        let jobs: Vec<String> = Ledger::from_item(&item).map(|l| l.allocs.into_keys().collect()).unwrap_or_default();
+        // Billed to the broker's receive time of its last heartbeat, never the agent's word.
+        let ended = marked.hb_at.min(now);
+        for job_id in jobs {
+            if close_and_announce(ctx, &job_id, "interrupted", ended).await {
+                report.jobs_closed += 1;
+            }
+        }
+    }
+    if let Err(e) = mark_node_offline(ctx.cluster.as_ref(), &marked.node_name).await {
+        tracing::warn!(provider_id = %marked.provider_id, error = %e, "offline marks not written to the node");
+    }
+    // A heartbeat may have brought it back while the marks were written, its recovery finding no
+    // marks to remove: read the state again and follow it.
+    if let Err(e) = recheck_after_marking(ctx, &marked.provider_id).await {
+        tracing::warn!(provider_id = %marked.provider_id, error = %e, "node marks not checked against the state; the reconcile pass will");
+    }
+    Ok(true)
+}
+
 pub async fn sweep_once(ctx: &Context, now: DateTime<Utc>) -> StoreResult<SweepReport> {
     let mut report = SweepReport::default();
     let stale_before = now - ctx.stale_after;
-    let held = stall(ctx.store.as_ref(), ctx.guard, stale_before).await?;
+    // The stale ones, read once through the index: the guard counts them, the sweep marks them.
+    let mut stale = vec![];
+    for state in LIVE {
+        stale.extend(
+            ctx.store
+                .query_by_state(Table::Providers, state.as_str(), Some(ms(stale_before)))
+                .await?,
+        );
+    }
+    report.examined += stale.len();
+    let fleet = ctx.fleet.get(ctx.store.as_ref(), now, stale.len()).await?;
+    let newest = newest_live_heartbeat(ctx.store.as_ref()).await?;
+    let held = stall_decision(ctx.guard, fleet, stale.len(), newest, ms(stale_before));
     worldland_runtime::metrics::sweeper_guard_active(held.is_some());
     if let Some(why) = held {
         report.guard_held = true;
@@ -324,46 +437,14 @@ pub async fn sweep_once(ctx: &Context, now: DateTime<Utc>) -> StoreResult<SweepR
             ?why,
             "stall guard holds: nobody marked offline this sweep (heartbeat pipeline stalled?)"
         );
+        stale.clear();
     }
-    let live: &[ProviderState] = if held.is_some() {
-        &[]
-    } else {
-        &[ProviderState::Joined, ProviderState::Available]
-    };
-    for &state in live {
-        let stale = ctx
-            .store
-            .query_by_state(Table::Providers, state.as_str(), Some(ms(stale_before)))
-            .await?;
-        report.examined += stale.len();
-        for item in stale {
-            let Some(id) = item.get(KEY_ATTR).and_then(Value::as_str) else {
-                continue;
-            };
-            let Some(marked) = mark_offline_if_stale(stale_before, now).run(ctx.store.as_ref(), id).await? else {
-                continue; // a heartbeat landed in between, or another sweeper was first
-            };
+    for item in stale {
+        let Some(id) = item.get(KEY_ATTR).and_then(Value::as_str) else {
+            continue;
+        };
+        if mark_one_offline(ctx, id, stale_before, now, &mut report).await? {
             report.marked_offline += 1;
-            tracing::info!(provider_id = %marked.provider_id, last_heartbeat = ?marked.last_heartbeat, "provider offline");
-            // Its jobs are interrupted: billed up to its last heartbeat, resources returned.
-            if let Ok(Some(item)) = ctx.store.get(Table::Providers, &marked.provider_id).await {
-                let jobs: Vec<String> = Ledger::from_item(&item).map(|l| l.allocs.into_keys().collect()).unwrap_or_default();
-                // Billed to the broker's receive time of its last heartbeat, never the agent's word.
-                let ended = marked.hb_at.min(now);
-                for job_id in jobs {
-                    if close_and_announce(ctx, &job_id, "interrupted", ended).await {
-                        report.jobs_closed += 1;
-                    }
-                }
-            }
-            if let Err(e) = mark_node_offline(ctx.cluster.as_ref(), &marked.node_name).await {
-                tracing::warn!(provider_id = %marked.provider_id, error = %e, "offline marks not written to the node");
-            }
-            // A heartbeat may have brought it back while the marks were written, its recovery
-            // finding no marks to remove: read the state again and follow it.
-            if let Err(e) = recheck_after_marking(ctx, &marked.provider_id).await {
-                tracing::warn!(provider_id = %marked.provider_id, error = %e, "node marks not checked against the state; the reconcile pass will");
-            }
         }
     }
     pending_jobs::resolve_stale_pending(ctx, now).await?;
@@ -444,6 +525,7 @@ pub async fn from_config(cfg: &Config, bus: Arc<dyn Bus>) -> Result<Context, Bac
         replies: backends::replies(cfg).await?,
         stale_after: Duration::seconds(cfg.stale_after_s),
         guard: StallGuard::from_config(cfg),
+        fleet: Default::default(),
     })
 }
 
@@ -484,4 +566,43 @@ pub async fn worker(cfg: Config, bus: Arc<dyn Bus>) -> Result<Worker, BackendErr
         interval: std::time::Duration::from_secs(cfg.sweep_interval_s),
         reconciler: Reconciler::default(),
     })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stall_decision_table() {
+        let guard = StallGuard { share: 0.5, min: 5 };
+        let cutoff = 1_000;
+        let fresh = Some(cutoff + 10);
+        // (fleet, stale, newest heartbeat) → decision
+        let table: &[(usize, usize, Option<i64>, Option<Stall>)] = &[
+            (0, 0, None, None),                                             // no fleet
+            (4, 4, Some(cutoff - 1), None),                                 // below the minimum: all may go
+            (10, 2, fresh, None),                                           // churn
+            (10, 5, fresh, None),                                           // exactly half is not more than half
+            (10, 6, fresh, Some(Stall::Share { fleet: 10, stale: 6 })),     // more than half
+            (10, 10, Some(cutoff - 1), Some(Stall::Silence { fleet: 10 })), // nobody heartbeated
+            (100, 4, fresh, None),                                          // share met by too few to count
+            (1_000_000, 10_000, fresh, None),                               // 1% of a million
+            (
+                1_000_000,
+                500_001,
+                fresh,
+                Some(Stall::Share {
+                    fleet: 1_000_000,
+                    stale: 500_001,
+                }),
+            ),
+        ];
+        for &(fleet, stale, newest, want) in table {
+            assert_eq!(
+                stall_decision(guard, fleet, stale, newest, cutoff),
+                want,
+                "fleet {fleet} stale {stale} newest {newest:?}"
+            );
+        }
+    }
 }

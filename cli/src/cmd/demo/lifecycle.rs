@@ -235,6 +235,7 @@ impl<'a> Lifecycle<'a> {
             replies: replies.clone(),
             stale_after: D::seconds(STALE_AFTER_S),
             guard: staleness_sweeper::StallGuard::default(),
+            fleet: Default::default(),
         };
         let alloc_ctx = allocator::Context::new(store.clone(), bus, replies.clone());
         Self {

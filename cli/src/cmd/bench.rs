@@ -2,6 +2,8 @@
 
 mod allocate;
 mod coldstart;
+mod cost;
+mod fleet;
 mod heartbeat;
 
 use clap::Subcommand;
@@ -34,6 +36,17 @@ enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// A large fleet on the embedded store: memory per provider, one sweep with a share stale
+    /// (and the index items it reads), one placement over the fleet, and the DynamoDB bill.
+    Fleet {
+        #[arg(long, default_value_t = 1_000_000)]
+        providers: usize,
+        /// Share of the fleet stale at each sweep.
+        #[arg(long, default_value_t = 0.01)]
+        stale_share: f64,
+        #[arg(long)]
+        json: bool,
+    },
     /// The heartbeat path: (a) embedded, one core; (b) through Redis and RabbitMQ.
     Heartbeat {
         /// Simulated providers for (a).
@@ -61,6 +74,19 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string(&rows)?);
             } else {
                 coldstart::print_coldstart(&rows);
+            }
+        }
+        BenchCommand::Fleet {
+            providers,
+            stale_share,
+            json,
+        } => {
+            super::init_logging_unless_set("error");
+            let figures = fleet::fleet(providers, stale_share).await?;
+            if json {
+                println!("{}", serde_json::to_string(&figures)?);
+            } else {
+                fleet::print_fleet(&figures);
             }
         }
         BenchCommand::Allocate {

@@ -240,6 +240,8 @@ pub struct PathFigures {
     pub bridge_cores_per_million: f64,
     /// Cores the recorder needs for a million providers.
     pub recorder_cores_per_million: f64,
+    /// The same path with 2 and 4 bridges and recorders in parallel.
+    pub parallel: Vec<ParallelFigures>,
 }
 
 async fn xadd_all(conn: &mut ConnectionManager, stream: &str, bodies: &[(String, String)]) -> anyhow::Result<()> {
@@ -260,8 +262,23 @@ async fn xadd_all(conn: &mut ConnectionManager, stream: &str, bodies: &[(String,
     Ok(())
 }
 
-/// (b): XADD → bridge → RabbitMQ → recorder → store → ack, against the raw round trip.
+/// (b): XADD → bridge → RabbitMQ → recorder → store → ack, against the raw round trip; then the
+/// same path with 2 and 4 bridges and recorders in parallel.
 pub async fn through_redis_and_rabbitmq(count: usize) -> anyhow::Result<PathFigures> {
+    let mut figures = one_path_run(count, 1, true).await?;
+    for parallel in [2, 4] {
+        let more = one_path_run(count, parallel, false).await?;
+        figures.parallel.push(ParallelFigures {
+            bridges_and_recorders: parallel,
+            path_per_second: more.path_per_second,
+        });
+    }
+    Ok(figures)
+}
+
+/// One run of the path with `parallel` bridges and recorders on fresh streams and queues, with
+/// the raw round trip when `with_raw`.
+async fn one_path_run(count: usize, parallel: usize, with_raw: bool) -> anyhow::Result<PathFigures> {
     let run_id = &uuid::Uuid::new_v4().simple().to_string()[..10];
     let prefix = format!("bench-{run_id}");
     let cfg = isolated_config(&prefix)?;
@@ -271,13 +288,16 @@ pub async fn through_redis_and_rabbitmq(count: usize) -> anyhow::Result<PathFigu
     let mut conn = backends::redis(&cfg).await?;
     let bus = Arc::new(backends::rabbit(&cfg).await?);
 
-    let path = heartbeat_path(&cfg, store, &bus, &mut conn, &bodies, count).await?;
+    let path = heartbeat_path(&cfg, store, &bus, &mut conn, &bodies, parallel).await?;
     let queue = path.queue.clone();
-    let mut raw = RawRoundTrip::open(&cfg, &mut conn, &prefix, count).await?;
-    let raw_secs = raw.measure(&cfg, &mut conn, &bodies, count, cfg.bridge_batch).await?;
+    let mut raw_secs = f64::NAN;
+    if with_raw {
+        let mut raw = RawRoundTrip::open(&cfg, &mut conn, &prefix, count).await?;
+        raw_secs = raw.measure(&cfg, &mut conn, &bodies, count, cfg.bridge_batch).await?;
+        raw.close().await;
+    }
 
     // Clean up what this run created.
-    raw.close().await;
     let _ = bus.delete_topology(&[queue]).await;
     let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{prefix}:*")).query_async(&mut conn).await?;
     if !keys.is_empty() {
@@ -298,7 +318,15 @@ pub async fn through_redis_and_rabbitmq(count: usize) -> anyhow::Result<PathFigu
         process_cpu_us_per_heartbeat: per_hb(path.process_cpu),
         bridge_cores_per_million: bridge_us * 1e-6 * MILLION_PER_SECOND,
         recorder_cores_per_million: recorder_us * 1e-6 * MILLION_PER_SECOND,
+        parallel: vec![],
     })
+}
+
+/// The path's throughput with several bridges and recorders at once.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ParallelFigures {
+    pub bridges_and_recorders: usize,
+    pub path_per_second: f64,
 }
 
 /// Streams, exchange, queues and consumer group of this run only, under `prefix`.
@@ -360,16 +388,17 @@ struct PathRun {
     queue: QueueSpec,
 }
 
-/// The heartbeat path: the bridge and a counting recorder run, each on a thread of its own,
-/// while `bodies` are XADDed.
+/// The heartbeat path: `parallel` bridges and as many counting recorders run, each on a thread
+/// of its own, while `bodies` are XADDed.
 async fn heartbeat_path(
     cfg: &Config,
     store: Arc<dyn ItemStore>,
     bus: &Arc<RabbitBus>,
     conn: &mut ConnectionManager,
     bodies: &[(String, String)],
-    count: usize,
+    parallel: usize,
 ) -> anyhow::Result<PathRun> {
+    let count = bodies.len();
     let done = Arc::new(AtomicU64::new(0));
     let (done_tx, mut done_rx) = tokio::sync::watch::channel(0u64);
     let handler: Arc<dyn Handler> = Arc::new(Counting(recorder(store), done.clone(), done_tx));
@@ -377,32 +406,42 @@ async fn heartbeat_path(
     bus.declare(&queue).await?;
     let (stop, _) = broadcast::channel(1);
 
-    let (consumer_bus, consumer_queue, prefetch, rx) = (bus.clone(), queue.clone(), cfg.prefetch as usize, stop.subscribe());
-    let recording = on_own_thread("bench-recorder", move || async move {
-        run_consumer(consumer_bus as Arc<dyn Bus>, consumer_queue, handler, prefetch, rx).await?;
-        Ok(())
-    });
-
-    // The bridge makes its own connections (Redis and RabbitMQ) on its thread.
-    let (bridge_cfg, rx) = (cfg.clone(), stop.subscribe());
-    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-    let bridging = on_own_thread("bench-bridge", move || async move {
-        let bridge = redis_bridge::RedisBridge::new(
-            backends::redis(&bridge_cfg).await?,
-            backends::redis_blocking(&bridge_cfg).await?,
-            Arc::new(backends::rabbit(&bridge_cfg).await?),
-            redis_bridge::BridgeSettings::from_config(&bridge_cfg),
-        );
-        bridge.ensure_groups().await?;
-        let _ = ready_tx.send(());
-        bridge.run(rx).await?;
-        Ok(())
-    });
-    if ready_rx.await.is_err() {
-        // The bridge thread gave up before it was ready: its error says why.
-        let _ = stop.send(());
-        join_thread(bridging).await?;
-        anyhow::bail!("the bridge stopped before it was ready");
+    let mut recorders = vec![];
+    for _ in 0..parallel {
+        let (consumer_bus, consumer_queue, prefetch, rx) = (bus.clone(), queue.clone(), cfg.prefetch as usize, stop.subscribe());
+        let handler = handler.clone();
+        recorders.push(on_own_thread("bench-recorder", move || async move {
+            run_consumer(consumer_bus as Arc<dyn Bus>, consumer_queue, handler, prefetch, rx).await?;
+            Ok(())
+        }));
+    }
+    // Each bridge makes its own connections (Redis and RabbitMQ) on its thread; one consumer
+    // group, a consumer name each.
+    let mut bridges = vec![];
+    for b in 0..parallel {
+        let mut bridge_cfg = cfg.clone();
+        bridge_cfg.consumer_name = Some(format!("bench-bridge-{b}"));
+        let rx = stop.subscribe();
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let bridging = on_own_thread("bench-bridge", move || async move {
+            let bridge = redis_bridge::RedisBridge::new(
+                backends::redis(&bridge_cfg).await?,
+                backends::redis_blocking(&bridge_cfg).await?,
+                Arc::new(backends::rabbit(&bridge_cfg).await?),
+                redis_bridge::BridgeSettings::from_config(&bridge_cfg),
+            );
+            bridge.ensure_groups().await?;
+            let _ = ready_tx.send(());
+            bridge.run(rx).await?;
+            Ok(())
+        });
+        if ready_rx.await.is_err() {
+            // The bridge thread gave up before it was ready: its error says why.
+            let _ = stop.send(());
+            join_thread(bridging).await?;
+            anyhow::bail!("a bridge stopped before it was ready");
+        }
+        bridges.push(bridging);
     }
 
     let cpu0 = cpu_time();
@@ -412,8 +451,13 @@ async fn heartbeat_path(
     let secs = t0.elapsed().as_secs_f64();
     let process_cpu = cpu_time().saturating_sub(cpu0);
     let _ = stop.send(());
-    let ((), recorder_cpu) = join_thread(recording).await?;
-    let ((), bridge_cpu) = join_thread(bridging).await?;
+    let (mut recorder_cpu, mut bridge_cpu) = (Duration::ZERO, Duration::ZERO);
+    for r in recorders {
+        recorder_cpu += join_thread(r).await?.1;
+    }
+    for b in bridges {
+        bridge_cpu += join_thread(b).await?.1;
+    }
     Ok(PathRun {
         secs,
         bridge_cpu,
@@ -641,4 +685,14 @@ fn print_path(b: &PathFigures) {
         "  {:<66} {:>8.2}",
         "cores for 1,000,000 providers (33,333/s): recorder", b.recorder_cores_per_million
     );
+    for p in &b.parallel {
+        println!(
+            "  {:<66} {:>8.0}",
+            format!(
+                "heartbeat path, {} bridges and {} recorders, per s",
+                p.bridges_and_recorders, p.bridges_and_recorders
+            ),
+            p.path_per_second
+        );
+    }
 }

@@ -324,11 +324,19 @@ impl NoPlacement {
 /// the label function) and under the price cap; cheapest first, then best fit (least left over),
 /// then free GPUs before mining ones.
 pub fn rank(candidates: &[Candidate], req: &AllocateRequest) -> Result<Vec<Choice>, NoPlacement> {
+    rank_best(candidates, req, usize::MAX)
+}
+
+/// The `k` best of [`rank`]'s order, found without sorting (or copying) the whole fleet: the
+/// allocator tries only a few before it reads the fleet again.
+pub fn rank_best(candidates: &[Candidate], req: &AllocateRequest, k: usize) -> Result<Vec<Choice>, NoPlacement> {
     let wanted = req.gpu_model.as_deref().map(|m| model_key(&gpu_model_label(m)));
     let cap = req.max_price_per_gpu_hour.map(crate::state::providers::price_to_micros);
     let (gpus, cpu, mem) = (i64::from(req.gpus), i64::from(req.cpu_cores), req.memory_mb as i64);
     let (mut model_seen, mut affordable_seen) = (false, false);
-    let mut out = vec![];
+    // (price, leftover GPUs, leftover CPU, GPUs from mining, provider id) and where it came from.
+    type Key<'a> = ((i64, i64, i64, i64, &'a str), &'a Candidate, &'a String, i64);
+    let mut fits: Vec<Key> = vec![];
     for c in candidates {
         for (model, counts) in &c.ledger.models {
             if wanted.as_ref().is_some_and(|w| !w.eq_ignore_ascii_case(model)) {
@@ -343,19 +351,17 @@ pub fn rank(candidates: &[Candidate], req: &AllocateRequest) -> Result<Vec<Choic
                 continue;
             }
             let take_free = gpus.min(counts.free);
-            out.push(Choice {
-                provider_id: c.provider_id.clone(),
-                node_name: c.node_name.clone(),
-                model_key: model.clone(),
-                take_free,
-                take_mining: gpus - take_free,
-                price_micros: c.price_micros,
-                leftover_gpus: counts.free + counts.mining - gpus,
-                leftover_cpu: c.ledger.cpu_free - cpu,
-            });
+            let key = (
+                c.price_micros,
+                counts.free + counts.mining - gpus,
+                c.ledger.cpu_free - cpu,
+                gpus - take_free,
+                c.provider_id.as_str(),
+            );
+            fits.push((key, c, model, take_free));
         }
     }
-    if out.is_empty() {
+    if fits.is_empty() {
         return Err(if !model_seen {
             NoPlacement::UnknownModel
         } else if !affordable_seen {
@@ -364,16 +370,26 @@ pub fn rank(candidates: &[Candidate], req: &AllocateRequest) -> Result<Vec<Choic
             NoPlacement::NoCapacity
         });
     }
-    out.sort_by(|a, b| {
-        (a.price_micros, a.leftover_gpus, a.leftover_cpu, a.take_mining, &a.provider_id).cmp(&(
-            b.price_micros,
-            b.leftover_gpus,
-            b.leftover_cpu,
-            b.take_mining,
-            &b.provider_id,
-        ))
-    });
-    Ok(out)
+    if k < fits.len() {
+        fits.select_nth_unstable_by(k, |a, b| a.0.cmp(&b.0));
+        fits.truncate(k);
+    }
+    fits.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(fits
+        .into_iter()
+        .map(
+            |((price_micros, leftover_gpus, leftover_cpu, take_mining, _), c, model, take_free)| Choice {
+                provider_id: c.provider_id.clone(),
+                node_name: c.node_name.clone(),
+                model_key: model.clone(),
+                take_free,
+                take_mining,
+                price_micros,
+                leftover_gpus,
+                leftover_cpu,
+            },
+        )
+        .collect())
 }
 
 /// The one conditional write that allocates: deducts everything, records the allocation under
@@ -850,6 +866,31 @@ mod tests {
             .find(|ch| ch.provider_id == "cheap-mining")
             .unwrap();
         assert_eq!((mining.take_free, mining.take_mining), (0, 2));
+    }
+
+    #[test]
+    fn the_best_few_are_the_head_of_the_whole_order() {
+        // Ties on price and fit among many, so the order's later keys decide too.
+        let fleet: Vec<Candidate> = (0..300)
+            .map(|n| {
+                cand(
+                    &format!("p{:03}", (n * 7919) % 300),
+                    "RTX-4090",
+                    1 + n % 4,
+                    n % 3,
+                    1.0 + (n % 5) as f64,
+                )
+            })
+            .collect();
+        for r in [req(1, None, None), req(2, Some("RTX-4090"), Some(3.0)), req(4, None, None)] {
+            let all = rank(&fleet, &r).unwrap();
+            for k in [0, 1, 5, 299, 10_000] {
+                let best = rank_best(&fleet, &r, k).unwrap();
+                let head: Vec<_> = all.iter().take(k).map(|c| (&c.provider_id, c.take_mining)).collect();
+                let got: Vec<_> = best.iter().map(|c| (&c.provider_id, c.take_mining)).collect();
+                assert_eq!(got, head, "k {k} {r:?}");
+            }
+        }
     }
 
     #[test]

@@ -106,8 +106,11 @@ impl ItemStore for MemoryStore {
             .filter(|(s, _, _)| s == state)
             .filter_map(|(_, _, k)| t.items.get(k))
             .map(|item| {
-                item.iter()
-                    .filter(|(k, _)| k.as_str() == KEY_ATTR || attrs.contains(&k.as_str()))
+                // Each wanted attribute looked up (a dozen lookups), not every attribute of the
+                // item compared with every wanted name.
+                std::iter::once(KEY_ATTR)
+                    .chain(attrs.iter().copied())
+                    .filter_map(|a| item.get_key_value(a))
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect()
             })

@@ -16,7 +16,7 @@ use tracing::instrument;
 use worldland_core::bus::Bus;
 use worldland_core::jobs::{self, close_job_item, Finish, Resolution, RollBack};
 use worldland_core::ledger::job::JobState;
-use worldland_core::ledger::{self, commit_allocation, job, node_selector, rank, Candidate, Choice, Ledger};
+use worldland_core::ledger::{self, commit_allocation, job, node_selector, rank_best, Candidate, Choice, Ledger};
 use worldland_core::messages::jobs::{AllocateRequest, JobAllocated, JobReleased, ReleaseRequest};
 use worldland_core::messages::{topics, MAX_ENTRY_BYTES};
 use worldland_core::replies::ProviderReplies;
@@ -247,10 +247,10 @@ async fn place(req: &AllocateRequest, me: &str, ctx: &Context, now: DateTime<Utc
     for round in 0..MAX_ROUNDS {
         // The first round may use the recent read; later rounds, and any refusal, read afresh.
         let mut fleet = candidates(ctx, round > 0).await?;
-        let mut ranked = rank(&fleet, req);
+        let mut ranked = rank_best(&fleet, req, MAX_ATTEMPTS);
         if ranked.is_err() && round == 0 {
             fleet = candidates(ctx, true).await?;
-            ranked = rank(&fleet, req);
+            ranked = rank_best(&fleet, req, MAX_ATTEMPTS);
         }
         let ranked = match ranked {
             Ok(r) => r,

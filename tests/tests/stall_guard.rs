@@ -242,3 +242,34 @@ async fn a_sweep_reads_the_stale_through_the_index_and_counts_the_fleet_every_te
     let third = counting.take();
     assert_eq!(third.index_items, 1 + 36, "after ten minutes the fleet is counted again: {third:?}");
 }
+
+#[tokio::test]
+async fn a_reused_fleet_count_never_lets_a_stall_through_after_the_fleet_shrank() {
+    let _turn = GAUGE.lock().await;
+    // 40 live providers counted; then 20 go offline (two sweeps of churn below the guard's share),
+    // then the pipeline stalls for the other 20: 20 stale of a counted 40 is not more than half,
+    // but of the 20 live it is all of them.
+    let fleet = Fleet::new(40).await;
+    let ctx = staleness_sweeper::Context {
+        fleet: staleness_sweeper::FleetCount::exact_below(0),
+        ..sweeper(fleet.store.clone(), fleet.sim.clone() as Arc<dyn Cluster>, Duration::seconds(STALE))
+    };
+    let mut at = t0();
+    staleness_sweeper::sweep_once(&ctx, at).await.unwrap(); // counts 40
+    for quiet in [0..10, 10..20] {
+        let next = at + Duration::seconds(STALE + 1);
+        // Everyone but `quiet` and those already gone heartbeats in time.
+        fleet.beat(quiet.end..40, next - Duration::seconds(1)).await;
+        at = next;
+        let r = staleness_sweeper::sweep_once(&ctx, at).await.unwrap();
+        assert_eq!(r.marked_offline, 10, "{r:?}");
+    }
+    // The stall: nobody heartbeats, but one provider's beat is the newest inside the period, so
+    // the silence trigger does not fire; only the share can hold the guard.
+    fleet.beat(39..40, at + Duration::seconds(STALE)).await;
+    let r = staleness_sweeper::sweep_once(&ctx, at + Duration::seconds(STALE + 1))
+        .await
+        .unwrap();
+    assert!(r.guard_held, "19 of 20 live stale must hold the guard: {r:?}");
+    assert_eq!(r.marked_offline, 0);
+}

@@ -197,6 +197,11 @@ impl FleetCount {
                 return Ok(n);
             }
         }
+        self.recount(store, now).await
+    }
+
+    /// Counts the fleet now.
+    pub async fn recount(&self, store: &dyn ItemStore, now: DateTime<Utc>) -> StoreResult<usize> {
         let n = count_fleet(store).await?;
         *self.counted.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some((now, n));
         Ok(n)
@@ -427,8 +432,14 @@ pub async fn sweep_once(ctx: &Context, now: DateTime<Utc>) -> StoreResult<SweepR
         );
     }
     report.examined += stale.len();
-    let fleet = ctx.fleet.get(ctx.store.as_ref(), now, stale.len()).await?;
+    let mut fleet = ctx.fleet.get(ctx.store.as_ref(), now, stale.len()).await?;
     let newest = newest_live_heartbeat(ctx.store.as_ref()).await?;
+    // A reused count is good enough far from the guard's share; near it (more than half the
+    // share stale), the decision is made on a fresh count: a fleet that shrank since the count
+    // must not let a stall through.
+    if stale.len() as f64 > ctx.guard.share / 2.0 * fleet as f64 {
+        fleet = ctx.fleet.recount(ctx.store.as_ref(), now).await?;
+    }
     let held = stall_decision(ctx.guard, fleet, stale.len(), newest, ms(stale_before));
     worldland_runtime::metrics::sweeper_guard_active(held.is_some());
     if let Some(why) = held {

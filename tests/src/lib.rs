@@ -388,3 +388,11 @@ pub async fn seed_available(
         "seeded twice"
     );
 }
+
+/// The `x-worldland-reason` header of a dead-lettered RabbitMQ message, if it has one.
+pub fn dead_letter_reason(props: &lapin::BasicProperties) -> Option<String> {
+    match props.headers().as_ref()?.inner().get("x-worldland-reason")? {
+        lapin::types::AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        _ => None,
+    }
+}

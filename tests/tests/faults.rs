@@ -550,16 +550,7 @@ async fn dead_letter_reasons(amqp_url: &str, queue: &str) -> BTreeMap<String, us
     while let Ok(Ok(Some(m))) =
         tokio::time::timeout(Duration::from_secs(5), ch.basic_get(queue.into(), BasicGetOptions { no_ack: true })).await
     {
-        let reason = m
-            .properties
-            .headers()
-            .as_ref()
-            .and_then(|h| h.inner().get("x-worldland-reason").cloned())
-            .and_then(|v| match v {
-                lapin::types::AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
-                _ => None,
-            })
-            .unwrap_or_else(|| "delivery limit (no reason header)".into());
+        let reason = worldland_tests::dead_letter_reason(&m.properties).unwrap_or_else(|| "delivery limit (no reason header)".into());
         *reasons.entry(reason).or_default() += 1;
     }
     let _ = conn.close(200, "read".into()).await;

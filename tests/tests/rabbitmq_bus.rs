@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions};
-use lapin::types::{AMQPValue, FieldTable};
+use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties};
 use worldland_core::bus::{Bus, BusError, Subscription};
 use worldland_tests::TestEnv;
@@ -37,15 +37,7 @@ async fn dead_letter(env: &TestEnv, queue: &str) -> (Vec<u8>, Option<String>) {
         .expect("a dead letter within 10 s")
         .unwrap()
         .unwrap();
-    let reason = d
-        .properties
-        .headers()
-        .as_ref()
-        .and_then(|h| h.inner().get("x-worldland-reason").cloned())
-        .and_then(|v| match v {
-            AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
-            _ => None,
-        });
+    let reason = worldland_tests::dead_letter_reason(&d.properties);
     d.acker.ack(BasicAckOptions::default()).await.unwrap();
     let _ = conn.close(200, "done".into()).await;
     (d.data.clone(), reason)

@@ -16,14 +16,10 @@ fn path_with_cargo_lambda() -> String {
     format!("{dir}:{}", std::env::var("PATH").unwrap_or_default())
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// Starts `cargo lambda watch` with `env` for the functions, invokes `function` with `event`
 /// once, and returns the response.
 pub async fn invoke_once(function: &str, env: &[(String, String)], event: &serde_json::Value) -> serde_json::Value {
-    let port = free_port();
+    let port = crate::spare_port();
     let vars = env.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
     let path = path_with_cargo_lambda();
     let mut watch = tokio::process::Command::new("cargo")

@@ -142,6 +142,23 @@ impl Drop for TestEnv {
     }
 }
 
+/// A TCP port on 127.0.0.1 that nothing listens on right now, for a private service.
+pub fn spare_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a spare port on 127.0.0.1")
+}
+
+/// `target/<profile>/`, where cargo put the workspace's binaries (a test runs from its `deps/`).
+pub fn bin_dir() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("the test's own path");
+    exe.parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>/deps")
+        .to_path_buf()
+}
+
 pub fn arc<T>(t: T) -> Arc<T> {
     Arc::new(t)
 }

@@ -6,7 +6,6 @@
 //! again on the same ports and data: durable quorum queues survive. Dropped: killed, directory
 //! removed, even after a panic.
 
-use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -27,13 +26,6 @@ pub struct PrivateRabbit {
     child: Option<Child>,
 }
 
-fn spare_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a spare port on 127.0.0.1")
-}
-
 impl PrivateRabbit {
     /// Starts a fresh node and waits (bounded) until it has booted.
     pub fn start() -> Self {
@@ -43,8 +35,8 @@ impl PrivateRabbit {
             std::fs::create_dir_all(dir.join(sub)).expect("rabbit dirs");
         }
         let mut me = Self {
-            port: spare_port(),
-            dist_port: spare_port(),
+            port: crate::spare_port(),
+            dist_port: crate::spare_port(),
             node: format!("wlfault{id}@localhost"),
             dir,
             child: None,

@@ -8,7 +8,7 @@
 //! inspect what the other users may not. The shipped file keeps the production names.
 
 use std::io::Read;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -103,7 +103,7 @@ impl PrivateRedis {
         for _ in 0..5 {
             let dir = std::env::temp_dir().join(format!("wl-redis-{}", uuid::Uuid::new_v4().simple()));
             std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-            let port = spare_port();
+            let port = crate::spare_port();
             let mut cmd = Command::new(server_binary());
             cmd.arg("--port")
                 .arg(port.to_string())
@@ -227,13 +227,4 @@ impl Drop for PrivateRedis {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-/// A port nobody listens on right now (the OS picks it; a race with another process is retried
-/// by [`PrivateRedis::start`]).
-fn spare_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a spare port on 127.0.0.1")
 }

@@ -3,7 +3,6 @@
 //! `/readyz` and `/metrics` — the endpoints `infra/k8s` probes — and stops cleanly on SIGTERM.
 //! The binaries come from `cargo build --workspace --bins` (scripts/test runs it first).
 
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -14,20 +13,6 @@ use worldland_tests::TestEnv;
 
 /// How long a binary may take to connect and answer (a bounded wait on another process).
 const START_WITHIN: Duration = Duration::from_secs(30);
-
-/// `target/<profile>/`, where cargo put the workspace's binaries (this test runs from its `deps/`).
-fn bin_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test's own path");
-    exe.parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/<profile>/deps")
-        .to_path_buf()
-}
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-    l.local_addr().expect("its address").port()
-}
 
 /// One GET; the status code and body, or why not.
 async fn get(port: u16, path: &str) -> Result<(u16, String), String> {
@@ -70,13 +55,13 @@ async fn serves_health_and_stops_on_sigterm(name: &str, queue_bindings: Option<&
     if let Some(bindings) = queue_bindings {
         env.queue(name, bindings); // deleted when the test ends
     }
-    let binary = bin_dir().join(name);
+    let binary = worldland_tests::bin_dir().join(name);
     assert!(
         binary.exists(),
         "{} missing: run `cargo build --workspace --bins` (scripts/test does)",
         binary.display()
     );
-    let port = free_port();
+    let port = worldland_tests::spare_port();
     let cfg = &env.cfg;
     let mut child = Command::new(&binary)
         .env_clear()

@@ -60,16 +60,6 @@ const SETTLE: Duration = Duration::from_secs(40);
 const CONSUMERS: [&str; 4] = ["registration-handler", "join-token-issuer", "heartbeat-recorder", "allocator"];
 const SERVICES: [&str; 2] = ["redis-bridge", "staleness-sweeper"];
 
-fn spare_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-    l.local_addr().expect("its address").port()
-}
-
-fn bin_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test's own path");
-    exe.parent().and_then(|d| d.parent()).expect("target/<profile>/deps").to_path_buf()
-}
-
 fn port_open(port: u16) -> bool {
     std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
 }
@@ -99,7 +89,7 @@ impl AofRedis {
         let dir = std::env::temp_dir().join(format!("wl-faults-redis-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).unwrap();
         let mut me = Self {
-            port: spare_port(),
+            port: worldland_tests::spare_port(),
             dir,
             child: None,
         };
@@ -201,7 +191,7 @@ impl Dynalite {
         let dir = std::env::temp_dir().join(format!("wl-faults-dynalite-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).unwrap();
         let mut me = Self {
-            port: spare_port(),
+            port: worldland_tests::spare_port(),
             dir,
             child: None,
         };
@@ -267,13 +257,13 @@ async fn http_status(port: u16, path: &str) -> Option<u16> {
 
 impl Workers {
     async fn spawn(&mut self, name: &'static str) {
-        let port = spare_port();
+        let port = worldland_tests::spare_port();
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.log_dir.join(format!("{name}.log")))
             .unwrap();
-        let mut cmd = Command::new(bin_dir().join(name));
+        let mut cmd = Command::new(worldland_tests::bin_dir().join(name));
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env(

@@ -11,10 +11,6 @@ use worldland_core::streams::StreamNames;
 use worldland_provider_sdk::heartbeat::{run_heartbeats, HeartbeatSettings, Usage};
 use worldland_provider_sdk::simulated::SimulatedProvider;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 async fn start_redis(port: u16) -> Child {
     let child = Command::new("redis-server")
         .args([
@@ -74,7 +70,7 @@ async fn entries(url: &str, stream: &str, more_than: usize) -> Vec<(String, Stri
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heartbeats_are_signed_survive_an_outage_and_leave_no_backlog() {
-    let port = free_port();
+    let port = worldland_tests::spare_port();
     let url = format!("redis://127.0.0.1:{port}");
     let mut redis = start_redis(port).await;
     let p = SimulatedProvider::new(1, chrono::Utc::now());

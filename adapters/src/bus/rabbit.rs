@@ -419,23 +419,19 @@ impl Bus for RabbitBus {
             mandatory: true,
             ..Default::default()
         };
-        let pipelined = async {
-            let mut pending = Vec::with_capacity(msgs.len());
-            for (key, id, body) in msgs {
+        // All publishes are started together: a publish's first poll takes its delivery tag and
+        // queues its frames, then waits for the I/O thread to write them. Awaiting each write
+        // before queueing the next made every message a round trip between the two threads.
+        let pipelined = futures::future::join_all(msgs.iter().map(|(key, id, body)| {
+            let (ch, exchange) = (&ch, exchange.as_str());
+            async move {
                 let props = BasicProperties::default()
                     .with_delivery_mode(2)
                     .with_content_type("application/json".into())
                     .with_message_id(ShortString::from(*id));
-                pending.push(ch.basic_publish(exchange.as_str().into(), (*key).into(), opts, body, props).await);
+                ch.basic_publish(exchange.into(), (*key).into(), opts, body, props).await?.await
             }
-            let confirms = pending.into_iter().map(|p| async move {
-                match p {
-                    Ok(confirm) => confirm.await,
-                    Err(e) => Err(e),
-                }
-            });
-            futures::future::join_all(confirms).await
-        };
+        }));
         // Bounded like a single publish, the writes included (a blocked connection stops taking
         // frames): past it, each message goes again on its own (at least once; consumers are
         // idempotent).

@@ -573,22 +573,21 @@ impl RawRoundTrip {
             if entries.is_empty() {
                 continue;
             }
-            let mut confirms = Vec::with_capacity(entries.len());
-            for entry in &entries {
+            // Every publish started together, as the bridge does (see `RabbitBus::publish_batch`).
+            let publishes = entries.iter().map(|entry| async move {
                 let data: Vec<u8> = entry.get("data").unwrap_or_default();
-                confirms.push(
-                    self.pub_ch
-                        .basic_publish(
-                            "".into(),
-                            self.queue.as_str().into(),
-                            BasicPublishOptions::default(),
-                            &data,
-                            BasicProperties::default().with_delivery_mode(2),
-                        )
-                        .await?,
-                );
-            }
-            for c in futures::future::join_all(confirms).await {
+                self.pub_ch
+                    .basic_publish(
+                        "".into(),
+                        self.queue.as_str().into(),
+                        BasicPublishOptions::default(),
+                        &data,
+                        BasicProperties::default().with_delivery_mode(2),
+                    )
+                    .await?
+                    .await
+            });
+            for c in futures::future::join_all(publishes).await {
                 anyhow::ensure!(c?.is_ack(), "the broker nacked a raw publish");
             }
             let ids: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();

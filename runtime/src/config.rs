@@ -74,6 +74,9 @@ fn d_providers_table() -> String {
 fn d_state_index() -> String {
     "state-heartbeat-index".into()
 }
+fn d_placement_index() -> String {
+    "model-price-index".into()
+}
 fn d_jobs_index() -> String {
     "state-due-index".into()
 }
@@ -156,6 +159,8 @@ pub struct Config {
     pub providers_table: String,
     #[serde(default = "d_state_index")]
     pub providers_state_index: String,
+    #[serde(default = "d_placement_index")]
+    pub providers_placement_index: String,
     #[serde(default = "d_jobs_table")]
     pub jobs_table: String,
     #[serde(default = "d_jobs_index")]
@@ -422,6 +427,7 @@ impl Config {
         TableNames {
             providers: self.providers_table.clone(),
             providers_state_index: self.providers_state_index.clone(),
+            providers_placement_index: self.providers_placement_index.clone(),
             jobs: self.jobs_table.clone(),
             jobs_state_index: self.jobs_state_index.clone(),
         }

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use tokio::sync::Notify;
-use worldland_core::state::{Cond, Item, ItemStore, Op, StoreError, StoreResult, Table};
+use worldland_core::state::{Cond, Item, ItemStore, Op, PlacementPage, PlacementQuery, StoreError, StoreResult, Table};
 
 /// What happens to the chosen write.
 #[derive(Clone)]
@@ -111,6 +111,9 @@ impl ItemStore for FaultyStore {
     }
     async fn query_by_state_projected(&self, table: Table, state: &str, hb_before: Option<i64>, attrs: &[&str]) -> StoreResult<Vec<Item>> {
         self.inner.query_by_state_projected(table, state, hb_before, attrs).await
+    }
+    async fn placement_page(&self, q: &PlacementQuery<'_>) -> StoreResult<PlacementPage> {
+        self.inner.placement_page(q).await
     }
     async fn scan(&self, table: Table) -> StoreResult<Vec<Item>> {
         self.inner.scan(table).await

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::sync::watch;
-use worldland_core::state::{Cond, Item, ItemStore, Op, StoreResult, Table};
+use worldland_core::state::{Cond, Item, ItemStore, Op, PlacementPage, PlacementQuery, StoreResult, Table};
 
 pub struct NotifyingStore {
     inner: Arc<dyn ItemStore>,
@@ -64,6 +64,9 @@ impl ItemStore for NotifyingStore {
     }
     async fn query_by_state_projected(&self, table: Table, state: &str, hb_before: Option<i64>, attrs: &[&str]) -> StoreResult<Vec<Item>> {
         self.inner.query_by_state_projected(table, state, hb_before, attrs).await
+    }
+    async fn placement_page(&self, q: &PlacementQuery<'_>) -> StoreResult<PlacementPage> {
+        self.inner.placement_page(q).await
     }
     async fn scan(&self, table: Table) -> StoreResult<Vec<Item>> {
         self.inner.scan(table).await

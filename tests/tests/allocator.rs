@@ -545,3 +545,76 @@ async fn bad_job_messages_are_refused_with_a_reason() {
         );
     }
 }
+
+/// Seeds `n` providers (ids from `first`), `model_of(i)` GPUs at `price_of(i)`; the lowest price
+/// per model label.
+async fn seed_priced(
+    store: &dyn ItemStore,
+    first: usize,
+    n: usize,
+    model_of: impl Fn(usize) -> &'static str,
+    price_of: impl Fn(usize) -> f64,
+) {
+    for i in first..first + n {
+        seed_available(store, &provider(i, model_of(i), 2, 0, price_of(i)).registration, t0()).await;
+    }
+}
+
+async fn allocated(fx: &mut Fixture, req: &AllocateRequest) -> JobAllocated {
+    allocator::allocate(req, &fx.ctx(), t0()).await.unwrap();
+    let ev = fx.drain().await;
+    assert_eq!(ev[0].0, topics::JOB_ALLOCATED, "{}: {:?}", req.job_id, ev[0].1);
+    serde_json::from_value(ev[0].1.clone()).unwrap()
+}
+
+/// A job naming its model reads the placement index: that model's providers (and the mixed
+/// ones), cheapest first, only until nothing cheaper can be left. Among 3,000 providers of two
+/// models at spread prices it finds the cheapest in a few pages; reading the available fleet, as
+/// before, touched all 3,000. A provider offering two models is found for either.
+#[tokio::test]
+async fn placement_reads_the_cheapest_of_the_model_not_the_fleet() {
+    use worldland_adapters::state::counting::CountingStore;
+    let memory: Arc<dyn ItemStore> = Arc::new(MemoryStore::new());
+    let counting = Arc::new(CountingStore::new(memory.clone()));
+    let models = ["NVIDIA GeForce RTX 4090", "NVIDIA A100-SXM4-80GB"];
+    let price = |i: usize| 1.0 + (i * 7919 % 1000) as f64 / 100.0;
+    seed_priced(memory.as_ref(), 0, 3000, |i| models[i % 2], price).await;
+    let cheapest_a100 = (0..3000).filter(|i| i % 2 == 1).map(price).fold(f64::MAX, f64::min);
+    let mut fx = Fixture::new(counting.clone()).await;
+
+    counting.take();
+    let a = allocated(&mut fx, &alloc("by-index", 1, Some("A100-SXM4-80GB"), None)).await;
+    let read = counting.take().index_items;
+    assert_eq!(a.price_per_gpu_hour_micros, (cheapest_a100 * 1e6).round() as i64);
+    assert!(read <= 2 * allocator::PLACEMENT_PAGE as u64, "read {read} index items of 3,000");
+
+    // A provider with one 4090 and one A100, cheaper than all: found for an A100, but not for
+    // two of them.
+    let mut mixed = provider(5000, models[0], 2, 0, 0.5);
+    mixed.registration.spec.gpus[1].name = models[1].into();
+    seed_available(memory.as_ref(), &mixed.registration, t0()).await;
+    let m = allocated(&mut fx, &alloc("mixed-one", 1, Some("A100-SXM4-80GB"), None)).await;
+    assert_eq!(m.provider_id, mixed.provider_id);
+    let two = allocated(&mut fx, &alloc("mixed-two", 2, Some("A100-SXM4-80GB"), None)).await;
+    assert_ne!(two.provider_id, mixed.provider_id);
+}
+
+/// Where many providers share the cheapest price, placement stops after its read budget: the
+/// price stays the cheapest, and the read stays bounded however large the crowd.
+#[tokio::test]
+async fn a_crowd_at_one_price_is_read_only_up_to_the_budget() {
+    use worldland_adapters::state::counting::CountingStore;
+    let memory: Arc<dyn ItemStore> = Arc::new(MemoryStore::new());
+    let counting = Arc::new(CountingStore::new(memory.clone()));
+    seed_priced(memory.as_ref(), 0, 2500, |_| "Tesla T4", |_| 0.3).await;
+    seed_priced(memory.as_ref(), 2500, 10, |_| "Tesla T4", |_| 0.9).await;
+    let mut fx = Fixture::new(counting.clone()).await;
+    counting.take();
+    let a = allocated(&mut fx, &alloc("crowd", 1, Some("T4"), None)).await;
+    let read = counting.take().index_items as usize;
+    assert_eq!(a.price_per_gpu_hour_micros, 300_000);
+    assert!(
+        read <= allocator::PLACEMENT_READ_BUDGET + allocator::PLACEMENT_PAGE,
+        "read {read} of 2,510"
+    );
+}

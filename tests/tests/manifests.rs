@@ -724,3 +724,26 @@ fn policy_expressions_are_balanced() {
         }
     }
 }
+
+/// The SAM template's placement index projects exactly what placement reads (its sort key aside):
+/// a missing attribute would make every provider look unfit, an extra one would let heartbeats
+/// write to the index.
+#[test]
+fn the_sam_placement_index_projects_what_placement_reads() {
+    let template = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra/template.yaml")).unwrap();
+    let at = template
+        .find("IndexName: model-price-index")
+        .expect("the placement index in the template");
+    let projected: BTreeSet<&str> = template[at..]
+        .lines()
+        .skip_while(|l| !l.trim().starts_with("NonKeyAttributes:"))
+        .skip(1)
+        .map_while(|l| l.trim().strip_prefix("- "))
+        .collect();
+    let wanted: BTreeSet<&str> = worldland_core::ledger::PLACEMENT_ATTRS
+        .iter()
+        .copied()
+        .filter(|a| *a != worldland_core::state::PLACEMENT_SORT_ATTR)
+        .collect();
+    assert_eq!(projected, wanted);
+}

@@ -5,7 +5,9 @@
 
 use std::sync::Arc;
 
-use worldland_core::state::{Cond, ItemStore, Op, Table, Value};
+use worldland_core::state::{
+    Cond, ItemStore, Op, PlacementCursor, PlacementQuery, Table, Value, PLACEMENT_MODEL_ATTR, PLACEMENT_SORT_ATTR,
+};
 
 fn key(tag: &str) -> String {
     format!("contract-{tag}-{}", uuid::Uuid::new_v4().simple())
@@ -16,6 +18,95 @@ pub async fn run_all(store: &dyn ItemStore) {
     conditions_guard_updates(store).await;
     numbers_and_nested_maps(store).await;
     state_index_returns_only_matching_items(store).await;
+    placement_index_pages_cheapest_first(store).await;
+}
+
+/// The placement index: one model's items, cheapest first, under a price cap, only the wanted
+/// state returned (the others counted as read), paged by cursor; an item moves when its model or
+/// price changes and leaves when it loses its model.
+pub async fn placement_index_pages_cheapest_first(store: &dyn ItemStore) {
+    let model = key("model");
+    let mut keys = vec![];
+    for (i, (price, state)) in [
+        (500i64, "available"),
+        (100, "available"),
+        (300, "offline"),
+        (200, "available"),
+        (400, "available"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let k = key(&format!("place{i}"));
+        let ops = [
+            Op::set("state", state),
+            Op::set(PLACEMENT_MODEL_ATTR, model.as_str()),
+            Op::set(PLACEMENT_SORT_ATTR, price),
+            Op::set("node_name", "n"),
+            Op::set("spec", "not projected"),
+        ];
+        store.update(Table::Providers, &k, &Cond::Always, &ops).await.unwrap();
+        keys.push(k);
+    }
+    // Another model's item is never read.
+    let other = key("place-other");
+    let ops = [
+        Op::set("state", "available"),
+        Op::set(PLACEMENT_MODEL_ATTR, key("model")),
+        Op::set(PLACEMENT_SORT_ATTR, 1i64),
+    ];
+    store.update(Table::Providers, &other, &Cond::Always, &ops).await.unwrap();
+
+    let page = |after: Option<PlacementCursor>, limit: usize, cap: Option<i64>| {
+        let model = model.clone();
+        async move {
+            let q = PlacementQuery {
+                model: &model,
+                state: "available",
+                max_price_micros: cap,
+                after: after.as_ref(),
+                limit,
+                attrs: &["node_name", "state", PLACEMENT_SORT_ATTR],
+            };
+            store.placement_page(&q).await.unwrap()
+        }
+    };
+    let prices = |p: &worldland_core::state::PlacementPage| -> Vec<i64> {
+        p.items
+            .iter()
+            .map(|i| i.get(PLACEMENT_SORT_ATTR).and_then(Value::as_i64).unwrap())
+            .collect()
+    };
+    let first = page(None, 3, None).await;
+    assert_eq!(prices(&first), vec![100, 200], "cheapest first; the offline one read, not returned");
+    assert_eq!(first.read, 3);
+    assert!(first.items.iter().all(|i| i.get("spec").is_none() && i.get("node_name").is_some()));
+    let next = first.next.clone().expect("more to read");
+    assert_eq!(next.price_micros, 300);
+    let rest = page(Some(next), 3, None).await;
+    assert_eq!(prices(&rest), vec![400, 500]);
+    assert_eq!(rest.read, 2);
+    assert!(rest.next.is_none(), "the partition is read to its end");
+    let capped = page(None, 10, Some(250)).await;
+    assert_eq!(prices(&capped), vec![100, 200]);
+    assert_eq!(capped.read, 2, "nothing above the cap is read");
+    assert!(capped.next.is_none());
+
+    // A price change moves the item; losing the model takes it out.
+    store
+        .update(Table::Providers, &keys[0], &Cond::Always, &[Op::set(PLACEMENT_SORT_ATTR, 50i64)])
+        .await
+        .unwrap();
+    store
+        .update(
+            Table::Providers,
+            &keys[1],
+            &Cond::Always,
+            &[Op::Remove(PLACEMENT_MODEL_ATTR.into())],
+        )
+        .await
+        .unwrap();
+    assert_eq!(prices(&page(None, 10, None).await), vec![50, 200, 400]);
 }
 
 pub async fn create_only_once(store: &dyn ItemStore) {

@@ -6,12 +6,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use worldland_core::state::{Cond, Item, ItemStore, Op, StoreResult, Table};
+use worldland_core::state::{Cond, Item, ItemStore, Op, PlacementPage, PlacementQuery, StoreResult, Table};
 
 /// What a [`CountingStore`] has seen since it was made or last [`CountingStore::take`]n.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Counts {
-    /// Items read through the state index (queries and counts: each item touched).
+    /// Items read through an index (the state index's queries and counts, the placement index's
+    /// pages: each item touched).
     pub index_items: u64,
     /// Point reads (`get`).
     pub gets: u64,
@@ -90,6 +91,11 @@ impl ItemStore for CountingStore {
         let newest = self.inner.newest_in_state(table, state).await?;
         Self::add(&self.index_items, usize::from(newest.is_some()));
         Ok(newest)
+    }
+    async fn placement_page(&self, q: &PlacementQuery<'_>) -> StoreResult<PlacementPage> {
+        let page = self.inner.placement_page(q).await?;
+        Self::add(&self.index_items, page.read);
+        Ok(page)
     }
     async fn scan(&self, table: Table) -> StoreResult<Vec<Item>> {
         let items = self.inner.scan(table).await?;

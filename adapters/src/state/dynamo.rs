@@ -12,7 +12,8 @@ use aws_sdk_dynamodb::types::{
 use aws_sdk_dynamodb::Client;
 
 use worldland_core::state::{
-    Cond, Item, ItemStore, Op, StoreError, StoreResult, Table, TableNames, Value, INDEX_SORT_ATTR, INDEX_STATE_ATTR, KEY_ATTR,
+    Cond, Item, ItemStore, Op, PlacementCursor, PlacementPage, PlacementQuery, StoreError, StoreResult, Table, TableNames, Value,
+    INDEX_SORT_ATTR, INDEX_STATE_ATTR, KEY_ATTR, PLACEMENT_MODEL_ATTR, PLACEMENT_SORT_ATTR,
 };
 
 #[derive(Clone)]
@@ -168,50 +169,103 @@ impl DynamoStore {
         &self.names
     }
 
-    /// Creates the tables and the state index if they are missing; waits until they are active.
-    /// Idempotent.
+    /// Creates the tables and their indexes if they are missing; waits until they are active.
+    /// Idempotent. A providers table made before the placement index is refused with a reason.
     pub async fn ensure_tables(&self) -> StoreResult<()> {
         for table in [Table::Providers, Table::Jobs] {
             let name = self.names.of(table).to_string();
-            let exists = self.client.describe_table().table_name(&name).send().await.is_ok();
-            if !exists {
-                let key = |n: &str, t: ScalarAttributeType| {
-                    AttributeDefinition::builder()
-                        .attribute_name(n)
-                        .attribute_type(t)
-                        .build()
-                        .map_err(backend)
-                };
-                let schema = |n: &str, t: KeyType| KeySchemaElement::builder().attribute_name(n).key_type(t).build().map_err(backend);
-                // Every table has the sparse state index (providers: last heartbeat; jobs: due).
-                let req = self
-                    .client
-                    .create_table()
-                    .table_name(&name)
-                    .billing_mode(BillingMode::PayPerRequest)
-                    .attribute_definitions(key(KEY_ATTR, ScalarAttributeType::S)?)
-                    .key_schema(schema(KEY_ATTR, KeyType::Hash)?)
-                    .attribute_definitions(key(INDEX_STATE_ATTR, ScalarAttributeType::S)?)
-                    .attribute_definitions(key(INDEX_SORT_ATTR, ScalarAttributeType::N)?)
-                    .global_secondary_indexes(
-                        GlobalSecondaryIndex::builder()
-                            .index_name(self.names.index_of(table))
-                            .key_schema(schema(INDEX_STATE_ATTR, KeyType::Hash)?)
-                            .key_schema(schema(INDEX_SORT_ATTR, KeyType::Range)?)
-                            .projection(Projection::builder().projection_type(ProjectionType::All).build())
-                            .build()
-                            .map_err(backend)?,
-                    );
-                if let Err(e) = req.send().await {
-                    let in_use = e.as_service_error().is_some_and(|s| s.is_resource_in_use_exception());
-                    if !in_use {
-                        return Err(backend(e));
+            let described = self.client.describe_table().table_name(&name).send().await;
+            match described.as_ref().ok().and_then(|d| d.table()) {
+                None => self.create_table(table).await?,
+                Some(t) if table == Table::Providers => {
+                    let has_placement = t
+                        .global_secondary_indexes()
+                        .iter()
+                        .any(|g| g.index_name() == Some(self.names.providers_placement_index.as_str()));
+                    if !has_placement {
+                        // Deployed tables get it from the SAM template (CloudFormation adds it and
+                        // DynamoDB backfills it); dynalite cannot add an index to a table.
+                        return Err(backend(format!(
+                            "table {name} has no index {}: deploy infra/template.yaml, or delete the table and run `worldland infra init`",
+                            self.names.providers_placement_index
+                        )));
                     }
                 }
+                Some(_) => {}
             }
             self.wait_active(&name).await?;
         }
         Ok(())
+    }
+
+    fn attr_def(n: &str, t: ScalarAttributeType) -> StoreResult<AttributeDefinition> {
+        AttributeDefinition::builder()
+            .attribute_name(n)
+            .attribute_type(t)
+            .build()
+            .map_err(backend)
+    }
+
+    fn index(name: &str, partition: &str, sort: &str, projection: Projection) -> StoreResult<GlobalSecondaryIndex> {
+        let schema = |n: &str, t: KeyType| KeySchemaElement::builder().attribute_name(n).key_type(t).build().map_err(backend);
+        GlobalSecondaryIndex::builder()
+            .index_name(name)
+            .key_schema(schema(partition, KeyType::Hash)?)
+            .key_schema(schema(sort, KeyType::Range)?)
+            .projection(projection)
+            .build()
+            .map_err(backend)
+    }
+
+    /// The placement index: only what placement reads is projected, so heartbeats (which change
+    /// none of it) never write to it.
+    fn placement_index(&self) -> StoreResult<GlobalSecondaryIndex> {
+        let projection = Projection::builder()
+            .projection_type(ProjectionType::Include)
+            .set_non_key_attributes(Some(
+                worldland_core::ledger::PLACEMENT_ATTRS
+                    .iter()
+                    .filter(|a| **a != PLACEMENT_SORT_ATTR)
+                    .map(|a| a.to_string())
+                    .collect(),
+            ))
+            .build();
+        Self::index(
+            &self.names.providers_placement_index,
+            PLACEMENT_MODEL_ATTR,
+            PLACEMENT_SORT_ATTR,
+            projection,
+        )
+    }
+
+    async fn create_table(&self, table: Table) -> StoreResult<()> {
+        let schema = KeySchemaElement::builder()
+            .attribute_name(KEY_ATTR)
+            .key_type(KeyType::Hash)
+            .build()
+            .map_err(backend)?;
+        let all = Projection::builder().projection_type(ProjectionType::All).build();
+        // Every table has the sparse state index (providers: last heartbeat; jobs: due).
+        let mut req = self
+            .client
+            .create_table()
+            .table_name(self.names.of(table))
+            .billing_mode(BillingMode::PayPerRequest)
+            .attribute_definitions(Self::attr_def(KEY_ATTR, ScalarAttributeType::S)?)
+            .key_schema(schema)
+            .attribute_definitions(Self::attr_def(INDEX_STATE_ATTR, ScalarAttributeType::S)?)
+            .attribute_definitions(Self::attr_def(INDEX_SORT_ATTR, ScalarAttributeType::N)?)
+            .global_secondary_indexes(Self::index(self.names.index_of(table), INDEX_STATE_ATTR, INDEX_SORT_ATTR, all)?);
+        if table == Table::Providers {
+            req = req
+                .attribute_definitions(Self::attr_def(PLACEMENT_MODEL_ATTR, ScalarAttributeType::S)?)
+                .attribute_definitions(Self::attr_def(PLACEMENT_SORT_ATTR, ScalarAttributeType::N)?)
+                .global_secondary_indexes(self.placement_index()?);
+        }
+        match req.send().await {
+            Err(e) if !e.as_service_error().is_some_and(|s| s.is_resource_in_use_exception()) => Err(backend(e)),
+            _ => Ok(()),
+        }
     }
 
     async fn wait_active(&self, name: &str) -> StoreResult<()> {
@@ -332,6 +386,66 @@ impl ItemStore for DynamoStore {
             Some(raw) => Ok(from_item(raw)?.get(INDEX_SORT_ATTR).and_then(Value::as_i64)),
             None => Ok(None),
         }
+    }
+
+    async fn placement_page(&self, q: &PlacementQuery<'_>) -> StoreResult<PlacementPage> {
+        let mut b = ExprBuilder::default();
+        let (m, p) = (b.path(PLACEMENT_MODEL_ATTR), b.path(PLACEMENT_SORT_ATTR));
+        let mv = b.value(AttributeValue::S(q.model.to_string()));
+        let mut key_cond = format!("{m} = {mv}");
+        if let Some(cap) = q.max_price_micros {
+            let cv = b.value(AttributeValue::N(cap.to_string()));
+            key_cond.push_str(&format!(" AND {p} <= {cv}"));
+        }
+        let state = b.path(INDEX_STATE_ATTR);
+        let sv = b.value(AttributeValue::S(q.state.to_string()));
+        let filter = format!("{state} = {sv}");
+        let projection = std::iter::once(KEY_ATTR)
+            .chain(q.attrs.iter().copied())
+            .map(|a| b.path(a))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let start = q.after.map(|c| {
+            HashMap::from([
+                (KEY_ATTR.to_string(), AttributeValue::S(c.key.clone())),
+                (PLACEMENT_MODEL_ATTR.to_string(), AttributeValue::S(q.model.to_string())),
+                (PLACEMENT_SORT_ATTR.to_string(), AttributeValue::N(c.price_micros.to_string())),
+            ])
+        });
+        let page = self
+            .client
+            .query()
+            .table_name(self.names.of(Table::Providers))
+            .index_name(&self.names.providers_placement_index)
+            .key_condition_expression(key_cond)
+            .filter_expression(filter)
+            .projection_expression(projection)
+            .set_expression_attribute_names(Some(b.names))
+            .set_expression_attribute_values(Some(b.values))
+            .limit(i32::try_from(q.limit.max(1)).unwrap_or(i32::MAX))
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(backend)?;
+        let next = match page.last_evaluated_key() {
+            None => None,
+            Some(last) => {
+                let key = last.get(KEY_ATTR).and_then(|v| v.as_s().ok()).cloned();
+                let price = last
+                    .get(PLACEMENT_SORT_ATTR)
+                    .and_then(|v| v.as_n().ok())
+                    .and_then(|n| n.parse().ok());
+                match (key, price) {
+                    (Some(key), Some(price_micros)) => Some(PlacementCursor { price_micros, key }),
+                    _ => return Err(backend("the placement index answered a page end without its key")),
+                }
+            }
+        };
+        Ok(PlacementPage {
+            items: page.items().iter().map(from_item).collect::<StoreResult<_>>()?,
+            read: usize::try_from(page.scanned_count()).unwrap_or(0),
+            next,
+        })
     }
 
     async fn scan(&self, table: Table) -> StoreResult<Vec<Item>> {

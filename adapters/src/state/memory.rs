@@ -7,21 +7,57 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use worldland_core::state::expr::{apply_in_place, eval};
-use worldland_core::state::{Cond, Item, ItemStore, Op, StoreResult, Table, Value, INDEX_SORT_ATTR, INDEX_STATE_ATTR, KEY_ATTR};
+use worldland_core::state::{
+    Cond, Item, ItemStore, Op, PlacementCursor, PlacementPage, PlacementQuery, StoreResult, Table, Value, INDEX_SORT_ATTR,
+    INDEX_STATE_ATTR, KEY_ATTR, PLACEMENT_MODEL_ATTR, PLACEMENT_SORT_ATTR,
+};
 
 #[derive(Default)]
 struct MemTable {
     items: HashMap<String, Item>,
     /// (state, hb_at, key) for items that carry both, like a DynamoDB sparse GSI.
     index: BTreeSet<(String, i64, String)>,
+    /// (place_model, price_micros, key) for items that carry both: the placement index.
+    placement: BTreeSet<(String, i64, String)>,
+}
+
+/// An item's entry in a sparse index on (`partition`, `sort`), if it carries both.
+fn entry_on(item: &Item, partition: &str, sort: &str) -> Option<(String, i64, String)> {
+    Some((
+        item.get(partition)?.as_str()?.to_string(),
+        item.get(sort)?.as_i64()?,
+        item.get(KEY_ATTR)?.as_str()?.to_string(),
+    ))
 }
 
 fn index_entry(item: &Item) -> Option<(String, i64, String)> {
-    Some((
-        item.get(INDEX_STATE_ATTR)?.as_str()?.to_string(),
-        item.get(INDEX_SORT_ATTR)?.as_i64()?,
-        item.get(KEY_ATTR)?.as_str()?.to_string(),
-    ))
+    entry_on(item, INDEX_STATE_ATTR, INDEX_SORT_ATTR)
+}
+
+fn placement_entry(item: &Item) -> Option<(String, i64, String)> {
+    entry_on(item, PLACEMENT_MODEL_ATTR, PLACEMENT_SORT_ATTR)
+}
+
+/// Moves `key`'s entry in `index` from `before` to `after` when it changed.
+fn move_entry(index: &mut BTreeSet<(String, i64, String)>, before: Option<(String, i64, String)>, after: Option<(String, i64, String)>) {
+    if before != after {
+        if let Some(old) = before {
+            index.remove(&old);
+        }
+        if let Some(new) = after {
+            index.insert(new);
+        }
+    }
+}
+
+/// Only the key and `attrs` of `item`: each wanted attribute looked up (a dozen lookups), not
+/// every attribute of the item compared with every wanted name.
+fn projected(item: &Item, attrs: &[&str]) -> Item {
+    std::iter::once(KEY_ATTR)
+        .chain(attrs.iter().copied())
+        .filter_map(|a| item.get_key_value(a))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
 }
 
 #[derive(Default)]
@@ -41,7 +77,7 @@ impl MemoryStore {
         if !eval(cond, t.items.get(key)) {
             return Ok(None);
         }
-        let before = t.items.get(key).and_then(index_entry);
+        let before = t.items.get(key).map(|i| (index_entry(i), placement_entry(i)));
         match t.items.get_mut(key) {
             Some(item) => apply_in_place(item, ops)?,
             None => {
@@ -51,15 +87,10 @@ impl MemoryStore {
                 t.items.insert(key.to_string(), item);
             }
         }
-        let after = t.items.get(key).and_then(index_entry);
-        if before != after {
-            if let Some(old) = before {
-                t.index.remove(&old);
-            }
-            if let Some(new) = after {
-                t.index.insert(new);
-            }
-        }
+        let after = t.items.get(key).map(|i| (index_entry(i), placement_entry(i)));
+        let ((state_before, place_before), (state_after, place_after)) = (before.unwrap_or_default(), after.unwrap_or_default());
+        move_entry(&mut t.index, state_before, state_after);
+        move_entry(&mut t.placement, place_before, place_after);
         Ok(t.items.get(key))
     }
 }
@@ -105,16 +136,43 @@ impl ItemStore for MemoryStore {
             .range(lo..hi)
             .filter(|(s, _, _)| s == state)
             .filter_map(|(_, _, k)| t.items.get(k))
-            .map(|item| {
-                // Each wanted attribute looked up (a dozen lookups), not every attribute of the
-                // item compared with every wanted name.
-                std::iter::once(KEY_ATTR)
-                    .chain(attrs.iter().copied())
-                    .filter_map(|a| item.get_key_value(a))
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect()
-            })
+            .map(|item| projected(item, attrs))
             .collect())
+    }
+
+    async fn placement_page(&self, q: &PlacementQuery<'_>) -> StoreResult<PlacementPage> {
+        use std::ops::Bound;
+        let tables = self.tables.lock().expect("store lock");
+        let Some(t) = tables.get(&Table::Providers) else {
+            return Ok(PlacementPage::default());
+        };
+        let start = match q.after {
+            Some(c) => Bound::Excluded((q.model.to_string(), c.price_micros, c.key.clone())),
+            None => Bound::Included((q.model.to_string(), i64::MIN, String::new())),
+        };
+        let cap = q.max_price_micros.unwrap_or(i64::MAX);
+        let read: Vec<&(String, i64, String)> = t
+            .placement
+            .range((start, Bound::Unbounded))
+            .take_while(|(m, price, _)| m == q.model && *price <= cap)
+            .take(q.limit.max(1))
+            .collect();
+        let next = (read.len() == q.limit.max(1)).then(|| {
+            read.last().map(|(_, price, key)| PlacementCursor {
+                price_micros: *price,
+                key: key.clone(),
+            })
+        });
+        Ok(PlacementPage {
+            items: read
+                .iter()
+                .filter_map(|(_, _, k)| t.items.get(k))
+                .filter(|item| item.get(INDEX_STATE_ATTR).and_then(Value::as_str) == Some(q.state))
+                .map(|item| projected(item, q.attrs))
+                .collect(),
+            read: read.len(),
+            next: next.flatten(),
+        })
     }
 
     async fn count_by_state(&self, table: Table, state: &str, hb_before: Option<i64>) -> StoreResult<usize> {

@@ -36,8 +36,8 @@ async fn init() -> anyhow::Result<()> {
     let store = backends::dynamo(&cfg).await;
     store.ensure_tables().await.context("creating DynamoDB tables")?;
     println!(
-        "DynamoDB tables ready: {}, {} (index {})",
-        cfg.providers_table, cfg.jobs_table, cfg.providers_state_index
+        "DynamoDB tables ready: {}, {} (indexes {}, {})",
+        cfg.providers_table, cfg.jobs_table, cfg.providers_state_index, cfg.providers_placement_index
     );
     let bus = declare_queues(&cfg).await?;
     let conn = backends::redis(&cfg).await?;

@@ -18,6 +18,51 @@ pub const INDEX_STATE_ATTR: &str = "state";
 /// The state indexes' sort attribute, in epoch ms: for providers the last heartbeat (see `providers::attr::HB_AT`), for jobs the due time.
 pub const INDEX_SORT_ATTR: &str = "hb_at";
 
+/// The providers' placement index: partition on one GPU model (the provider's offered GPUs all
+/// of that model, see `ledger::placement_partition`), sort on the price per GPU-hour. Placement
+/// reads the cheapest providers of the model it needs, never the whole fleet.
+pub const PLACEMENT_MODEL_ATTR: &str = "place_model";
+/// The placement index's sort attribute: the price per GPU-hour in micro-units.
+pub const PLACEMENT_SORT_ATTR: &str = "price_micros";
+
+/// Where a read of the placement index stopped: the last index item's price and key. Every item
+/// not read yet costs at least this much.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlacementCursor {
+    /// Price of the last item read.
+    pub price_micros: i64,
+    /// Key of the last item read.
+    pub key: String,
+}
+
+/// One read of the placement index.
+#[derive(Debug, Clone)]
+pub struct PlacementQuery<'a> {
+    /// The partition: a model key, or `ledger::MIXED_MODELS`.
+    pub model: &'a str,
+    /// Only items in this state come back (the others are read and dropped).
+    pub state: &'a str,
+    /// Only items priced at most this.
+    pub max_price_micros: Option<i64>,
+    /// Go on after this item.
+    pub after: Option<&'a PlacementCursor>,
+    /// At most this many index items are read.
+    pub limit: usize,
+    /// The attributes wanted (the key always comes back).
+    pub attrs: &'a [&'a str],
+}
+
+/// One page of the placement index.
+#[derive(Debug, Default)]
+pub struct PlacementPage {
+    /// The items in the wanted state, cheapest first.
+    pub items: Vec<Item>,
+    /// Index items read (as billed), the dropped ones included.
+    pub read: usize,
+    /// Where to go on; `None` when the partition (under the price cap) is read to its end.
+    pub next: Option<PlacementCursor>,
+}
+
 /// The tables of the state store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Table {
@@ -88,6 +133,8 @@ pub trait ItemStore: Send + Sync + 'static {
         let items = self.query_by_state_projected(table, state, None, &[INDEX_SORT_ATTR]).await?;
         Ok(items.iter().filter_map(|i| i.get(INDEX_SORT_ATTR).and_then(Value::as_i64)).max())
     }
+    /// One page of the providers' placement index (see [`PlacementQuery`]), cheapest first.
+    async fn placement_page(&self, q: &PlacementQuery<'_>) -> StoreResult<PlacementPage>;
     /// Every item; for operators' listings, never on a worker's hot path.
     async fn scan(&self, table: Table) -> StoreResult<Vec<Item>>;
 }
@@ -99,6 +146,8 @@ pub struct TableNames {
     pub providers: String,
     /// Name of the providers' index on `state` + `hb_at`.
     pub providers_state_index: String,
+    /// Name of the providers' index on `place_model` + `price_micros`.
+    pub providers_placement_index: String,
     /// Name of the jobs table.
     pub jobs: String,
     /// Name of the jobs' index on `state` + `hb_at` (a job's due time).

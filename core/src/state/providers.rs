@@ -278,6 +278,10 @@ pub fn register_pending(reg: &Registration, registration_id: &str, now: DateTime
         Op::set(attr::GPU_MODEL, gpu_model_label(first_gpu)),
         Op::set(attr::GPU_COUNT, i64::from(offered_gpus)),
         Op::set(attr::PRICE_MICROS, price_to_micros(reg.capacity.gpu_price_per_hour)),
+        Op::set(
+            super::PLACEMENT_MODEL_ATTR,
+            crate::ledger::placement_partition(&reg.spec, &reg.capacity),
+        ),
         Op::set(attr::SPEC, serde_json::to_string(&reg.spec).expect("spec serialises")),
         Op::set(attr::CAPACITY, serde_json::to_string(&reg.capacity).expect("capacity serialises")),
         Op::set(
@@ -476,13 +480,18 @@ pub fn join(hb: &HeartbeatFacts<'_>, unschedulable: Option<&str>, now: DateTime<
 /// `joined → available` (node Ready and labelled), or `offline → available` on recovery. Never
 /// for a provider whose node contradicts its spec. The first time, the capacity ledger is set up
 /// (`ledger`: from [`ledger_for`]), guarded so that it is never set up twice.
-pub fn make_available(from: ProviderState, ledger: Option<Vec<Op>>, now: DateTime<Utc>) -> Transition {
+/// `partition` (from [`placement_partition_for`]) files the provider in the placement index, so a
+/// provider registered before that index existed is found once it is available again.
+pub fn make_available(from: ProviderState, ledger: Option<Vec<Op>>, partition: Option<String>, now: DateTime<Utc>) -> Transition {
     let mut cond = Cond::eq(attr::STATE, from.as_str()).and(Cond::AttrNotExists(attr::UNSCHEDULABLE.into()));
     let mut ops = vec![
         Op::set(attr::STATE, ProviderState::Available.as_str()),
         Op::set(attr::UPDATED_AT, ms(now)),
         Op::Remove(attr::OFFLINE_AT.into()),
     ];
+    if let Some(p) = partition {
+        ops.push(Op::set(super::PLACEMENT_MODEL_ATTR, p));
+    }
     if let Some(init) = ledger {
         cond = cond.and(Cond::AttrNotExists(crate::ledger::attr::LEDGER.into()));
         ops.extend(init);
@@ -496,6 +505,13 @@ pub fn ledger_for(rec: &ProviderRecord) -> Option<Vec<Op>> {
     let capacity: crate::messages::Capacity = serde_json::from_str(&rec.capacity_json).ok()?;
     let mining: Option<crate::messages::MiningConfig> = serde_json::from_str(&rec.mining_json).ok();
     Some(crate::ledger::init_ledger_ops(&spec, &capacity, mining.as_ref()))
+}
+
+/// The placement index partition of a stored provider, from its spec and offered capacity.
+pub fn placement_partition_for(rec: &ProviderRecord) -> Option<String> {
+    let spec: crate::messages::Spec = serde_json::from_str(&rec.spec_json).ok()?;
+    let capacity: crate::messages::Capacity = serde_json::from_str(&rec.capacity_json).ok()?;
+    Some(crate::ledger::placement_partition(&spec, &capacity))
 }
 
 /// `joined`/`available` → `offline`, only if still stale at write time: a heartbeat that lands
@@ -632,7 +648,7 @@ mod tests {
             "not its node"
         );
         let joined = run(&join(&hb(t(30), n01), None, t(30)), Some(&approved)).unwrap();
-        let available = run(&make_available(ProviderState::Joined, None, t(31)), Some(&joined)).unwrap();
+        let available = run(&make_available(ProviderState::Joined, None, None, t(31)), Some(&joined)).unwrap();
         let table: Vec<(HeartbeatFacts, Option<&str>, bool)> = vec![
             (hb(t(60), n01), Some(w), true),
             (hb(t(60), n01), None, true),
@@ -657,11 +673,17 @@ mod tests {
         let offline = run(&mark_offline_if_stale(t(61), t(200)), Some(&beat)).unwrap();
         assert_eq!(ProviderRecord::from_item(&offline).unwrap().state, ProviderState::Offline);
         let back = run(&record_heartbeat(&hb(t(210), n01), Some(w)), Some(&offline)).unwrap();
-        let recovered = run(&make_available(ProviderState::Offline, None, t(210)), Some(&back)).unwrap();
+        let recovered = run(
+            &make_available(ProviderState::Offline, None, Some("t4".into()), t(210)),
+            Some(&back),
+        )
+        .unwrap();
         assert_eq!(ProviderRecord::from_item(&recovered).unwrap().state, ProviderState::Available);
+        // A provider stored before the placement index is filed in it once available again.
+        assert_eq!(recovered.get(crate::state::PLACEMENT_MODEL_ATTR), Some(&Value::from("t4")));
         // A contradicting node: joined but never available.
         let odd = run(&join(&hb(t(30), n01), Some("node reports 8 GPUs"), t(30)), Some(&approved)).unwrap();
-        assert!(run(&make_available(ProviderState::Joined, None, t(31)), Some(&odd)).is_none());
+        assert!(run(&make_available(ProviderState::Joined, None, None, t(31)), Some(&odd)).is_none());
         // Expiry of approvals that never joined.
         assert!(run(&expire_if_unjoined(now), Some(&approved)).is_none());
         assert!(run(&expire_if_unjoined(expires), Some(&approved)).is_some());

@@ -15,13 +15,16 @@ use chrono::{DateTime, Duration, Utc};
 use tracing::instrument;
 use worldland_core::bus::Bus;
 use worldland_core::jobs::{self, close_job_item, Finish, Resolution, RollBack};
+use worldland_core::labels::gpu_model_label;
 use worldland_core::ledger::job::JobState;
-use worldland_core::ledger::{self, commit_allocation, job, node_selector, rank_best, Candidate, Choice, Ledger};
+use worldland_core::ledger::{
+    self, commit_allocation, job, model_key, node_selector, placement_key, rank_best, Candidate, Choice, Ledger, NoPlacement, MIXED_MODELS,
+};
 use worldland_core::messages::jobs::{AllocateRequest, JobAllocated, JobReleased, ReleaseRequest};
 use worldland_core::messages::{topics, MAX_ENTRY_BYTES};
 use worldland_core::replies::ProviderReplies;
-use worldland_core::state::providers::ms;
-use worldland_core::state::{Cond, Item, ItemStore, Op, Table, Value};
+use worldland_core::state::providers::{ms, price_to_micros};
+use worldland_core::state::{Cond, Item, ItemStore, Op, PlacementQuery, Table, Value};
 use worldland_core::validation::{check_provider_id, Reason, Rejection};
 use worldland_core::worker::{decode, Failure, Handler};
 use worldland_runtime::backends::BackendError;
@@ -142,37 +145,134 @@ async fn candidates(ctx: &Context, fresh: bool) -> Result<Arc<Vec<Candidate>>, F
 
 /// Reads the available providers with a ledger as placement candidates.
 async fn read_fleet(ctx: &Context) -> Result<Vec<Candidate>, Failure> {
-    const PLACEMENT_ATTRS: &[&str] = &[
-        "node_name",
-        "price_micros",
-        ledger::attr::LEDGER,
-        ledger::attr::GPUS_TOTAL,
-        ledger::attr::GPUS_FREE,
-        ledger::attr::GPUS_USED,
-        ledger::attr::GPUS_MINING,
-        ledger::attr::CPU_TOTAL,
-        ledger::attr::CPU_FREE,
-        ledger::attr::CPU_USED,
-        ledger::attr::MEM_TOTAL,
-        ledger::attr::MEM_FREE,
-        ledger::attr::MEM_USED,
-    ];
     // Only what placement needs: not the spec, not the open allocations.
     let items = ctx
         .store
-        .query_by_state_projected(Table::Providers, "available", None, PLACEMENT_ATTRS)
+        .query_by_state_projected(Table::Providers, "available", None, ledger::PLACEMENT_ATTRS)
         .await?;
-    Ok(items
-        .iter()
-        .filter_map(|item| {
-            Some(Candidate {
-                provider_id: item.get("id")?.as_str()?.to_string(),
-                node_name: item.get("node_name")?.as_str()?.to_string(),
-                price_micros: item.get("price_micros")?.as_i64()?,
-                ledger: Ledger::from_item(item)?,
-            })
-        })
-        .collect())
+    Ok(items.iter().filter_map(candidate).collect())
+}
+
+fn candidate(item: &Item) -> Option<Candidate> {
+    Some(Candidate {
+        provider_id: item.get("id")?.as_str()?.to_string(),
+        node_name: item.get("node_name")?.as_str()?.to_string(),
+        price_micros: item.get("price_micros")?.as_i64()?,
+        ledger: Ledger::from_item(item)?,
+    })
+}
+
+/// Index items one read of the placement index asks for.
+pub const PLACEMENT_PAGE: usize = 100;
+/// Among providers at the same price, placement stops looking for a better fit once it has read
+/// this many index items of a partition and holds enough candidates: the cheapest come first
+/// exactly; best fit is judged among the first this many at that price.
+pub const PLACEMENT_READ_BUDGET: usize = 1_000;
+
+/// What reading the placement index found: the providers that can take the job, and whether any
+/// available provider of the model was read at all.
+#[derive(Default)]
+struct Found {
+    fits: Vec<Candidate>,
+    model_seen: bool,
+}
+
+/// The best few choices for a job that names its model, read through the placement index: the
+/// model's partition and the mixed one, cheapest first, each only as far as a better choice
+/// could still lie (never the whole fleet); or why there is none.
+async fn ranked_by_index(ctx: &Context, req: &AllocateRequest, model: &str) -> Result<Result<Vec<Choice>, NoPlacement>, Failure> {
+    let key = placement_key(&model_key(&gpu_model_label(model)));
+    let cap = req.max_price_per_gpu_hour.map(price_to_micros);
+    // Each partition read on its own stops exactly (what it leaves unread costs more than the
+    // few best it holds), so the two go at once.
+    let (model, mixed) = tokio::join!(read_partition(ctx, req, &key, cap), read_partition(ctx, req, MIXED_MODELS, cap));
+    let (mut found, mixed) = (model?, mixed?);
+    found.fits.extend(mixed.fits);
+    found.model_seen |= mixed.model_seen;
+    Ok(match rank_best(&found.fits, req, MAX_ATTEMPTS) {
+        Ok(ranked) => Ok(ranked),
+        Err(_) if found.model_seen => Err(NoPlacement::NoCapacity),
+        Err(_) if cap.is_some() && model_available(ctx, req, &key).await? => Err(NoPlacement::PriceTooLow),
+        Err(_) => Err(NoPlacement::UnknownModel),
+    })
+}
+
+fn has_model(c: &Candidate, req: &AllocateRequest) -> bool {
+    let wanted = req.gpu_model.as_deref().map(|m| model_key(&gpu_model_label(m)));
+    wanted.is_none_or(|w| c.ledger.models.keys().any(|m| m.eq_ignore_ascii_case(&w)))
+}
+
+/// Reads one partition page by page, until the end, or until it holds [`MAX_ATTEMPTS`] fits and
+/// every provider not read costs more than the last of them (or costs the same and the read
+/// budget is spent).
+async fn read_partition(ctx: &Context, req: &AllocateRequest, partition: &str, cap: Option<i64>) -> Result<Found, Failure> {
+    let (mut after, mut read, mut found) = (None, 0, Found::default());
+    loop {
+        let query = PlacementQuery {
+            model: partition,
+            state: "available",
+            max_price_micros: cap,
+            after: after.as_ref(),
+            limit: PLACEMENT_PAGE,
+            attrs: ledger::PLACEMENT_ATTRS,
+        };
+        let page = ctx.store.placement_page(&query).await?;
+        read += page.read;
+        for c in page.items.iter().filter_map(candidate).filter(|c| has_model(c, req)) {
+            found.model_seen = true;
+            if rank_best(std::slice::from_ref(&c), req, 1).is_ok() {
+                found.fits.push(c);
+            }
+        }
+        let Some(next) = page.next else { return Ok(found) };
+        if let Ok(best) = rank_best(&found.fits, req, MAX_ATTEMPTS) {
+            let last = best.last().map_or(i64::MAX, |c| c.price_micros);
+            if best.len() >= MAX_ATTEMPTS && (next.price_micros > last || read >= PLACEMENT_READ_BUDGET) {
+                return Ok(found);
+            }
+        }
+        after = Some(next);
+    }
+}
+
+/// Whether an available provider of the job's model is there at any price (looked for within the
+/// read budget): tells `price_too_low` from `unknown_model`.
+async fn model_available(ctx: &Context, req: &AllocateRequest, key: &str) -> Result<bool, Failure> {
+    for partition in [key, MIXED_MODELS] {
+        let (mut after, mut read) = (None, 0);
+        while read < PLACEMENT_READ_BUDGET {
+            let query = PlacementQuery {
+                model: partition,
+                state: "available",
+                max_price_micros: None,
+                after: after.as_ref(),
+                limit: PLACEMENT_PAGE,
+                attrs: ledger::PLACEMENT_ATTRS,
+            };
+            let page = ctx.store.placement_page(&query).await?;
+            read += page.read;
+            if page.items.iter().filter_map(candidate).any(|c| has_model(&c, req)) {
+                return Ok(true);
+            }
+            let Some(next) = page.next else { break };
+            after = Some(next);
+        }
+    }
+    Ok(false)
+}
+
+/// The best few choices for `req`, or why there is none. A job naming its model reads the
+/// placement index afresh; one taking any model ranks the whole available fleet, reusing a
+/// recent read in the first `round` (but never to refuse).
+async fn ranking(ctx: &Context, req: &AllocateRequest, round: usize) -> Result<Result<Vec<Choice>, NoPlacement>, Failure> {
+    if let Some(model) = req.gpu_model.as_deref() {
+        return ranked_by_index(ctx, req, model).await;
+    }
+    let ranked = rank_best(&candidates(ctx, round > 0).await?, req, MAX_ATTEMPTS);
+    if ranked.is_err() && round == 0 {
+        return Ok(rank_best(&candidates(ctx, true).await?, req, MAX_ATTEMPTS));
+    }
+    Ok(ranked)
 }
 
 #[instrument(skip(req, ctx, now), fields(job_id = %req.job_id))]
@@ -245,14 +345,7 @@ fn elapsed(since: tokio::time::Instant) -> Duration {
 
 async fn place(req: &AllocateRequest, me: &str, ctx: &Context, now: DateTime<Utc>) -> Result<(), Failure> {
     for round in 0..MAX_ROUNDS {
-        // The first round may use the recent read; later rounds, and any refusal, read afresh.
-        let mut fleet = candidates(ctx, round > 0).await?;
-        let mut ranked = rank_best(&fleet, req, MAX_ATTEMPTS);
-        if ranked.is_err() && round == 0 {
-            fleet = candidates(ctx, true).await?;
-            ranked = rank_best(&fleet, req, MAX_ATTEMPTS);
-        }
-        let ranked = match ranked {
+        let ranked = match ranking(ctx, req, round).await? {
             Ok(r) => r,
             Err(no) => return settle_rejected(req, no.code(), "no available provider can take this job", me, ctx).await,
         };

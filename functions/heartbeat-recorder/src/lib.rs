@@ -20,7 +20,7 @@ use worldland_core::labels::{self, provider_node_labels};
 use worldland_core::messages::{Heartbeat, ProviderState, Spec, StreamEnvelope, MAX_ENTRY_BYTES};
 use worldland_core::signature::{recover_personal, SignaturePolicy};
 use worldland_core::state::providers::{
-    join, ledger_for, make_available, note_node_write, record_heartbeat, HeartbeatFacts, ProviderRecord,
+    join, ledger_for, make_available, note_node_write, placement_partition_for, record_heartbeat, HeartbeatFacts, ProviderRecord,
 };
 use worldland_core::state::ItemStore;
 use worldland_core::validation::{check_provider_id, check_timestamp, Reason, Rejection};
@@ -160,9 +160,14 @@ async fn recover_from_offline(rec: &ProviderRecord, ctx: &Context, now: DateTime
     let status = BTreeMap::from([(labels::STATUS.to_string(), None)]);
     ctx.cluster.patch_node_metadata(&rec.node_name, &status, &BTreeMap::new()).await?;
     tracing::info!(provider_id = %rec.provider_id, "provider is back from offline");
-    make_available(ProviderState::Offline, if rec.has_ledger { None } else { ledger_for(rec) }, now)
-        .run(ctx.store.as_ref(), &rec.provider_id)
-        .await?;
+    make_available(
+        ProviderState::Offline,
+        if rec.has_ledger { None } else { ledger_for(rec) },
+        placement_partition_for(rec),
+        now,
+    )
+    .run(ctx.store.as_ref(), &rec.provider_id)
+    .await?;
     Ok(())
 }
 
@@ -181,9 +186,14 @@ async fn become_available_if_ready(rec: &ProviderRecord, from: ProviderState, ct
             Ok(())
         }
         Some(node) if is_own_ready_node(&node, rec) => {
-            make_available(from, if rec.has_ledger { None } else { ledger_for(rec) }, now)
-                .run(ctx.store.as_ref(), &rec.provider_id)
-                .await?;
+            make_available(
+                from,
+                if rec.has_ledger { None } else { ledger_for(rec) },
+                placement_partition_for(rec),
+                now,
+            )
+            .run(ctx.store.as_ref(), &rec.provider_id)
+            .await?;
             Ok(())
         }
         // Not Ready (or not labelled) yet: the next heartbeat looks again.

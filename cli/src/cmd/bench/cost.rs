@@ -30,8 +30,11 @@ pub struct Cost {
     pub item_bytes: usize,
     pub providers: usize,
     pub rows: Vec<Row>,
+    /// One placement naming its model (the placement index, cheapest first).
     pub placement_rru: f64,
     pub placement_usd: f64,
+    /// One placement of any model (the whole available fleet through the state index).
+    pub any_model_placement_rru: f64,
 }
 
 /// Write units of one write of an item of `bytes` (1 KB each, rounded up).
@@ -46,7 +49,7 @@ fn rru_query(items: f64, bytes: usize) -> f64 {
 }
 
 impl Cost {
-    pub fn estimate(item_bytes: usize, providers: usize, placement_items: u64) -> Self {
+    pub fn estimate(item_bytes: usize, providers: usize, placement_items: u64, any_model_placement_items: u64) -> Self {
         let row = |path, w: f64, r: f64| {
             let usd = w * USD_PER_MILLION_WRU / 1e6 + r * USD_PER_MILLION_RRU / 1e6;
             Row {
@@ -83,6 +86,7 @@ impl Cost {
             rows: vec![heartbeats, index_all, sweeps, total, index_keys],
             placement_rru,
             placement_usd: placement_rru * USD_PER_MILLION_RRU / 1e6,
+            any_model_placement_rru: rru_query(any_model_placement_items as f64, item_bytes),
         }
     }
 }
@@ -107,8 +111,13 @@ pub fn print_cost(c: &Cost) {
         );
     }
     println!(
-        "  one placement over the fleet: {:.0} RRU (${:.4}); the allocator reuses one read for 100 ms",
+        "  one placement naming its model: {:.1} RRU (${:.6}); heartbeats never write the placement index",
         c.placement_rru, c.placement_usd
+    );
+    println!(
+        "  one placement of any model (the whole fleet): {:.0} RRU (${:.4}); the allocator reuses one read for 100 ms",
+        c.any_model_placement_rru,
+        c.any_model_placement_rru * USD_PER_MILLION_RRU / 1e6
     );
     println!("  (an index item under 1 KB costs 1 WRU whatever its projection: KEYS_ONLY saves reads, not writes)");
 }
@@ -121,13 +130,14 @@ mod tests {
     fn units_follow_dynamodb_rounding() {
         // (item bytes) → (WRU per heartbeat write, index WRU per heartbeat)
         for (bytes, w) in [(1, 1.0), (996, 1.0), (1024, 1.0), (1025, 2.0), (3000, 3.0)] {
-            let c = Cost::estimate(bytes, 1, 0);
+            let c = Cost::estimate(bytes, 1, 0, 0);
             assert_eq!(c.rows[0].wru_per_provider_month, HEARTBEATS_PER_MONTH * w, "{bytes}");
             assert_eq!(c.rows[1].wru_per_provider_month, HEARTBEATS_PER_MONTH * 2.0 * w, "{bytes}");
         }
         // A placement reading 980,000 items of 996 bytes, eventually consistent.
-        let c = Cost::estimate(996, 1_000_000, 980_000);
-        assert!((c.placement_rru - 980_000.0 * 996.0 / 4096.0 / 2.0).abs() < 1e-6);
+        let c = Cost::estimate(996, 1_000_000, 200, 980_000);
+        assert!((c.any_model_placement_rru - 980_000.0 * 996.0 / 4096.0 / 2.0).abs() < 1e-6);
+        assert!((c.placement_rru - 200.0 * 996.0 / 4096.0 / 2.0).abs() < 1e-6);
         let total = &c.rows[3];
         assert!((total.usd_per_month_for_fleet - total.usd_per_provider_month * 1e6).abs() < 1e-3);
     }

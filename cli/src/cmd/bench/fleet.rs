@@ -32,8 +32,12 @@ pub struct FleetFigures {
     pub item_bytes: usize,
     pub first_sweep: SweepFigures,
     pub steady_sweep: SweepFigures,
+    /// One placement naming its model, through the placement index.
     pub placement_ms: f64,
     pub placement_index_items: u64,
+    /// One placement of any model, over the whole available fleet.
+    pub any_model_placement_ms: f64,
+    pub any_model_placement_index_items: u64,
     pub cost: super::cost::Cost,
 }
 
@@ -92,6 +96,8 @@ async fn seed(store: &dyn ItemStore, cluster: &SimulatedCluster, providers: usiz
     for n in 0..providers {
         let mut p = template.clone();
         p.provider_id = format!("fleet-{n:07}");
+        // Prices spread over a thousand steps, not in id order, as in a market.
+        p.capacity.gpu_price_per_hour = 0.5 + (n * 7919 % 1000) as f64 / 1000.0;
         let hb = last_heartbeat(n, every, t);
         seed_available(&p, hb, true)
             .apply_on(store, Table::Providers, &p.provider_id)
@@ -126,6 +132,37 @@ async fn sweep(ctx: &staleness_sweeper::Context, counting: &CountingStore, at: D
     })
 }
 
+/// The GPU model of the bench's providers.
+fn template_model(t: DateTime<Utc>) -> String {
+    SimulatedProvider::new(0, t).registration.spec.gpus[0].name.clone()
+}
+
+/// One allocation (1 GPU) naming `model` or not: its milliseconds and the index items it read.
+async fn placement(
+    alloc: &allocator::Context,
+    counting: &CountingStore,
+    job: &str,
+    model: Option<String>,
+    t: DateTime<Utc>,
+) -> anyhow::Result<(f64, u64)> {
+    let req = AllocateRequest {
+        job_id: job.into(),
+        customer_id: "bench".into(),
+        gpu_model: model,
+        gpus: 1,
+        cpu_cores: 1,
+        memory_mb: 1024,
+        max_price_per_gpu_hour: None,
+        duration_s: None,
+    };
+    counting.take();
+    let started = Instant::now();
+    allocator::allocate(&req, alloc, t + Duration::seconds(61))
+        .await
+        .map_err(|e| anyhow::anyhow!("placement over the fleet failed: {e:?}"))?;
+    Ok((started.elapsed().as_secs_f64() * 1e3, counting.take().index_items))
+}
+
 pub async fn fleet(providers: usize, stale_share: f64) -> anyhow::Result<FleetFigures> {
     let every = ((1.0 / stale_share.clamp(1e-6, 0.5)).round() as usize).max(2);
     let t = Utc::now();
@@ -154,24 +191,10 @@ pub async fn fleet(providers: usize, stale_share: f64) -> anyhow::Result<FleetFi
     let steady_sweep = sweep(&ctx, &counting, t + Duration::seconds(60)).await?;
 
     let alloc = allocator::Context::new(counting.clone(), bus, replies);
-    let req = AllocateRequest {
-        job_id: "fleet-job-1".into(),
-        customer_id: "bench".into(),
-        gpu_model: None,
-        gpus: 1,
-        cpu_cores: 1,
-        memory_mb: 1024,
-        max_price_per_gpu_hour: None,
-        duration_s: None,
-    };
-    counting.take();
-    let started = Instant::now();
-    allocator::allocate(&req, &alloc, t + Duration::seconds(61))
-        .await
-        .map_err(|e| anyhow::anyhow!("placement over the fleet failed: {e:?}"))?;
-    let placement_ms = started.elapsed().as_secs_f64() * 1e3;
-    let placement_index_items = counting.take().index_items;
-    let cost = super::cost::Cost::estimate(item_bytes, providers, placement_index_items);
+    let model = template_model(t);
+    let (placement_ms, placement_index_items) = placement(&alloc, &counting, "fleet-job-1", Some(model), t).await?;
+    let (any_model_placement_ms, any_model_placement_index_items) = placement(&alloc, &counting, "fleet-job-2", None, t).await?;
+    let cost = super::cost::Cost::estimate(item_bytes, providers, placement_index_items, any_model_placement_index_items);
     Ok(FleetFigures {
         providers,
         stale: providers / every,
@@ -182,6 +205,8 @@ pub async fn fleet(providers: usize, stale_share: f64) -> anyhow::Result<FleetFi
         steady_sweep,
         placement_ms,
         placement_index_items,
+        any_model_placement_ms,
+        any_model_placement_index_items,
         cost,
     })
 }
@@ -205,8 +230,12 @@ pub fn print_fleet(f: &FleetFigures) {
         );
     }
     println!(
-        "  placement over the fleet: {:.1} ms, {} index items read (the whole available fleet)",
+        "  placement naming its model (placement index, cheapest first): {:.2} ms, {} index items read",
         f.placement_ms, f.placement_index_items
+    );
+    println!(
+        "  placement of any model (the whole available fleet): {:.1} ms, {} index items read",
+        f.any_model_placement_ms, f.any_model_placement_index_items
     );
     super::cost::print_cost(&f.cost);
 }

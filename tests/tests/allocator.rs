@@ -618,3 +618,39 @@ async fn a_crowd_at_one_price_is_read_only_up_to_the_budget() {
         "read {read} of 2,510"
     );
 }
+
+/// Attack: registrations cost nothing to send, so a flood of cheap ones that never join (mixed
+/// models, the lowest price there is) must not sit in front of every placement. The placement
+/// index holds available providers only: the job reads the real offers alone. (Filed at
+/// registration, as first written, the flood made every job read all 5,000.) An offline provider
+/// leaves the index the same way.
+#[tokio::test]
+async fn registrations_that_never_join_are_not_read_by_placement() {
+    use worldland_adapters::state::counting::CountingStore;
+    use worldland_core::state::providers::{mark_offline_if_stale, register_pending};
+    let memory: Arc<dyn ItemStore> = Arc::new(MemoryStore::new());
+    let counting = Arc::new(CountingStore::new(memory.clone()));
+    seed_priced(memory.as_ref(), 0, 5, |_| "Tesla T4", |_| 1.0).await;
+    for i in 100..5100 {
+        let mut flood = provider(i, "Tesla T4", 2, 0, 0.000_000_4);
+        flood.registration.spec.gpus[1].name = "NVIDIA A100-SXM4-80GB".into();
+        register_pending(&flood.registration, "1-0", t0())
+            .apply_on(memory.as_ref(), Table::Providers, &flood.provider_id)
+            .await
+            .unwrap();
+    }
+    // A cheaper real one goes offline: it leaves the index.
+    seed_priced(memory.as_ref(), 6000, 1, |_| "Tesla T4", |_| 0.1).await;
+    let gone = provider(6000, "x", 1, 0, 0.1).provider_id;
+    mark_offline_if_stale(t0() + Duration::seconds(1), t0())
+        .apply_on(memory.as_ref(), Table::Providers, &gone)
+        .await
+        .unwrap();
+
+    let mut fx = Fixture::new(counting.clone()).await;
+    counting.take();
+    let a = allocated(&mut fx, &alloc("past-the-flood", 1, Some("T4"), None)).await;
+    let read = counting.take().index_items;
+    assert_eq!(a.price_per_gpu_hour_micros, 1_000_000);
+    assert!(read <= 10, "read {read} index items behind a flood of 5,000 registrations");
+}

@@ -405,3 +405,47 @@ async fn bad_heartbeats_are_refused_with_their_reason_and_change_nothing() {
         assert_eq!(sim.writes(), writes, "{name}: the cluster was written");
     }
 }
+
+async fn placement_model(store: &dyn ItemStore, id: &str) -> Option<String> {
+    let item = store.get(Table::Providers, id).await.unwrap().unwrap();
+    item.get(worldland_core::state::PLACEMENT_MODEL_ATTR)
+        .and_then(|v| v.as_str())
+        .map(str::to_string)
+}
+
+/// The placement index holds available providers only: a provider is filed when it becomes
+/// available, and one available before the index existed (no `place_model`) is filed by its next
+/// heartbeat, once; a job naming its model then finds it.
+#[tokio::test]
+async fn an_available_provider_stored_before_the_placement_index_is_filed_by_its_next_heartbeat() {
+    use worldland_core::state::{Cond, Op, PlacementQuery, PLACEMENT_MODEL_ATTR};
+    let now = t0();
+    let (store, cluster, p) = available_provider(1, now).await;
+    let id = p.provider_id.as_str();
+    assert_eq!(
+        placement_model(store.as_ref(), id).await.as_deref(),
+        Some("rtx-4090"),
+        "filed once available"
+    );
+    // As stored by an earlier version.
+    store
+        .update(Table::Providers, id, &Cond::Always, &[Op::Remove(PLACEMENT_MODEL_ATTR.into())])
+        .await
+        .unwrap();
+    let q = PlacementQuery {
+        model: "rtx-4090",
+        state: "available",
+        max_price_micros: None,
+        after: None,
+        limit: 10,
+        attrs: &[],
+    };
+    assert!(store.placement_page(&q).await.unwrap().items.is_empty());
+
+    let ctx = recorder(store.clone(), cluster.clone());
+    let next = heartbeat_recorder::handle(&heartbeat(&p, now + Duration::seconds(30), 0), &ctx, now + Duration::seconds(30)).await;
+    assert_eq!(Outcome::from(next), Outcome::Done);
+    assert_eq!(placement_model(store.as_ref(), id).await.as_deref(), Some("rtx-4090"));
+    assert_eq!(store.placement_page(&q).await.unwrap().items.len(), 1);
+    assert!(state_of(store.as_ref(), id).await.placement_filed);
+}

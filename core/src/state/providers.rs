@@ -152,6 +152,8 @@ pub struct ProviderRecord {
     pub offline_at: Option<DateTime<Utc>>,
     /// Whether the capacity ledger is set up (it is from the first time the provider is available).
     pub has_ledger: bool,
+    /// Whether it is filed in the placement index (`place_model` set).
+    pub placement_filed: bool,
 }
 
 /// Epoch milliseconds of `t`: how every time is stored.
@@ -204,6 +206,7 @@ impl ProviderRecord {
             joined_at: n(attr::JOINED_AT).map(from_ms),
             offline_at: n(attr::OFFLINE_AT).map(from_ms),
             has_ledger: item.contains_key(crate::ledger::attr::LEDGER),
+            placement_filed: item.contains_key(super::PLACEMENT_MODEL_ATTR),
         })
     }
 
@@ -278,10 +281,6 @@ pub fn register_pending(reg: &Registration, registration_id: &str, now: DateTime
         Op::set(attr::GPU_MODEL, gpu_model_label(first_gpu)),
         Op::set(attr::GPU_COUNT, i64::from(offered_gpus)),
         Op::set(attr::PRICE_MICROS, price_to_micros(reg.capacity.gpu_price_per_hour)),
-        Op::set(
-            super::PLACEMENT_MODEL_ATTR,
-            crate::ledger::placement_partition(&reg.spec, &reg.capacity),
-        ),
         Op::set(attr::SPEC, serde_json::to_string(&reg.spec).expect("spec serialises")),
         Op::set(attr::CAPACITY, serde_json::to_string(&reg.capacity).expect("capacity serialises")),
         Op::set(
@@ -309,6 +308,10 @@ pub fn seed_available(reg: &Registration, hb: DateTime<Utc>, ledger: bool) -> Tr
         Op::set(attr::LAST_HB, ms(hb)),
         Op::set(attr::LABELLED_JOBS, 0i64),
         Op::set(attr::ANNOTATED_AT, ms(hb)),
+        Op::set(
+            super::PLACEMENT_MODEL_ATTR,
+            crate::ledger::placement_partition(&reg.spec, &reg.capacity),
+        ),
     ];
     if ledger {
         extra.extend(crate::ledger::init_ledger_ops(&reg.spec, &reg.capacity, reg.mining_config.as_ref()));
@@ -480,8 +483,8 @@ pub fn join(hb: &HeartbeatFacts<'_>, unschedulable: Option<&str>, now: DateTime<
 /// `joined → available` (node Ready and labelled), or `offline → available` on recovery. Never
 /// for a provider whose node contradicts its spec. The first time, the capacity ledger is set up
 /// (`ledger`: from [`ledger_for`]), guarded so that it is never set up twice.
-/// `partition` (from [`placement_partition_for`]) files the provider in the placement index, so a
-/// provider registered before that index existed is found once it is available again.
+/// `partition` (from [`placement_partition_for`]) files the provider in the placement index, which
+/// holds available providers only (see [`mark_offline_if_stale`]).
 pub fn make_available(from: ProviderState, ledger: Option<Vec<Op>>, partition: Option<String>, now: DateTime<Utc>) -> Transition {
     let mut cond = Cond::eq(attr::STATE, from.as_str()).and(Cond::AttrNotExists(attr::UNSCHEDULABLE.into()));
     let mut ops = vec![
@@ -514,6 +517,15 @@ pub fn placement_partition_for(rec: &ProviderRecord) -> Option<String> {
     Some(crate::ledger::placement_partition(&spec, &capacity))
 }
 
+/// Files an available provider stored before the placement index in it (once: only while it is
+/// not filed).
+pub fn file_for_placement(partition: String) -> Transition {
+    Transition {
+        cond: Cond::eq(attr::STATE, "available").and(Cond::AttrNotExists(super::PLACEMENT_MODEL_ATTR.into())),
+        ops: vec![Op::set(super::PLACEMENT_MODEL_ATTR, partition)],
+    }
+}
+
 /// `joined`/`available` → `offline`, only if still stale at write time: a heartbeat that lands
 /// between the sweeper's query and this write wins.
 pub fn mark_offline_if_stale(stale_before: DateTime<Utc>, now: DateTime<Utc>) -> Transition {
@@ -523,6 +535,9 @@ pub fn mark_offline_if_stale(stale_before: DateTime<Utc>, now: DateTime<Utc>) ->
             Op::set(attr::STATE, ProviderState::Offline.as_str()),
             Op::set(attr::OFFLINE_AT, ms(now)),
             Op::set(attr::UPDATED_AT, ms(now)),
+            // Out of the placement index: it holds only available providers, so nobody can fill
+            // it with registrations that never join or with providers long gone.
+            Op::Remove(super::PLACEMENT_MODEL_ATTR.into()),
         ],
     }
 }
@@ -670,8 +685,18 @@ mod tests {
             run(&mark_offline_if_stale(t(60), t(200)), Some(&beat)).is_none(),
             "a heartbeat at the stale bound wins"
         );
+        let beat = run(&file_for_placement("t4".into()), Some(&beat)).unwrap();
+        assert!(run(&file_for_placement("t4".into()), Some(&beat)).is_none(), "filed once");
         let offline = run(&mark_offline_if_stale(t(61), t(200)), Some(&beat)).unwrap();
         assert_eq!(ProviderRecord::from_item(&offline).unwrap().state, ProviderState::Offline);
+        assert!(
+            !ProviderRecord::from_item(&offline).unwrap().placement_filed,
+            "offline leaves the placement index"
+        );
+        assert!(
+            run(&file_for_placement("t4".into()), Some(&offline)).is_none(),
+            "only available ones are filed"
+        );
         let back = run(&record_heartbeat(&hb(t(210), n01), Some(w)), Some(&offline)).unwrap();
         let recovered = run(
             &make_available(ProviderState::Offline, None, Some("t4".into()), t(210)),

@@ -164,9 +164,9 @@ fn candidate(item: &Item) -> Option<Candidate> {
 
 /// Index items one read of the placement index asks for.
 pub const PLACEMENT_PAGE: usize = 100;
-/// Among providers at the same price, placement stops looking for a better fit once it has read
-/// this many index items of a partition and holds enough candidates: the cheapest come first
-/// exactly; best fit is judged among the first this many at that price.
+/// Placement stops looking for a better fit once it has read this many index items of a partition
+/// and holds a candidate: the cheapest come first exactly; among those at the same price, best fit
+/// is judged within what was read.
 pub const PLACEMENT_READ_BUDGET: usize = 1_000;
 
 /// What reading the placement index found: the providers that can take the job, and whether any
@@ -184,9 +184,14 @@ async fn ranked_by_index(ctx: &Context, req: &AllocateRequest, model: &str) -> R
     let key = placement_key(&model_key(&gpu_model_label(model)));
     let cap = req.max_price_per_gpu_hour.map(price_to_micros);
     // Each partition read on its own stops exactly (what it leaves unread costs more than the
-    // few best it holds), so the two go at once.
-    let (model, mixed) = tokio::join!(read_partition(ctx, req, &key, cap), read_partition(ctx, req, MIXED_MODELS, cap));
-    let (mut found, mixed) = (model?, mixed?);
+    // few best it holds). The mixed one is read only up to the price of the model's own few
+    // best: nothing dearer could make the cut.
+    let mut found = read_partition(ctx, req, &key, cap).await?;
+    let mixed_cap = match rank_best(&found.fits, req, MAX_ATTEMPTS) {
+        Ok(best) if best.len() >= MAX_ATTEMPTS => best.last().map(|c| cap.map_or(c.price_micros, |cap| cap.min(c.price_micros))),
+        _ => cap,
+    };
+    let mixed = read_partition(ctx, req, MIXED_MODELS, mixed_cap).await?;
     found.fits.extend(mixed.fits);
     found.model_seen |= mixed.model_seen;
     Ok(match rank_best(&found.fits, req, MAX_ATTEMPTS) {
@@ -203,8 +208,10 @@ fn has_model(c: &Candidate, req: &AllocateRequest) -> bool {
 }
 
 /// Reads one partition page by page, until the end, or until it holds [`MAX_ATTEMPTS`] fits and
-/// every provider not read costs more than the last of them (or costs the same and the read
-/// budget is spent).
+/// every provider not read costs more than the last of them, or until the read budget is spent
+/// with at least one fit in hand (read cheapest first, every fit found costs no more than any
+/// provider not read). Only a partition with no fit at all is read to its end (under the cap):
+/// the index holds available providers only, so that is the model's available fleet.
 async fn read_partition(ctx: &Context, req: &AllocateRequest, partition: &str, cap: Option<i64>) -> Result<Found, Failure> {
     let (mut after, mut read, mut found) = (None, 0, Found::default());
     loop {
@@ -227,7 +234,7 @@ async fn read_partition(ctx: &Context, req: &AllocateRequest, partition: &str, c
         let Some(next) = page.next else { return Ok(found) };
         if let Ok(best) = rank_best(&found.fits, req, MAX_ATTEMPTS) {
             let last = best.last().map_or(i64::MAX, |c| c.price_micros);
-            if best.len() >= MAX_ATTEMPTS && (next.price_micros > last || read >= PLACEMENT_READ_BUDGET) {
+            if (best.len() >= MAX_ATTEMPTS && next.price_micros > last) || read >= PLACEMENT_READ_BUDGET {
                 return Ok(found);
             }
         }

@@ -20,7 +20,8 @@ use worldland_core::labels::{self, provider_node_labels};
 use worldland_core::messages::{Heartbeat, ProviderState, Spec, StreamEnvelope, MAX_ENTRY_BYTES};
 use worldland_core::signature::{recover_personal, SignaturePolicy};
 use worldland_core::state::providers::{
-    join, ledger_for, make_available, note_node_write, placement_partition_for, record_heartbeat, HeartbeatFacts, ProviderRecord,
+    file_for_placement, join, ledger_for, make_available, note_node_write, placement_partition_for, record_heartbeat, HeartbeatFacts,
+    ProviderRecord,
 };
 use worldland_core::state::ItemStore;
 use worldland_core::validation::{check_provider_id, check_timestamp, Reason, Rejection};
@@ -126,7 +127,15 @@ async fn after_recorded(rec: ProviderRecord, hb: &Heartbeat, ctx: &Context, now:
     match rec.state {
         ProviderState::Joined => become_available_if_ready(&rec, ProviderState::Joined, ctx, now).await,
         ProviderState::Offline => recover_from_offline(&rec, ctx, now).await,
-        ProviderState::Available => refresh_node_marks(&rec, hb, ctx).await,
+        ProviderState::Available => {
+            if !rec.placement_filed {
+                // Stored before the placement index: filed once, so jobs naming its model find it.
+                if let Some(partition) = placement_partition_for(&rec) {
+                    file_for_placement(partition).run(ctx.store.as_ref(), &rec.provider_id).await?;
+                }
+            }
+            refresh_node_marks(&rec, hb, ctx).await
+        }
         _ => Ok(()),
     }
 }

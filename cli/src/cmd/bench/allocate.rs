@@ -32,36 +32,54 @@ pub async fn rows_for_allocate(pairs: usize, dynamodb_endpoint: Option<String>, 
     Ok(())
 }
 
+/// 8 allocators over 2 providers of 2 GPUs, any model.
+fn contention(pairs_each: usize) -> Load<'static> {
+    Load {
+        allocators: 8,
+        providers: 2,
+        gpus_each: 2,
+        pairs_each,
+        model: None,
+    }
+}
+
 /// One core (a runtime of one thread, one allocator), then contention, on the embedded store.
 async fn embedded_rows(pairs: usize) -> anyhow::Result<Vec<AllocateFigures>> {
-    let one = std::thread::spawn(move || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime")
-            .block_on(allocate_pairs(
-                Arc::new(MemoryStore::new()),
-                "embedded",
-                "one core, 1 allocator",
-                1,
-                20,
-                8,
-                pairs,
-            ))
-    })
-    .join()
-    .map_err(|_| anyhow::anyhow!("benchmark thread panicked"))??;
+    // The same on one core: any model (the fleet read, reused for 100 ms), then naming the
+    // model (the placement index, read afresh each time).
+    let model = SimulatedProvider::new(0, Utc::now()).registration.spec.gpus[0].name.clone();
+    let one_core = |scenario: &'static str, model: Option<String>| {
+        std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime")
+                .block_on(allocate_pairs(
+                    Arc::new(MemoryStore::new()),
+                    "embedded",
+                    scenario,
+                    Load {
+                        allocators: 1,
+                        providers: 20,
+                        gpus_each: 8,
+                        pairs_each: pairs,
+                        model: model.as_deref(),
+                    },
+                ))
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("benchmark thread panicked"))?
+    };
+    let one = one_core("one core, 1 allocator", None)?;
+    let one_named = one_core("one core, naming the model", Some(model))?;
     let contention = allocate_pairs(
         Arc::new(MemoryStore::new()),
         "embedded",
         "contention, 2 providers",
-        8,
-        2,
-        2,
-        pairs / 8,
+        contention(pairs / 8),
     )
     .await?;
-    Ok(vec![one, contention])
+    Ok(vec![one, one_named, contention])
 }
 
 /// Spread and contention on two fresh pairs of tables at `endpoint`, deleted afterwards.
@@ -76,7 +94,14 @@ async fn dynalite_rows(endpoint: String, dynamodb_pairs: usize) -> anyhow::Resul
     let dynamo = backends::dynamo(&cfg).await;
     dynamo.ensure_tables().await?;
     let store: Arc<dyn ItemStore> = Arc::new(dynamo.clone());
-    rows.push(allocate_pairs(store.clone(), "dynalite", "spread, 20 providers", 8, 20, 8, dynamodb_pairs / 8).await?);
+    let spread = Load {
+        allocators: 8,
+        providers: 20,
+        gpus_each: 8,
+        pairs_each: dynamodb_pairs / 8,
+        model: None,
+    };
+    rows.push(allocate_pairs(store.clone(), "dynalite", "spread, 20 providers", spread).await?);
     let dynamo2 = backends::dynamo(&Config::from_vars([
         (
             "WORLDLAND_DYNAMODB_ENDPOINT".to_string(),
@@ -92,10 +117,7 @@ async fn dynalite_rows(endpoint: String, dynamodb_pairs: usize) -> anyhow::Resul
             Arc::new(dynamo2.clone()),
             "dynalite",
             "contention, 2 providers",
-            8,
-            2,
-            2,
-            dynamodb_pairs / 8,
+            contention(dynamodb_pairs / 8),
         )
         .await?,
     );
@@ -117,16 +139,30 @@ pub struct AllocateFigures {
     pub audit_clean: bool,
 }
 
-/// N allocate+release pairs by `allocators` concurrent tasks over `providers` providers.
+/// What one row runs: `allocators` concurrent tasks, `pairs_each` pairs each, over `providers`
+/// providers of `gpus_each` GPUs; the jobs name `model` or take any.
+pub struct Load<'a> {
+    pub allocators: usize,
+    pub providers: usize,
+    pub gpus_each: u32,
+    pub pairs_each: usize,
+    pub model: Option<&'a str>,
+}
+
+/// The allocate+release pairs of `load`.
 pub async fn allocate_pairs(
     store: Arc<dyn ItemStore>,
     store_name: &str,
     scenario: &str,
-    allocators: usize,
-    providers: usize,
-    gpus_each: u32,
-    pairs_each: usize,
+    load: Load<'_>,
 ) -> anyhow::Result<AllocateFigures> {
+    let Load {
+        allocators,
+        providers,
+        gpus_each,
+        pairs_each,
+        model,
+    } = load;
     let now = Utc::now();
     let run = &uuid::Uuid::new_v4().simple().to_string()[..8];
     seed_providers(store.as_ref(), run, providers, gpus_each, now).await?;
@@ -138,7 +174,14 @@ pub async fn allocate_pairs(
     let mut tasks = vec![];
     for t in 0..allocators {
         let ctx = allocator::Context::new(store.clone(), bus.clone(), replies.clone());
-        tasks.push(tokio::spawn(allocate_and_release(ctx, format!("b{run}-{t}"), pairs_each, now)));
+        let model = model.map(str::to_string);
+        tasks.push(tokio::spawn(allocate_and_release(
+            ctx,
+            format!("b{run}-{t}"),
+            pairs_each,
+            model,
+            now,
+        )));
     }
     for t in tasks {
         t.await??;
@@ -190,13 +233,19 @@ async fn drain_job_events(bus: &MemoryBus) -> anyhow::Result<JoinHandle<()>> {
 }
 
 /// One allocator's loop: `pairs` one-GPU jobs, each allocated then released.
-async fn allocate_and_release(ctx: allocator::Context, job_prefix: String, pairs: usize, now: DateTime<Utc>) -> anyhow::Result<()> {
+async fn allocate_and_release(
+    ctx: allocator::Context,
+    job_prefix: String,
+    pairs: usize,
+    model: Option<String>,
+    now: DateTime<Utc>,
+) -> anyhow::Result<()> {
     for i in 0..pairs {
         let job_id = format!("{job_prefix}-{i}");
         let req = AllocateRequest {
             job_id: job_id.clone(),
             customer_id: "bench".into(),
-            gpu_model: None,
+            gpu_model: model.clone(),
             gpus: 1,
             cpu_cores: 1,
             memory_mb: 1024,

@@ -371,34 +371,84 @@ pub fn rank(candidates: &[Candidate], req: &AllocateRequest) -> Result<Vec<Choic
     rank_best(candidates, req, usize::MAX)
 }
 
+/// A job's wants as placement compares them: the model's key (any when `None`), the price cap,
+/// GPUs, CPU cores and memory.
+#[derive(Debug, Clone)]
+pub struct Wants {
+    /// The wanted model's key; any model when `None`.
+    pub model: Option<String>,
+    /// The highest price per GPU-hour, in micro-units.
+    pub cap: Option<i64>,
+    /// GPUs.
+    pub gpus: i64,
+    /// CPU cores.
+    pub cpu: i64,
+    /// Memory, in MiB.
+    pub mem: i64,
+}
+
+impl Wants {
+    /// What `req` asks for.
+    pub fn of(req: &AllocateRequest) -> Self {
+        Self {
+            model: req.gpu_model.as_deref().map(|m| model_key(&gpu_model_label(m))),
+            cap: req.max_price_per_gpu_hour.map(crate::state::providers::price_to_micros),
+            gpus: i64::from(req.gpus),
+            cpu: i64::from(req.cpu_cores),
+            mem: req.memory_mb as i64,
+        }
+    }
+
+    /// Whether a ledger's `model` is the one wanted (compared through the label function, case
+    /// aside).
+    pub fn model_matches(&self, model: &str) -> bool {
+        self.model.as_ref().is_none_or(|w| w.eq_ignore_ascii_case(model))
+    }
+
+    /// Whether `c` has the room on one node, in GPUs of `counts`' model (free or mining), CPU and
+    /// memory.
+    pub fn room(&self, c: &Candidate, counts: &ModelCounts) -> bool {
+        counts.free + counts.mining >= self.gpus && c.ledger.cpu_free >= self.cpu && c.ledger.mem_free >= self.mem
+    }
+
+    /// Whether `c` can take the job: a wanted model with room, under the cap.
+    pub fn fit(&self, c: &Candidate) -> bool {
+        self.cap.is_none_or(|cap| c.price_micros <= cap) && c.ledger.models.iter().any(|(m, n)| self.model_matches(m) && self.room(c, n))
+    }
+
+    /// Whether `c` offers a wanted model at all.
+    pub fn offered_by(&self, c: &Candidate) -> bool {
+        c.ledger.models.keys().any(|m| self.model_matches(m))
+    }
+}
+
 /// The `k` best of [`rank`]'s order, found without sorting (or copying) the whole fleet: the
 /// allocator tries only a few before it reads the fleet again.
 pub fn rank_best(candidates: &[Candidate], req: &AllocateRequest, k: usize) -> Result<Vec<Choice>, NoPlacement> {
-    let wanted = req.gpu_model.as_deref().map(|m| model_key(&gpu_model_label(m)));
-    let cap = req.max_price_per_gpu_hour.map(crate::state::providers::price_to_micros);
-    let (gpus, cpu, mem) = (i64::from(req.gpus), i64::from(req.cpu_cores), req.memory_mb as i64);
+    let wants = Wants::of(req);
+    let gpus = wants.gpus;
     let (mut model_seen, mut affordable_seen) = (false, false);
     // (price, leftover GPUs, leftover CPU, GPUs from mining, provider id) and where it came from.
     type Key<'a> = ((i64, i64, i64, i64, &'a str), &'a Candidate, &'a String, i64);
     let mut fits: Vec<Key> = vec![];
     for c in candidates {
         for (model, counts) in &c.ledger.models {
-            if wanted.as_ref().is_some_and(|w| !w.eq_ignore_ascii_case(model)) {
+            if !wants.model_matches(model) {
                 continue;
             }
             model_seen = true;
-            if cap.is_some_and(|cap| c.price_micros > cap) {
+            if wants.cap.is_some_and(|cap| c.price_micros > cap) {
                 continue;
             }
             affordable_seen = true;
-            if counts.free + counts.mining < gpus || c.ledger.cpu_free < cpu || c.ledger.mem_free < mem {
+            if !wants.room(c, counts) {
                 continue;
             }
             let take_free = gpus.min(counts.free);
             let key = (
                 c.price_micros,
                 counts.free + counts.mining - gpus,
-                c.ledger.cpu_free - cpu,
+                c.ledger.cpu_free - wants.cpu,
                 gpus - take_free,
                 c.provider_id.as_str(),
             );
@@ -933,6 +983,16 @@ mod tests {
                 let head: Vec<_> = all.iter().take(k).map(|c| (&c.provider_id, c.take_mining)).collect();
                 let got: Vec<_> = best.iter().map(|c| (&c.provider_id, c.take_mining)).collect();
                 assert_eq!(got, head, "k {k} {r:?}");
+            }
+            // The placement index's filter agrees with the ranking, one candidate at a time.
+            let wants = Wants::of(&r);
+            for c in &fleet {
+                assert_eq!(
+                    wants.fit(c),
+                    rank_best(std::slice::from_ref(c), &r, 1).is_ok(),
+                    "{} {r:?}",
+                    c.provider_id
+                );
             }
         }
     }

@@ -18,7 +18,8 @@ use worldland_core::jobs::{self, close_job_item, Finish, Resolution, RollBack};
 use worldland_core::labels::gpu_model_label;
 use worldland_core::ledger::job::JobState;
 use worldland_core::ledger::{
-    self, commit_allocation, job, model_key, node_selector, placement_key, rank_best, Candidate, Choice, Ledger, NoPlacement, MIXED_MODELS,
+    self, commit_allocation, job, model_key, node_selector, placement_key, rank_best, Candidate, Choice, Ledger, NoPlacement, Wants,
+    MIXED_MODELS,
 };
 use worldland_core::messages::jobs::{AllocateRequest, JobAllocated, JobReleased, ReleaseRequest};
 use worldland_core::messages::{topics, MAX_ENTRY_BYTES};
@@ -48,7 +49,15 @@ pub struct Context {
     /// The fleet as last read, reused for a moment: placement only orders candidates, the
     /// conditional write decides, and a refusal is always checked against a fresh read.
     fleet: std::sync::Mutex<Option<(std::time::Instant, Arc<Vec<Candidate>>)>>,
+    /// What the placement index gave for each recent shape of job, reused the same way.
+    placements: std::sync::Mutex<std::collections::HashMap<PlacementKey, (std::time::Instant, Arc<Found>)>>,
 }
+
+/// A job's shape as the placement index is read for it: partition, price cap, GPUs, CPU, memory.
+type PlacementKey = (String, Option<i64>, u32, u32, u64);
+
+/// At most this many shapes of job are remembered (each for [`FLEET_MAX_AGE`]).
+const MAX_REMEMBERED_PLACEMENTS: usize = 256;
 
 /// How long a read of the fleet serves placement before it is read again.
 pub const FLEET_MAX_AGE: std::time::Duration = std::time::Duration::from_millis(100);
@@ -60,6 +69,7 @@ impl Context {
             bus,
             replies,
             fleet: std::sync::Mutex::new(None),
+            placements: Default::default(),
         }
     }
 }
@@ -180,20 +190,24 @@ struct Found {
 /// The best few choices for a job that names its model, read through the placement index: the
 /// model's partition and the mixed one, cheapest first, each only as far as a better choice
 /// could still lie (never the whole fleet); or why there is none.
-async fn ranked_by_index(ctx: &Context, req: &AllocateRequest, model: &str) -> Result<Result<Vec<Choice>, NoPlacement>, Failure> {
+async fn ranked_by_index(
+    ctx: &Context,
+    req: &AllocateRequest,
+    model: &str,
+    fresh: bool,
+) -> Result<Result<Vec<Choice>, NoPlacement>, Failure> {
     let key = placement_key(&model_key(&gpu_model_label(model)));
     let cap = req.max_price_per_gpu_hour.map(price_to_micros);
-    // Each partition read on its own stops exactly (what it leaves unread costs more than the
-    // few best it holds). The mixed one is read only up to the price of the model's own few
-    // best: nothing dearer could make the cut.
-    let mut found = read_partition(ctx, req, &key, cap).await?;
-    let mixed_cap = match rank_best(&found.fits, req, MAX_ATTEMPTS) {
-        Ok(best) if best.len() >= MAX_ATTEMPTS => best.last().map(|c| cap.map_or(c.price_micros, |cap| cap.min(c.price_micros))),
-        _ => cap,
+    let shape: PlacementKey = (key.clone(), cap, req.gpus, req.cpu_cores, req.memory_mb);
+    let recent = if fresh { None } else { recent_placement(ctx, &shape) };
+    let found = match recent {
+        Some(found) => found,
+        None => {
+            let found = Arc::new(read_index(ctx, req, &key, cap).await?);
+            remember_placement(ctx, shape, found.clone());
+            found
+        }
     };
-    let mixed = read_partition(ctx, req, MIXED_MODELS, mixed_cap).await?;
-    found.fits.extend(mixed.fits);
-    found.model_seen |= mixed.model_seen;
     Ok(match rank_best(&found.fits, req, MAX_ATTEMPTS) {
         Ok(ranked) => Ok(ranked),
         Err(_) if found.model_seen => Err(NoPlacement::NoCapacity),
@@ -202,9 +216,39 @@ async fn ranked_by_index(ctx: &Context, req: &AllocateRequest, model: &str) -> R
     })
 }
 
-fn has_model(c: &Candidate, req: &AllocateRequest) -> bool {
-    let wanted = req.gpu_model.as_deref().map(|m| model_key(&gpu_model_label(m)));
-    wanted.is_none_or(|w| c.ledger.models.keys().any(|m| m.eq_ignore_ascii_case(&w)))
+fn recent_placement(ctx: &Context, shape: &PlacementKey) -> Option<Arc<Found>> {
+    let placements = ctx.placements.lock().expect("placements lock");
+    placements
+        .get(shape)
+        .filter(|(at, _)| at.elapsed() < FLEET_MAX_AGE)
+        .map(|(_, f)| f.clone())
+}
+
+fn remember_placement(ctx: &Context, shape: PlacementKey, found: Arc<Found>) {
+    let mut placements = ctx.placements.lock().expect("placements lock");
+    if placements.len() >= MAX_REMEMBERED_PLACEMENTS {
+        placements.retain(|_, (at, _)| at.elapsed() < FLEET_MAX_AGE);
+        if placements.len() >= MAX_REMEMBERED_PLACEMENTS {
+            placements.clear();
+        }
+    }
+    placements.insert(shape, (std::time::Instant::now(), found));
+}
+
+/// The model's partition and the mixed one, read for `req` under `cap`.
+async fn read_index(ctx: &Context, req: &AllocateRequest, key: &str, cap: Option<i64>) -> Result<Found, Failure> {
+    // Each partition read on its own stops exactly (what it leaves unread costs more than the
+    // few best it holds). The mixed one is read only up to the price of the model's own few
+    // best: nothing dearer could make the cut.
+    let mut found = read_partition(ctx, req, key, cap).await?;
+    let mixed_cap = match rank_best(&found.fits, req, MAX_ATTEMPTS) {
+        Ok(best) if best.len() >= MAX_ATTEMPTS => best.last().map(|c| cap.map_or(c.price_micros, |cap| cap.min(c.price_micros))),
+        _ => cap,
+    };
+    let mixed = read_partition(ctx, req, MIXED_MODELS, mixed_cap).await?;
+    found.fits.extend(mixed.fits);
+    found.model_seen |= mixed.model_seen;
+    Ok(found)
 }
 
 /// Reads one partition page by page, until the end, or until it holds [`MAX_ATTEMPTS`] fits and
@@ -214,6 +258,7 @@ fn has_model(c: &Candidate, req: &AllocateRequest) -> bool {
 /// the index holds available providers only, so that is the model's available fleet.
 async fn read_partition(ctx: &Context, req: &AllocateRequest, partition: &str, cap: Option<i64>) -> Result<Found, Failure> {
     let (mut after, mut read, mut found) = (None, 0, Found::default());
+    let wants = Wants::of(req);
     loop {
         let query = PlacementQuery {
             model: partition,
@@ -225,9 +270,9 @@ async fn read_partition(ctx: &Context, req: &AllocateRequest, partition: &str, c
         };
         let page = ctx.store.placement_page(&query).await?;
         read += page.read;
-        for c in page.items.iter().filter_map(candidate).filter(|c| has_model(c, req)) {
+        for c in page.items.iter().filter_map(candidate).filter(|c| wants.offered_by(c)) {
             found.model_seen = true;
-            if rank_best(std::slice::from_ref(&c), req, 1).is_ok() {
+            if wants.fit(&c) {
                 found.fits.push(c);
             }
         }
@@ -245,6 +290,7 @@ async fn read_partition(ctx: &Context, req: &AllocateRequest, partition: &str, c
 /// Whether an available provider of the job's model is there at any price (looked for within the
 /// read budget): tells `price_too_low` from `unknown_model`.
 async fn model_available(ctx: &Context, req: &AllocateRequest, key: &str) -> Result<bool, Failure> {
+    let wants = Wants::of(req);
     for partition in [key, MIXED_MODELS] {
         let (mut after, mut read) = (None, 0);
         while read < PLACEMENT_READ_BUDGET {
@@ -258,7 +304,7 @@ async fn model_available(ctx: &Context, req: &AllocateRequest, key: &str) -> Res
             };
             let page = ctx.store.placement_page(&query).await?;
             read += page.read;
-            if page.items.iter().filter_map(candidate).any(|c| has_model(&c, req)) {
+            if page.items.iter().filter_map(candidate).any(|c| wants.offered_by(&c)) {
                 return Ok(true);
             }
             let Some(next) = page.next else { break };
@@ -268,12 +314,16 @@ async fn model_available(ctx: &Context, req: &AllocateRequest, key: &str) -> Res
     Ok(false)
 }
 
-/// The best few choices for `req`, or why there is none. A job naming its model reads the
-/// placement index afresh; one taking any model ranks the whole available fleet, reusing a
-/// recent read in the first `round` (but never to refuse).
+/// The best few choices for `req`, or why there is none: through the placement index for a job
+/// naming its model, over the whole available fleet for one taking any; either may reuse a recent
+/// read in the first `round`, but never to refuse.
 async fn ranking(ctx: &Context, req: &AllocateRequest, round: usize) -> Result<Result<Vec<Choice>, NoPlacement>, Failure> {
     if let Some(model) = req.gpu_model.as_deref() {
-        return ranked_by_index(ctx, req, model).await;
+        let ranked = ranked_by_index(ctx, req, model, round > 0).await?;
+        if ranked.is_err() && round == 0 {
+            return ranked_by_index(ctx, req, model, true).await;
+        }
+        return Ok(ranked);
     }
     let ranked = rank_best(&candidates(ctx, round > 0).await?, req, MAX_ATTEMPTS);
     if ranked.is_err() && round == 0 {

@@ -641,7 +641,8 @@ async fn the_plane_survives_kill_9_of_every_backend_and_worker() {
     for (i, p) in agents.into_iter().enumerate() {
         let (url, streams, broker, figures) = (redis_srv.url(), streams.clone(), broker_key.public(), figures.clone());
         agent_tasks.push(tokio::spawn(async move {
-            // Spread the registrations over the faults (about 20 s of them).
+            // A schedule, not a wait: the registrations are spread over the faults (about 20 s
+            // of them) so that each fault meets some in flight.
             tokio::time::sleep(Duration::from_millis(1_000 * i as u64)).await;
             agent(p, url, streams, broker, figures, deadline).await
         }));

@@ -157,12 +157,14 @@ impl ItemStore for MemoryStore {
             .take_while(|(m, price, _)| m == q.model && *price <= cap)
             .take(q.limit.max(1))
             .collect();
-        let next = (read.len() == q.limit.max(1)).then(|| {
-            read.last().map(|(_, price, key)| PlacementCursor {
+        // A full page may have more behind it (DynamoDB answers the same).
+        let next = read
+            .last()
+            .filter(|_| read.len() == q.limit.max(1))
+            .map(|(_, price, key)| PlacementCursor {
                 price_micros: *price,
                 key: key.clone(),
-            })
-        });
+            });
         Ok(PlacementPage {
             items: read
                 .iter()
@@ -171,7 +173,7 @@ impl ItemStore for MemoryStore {
                 .map(|item| projected(item, q.attrs))
                 .collect(),
             read: read.len(),
-            next: next.flatten(),
+            next,
         })
     }
 

@@ -15,17 +15,15 @@ use chrono::{DateTime, Duration, Utc};
 use tracing::instrument;
 use worldland_core::bus::Bus;
 use worldland_core::jobs::{self, close_job_item, Finish, Resolution, RollBack};
-use worldland_core::labels::gpu_model_label;
 use worldland_core::ledger::job::JobState;
 use worldland_core::ledger::{
-    self, commit_allocation, job, model_key, node_selector, placement_key, rank_best, Candidate, Choice, Ledger, NoPlacement, Wants,
-    MIXED_MODELS,
+    self, commit_allocation, job, node_selector, placement_key, rank_best, Candidate, Choice, Ledger, NoPlacement, Wants, MIXED_MODELS,
 };
 use worldland_core::messages::jobs::{AllocateRequest, JobAllocated, JobReleased, ReleaseRequest};
 use worldland_core::messages::{topics, MAX_ENTRY_BYTES};
 use worldland_core::replies::ProviderReplies;
-use worldland_core::state::providers::{ms, price_to_micros};
-use worldland_core::state::{Cond, Item, ItemStore, Op, PlacementQuery, Table, Value};
+use worldland_core::state::providers::ms;
+use worldland_core::state::{Cond, Item, ItemStore, Op, PlacementCursor, PlacementQuery, Table, Value};
 use worldland_core::validation::{check_provider_id, Reason, Rejection};
 use worldland_core::worker::{decode, Failure, Handler};
 use worldland_runtime::backends::BackendError;
@@ -190,14 +188,9 @@ struct Found {
 /// The best few choices for a job that names its model, read through the placement index: the
 /// model's partition and the mixed one, cheapest first, each only as far as a better choice
 /// could still lie (never the whole fleet); or why there is none.
-async fn ranked_by_index(
-    ctx: &Context,
-    req: &AllocateRequest,
-    model: &str,
-    fresh: bool,
-) -> Result<Result<Vec<Choice>, NoPlacement>, Failure> {
-    let key = placement_key(&model_key(&gpu_model_label(model)));
-    let cap = req.max_price_per_gpu_hour.map(price_to_micros);
+async fn ranked_by_index(ctx: &Context, req: &AllocateRequest, fresh: bool) -> Result<Result<Vec<Choice>, NoPlacement>, Failure> {
+    let wants = Wants::of(req);
+    let (key, cap) = (placement_key(wants.model.as_deref().unwrap_or_default()), wants.cap);
     let shape: PlacementKey = (key.clone(), cap, req.gpus, req.cpu_cores, req.memory_mb);
     let recent = if fresh { None } else { recent_placement(ctx, &shape) };
     let found = match recent {
@@ -260,23 +253,15 @@ async fn read_partition(ctx: &Context, req: &AllocateRequest, partition: &str, c
     let (mut after, mut read, mut found) = (None, 0, Found::default());
     let wants = Wants::of(req);
     loop {
-        let query = PlacementQuery {
-            model: partition,
-            state: "available",
-            max_price_micros: cap,
-            after: after.as_ref(),
-            limit: PLACEMENT_PAGE,
-            attrs: ledger::PLACEMENT_ATTRS,
-        };
-        let page = ctx.store.placement_page(&query).await?;
-        read += page.read;
-        for c in page.items.iter().filter_map(candidate).filter(|c| wants.offered_by(c)) {
+        let (candidates, items_read, next) = available_page(ctx, partition, cap, after.as_ref()).await?;
+        read += items_read;
+        for c in candidates.into_iter().filter(|c| wants.offered_by(c)) {
             found.model_seen = true;
             if wants.fit(&c) {
                 found.fits.push(c);
             }
         }
-        let Some(next) = page.next else { return Ok(found) };
+        let Some(next) = next else { return Ok(found) };
         if let Ok(best) = rank_best(&found.fits, req, MAX_ATTEMPTS) {
             let last = best.last().map_or(i64::MAX, |c| c.price_micros);
             if (best.len() >= MAX_ATTEMPTS && next.price_micros > last) || read >= PLACEMENT_READ_BUDGET {
@@ -287,6 +272,26 @@ async fn read_partition(ctx: &Context, req: &AllocateRequest, partition: &str, c
     }
 }
 
+/// One page of a placement index partition: its available providers as candidates, the index
+/// items read, and where to go on.
+async fn available_page(
+    ctx: &Context,
+    partition: &str,
+    cap: Option<i64>,
+    after: Option<&PlacementCursor>,
+) -> Result<(Vec<Candidate>, usize, Option<PlacementCursor>), Failure> {
+    let query = PlacementQuery {
+        model: partition,
+        state: "available",
+        max_price_micros: cap,
+        after,
+        limit: PLACEMENT_PAGE,
+        attrs: ledger::PLACEMENT_ATTRS,
+    };
+    let page = ctx.store.placement_page(&query).await?;
+    Ok((page.items.iter().filter_map(candidate).collect(), page.read, page.next))
+}
+
 /// Whether an available provider of the job's model is there at any price (looked for within the
 /// read budget): tells `price_too_low` from `unknown_model`.
 async fn model_available(ctx: &Context, req: &AllocateRequest, key: &str) -> Result<bool, Failure> {
@@ -294,20 +299,12 @@ async fn model_available(ctx: &Context, req: &AllocateRequest, key: &str) -> Res
     for partition in [key, MIXED_MODELS] {
         let (mut after, mut read) = (None, 0);
         while read < PLACEMENT_READ_BUDGET {
-            let query = PlacementQuery {
-                model: partition,
-                state: "available",
-                max_price_micros: None,
-                after: after.as_ref(),
-                limit: PLACEMENT_PAGE,
-                attrs: ledger::PLACEMENT_ATTRS,
-            };
-            let page = ctx.store.placement_page(&query).await?;
-            read += page.read;
-            if page.items.iter().filter_map(candidate).any(|c| wants.offered_by(&c)) {
+            let (candidates, items_read, next) = available_page(ctx, partition, None, after.as_ref()).await?;
+            read += items_read;
+            if candidates.iter().any(|c| wants.offered_by(c)) {
                 return Ok(true);
             }
-            let Some(next) = page.next else { break };
+            let Some(next) = next else { break };
             after = Some(next);
         }
     }
@@ -318,10 +315,10 @@ async fn model_available(ctx: &Context, req: &AllocateRequest, key: &str) -> Res
 /// naming its model, over the whole available fleet for one taking any; either may reuse a recent
 /// read in the first `round`, but never to refuse.
 async fn ranking(ctx: &Context, req: &AllocateRequest, round: usize) -> Result<Result<Vec<Choice>, NoPlacement>, Failure> {
-    if let Some(model) = req.gpu_model.as_deref() {
-        let ranked = ranked_by_index(ctx, req, model, round > 0).await?;
+    if req.gpu_model.is_some() {
+        let ranked = ranked_by_index(ctx, req, round > 0).await?;
         if ranked.is_err() && round == 0 {
-            return ranked_by_index(ctx, req, model, true).await;
+            return ranked_by_index(ctx, req, true).await;
         }
         return Ok(ranked);
     }

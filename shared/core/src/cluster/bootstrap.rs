@@ -172,7 +172,7 @@ pub fn join_command(host: &str, port: u16, token: &str, ca_hash: &str) -> String
 mod tests {
     use super::*;
 
-    const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/kube");
+    const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/kube");
 
     #[test]
     fn ca_hash_matches_the_independently_computed_one() {

@@ -396,12 +396,9 @@ pub async fn seed_available(
     reg: &worldland_core::messages::Registration,
     now: chrono::DateTime<chrono::Utc>,
 ) {
-    let seeded = worldland_core::state::providers::seed_available(reg, now, true);
+    let seeded = worldland_core::placement::seed_available(reg, now, true);
     assert!(
-        seeded
-            .apply_on(store, worldland_core::state::Table::Providers, &reg.provider_id)
-            .await
-            .expect("seeding a provider"),
+        seeded.apply(store, &reg.provider_id).await.expect("seeding a provider"),
         "seeded twice"
     );
 }

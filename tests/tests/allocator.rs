@@ -11,7 +11,7 @@ use worldland_adapters::bus::memory::MemoryBus;
 use worldland_adapters::replies::MemoryReplies;
 use worldland_adapters::state::memory::MemoryStore;
 use worldland_core::bus::{Bus, QueueSpec, Subscription};
-use worldland_core::jobs::audit;
+use worldland_core::job::audit;
 use worldland_core::ledger::{Ledger, ModelCounts};
 use worldland_core::messages::jobs::{AllocateRequest, JobAllocated, JobRejected, JobReleased, ReleaseRequest};
 use worldland_core::messages::{topics, MiningConfig};
@@ -586,7 +586,10 @@ async fn placement_reads_the_cheapest_of_the_model_not_the_fleet() {
     let a = allocated(&mut fx, &alloc("by-index", 1, Some("A100-SXM4-80GB"), None)).await;
     let read = counting.take().index_items;
     assert_eq!(a.price_per_gpu_hour_micros, (cheapest_a100 * 1e6).round() as i64);
-    assert!(read <= 2 * allocator::PLACEMENT_PAGE as u64, "read {read} index items of 3,000");
+    assert!(
+        read <= 2 * worldland_core::placement::index::PAGE as u64,
+        "read {read} index items of 3,000"
+    );
 
     // A provider with one 4090 and one A100, cheaper than all: found for an A100, but not for
     // two of them.
@@ -614,7 +617,7 @@ async fn a_crowd_at_one_price_is_read_only_up_to_the_budget() {
     let read = counting.take().index_items as usize;
     assert_eq!(a.price_per_gpu_hour_micros, 300_000);
     assert!(
-        read <= allocator::PLACEMENT_READ_BUDGET + allocator::PLACEMENT_PAGE,
+        read <= worldland_core::placement::index::READ_BUDGET + worldland_core::placement::index::PAGE,
         "read {read} of 2,510"
     );
 }
@@ -627,7 +630,7 @@ async fn a_crowd_at_one_price_is_read_only_up_to_the_budget() {
 #[tokio::test]
 async fn registrations_that_never_join_are_not_read_by_placement() {
     use worldland_adapters::state::counting::CountingStore;
-    use worldland_core::state::providers::{mark_offline_if_stale, register_pending};
+    use worldland_core::provider::{mark_offline_if_stale, register_pending};
     let memory: Arc<dyn ItemStore> = Arc::new(MemoryStore::new());
     let counting = Arc::new(CountingStore::new(memory.clone()));
     seed_priced(memory.as_ref(), 0, 5, |_| "Tesla T4", |_| 1.0).await;
@@ -635,7 +638,7 @@ async fn registrations_that_never_join_are_not_read_by_placement() {
         let mut flood = provider(i, "Tesla T4", 2, 0, 0.000_000_4);
         flood.registration.spec.gpus[1].name = "NVIDIA A100-SXM4-80GB".into();
         register_pending(&flood.registration, "1-0", t0())
-            .apply_on(memory.as_ref(), Table::Providers, &flood.provider_id)
+            .apply(memory.as_ref(), &flood.provider_id)
             .await
             .unwrap();
     }
@@ -643,7 +646,7 @@ async fn registrations_that_never_join_are_not_read_by_placement() {
     seed_priced(memory.as_ref(), 6000, 1, |_| "Tesla T4", |_| 0.1).await;
     let gone = provider(6000, "x", 1, 0, 0.1).provider_id;
     mark_offline_if_stale(t0() + Duration::seconds(1), t0())
-        .apply_on(memory.as_ref(), Table::Providers, &gone)
+        .apply(memory.as_ref(), &gone)
         .await
         .unwrap();
 

@@ -16,7 +16,7 @@ use worldland_adapters::replies::RedisReplies;
 use worldland_core::answers::{BrokerKey, BrokerPublicKey};
 use worldland_core::bus::{Bus, BusError, BusResult, QueueSpec, Subscription};
 use worldland_core::messages::{ProviderResponse, ProviderState};
-use worldland_core::state::providers::ProviderRecord;
+use worldland_core::provider::ProviderRecord;
 use worldland_core::state::{ItemStore, Table};
 use worldland_core::streams::AGENT_RESPONSE_GROUP;
 use worldland_core::worker::Handler;
@@ -321,7 +321,7 @@ async fn every_message_delivered_twice_still_leaves_one_provider_and_one_token()
     assert!(answer.success);
     plane.wait_state(&p.provider_id, ProviderState::Approved).await;
     let items = plane.store.scan(Table::Providers).await.unwrap();
-    let (reservations, providers): (Vec<_>, Vec<_>) = items.iter().partition(|i| worldland_core::state::nodes::is_reservation(i));
+    let (reservations, providers): (Vec<_>, Vec<_>) = items.iter().partition(|i| worldland_core::provider::nodes::is_reservation(i));
     assert_eq!(providers.len(), 1, "one provider");
     assert_eq!(reservations.len(), 1, "one node name reserved");
     assert_eq!(plane.api.token_count(), 1, "one token");

@@ -17,7 +17,7 @@
 //! providers seeded `available` directly in the store. Afterwards: every registration answered
 //! exactly once with one token; every agent provider `approved` with that token; every job
 //! `allocated`, `released` or `rejected` (none `pending`, none missing); no pending entries of the
-//! bridge group; the worker queues empty; `jobs::audit` clean. The figures (providers, jobs,
+//! bridge group; the worker queues empty; `job::audit` clean. The figures (providers, jobs,
 //! faults, lost, stuck, duplicates) and the dead letters (per `.dlq` queue and
 //! `provider:deadletter`, by reason) are printed. `WORLDLAND_FAULTS_LOG_DIR` keeps the workers'
 //! logs (`WORLDLAND_FAULTS_RUST_LOG` sets their filter).
@@ -35,11 +35,11 @@ use tokio::process::{Child, Command};
 use tokio::time::Instant;
 use worldland_core::answers::BrokerKey;
 use worldland_core::bus::Bus;
-use worldland_core::ledger::job::JobState;
+use worldland_core::job::JobState;
 use worldland_core::messages::jobs::{AllocateRequest, ReleaseRequest};
 use worldland_core::messages::{topics, Heartbeat, ProviderResponse, ProviderState};
+use worldland_core::provider::ProviderRecord;
 use worldland_core::signature::sign_personal;
-use worldland_core::state::providers::ProviderRecord;
 use worldland_core::state::{ItemStore, Table};
 use worldland_core::streams::StreamNames;
 use worldland_provider_sdk::client::{join_from_response, publish_registration, wait_for_response};
@@ -819,7 +819,7 @@ async fn the_plane_survives_kill_9_of_every_backend_and_worker() {
             failures.push(format!("queue {q}: {n} messages left"));
         }
     }
-    match worldland_core::jobs::audit(&store).await {
+    match worldland_core::job::audit(&store).await {
         Ok(v) if v.is_empty() => {}
         Ok(v) => failures.extend(v.into_iter().map(|v| format!("audit: {v}"))),
         Err(e) => failures.push(format!("audit failed: {e}")),

@@ -14,8 +14,8 @@ use worldland_adapters::cluster::kube_api::KubeCluster;
 use worldland_adapters::replies::MemoryReplies;
 use worldland_adapters::state::memory::MemoryStore;
 use worldland_core::messages::{ProviderState, ProviderValidated};
+use worldland_core::provider::ProviderRecord;
 use worldland_core::signature::SignaturePolicy;
-use worldland_core::state::providers::ProviderRecord;
 use worldland_core::state::{ItemStore, Table};
 use worldland_core::validation::ValidationPolicy;
 use worldland_provider_sdk::client::join_from_response;
@@ -151,7 +151,7 @@ async fn issues_the_exact_bootstrap_secret_and_answers_with_a_sealed_join_comman
         "assigned, not the claimed host name"
     );
     assert_eq!(
-        worldland_core::state::nodes::owner(s.store.as_ref(), &rec.node_name)
+        worldland_core::provider::nodes::owner(s.store.as_ref(), &rec.node_name)
             .await
             .unwrap()
             .as_deref(),
@@ -619,8 +619,8 @@ async fn an_old_agent_redelivered_after_its_token_was_created_gets_a_new_token_n
 async fn a_provider_whose_node_name_another_provider_holds_is_refused_before_any_token() {
     let s = pending_provider(9, true).await;
     let node = record(&s).await.node_name;
-    assert!(worldland_core::state::nodes::reserve(&node, "another-provider", Utc::now())
-        .apply_on(s.store.as_ref(), Table::Providers, &worldland_core::state::nodes::key(&node))
+    assert!(worldland_core::provider::nodes::reserve(&node, "another-provider", Utc::now())
+        .apply(s.store.as_ref(), &worldland_core::provider::nodes::key(&node))
         .await
         .unwrap());
     let (client, handle) = mock_client();
@@ -638,7 +638,7 @@ async fn a_provider_whose_node_name_another_provider_holds_is_refused_before_any
     assert!(!answers[0].success && answers[0].message.starts_with("node_name_taken"));
     assert!(!answers[0].message.contains("another-provider"), "the holder is not named");
     assert_eq!(
-        worldland_core::state::nodes::owner(s.store.as_ref(), &node)
+        worldland_core::provider::nodes::owner(s.store.as_ref(), &node)
             .await
             .unwrap()
             .as_deref(),

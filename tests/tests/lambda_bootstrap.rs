@@ -127,7 +127,7 @@ async fn allocator_lambda_parks_the_bad_records() {
     assert_eq!(parked(&vars, "allocator", 1).await, vec!["m-zero"]);
     let job = store.get(Table::Jobs, "job-1").await.unwrap().unwrap();
     assert_eq!(job.get("state"), Some(&Value::from("released")), "allocated once, then released");
-    assert!(worldland_core::jobs::audit(&store).await.unwrap().is_empty());
+    assert!(worldland_core::job::audit(&store).await.unwrap().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -139,7 +139,7 @@ async fn join_token_issuer_lambda_parks_the_bad_records() {
     let now = chrono::Utc::now();
     let p = SimulatedProvider::new(4, now);
     let reg_store: std::sync::Arc<dyn ItemStore> = std::sync::Arc::new(store.clone());
-    worldland_core::state::providers::register_pending(&p.registration, "7-0", now)
+    worldland_core::provider::register_pending(&p.registration, "7-0", now)
         .run(reg_store.as_ref(), &p.provider_id)
         .await
         .unwrap();
@@ -158,7 +158,7 @@ async fn join_token_issuer_lambda_parks_the_bad_records() {
     let response = invoke_once("join-token-issuer-lambda", &vars, &event).await;
     assert!(failures(&response).is_empty(), "{response}");
     assert_eq!(parked(&vars, "join-token-issuer", 1).await, vec!["m-unknown"]);
-    let rec = worldland_core::state::providers::ProviderRecord::load(reg_store.as_ref(), &p.provider_id)
+    let rec = worldland_core::provider::ProviderRecord::load(reg_store.as_ref(), &p.provider_id)
         .await
         .unwrap()
         .unwrap();
@@ -187,7 +187,7 @@ async fn heartbeat_recorder_lambda_parks_the_bad_records() {
     let response = invoke_once("heartbeat-recorder-lambda", &vars, &event).await;
     assert!(failures(&response).is_empty(), "{response}");
     assert_eq!(parked(&vars, "heartbeat-recorder", 1).await, vec!["m-bad"]);
-    let rec = worldland_core::state::providers::ProviderRecord::load(&store, &p.provider_id)
+    let rec = worldland_core::provider::ProviderRecord::load(&store, &p.provider_id)
         .await
         .unwrap()
         .unwrap();

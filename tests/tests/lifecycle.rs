@@ -12,7 +12,8 @@ use worldland_adapters::cluster::simulated::SimulatedCluster;
 use worldland_adapters::state::memory::MemoryStore;
 use worldland_core::labels;
 use worldland_core::messages::ProviderState;
-use worldland_core::state::providers::{mark_offline_if_stale, seed_available, ProviderRecord};
+use worldland_core::placement::seed_available;
+use worldland_core::provider::{mark_offline_if_stale, ProviderRecord};
 use worldland_core::state::{ItemStore, Table};
 use worldland_tests::lifecycle::{approve, available_provider, fixture_shaped_provider, heartbeat, node_for, recorder};
 use worldland_tests::notifying_store::NotifyingStore;
@@ -209,10 +210,7 @@ async fn seed(store: &dyn ItemStore, n: usize, stale: usize, now: DateTime<Utc>)
         };
         let mut reg = template.clone();
         reg.provider_id = format!("seed-{i:05}");
-        assert!(seed_available(&reg, hb, false)
-            .apply_on(store, Table::Providers, &reg.provider_id)
-            .await
-            .unwrap());
+        assert!(seed_available(&reg, hb, false).apply(store, &reg.provider_id).await.unwrap());
     }
 }
 

@@ -740,7 +740,7 @@ fn the_sam_placement_index_projects_what_placement_reads() {
         .skip(1)
         .map_while(|l| l.trim().strip_prefix("- "))
         .collect();
-    let wanted: BTreeSet<&str> = worldland_core::ledger::PLACEMENT_ATTRS
+    let wanted: BTreeSet<&str> = worldland_core::placement::PLACEMENT_ATTRS
         .iter()
         .copied()
         .filter(|a| *a != worldland_core::state::PLACEMENT_SORT_ATTR)

@@ -13,7 +13,7 @@ use worldland_adapters::state::memory::MemoryStore;
 use worldland_core::cluster::Cluster;
 use worldland_core::labels;
 use worldland_core::messages::ProviderState;
-use worldland_core::state::providers::ProviderRecord;
+use worldland_core::provider::ProviderRecord;
 use worldland_core::state::ItemStore;
 use worldland_provider_sdk::simulated::SimulatedProvider;
 use worldland_tests::lifecycle::{approve, fixture_shaped_provider, heartbeat, node_for, recorder};

@@ -12,7 +12,7 @@ use worldland_core::cluster::bootstrap::BootstrapToken;
 use worldland_core::cluster::{Cluster, ClusterInfo, ClusterResult, Created, NodeInfo};
 use worldland_core::labels;
 use worldland_core::messages::ProviderState;
-use worldland_core::state::providers::ProviderRecord;
+use worldland_core::provider::ProviderRecord;
 use worldland_core::state::ItemStore;
 use worldland_provider_sdk::simulated::SimulatedProvider;
 use worldland_tests::lifecycle::{available_provider, heartbeat, recorder};

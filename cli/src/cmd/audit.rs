@@ -14,7 +14,7 @@ pub async fn run() -> anyhow::Result<()> {
 
 /// Prints every violation and the count; true when there are none.
 async fn audit(store: &dyn ItemStore) -> anyhow::Result<bool> {
-    let violations = worldland_core::jobs::audit(store).await?;
+    let violations = worldland_core::job::audit(store).await?;
     for v in &violations {
         println!("VIOLATION: {v}");
     }

@@ -1,12 +1,12 @@
 //! `worldland jobs …`: customers' jobs, through the bus and the store.
 
 use std::time::Duration;
-use worldland_core::ledger::job::JobState;
+use worldland_core::job::JobState;
 
 use anyhow::Context as _;
 use clap::Subcommand;
 use worldland_core::bus::Bus;
-use worldland_core::ledger::job;
+use worldland_core::job;
 use worldland_core::messages::jobs::{AllocateRequest, ReleaseRequest};
 use worldland_core::messages::topics;
 use worldland_core::state::{Item, ItemStore, Table, Value};

@@ -7,8 +7,8 @@ use anyhow::Context as _;
 use clap::Subcommand;
 use worldland_core::ledger::{Ledger, ModelCounts};
 use worldland_core::messages::ProviderState;
-use worldland_core::state::nodes;
-use worldland_core::state::providers::ProviderRecord;
+use worldland_core::provider::nodes;
+use worldland_core::provider::ProviderRecord;
 use worldland_core::state::{ItemStore, Table};
 use worldland_runtime::backends;
 
@@ -212,7 +212,7 @@ async fn print_capacity(store: &dyn ItemStore) -> anyhow::Result<()> {
 mod tests {
     use super::*;
     use worldland_adapters::state::memory::MemoryStore;
-    use worldland_core::state::providers::{approve, refuse_join, register_pending, reserve_token};
+    use worldland_core::provider::{approve, refuse_join, register_pending, reserve_token};
     use worldland_provider_sdk::simulated::SimulatedProvider;
 
     fn line<'a>(lines: &'a [String], key: &str) -> &'a str {
@@ -229,10 +229,7 @@ mod tests {
         let store = MemoryStore::new();
         let p = SimulatedProvider::new(1, now);
         let id = p.provider_id.as_str();
-        register_pending(&p.registration, "1-0", now)
-            .apply_on(&store, Table::Providers, id)
-            .await
-            .unwrap();
+        register_pending(&p.registration, "1-0", now).apply(&store, id).await.unwrap();
         let node = ProviderRecord::load(&store, id).await.unwrap().unwrap().node_name;
         let lines = describe(&store, id, now).await.unwrap();
         assert_eq!(line(&lines, "node name:"), node);
@@ -242,16 +239,10 @@ mod tests {
         // Reserved for it, approved, then the recorder refuses its node.
         assert_eq!(nodes::claim(&store, &node, id, now).await.unwrap(), nodes::Claim::Ours);
         let exp = now + chrono::Duration::hours(1);
-        reserve_token("abcdef", exp, now)
-            .apply_on(&store, Table::Providers, id)
-            .await
-            .unwrap();
-        approve("abcdef", "1-0", exp, now)
-            .apply_on(&store, Table::Providers, id)
-            .await
-            .unwrap();
+        reserve_token("abcdef", exp, now).apply(&store, id).await.unwrap();
+        approve("abcdef", "1-0", exp, now).apply(&store, id).await.unwrap();
         let why = format!("node_owned_by_another_provider: node {node} carries provider \"p2\" as its worldland.io/provider-id");
-        refuse_join(&node, &why, now).apply_on(&store, Table::Providers, id).await.unwrap();
+        refuse_join(&node, &why, now).apply(&store, id).await.unwrap();
         let lines = describe(&store, id, now).await.unwrap();
         assert_eq!(line(&lines, "node owner:"), "this provider (reserved)");
         assert_eq!(line(&lines, "join refused:"), why);
@@ -260,7 +251,7 @@ mod tests {
         // A provider whose node name another holds: the name is taken, and said so.
         let q = SimulatedProvider::new(2, now);
         register_pending(&q.registration, "2-0", now)
-            .apply_on(&store, Table::Providers, &q.provider_id)
+            .apply(&store, &q.provider_id)
             .await
             .unwrap();
         let node2 = ProviderRecord::load(&store, &q.provider_id).await.unwrap().unwrap().node_name;

@@ -14,17 +14,18 @@ use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
 use tracing::instrument;
 use worldland_core::bus::Bus;
-use worldland_core::jobs::{self, close_job_item, Finish, Resolution, RollBack};
-use worldland_core::ledger::job::JobState;
-use worldland_core::ledger::{
-    self, commit_allocation, job, node_selector, placement_key, rank_best, Candidate, Choice, Ledger, NoPlacement, Wants, MIXED_MODELS,
-};
+use worldland_core::job::JobState;
+use worldland_core::job::{self, close_job_item, Finish, Resolution, RollBack};
+use worldland_core::ledger::commit_allocation;
 use worldland_core::messages::jobs::{AllocateRequest, JobAllocated, JobReleased, ReleaseRequest};
 use worldland_core::messages::{topics, MAX_ENTRY_BYTES};
+use worldland_core::placement::index::Placer;
+use worldland_core::placement::{self, node_selector, Choice, NoPlacement};
+use worldland_core::refusal::{Reason, Rejection};
 use worldland_core::replies::ProviderReplies;
-use worldland_core::state::providers::ms;
-use worldland_core::state::{Cond, Item, ItemStore, Op, PlacementCursor, PlacementQuery, Table, Value};
-use worldland_core::validation::{check_provider_id, Reason, Rejection};
+use worldland_core::state::ms;
+use worldland_core::state::{Cond, Item, ItemStore, Op, Table, Value};
+use worldland_core::validation::check_provider_id;
 use worldland_core::worker::{decode, Failure, Handler};
 use worldland_runtime::backends::BackendError;
 use worldland_runtime::worker::Worker;
@@ -32,33 +33,22 @@ use worldland_runtime::worker::Worker;
 pub const WORKER: &str = worldland_core::bus::routes::ALLOCATOR.0;
 pub const BINDINGS: &[&str] = worldland_core::bus::routes::ALLOCATOR.1;
 
-/// How many candidates one allocation tries before it re-reads the fleet.
-pub const MAX_ATTEMPTS: usize = 5;
+/// How many candidates one allocation tries before it re-reads the fleet: the best few that
+/// placement ranks.
+pub const MAX_ATTEMPTS: usize = placement::index::BEST_FEW;
 /// How many times it re-reads the fleet before answering `no_capacity`.
 pub const MAX_ROUNDS: usize = 3;
 /// A pending job's claim untouched this long belongs to a delivery that died or stalled: another
 /// request may take it over, and the sweeper resolves it.
-pub const OWNER_TIMEOUT_S: i64 = jobs::CLAIM_LEASE_S;
+pub const OWNER_TIMEOUT_S: i64 = job::CLAIM_LEASE_S;
 
 pub struct Context {
     pub store: Arc<dyn ItemStore>,
     pub bus: Arc<dyn Bus>,
     pub replies: Arc<dyn ProviderReplies>,
-    /// The fleet as last read, reused for a moment: placement only orders candidates, the
-    /// conditional write decides, and a refusal is always checked against a fresh read.
-    fleet: std::sync::Mutex<Option<(std::time::Instant, Arc<Vec<Candidate>>)>>,
-    /// What the placement index gave for each recent shape of job, reused the same way.
-    placements: std::sync::Mutex<std::collections::HashMap<PlacementKey, (std::time::Instant, Arc<Found>)>>,
+    /// Placement, with the recent reads of the fleet it reuses for a moment.
+    placer: Placer,
 }
-
-/// A job's shape as the placement index is read for it: partition, price cap, GPUs, CPU, memory.
-type PlacementKey = (String, Option<i64>, u32, u32, u64);
-
-/// At most this many shapes of job are remembered (each for [`FLEET_MAX_AGE`]).
-const MAX_REMEMBERED_PLACEMENTS: usize = 256;
-
-/// How long a read of the fleet serves placement before it is read again.
-pub const FLEET_MAX_AGE: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl Context {
     pub fn new(store: Arc<dyn ItemStore>, bus: Arc<dyn Bus>, replies: Arc<dyn ProviderReplies>) -> Self {
@@ -66,8 +56,7 @@ impl Context {
             store,
             bus,
             replies,
-            fleet: std::sync::Mutex::new(None),
-            placements: Default::default(),
+            placer: Placer::default(),
         }
     }
 }
@@ -123,7 +112,7 @@ fn job_state(item: &Item) -> Option<JobState> {
 }
 
 async fn reject_job(ctx: &Context, job_id: &str, reason: &str, message: &str) -> Result<(), Failure> {
-    jobs::reject_job(ctx.bus.as_ref(), job_id, reason, message).await
+    job::reject_job(ctx.bus.as_ref(), job_id, reason, message).await
 }
 
 async fn publish<T: serde::Serialize>(ctx: &Context, topic: &str, id: &str, msg: &T) -> Result<(), Failure> {
@@ -134,199 +123,7 @@ async fn publish<T: serde::Serialize>(ctx: &Context, topic: &str, id: &str, msg:
 
 /// Publishes the stored answer of a settled job once, then marks it answered.
 async fn answer_settled(ctx: &Context, item: &Item, job_id: &str) -> Result<(), Failure> {
-    jobs::answer_settled(ctx.store.as_ref(), ctx.bus.as_ref(), ctx.replies.as_ref(), item, job_id).await
-}
-
-/// The available providers with a ledger, from the recent read when `fresh` is not required.
-async fn candidates(ctx: &Context, fresh: bool) -> Result<Arc<Vec<Candidate>>, Failure> {
-    if !fresh {
-        if let Some((at, fleet)) = ctx.fleet.lock().expect("fleet lock").as_ref() {
-            if at.elapsed() < FLEET_MAX_AGE {
-                return Ok(fleet.clone());
-            }
-        }
-    }
-    let fleet = Arc::new(read_fleet(ctx).await?);
-    *ctx.fleet.lock().expect("fleet lock") = Some((std::time::Instant::now(), fleet.clone()));
-    Ok(fleet)
-}
-
-/// Reads the available providers with a ledger as placement candidates.
-async fn read_fleet(ctx: &Context) -> Result<Vec<Candidate>, Failure> {
-    // Only what placement needs: not the spec, not the open allocations.
-    let items = ctx
-        .store
-        .query_by_state_projected(Table::Providers, "available", None, ledger::PLACEMENT_ATTRS)
-        .await?;
-    Ok(items.iter().filter_map(candidate).collect())
-}
-
-fn candidate(item: &Item) -> Option<Candidate> {
-    Some(Candidate {
-        provider_id: item.get("id")?.as_str()?.to_string(),
-        node_name: item.get("node_name")?.as_str()?.to_string(),
-        price_micros: item.get("price_micros")?.as_i64()?,
-        ledger: Ledger::from_item(item)?,
-    })
-}
-
-/// Index items one read of the placement index asks for.
-pub const PLACEMENT_PAGE: usize = 100;
-/// Placement stops looking for a better fit once it has read this many index items of a partition
-/// and holds a candidate: the cheapest come first exactly; among those at the same price, best fit
-/// is judged within what was read.
-pub const PLACEMENT_READ_BUDGET: usize = 1_000;
-
-/// What reading the placement index found: the providers that can take the job, and whether any
-/// available provider of the model was read at all.
-#[derive(Default)]
-struct Found {
-    fits: Vec<Candidate>,
-    model_seen: bool,
-}
-
-/// The best few choices for a job that names its model, read through the placement index: the
-/// model's partition and the mixed one, cheapest first, each only as far as a better choice
-/// could still lie (never the whole fleet); or why there is none.
-async fn ranked_by_index(ctx: &Context, req: &AllocateRequest, fresh: bool) -> Result<Result<Vec<Choice>, NoPlacement>, Failure> {
-    let wants = Wants::of(req);
-    let (key, cap) = (placement_key(wants.model.as_deref().unwrap_or_default()), wants.cap);
-    let shape: PlacementKey = (key.clone(), cap, req.gpus, req.cpu_cores, req.memory_mb);
-    let recent = if fresh { None } else { recent_placement(ctx, &shape) };
-    let found = match recent {
-        Some(found) => found,
-        None => {
-            let found = Arc::new(read_index(ctx, req, &key, cap).await?);
-            remember_placement(ctx, shape, found.clone());
-            found
-        }
-    };
-    Ok(match rank_best(&found.fits, req, MAX_ATTEMPTS) {
-        Ok(ranked) => Ok(ranked),
-        Err(_) if found.model_seen => Err(NoPlacement::NoCapacity),
-        Err(_) if cap.is_some() && model_available(ctx, req, &key).await? => Err(NoPlacement::PriceTooLow),
-        Err(_) => Err(NoPlacement::UnknownModel),
-    })
-}
-
-fn recent_placement(ctx: &Context, shape: &PlacementKey) -> Option<Arc<Found>> {
-    let placements = ctx.placements.lock().expect("placements lock");
-    placements
-        .get(shape)
-        .filter(|(at, _)| at.elapsed() < FLEET_MAX_AGE)
-        .map(|(_, f)| f.clone())
-}
-
-fn remember_placement(ctx: &Context, shape: PlacementKey, found: Arc<Found>) {
-    let mut placements = ctx.placements.lock().expect("placements lock");
-    if placements.len() >= MAX_REMEMBERED_PLACEMENTS {
-        placements.retain(|_, (at, _)| at.elapsed() < FLEET_MAX_AGE);
-        if placements.len() >= MAX_REMEMBERED_PLACEMENTS {
-            placements.clear();
-        }
-    }
-    placements.insert(shape, (std::time::Instant::now(), found));
-}
-
-/// The model's partition and the mixed one, read for `req` under `cap`.
-async fn read_index(ctx: &Context, req: &AllocateRequest, key: &str, cap: Option<i64>) -> Result<Found, Failure> {
-    // Each partition read on its own stops exactly (what it leaves unread costs more than the
-    // few best it holds). The mixed one is read only up to the price of the model's own few
-    // best: nothing dearer could make the cut.
-    let mut found = read_partition(ctx, req, key, cap).await?;
-    let mixed_cap = match rank_best(&found.fits, req, MAX_ATTEMPTS) {
-        Ok(best) if best.len() >= MAX_ATTEMPTS => best.last().map(|c| cap.map_or(c.price_micros, |cap| cap.min(c.price_micros))),
-        _ => cap,
-    };
-    let mixed = read_partition(ctx, req, MIXED_MODELS, mixed_cap).await?;
-    found.fits.extend(mixed.fits);
-    found.model_seen |= mixed.model_seen;
-    Ok(found)
-}
-
-/// Reads one partition page by page, until the end, or until it holds [`MAX_ATTEMPTS`] fits and
-/// every provider not read costs more than the last of them, or until the read budget is spent
-/// with at least one fit in hand (read cheapest first, every fit found costs no more than any
-/// provider not read). Only a partition with no fit at all is read to its end (under the cap):
-/// the index holds available providers only, so that is the model's available fleet.
-async fn read_partition(ctx: &Context, req: &AllocateRequest, partition: &str, cap: Option<i64>) -> Result<Found, Failure> {
-    let (mut after, mut read, mut found) = (None, 0, Found::default());
-    let wants = Wants::of(req);
-    loop {
-        let (candidates, items_read, next) = available_page(ctx, partition, cap, after.as_ref()).await?;
-        read += items_read;
-        for c in candidates.into_iter().filter(|c| wants.offered_by(c)) {
-            found.model_seen = true;
-            if wants.fit(&c) {
-                found.fits.push(c);
-            }
-        }
-        let Some(next) = next else { return Ok(found) };
-        if let Ok(best) = rank_best(&found.fits, req, MAX_ATTEMPTS) {
-            let last = best.last().map_or(i64::MAX, |c| c.price_micros);
-            if (best.len() >= MAX_ATTEMPTS && next.price_micros > last) || read >= PLACEMENT_READ_BUDGET {
-                return Ok(found);
-            }
-        }
-        after = Some(next);
-    }
-}
-
-/// One page of a placement index partition: its available providers as candidates, the index
-/// items read, and where to go on.
-async fn available_page(
-    ctx: &Context,
-    partition: &str,
-    cap: Option<i64>,
-    after: Option<&PlacementCursor>,
-) -> Result<(Vec<Candidate>, usize, Option<PlacementCursor>), Failure> {
-    let query = PlacementQuery {
-        model: partition,
-        state: "available",
-        max_price_micros: cap,
-        after,
-        limit: PLACEMENT_PAGE,
-        attrs: ledger::PLACEMENT_ATTRS,
-    };
-    let page = ctx.store.placement_page(&query).await?;
-    Ok((page.items.iter().filter_map(candidate).collect(), page.read, page.next))
-}
-
-/// Whether an available provider of the job's model is there at any price (looked for within the
-/// read budget): tells `price_too_low` from `unknown_model`.
-async fn model_available(ctx: &Context, req: &AllocateRequest, key: &str) -> Result<bool, Failure> {
-    let wants = Wants::of(req);
-    for partition in [key, MIXED_MODELS] {
-        let (mut after, mut read) = (None, 0);
-        while read < PLACEMENT_READ_BUDGET {
-            let (candidates, items_read, next) = available_page(ctx, partition, None, after.as_ref()).await?;
-            read += items_read;
-            if candidates.iter().any(|c| wants.offered_by(c)) {
-                return Ok(true);
-            }
-            let Some(next) = next else { break };
-            after = Some(next);
-        }
-    }
-    Ok(false)
-}
-
-/// The best few choices for `req`, or why there is none: through the placement index for a job
-/// naming its model, over the whole available fleet for one taking any; either may reuse a recent
-/// read in the first `round`, but never to refuse.
-async fn ranking(ctx: &Context, req: &AllocateRequest, round: usize) -> Result<Result<Vec<Choice>, NoPlacement>, Failure> {
-    if req.gpu_model.is_some() {
-        let ranked = ranked_by_index(ctx, req, round > 0).await?;
-        if ranked.is_err() && round == 0 {
-            return ranked_by_index(ctx, req, true).await;
-        }
-        return Ok(ranked);
-    }
-    let ranked = rank_best(&candidates(ctx, round > 0).await?, req, MAX_ATTEMPTS);
-    if ranked.is_err() && round == 0 {
-        return Ok(rank_best(&candidates(ctx, true).await?, req, MAX_ATTEMPTS));
-    }
-    Ok(ranked)
+    job::answer_settled(ctx.store.as_ref(), ctx.bus.as_ref(), ctx.replies.as_ref(), item, job_id).await
 }
 
 #[instrument(skip(req, ctx, now), fields(job_id = %req.job_id))]
@@ -339,9 +136,9 @@ pub async fn allocate(req: &AllocateRequest, ctx: &Context, now: DateTime<Utc>) 
     }
     // The claim key is the same for every delivery of this request; the token is this delivery's.
     let claim = job::claim_key(req);
-    let me = jobs::new_claim_token();
+    let me = job::new_claim_token();
     if job::create_pending(req, &claim, &me, now)
-        .apply_on(ctx.store.as_ref(), Table::Jobs, &req.job_id)
+        .apply(ctx.store.as_ref(), &req.job_id)
         .await?
     {
         return place(req, &me, ctx, now).await;
@@ -359,7 +156,7 @@ pub async fn allocate(req: &AllocateRequest, ctx: &Context, now: DateTime<Utc>) 
         // A redelivery of the same request takes its own claim at once (the earlier delivery of
         // it failed or stalled); another request under the same id waits out the lease.
         let own = item.get(job::attr::CLAIM).and_then(Value::as_str) == Some(claim.as_str());
-        let stale = (!own).then(|| jobs::stale_before(now, OWNER_TIMEOUT_S));
+        let stale = (!own).then(|| job::stale_before(now, OWNER_TIMEOUT_S));
         let claimed = item.get(job::attr::CLAIMED_AT).and_then(Value::as_i64).unwrap_or(0);
         if stale.is_some_and(|s| claimed >= s) {
             if started.elapsed() > max_wait() {
@@ -370,12 +167,12 @@ pub async fn allocate(req: &AllocateRequest, ctx: &Context, now: DateTime<Utc>) 
         }
         let old = item.get(job::attr::OWNER).and_then(Value::as_str);
         let Some(mine) = job::take_claim(old, stale, &claim, &me, now)
-            .run_raw_on(ctx.store.as_ref(), Table::Jobs, &req.job_id)
+            .run_raw(ctx.store.as_ref(), &req.job_id)
             .await?
         else {
             continue; // another delivery took it in between: look again
         };
-        return match jobs::finish_committed(ctx.store.as_ref(), &req.job_id, &mine, &me).await? {
+        return match job::finish_committed(ctx.store.as_ref(), &req.job_id, &mine, &me).await? {
             Finish::Allocated(item) => answer_settled(ctx, &item, &req.job_id).await,
             Finish::Lost => Ok(()), // the delivery that took it over answers
             Finish::NothingCommitted => place(req, &me, ctx, now).await,
@@ -399,20 +196,17 @@ fn elapsed(since: tokio::time::Instant) -> Duration {
 
 async fn place(req: &AllocateRequest, me: &str, ctx: &Context, now: DateTime<Utc>) -> Result<(), Failure> {
     for round in 0..MAX_ROUNDS {
-        let ranked = match ranking(ctx, req, round).await? {
+        let ranked = match ctx.placer.ranking(ctx.store.as_ref(), req, round).await? {
             Ok(r) => r,
             Err(no) => return settle_rejected(req, no.code(), "no available provider can take this job", me, ctx).await,
         };
         for choice in ranked.iter().take(MAX_ATTEMPTS) {
-            let attempt = worldland_core::state::providers::Transition {
-                cond: job::owned_by(me),
-                ops: vec![Op::set(job::attr::ATTEMPT, choice.provider_id.as_str())],
-            };
-            if !attempt.apply_on(ctx.store.as_ref(), Table::Jobs, &req.job_id).await? {
+            let attempt = job::Transition::new(job::owned_by(me), vec![Op::set(job::attr::ATTEMPT, choice.provider_id.as_str())]);
+            if !attempt.apply(ctx.store.as_ref(), &req.job_id).await? {
                 return Ok(()); // taken over by another delivery, which answers
             }
-            if commit_allocation(choice, req, me, now)
-                .apply_on(ctx.store.as_ref(), Table::Providers, &choice.provider_id)
+            if commit_allocation(&choice.allocation(req, me, now))
+                .apply(ctx.store.as_ref(), &choice.provider_id)
                 .await?
             {
                 return finalize(req, choice, ms(now), me, ctx).await;
@@ -420,13 +214,20 @@ async fn place(req: &AllocateRequest, me: &str, ctx: &Context, now: DateTime<Utc
             STATS.condition_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
     }
-    settle_rejected(req, "no_capacity", "every candidate filled up while placing", me, ctx).await
+    settle_rejected(
+        req,
+        NoPlacement::NoCapacity.code(),
+        "every candidate filled up while placing",
+        me,
+        ctx,
+    )
+    .await
 }
 
 async fn settle_rejected(req: &AllocateRequest, reason: &str, message: &str, me: &str, ctx: &Context) -> Result<(), Failure> {
     let mut t = job::rejected(reason, message);
     t.cond = t.cond.and(Cond::eq(job::attr::OWNER, me));
-    match t.run_raw_on(ctx.store.as_ref(), Table::Jobs, &req.job_id).await? {
+    match t.run_raw(ctx.store.as_ref(), &req.job_id).await? {
         Some(item) => answer_settled(ctx, &item, &req.job_id).await,
         None => Ok(()),
     }
@@ -448,11 +249,11 @@ async fn finalize(req: &AllocateRequest, choice: &Choice, started_at_ms: i64, me
         mining_gpus_taken: choice.take_mining as u32,
     };
     let due = req.duration_s.map(|d| started_at_ms + d as i64 * 1000);
-    let t = jobs::allocated_by(&allocated, started_at_ms, due, me);
-    let Some(item) = t.run_raw_on(ctx.store.as_ref(), Table::Jobs, &req.job_id).await? else {
+    let t = job::allocated_by(&allocated, started_at_ms, due, me);
+    let Some(item) = t.run_raw(ctx.store.as_ref(), &req.job_id).await? else {
         // Another delivery owns the job now: give back what this one took, unless that delivery
         // has adopted it (the entry's owner is no longer this delivery's token).
-        jobs::undo_owned(ctx.store.as_ref(), &req.job_id, &choice.provider_id, me).await?;
+        job::undo_owned(ctx.store.as_ref(), &req.job_id, &choice.provider_id, me).await?;
         return Ok(());
     };
     tracing::info!(provider_id = %choice.provider_id, gpus = req.gpus, mining = choice.take_mining, "allocated");
@@ -473,7 +274,7 @@ pub async fn release(req: &ReleaseRequest, ctx: &Context, now: DateTime<Utc>) ->
     let Some(mut item) = ctx.store.get(Table::Jobs, &req.job_id).await? else {
         // Released before it was ever allocated: a tombstone, so a late allocate is refused.
         job::cancelled_before_allocation(reason, now)
-            .run_raw_on(ctx.store.as_ref(), Table::Jobs, &req.job_id)
+            .run_raw(ctx.store.as_ref(), &req.job_id)
             .await?;
         return Ok(());
     };
@@ -495,7 +296,7 @@ pub async fn release(req: &ReleaseRequest, ctx: &Context, now: DateTime<Utc>) ->
     }
     publish(ctx, topics::JOB_RELEASED, &req.job_id, &closed.released).await?;
     job::answered(job::attr::RELEASE_ANSWERED)
-        .apply_on(ctx.store.as_ref(), Table::Jobs, &req.job_id)
+        .apply(ctx.store.as_ref(), &req.job_id)
         .await?;
     Ok(())
 }
@@ -506,11 +307,11 @@ pub async fn release(req: &ReleaseRequest, ctx: &Context, now: DateTime<Utc>) ->
 /// and this release then closes it) or cancels the job (answered `job.rejected` `cancelled`).
 async fn wait_for_placement(job_id: &str, reason: &str, ctx: &Context, now: DateTime<Utc>) -> Result<Item, Failure> {
     let started = tokio::time::Instant::now();
-    let me = jobs::new_claim_token();
+    let me = job::new_claim_token();
     loop {
         let now = now + elapsed(started);
-        let stale = jobs::stale_before(now, OWNER_TIMEOUT_S);
-        match jobs::resolve_pending(ctx.store.as_ref(), job_id, &me, stale, RollBack::Cancel { reason }, now).await? {
+        let stale = job::stale_before(now, OWNER_TIMEOUT_S);
+        match job::resolve_pending(ctx.store.as_ref(), job_id, &me, stale, RollBack::Cancel { reason }, now).await? {
             Resolution::Settled(item) => return Ok(item),
             Resolution::Allocated(item) | Resolution::RolledBack(item) => {
                 answer_settled(ctx, &item, job_id).await?;
@@ -539,9 +340,7 @@ async fn answer_release(ctx: &Context, item: Option<&Item>, job_id: &str) -> Res
         cost_micros: n(job::attr::COST_MICROS),
     };
     publish(ctx, topics::JOB_RELEASED, job_id, &released).await?;
-    job::answered(job::attr::RELEASE_ANSWERED)
-        .apply_on(ctx.store.as_ref(), Table::Jobs, job_id)
-        .await?;
+    job::answered(job::attr::RELEASE_ANSWERED).apply(ctx.store.as_ref(), job_id).await?;
     Ok(())
 }
 

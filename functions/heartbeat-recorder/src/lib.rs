@@ -17,14 +17,16 @@ use tracing::instrument;
 use worldland_core::cluster::node::spec_contradiction;
 use worldland_core::cluster::Cluster;
 use worldland_core::labels::{self, provider_node_labels};
+use worldland_core::ledger::ledger_for;
 use worldland_core::messages::{Heartbeat, ProviderState, Spec, StreamEnvelope, MAX_ENTRY_BYTES};
-use worldland_core::signature::{recover_personal, SignaturePolicy};
-use worldland_core::state::providers::{
-    file_for_placement, join, ledger_for, make_available, note_node_write, placement_partition_for, record_heartbeat, HeartbeatFacts,
-    ProviderRecord,
+use worldland_core::placement::placement_partition_for;
+use worldland_core::provider::{
+    file_for_placement, join, make_available, note_node_write, record_heartbeat, HeartbeatFacts, ProviderRecord,
 };
+use worldland_core::refusal::{Reason, Rejection};
+use worldland_core::signature::{recover_personal, SignaturePolicy};
 use worldland_core::state::ItemStore;
-use worldland_core::validation::{check_provider_id, check_timestamp, Reason, Rejection};
+use worldland_core::validation::{check_provider_id, check_timestamp};
 use worldland_core::worker::{decode, Failure, Handler};
 use worldland_runtime::backends::{self, BackendError};
 use worldland_runtime::worker::Worker;
@@ -290,7 +292,7 @@ async fn node_is_ours(
     ctx: &Context,
     now: DateTime<Utc>,
 ) -> Result<(), Failure> {
-    use worldland_core::state::nodes::{self, Claim};
+    use worldland_core::provider::nodes::{self, Claim};
     let refusal = match labels::labelled_for_another_provider(&node.labels, &rec.provider_id) {
         Some(other) => Some(Rejection::new(
             Reason::NodeOwnedByAnotherProvider,
@@ -313,11 +315,10 @@ async fn node_is_ours(
 /// Records why the join was refused on the (still approved) provider, deletes its token (best
 /// effort: nothing more should join with it), and refuses the heartbeat with that reason.
 async fn refuse_join_on(rec: &ProviderRecord, r: Rejection, ctx: &Context, now: DateTime<Utc>) -> Result<(), Failure> {
-    use worldland_core::state::providers::refuse_join;
-    use worldland_core::state::Table;
+    use worldland_core::provider::refuse_join;
     tracing::warn!(provider_id = %rec.provider_id, node = %rec.node_name, reason = r.reason.code(), "join refused: {}", r.message);
     refuse_join(&rec.node_name, &format!("{}: {}", r.reason.code(), r.message), now)
-        .apply_on(ctx.store.as_ref(), Table::Providers, &rec.provider_id)
+        .apply(ctx.store.as_ref(), &rec.provider_id)
         .await?;
     if let Some(id) = &rec.token_id {
         if let Err(e) = ctx.cluster.delete_bootstrap_token(id).await {

@@ -4,7 +4,7 @@
 //!
 //! **A node belongs to one provider.** The node name assigned at registration
 //! ([`worldland_core::validation::node_name`]) is reserved for the provider by a conditional
-//! create of its own item ([`worldland_core::state::nodes`]) before any token exists; a name
+//! create of its own item ([`worldland_core::provider::nodes`]) before any token exists; a name
 //! another provider holds is refused (`node_name_taken`), answered to the provider, and nothing is
 //! approved. The answer names the node (`node_name`) and the command joins with
 //! `--node-name`.
@@ -32,12 +32,12 @@ use worldland_core::cluster::bootstrap::{ca_cert_hash, endpoint_host_port, join_
 use worldland_core::cluster::{BootstrapToken, Cluster, Created};
 use worldland_core::labels::provider_node_labels;
 use worldland_core::messages::{ProviderResponse, ProviderState, ProviderValidated, SealedJoin};
+use worldland_core::provider::nodes::{self, Claim};
+use worldland_core::provider::{approve, mark_answered, record_token_created, replace_token, reserve_token, ProviderRecord};
+use worldland_core::refusal::{Reason, Rejection};
 use worldland_core::replies::ProviderReplies;
 use worldland_core::sealed::seal_join;
-use worldland_core::state::nodes::{self, Claim};
-use worldland_core::state::providers::{approve, mark_answered, record_token_created, replace_token, reserve_token, ProviderRecord};
-use worldland_core::state::{ItemStore, Table};
-use worldland_core::validation::{Reason, Rejection};
+use worldland_core::state::ItemStore;
 use worldland_core::worker::{decode, Failure, Handler};
 use worldland_runtime::backends::{self, BackendError};
 use worldland_runtime::worker::Worker;
@@ -215,7 +215,7 @@ async fn token_for(
             Next::Reserve => {
                 let fresh = BootstrapToken::generate(now + ctx.token_ttl, description.clone());
                 if !reserve_token(&fresh.id, fresh.expires_at, now)
-                    .apply_on(store, Table::Providers, &rec.provider_id)
+                    .apply(store, &rec.provider_id)
                     .await?
                 {
                     // Another delivery reserved one in between: retry and use that one.
@@ -226,7 +226,7 @@ async fn token_for(
             Next::Replace(old) => {
                 let fresh = BootstrapToken::generate(now + ctx.token_ttl, description.clone());
                 if !replace_token(&old, &fresh.id, fresh.expires_at, rec.state, now)
-                    .apply_on(store, Table::Providers, &rec.provider_id)
+                    .apply(store, &rec.provider_id)
                     .await?
                 {
                     return Err(Failure::retry("token reservation changed under a replacement; retrying"));
@@ -241,10 +241,7 @@ async fn token_for(
                     Join::Sealed(b) => enc_pubkey.map(|key| (b.as_str(), key)),
                     Join::Clear { .. } => None,
                 };
-                if !record_token_created(&token.id, sealed, now)
-                    .apply_on(store, Table::Providers, &rec.provider_id)
-                    .await?
-                {
+                if !record_token_created(&token.id, sealed, now).apply(store, &rec.provider_id).await? {
                     return Err(Failure::retry("token reservation changed under its create; retrying"));
                 }
                 return Ok(Issued {

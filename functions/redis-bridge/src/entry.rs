@@ -3,7 +3,7 @@
 
 use redis::Value;
 use worldland_core::messages::{StreamEnvelope, MAX_ENTRY_BYTES};
-use worldland_core::validation::{Reason, Rejection};
+use worldland_core::refusal::{Reason, Rejection};
 
 /// One entry: its id and fields (`None` when the entry was deleted while pending).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -5,8 +5,8 @@
 //! the job is rolled back (`rejected` `placement_interrupted`, answered) with the ledger as it was.
 
 use chrono::{DateTime, Utc};
-use worldland_core::jobs::{self, answer_settled, resolve_pending, Resolution, RollBack, CLAIM_LEASE_S};
-use worldland_core::ledger::job::JobState;
+use worldland_core::job::JobState;
+use worldland_core::job::{self, answer_settled, resolve_pending, Resolution, RollBack, CLAIM_LEASE_S};
 use worldland_core::state::{StoreResult, Table, Value, KEY_ATTR};
 
 use crate::Context;
@@ -17,7 +17,7 @@ pub const INTERRUPTED: &str = "placement_interrupted";
 /// Resolves every job pending under a claim older than the lease; how many it settled. A job it
 /// cannot settle now (a live claim, a store error) is left for the next sweep.
 pub async fn resolve_stale_pending(ctx: &Context, now: DateTime<Utc>) -> StoreResult<usize> {
-    let stale_before = jobs::stale_before(now, CLAIM_LEASE_S);
+    let stale_before = job::stale_before(now, CLAIM_LEASE_S);
     let stale = ctx
         .store
         .query_by_state(Table::Jobs, JobState::Pending.as_str(), Some(stale_before))
@@ -27,7 +27,7 @@ pub async fn resolve_stale_pending(ctx: &Context, now: DateTime<Utc>) -> StoreRe
         let Some(id) = item.get(KEY_ATTR).and_then(Value::as_str) else {
             continue;
         };
-        let me = jobs::new_claim_token();
+        let me = job::new_claim_token();
         let how = RollBack::Reject {
             reason: INTERRUPTED,
             message: "placement was interrupted and nothing was allocated; send the request again under a new job id",

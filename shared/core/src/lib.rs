@@ -3,10 +3,12 @@
 //! tokio, redis, lapin, aws-*, kube, lambda_runtime); `scripts/test` checks it.
 //!
 //! - Wire and bus: [`messages`], [`streams`], [`refusal`], [`validation`], [`signature`], [`sealed`].
-//! - Decisions: [`labels`], [`state::providers`] (provider transitions), [`ledger`] (capacity,
-//!   placement, job records and transitions), [`jobs`] (closing a job), [`cluster::bootstrap`] and
-//!   [`cluster::node`].
-//! - Ports: [`state::ItemStore`] (with the conditional-write language [`state::expr`]),
+//! - Decisions, one concept a module: [`provider`] (the provider item's schema, record and
+//!   transitions), [`ledger`] (capacity: what a provider offers, has free and has allocated),
+//!   [`placement`] (which provider a job goes to, and the placement index), [`job`] (states,
+//!   transitions, claims, closing), [`labels`], [`cluster::bootstrap`] and [`cluster::node`].
+//! - Ports: [`state::ItemStore`] (with the conditional-write language [`state::expr`] and the
+//!   table-typed [`state::Transition`]),
 //!   [`bus::Bus`], [`cluster::Cluster`], [`replies::ProviderReplies`], [`worker::Handler`] and
 //!   [`clock::Clock`].
 
@@ -20,10 +22,12 @@ pub mod answers;
 pub mod bus;
 pub mod clock;
 pub mod cluster;
-pub mod jobs;
+pub mod job;
 pub mod labels;
 pub mod ledger;
 pub mod messages;
+pub mod placement;
+pub mod provider;
 pub mod refusal;
 pub mod replies;
 pub mod sealed;

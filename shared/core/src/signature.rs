@@ -9,7 +9,7 @@ use k256::ecdsa::{Signature, SigningKey, VerifyingKey};
 use serde::Deserialize;
 use sha3::{Digest, Keccak256};
 
-use crate::validation::{Reason, Rejection};
+use crate::refusal::{Reason, Rejection};
 
 /// Keccak-256 (Ethereum's hash, not NIST SHA3-256) of `bytes`.
 pub fn keccak256(bytes: &[u8]) -> [u8; 32] {

@@ -7,9 +7,8 @@ use base64::Engine;
 use chrono::{DateTime, Duration, Utc};
 
 use crate::messages::Registration;
+use crate::refusal::{Reason, Rejection};
 use crate::signature::keccak256;
-
-pub use crate::refusal::{Reason, Rejection};
 
 /// The operator's knobs for validation.
 #[derive(Debug, Clone, PartialEq)]

@@ -201,7 +201,7 @@ mod tests {
     use super::*;
     use async_trait::async_trait;
     use aws_lambda_events::event::sqs::{SqsMessage, SqsMessageAttribute};
-    use worldland_core::validation::{Reason, Rejection};
+    use worldland_core::refusal::{Reason, Rejection};
 
     /// Done for "ok", refused for "bad", retry for "busy", and a panic for "boom".
     struct Scripted;

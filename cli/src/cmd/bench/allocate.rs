@@ -13,8 +13,8 @@ use worldland_adapters::state::memory::MemoryStore;
 use worldland_core::bus::{Bus, QueueSpec};
 use worldland_core::messages::jobs::{AllocateRequest, ReleaseRequest};
 use worldland_core::messages::topics;
-use worldland_core::state::providers::seed_available;
-use worldland_core::state::{ItemStore, Table};
+use worldland_core::placement::seed_available;
+use worldland_core::state::ItemStore;
 use worldland_provider_sdk::simulated::SimulatedProvider;
 use worldland_runtime::{backends, Config};
 
@@ -190,7 +190,7 @@ pub async fn allocate_pairs(
     draining.abort();
     let failures = allocator::STATS.condition_failures.load(Ordering::Relaxed) - failures0;
     let pairs = allocators * pairs_each;
-    let audit_clean = worldland_core::jobs::audit(store.as_ref()).await?.is_empty();
+    let audit_clean = worldland_core::job::audit(store.as_ref()).await?.is_empty();
     Ok(AllocateFigures {
         store: store_name.into(),
         scenario: scenario.into(),
@@ -213,9 +213,7 @@ async fn seed_providers(store: &dyn ItemStore, run: &str, providers: usize, gpus
         p.spec.gpus = vec![g; gpus_each as usize];
         p.spec.total_gpus = gpus_each;
         p.capacity.gpu_count = Some(gpus_each);
-        seed_available(&p, now, true)
-            .apply_on(store, Table::Providers, &p.provider_id)
-            .await?;
+        seed_available(&p, now, true).apply(store, &p.provider_id).await?;
     }
     Ok(())
 }

@@ -16,7 +16,7 @@ use worldland_core::bus::QueueSpec;
 use worldland_core::cluster::NodeInfo;
 use worldland_core::messages::jobs::AllocateRequest;
 use worldland_core::messages::topics;
-use worldland_core::state::providers::seed_available;
+use worldland_core::placement::seed_available;
 use worldland_core::state::{Item, ItemStore, Table, Value};
 use worldland_provider_sdk::simulated::SimulatedProvider;
 
@@ -99,9 +99,7 @@ async fn seed(store: &dyn ItemStore, cluster: &SimulatedCluster, providers: usiz
         // Prices spread over a thousand steps, not in id order, as in a market.
         p.capacity.gpu_price_per_hour = 0.5 + (n * 7919 % 1000) as f64 / 1000.0;
         let hb = last_heartbeat(n, every, t);
-        seed_available(&p, hb, true)
-            .apply_on(store, Table::Providers, &p.provider_id)
-            .await?;
+        seed_available(&p, hb, true).apply(store, &p.provider_id).await?;
         if n % every < 2 {
             cluster.add_node(NodeInfo {
                 name: worldland_core::validation::node_name(&p.provider_id, &p.spec.hostname),

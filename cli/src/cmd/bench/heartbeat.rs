@@ -26,9 +26,9 @@ use worldland_adapters::cluster::simulated::SimulatedCluster;
 use worldland_adapters::state::memory::MemoryStore;
 use worldland_core::bus::{Bus, QueueSpec};
 use worldland_core::messages::{Heartbeat, StreamEnvelope};
+use worldland_core::placement::seed_available;
 use worldland_core::signature::{sign_personal, SignaturePolicy};
-use worldland_core::state::providers::seed_available;
-use worldland_core::state::{ItemStore, Table};
+use worldland_core::state::ItemStore;
 use worldland_core::worker::{Failure, Handler};
 use worldland_provider_sdk::simulated::SimulatedProvider;
 use worldland_runtime::worker::run_consumer;
@@ -64,7 +64,7 @@ async fn seed(store: &dyn ItemStore, n: usize, now: DateTime<Utc>) -> (SigningKe
         reg.provider_id = id.clone();
         reg.spec.hostname = format!("bench-node-{i:07}");
         seed_available(&reg, now, false)
-            .apply_on(store, Table::Providers, &id)
+            .apply(store, &id)
             .await
             .expect("seeding the in-memory store");
         ids.push(id);

@@ -14,8 +14,8 @@ use worldland_adapters::state::memory::MemoryStore;
 use worldland_core::bus::{Bus, QueueSpec, Subscription};
 use worldland_core::cluster::NodeInfo;
 use worldland_core::messages::{topics, Heartbeat, ProviderState, StreamEnvelope};
+use worldland_core::provider::ProviderRecord;
 use worldland_core::signature::{sign_personal, SignaturePolicy};
-use worldland_core::state::providers::ProviderRecord;
 use worldland_core::state::{ItemStore, Table};
 use worldland_provider_sdk::simulated::SimulatedProvider;
 
@@ -425,7 +425,7 @@ impl<'a> Lifecycle<'a> {
 
     /// The audit and the final states, with everything measured.
     async fn summary(mut self) -> anyhow::Result<LifecycleSummary> {
-        self.market.audit_violations = worldland_core::jobs::audit(self.store.as_ref()).await?;
+        self.market.audit_violations = worldland_core::job::audit(self.store.as_ref()).await?;
         let mut per_state = BTreeMap::new();
         let mut back_available = 0;
         for (n, p) in self.providers.iter().enumerate() {

@@ -223,7 +223,7 @@ impl DynamoStore {
         let projection = Projection::builder()
             .projection_type(ProjectionType::Include)
             .set_non_key_attributes(Some(
-                worldland_core::ledger::PLACEMENT_ATTRS
+                worldland_core::placement::PLACEMENT_ATTRS
                     .iter()
                     .filter(|a| **a != PLACEMENT_SORT_ATTR)
                     .map(|a| a.to_string())

@@ -111,9 +111,10 @@ impl Cond {
     pub fn eq(path: &str, v: impl Into<Value>) -> Self {
         Cond::Eq(path.to_string(), v.into())
     }
-    /// The item's `state` is one of `states`.
-    pub fn state_in(states: &[&str]) -> Self {
-        Cond::In("state".into(), states.iter().map(|s| Value::from(*s)).collect())
+    /// The item's `state` (the state index's partition attribute) is one of `states`: a
+    /// provider's or a job's states, as their enums.
+    pub fn state_in<S: Copy + Into<Value>>(states: &[S]) -> Self {
+        Cond::In(super::INDEX_STATE_ATTR.into(), states.iter().map(|s| (*s).into()).collect())
     }
     /// Both `self` and `other`; joins an existing `And`, and `Always` drops out.
     pub fn and(self, other: Cond) -> Self {

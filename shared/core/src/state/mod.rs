@@ -3,23 +3,23 @@
 //! contract suite: DynamoDB (production) and in-memory (the embedded default).
 
 pub mod expr;
-pub mod nodes;
-pub mod providers;
+mod transition;
 
 use async_trait::async_trait;
 
 pub use expr::{Cond, Item, Op, Value};
+pub use transition::{from_ms, ms, JobsTable, ProvidersTable, TableOf, Transition};
 
 /// Key attribute of every table.
 pub const KEY_ATTR: &str = "id";
 /// The providers' index: partition on state, sort on the last heartbeat (epoch ms). The staleness
 /// sweeper reads only stale providers through it, never the whole table.
 pub const INDEX_STATE_ATTR: &str = "state";
-/// The state indexes' sort attribute, in epoch ms: for providers the last heartbeat (see `providers::attr::HB_AT`), for jobs the due time.
+/// The state indexes' sort attribute, in epoch ms: for providers the last heartbeat (see `provider::attr::HB_AT`), for jobs the due time.
 pub const INDEX_SORT_ATTR: &str = "hb_at";
 
 /// The providers' placement index: partition on one GPU model (the provider's offered GPUs all
-/// of that model, see `ledger::placement_partition`), sort on the price per GPU-hour. Placement
+/// of that model, see `placement::placement_partition`), sort on the price per GPU-hour. Placement
 /// reads the cheapest providers of the model it needs, never the whole fleet.
 pub const PLACEMENT_MODEL_ATTR: &str = "place_model";
 /// The placement index's sort attribute: the price per GPU-hour in micro-units.
@@ -38,7 +38,7 @@ pub struct PlacementCursor {
 /// One read of the placement index.
 #[derive(Debug, Clone)]
 pub struct PlacementQuery<'a> {
-    /// The partition: a model key, or `ledger::MIXED_MODELS`.
+    /// The partition: a model key, or `placement::MIXED_MODELS`.
     pub model: &'a str,
     /// Only items in this state come back (the others are read and dropped).
     pub state: &'a str,

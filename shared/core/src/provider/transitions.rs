@@ -1,261 +1,13 @@
 //! The provider item and its state transitions. Each transition is a pure function returning
 //! the condition and the update of one conditional write; the stores only execute them.
 
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, Utc};
 
-use super::{Cond, Item, ItemStore, Op, StoreError, StoreResult, Table, Value, INDEX_SORT_ATTR, INDEX_STATE_ATTR, KEY_ATTR};
+use super::{attr, price_to_micros, Transition};
 use crate::labels::gpu_model_label;
 use crate::messages::{ProviderState, Registration};
+use crate::state::{ms, Cond, Op};
 use crate::validation::node_name;
-
-/// Attribute names of a provider's item (the providers table; key: the provider id). Times are epoch ms.
-pub mod attr {
-    /// The registering wallet, lower-cased: the owner of the provider id, and the signer its heartbeats must have.
-    pub const WALLET: &str = "wallet";
-    /// The provider's state in its wire spelling; the partition key of the state index.
-    pub const STATE: &str = super::INDEX_STATE_ATTR;
-    /// The state index's sort key: the registration time while pending, the token's expiry while approved, from
-    /// joined on the broker's receive time of the last heartbeat (liveness and billing; never the agent's clock).
-    pub const HB_AT: &str = super::INDEX_SORT_ATTR;
-    /// The registration's `Spec`, as JSON.
-    pub const SPEC: &str = "spec";
-    /// The registration's `Capacity`, as JSON.
-    pub const CAPACITY: &str = "capacity";
-    /// The registration's `MiningConfig`, as JSON; empty when it had none.
-    pub const MINING: &str = "mining";
-    /// The Kubernetes node name the broker assigned ([`crate::validation::node_name`]: host part
-    /// and a suffix derived from the provider id), reserved for this provider by its own item
-    /// ([`super::super::nodes`]) before approval.
-    pub const NODE_NAME: &str = "node_name";
-    /// Model label of the first GPU in the spec.
-    pub const GPU_MODEL: &str = "gpu_model";
-    /// GPUs offered: the capacity's `gpu_count`, else every GPU in the spec.
-    pub const GPU_COUNT: &str = "gpu_count";
-    /// Price per GPU-hour, in integer micro-units.
-    pub const PRICE_MICROS: &str = "price_micros";
-    /// Stream entry id of the registration last stored; a redelivery of it writes nothing.
-    pub const REGISTRATION_ID: &str = "registration_id";
-    /// When that registration was stored.
-    pub const REGISTERED_AT: &str = "registered_at";
-    /// When a worker last changed the item other than by a plain heartbeat.
-    pub const UPDATED_AT: &str = "updated_at";
-    /// Id of the bootstrap token reserved for the provider, reserved before its Secret is created.
-    pub const TOKEN_ID: &str = "token_id";
-    /// When that token expires.
-    pub const TOKEN_EXPIRES_AT: &str = "token_expires_at";
-    /// The token id whose Secret the issuer created (recorded right after the create answered
-    /// 201). A create of the reserved id that meets 409 while this does not name it is a
-    /// collision (or an earlier create never recorded, whose secret nobody was sent): the issuer
-    /// draws a new id instead of reading any Secret back.
-    pub const TOKEN_CREATED: &str = "token_created";
-    /// The answer's sealed join for that token (base64 sealed box, openable only with the key
-    /// in [`SEALED_TO`]), kept so that a redelivery answers again with the same token without
-    /// reading its Secret. Never the token in the clear.
-    pub const SEALED_JOIN: &str = "sealed_join";
-    /// The `enc_pubkey` the stored sealed join is sealed to.
-    pub const SEALED_TO: &str = "sealed_to";
-    /// When the provider was approved.
-    pub const APPROVED_AT: &str = "approved_at";
-    /// Stream entry id of the registration last answered on the response stream.
-    pub const ANSWERED_REGISTRATION: &str = "answered_registration";
-    /// The agent's own timestamp of its last heartbeat (ms): orders heartbeats (a replay or an
-    /// older one changes nothing); liveness reads `hb_at`, the broker's receive time.
-    pub const LAST_HB: &str = "last_hb";
-    /// What the agent last claimed its status was: recorded, never trusted.
-    pub const HB_STATUS: &str = "hb_status";
-    /// Jobs the agent reported in its last heartbeat.
-    pub const ACTIVE_JOBS: &str = "active_jobs";
-    /// Load from the last heartbeat, as JSON: `gpu` (per GPU), `cpu` and `memory`, in percent.
-    pub const USAGE: &str = "usage";
-    /// The active-jobs value last written to the node's label.
-    pub const LABELLED_JOBS: &str = "labelled_jobs";
-    /// When the node's last-heartbeat annotation was last written (ms).
-    pub const ANNOTATED_AT: &str = "annotated_at";
-    /// Why the provider cannot be scheduled: its node contradicts the claimed spec (it stays
-    /// `joined`), or its join was refused (it stays `approved`; the text starts with the reason
-    /// code, e.g. `node_owned_by_another_provider: …`). Such a provider never becomes available.
-    pub const UNSCHEDULABLE: &str = "unschedulable";
-    /// When the node first sent a heartbeat after approval (`approved → joined`).
-    pub const JOINED_AT: &str = "joined_at";
-    /// When the provider went offline; removed when it becomes available again.
-    pub const OFFLINE_AT: &str = "offline_at";
-    /// When an approval expired without a join.
-    pub const EXPIRED_AT: &str = "expired_at";
-}
-
-/// A price per GPU-hour in integer micro-units, so that sums are exact.
-pub fn price_to_micros(price: f64) -> i64 {
-    (price * 1_000_000.0).round() as i64
-}
-
-/// A provider as stored.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ProviderRecord {
-    /// The provider's id (the item's key).
-    pub provider_id: String,
-    /// The owning wallet, lower-cased.
-    pub wallet: String,
-    /// Current state.
-    pub state: ProviderState,
-    /// Kubernetes node name, assigned by the broker ([`crate::validation::node_name`]).
-    pub node_name: String,
-    /// Model label of the first GPU in the spec.
-    pub gpu_model: String,
-    /// GPUs offered.
-    pub gpu_count: i64,
-    /// Price per GPU-hour, in integer micro-units.
-    pub price_micros: i64,
-    /// The registration's spec, as stored JSON.
-    pub spec_json: String,
-    /// The registration's capacity, as stored JSON.
-    pub capacity_json: String,
-    /// The registration's mining config, as stored JSON; empty when it had none.
-    pub mining_json: String,
-    /// Stream entry id of the registration last stored.
-    pub registration_id: String,
-    /// When that registration was stored.
-    pub registered_at: DateTime<Utc>,
-    /// When a worker last changed the item other than by a plain heartbeat.
-    pub updated_at: DateTime<Utc>,
-    /// The index sort key: the last heartbeat once joined; the token's expiry while approved.
-    pub hb_at: DateTime<Utc>,
-    /// The reserved bootstrap token id, once the issuer has reserved one.
-    pub token_id: Option<String>,
-    /// When that token expires.
-    pub token_expires_at: Option<DateTime<Utc>>,
-    /// The token id whose Secret was created, once recorded.
-    pub token_created: Option<String>,
-    /// The stored sealed join of that token (ciphertext only).
-    pub sealed_join: Option<String>,
-    /// The key the stored sealed join is sealed to.
-    pub sealed_to: Option<String>,
-    /// When the provider was approved.
-    pub approved_at: Option<DateTime<Utc>>,
-    /// Stream entry id of the registration last answered.
-    pub answered_registration: Option<String>,
-    /// The last recorded heartbeat's own timestamp (ms precision); `None` before the first.
-    pub last_heartbeat: Option<DateTime<Utc>>,
-    /// The status the agent claimed in its last heartbeat: shown, never trusted.
-    pub heartbeat_status: Option<String>,
-    /// Jobs the agent reported in its last heartbeat (0 before any).
-    pub active_jobs: i64,
-    /// Active-jobs value last written to the node's label; `None` before the first write.
-    pub labelled_jobs: Option<i64>,
-    /// When the node's last-heartbeat annotation was last written.
-    pub annotated_at: Option<DateTime<Utc>>,
-    /// Why the provider cannot be scheduled (its node contradicts its spec, or its join was
-    /// refused); while set, it never becomes available.
-    pub unschedulable: Option<String>,
-    /// When the node joined.
-    pub joined_at: Option<DateTime<Utc>>,
-    /// When the provider went offline; `None` unless it is offline.
-    pub offline_at: Option<DateTime<Utc>>,
-    /// Whether the capacity ledger is set up (it is from the first time the provider is available).
-    pub has_ledger: bool,
-    /// Whether it is filed in the placement index (`place_model` set).
-    pub placement_filed: bool,
-}
-
-/// Epoch milliseconds of `t`: how every time is stored.
-pub fn ms(t: DateTime<Utc>) -> i64 {
-    t.timestamp_millis()
-}
-
-fn from_ms(v: i64) -> DateTime<Utc> {
-    Utc.timestamp_millis_opt(v).single().unwrap_or_default()
-}
-
-impl ProviderRecord {
-    /// Reads a provider from its stored item; `StoreError::Corrupt` when a required attribute is missing or the state is unknown.
-    pub fn from_item(item: &Item) -> StoreResult<Self> {
-        let key = item.get(KEY_ATTR).and_then(Value::as_str).unwrap_or("?").to_string();
-        let corrupt = |why: String| StoreError::Corrupt { key: key.clone(), why };
-        let s = |a: &str| item.get(a).and_then(Value::as_str).map(str::to_string);
-        let n = |a: &str| item.get(a).and_then(Value::as_i64);
-        let req_s = |a: &str| s(a).ok_or_else(|| corrupt(format!("missing {a}")));
-        let req_n = |a: &str| n(a).ok_or_else(|| corrupt(format!("missing {a}")));
-        let state_s = req_s(attr::STATE)?;
-        Ok(Self {
-            provider_id: key.clone(),
-            wallet: req_s(attr::WALLET)?,
-            state: ProviderState::parse(&state_s).ok_or_else(|| corrupt(format!("unknown state {state_s}")))?,
-            node_name: req_s(attr::NODE_NAME)?,
-            gpu_model: req_s(attr::GPU_MODEL)?,
-            gpu_count: req_n(attr::GPU_COUNT)?,
-            price_micros: req_n(attr::PRICE_MICROS)?,
-            spec_json: req_s(attr::SPEC)?,
-            capacity_json: req_s(attr::CAPACITY)?,
-            mining_json: s(attr::MINING).unwrap_or_default(),
-            registration_id: req_s(attr::REGISTRATION_ID)?,
-            registered_at: from_ms(req_n(attr::REGISTERED_AT)?),
-            updated_at: from_ms(req_n(attr::UPDATED_AT)?),
-            hb_at: from_ms(req_n(attr::HB_AT)?),
-            token_id: s(attr::TOKEN_ID),
-            token_expires_at: n(attr::TOKEN_EXPIRES_AT).map(from_ms),
-            token_created: s(attr::TOKEN_CREATED),
-            sealed_join: s(attr::SEALED_JOIN),
-            sealed_to: s(attr::SEALED_TO),
-            approved_at: n(attr::APPROVED_AT).map(from_ms),
-            answered_registration: s(attr::ANSWERED_REGISTRATION),
-            last_heartbeat: n(attr::LAST_HB).map(from_ms),
-            heartbeat_status: s(attr::HB_STATUS),
-            active_jobs: n(attr::ACTIVE_JOBS).unwrap_or(0),
-            labelled_jobs: n(attr::LABELLED_JOBS),
-            annotated_at: n(attr::ANNOTATED_AT).map(from_ms),
-            unschedulable: s(attr::UNSCHEDULABLE),
-            joined_at: n(attr::JOINED_AT).map(from_ms),
-            offline_at: n(attr::OFFLINE_AT).map(from_ms),
-            has_ledger: item.contains_key(crate::ledger::attr::LEDGER),
-            placement_filed: item.contains_key(super::PLACEMENT_MODEL_ATTR),
-        })
-    }
-
-    /// Reads a provider by id; `None` when there is no such item.
-    pub async fn load(store: &dyn ItemStore, provider_id: &str) -> StoreResult<Option<Self>> {
-        store
-            .get(Table::Providers, provider_id)
-            .await?
-            .as_ref()
-            .map(Self::from_item)
-            .transpose()
-    }
-}
-
-/// One conditional write: apply `ops` only if `cond` holds.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Transition {
-    /// What the item as stored must satisfy at write time.
-    pub cond: Cond,
-    /// The updates applied when it does, all or none.
-    pub ops: Vec<Op>,
-}
-
-impl Transition {
-    /// Runs on any table; the written item as stored, or `None` when the condition failed.
-    pub async fn run_raw_on(&self, store: &dyn ItemStore, table: Table, key: &str) -> StoreResult<Option<super::Item>> {
-        store.update(table, key, &self.cond, &self.ops).await
-    }
-
-    /// Runs on any table; whether the condition held and the write applied.
-    pub async fn apply_on(&self, store: &dyn ItemStore, table: Table, key: &str) -> StoreResult<bool> {
-        store.update_if(table, key, &self.cond, &self.ops).await
-    }
-
-    /// Runs on a provider without reading the result as a provider record.
-    pub async fn run_raw(&self, store: &dyn ItemStore, provider_id: &str) -> StoreResult<Option<super::Item>> {
-        self.run_raw_on(store, Table::Providers, provider_id).await
-    }
-
-    /// Runs on the providers table and reads the written item as a [`ProviderRecord`]; `None` when the condition failed.
-    pub async fn run(&self, store: &dyn ItemStore, provider_id: &str) -> StoreResult<Option<ProviderRecord>> {
-        store
-            .update(Table::Providers, provider_id, &self.cond, &self.ops)
-            .await?
-            .as_ref()
-            .map(ProviderRecord::from_item)
-            .transpose()
-    }
-}
 
 /// States from which a registration (re)starts the provider as `pending`.
 const RESTARTABLE: [&str; 3] = ["pending", "expired", "rejected"];
@@ -295,47 +47,17 @@ pub fn register_pending(reg: &Registration, registration_id: &str, now: DateTime
         Op::set(attr::UPDATED_AT, ms(now)),
         Op::set(attr::HB_AT, ms(now)),
     ];
-    Transition { cond, ops }
-}
-
-/// A provider written straight into `available`, last heartbeat at `hb` (node marks up to date),
-/// with its capacity ledger when `ledger` is set: for benchmarks and tests that need a fleet
-/// without sending each provider through every worker. Never used by a worker.
-pub fn seed_available(reg: &Registration, hb: DateTime<Utc>, ledger: bool) -> Transition {
-    let mut extra = vec![
-        Op::set(attr::STATE, ProviderState::Available.as_str()),
-        Op::set(attr::HB_AT, ms(hb)),
-        Op::set(attr::LAST_HB, ms(hb)),
-        Op::set(attr::LABELLED_JOBS, 0i64),
-        Op::set(attr::ANNOTATED_AT, ms(hb)),
-        Op::set(
-            super::PLACEMENT_MODEL_ATTR,
-            crate::ledger::placement_partition(&reg.spec, &reg.capacity),
-        ),
-    ];
-    if ledger {
-        extra.extend(crate::ledger::init_ledger_ops(&reg.spec, &reg.capacity, reg.mining_config.as_ref()));
-    }
-    let mut ops: Vec<Op> = register_pending(reg, "0-0", hb)
-        .ops
-        .into_iter()
-        .filter(|o| extra.iter().all(|e| e.path() != o.path()))
-        .collect();
-    ops.extend(extra);
-    Transition {
-        cond: Cond::ItemNotExists,
-        ops,
-    }
+    Transition::new(cond, ops)
 }
 
 /// Reserves a bootstrap token id for a pending provider, unless one is reserved and still valid.
 pub fn reserve_token(token_id: &str, expires_at: DateTime<Utc>, now: DateTime<Utc>) -> Transition {
-    Transition {
-        cond: Cond::eq(attr::STATE, "pending").and(Cond::Or(vec![
+    Transition::new(
+        Cond::eq(attr::STATE, "pending").and(Cond::Or(vec![
             Cond::AttrNotExists(attr::TOKEN_ID.into()),
             Cond::Le(attr::TOKEN_EXPIRES_AT.into(), ms(now)),
         ])),
-        ops: vec![
+        vec![
             Op::set(attr::TOKEN_ID, token_id),
             Op::set(attr::TOKEN_EXPIRES_AT, ms(expires_at)),
             Op::set(attr::UPDATED_AT, ms(now)),
@@ -343,7 +65,7 @@ pub fn reserve_token(token_id: &str, expires_at: DateTime<Utc>, now: DateTime<Ut
             Op::Remove(attr::SEALED_JOIN.into()),
             Op::Remove(attr::SEALED_TO.into()),
         ],
-    }
+    )
 }
 
 /// Replaces the reserved token id `old` by a freshly drawn one, while the provider is still in
@@ -363,10 +85,7 @@ pub fn replace_token(old: &str, token_id: &str, expires_at: DateTime<Utc>, state
     if state == ProviderState::Approved {
         ops.push(Op::set(attr::HB_AT, ms(expires_at)));
     }
-    Transition {
-        cond: Cond::eq(attr::STATE, state.as_str()).and(Cond::eq(attr::TOKEN_ID, old)),
-        ops,
-    }
+    Transition::new(Cond::eq(attr::STATE, state.as_str()).and(Cond::eq(attr::TOKEN_ID, old)), ops)
 }
 
 /// Records that the Secret of the reserved token `token_id` was created (the API said 201), with
@@ -384,10 +103,10 @@ pub fn record_token_created(token_id: &str, sealed: Option<(&str, &str)>, now: D
             ops.push(Op::Remove(attr::SEALED_TO.into()));
         }
     }
-    Transition {
-        cond: Cond::state_in(&["pending", "approved"]).and(Cond::eq(attr::TOKEN_ID, token_id)),
+    Transition::new(
+        Cond::state_in(&["pending", "approved"]).and(Cond::eq(attr::TOKEN_ID, token_id)),
         ops,
-    }
+    )
 }
 
 /// The recorder refused to join an approved provider on `node_name` (the node carries another
@@ -395,25 +114,25 @@ pub fn record_token_created(token_id: &str, sealed: Option<(&str, &str)>, now: D
 /// joined, labelled or available — with `why` (reason code first) recorded for `providers show`.
 /// Its approval expires with its token as any unjoined one does.
 pub fn refuse_join(node_name: &str, why: &str, now: DateTime<Utc>) -> Transition {
-    Transition {
-        cond: Cond::eq(attr::STATE, "approved").and(Cond::eq(attr::NODE_NAME, node_name)),
-        ops: vec![Op::set(attr::UNSCHEDULABLE, why), Op::set(attr::UPDATED_AT, ms(now))],
-    }
+    Transition::new(
+        Cond::eq(attr::STATE, "approved").and(Cond::eq(attr::NODE_NAME, node_name)),
+        vec![Op::set(attr::UNSCHEDULABLE, why), Op::set(attr::UPDATED_AT, ms(now))],
+    )
 }
 
 /// `pending → approved`, only with the token that was reserved (and so really created).
 /// While approved, the index sort key holds the token's expiry.
 pub fn approve(token_id: &str, registration_id: &str, token_expires_at: DateTime<Utc>, now: DateTime<Utc>) -> Transition {
-    Transition {
-        cond: Cond::eq(attr::STATE, "pending").and(Cond::eq(attr::TOKEN_ID, token_id)),
-        ops: vec![
+    Transition::new(
+        Cond::eq(attr::STATE, "pending").and(Cond::eq(attr::TOKEN_ID, token_id)),
+        vec![
             Op::set(attr::STATE, ProviderState::Approved.as_str()),
             Op::set(attr::APPROVED_AT, ms(now)),
             Op::set(attr::ANSWERED_REGISTRATION, registration_id),
             Op::set(attr::UPDATED_AT, ms(now)),
             Op::set(attr::HB_AT, ms(token_expires_at)),
         ],
-    }
+    )
 }
 
 /// What a heartbeat records.
@@ -460,7 +179,7 @@ pub fn record_heartbeat(hb: &HeartbeatFacts<'_>, signer: Option<&str>) -> Transi
     if let Some(w) = signer {
         cond = cond.and(Cond::eq(attr::WALLET, w.to_ascii_lowercase()));
     }
-    Transition { cond, ops: hb.ops() }
+    Transition::new(cond, hb.ops())
 }
 
 /// `approved → joined` on the first heartbeat from the provider's node; records why the node
@@ -474,10 +193,7 @@ pub fn join(hb: &HeartbeatFacts<'_>, unschedulable: Option<&str>, now: DateTime<
         Some(why) => Op::set(attr::UNSCHEDULABLE, why),
         None => Op::Remove(attr::UNSCHEDULABLE.into()),
     });
-    Transition {
-        cond: Cond::eq(attr::STATE, "approved").and(Cond::eq(attr::NODE_NAME, hb.node_name)),
-        ops,
-    }
+    Transition::new(Cond::eq(attr::STATE, "approved").and(Cond::eq(attr::NODE_NAME, hb.node_name)), ops)
 }
 
 /// `joined → available` (node Ready and labelled), or `offline → available` on recovery. Never
@@ -493,65 +209,50 @@ pub fn make_available(from: ProviderState, ledger: Option<Vec<Op>>, partition: O
         Op::Remove(attr::OFFLINE_AT.into()),
     ];
     if let Some(p) = partition {
-        ops.push(Op::set(super::PLACEMENT_MODEL_ATTR, p));
+        ops.push(Op::set(attr::PLACE_MODEL, p));
     }
     if let Some(init) = ledger {
-        cond = cond.and(Cond::AttrNotExists(crate::ledger::attr::LEDGER.into()));
+        cond = cond.and(Cond::AttrNotExists(attr::LEDGER.into()));
         ops.extend(init);
     }
-    Transition { cond, ops }
-}
-
-/// The ledger set-up for a stored provider: from its offered capacity and mining config.
-pub fn ledger_for(rec: &ProviderRecord) -> Option<Vec<Op>> {
-    let spec: crate::messages::Spec = serde_json::from_str(&rec.spec_json).ok()?;
-    let capacity: crate::messages::Capacity = serde_json::from_str(&rec.capacity_json).ok()?;
-    let mining: Option<crate::messages::MiningConfig> = serde_json::from_str(&rec.mining_json).ok();
-    Some(crate::ledger::init_ledger_ops(&spec, &capacity, mining.as_ref()))
-}
-
-/// The placement index partition of a stored provider, from its spec and offered capacity.
-pub fn placement_partition_for(rec: &ProviderRecord) -> Option<String> {
-    let spec: crate::messages::Spec = serde_json::from_str(&rec.spec_json).ok()?;
-    let capacity: crate::messages::Capacity = serde_json::from_str(&rec.capacity_json).ok()?;
-    Some(crate::ledger::placement_partition(&spec, &capacity))
+    Transition::new(cond, ops)
 }
 
 /// Files an available provider stored before the placement index in it (once: only while it is
 /// not filed).
 pub fn file_for_placement(partition: String) -> Transition {
-    Transition {
-        cond: Cond::eq(attr::STATE, "available").and(Cond::AttrNotExists(super::PLACEMENT_MODEL_ATTR.into())),
-        ops: vec![Op::set(super::PLACEMENT_MODEL_ATTR, partition)],
-    }
+    Transition::new(
+        Cond::eq(attr::STATE, "available").and(Cond::AttrNotExists(attr::PLACE_MODEL.into())),
+        vec![Op::set(attr::PLACE_MODEL, partition)],
+    )
 }
 
 /// `joined`/`available` → `offline`, only if still stale at write time: a heartbeat that lands
 /// between the sweeper's query and this write wins.
 pub fn mark_offline_if_stale(stale_before: DateTime<Utc>, now: DateTime<Utc>) -> Transition {
-    Transition {
-        cond: Cond::state_in(&["joined", "available"]).and(Cond::Lt(attr::HB_AT.into(), ms(stale_before))),
-        ops: vec![
+    Transition::new(
+        Cond::state_in(&["joined", "available"]).and(Cond::Lt(attr::HB_AT.into(), ms(stale_before))),
+        vec![
             Op::set(attr::STATE, ProviderState::Offline.as_str()),
             Op::set(attr::OFFLINE_AT, ms(now)),
             Op::set(attr::UPDATED_AT, ms(now)),
             // Out of the placement index: it holds only available providers, so nobody can fill
             // it with registrations that never join or with providers long gone.
-            Op::Remove(super::PLACEMENT_MODEL_ATTR.into()),
+            Op::Remove(attr::PLACE_MODEL.into()),
         ],
-    }
+    )
 }
 
 /// `approved → expired` once the token ran out without a join.
 pub fn expire_if_unjoined(now: DateTime<Utc>) -> Transition {
-    Transition {
-        cond: Cond::eq(attr::STATE, "approved").and(Cond::Le(attr::TOKEN_EXPIRES_AT.into(), ms(now))),
-        ops: vec![
+    Transition::new(
+        Cond::eq(attr::STATE, "approved").and(Cond::Le(attr::TOKEN_EXPIRES_AT.into(), ms(now))),
+        vec![
             Op::set(attr::STATE, ProviderState::Expired.as_str()),
             Op::set(attr::EXPIRED_AT, ms(now)),
             Op::set(attr::UPDATED_AT, ms(now)),
         ],
-    }
+    )
 }
 
 /// Records node writes so the next heartbeat knows what the node already shows.
@@ -563,27 +264,26 @@ pub fn note_node_write(labelled_jobs: Option<i64>, annotated_at: Option<DateTime
     if let Some(t) = annotated_at {
         ops.push(Op::set(attr::ANNOTATED_AT, ms(t)));
     }
-    Transition {
-        cond: Cond::ItemExists,
-        ops,
-    }
+    Transition::new(Cond::ItemExists, ops)
 }
 
 /// Records that an already-approved provider's new registration has been answered again.
 pub fn mark_answered(registration_id: &str, now: DateTime<Utc>) -> Transition {
-    Transition {
-        cond: Cond::ItemExists.and(Cond::Not(Box::new(Cond::eq(attr::ANSWERED_REGISTRATION, registration_id)))),
-        ops: vec![
+    Transition::new(
+        Cond::ItemExists.and(Cond::Not(Box::new(Cond::eq(attr::ANSWERED_REGISTRATION, registration_id)))),
+        vec![
             Op::set(attr::ANSWERED_REGISTRATION, registration_id),
             Op::set(attr::UPDATED_AT, ms(now)),
         ],
-    }
+    )
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::expr::{apply, eval};
     use super::*;
+    use crate::provider::ProviderRecord;
+    use crate::state::expr::{apply, eval};
+    use crate::state::{from_ms, Item, Value, KEY_ATTR};
 
     fn reg(wallet: &str) -> Registration {
         crate::messages::sample_registration("p1", wallet, 1)

@@ -14,8 +14,9 @@
 
 use chrono::{DateTime, Utc};
 
-use super::providers::{ms, Transition};
-use super::{Cond, Item, ItemStore, Op, StoreResult, Table, Value, KEY_ATTR};
+use super::Transition;
+use crate::state::ms;
+use crate::state::{Cond, Item, ItemStore, Op, StoreResult, Table, Value, KEY_ATTR};
 
 /// Prefix of a reservation's key in the providers table.
 pub const KEY_PREFIX: &str = "node#";
@@ -50,14 +51,14 @@ pub fn owner_in(item: &Item) -> Option<&str> {
 /// Creates the reservation of `node_name` for `provider_id`, only if nobody holds it. No `state`
 /// or `hb_at`: the item stays out of the state index.
 pub fn reserve(node_name: &str, provider_id: &str, now: DateTime<Utc>) -> Transition {
-    Transition {
-        cond: Cond::ItemNotExists,
-        ops: vec![
+    Transition::new(
+        Cond::ItemNotExists,
+        vec![
             Op::set(attr::OWNER, provider_id),
             Op::set(attr::NODE_NAME, node_name),
             Op::set(attr::RESERVED_AT, ms(now)),
         ],
-    }
+    )
 }
 
 /// Who holds a node name after [`claim`].
@@ -77,7 +78,7 @@ pub async fn claim(store: &dyn ItemStore, node_name: &str, provider_id: &str, no
     // Reservations are never deleted, so after a failed create the item is there to read; the
     // loop only guards against a store that says otherwise.
     for _ in 0..3 {
-        if reserve(node_name, provider_id, now).apply_on(store, Table::Providers, &key).await? {
+        if reserve(node_name, provider_id, now).apply(store, &key).await? {
             return Ok(Claim::Ours);
         }
         if let Some(item) = store.get(Table::Providers, &key).await? {
@@ -88,7 +89,7 @@ pub async fn claim(store: &dyn ItemStore, node_name: &str, provider_id: &str, no
             });
         }
     }
-    Err(super::StoreError::Backend(
+    Err(crate::state::StoreError::Backend(
         format!("reservation {key} neither created nor readable").into(),
     ))
 }
@@ -105,8 +106,8 @@ pub async fn owner(store: &dyn ItemStore, node_name: &str) -> StoreResult<Option
 
 #[cfg(test)]
 mod tests {
-    use super::super::expr::{apply, eval};
     use super::*;
+    use crate::state::expr::{apply, eval};
 
     #[test]
     fn a_name_is_reserved_once_and_stays_out_of_the_state_index() {
@@ -116,7 +117,7 @@ mod tests {
         let item = apply(None, KEY_ATTR, &key("gpu-01-0123456789abcdef"), &t.ops).unwrap();
         assert!(is_reservation(&item));
         assert_eq!(owner_in(&item), Some("p1"));
-        assert!(!item.contains_key(super::super::INDEX_STATE_ATTR) && !item.contains_key(super::super::INDEX_SORT_ATTR));
+        assert!(!item.contains_key(crate::state::INDEX_STATE_ATTR) && !item.contains_key(crate::state::INDEX_SORT_ATTR));
         // Nobody takes it over, not even its owner by a second create.
         assert!(!eval(&reserve("gpu-01-0123456789abcdef", "p2", now).cond, Some(&item)));
         assert!(!eval(&reserve("gpu-01-0123456789abcdef", "p1", now).cond, Some(&item)));

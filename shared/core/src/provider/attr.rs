@@ -1,0 +1,106 @@
+//! Attribute names of a provider's item (the providers table; key: the provider id): its
+//! identity and lifecycle, its heartbeats, its capacity ledger and its placement entry, all in one
+//! place. Times are epoch ms.
+
+/// The registering wallet, lower-cased: the owner of the provider id, and the signer its heartbeats must have.
+pub const WALLET: &str = "wallet";
+/// The provider's state in its wire spelling; the partition key of the state index.
+pub const STATE: &str = crate::state::INDEX_STATE_ATTR;
+/// The state index's sort key: the registration time while pending, the token's expiry while approved, from
+/// joined on the broker's receive time of the last heartbeat (liveness and billing; never the agent's clock).
+pub const HB_AT: &str = crate::state::INDEX_SORT_ATTR;
+/// The registration's `Spec`, as JSON.
+pub const SPEC: &str = "spec";
+/// The registration's `Capacity`, as JSON.
+pub const CAPACITY: &str = "capacity";
+/// The registration's `MiningConfig`, as JSON; empty when it had none.
+pub const MINING: &str = "mining";
+/// The Kubernetes node name the broker assigned ([`crate::validation::node_name`]: host part
+/// and a suffix derived from the provider id), reserved for this provider by its own item
+/// ([`super::nodes`]) before approval.
+pub const NODE_NAME: &str = "node_name";
+/// Model label of the first GPU in the spec.
+pub const GPU_MODEL: &str = "gpu_model";
+/// GPUs offered: the capacity's `gpu_count`, else every GPU in the spec.
+pub const GPU_COUNT: &str = "gpu_count";
+/// Price per GPU-hour, in integer micro-units.
+pub const PRICE_MICROS: &str = "price_micros";
+/// Stream entry id of the registration last stored; a redelivery of it writes nothing.
+pub const REGISTRATION_ID: &str = "registration_id";
+/// When that registration was stored.
+pub const REGISTERED_AT: &str = "registered_at";
+/// When a worker last changed the item other than by a plain heartbeat.
+pub const UPDATED_AT: &str = "updated_at";
+/// Id of the bootstrap token reserved for the provider, reserved before its Secret is created.
+pub const TOKEN_ID: &str = "token_id";
+/// When that token expires.
+pub const TOKEN_EXPIRES_AT: &str = "token_expires_at";
+/// The token id whose Secret the issuer created (recorded right after the create answered
+/// 201). A create of the reserved id that meets 409 while this does not name it is a
+/// collision (or an earlier create never recorded, whose secret nobody was sent): the issuer
+/// draws a new id instead of reading any Secret back.
+pub const TOKEN_CREATED: &str = "token_created";
+/// The answer's sealed join for that token (base64 sealed box, openable only with the key
+/// in [`SEALED_TO`]), kept so that a redelivery answers again with the same token without
+/// reading its Secret. Never the token in the clear.
+pub const SEALED_JOIN: &str = "sealed_join";
+/// The `enc_pubkey` the stored sealed join is sealed to.
+pub const SEALED_TO: &str = "sealed_to";
+/// When the provider was approved.
+pub const APPROVED_AT: &str = "approved_at";
+/// Stream entry id of the registration last answered on the response stream.
+pub const ANSWERED_REGISTRATION: &str = "answered_registration";
+/// The agent's own timestamp of its last heartbeat (ms): orders heartbeats (a replay or an
+/// older one changes nothing); liveness reads `hb_at`, the broker's receive time.
+pub const LAST_HB: &str = "last_hb";
+/// What the agent last claimed its status was: recorded, never trusted.
+pub const HB_STATUS: &str = "hb_status";
+/// Jobs the agent reported in its last heartbeat.
+pub const ACTIVE_JOBS: &str = "active_jobs";
+/// Load from the last heartbeat, as JSON: `gpu` (per GPU), `cpu` and `memory`, in percent.
+pub const USAGE: &str = "usage";
+/// The active-jobs value last written to the node's label.
+pub const LABELLED_JOBS: &str = "labelled_jobs";
+/// When the node's last-heartbeat annotation was last written (ms).
+pub const ANNOTATED_AT: &str = "annotated_at";
+/// Why the provider cannot be scheduled: its node contradicts the claimed spec (it stays
+/// `joined`), or its join was refused (it stays `approved`; the text starts with the reason
+/// code, e.g. `node_owned_by_another_provider: …`). Such a provider never becomes available.
+pub const UNSCHEDULABLE: &str = "unschedulable";
+/// When the node first sent a heartbeat after approval (`approved → joined`).
+pub const JOINED_AT: &str = "joined_at";
+/// When the provider went offline; removed when it becomes available again.
+pub const OFFLINE_AT: &str = "offline_at";
+/// When an approval expired without a join.
+pub const EXPIRED_AT: &str = "expired_at";
+
+// The capacity ledger (see `crate::ledger`). GPU maps are keyed by model key.
+
+/// `true` once the ledger is set up; absent while the provider has never been available.
+pub const LEDGER: &str = "ledger";
+/// Map model key → GPUs of that model offered (`free + used + mining`).
+pub const GPUS_TOTAL: &str = "gpus_total";
+/// Map model key → GPUs neither rented nor mining.
+pub const GPUS_FREE: &str = "gpus_free";
+/// Map model key → GPUs held by open allocations.
+pub const GPUS_USED: &str = "gpus_used";
+/// Map model key → GPUs mining while no job rents them.
+pub const GPUS_MINING: &str = "gpus_mining";
+/// CPU cores offered.
+pub const CPU_TOTAL: &str = "cpu_total";
+/// CPU cores not allocated.
+pub const CPU_FREE: &str = "cpu_free";
+/// CPU cores held by open allocations.
+pub const CPU_USED: &str = "cpu_used";
+/// Memory offered, in MiB.
+pub const MEM_TOTAL: &str = "mem_total";
+/// Memory not allocated, in MiB.
+pub const MEM_FREE: &str = "mem_free";
+/// Memory held by open allocations, in MiB.
+pub const MEM_USED: &str = "mem_used";
+/// Map job id → its open [`Allocation`](crate::ledger::Allocation).
+pub const ALLOCS: &str = "allocs";
+
+/// The placement index partition the provider is filed under while available (see
+/// `crate::placement::placement_partition`).
+pub const PLACE_MODEL: &str = crate::state::PLACEMENT_MODEL_ATTR;

@@ -1,0 +1,20 @@
+//! A provider: the schema of its item ([`attr`]), the record read from it ([`ProviderRecord`]),
+//! its state transitions (each a pure function returning one conditional write on the providers
+//! table), and the node-name reservations that keep a node to one provider ([`nodes`]).
+
+pub mod attr;
+pub mod nodes;
+mod record;
+mod transitions;
+
+pub use record::*;
+pub use transitions::*;
+
+/// A conditional write on the providers table.
+pub type Transition = crate::state::Transition<crate::state::ProvidersTable>;
+
+impl From<crate::messages::ProviderState> for crate::state::Value {
+    fn from(s: crate::messages::ProviderState) -> Self {
+        crate::state::Value::from(s.as_str())
+    }
+}

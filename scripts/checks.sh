@@ -20,6 +20,11 @@ check_layering() {
   printf '[checks] layering: core has no IO crate; the SDK has no broker-side crate\n' >&2
 }
 
+# No import cycle between core's modules: one concept a module, and the arrows go one way.
+check_core_cycles() {
+  python3 scripts/module_cycles.py shared/core/src
+}
+
 check_lints() {
   cargo fmt --all -- --check
   cargo clippy --workspace --all-targets -- -D warnings
@@ -29,5 +34,6 @@ check_lints() {
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then
   cd "$(dirname "$0")/.."
   check_layering
+  check_core_cycles
   check_lints
 fi

@@ -50,7 +50,14 @@ pub struct HeartbeatStats {
 
 async fn send(conn: &mut redis::aio::ConnectionManager, s: &HeartbeatSettings, key: &SigningKey, usage: &Usage) -> redis::RedisResult<()> {
     let now = Utc::now();
-    let hb = build_heartbeat(&s.provider_id, &s.node_name, "available", 0, usage, now);
+    let hb = build_heartbeat(
+        &s.provider_id,
+        &s.node_name,
+        worldland_core::messages::ProviderState::Available.as_str(),
+        0,
+        usage,
+        now,
+    );
     let data = serde_json::to_string(&hb).expect("heartbeats serialise");
     redis::cmd("XADD")
         .arg(s.streams.heartbeat())

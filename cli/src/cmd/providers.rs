@@ -185,7 +185,7 @@ async fn print_capacity(store: &dyn ItemStore) -> anyhow::Result<()> {
     let mut per_model: BTreeMap<String, ModelCounts> = BTreeMap::new();
     let (mut cpu, mut mem) = ((0, 0), (0, 0));
     for item in store.scan(Table::Providers).await? {
-        if super::attr_str(&item, "state") != "available" {
+        if super::attr_str(&item, worldland_core::provider::attr::STATE) != worldland_core::messages::ProviderState::Available.as_str() {
             continue;
         }
         let Some(l) = Ledger::from_item(&item) else { continue };

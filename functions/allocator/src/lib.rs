@@ -14,8 +14,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
 use tracing::instrument;
 use worldland_core::bus::Bus;
-use worldland_core::job::JobState;
 use worldland_core::job::{self, close_job_item, Finish, Resolution, RollBack};
+use worldland_core::job::{EndReason, JobState};
 use worldland_core::ledger::commit_allocation;
 use worldland_core::messages::jobs::{AllocateRequest, JobAllocated, JobReleased, ReleaseRequest};
 use worldland_core::messages::{topics, MAX_ENTRY_BYTES};
@@ -264,7 +264,7 @@ async fn finalize(req: &AllocateRequest, choice: &Choice, started_at_ms: i64, me
 pub async fn release(req: &ReleaseRequest, ctx: &Context, now: DateTime<Utc>) -> Result<(), Failure> {
     check_job_id(&req.job_id)?;
     let reason = if req.reason.trim().is_empty() {
-        "released"
+        EndReason::Released.as_str()
     } else {
         req.reason.as_str()
     };

@@ -22,7 +22,7 @@ use tokio::sync::broadcast;
 use worldland_core::bus::Bus;
 use worldland_core::cluster::Cluster;
 use worldland_core::job::close_job;
-use worldland_core::job::JobState;
+use worldland_core::job::{EndReason, JobState};
 use worldland_core::labels;
 use worldland_core::ledger::Ledger;
 use worldland_core::messages::topics;
@@ -404,7 +404,7 @@ async fn mark_one_offline(
         // Billed to the broker's receive time of its last heartbeat, never the agent's word.
         let ended = marked.hb_at.min(now);
         for job_id in jobs {
-            if close_and_announce(ctx, &job_id, "interrupted", ended).await {
+            if close_and_announce(ctx, &job_id, EndReason::Interrupted.as_str(), ended).await {
                 report.jobs_closed += 1;
             }
         }
@@ -494,7 +494,7 @@ pub async fn sweep_once(ctx: &Context, now: DateTime<Utc>) -> StoreResult<SweepR
             continue;
         };
         let ended = chrono::TimeZone::timestamp_millis_opt(&Utc, at).single().unwrap_or(now);
-        if close_and_announce(ctx, id, "expired", ended).await {
+        if close_and_announce(ctx, id, EndReason::Expired.as_str(), ended).await {
             report.jobs_closed += 1;
         }
     }

@@ -90,7 +90,10 @@ impl Lcg {
 
 async fn fleet_shares(store: &MemoryStore) -> anyhow::Result<(f64, f64)> {
     let (mut total, mut used, mut mining) = (0i64, 0i64, 0i64);
-    for item in store.query_by_state(Table::Providers, "available", None).await? {
+    for item in store
+        .query_by_state(Table::Providers, worldland_core::messages::ProviderState::Available.as_str(), None)
+        .await?
+    {
         if let Some(l) = worldland_core::ledger::Ledger::from_item(&item) {
             for c in l.models.values() {
                 total += c.total;

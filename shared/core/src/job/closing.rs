@@ -183,7 +183,13 @@ pub async fn answer_settled(
             reject_job(bus, job_id, reason, message).await?;
         }
         Some(JobState::Cancelled | JobState::Released) => {
-            reject_job(bus, job_id, "cancelled", "the job was released before it was allocated").await?;
+            reject_job(
+                bus,
+                job_id,
+                JobState::Cancelled.as_str(),
+                "the job was released before it was allocated",
+            )
+            .await?;
         }
         _ => return Ok(()),
     }

@@ -65,6 +65,29 @@ impl From<JobState> for Value {
     }
 }
 
+/// Why a job ended, when the broker says it (a customer's `job.release` may give a reason of its
+/// own, stored as given).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    /// Released by the customer without a reason.
+    Released,
+    /// Its requested duration ran out.
+    Expired,
+    /// Its provider went offline.
+    Interrupted,
+}
+
+impl EndReason {
+    /// The stored (and answered) name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Released => "released",
+            Self::Expired => "expired",
+            Self::Interrupted => "interrupted",
+        }
+    }
+}
+
 /// Attribute names of a job item (key: the job id).
 pub mod attr {
     /// `pending`, `allocated`, `rejected`, `released` or `cancelled`; the partition key of the jobs' state index.

@@ -65,7 +65,7 @@ pub fn placement_partition_for(rec: &ProviderRecord) -> Option<String> {
 /// without sending each provider through every worker. Never used by a worker.
 pub fn seed_available(reg: &Registration, hb: DateTime<Utc>, ledger: bool) -> Transition {
     let mut extra = vec![
-        Op::set(attr::STATE, ProviderState::Available.as_str()),
+        Op::set(attr::STATE, ProviderState::Available),
         Op::set(attr::HB_AT, ms(hb)),
         Op::set(attr::LAST_HB, ms(hb)),
         Op::set(attr::LABELLED_JOBS, 0i64),

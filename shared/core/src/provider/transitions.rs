@@ -10,7 +10,7 @@ use crate::state::{ms, Cond, Op};
 use crate::validation::node_name;
 
 /// States from which a registration (re)starts the provider as `pending`.
-const RESTARTABLE: [&str; 3] = ["pending", "expired", "rejected"];
+const RESTARTABLE: [ProviderState; 3] = [ProviderState::Pending, ProviderState::Expired, ProviderState::Rejected];
 
 /// A new provider, or its own wallet registering again while not yet approved. The registration
 /// id guard makes a redelivered registration write nothing. Capacity in use is never touched.
@@ -28,7 +28,7 @@ pub fn register_pending(reg: &Registration, registration_id: &str, now: DateTime
     let offered_gpus = reg.capacity.gpu_count.unwrap_or(reg.spec.total_gpus);
     let ops = vec![
         Op::set(attr::WALLET, wallet),
-        Op::set(attr::STATE, ProviderState::Pending.as_str()),
+        Op::set(attr::STATE, ProviderState::Pending),
         Op::set(attr::NODE_NAME, node_name(&reg.provider_id, &reg.spec.hostname)),
         Op::set(attr::GPU_MODEL, gpu_model_label(first_gpu)),
         Op::set(attr::GPU_COUNT, i64::from(offered_gpus)),
@@ -53,7 +53,7 @@ pub fn register_pending(reg: &Registration, registration_id: &str, now: DateTime
 /// Reserves a bootstrap token id for a pending provider, unless one is reserved and still valid.
 pub fn reserve_token(token_id: &str, expires_at: DateTime<Utc>, now: DateTime<Utc>) -> Transition {
     Transition::new(
-        Cond::eq(attr::STATE, "pending").and(Cond::Or(vec![
+        Cond::eq(attr::STATE, ProviderState::Pending).and(Cond::Or(vec![
             Cond::AttrNotExists(attr::TOKEN_ID.into()),
             Cond::Le(attr::TOKEN_EXPIRES_AT.into(), ms(now)),
         ])),
@@ -85,7 +85,7 @@ pub fn replace_token(old: &str, token_id: &str, expires_at: DateTime<Utc>, state
     if state == ProviderState::Approved {
         ops.push(Op::set(attr::HB_AT, ms(expires_at)));
     }
-    Transition::new(Cond::eq(attr::STATE, state.as_str()).and(Cond::eq(attr::TOKEN_ID, old)), ops)
+    Transition::new(Cond::eq(attr::STATE, state).and(Cond::eq(attr::TOKEN_ID, old)), ops)
 }
 
 /// Records that the Secret of the reserved token `token_id` was created (the API said 201), with
@@ -104,7 +104,7 @@ pub fn record_token_created(token_id: &str, sealed: Option<(&str, &str)>, now: D
         }
     }
     Transition::new(
-        Cond::state_in(&["pending", "approved"]).and(Cond::eq(attr::TOKEN_ID, token_id)),
+        Cond::state_in(&[ProviderState::Pending, ProviderState::Approved]).and(Cond::eq(attr::TOKEN_ID, token_id)),
         ops,
     )
 }
@@ -115,7 +115,7 @@ pub fn record_token_created(token_id: &str, sealed: Option<(&str, &str)>, now: D
 /// Its approval expires with its token as any unjoined one does.
 pub fn refuse_join(node_name: &str, why: &str, now: DateTime<Utc>) -> Transition {
     Transition::new(
-        Cond::eq(attr::STATE, "approved").and(Cond::eq(attr::NODE_NAME, node_name)),
+        Cond::eq(attr::STATE, ProviderState::Approved).and(Cond::eq(attr::NODE_NAME, node_name)),
         vec![Op::set(attr::UNSCHEDULABLE, why), Op::set(attr::UPDATED_AT, ms(now))],
     )
 }
@@ -124,9 +124,9 @@ pub fn refuse_join(node_name: &str, why: &str, now: DateTime<Utc>) -> Transition
 /// While approved, the index sort key holds the token's expiry.
 pub fn approve(token_id: &str, registration_id: &str, token_expires_at: DateTime<Utc>, now: DateTime<Utc>) -> Transition {
     Transition::new(
-        Cond::eq(attr::STATE, "pending").and(Cond::eq(attr::TOKEN_ID, token_id)),
+        Cond::eq(attr::STATE, ProviderState::Pending).and(Cond::eq(attr::TOKEN_ID, token_id)),
         vec![
-            Op::set(attr::STATE, ProviderState::Approved.as_str()),
+            Op::set(attr::STATE, ProviderState::Approved),
             Op::set(attr::APPROVED_AT, ms(now)),
             Op::set(attr::ANSWERED_REGISTRATION, registration_id),
             Op::set(attr::UPDATED_AT, ms(now)),
@@ -170,7 +170,7 @@ impl HeartbeatFacts<'_> {
 /// provider on its own node, signed by its own wallet (when signed), and only if this heartbeat
 /// is later than the last one — so a late or replayed heartbeat changes nothing.
 pub fn record_heartbeat(hb: &HeartbeatFacts<'_>, signer: Option<&str>) -> Transition {
-    let mut cond = Cond::state_in(&["joined", "available", "offline"])
+    let mut cond = Cond::state_in(&[ProviderState::Joined, ProviderState::Available, ProviderState::Offline])
         .and(Cond::eq(attr::NODE_NAME, hb.node_name))
         .and(Cond::Or(vec![
             Cond::AttrNotExists(attr::LAST_HB.into()),
@@ -186,14 +186,17 @@ pub fn record_heartbeat(hb: &HeartbeatFacts<'_>, signer: Option<&str>) -> Transi
 /// contradicts the spec, if it does.
 pub fn join(hb: &HeartbeatFacts<'_>, unschedulable: Option<&str>, now: DateTime<Utc>) -> Transition {
     let mut ops = hb.ops();
-    ops.push(Op::set(attr::STATE, ProviderState::Joined.as_str()));
+    ops.push(Op::set(attr::STATE, ProviderState::Joined));
     ops.push(Op::set(attr::JOINED_AT, ms(now)));
     ops.push(Op::set(attr::UPDATED_AT, ms(now)));
     ops.push(match unschedulable {
         Some(why) => Op::set(attr::UNSCHEDULABLE, why),
         None => Op::Remove(attr::UNSCHEDULABLE.into()),
     });
-    Transition::new(Cond::eq(attr::STATE, "approved").and(Cond::eq(attr::NODE_NAME, hb.node_name)), ops)
+    Transition::new(
+        Cond::eq(attr::STATE, ProviderState::Approved).and(Cond::eq(attr::NODE_NAME, hb.node_name)),
+        ops,
+    )
 }
 
 /// `joined → available` (node Ready and labelled), or `offline → available` on recovery. Never
@@ -202,9 +205,9 @@ pub fn join(hb: &HeartbeatFacts<'_>, unschedulable: Option<&str>, now: DateTime<
 /// `partition` (from [`placement_partition_for`]) files the provider in the placement index, which
 /// holds available providers only (see [`mark_offline_if_stale`]).
 pub fn make_available(from: ProviderState, ledger: Option<Vec<Op>>, partition: Option<String>, now: DateTime<Utc>) -> Transition {
-    let mut cond = Cond::eq(attr::STATE, from.as_str()).and(Cond::AttrNotExists(attr::UNSCHEDULABLE.into()));
+    let mut cond = Cond::eq(attr::STATE, from).and(Cond::AttrNotExists(attr::UNSCHEDULABLE.into()));
     let mut ops = vec![
-        Op::set(attr::STATE, ProviderState::Available.as_str()),
+        Op::set(attr::STATE, ProviderState::Available),
         Op::set(attr::UPDATED_AT, ms(now)),
         Op::Remove(attr::OFFLINE_AT.into()),
     ];
@@ -222,7 +225,7 @@ pub fn make_available(from: ProviderState, ledger: Option<Vec<Op>>, partition: O
 /// not filed).
 pub fn file_for_placement(partition: String) -> Transition {
     Transition::new(
-        Cond::eq(attr::STATE, "available").and(Cond::AttrNotExists(attr::PLACE_MODEL.into())),
+        Cond::eq(attr::STATE, ProviderState::Available).and(Cond::AttrNotExists(attr::PLACE_MODEL.into())),
         vec![Op::set(attr::PLACE_MODEL, partition)],
     )
 }
@@ -231,9 +234,9 @@ pub fn file_for_placement(partition: String) -> Transition {
 /// between the sweeper's query and this write wins.
 pub fn mark_offline_if_stale(stale_before: DateTime<Utc>, now: DateTime<Utc>) -> Transition {
     Transition::new(
-        Cond::state_in(&["joined", "available"]).and(Cond::Lt(attr::HB_AT.into(), ms(stale_before))),
+        Cond::state_in(&[ProviderState::Joined, ProviderState::Available]).and(Cond::Lt(attr::HB_AT.into(), ms(stale_before))),
         vec![
-            Op::set(attr::STATE, ProviderState::Offline.as_str()),
+            Op::set(attr::STATE, ProviderState::Offline),
             Op::set(attr::OFFLINE_AT, ms(now)),
             Op::set(attr::UPDATED_AT, ms(now)),
             // Out of the placement index: it holds only available providers, so nobody can fill
@@ -246,9 +249,9 @@ pub fn mark_offline_if_stale(stale_before: DateTime<Utc>, now: DateTime<Utc>) ->
 /// `approved → expired` once the token ran out without a join.
 pub fn expire_if_unjoined(now: DateTime<Utc>) -> Transition {
     Transition::new(
-        Cond::eq(attr::STATE, "approved").and(Cond::Le(attr::TOKEN_EXPIRES_AT.into(), ms(now))),
+        Cond::eq(attr::STATE, ProviderState::Approved).and(Cond::Le(attr::TOKEN_EXPIRES_AT.into(), ms(now))),
         vec![
-            Op::set(attr::STATE, ProviderState::Expired.as_str()),
+            Op::set(attr::STATE, ProviderState::Expired),
             Op::set(attr::EXPIRED_AT, ms(now)),
             Op::set(attr::UPDATED_AT, ms(now)),
         ],

@@ -1,0 +1,181 @@
+use super::*;
+use crate::provider::ProviderRecord;
+use crate::state::expr::{apply, eval};
+use crate::state::{from_ms, Item, Value, KEY_ATTR};
+
+fn reg(wallet: &str) -> Registration {
+    crate::messages::sample_registration("p1", wallet, 1)
+}
+
+fn run(t: &Transition, item: Option<&Item>) -> Option<Item> {
+    eval(&t.cond, item).then(|| apply(item, KEY_ATTR, "p1", &t.ops).unwrap())
+}
+
+#[test]
+fn provider_lifecycle_transitions() {
+    // The node name the broker assigns provider p1 on host GPU-01.
+    let n01: &'static str = Box::leak(node_name("p1", "GPU-01").into_boxed_str());
+    let now = Utc::now();
+    let w = "0x5aaeb6053f3e94c9b9a09f33669435e7ef1beaed";
+    let created = run(&register_pending(&reg(w), "1-0", now), None).expect("new provider");
+    let rec = ProviderRecord::from_item(&created).unwrap();
+    assert_eq!(
+        (rec.state, rec.node_name.as_str(), rec.gpu_model.as_str(), rec.price_micros),
+        (ProviderState::Pending, n01, "RTX-4090", 500_000)
+    );
+    // Redelivery of the same entry: nothing to write.
+    assert!(run(&register_pending(&reg(w), "1-0", now), Some(&created)).is_none());
+    // Another wallet: refused.
+    assert!(run(
+        &register_pending(&reg("0x0000000000000000000000000000000000000001"), "2-0", now),
+        Some(&created)
+    )
+    .is_none());
+    // The same wallet again, with a new entry: still pending.
+    let again = run(
+        &register_pending(&reg(&w.to_uppercase().replace("0X", "0x")), "2-0", now),
+        Some(&created),
+    )
+    .unwrap();
+    // Approval needs the reserved token.
+    assert!(run(&approve("abcdef", "2-0", now, now), Some(&again)).is_none());
+    let reserved = run(&reserve_token("abcdef", now + chrono::Duration::hours(1), now), Some(&again)).unwrap();
+    assert!(
+        run(&reserve_token("zzzzzz", now + chrono::Duration::hours(1), now), Some(&reserved)).is_none(),
+        "a valid reservation stays"
+    );
+    let later = now + chrono::Duration::hours(2);
+    assert!(
+        run(&reserve_token("zzzzzz", later, later), Some(&reserved)).is_some(),
+        "an expired one is replaced"
+    );
+    let expires = now + chrono::Duration::hours(1);
+    let approved = run(&approve("abcdef", "2-0", expires, now), Some(&reserved)).unwrap();
+    let rec = ProviderRecord::from_item(&approved).unwrap();
+    assert_eq!((rec.state, rec.hb_at), (ProviderState::Approved, from_ms(ms(expires))));
+    assert!(
+        run(&approve("abcdef", "2-0", expires, now), Some(&approved)).is_none(),
+        "approve is once"
+    );
+    // Approved providers are not reset by a new registration.
+    assert!(run(&register_pending(&reg(w), "3-0", now), Some(&approved)).is_none());
+    assert!(run(&mark_answered("2-0", now), Some(&approved)).is_none());
+    assert!(run(&mark_answered("3-0", now), Some(&approved)).is_some());
+
+    // The heartbeat lifecycle.
+    let t = |s: i64| now + chrono::Duration::seconds(s);
+    let hb = |at, node: &'static str| HeartbeatFacts {
+        node_name: node,
+        at,
+        received_at: at,
+        claimed_status: "available",
+        active_jobs: 0,
+        usage_json: "{}".into(),
+    };
+    assert!(
+        run(&record_heartbeat(&hb(t(30), n01), Some(w)), Some(&approved)).is_none(),
+        "approved takes the join path"
+    );
+    assert!(
+        run(&join(&hb(t(30), "other-node"), None, t(30)), Some(&approved)).is_none(),
+        "not its node"
+    );
+    let joined = run(&join(&hb(t(30), n01), None, t(30)), Some(&approved)).unwrap();
+    let available = run(&make_available(ProviderState::Joined, None, None, t(31)), Some(&joined)).unwrap();
+    let table: Vec<(HeartbeatFacts, Option<&str>, bool)> = vec![
+        (hb(t(60), n01), Some(w), true),
+        (hb(t(60), n01), None, true),
+        (hb(t(30), n01), Some(w), false),
+        (hb(t(10), n01), Some(w), false),
+        (hb(t(60), "gpu-02"), Some(w), false),
+        (hb(t(60), n01), Some("0x0000000000000000000000000000000000000001"), false),
+    ];
+    for (h, signer, applies) in table {
+        assert_eq!(
+            run(&record_heartbeat(&h, signer), Some(&available)).is_some(),
+            applies,
+            "{h:?} {signer:?}"
+        );
+    }
+    // Offline only while still stale at write time.
+    let beat = run(&record_heartbeat(&hb(t(60), n01), Some(w)), Some(&available)).unwrap();
+    assert!(
+        run(&mark_offline_if_stale(t(60), t(200)), Some(&beat)).is_none(),
+        "a heartbeat at the stale bound wins"
+    );
+    let beat = run(&file_for_placement("t4".into()), Some(&beat)).unwrap();
+    assert!(run(&file_for_placement("t4".into()), Some(&beat)).is_none(), "filed once");
+    let offline = run(&mark_offline_if_stale(t(61), t(200)), Some(&beat)).unwrap();
+    assert_eq!(ProviderRecord::from_item(&offline).unwrap().state, ProviderState::Offline);
+    assert!(
+        !ProviderRecord::from_item(&offline).unwrap().placement_filed,
+        "offline leaves the placement index"
+    );
+    assert!(
+        run(&file_for_placement("t4".into()), Some(&offline)).is_none(),
+        "only available ones are filed"
+    );
+    let back = run(&record_heartbeat(&hb(t(210), n01), Some(w)), Some(&offline)).unwrap();
+    let recovered = run(
+        &make_available(ProviderState::Offline, None, Some("t4".into()), t(210)),
+        Some(&back),
+    )
+    .unwrap();
+    assert_eq!(ProviderRecord::from_item(&recovered).unwrap().state, ProviderState::Available);
+    // A provider stored before the placement index is filed in it once available again.
+    assert_eq!(recovered.get(crate::state::PLACEMENT_MODEL_ATTR), Some(&Value::from("t4")));
+    // A contradicting node: joined but never available.
+    let odd = run(&join(&hb(t(30), n01), Some("node reports 8 GPUs"), t(30)), Some(&approved)).unwrap();
+    assert!(run(&make_available(ProviderState::Joined, None, None, t(31)), Some(&odd)).is_none());
+    // Expiry of approvals that never joined.
+    assert!(run(&expire_if_unjoined(now), Some(&approved)).is_none());
+    assert!(run(&expire_if_unjoined(expires), Some(&approved)).is_some());
+}
+
+#[test]
+fn token_replacement_and_creation_record() {
+    let now = Utc::now();
+    let exp = now + chrono::Duration::hours(1);
+    let w = "0x5aaeb6053f3e94c9b9a09f33669435e7ef1beaed";
+    let pending = run(&register_pending(&reg(w), "1-0", now), None).unwrap();
+    let reserved = run(&reserve_token("aaaaaa", exp, now), Some(&pending)).unwrap();
+    // Created is recorded only for the reserved id, with the sealed join when there is one.
+    assert!(run(&record_token_created("bbbbbb", None, now), Some(&reserved)).is_none());
+    let created = run(&record_token_created("aaaaaa", Some(("c2VhbGVk", "a2V5")), now), Some(&reserved)).unwrap();
+    let rec = ProviderRecord::from_item(&created).unwrap();
+    assert_eq!(
+        (rec.token_created.as_deref(), rec.sealed_join.as_deref(), rec.sealed_to.as_deref()),
+        (Some("aaaaaa"), Some("c2VhbGVk"), Some("a2V5"))
+    );
+    // A replacement only of the id still reserved; it forgets the old token's record.
+    assert!(run(&replace_token("zzzzzz", "bbbbbb", exp, ProviderState::Pending, now), Some(&created)).is_none());
+    assert!(run(
+        &replace_token("aaaaaa", "bbbbbb", exp, ProviderState::Approved, now),
+        Some(&created)
+    )
+    .is_none());
+    let replaced = run(&replace_token("aaaaaa", "bbbbbb", exp, ProviderState::Pending, now), Some(&created)).unwrap();
+    let rec = ProviderRecord::from_item(&replaced).unwrap();
+    assert_eq!(rec.token_id.as_deref(), Some("bbbbbb"));
+    assert_eq!((rec.token_created, rec.sealed_join, rec.sealed_to), (None, None, None));
+    // While approved, the index sort key follows the new expiry.
+    let approved = run(&approve("bbbbbb", "1-0", exp, now), Some(&replaced)).unwrap();
+    let later = exp + chrono::Duration::minutes(30);
+    let rekeyed = run(
+        &replace_token("bbbbbb", "cccccc", later, ProviderState::Approved, now),
+        Some(&approved),
+    )
+    .unwrap();
+    let rec = ProviderRecord::from_item(&rekeyed).unwrap();
+    assert_eq!(
+        (rec.state, rec.hb_at, rec.token_expires_at),
+        (ProviderState::Approved, from_ms(ms(later)), Some(from_ms(ms(later))))
+    );
+    // A refused join leaves the provider approved, with the reason recorded.
+    let node = rec.node_name.clone();
+    assert!(run(&refuse_join("elsewhere", "x", now), Some(&rekeyed)).is_none());
+    let refused = run(&refuse_join(&node, "node_owned_by_another_provider: …", now), Some(&rekeyed)).unwrap();
+    let rec = ProviderRecord::from_item(&refused).unwrap();
+    assert_eq!(rec.state, ProviderState::Approved);
+    assert!(rec.unschedulable.unwrap().starts_with("node_owned_by_another_provider"));
+}

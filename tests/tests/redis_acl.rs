@@ -529,8 +529,8 @@ async fn registration_heartbeat_answer_and_command_flow_as_agent_and_broker() {
     // Both sides take their credentials from the URL, through their own connection code.
     let mut agent = worldland_provider_sdk::redis_conn::connect(&agent_url, false).await.unwrap();
     let mut agent_reader = worldland_provider_sdk::redis_conn::connect(&agent_url, true).await.unwrap();
-    let broker = worldland_adapters::redis_conn::connect(&broker_url, false).await.unwrap();
-    let broker_reader = worldland_adapters::redis_conn::connect(&broker_url, true).await.unwrap();
+    let broker = worldland_redis::connect(&broker_url, false).await.unwrap();
+    let broker_reader = worldland_redis::connect(&broker_url, true).await.unwrap();
 
     // The agent: a signed registration, an entry the bridge must dead-letter, and heartbeats.
     let p = SimulatedProvider::new(5, chrono::Utc::now());

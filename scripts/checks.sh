@@ -6,7 +6,7 @@ set -euo pipefail
 # The dependency arrows: core has no IO crate in its tree; the SDK (on GPU owners' machines)
 # has no broker-side crate (lapin, the AWS SDK, kube, the Lambda runtime).
 check_layering() {
-  local core sdk
+  local core sdk redis
   core=$(cargo tree -p worldland-core -e normal --prefix none | grep -Ei '^(tokio|redis|lapin|aws-|aws_|kube|lambda)' || true)
   if [ -n "$core" ]; then
     printf 'worldland-core must not depend on IO crates, but its tree has:\n%s\n' "$core" >&2
@@ -17,7 +17,14 @@ check_layering() {
     printf 'the provider SDK must not depend on broker-side crates, but its tree has:\n%s\n' "$sdk" >&2
     return 1
   fi
-  printf '[checks] layering: core has no IO crate; the SDK has no broker-side crate\n' >&2
+  # The SDK and the broker share worldland-redis: it must pull in neither another workspace crate
+  # nor a broker-side one. (The first line of its tree is the crate itself.)
+  redis=$(cargo tree -p worldland-redis -e normal --prefix none | tail -n +2 | grep -Ei '^(worldland-|redis-bridge|registration-handler|join-token-issuer|heartbeat-recorder|staleness-sweeper|allocator|lapin|aws-|aws_|kube|lambda)' || true)
+  if [ -n "$redis" ]; then
+    printf 'worldland-redis must depend on no workspace crate and no broker-side crate, but its tree has:\n%s\n' "$redis" >&2
+    return 1
+  fi
+  printf '[checks] layering: core has no IO crate; the SDK and worldland-redis have no broker-side crate\n' >&2
 }
 
 # No import cycle between core's modules: one concept a module, and the arrows go one way.

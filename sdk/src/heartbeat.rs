@@ -1,6 +1,9 @@
 //! `worldland-provider-sdk run`: a signed heartbeat every interval. Each beat is built fresh when
 //! it is sent, so an outage never leaves a backlog of stale heartbeats behind; a failed send is
-//! retried with growing backoff (never slower than the interval) on a new connection.
+//! retried with growing backoff (never slower than the interval) on a new connection. Every
+//! command and connection attempt has a timeout ([`HeartbeatSettings::timeouts`]), so a Redis
+//! that stops answering (a half-open socket after a failover) fails a beat instead of hanging
+//! the loop.
 
 use std::time::Duration;
 
@@ -40,6 +43,8 @@ pub struct HeartbeatSettings {
     pub provider_id: String,
     pub node_name: String,
     pub interval: Duration,
+    /// Of the loop's connection: after a timed-out beat it is replaced, never waited on again.
+    pub timeouts: worldland_redis::RedisTimeouts,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -99,23 +104,30 @@ pub async fn run_heartbeats(
             _ = shutdown.recv() => break,
             _ = tokio::time::sleep_until(next) => {}
         }
-        if conn.is_none() {
-            conn = crate::redis_conn::connect(&s.redis_url, false).await.ok();
-        }
-        let ok = match conn.as_mut() {
-            Some(c) => send(c, &s, &key, &usage()).await.is_ok(),
-            None => false,
+        let beat = async {
+            let mut c = match conn.take() {
+                Some(c) => c,
+                None => worldland_redis::connect_with(&s.redis_url, s.timeouts).await?,
+            };
+            send(&mut c, &s, &key, &usage()).await?;
+            redis::RedisResult::Ok(c)
         };
-        if ok {
-            stats.sent += 1;
-            backoff = reconnect_backoff(s.interval);
-            next = tokio::time::Instant::now() + s.interval;
-        } else {
-            stats.failed += 1;
-            conn = None;
-            let retry_in = backoff.next().unwrap_or(s.interval);
-            tracing::warn!(?retry_in, "heartbeat not delivered; Redis unreachable");
-            next = tokio::time::Instant::now() + retry_in;
+        let beat = tokio::select! { _ = shutdown.recv() => break, b = beat => b };
+        match beat {
+            Ok(c) => {
+                // Kept only while beats go through: after a timed-out one the socket may be
+                // half-open, and the manager does not replace it by itself.
+                conn = Some(c);
+                stats.sent += 1;
+                backoff = reconnect_backoff(s.interval);
+                next = tokio::time::Instant::now() + s.interval;
+            }
+            Err(e) => {
+                stats.failed += 1;
+                let retry_in = backoff.next().unwrap_or(s.interval);
+                tracing::warn!(?retry_in, error = %e, "heartbeat not delivered; retrying on a new connection");
+                next = tokio::time::Instant::now() + retry_in;
+            }
         }
     }
     tracing::info!(?stats, "heartbeats stopped");

@@ -9,10 +9,12 @@ pub mod join;
 pub mod local_state;
 pub mod mining;
 pub mod process;
-pub mod redis_conn;
 pub mod simulated;
 pub mod verify;
 pub mod wallet;
+
+/// The connect and response timeouts of the SDK's Redis connections (see [`worldland_redis`]).
+pub use worldland_redis::RedisTimeouts;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

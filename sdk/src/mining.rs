@@ -11,11 +11,11 @@
 //! and fields of a plain shape: the network chooses when, never what.
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::{SecondsFormat, Utc};
 use k256::ecdsa::SigningKey;
+use redis::aio::ConnectionManager;
 use redis::Value;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
@@ -24,18 +24,39 @@ use worldland_core::labels::is_valid_label_value;
 use worldland_core::messages::jobs::{MiningCommand, MINING_RESUME, MINING_STOP};
 use worldland_core::signature::sign_personal;
 use worldland_core::streams::StreamNames;
+use worldland_redis::RedisTimeouts;
 
-use crate::local_state::LocalState;
+mod cursor;
 
-/// What to run. Templates are split on whitespace (no shell); `{gpus}`, `{model}` and
-/// `{job_id}` are replaced.
-#[derive(Debug, Clone, Default)]
+pub use cursor::CommandCursor;
+
+/// What to run, and how the response stream is read. Templates are split on whitespace (no
+/// shell); `{gpus}`, `{model}` and `{job_id}` are replaced.
+#[derive(Debug, Clone)]
 pub struct MiningSettings {
     pub stop_cmd: Option<String>,
     pub resume_cmd: Option<String>,
     pub dry_run: bool,
     /// GPUs on this machine: a command for none, or for more, is refused.
     pub machine_gpus: u32,
+    /// How long each read of the response stream blocks (default 1 s).
+    pub block: Duration,
+    /// Of the loop's connections; the reader's response timeout is `block` plus
+    /// `timeouts.response`, so a read from a Redis that stopped answering fails instead of hanging.
+    pub timeouts: RedisTimeouts,
+}
+
+impl Default for MiningSettings {
+    fn default() -> Self {
+        Self {
+            stop_cmd: None,
+            resume_cmd: None,
+            dry_run: false,
+            machine_gpus: 0,
+            block: Duration::from_secs(1),
+            timeouts: RedisTimeouts::default(),
+        }
+    }
 }
 
 /// The acknowledgement the SDK sends back.
@@ -111,94 +132,6 @@ pub async fn obey(cmd: &MiningCommand, s: &MiningSettings) -> (bool, String) {
     }
 }
 
-/// Where [`run_commands_from`] reads on from in the response stream, and where it records how
-/// far it got.
-///
-/// The SDK reads its stream with plain `XREAD` after this cursor, not through the `sdk-group`
-/// consumer group: every agent shares one Redis user, so any of them could read a provider's
-/// entries off that group (and XACK them) or create the group at the stream's end before the
-/// broker writes, and the provider would never see its commands. A cursor of its own is
-/// something no one else can move.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CommandCursor {
-    after: String,
-    state_dir: Option<PathBuf>,
-    dirty: bool,
-}
-
-impl CommandCursor {
-    /// Reads after entry `after` ("0-0": the whole stream), keeping the progress in memory only.
-    pub fn in_memory(after: impl Into<String>) -> Self {
-        Self {
-            after: after.into(),
-            state_dir: None,
-            dirty: false,
-        }
-    }
-
-    /// Where a provider with `state` resumes: after the last entry it handled, or, before it
-    /// handled any, from just before its registration (so the commands that came while it was
-    /// down, or before it first ran, are all seen; stale ones are skipped as ever). With `dir`,
-    /// the progress is saved there ([`LocalState::save_command_cursor`]) as it goes.
-    pub fn resume(state: &LocalState, dir: Option<&Path>) -> Self {
-        let saved = state.command_cursor.as_deref().filter(|c| {
-            let valid = parse_entry_id(c).is_some();
-            if !valid {
-                tracing::warn!(cursor = %c, "the saved command cursor is no entry id; reading from the registration");
-            }
-            valid
-        });
-        let after = match saved {
-            Some(c) => c.to_string(),
-            None => {
-                let ms = state.registration_entry.as_deref().and_then(parse_entry_id).map(|(ms, _)| ms);
-                match ms.and_then(|ms| ms.checked_sub(1)) {
-                    // Entries of that very millisecond sort after `ms-1` with any sequence.
-                    Some(before) => format!("{before}-{}", u64::MAX),
-                    None => "0-0".to_string(),
-                }
-            }
-        };
-        Self {
-            after,
-            state_dir: dir.map(Path::to_path_buf),
-            dirty: false,
-        }
-    }
-
-    /// The entry after which reading goes on.
-    pub fn after(&self) -> &str {
-        &self.after
-    }
-
-    fn advance(&mut self, entry: &str) {
-        self.after = entry.to_string();
-        self.dirty = true;
-    }
-
-    /// Saves the cursor when it moved (and a state dir was given); a failure is logged, and the
-    /// entries since the last save are read again after a restart.
-    fn save(&mut self) {
-        if !self.dirty {
-            return;
-        }
-        let Some(dir) = &self.state_dir else {
-            self.dirty = false;
-            return;
-        };
-        match LocalState::save_command_cursor(dir, &self.after) {
-            Ok(()) => self.dirty = false,
-            Err(e) => tracing::error!(cursor = %self.after, error = %e, "could not save the command cursor"),
-        }
-    }
-}
-
-/// `ms-seq`, both numbers.
-fn parse_entry_id(id: &str) -> Option<(u64, u64)> {
-    let (ms, seq) = id.split_once('-')?;
-    Some((ms.parse().ok()?, seq.parse().ok()?))
-}
-
 /// Sends `ack` on `provider:command-ack`, signed by the wallet.
 async fn send_ack(
     conn: &mut redis::aio::ConnectionManager,
@@ -238,6 +171,9 @@ pub async fn run_commands(
     run_commands_from(redis_url, streams, provider_id, key, broker, settings, cursor, shutdown).await
 }
 
+/// The first wait after a failed connection or read; it doubles up to 30 s.
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+
 /// Handles the commands after `cursor` until `shutdown` fires; returns how many (signed by
 /// `broker`) it obeyed.
 ///
@@ -246,6 +182,10 @@ pub async fn run_commands(
 /// the acknowledgement cannot be written, it is sent again after reconnecting (the command is
 /// not run again) before anything else is read. Only a restart between running a command and
 /// writing its acknowledgement runs it again (when it is still fresh).
+///
+/// A read or write that fails, timed-out ones included (a Redis that stopped answering), is
+/// logged, and the loop reconnects after a growing backoff: both connections are replaced, as a
+/// timed-out socket may be half-open.
 #[allow(clippy::too_many_arguments)]
 pub async fn run_commands_from(
     redis_url: String,
@@ -254,90 +194,141 @@ pub async fn run_commands_from(
     key: SigningKey,
     broker: BrokerPublicKey,
     settings: MiningSettings,
-    mut cursor: CommandCursor,
+    cursor: CommandCursor,
     mut shutdown: broadcast::Receiver<()>,
 ) -> usize {
-    const FIRST_BACKOFF: Duration = Duration::from_millis(500);
-    let stream = streams.response(&provider_id);
-    let mut done: HashSet<String> = HashSet::new();
-    // A command obeyed whose acknowledgement has not been written yet, with its entry's id.
-    let mut unacked: Option<(String, CommandAck)> = None;
-    let mut obeyed = 0;
-    let mut backoff = FIRST_BACKOFF;
+    let (ordinary, blocking) = (settings.timeouts, settings.timeouts.blocking(settings.block));
+    let mut c = Commands {
+        stream: streams.response(&provider_id),
+        streams,
+        provider_id,
+        key,
+        broker,
+        settings,
+        cursor,
+        done: HashSet::new(),
+        unacked: None,
+        obeyed: 0,
+        backoff: FIRST_BACKOFF,
+    };
     loop {
         let conns = async {
-            let reader = crate::redis_conn::connect(&redis_url, true).await?;
-            let writer = crate::redis_conn::connect(&redis_url, false).await?;
+            let reader = worldland_redis::connect_with(&redis_url, blocking).await?;
+            let writer = worldland_redis::connect_with(&redis_url, ordinary).await?;
             redis::RedisResult::Ok((reader, writer))
         };
         let connected = tokio::select! { _ = shutdown.recv() => break, c = conns => c };
         match connected {
             Err(e) => tracing::warn!(error = %e, "cannot reach Redis for mining commands; retrying"),
-            Ok((mut reader, mut writer)) => loop {
-                if let Some((entry, ack)) = &unacked {
-                    if let Err(e) = send_ack(&mut writer, &streams, &key, ack).await {
-                        tracing::warn!(command = %ack.command_id, error = %e, "could not acknowledge a mining command; retrying after reconnecting");
-                        break;
-                    }
-                    cursor.advance(entry);
-                    cursor.save();
-                    unacked = None;
+            Ok((mut reader, mut writer)) => {
+                if let Stop::Shutdown = c.serve(&mut reader, &mut writer, &mut shutdown).await {
+                    break;
                 }
-                let mut read_cmd = redis::cmd("XREAD");
-                read_cmd
-                    .arg("COUNT")
-                    .arg(16)
-                    .arg("BLOCK")
-                    .arg(1000)
-                    .arg("STREAMS")
-                    .arg(&stream)
-                    .arg(cursor.after());
-                let read = read_cmd.query_async::<Value>(&mut reader);
-                let reply = tokio::select! { _ = shutdown.recv() => { cursor.save(); return obeyed }, r = read => r };
-                let reply = match reply {
-                    Ok(reply) => reply,
-                    Err(e) => {
-                        tracing::warn!(stream, error = %e, "reading mining commands failed; reconnecting");
-                        break;
-                    }
-                };
-                backoff = FIRST_BACKOFF;
-                for entry in crate::verify::entries(&reply) {
-                    let cmd = parse_command(&entry.data).filter(|_| crate::verify::believe(&entry, &stream, &broker, Utc::now()));
-                    match cmd {
-                        Some(cmd) if done.insert(cmd.command_id.clone()) => {
-                            let (ok, detail) = obey(&cmd, &settings).await;
-                            obeyed += 1;
-                            let ack = CommandAck {
-                                provider_id: provider_id.clone(),
-                                command_id: cmd.command_id.clone(),
-                                kind: cmd.kind.clone(),
-                                ok,
-                                detail,
-                                timestamp: Utc::now(),
-                            };
-                            // Acknowledged at the top of the loop; the entries after it are read
-                            // again from the cursor then.
-                            unacked = Some((entry.id, ack));
-                            break;
-                        }
-                        Some(cmd) => {
-                            tracing::info!(command = %cmd.command_id, entry = %entry.id, "skipped a mining command already obeyed")
-                        }
-                        None => {}
-                    }
-                    // Not a command, not the broker's, or a repeat: skipped for good.
-                    cursor.advance(&entry.id);
-                }
-                cursor.save();
-            },
+            }
         }
-        cursor.save();
-        tokio::select! { _ = shutdown.recv() => break, _ = tokio::time::sleep(backoff) => {} }
-        backoff = (backoff * 2).min(Duration::from_secs(30));
+        c.cursor.save();
+        tokio::select! { _ = shutdown.recv() => break, _ = tokio::time::sleep(c.backoff) => {} }
+        c.backoff = (c.backoff * 2).min(Duration::from_secs(30));
     }
-    cursor.save();
-    obeyed
+    c.cursor.save();
+    c.obeyed
+}
+
+/// Why [`Commands::serve`] returned.
+enum Stop {
+    Shutdown,
+    /// A read or write failed: reconnect.
+    Failed,
+}
+
+/// The state of [`run_commands_from`], kept across reconnections.
+struct Commands {
+    streams: StreamNames,
+    stream: String,
+    provider_id: String,
+    key: SigningKey,
+    broker: BrokerPublicKey,
+    settings: MiningSettings,
+    cursor: CommandCursor,
+    done: HashSet<String>,
+    /// A command obeyed whose acknowledgement has not been written yet, with its entry's id.
+    unacked: Option<(String, CommandAck)>,
+    obeyed: usize,
+    backoff: Duration,
+}
+
+impl Commands {
+    /// Reads and handles commands on these connections until one fails or `shutdown` fires.
+    async fn serve(
+        &mut self,
+        reader: &mut ConnectionManager,
+        writer: &mut ConnectionManager,
+        shutdown: &mut broadcast::Receiver<()>,
+    ) -> Stop {
+        loop {
+            if let Some((entry, ack)) = &self.unacked {
+                if let Err(e) = send_ack(writer, &self.streams, &self.key, ack).await {
+                    tracing::warn!(command = %ack.command_id, error = %e, "could not acknowledge a mining command; retrying after reconnecting");
+                    return Stop::Failed;
+                }
+                self.cursor.advance(entry);
+                self.cursor.save();
+                self.unacked = None;
+            }
+            let mut read_cmd = redis::cmd("XREAD");
+            read_cmd
+                .arg("COUNT")
+                .arg(16)
+                .arg("BLOCK")
+                .arg(self.settings.block.as_millis().max(1) as u64)
+                .arg("STREAMS")
+                .arg(&self.stream)
+                .arg(self.cursor.after());
+            let read = read_cmd.query_async::<Value>(reader);
+            let reply = tokio::select! { _ = shutdown.recv() => return Stop::Shutdown, r = read => r };
+            match reply {
+                Ok(reply) => {
+                    self.backoff = FIRST_BACKOFF;
+                    self.handle(&reply).await;
+                    self.cursor.save();
+                }
+                Err(e) => {
+                    tracing::warn!(stream = %self.stream, error = %e, timed_out = e.is_timeout(), "reading mining commands failed; reconnecting");
+                    return Stop::Failed;
+                }
+            }
+        }
+    }
+
+    /// Obeys the first new command among the entries of `reply` (its acknowledgement pending);
+    /// the entries before it are skipped for good, those after it are read again.
+    async fn handle(&mut self, reply: &Value) {
+        for entry in crate::verify::entries(reply) {
+            let believed = crate::verify::believe(&entry, &self.stream, &self.broker, Utc::now());
+            match parse_command(&entry.data).filter(|_| believed) {
+                Some(cmd) if self.done.insert(cmd.command_id.clone()) => {
+                    let (ok, detail) = obey(&cmd, &self.settings).await;
+                    self.obeyed += 1;
+                    let ack = CommandAck {
+                        provider_id: self.provider_id.clone(),
+                        command_id: cmd.command_id.clone(),
+                        kind: cmd.kind.clone(),
+                        ok,
+                        detail,
+                        timestamp: Utc::now(),
+                    };
+                    self.unacked = Some((entry.id, ack));
+                    return;
+                }
+                Some(cmd) => {
+                    tracing::info!(command = %cmd.command_id, entry = %entry.id, "skipped a mining command already obeyed")
+                }
+                None => {}
+            }
+            // Not a command, not the broker's, or a repeat: skipped for good.
+            self.cursor.advance(&entry.id);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -375,6 +366,7 @@ mod tests {
             resume_cmd: None,
             dry_run: true,
             machine_gpus: 4,
+            ..Default::default()
         };
         assert_eq!(obey(&cmd("mining.stop"), &dry).await, (true, "dry run: false".into()));
         assert!(obey(&cmd("mining.resume"), &dry).await.1.contains("no command configured"));
@@ -383,6 +375,7 @@ mod tests {
             resume_cmd: Some("true".into()),
             dry_run: false,
             machine_gpus: 4,
+            ..Default::default()
         };
         assert!(!obey(&cmd("mining.stop"), &real).await.0, "a failing command is reported");
         assert!(obey(&cmd("mining.resume"), &real).await.0);

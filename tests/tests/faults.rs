@@ -354,9 +354,7 @@ async fn agent(
     figures: Arc<Figures>,
     deadline: Instant,
 ) -> Result<String, String> {
-    let mut conn = worldland_provider_sdk::redis_conn::connect(&redis_url, false)
-        .await
-        .map_err(|e| e.to_string())?;
+    let mut conn = worldland_redis::connect(&redis_url, false).await.map_err(|e| e.to_string())?;
     let entry = loop {
         match publish_registration(&mut conn, &streams, &p.registration, &p.key).await {
             Ok(id) => break id,
@@ -381,7 +379,7 @@ async fn agent(
         if left.is_zero() {
             return Err(format!("{}: no answer to registration {entry}", p.provider_id));
         }
-        let mut reader = match worldland_provider_sdk::redis_conn::connect(&redis_url, true).await {
+        let mut reader = match worldland_redis::connect(&redis_url, true).await {
             Ok(r) => r,
             Err(_) => {
                 figures.agent_retries.fetch_add(1, Ordering::Relaxed);

@@ -103,6 +103,7 @@ async fn forged_or_unsigned_mining_commands_run_nothing() {
         resume_cmd: None,
         dry_run: false,
         machine_gpus: p.registration.spec.total_gpus,
+        ..Default::default()
     };
     let (stop_tx, rx) = broadcast::channel(1);
     let handling = tokio::spawn(run_commands(
@@ -148,6 +149,7 @@ async fn victim_obeys(env: &TestEnv, p: &SimulatedProvider, broker: &BrokerKey) 
         resume_cmd: None,
         dry_run: false,
         machine_gpus: p.registration.spec.total_gpus,
+        ..Default::default()
     };
     let (stop_tx, rx) = broadcast::channel(1);
     let handling = tokio::spawn(run_commands(

@@ -527,10 +527,10 @@ async fn registration_heartbeat_answer_and_command_flow_as_agent_and_broker() {
     let agent_url = redis.url(AGENT);
     let broker_url = redis.url(BROKER);
     // Both sides take their credentials from the URL, through their own connection code.
-    let mut agent = worldland_provider_sdk::redis_conn::connect(&agent_url, false).await.unwrap();
-    let mut agent_reader = worldland_provider_sdk::redis_conn::connect(&agent_url, true).await.unwrap();
-    let broker = worldland_adapters::redis_conn::connect(&broker_url, false).await.unwrap();
-    let broker_reader = worldland_adapters::redis_conn::connect(&broker_url, true).await.unwrap();
+    let mut agent = worldland_redis::connect(&agent_url, false).await.unwrap();
+    let mut agent_reader = worldland_redis::connect(&agent_url, true).await.unwrap();
+    let broker = worldland_redis::connect(&broker_url, false).await.unwrap();
+    let broker_reader = worldland_redis::connect(&broker_url, true).await.unwrap();
 
     // The agent: a signed registration, an entry the bridge must dead-letter, and heartbeats.
     let p = SimulatedProvider::new(5, chrono::Utc::now());
@@ -547,6 +547,7 @@ async fn registration_heartbeat_answer_and_command_flow_as_agent_and_broker() {
             provider_id: p.provider_id.clone(),
             node_name: "gpu-node-00005".into(),
             interval: Duration::from_secs(60),
+            timeouts: Default::default(),
         },
         p.key.clone(),
         Usage::default,
@@ -664,6 +665,7 @@ async fn registration_heartbeat_answer_and_command_flow_as_agent_and_broker() {
             resume_cmd: None,
             dry_run: true,
             machine_gpus: p.registration.spec.total_gpus,
+            ..Default::default()
         },
         rx,
     ));

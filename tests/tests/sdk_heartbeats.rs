@@ -82,6 +82,7 @@ async fn heartbeats_are_signed_survive_an_outage_and_leave_no_backlog() {
         provider_id: p.provider_id.clone(),
         node_name: "gpu-node-00001".into(),
         interval,
+        timeouts: Default::default(),
     };
     let (stop, rx) = broadcast::channel(1);
     let beating = tokio::spawn(run_heartbeats(

@@ -56,6 +56,7 @@ async fn the_sdk_obeys_mining_commands_once_and_acknowledges_them() {
         resume_cmd: Some("miner-ctl start --gpus {gpus}".into()),
         dry_run: true,
         machine_gpus: p.registration.spec.total_gpus,
+        ..Default::default()
     };
     let (stop_tx, rx) = broadcast::channel(1);
     let handling = tokio::spawn(run_commands(
@@ -150,6 +151,7 @@ async fn after_a_restart_the_sdk_obeys_what_came_while_it_was_down_and_nothing_t
         resume_cmd: Some(format!("mktemp -p {} {{job_id}}-resume.XXXXXX", ran.display())),
         dry_run: false,
         machine_gpus: 2,
+        ..Default::default()
     };
     let start = || {
         let state = LocalState::load(&dir).unwrap().unwrap();
@@ -246,6 +248,7 @@ async fn a_failed_acknowledgement_is_sent_again_without_running_the_command_agai
         resume_cmd: Some(format!("mktemp -p {} {{job_id}}-resume.XXXXXX", ran.display())),
         dry_run: false,
         machine_gpus: 2,
+        ..Default::default()
     };
     let (stop_tx, rx) = broadcast::channel(1);
     let handling = tokio::spawn(run_commands(

@@ -134,10 +134,8 @@ async fn register(
     redis_url: &str,
     timeout: Duration,
 ) -> anyhow::Result<ProviderResponse> {
-    let mut conn = worldland_provider_sdk::redis_conn::connect(redis_url, false)
-        .await
-        .context("connecting to Redis")?;
-    let mut reader = worldland_provider_sdk::redis_conn::connect(redis_url, true)
+    let timeouts = worldland_provider_sdk::RedisTimeouts::default();
+    let mut conn = worldland_redis::connect_with(redis_url, timeouts)
         .await
         .context("connecting to Redis")?;
     let streams = StreamNames::default();
@@ -146,7 +144,7 @@ async fn register(
     state.status = "pending".into();
     state.save(dir)?;
     println!("registered as {}; waiting for the broker…", state.provider_id);
-    let resp = client::wait_for_response(&mut reader, &streams, &state.provider_id, &entry, broker, timeout).await?;
+    let resp = client::wait_for_response_at(redis_url, timeouts, &streams, &state.provider_id, &entry, broker, timeout).await?;
     state.status = resp.status.clone();
     state.message = resp.message.clone();
     state.node_name = resp.node_name.clone();

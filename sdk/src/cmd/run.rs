@@ -45,6 +45,7 @@ pub async fn run(dir: &Path, args: Args) -> anyhow::Result<()> {
             0 => detect::detect_gpus().map(|(gpus, _)| gpus.len() as u32).unwrap_or(0),
             n => n,
         },
+        ..Default::default()
     };
     let interval = Duration::from_secs(args.interval);
     run_heartbeats_in(Some(dir), &state, key, broker, args.redis_url, interval, mining).await
@@ -71,8 +72,9 @@ pub async fn run_heartbeats_in(
         provider_id: state.provider_id.clone(),
         node_name,
         interval,
+        timeouts: Default::default(),
     };
-    let shutdown = worldland_provider_sdk::process::shutdown_on_signal();
+    let shutdown = worldland_redis::shutdown_on_signal();
     let mut probe = heartbeat::UsageProbe::default();
     println!("sending a heartbeat every {} s; stop with SIGTERM", interval.as_secs());
     let commands = tokio::spawn(mining::run_commands_from(

@@ -5,10 +5,8 @@
 //! - [`bus`]: RabbitMQ (lapin), SQS (aws-sdk-sqs) and in-process buses.
 //! - [`cluster`]: the kube-rs cluster and a simulated in-process one.
 //! - [`replies`]: answers to providers on Redis, or kept in memory.
-//! - [`redis_conn`]: reconnecting Redis connections with their timeouts.
 
 pub mod bus;
 pub mod cluster;
-pub mod redis_conn;
 pub mod replies;
 pub mod state;

@@ -36,7 +36,7 @@ pub struct RedisReplies {
     key: BrokerKey,
     /// Approximate MAXLEN of each response stream.
     max_len: u64,
-    timeouts: crate::redis_conn::RedisTimeouts,
+    timeouts: worldland_redis::RedisTimeouts,
 }
 
 /// The default approximate length bound of a response stream.
@@ -77,7 +77,7 @@ impl RedisReplies {
     }
 
     /// The connect and response timeouts of a lazily made connection.
-    pub fn with_timeouts(mut self, timeouts: crate::redis_conn::RedisTimeouts) -> Self {
+    pub fn with_timeouts(mut self, timeouts: worldland_redis::RedisTimeouts) -> Self {
         self.timeouts = timeouts;
         self
     }
@@ -91,28 +91,15 @@ impl RedisReplies {
             .conn
             .get_or_try_init(|| async {
                 let url = self.url.as_deref().unwrap_or("redis://127.0.0.1:6379");
-                crate::redis_conn::connect_with(url, self.timeouts).await
+                worldland_redis::connect_with(url, self.timeouts).await
             })
             .await?;
         Ok(conn.clone())
     }
 }
 
-/// Creates a consumer group at `from`, treating "already exists" as success.
-pub async fn ensure_group(conn: &mut ConnectionManager, stream: &str, group: &str, from: &str) -> redis::RedisResult<()> {
-    let res: redis::RedisResult<()> = redis::cmd("XGROUP")
-        .arg("CREATE")
-        .arg(stream)
-        .arg(group)
-        .arg(from)
-        .arg("MKSTREAM")
-        .query_async(conn)
-        .await;
-    match res {
-        Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
-        other => other,
-    }
-}
+/// Kept here for the bridge and the bench, which import it from this module.
+pub use worldland_redis::ensure_group;
 
 impl RedisReplies {
     async fn write(&self, provider_id: &str, data: String) -> Result<(), ReplyError> {

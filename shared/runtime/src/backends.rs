@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::broadcast;
-use worldland_adapters::redis_conn::RedisTimeouts;
+use worldland_redis::RedisTimeouts;
 
 use crate::config::{ClusterKind, Config, StoreKind};
 use worldland_adapters::bus::rabbit::{RabbitBus, RabbitSettings};
@@ -64,22 +64,20 @@ pub fn redis_timeouts(cfg: &Config) -> RedisTimeouts {
     }
 }
 
+/// A reconnecting connection to `url` with these timeouts.
 pub async fn redis_connection_with(url: &str, timeouts: RedisTimeouts) -> Result<redis::aio::ConnectionManager, BackendError> {
-    worldland_adapters::redis_conn::connect_with(url, timeouts)
-        .await
-        .map_err(|e| BackendError::Redis {
-            url: url.to_string(),
-            source: e,
-        })
+    worldland_redis::connect_with(url, timeouts).await.map_err(|e| BackendError::Redis {
+        url: url.to_string(),
+        source: e,
+    })
 }
 
+/// A reconnecting connection to `url`, ordinary or `blocking` ([`worldland_redis::connect`]).
 pub async fn redis_connection(url: &str, blocking: bool) -> Result<redis::aio::ConnectionManager, BackendError> {
-    worldland_adapters::redis_conn::connect(url, blocking)
-        .await
-        .map_err(|e| BackendError::Redis {
-            url: url.to_string(),
-            source: e,
-        })
+    worldland_redis::connect(url, blocking).await.map_err(|e| BackendError::Redis {
+        url: url.to_string(),
+        source: e,
+    })
 }
 
 pub fn rabbit_settings(cfg: &Config) -> RabbitSettings {
@@ -266,29 +264,8 @@ pub async fn serve_health(cfg: &Config, shutdown: &broadcast::Sender<()>) -> Res
 }
 
 /// A broadcast that fires on SIGTERM or Ctrl-C: every loop stops taking new work and finishes
-/// what it holds.
-pub fn shutdown_on_signal() -> broadcast::Sender<()> {
-    let (tx, _) = broadcast::channel(1);
-    let sender = tx.clone();
-    tokio::spawn(async move {
-        let ctrl_c = tokio::signal::ctrl_c();
-        #[cfg(unix)]
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "no SIGTERM handler; stopping on Ctrl-C only");
-                let _ = ctrl_c.await;
-            }
-        }
-        #[cfg(not(unix))]
-        let _ = ctrl_c.await;
-        tracing::info!("shutting down");
-        let _ = sender.send(());
-    });
-    tx
-}
+/// what it holds. (Re-exported: the container entry point and `worldland up` call it here.)
+pub use worldland_redis::shutdown_on_signal;
 
 #[cfg(test)]
 mod tests {

@@ -102,3 +102,18 @@ async fn a_blocking_read_on_a_quiet_socket_fails_after_its_block_time_plus_the_m
     assert!(took >= Duration::from_millis(500), "not cut short: {took:?}");
     assert!(took < Duration::from_secs(2), "{took:?}");
 }
+
+#[test]
+fn a_url_is_logged_without_its_password() {
+    let table = [
+        ("redis://bridge:s3cret@10.0.0.5:6379/0", "redis://bridge:***@10.0.0.5:6379/0"),
+        ("rediss://:s3cret@cache.internal:6380", "rediss://:***@cache.internal:6380"),
+        ("redis://s3cret@host", "redis://***@host"),
+        ("redis://127.0.0.1:6379", "redis://127.0.0.1:6379"),
+        ("not a url", "not a url"),
+    ];
+    for (url, shown) in table {
+        assert_eq!(super::redacted(url), shown, "{url}");
+        assert!(!super::redacted(url).contains("s3cret"), "{url}");
+    }
+}

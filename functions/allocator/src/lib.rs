@@ -13,19 +13,19 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
 use tracing::instrument;
-use worldland_core::bus::Bus;
+use worldland_core::bus::routes::ToAllocator;
+use worldland_core::bus::{self, Bus, Message};
 use worldland_core::jobs::{self, close_job_item, Finish, Resolution, RollBack};
 use worldland_core::ledger::job::JobState;
 use worldland_core::ledger::{
     self, commit_allocation, job, node_selector, placement_key, rank_best, Candidate, Choice, Ledger, NoPlacement, Wants, MIXED_MODELS,
 };
 use worldland_core::messages::jobs::{AllocateRequest, JobAllocated, JobReleased, ReleaseRequest};
-use worldland_core::messages::{topics, MAX_ENTRY_BYTES};
 use worldland_core::replies::ProviderReplies;
 use worldland_core::state::providers::ms;
 use worldland_core::state::{Cond, Item, ItemStore, Op, PlacementCursor, PlacementQuery, Table, Value};
 use worldland_core::validation::{check_provider_id, Reason, Rejection};
-use worldland_core::worker::{decode, Failure, Handler};
+use worldland_core::worker::{Consume, Failure};
 use worldland_runtime::backends::BackendError;
 use worldland_runtime::worker::Worker;
 
@@ -49,6 +49,8 @@ pub struct Context {
     fleet: std::sync::Mutex<Option<(std::time::Instant, Arc<Vec<Candidate>>)>>,
     /// What the placement index gave for each recent shape of job, reused the same way.
     placements: std::sync::Mutex<std::collections::HashMap<PlacementKey, (std::time::Instant, Arc<Found>)>>,
+    /// This allocator's counts (the bench reads them from the instance it built).
+    pub stats: Stats,
 }
 
 /// A job's shape as the placement index is read for it: partition, price cap, GPUs, CPU, memory.
@@ -68,19 +70,17 @@ impl Context {
             replies,
             fleet: std::sync::Mutex::new(None),
             placements: Default::default(),
+            stats: Stats::default(),
         }
     }
 }
 
-/// Counts for benchmarks and logs.
+/// Counts for benchmarks and logs, one per [`Context`].
 #[derive(Debug, Default)]
 pub struct Stats {
+    /// Conditional provider writes that lost a race (the candidate filled up meanwhile).
     pub condition_failures: std::sync::atomic::AtomicU64,
 }
-
-pub static STATS: Stats = Stats {
-    condition_failures: std::sync::atomic::AtomicU64::new(0),
-};
 
 fn invalid(msg: impl Into<String>) -> Rejection {
     Rejection::new(Reason::InvalidRequest, msg)
@@ -126,9 +126,8 @@ async fn reject_job(ctx: &Context, job_id: &str, reason: &str, message: &str) ->
     jobs::reject_job(ctx.bus.as_ref(), job_id, reason, message).await
 }
 
-async fn publish<T: serde::Serialize>(ctx: &Context, topic: &str, id: &str, msg: &T) -> Result<(), Failure> {
-    let body = serde_json::to_vec(msg).expect("serialises");
-    ctx.bus.publish(topic, &format!("{topic}/{id}"), &body).await?;
+async fn publish<M: Message>(ctx: &Context, id: &str, msg: &M) -> Result<(), Failure> {
+    bus::publish(ctx.bus.as_ref(), &format!("{}/{id}", M::ROUTING_KEY), msg).await?;
     Ok(())
 }
 
@@ -417,7 +416,7 @@ async fn place(req: &AllocateRequest, me: &str, ctx: &Context, now: DateTime<Utc
             {
                 return finalize(req, choice, ms(now), me, ctx).await;
             }
-            STATS.condition_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            ctx.stats.condition_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
     }
     settle_rejected(req, "no_capacity", "every candidate filled up while placing", me, ctx).await
@@ -493,7 +492,7 @@ pub async fn release(req: &ReleaseRequest, ctx: &Context, now: DateTime<Utc>) ->
     if let Some(resume) = &closed.resume {
         ctx.replies.command(&closed.released.provider_id, resume).await?;
     }
-    publish(ctx, topics::JOB_RELEASED, &req.job_id, &closed.released).await?;
+    publish(ctx, &req.job_id, &closed.released).await?;
     job::answered(job::attr::RELEASE_ANSWERED)
         .apply_on(ctx.store.as_ref(), Table::Jobs, &req.job_id)
         .await?;
@@ -538,7 +537,7 @@ async fn answer_release(ctx: &Context, item: Option<&Item>, job_id: &str) -> Res
         duration_ms: n(job::attr::DURATION_MS),
         cost_micros: n(job::attr::COST_MICROS),
     };
-    publish(ctx, topics::JOB_RELEASED, job_id, &released).await?;
+    publish(ctx, job_id, &released).await?;
     job::answered(job::attr::RELEASE_ANSWERED)
         .apply_on(ctx.store.as_ref(), Table::Jobs, job_id)
         .await?;
@@ -548,24 +547,12 @@ async fn answer_release(ctx: &Context, item: Option<&Item>, job_id: &str) -> Res
 pub struct Allocator(pub Context);
 
 #[async_trait]
-impl Handler for Allocator {
-    fn name(&self) -> &'static str {
-        WORKER
-    }
-    fn bindings(&self) -> &'static [&'static str] {
-        BINDINGS
-    }
-    async fn handle(&self, routing_key: &str, body: &[u8], now: DateTime<Utc>) -> Result<(), Failure> {
-        if body.len() > MAX_ENTRY_BYTES {
-            return Err(Failure::refuse(
-                Reason::EntryTooLarge,
-                format!("message is {} bytes; the limit is {MAX_ENTRY_BYTES}", body.len()),
-            ));
-        }
-        match routing_key {
-            topics::JOB_ALLOCATE => allocate(&decode(body, "a job.allocate request")?, &self.0, now).await,
-            topics::JOB_RELEASE => release(&decode(body, "a job.release request")?, &self.0, now).await,
-            other => Err(invalid(format!("the allocator does not handle {other}")).into()),
+impl Consume for Allocator {
+    type Inbound = ToAllocator;
+    async fn consume(&self, msg: ToAllocator, now: DateTime<Utc>) -> Result<(), Failure> {
+        match msg {
+            ToAllocator::Allocate(req) => allocate(&req, &self.0, now).await,
+            ToAllocator::Release(req) => release(&req, &self.0, now).await,
         }
     }
 }

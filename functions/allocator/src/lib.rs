@@ -13,12 +13,12 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
 use tracing::instrument;
-use worldland_core::bus::Bus;
+use worldland_core::bus::routes::ToAllocator;
+use worldland_core::bus::{self, Bus, Message};
 use worldland_core::job::{self, close_job_item, Finish, Resolution, RollBack};
 use worldland_core::job::{EndReason, JobState};
 use worldland_core::ledger::commit_allocation;
 use worldland_core::messages::jobs::{AllocateRequest, JobAllocated, JobReleased, ReleaseRequest};
-use worldland_core::messages::{topics, MAX_ENTRY_BYTES};
 use worldland_core::placement::index::Placer;
 use worldland_core::placement::{self, node_selector, Choice, NoPlacement};
 use worldland_core::refusal::{Reason, Rejection};
@@ -26,7 +26,7 @@ use worldland_core::replies::ProviderReplies;
 use worldland_core::state::ms;
 use worldland_core::state::{Cond, Item, ItemStore, Op, Table, Value};
 use worldland_core::validation::check_provider_id;
-use worldland_core::worker::{decode, Failure, Handler};
+use worldland_core::worker::{Consume, Failure};
 use worldland_runtime::backends::BackendError;
 use worldland_runtime::worker::Worker;
 
@@ -48,6 +48,8 @@ pub struct Context {
     pub replies: Arc<dyn ProviderReplies>,
     /// Placement, with the recent reads of the fleet it reuses for a moment.
     placer: Placer,
+    /// This allocator's counts (the bench reads them from the instance it built).
+    pub stats: Stats,
 }
 
 impl Context {
@@ -57,19 +59,17 @@ impl Context {
             bus,
             replies,
             placer: Placer::default(),
+            stats: Stats::default(),
         }
     }
 }
 
-/// Counts for benchmarks and logs.
+/// Counts for benchmarks and logs, one per [`Context`].
 #[derive(Debug, Default)]
 pub struct Stats {
+    /// Conditional provider writes that lost a race (the candidate filled up meanwhile).
     pub condition_failures: std::sync::atomic::AtomicU64,
 }
-
-pub static STATS: Stats = Stats {
-    condition_failures: std::sync::atomic::AtomicU64::new(0),
-};
 
 fn invalid(msg: impl Into<String>) -> Rejection {
     Rejection::new(Reason::InvalidRequest, msg)
@@ -115,9 +115,8 @@ async fn reject_job(ctx: &Context, job_id: &str, reason: &str, message: &str) ->
     job::reject_job(ctx.bus.as_ref(), job_id, reason, message).await
 }
 
-async fn publish<T: serde::Serialize>(ctx: &Context, topic: &str, id: &str, msg: &T) -> Result<(), Failure> {
-    let body = serde_json::to_vec(msg).expect("serialises");
-    ctx.bus.publish(topic, &format!("{topic}/{id}"), &body).await?;
+async fn publish<M: Message>(ctx: &Context, id: &str, msg: &M) -> Result<(), Failure> {
+    bus::publish(ctx.bus.as_ref(), &format!("{}/{id}", M::ROUTING_KEY), msg).await?;
     Ok(())
 }
 
@@ -211,7 +210,7 @@ async fn place(req: &AllocateRequest, me: &str, ctx: &Context, now: DateTime<Utc
             {
                 return finalize(req, choice, ms(now), me, ctx).await;
             }
-            STATS.condition_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            ctx.stats.condition_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
     }
     settle_rejected(
@@ -294,7 +293,7 @@ pub async fn release(req: &ReleaseRequest, ctx: &Context, now: DateTime<Utc>) ->
     if let Some(resume) = &closed.resume {
         ctx.replies.command(&closed.released.provider_id, resume).await?;
     }
-    publish(ctx, topics::JOB_RELEASED, &req.job_id, &closed.released).await?;
+    publish(ctx, &req.job_id, &closed.released).await?;
     job::answered(job::attr::RELEASE_ANSWERED)
         .apply(ctx.store.as_ref(), &req.job_id)
         .await?;
@@ -339,7 +338,7 @@ async fn answer_release(ctx: &Context, item: Option<&Item>, job_id: &str) -> Res
         duration_ms: n(job::attr::DURATION_MS),
         cost_micros: n(job::attr::COST_MICROS),
     };
-    publish(ctx, topics::JOB_RELEASED, job_id, &released).await?;
+    publish(ctx, job_id, &released).await?;
     job::answered(job::attr::RELEASE_ANSWERED).apply(ctx.store.as_ref(), job_id).await?;
     Ok(())
 }
@@ -347,24 +346,12 @@ async fn answer_release(ctx: &Context, item: Option<&Item>, job_id: &str) -> Res
 pub struct Allocator(pub Context);
 
 #[async_trait]
-impl Handler for Allocator {
-    fn name(&self) -> &'static str {
-        WORKER
-    }
-    fn bindings(&self) -> &'static [&'static str] {
-        BINDINGS
-    }
-    async fn handle(&self, routing_key: &str, body: &[u8], now: DateTime<Utc>) -> Result<(), Failure> {
-        if body.len() > MAX_ENTRY_BYTES {
-            return Err(Failure::refuse(
-                Reason::EntryTooLarge,
-                format!("message is {} bytes; the limit is {MAX_ENTRY_BYTES}", body.len()),
-            ));
-        }
-        match routing_key {
-            topics::JOB_ALLOCATE => allocate(&decode(body, "a job.allocate request")?, &self.0, now).await,
-            topics::JOB_RELEASE => release(&decode(body, "a job.release request")?, &self.0, now).await,
-            other => Err(invalid(format!("the allocator does not handle {other}")).into()),
+impl Consume for Allocator {
+    type Inbound = ToAllocator;
+    async fn consume(&self, msg: ToAllocator, now: DateTime<Utc>) -> Result<(), Failure> {
+        match msg {
+            ToAllocator::Allocate(req) => allocate(&req, &self.0, now).await,
+            ToAllocator::Release(req) => release(&req, &self.0, now).await,
         }
     }
 }

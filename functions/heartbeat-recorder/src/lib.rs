@@ -14,6 +14,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
 use tracing::instrument;
+use worldland_core::bus::routes::ToHeartbeatRecorder;
+use worldland_core::bus::HeartbeatReceived;
 use worldland_core::cluster::node::spec_contradiction;
 use worldland_core::cluster::Cluster;
 use worldland_core::labels::{self, provider_node_labels};
@@ -27,7 +29,7 @@ use worldland_core::refusal::{Reason, Rejection};
 use worldland_core::signature::{recover_personal, SignaturePolicy};
 use worldland_core::state::ItemStore;
 use worldland_core::validation::{check_provider_id, check_timestamp};
-use worldland_core::worker::{decode, Failure, Handler};
+use worldland_core::worker::{Consume, Failure};
 use worldland_runtime::backends::{self, BackendError};
 use worldland_runtime::worker::Worker;
 use worldland_runtime::Config;
@@ -381,15 +383,11 @@ async fn join_cluster(rec: ProviderRecord, facts: &HeartbeatFacts<'_>, ctx: &Con
 pub struct HeartbeatRecorder(pub Context);
 
 #[async_trait]
-impl Handler for HeartbeatRecorder {
-    fn name(&self) -> &'static str {
-        WORKER
-    }
-    fn bindings(&self) -> &'static [&'static str] {
-        BINDINGS
-    }
-    async fn handle(&self, _routing_key: &str, body: &[u8], now: DateTime<Utc>) -> Result<(), Failure> {
-        handle(&decode::<StreamEnvelope>(body, "a stream envelope")?, &self.0, now).await
+impl Consume for HeartbeatRecorder {
+    type Inbound = ToHeartbeatRecorder;
+    async fn consume(&self, msg: ToHeartbeatRecorder, now: DateTime<Utc>) -> Result<(), Failure> {
+        let ToHeartbeatRecorder::Received(HeartbeatReceived(env)) = msg;
+        handle(&env, &self.0, now).await
     }
 }
 

@@ -28,6 +28,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
 use tracing::instrument;
+use worldland_core::bus::routes::ToJoinTokenIssuer;
 use worldland_core::cluster::bootstrap::{ca_cert_hash, endpoint_host_port, join_command};
 use worldland_core::cluster::{BootstrapToken, Cluster, Created};
 use worldland_core::labels::provider_node_labels;
@@ -38,7 +39,7 @@ use worldland_core::refusal::{Reason, Rejection};
 use worldland_core::replies::ProviderReplies;
 use worldland_core::sealed::seal_join;
 use worldland_core::state::ItemStore;
-use worldland_core::worker::{decode, Failure, Handler};
+use worldland_core::worker::{Consume, Failure};
 use worldland_runtime::backends::{self, BackendError};
 use worldland_runtime::worker::Worker;
 use worldland_runtime::Config;
@@ -338,15 +339,11 @@ async fn reanswer_approved(msg: &ProviderValidated, rec: ProviderRecord, ctx: &C
 pub struct JoinTokenIssuer(pub Context);
 
 #[async_trait]
-impl Handler for JoinTokenIssuer {
-    fn name(&self) -> &'static str {
-        WORKER
-    }
-    fn bindings(&self) -> &'static [&'static str] {
-        BINDINGS
-    }
-    async fn handle(&self, _routing_key: &str, body: &[u8], now: DateTime<Utc>) -> Result<(), Failure> {
-        handle(&decode::<ProviderValidated>(body, "a provider.validated message")?, &self.0, now).await
+impl Consume for JoinTokenIssuer {
+    type Inbound = ToJoinTokenIssuer;
+    async fn consume(&self, msg: ToJoinTokenIssuer, now: DateTime<Utc>) -> Result<(), Failure> {
+        let ToJoinTokenIssuer::Validated(validated) = msg;
+        handle(&validated, &self.0, now).await
     }
 }
 

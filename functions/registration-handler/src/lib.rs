@@ -9,15 +9,16 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use tracing::instrument;
-use worldland_core::bus::Bus;
-use worldland_core::messages::{topics, ProviderResponse, ProviderValidated, Registration, StreamEnvelope, MAX_ENTRY_BYTES};
+use worldland_core::bus::routes::ToRegistrationHandler;
+use worldland_core::bus::{self, Bus, RegistrationReceived};
+use worldland_core::messages::{ProviderResponse, ProviderValidated, Registration, StreamEnvelope, MAX_ENTRY_BYTES};
 use worldland_core::provider::{attr, register_pending, ProviderRecord};
 use worldland_core::refusal::{Reason, Rejection};
 use worldland_core::replies::ProviderReplies;
 use worldland_core::signature::{recover_personal, verify_entry, SignaturePolicy};
 use worldland_core::state::{ItemStore, Table, Value};
 use worldland_core::validation::{check_provider_id, validate_registration, ValidationPolicy};
-use worldland_core::worker::{decode, Failure, Handler};
+use worldland_core::worker::{Consume, Failure};
 use worldland_runtime::backends::{self, BackendError};
 use worldland_runtime::worker::Worker;
 use worldland_runtime::Config;
@@ -124,10 +125,7 @@ pub async fn handle(env: &StreamEnvelope, ctx: &Context, now: DateTime<Utc>) -> 
         registration_id: env.entry_id.clone(),
         enc_pubkey: reg.enc_pubkey.clone(),
     };
-    let body = serde_json::to_vec(&validated).map_err(Failure::retry)?;
-    ctx.bus
-        .publish(topics::PROVIDER_VALIDATED, &format!("validated/{}", env.entry_id), &body)
-        .await?;
+    bus::publish(ctx.bus.as_ref(), &format!("validated/{}", env.entry_id), &validated).await?;
     Ok(())
 }
 
@@ -151,15 +149,11 @@ async fn refuse(env: &StreamEnvelope, rejection: Rejection, ctx: &Context) -> Re
 pub struct RegistrationHandler(pub Context);
 
 #[async_trait]
-impl Handler for RegistrationHandler {
-    fn name(&self) -> &'static str {
-        WORKER
-    }
-    fn bindings(&self) -> &'static [&'static str] {
-        BINDINGS
-    }
-    async fn handle(&self, _routing_key: &str, body: &[u8], now: DateTime<Utc>) -> Result<(), Failure> {
-        handle(&decode::<StreamEnvelope>(body, "a stream envelope")?, &self.0, now).await
+impl Consume for RegistrationHandler {
+    type Inbound = ToRegistrationHandler;
+    async fn consume(&self, msg: ToRegistrationHandler, now: DateTime<Utc>) -> Result<(), Failure> {
+        let ToRegistrationHandler::Received(RegistrationReceived(env)) = msg;
+        handle(&env, &self.0, now).await
     }
 }
 

@@ -19,13 +19,13 @@ use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Duration, Utc};
 use tokio::sync::broadcast;
-use worldland_core::bus::Bus;
+use worldland_core::bus::{self, Bus, Message};
 use worldland_core::cluster::Cluster;
 use worldland_core::job::close_job;
 use worldland_core::job::{EndReason, JobState};
 use worldland_core::labels;
 use worldland_core::ledger::Ledger;
-use worldland_core::messages::topics;
+use worldland_core::messages::jobs::JobReleased;
 use worldland_core::messages::ProviderState;
 use worldland_core::provider::{expire_if_unjoined, mark_offline_if_stale, ProviderRecord};
 use worldland_core::replies::ProviderReplies;
@@ -219,12 +219,8 @@ async fn close_and_announce(ctx: &Context, job_id: &str, reason: &str, ended_at:
                     tracing::warn!(job_id, error = %e, "mining.resume not sent");
                 }
             }
-            let body = serde_json::to_vec(&closed.released).expect("serialises");
-            if let Err(e) = ctx
-                .bus
-                .publish(topics::JOB_RELEASED, &format!("{}/{job_id}", topics::JOB_RELEASED), &body)
-                .await
-            {
+            let id = format!("{}/{job_id}", JobReleased::ROUTING_KEY);
+            if let Err(e) = bus::publish(ctx.bus.as_ref(), &id, &closed.released).await {
                 tracing::warn!(job_id, error = %e, "job.released not published");
             }
             true

@@ -7,7 +7,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::bus::BusError;
+use crate::bus::{BusError, Inbound};
 use crate::cluster::ClusterError;
 use crate::refusal::{Reason, Rejection};
 use crate::replies::ReplyError;
@@ -85,7 +85,9 @@ impl From<ClusterError> for Failure {
     }
 }
 
-/// A worker's core, transport-free: the RabbitMQ, in-process and Lambda adapters all call it.
+/// A worker's core, transport-free: the RabbitMQ, in-process and Lambda adapters all call it
+/// with the routing key and body as delivered. Workers implement [`Consume`] instead, and get
+/// this from it; tests and adapters wrap it (counting, scripted failures).
 #[async_trait]
 pub trait Handler: Send + Sync + 'static {
     /// The worker's name; its queue is named after it.
@@ -96,9 +98,27 @@ pub trait Handler: Send + Sync + 'static {
     async fn handle(&self, routing_key: &str, body: &[u8], now: DateTime<Utc>) -> Result<(), Failure>;
 }
 
-/// Decodes a bus body; one that does not decode is refused (`malformed_json`), never retried.
-pub fn decode<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> Result<T, Failure> {
-    serde_json::from_slice(body).map_err(|e| Failure::refuse(Reason::MalformedJson, format!("not {what}: {e}")))
+/// A worker's core over its typed inbound messages: decoding, the size check and a refusal of
+/// a key it does not take happen once, in the [`Handler`] every `Consume` is.
+#[async_trait]
+pub trait Consume: Send + Sync + 'static {
+    /// What it takes off its queue; names the queue and its bindings.
+    type Inbound: Inbound;
+    /// Handles one decoded message.
+    async fn consume(&self, msg: Self::Inbound, now: DateTime<Utc>) -> Result<(), Failure>;
+}
+
+#[async_trait]
+impl<C: Consume> Handler for C {
+    fn name(&self) -> &'static str {
+        C::Inbound::QUEUE
+    }
+    fn bindings(&self) -> &'static [&'static str] {
+        C::Inbound::KEYS
+    }
+    async fn handle(&self, routing_key: &str, body: &[u8], now: DateTime<Utc>) -> Result<(), Failure> {
+        self.consume(C::Inbound::decode(routing_key, body)?, now).await
+    }
 }
 
 #[cfg(test)]

@@ -169,7 +169,6 @@ pub async fn allocate_pairs(
     let bus = Arc::new(MemoryBus::new(5));
     let draining = drain_job_events(&bus).await?;
     let replies = Arc::new(MemoryReplies::default());
-    let failures0 = allocator::STATS.condition_failures.load(Ordering::Relaxed);
     let t0 = Instant::now();
     let mut tasks = vec![];
     for t in 0..allocators {
@@ -183,12 +182,13 @@ pub async fn allocate_pairs(
             now,
         )));
     }
+    // Each allocator counts its own lost races; the run's are their sum.
+    let mut failures = 0;
     for t in tasks {
-        t.await??;
+        failures += t.await??;
     }
     let secs = t0.elapsed().as_secs_f64();
     draining.abort();
-    let failures = allocator::STATS.condition_failures.load(Ordering::Relaxed) - failures0;
     let pairs = allocators * pairs_each;
     let audit_clean = worldland_core::job::audit(store.as_ref()).await?.is_empty();
     Ok(AllocateFigures {
@@ -230,14 +230,14 @@ async fn drain_job_events(bus: &MemoryBus) -> anyhow::Result<JoinHandle<()>> {
     }))
 }
 
-/// One allocator's loop: `pairs` one-GPU jobs, each allocated then released.
+/// One allocator's loop: `pairs` one-GPU jobs, each allocated then released; its lost races.
 async fn allocate_and_release(
     ctx: allocator::Context,
     job_prefix: String,
     pairs: usize,
     model: Option<String>,
     now: DateTime<Utc>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<u64> {
     for i in 0..pairs {
         let job_id = format!("{job_prefix}-{i}");
         let req = AllocateRequest {
@@ -262,7 +262,7 @@ async fn allocate_and_release(
         .await;
         anyhow::ensure!(a.is_ok() && r.is_ok(), "allocate {a:?}, release {r:?}");
     }
-    Ok(())
+    Ok(ctx.stats.condition_failures.load(Ordering::Relaxed))
 }
 
 pub fn print_allocate(rows: &[AllocateFigures]) {

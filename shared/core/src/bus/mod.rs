@@ -4,6 +4,13 @@
 
 use async_trait::async_trait;
 
+mod inbound;
+mod message;
+pub mod routes;
+
+pub use inbound::{unknown_key, Inbound};
+pub use message::{publish, HeartbeatReceived, Message, RegistrationReceived};
+
 /// Why a bus operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
@@ -16,6 +23,9 @@ pub enum BusError {
     /// The bus has been shut down.
     #[error("bus closed")]
     Closed,
+    /// A message could not be encoded as its body; says which routing key.
+    #[error("cannot encode a {0} message: {1}")]
+    Encode(&'static str, #[source] serde_json::Error),
 }
 
 /// Result of a bus operation.
@@ -132,36 +142,6 @@ pub trait Bus: Send + Sync + 'static {
     }
     /// Declares the queue (idempotently) and consumes it.
     async fn subscribe(&self, queue: &QueueSpec) -> BusResult<Box<dyn Subscription>>;
-}
-
-/// Which worker consumes which routing keys: one table for the RabbitMQ bindings, the SQS bus's
-/// routing, `infra init` and the workers themselves.
-pub mod routes {
-    use crate::messages::topics;
-
-    /// A queue: its name (before the configured prefix) and the routing keys bound to it.
-    pub type Route = (&'static str, &'static [&'static str]);
-
-    /// The registration handler: registrations forwarded by the bridge.
-    pub const REGISTRATION_HANDLER: Route = ("registration-handler", &[topics::REGISTRATION_RECEIVED]);
-    /// The join-token issuer: registrations validated and stored as `pending`.
-    pub const JOIN_TOKEN_ISSUER: Route = ("join-token-issuer", &[topics::PROVIDER_VALIDATED]);
-    /// The heartbeat recorder: heartbeats forwarded by the bridge.
-    pub const HEARTBEAT_RECORDER: Route = ("heartbeat-recorder", &[topics::HEARTBEAT_RECEIVED]);
-    /// The allocator: customers' `job.allocate` and `job.release`.
-    pub const ALLOCATOR: Route = ("allocator", &[topics::JOB_ALLOCATE, topics::JOB_RELEASE]);
-    /// Not a worker: the answers customers and billing read.
-    pub const JOB_EVENTS: Route = (topics::JOB_EVENTS_QUEUE, topics::JOB_EVENTS);
-
-    /// Every queue `worldland infra init` declares: the workers' and `job-events`.
-    pub const ALL: [Route; 5] = [REGISTRATION_HANDLER, JOIN_TOKEN_ISSUER, HEARTBEAT_RECORDER, ALLOCATOR, JOB_EVENTS];
-
-    /// Every queue, each named by `name_of` (the configured prefix + the worker's name).
-    pub fn queues(name_of: impl Fn(&str) -> String) -> Vec<super::QueueSpec> {
-        ALL.iter()
-            .map(|(name, bindings)| super::QueueSpec::new(name_of(name), bindings))
-            .collect()
-    }
 }
 
 /// Topic matching as AMQP does it: `*` one word, `#` zero or more words.

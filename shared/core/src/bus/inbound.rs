@@ -2,7 +2,7 @@
 //! routing key and body in one place, so a worker matches on variants, never on strings.
 
 use crate::refusal::Reason;
-use crate::worker::Failure;
+use crate::refusal::Rejection;
 
 /// A worker's inbound messages. Written with [`inbound!`](crate::inbound), which keeps the
 /// queue's bindings and the decoding in step with the variants.
@@ -13,12 +13,12 @@ pub trait Inbound: Sized + Send + 'static {
     const KEYS: &'static [&'static str];
     /// The message delivered under `routing_key`; a key it does not take, a body too large or
     /// one that does not decode is refused with its reason.
-    fn decode(routing_key: &str, body: &[u8]) -> Result<Self, Failure>;
+    fn decode(routing_key: &str, body: &[u8]) -> Result<Self, Rejection>;
 }
 
 /// The refusal of a routing key a worker does not take.
-pub fn unknown_key(queue: &str, routing_key: &str) -> Failure {
-    Failure::refuse(Reason::InvalidRequest, format!("{queue} does not handle {routing_key}"))
+pub fn unknown_key(queue: &str, routing_key: &str) -> Rejection {
+    Rejection::new(Reason::InvalidRequest, format!("{queue} does not handle {routing_key}"))
 }
 
 /// Declares a worker's inbound enum: one variant per [`Message`](crate::bus::Message) type, its
@@ -44,7 +44,7 @@ macro_rules! inbound {
         impl $crate::bus::Inbound for $name {
             const QUEUE: &'static str = $queue;
             const KEYS: &'static [&'static str] = &[$(<$ty as $crate::bus::Message>::ROUTING_KEY),+];
-            fn decode(routing_key: &str, body: &[u8]) -> Result<Self, $crate::worker::Failure> {
+            fn decode(routing_key: &str, body: &[u8]) -> Result<Self, $crate::refusal::Rejection> {
                 $(if routing_key == <$ty as $crate::bus::Message>::ROUTING_KEY {
                     return <$ty as $crate::bus::Message>::decode(body).map(Self::$variant);
                 })+

@@ -8,7 +8,7 @@ use super::{Bus, BusError, BusResult};
 use crate::messages::jobs::{AllocateRequest, JobAllocated, JobRejected, JobReleased, ReleaseRequest};
 use crate::messages::{topics, ProviderValidated, StreamEnvelope, MAX_ENTRY_BYTES};
 use crate::refusal::Reason;
-use crate::worker::Failure;
+use crate::refusal::Rejection;
 
 /// A message on the bus: its routing key, and the largest body a consumer decodes.
 pub trait Message: Serialize + DeserializeOwned + Send + Sync + 'static {
@@ -19,16 +19,15 @@ pub trait Message: Serialize + DeserializeOwned + Send + Sync + 'static {
 
     /// The message from its body: too large is `entry_too_large`, not this type `malformed_json`;
     /// both refused for good, never retried.
-    fn decode(body: &[u8]) -> Result<Self, Failure> {
+    fn decode(body: &[u8]) -> Result<Self, Rejection> {
         if body.len() > Self::MAX_BODY_BYTES {
             let limit = Self::MAX_BODY_BYTES;
-            return Err(Failure::refuse(
+            return Err(Rejection::new(
                 Reason::EntryTooLarge,
                 format!("message is {} bytes; the limit is {limit}", body.len()),
             ));
         }
-        serde_json::from_slice(body)
-            .map_err(|e| Failure::refuse(Reason::MalformedJson, format!("not a {} message: {e}", Self::ROUTING_KEY)))
+        serde_json::from_slice(body).map_err(|e| Rejection::new(Reason::MalformedJson, format!("not a {} message: {e}", Self::ROUTING_KEY)))
     }
 
     /// The message's body: JSON.
@@ -84,7 +83,7 @@ mod tests {
     #[test]
     fn a_body_too_large_or_not_the_type_is_refused_with_its_reason() {
         let big = vec![b' '; MAX_ENTRY_BYTES + 1];
-        let code = |r: Result<ReleaseRequest, Failure>| r.err().and_then(|f| f.rejection().map(|r| r.reason.code()));
+        let code = |r: Result<ReleaseRequest, Rejection>| r.err().map(|r| r.reason.code());
         assert_eq!(code(ReleaseRequest::decode(&big)), Some("entry_too_large"));
         assert_eq!(code(ReleaseRequest::decode(b"{nope")), Some("malformed_json"));
         assert_eq!(code(ReleaseRequest::decode(br#"{"reason":"x"}"#)), Some("malformed_json"));

@@ -86,7 +86,7 @@ mod tests {
     fn an_inbound_enum_decodes_by_key_and_refuses_the_rest() {
         let body = br#"{"job_id":"j","reason":"done"}"#;
         assert!(matches!(ToAllocator::decode(topics::JOB_RELEASE, body), Ok(ToAllocator::Release(r)) if r.reason == "done"));
-        let code = |r: Result<ToAllocator, crate::worker::Failure>| r.err().and_then(|f| f.rejection().map(|r| r.reason.code()));
+        let code = |r: Result<ToAllocator, crate::refusal::Rejection>| r.err().map(|r| r.reason.code());
         assert_eq!(code(ToAllocator::decode(topics::PROVIDER_VALIDATED, body)), Some("invalid_request"));
         assert_eq!(code(ToAllocator::decode(topics::JOB_ALLOCATE, body)), Some("malformed_json"));
     }

@@ -24,7 +24,7 @@ pub fn unknown_key(queue: &str, routing_key: &str) -> Rejection {
 /// Declares a worker's inbound enum: one variant per [`Message`](crate::bus::Message) type, its
 /// queue named after the worker.
 ///
-/// ```ignore
+/// ```text
 /// inbound! {
 ///     /// What the allocator takes.
 ///     pub enum ToAllocator for "allocator" { Allocate(AllocateRequest), Release(ReleaseRequest) }

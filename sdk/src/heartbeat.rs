@@ -112,8 +112,9 @@ pub async fn run_heartbeats(
             send(&mut c, &s, &key, &usage()).await?;
             redis::RedisResult::Ok(c)
         };
-        let beat = tokio::select! { _ = shutdown.recv() => break, b = beat => b };
-        match beat {
+        // A beat in flight is finished, not dropped, on shutdown: it is bounded by the
+        // connection's timeouts, and one that reached Redis is then counted as sent.
+        match beat.await {
             Ok(c) => {
                 // Kept only while beats go through: after a timed-out one the socket may be
                 // half-open, and the manager does not replace it by itself.

@@ -61,7 +61,7 @@ enum JobsCommand {
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let cfg = super::config_from_env()?;
-    let store = backends::store(&cfg).await;
+    let store = backends::store(&cfg).await?;
     match args.command {
         JobsCommand::Allocate {
             job_id,

@@ -9,6 +9,7 @@
 
 pub mod bus;
 pub mod cluster;
+#[cfg(feature = "redis")]
 pub mod redis_conn;
 pub mod replies;
 pub mod state;

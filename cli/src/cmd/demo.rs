@@ -20,8 +20,8 @@ use worldland_adapters::cluster::simulated::SimulatedCluster;
 use worldland_adapters::replies::MemoryReplies;
 use worldland_adapters::state::memory::MemoryStore;
 use worldland_core::answers::{BrokerKey, BrokerPublicKey};
-use worldland_core::bus::{Bus, BusResult, QueueSpec};
-use worldland_core::messages::{topics, ProviderResponse, ProviderState, StreamEnvelope};
+use worldland_core::bus::{self, BusResult, QueueSpec, RegistrationReceived};
+use worldland_core::messages::{ProviderResponse, ProviderState, StreamEnvelope};
 use worldland_core::state::providers::ProviderRecord;
 use worldland_core::streams::StreamNames;
 use worldland_provider_sdk::client::join_from_response;
@@ -272,9 +272,8 @@ impl Plane {
         for (n, p) in providers.iter().enumerate() {
             let env = p.envelope(&streams.registration(), &format!("{}-0", 1_000_000 + n));
             published_at.insert(p.provider_id.clone(), Utc::now());
-            self.bus
-                .publish(topics::REGISTRATION_RECEIVED, &env.message_id(), &serde_json::to_vec(&env)?)
-                .await?;
+            let id = env.message_id();
+            bus::publish(self.bus.as_ref(), &id, &RegistrationReceived(env)).await?;
         }
         Ok(published_at)
     }
@@ -312,9 +311,7 @@ impl Plane {
                 }
             }
             for (env, _) in bad {
-                self.bus
-                    .publish(topics::REGISTRATION_RECEIVED, &env.message_id(), &serde_json::to_vec(env)?)
-                    .await?;
+                bus::publish(self.bus.as_ref(), &env.message_id(), &RegistrationReceived(env.clone())).await?;
             }
             while self.bus.dead_letters().len() < expected_rejections {
                 show(answered(), self.bus.dead_letters().len());

@@ -32,6 +32,45 @@ check_core_cycles() {
   python3 scripts/module_cycles.py shared/core/src
 }
 
+# Each worker links only the backends it calls (its crate enables only those features of
+# worldland-runtime): worker → crates that must not be in its normal dependency tree.
+WORKER_FORBIDS=(
+  "allocator: kube k8s-openapi"
+  "registration-handler: kube k8s-openapi"
+  "heartbeat-recorder: redis"
+  "redis-bridge: kube k8s-openapi aws-sdk-dynamodb lambda_runtime aws_lambda_events"
+)
+
+check_worker_links() {
+  local entry worker forbidden tree crate found=""
+  for entry in "${WORKER_FORBIDS[@]}"; do
+    worker=${entry%%:*}
+    forbidden=${entry#*: }
+    tree=$(cargo tree -p "$worker" -e normal --prefix none)
+    for crate in $forbidden; do
+      if grep -q "^$crate v" <<<"$tree"; then
+        found+="  $worker links $crate"$'\n'
+      fi
+    done
+  done
+  if [ -n "$found" ]; then
+    printf 'workers link backends they do not call:\n%s' "$found" >&2
+    return 1
+  fi
+  printf '[checks] worker links: each worker links only the backends it calls\n' >&2
+}
+
+# No declared dependency goes unused (cargo-machete; installed on first use, as on a fresh CI
+# runner).
+check_unused_deps() {
+  if ! command -v cargo-machete >/dev/null 2>&1; then
+    printf '[checks] installing cargo-machete\n' >&2
+    cargo install --locked cargo-machete
+  fi
+  cargo machete
+  printf '[checks] unused dependencies: none\n' >&2
+}
+
 check_lints() {
   cargo fmt --all -- --check
   cargo clippy --workspace --all-targets -- -D warnings
@@ -42,5 +81,7 @@ if [ "${BASH_SOURCE[0]}" = "$0" ]; then
   cd "$(dirname "$0")/.."
   check_layering
   check_core_cycles
+  check_worker_links
+  check_unused_deps
   check_lints
 fi

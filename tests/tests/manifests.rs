@@ -747,3 +747,118 @@ fn the_sam_placement_index_projects_what_placement_reads() {
         .collect();
     assert_eq!(projected, wanted);
 }
+
+/// The SAM template as JSON, its CloudFormation short tags (`!GetAtt`, `!Sub`, `!Ref`) dropped:
+/// what they tag stays as a plain string (`AllocatorQueue.Arn`, `${QueuePrefix}allocator`).
+fn sam_resources() -> serde_json::Map<String, Value> {
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra/template.yaml")).unwrap();
+    let untagged = text.replace("!GetAtt ", "").replace("!Sub ", "").replace("!Ref ", "");
+    let doc: Value = serde_saphyr::from_str(&untagged).unwrap();
+    doc["Resources"].as_object().unwrap().clone()
+}
+
+/// Logical id of the SQS queue named `${QueuePrefix}<name>`.
+fn sam_queue(resources: &serde_json::Map<String, Value>, name: &str) -> Option<String> {
+    let want = format!("${{QueuePrefix}}{name}");
+    resources
+        .iter()
+        .find(|(_, r)| r["Type"] == "AWS::SQS::Queue" && r["Properties"]["QueueName"] == want.as_str())
+        .map(|(id, _)| id.clone())
+}
+
+/// The queues (`<Id>.Arn`) a function may send to.
+fn sam_sends(function: &Value) -> BTreeSet<String> {
+    let statements = function["Properties"]["Policies"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|p| p["Statement"].as_array().cloned().unwrap_or_default());
+    statements
+        .filter(|s| s["Action"].as_array().is_some_and(|a| a.iter().any(|x| x == "sqs:SendMessage")))
+        .flat_map(|s| s["Resource"].as_array().cloned().unwrap_or_default())
+        .filter_map(|r| r.as_str().map(str::to_string))
+        .collect()
+}
+
+/// What each worker publishes, by message type: its function must be allowed to send to the
+/// queue the routing table binds that message to.
+fn publishes() -> Vec<(&'static str, Vec<&'static str>)> {
+    use worldland_core::bus::Message;
+    use worldland_core::messages::jobs::{JobAllocated, JobRejected, JobReleased};
+    use worldland_core::messages::ProviderValidated;
+    vec![
+        ("registration-handler", vec![ProviderValidated::ROUTING_KEY]),
+        (
+            "allocator",
+            vec![JobAllocated::ROUTING_KEY, JobRejected::ROUTING_KEY, JobReleased::ROUTING_KEY],
+        ),
+        ("staleness-sweeper", vec![JobReleased::ROUTING_KEY]),
+    ]
+}
+
+/// Every queue of the routing table (`routes::ALL`) is in the SAM template with a dead-letter
+/// queue; each worker's queue feeds exactly its own Lambda (built from its `<worker>-lambda`
+/// binary), which may park refused records on that dead-letter queue; each publisher may send
+/// to the queue its messages are routed to; and each worker has its Deployment in `infra/k8s`.
+/// A worker, queue or binding added to the table but not to infra fails here.
+#[test]
+fn infra_has_every_queue_and_subscription_of_the_routing_table() {
+    use worldland_core::bus::routes;
+    let resources = sam_resources();
+    let functions: Vec<(&String, &Value)> = resources.iter().filter(|(_, r)| r["Type"] == "AWS::Serverless::Function").collect();
+    let deployed: BTreeSet<String> = parse_all().deployments.iter().map(|d| d.metadata.name.clone().unwrap()).collect();
+    for (name, _) in routes::ALL {
+        let queue = sam_queue(&resources, name).unwrap_or_else(|| panic!("no SQS queue for {name}"));
+        let dlq = resources[&queue]["Properties"]["RedrivePolicy"]["deadLetterTargetArn"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{queue}: no dead-letter queue"))
+            .to_string();
+        assert!(
+            resources.contains_key(dlq.trim_end_matches(".Arn")),
+            "{queue}: {dlq} is not in the template"
+        );
+        if name == routes::JOB_EVENTS.0 {
+            continue; // read by customers and billing, not by a worker
+        }
+        let arn = format!("{queue}.Arn");
+        let feeds: Vec<&String> = functions
+            .iter()
+            .filter(|(_, f)| {
+                f["Properties"]["Events"]
+                    .as_object()
+                    .is_some_and(|e| e.values().any(|e| e["Type"] == "SQS" && e["Properties"]["Queue"] == arn.as_str()))
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        assert_eq!(feeds.len(), 1, "{name}: its queue must feed one function, feeds {feeds:?}");
+        let function = &resources[feeds[0]];
+        let code = function["Properties"]["CodeUri"].as_str().unwrap_or_default();
+        assert!(code.ends_with(&format!("/{name}-lambda/")), "{name}: its function runs {code}");
+        let manifest =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../functions/{name}/Cargo.toml"))).unwrap();
+        assert!(
+            manifest.contains(&format!("name = \"{name}-lambda\"")),
+            "{name}: no {name}-lambda binary"
+        );
+        assert!(sam_sends(function).contains(&dlq), "{name}: its function cannot park on {dlq}");
+        assert!(deployed.contains(name), "{name}: no Deployment in infra/k8s");
+    }
+    for (worker, keys) in publishes() {
+        let (id, function) = functions
+            .iter()
+            .find(|(_, f)| {
+                f["Properties"]["CodeUri"]
+                    .as_str()
+                    .is_some_and(|c| c.ends_with(&format!("/{worker}-lambda/")))
+            })
+            .unwrap_or_else(|| panic!("no function for {worker}"));
+        for key in keys {
+            for (queue, bindings) in routes::ALL {
+                if bindings.iter().any(|b| worldland_core::bus::topic_matches(b, key)) {
+                    let arn = format!("{}.Arn", sam_queue(&resources, queue).unwrap());
+                    assert!(sam_sends(function).contains(&arn), "{id}: publishes {key} but cannot send to {arn}");
+                }
+            }
+        }
+    }
+}

@@ -6,7 +6,7 @@ use worldland_runtime::backends;
 
 pub async fn run() -> anyhow::Result<()> {
     let cfg = super::config_from_env()?;
-    if !audit(backends::store(&cfg).await.as_ref()).await? {
+    if !audit(backends::store(&cfg).await?.as_ref()).await? {
         std::process::exit(1);
     }
     Ok(())

@@ -20,18 +20,16 @@ use worldland_adapters::cluster::simulated::SimulatedCluster;
 use worldland_adapters::replies::MemoryReplies;
 use worldland_adapters::state::memory::MemoryStore;
 use worldland_core::answers::{BrokerKey, BrokerPublicKey};
-use worldland_core::bus::{Bus, BusResult, QueueSpec};
-use worldland_core::messages::{topics, ProviderResponse, ProviderState, StreamEnvelope};
+use worldland_core::bus::{self, BusResult, QueueSpec, RegistrationReceived};
+use worldland_core::messages::{ProviderResponse, ProviderState, StreamEnvelope};
 use worldland_core::provider::ProviderRecord;
-use worldland_core::signature::SignaturePolicy;
 use worldland_core::streams::StreamNames;
-use worldland_core::validation::ValidationPolicy;
-use worldland_core::worker::Handler;
 use worldland_provider_sdk::client::join_from_response;
 use worldland_provider_sdk::join::JoinPlan;
 use worldland_provider_sdk::simulated::{signed_envelope, SimulatedProvider};
 use worldland_provider_sdk::verify;
-use worldland_runtime::worker::run_consumer;
+use worldland_runtime::worker::{run_consumer, Worker};
+use worldland_runtime::{Backends, Config};
 
 use lifecycle::LifecycleSummary;
 
@@ -214,35 +212,29 @@ struct Plane {
 }
 
 impl Plane {
-    fn start() -> Self {
+    /// The two workers built by their own crates' constructors (the default configuration: signed
+    /// registrations required, one-hour tokens) on the embedded backends.
+    async fn start() -> anyhow::Result<Self> {
         let store = Arc::new(MemoryStore::new());
         let bus = Arc::new(MemoryBus::new(5));
         let cluster = Arc::new(SimulatedCluster::new("https://10.0.0.1:6443"));
         let key = BrokerKey::generate();
         let broker = key.public();
         let replies = Arc::new(MemoryReplies::signed(StreamNames::default(), key));
-        let registration: Arc<dyn Handler> = Arc::new(registration_handler::RegistrationHandler(registration_handler::Context {
-            store: store.clone(),
-            bus: bus.clone(),
-            replies: replies.clone(),
-            policy: ValidationPolicy::default(),
-            signatures: SignaturePolicy::Required,
-        }));
-        let issuer: Arc<dyn Handler> = Arc::new(join_token_issuer::JoinTokenIssuer(join_token_issuer::Context {
-            store: store.clone(),
-            cluster: cluster.clone(),
-            replies: replies.clone(),
-            token_ttl: chrono::Duration::hours(1),
-            api_endpoint: None,
-        }));
+        let b = Backends::new(Config::defaults(), bus.clone())
+            .with_store(store.clone())
+            .with_cluster(cluster.clone())
+            .with_replies(replies.clone());
+        let registration = registration_handler::worker(b.clone()).await?;
+        let issuer = join_token_issuer::worker(b).await?;
         let (stop, _) = broadcast::channel(1);
         let mut workers = vec![];
-        for h in [registration, issuer] {
+        for h in [registration, issuer].iter().filter_map(Worker::handler) {
             let queue = QueueSpec::new(format!("worldland.{}", h.name()), h.bindings());
             bus.declare(&queue);
             workers.push(tokio::spawn(run_consumer(bus.clone(), queue, h, 16, stop.subscribe())));
         }
-        Self {
+        Ok(Self {
             store,
             bus,
             cluster,
@@ -250,7 +242,7 @@ impl Plane {
             broker,
             stop,
             workers,
-        }
+        })
     }
 
     /// The first answer to `p` that its SDK would believe — signed by the pinned broker key for
@@ -280,9 +272,8 @@ impl Plane {
         for (n, p) in providers.iter().enumerate() {
             let env = p.envelope(&streams.registration(), &format!("{}-0", 1_000_000 + n));
             published_at.insert(p.provider_id.clone(), Utc::now());
-            self.bus
-                .publish(topics::REGISTRATION_RECEIVED, &env.message_id(), &serde_json::to_vec(&env)?)
-                .await?;
+            let id = env.message_id();
+            bus::publish(self.bus.as_ref(), &id, &RegistrationReceived(env)).await?;
         }
         Ok(published_at)
     }
@@ -320,9 +311,7 @@ impl Plane {
                 }
             }
             for (env, _) in bad {
-                self.bus
-                    .publish(topics::REGISTRATION_RECEIVED, &env.message_id(), &serde_json::to_vec(env)?)
-                    .await?;
+                bus::publish(self.bus.as_ref(), &env.message_id(), &RegistrationReceived(env.clone())).await?;
             }
             while self.bus.dead_letters().len() < expected_rejections {
                 show(answered(), self.bus.dead_letters().len());
@@ -415,7 +404,7 @@ struct Registrations {
 /// The registration phase, then (with `opts.lifecycle`) the lifecycle phase, summarised.
 pub async fn demo(opts: DemoOptions) -> anyhow::Result<DemoSummary> {
     let started = Instant::now();
-    let mut plane = Plane::start();
+    let mut plane = Plane::start().await?;
     let streams = StreamNames::default();
     let providers = simulated_fleet(opts.providers, Utc::now());
     let bad = providers.first().map(|p| bad_registrations(&streams, p)).unwrap_or_default();

@@ -5,10 +5,9 @@ use worldland_core::job::JobState;
 
 use anyhow::Context as _;
 use clap::Subcommand;
-use worldland_core::bus::Bus;
+use worldland_core::bus::{self, Bus};
 use worldland_core::job;
 use worldland_core::messages::jobs::{AllocateRequest, ReleaseRequest};
-use worldland_core::messages::topics;
 use worldland_core::state::{Item, ItemStore, Table, Value};
 use worldland_runtime::backends;
 
@@ -61,7 +60,7 @@ enum JobsCommand {
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let cfg = super::config_from_env()?;
-    let store = backends::store(&cfg).await;
+    let store = backends::store(&cfg).await?;
     match args.command {
         JobsCommand::Allocate {
             job_id,
@@ -114,8 +113,7 @@ async fn wait_settled(store: &dyn ItemStore, job_id: &str, done: &[&str]) -> any
 }
 
 async fn allocate(store: &dyn ItemStore, bus: &dyn Bus, req: AllocateRequest) -> anyhow::Result<()> {
-    bus.publish(topics::JOB_ALLOCATE, &format!("cli/{}", req.job_id), &serde_json::to_vec(&req)?)
-        .await?;
+    bus::publish(bus, &format!("cli/{}", req.job_id), &req).await?;
     let item = wait_settled(
         store,
         &req.job_id,
@@ -131,8 +129,7 @@ async fn release(store: &dyn ItemStore, bus: &dyn Bus, job_id: String, reason: S
         job_id: job_id.clone(),
         reason,
     };
-    bus.publish(topics::JOB_RELEASE, &format!("cli/release/{job_id}"), &serde_json::to_vec(&req)?)
-        .await?;
+    bus::publish(bus, &format!("cli/release/{job_id}"), &req).await?;
     let item = wait_settled(
         store,
         &job_id,

@@ -34,7 +34,7 @@ enum ProvidersCommand {
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let cfg = super::config_from_env()?;
-    let store = backends::store(&cfg).await;
+    let store = backends::store(&cfg).await?;
     match args.command {
         ProvidersCommand::List { state, json } => list(store.as_ref(), state, json).await,
         ProvidersCommand::Show { id } => show(store.as_ref(), &id).await,
@@ -177,7 +177,7 @@ async fn describe(store: &dyn ItemStore, id: &str, now: chrono::DateTime<chrono:
 /// `worldland capacity`.
 pub async fn capacity() -> anyhow::Result<()> {
     let cfg = super::config_from_env()?;
-    print_capacity(backends::store(&cfg).await.as_ref()).await
+    print_capacity(backends::store(&cfg).await?.as_ref()).await
 }
 
 /// Per-model totals across every provider with a ledger, and how many of those are available.

@@ -29,6 +29,7 @@ use worldland_core::validation::check_provider_id;
 use worldland_core::worker::{Consume, Failure};
 use worldland_runtime::backends::BackendError;
 use worldland_runtime::worker::Worker;
+use worldland_runtime::Backends;
 
 pub const WORKER: &str = worldland_core::bus::routes::ALLOCATOR.0;
 pub const BINDINGS: &[&str] = worldland_core::bus::routes::ALLOCATOR.1;
@@ -356,11 +357,13 @@ impl Consume for Allocator {
     }
 }
 
-/// The worker built from configuration, its clients made once per process (container or Lambda
-/// cold start), never inside the handler.
-pub async fn worker(cfg: worldland_runtime::Config, bus: Arc<dyn Bus>) -> Result<Worker, BackendError> {
-    use worldland_runtime::backends;
-    let replies = backends::replies(&cfg).await?;
-    let ctx = Context::new(backends::store(&cfg).await, bus, replies);
-    Ok(Worker::Consumer(Arc::new(Allocator(ctx))))
+/// The allocator's context from the process's backends: the one wiring its container, its
+/// Lambda, `worldland up` and the demo share (clients made once per process, never in the handler).
+pub async fn context(b: &Backends) -> Result<Context, BackendError> {
+    Ok(Context::new(b.store().await?, b.bus(), b.replies().await?))
+}
+
+/// The worker, for the entry points.
+pub async fn worker(b: Backends) -> Result<Worker, BackendError> {
+    Ok(Worker::consumer(Allocator(context(&b).await?)))
 }

@@ -30,9 +30,9 @@ use worldland_core::signature::{recover_personal, SignaturePolicy};
 use worldland_core::state::ItemStore;
 use worldland_core::validation::{check_provider_id, check_timestamp};
 use worldland_core::worker::{Consume, Failure};
-use worldland_runtime::backends::{self, BackendError};
+use worldland_runtime::backends::BackendError;
 use worldland_runtime::worker::Worker;
-use worldland_runtime::Config;
+use worldland_runtime::Backends;
 
 pub const WORKER: &str = worldland_core::bus::routes::HEARTBEAT_RECORDER.0;
 pub const BINDINGS: &[&str] = worldland_core::bus::routes::HEARTBEAT_RECORDER.1;
@@ -391,31 +391,22 @@ impl Consume for HeartbeatRecorder {
     }
 }
 
-impl Context {
-    pub fn from_config(cfg: &Config, store: Arc<dyn ItemStore>, cluster: Arc<dyn Cluster>) -> Self {
-        Self {
-            store,
-            cluster,
-            signatures: cfg.signature_policy,
-            replay_window: Duration::seconds(cfg.replay_window_s),
-            annotate_interval: Duration::seconds(cfg.annotate_interval_s),
-        }
-    }
+/// The recorder's context from the process's backends: the one wiring its container, its
+/// Lambda, `worldland up` and the demo share (clients made once per process, never in the handler).
+pub async fn context(b: &Backends) -> Result<Context, BackendError> {
+    let cfg = b.config();
+    Ok(Context {
+        store: b.store().await?,
+        cluster: b.cluster().await?,
+        signatures: cfg.signature_policy,
+        replay_window: Duration::seconds(cfg.replay_window_s),
+        annotate_interval: Duration::seconds(cfg.annotate_interval_s),
+    })
 }
 
-/// The handler built from configuration, its clients made once per process (container or Lambda
-/// cold start), never inside the handler.
-pub async fn from_config(cfg: &Config) -> Result<HeartbeatRecorder, BackendError> {
-    Ok(HeartbeatRecorder(Context::from_config(
-        cfg,
-        backends::store(cfg).await,
-        backends::cluster(cfg).await?,
-    )))
-}
-
-/// The worker, for the container and Lambda entry points.
-pub async fn worker(cfg: Config, _bus: Arc<dyn worldland_core::bus::Bus>) -> Result<Worker, BackendError> {
-    Ok(Worker::Consumer(Arc::new(from_config(&cfg).await?)))
+/// The worker, for the entry points.
+pub async fn worker(b: Backends) -> Result<Worker, BackendError> {
+    Ok(Worker::consumer(HeartbeatRecorder(context(&b).await?)))
 }
 
 #[cfg(test)]

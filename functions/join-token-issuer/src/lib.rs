@@ -40,9 +40,9 @@ use worldland_core::replies::ProviderReplies;
 use worldland_core::sealed::seal_join;
 use worldland_core::state::ItemStore;
 use worldland_core::worker::{Consume, Failure};
-use worldland_runtime::backends::{self, BackendError};
+use worldland_runtime::backends::BackendError;
 use worldland_runtime::worker::Worker;
-use worldland_runtime::Config;
+use worldland_runtime::Backends;
 
 /// The routing keys this worker consumes.
 pub const BINDINGS: &[&str] = worldland_core::bus::routes::JOIN_TOKEN_ISSUER.1;
@@ -347,19 +347,20 @@ impl Consume for JoinTokenIssuer {
     }
 }
 
-/// The handler built from configuration, its clients made once per process (container or Lambda
-/// cold start), never inside the handler.
-pub async fn from_config(cfg: &Config) -> Result<JoinTokenIssuer, BackendError> {
-    Ok(JoinTokenIssuer(Context {
-        store: backends::store(cfg).await,
-        cluster: backends::cluster(cfg).await?,
-        replies: backends::replies(cfg).await?,
+/// The issuer's context from the process's backends: the one wiring its container, its Lambda,
+/// `worldland up` and the demo share (clients made once per process, never in the handler).
+pub async fn context(b: &Backends) -> Result<Context, BackendError> {
+    let cfg = b.config();
+    Ok(Context {
+        store: b.store().await?,
+        cluster: b.cluster().await?,
+        replies: b.replies().await?,
         token_ttl: chrono::Duration::seconds(cfg.token_ttl_s),
         api_endpoint: cfg.api_endpoint.clone(),
-    }))
+    })
 }
 
-/// The worker, for the container and Lambda entry points.
-pub async fn worker(cfg: Config, _bus: Arc<dyn worldland_core::bus::Bus>) -> Result<Worker, BackendError> {
-    Ok(Worker::Consumer(Arc::new(from_config(&cfg).await?)))
+/// The worker, for the entry points.
+pub async fn worker(b: Backends) -> Result<Worker, BackendError> {
+    Ok(Worker::consumer(JoinTokenIssuer(context(&b).await?)))
 }

@@ -462,12 +462,12 @@ impl worldland_runtime::worker::Service for RedisBridge {
 /// The bridge as a worker, for the container entry point: its Redis connections (one of its own
 /// for blocking reads) and the configured bus.
 pub async fn worker(
-    cfg: Config,
-    bus: Arc<dyn Bus>,
+    b: worldland_runtime::Backends,
 ) -> std::result::Result<worldland_runtime::worker::Worker, worldland_runtime::backends::BackendError> {
     use worldland_runtime::backends;
-    let conn = backends::redis(&cfg).await?;
-    let reader = backends::redis_blocking(&cfg).await?;
-    let bridge = RedisBridge::new(conn, reader, bus, BridgeSettings::from_config(&cfg)).with_limits(BridgeLimits::from_config(&cfg));
+    let cfg = b.config();
+    let conn = backends::redis(cfg).await?;
+    let reader = backends::redis_blocking(cfg).await?;
+    let bridge = RedisBridge::new(conn, reader, b.bus(), BridgeSettings::from_config(cfg)).with_limits(BridgeLimits::from_config(cfg));
     Ok(worldland_runtime::worker::Worker::Service(Arc::new(bridge)))
 }

@@ -1,5 +1,5 @@
 //! `registration-handler` as an AWS Lambda function fed by SQS (`ReportBatchItemFailures`).
 
-fn main() -> Result<(), lambda_runtime::Error> {
+fn main() -> Result<(), worldland_runtime::lambda::Error> {
     worldland_runtime::lambda::main(registration_handler::worker)
 }

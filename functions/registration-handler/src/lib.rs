@@ -19,9 +19,9 @@ use worldland_core::signature::{recover_personal, verify_entry, SignaturePolicy}
 use worldland_core::state::{ItemStore, Table, Value};
 use worldland_core::validation::{check_provider_id, validate_registration, ValidationPolicy};
 use worldland_core::worker::{Consume, Failure};
-use worldland_runtime::backends::{self, BackendError};
+use worldland_runtime::backends::BackendError;
 use worldland_runtime::worker::Worker;
-use worldland_runtime::Config;
+use worldland_runtime::Backends;
 
 /// The routing keys this worker consumes.
 pub const BINDINGS: &[&str] = worldland_core::bus::routes::REGISTRATION_HANDLER.1;
@@ -157,19 +157,20 @@ impl Consume for RegistrationHandler {
     }
 }
 
-/// The handler built from configuration, its clients made once per process (container or Lambda
-/// cold start), never inside the handler.
-pub async fn from_config(cfg: &Config, bus: Arc<dyn Bus>) -> Result<RegistrationHandler, BackendError> {
-    Ok(RegistrationHandler(Context {
-        store: backends::store(cfg).await,
-        bus,
-        replies: backends::replies(cfg).await?,
+/// The handler's context from the process's backends: the one wiring its container, its
+/// Lambda, `worldland up` and the demo share (clients made once per process, never in the handler).
+pub async fn context(b: &Backends) -> Result<Context, BackendError> {
+    let cfg = b.config();
+    Ok(Context {
+        store: b.store().await?,
+        bus: b.bus(),
+        replies: b.replies().await?,
         policy: cfg.validation_policy(),
         signatures: cfg.signature_policy,
-    }))
+    })
 }
 
-/// The worker, for the container and Lambda entry points.
-pub async fn worker(cfg: Config, bus: Arc<dyn Bus>) -> Result<Worker, BackendError> {
-    Ok(Worker::Consumer(Arc::new(from_config(&cfg, bus).await?)))
+/// The worker, for the entry points.
+pub async fn worker(b: Backends) -> Result<Worker, BackendError> {
+    Ok(Worker::consumer(RegistrationHandler(context(&b).await?)))
 }

@@ -1,6 +1,6 @@
 //! `staleness-sweeper` as an AWS Lambda function run by a scheduled (EventBridge) event: one sweep per
 //! invocation, its report as the result.
 
-fn main() -> Result<(), lambda_runtime::Error> {
+fn main() -> Result<(), worldland_runtime::lambda::Error> {
     worldland_runtime::lambda::main(staleness_sweeper::worker)
 }

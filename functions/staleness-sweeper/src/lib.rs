@@ -32,9 +32,9 @@ use worldland_core::replies::ProviderReplies;
 use worldland_core::state::ms;
 use worldland_core::state::{ItemStore, StoreResult, Table, Value, INDEX_SORT_ATTR, KEY_ATTR};
 use worldland_core::BoxError;
-use worldland_runtime::backends::{self, BackendError};
+use worldland_runtime::backends::BackendError;
 use worldland_runtime::worker::{Service, Worker};
-use worldland_runtime::Config;
+use worldland_runtime::{Backends, Config};
 pub mod pending_jobs;
 
 pub const WORKER: &str = "staleness-sweeper";
@@ -524,13 +524,15 @@ pub async fn run(
     tracing::info!("sweeper stopped");
 }
 
-/// The sweeper's context built from configuration, its clients made once per process.
-pub async fn from_config(cfg: &Config, bus: Arc<dyn Bus>) -> Result<Context, BackendError> {
+/// The sweeper's context from the process's backends: the one wiring its container, its Lambda,
+/// `worldland up` and the demo share (clients made once per process).
+pub async fn context(b: &Backends) -> Result<Context, BackendError> {
+    let cfg = b.config();
     Ok(Context {
-        store: backends::store(cfg).await,
-        cluster: backends::cluster(cfg).await?,
-        bus,
-        replies: backends::replies(cfg).await?,
+        store: b.store().await?,
+        cluster: b.cluster().await?,
+        bus: b.bus(),
+        replies: b.replies().await?,
         stale_after: Duration::seconds(cfg.stale_after_s),
         guard: StallGuard::from_config(cfg),
         fleet: Default::default(),
@@ -567,11 +569,11 @@ impl Service for StalenessSweeper {
     }
 }
 
-/// The worker, for the container and Lambda entry points.
-pub async fn worker(cfg: Config, bus: Arc<dyn Bus>) -> Result<Worker, BackendError> {
+/// The worker, for the entry points.
+pub async fn worker(b: Backends) -> Result<Worker, BackendError> {
     Ok(Worker::Service(Arc::new(StalenessSweeper {
-        ctx: Arc::new(from_config(&cfg, bus).await?),
-        interval: std::time::Duration::from_secs(cfg.sweep_interval_s),
+        ctx: Arc::new(context(&b).await?),
+        interval: std::time::Duration::from_secs(b.config().sweep_interval_s),
         reconciler: Reconciler::default(),
     })))
 }

@@ -18,14 +18,20 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 use chrono::{SecondsFormat, Utc};
+#[cfg(feature = "redis")]
 use redis::aio::ConnectionManager;
 
-use worldland_core::answers::{BrokerKey, BrokerPublicKey, SIGNATURE_FIELD};
+use worldland_core::answers::BrokerKey;
+#[cfg(feature = "redis")]
+use worldland_core::answers::{BrokerPublicKey, SIGNATURE_FIELD};
 use worldland_core::messages::jobs::MiningCommand;
 use worldland_core::messages::ProviderResponse;
 use worldland_core::replies::{ProviderReplies, ReplyError};
-use worldland_core::streams::{StreamNames, AGENT_RESPONSE_GROUP};
+use worldland_core::streams::StreamNames;
+#[cfg(feature = "redis")]
+use worldland_core::streams::AGENT_RESPONSE_GROUP;
 
+#[cfg(feature = "redis")]
 pub struct RedisReplies {
     /// Made on first use, so a Lambda cold start makes no network call.
     conn: tokio::sync::OnceCell<ConnectionManager>,
@@ -42,6 +48,7 @@ pub struct RedisReplies {
 /// The default approximate length bound of a response stream.
 pub const DEFAULT_RESPONSE_MAXLEN: u64 = 1_000;
 
+#[cfg(feature = "redis")]
 impl RedisReplies {
     /// Answers on `conn`, each entry signed with `key`.
     pub fn new(conn: ConnectionManager, streams: StreamNames, ttl_s: i64, key: BrokerKey) -> Self {
@@ -98,9 +105,11 @@ impl RedisReplies {
     }
 }
 
+#[cfg(feature = "redis")]
 /// Kept here for the bridge and the bench, which import it from this module.
 pub use worldland_redis::ensure_group;
 
+#[cfg(feature = "redis")]
 impl RedisReplies {
     async fn write(&self, provider_id: &str, data: String) -> Result<(), ReplyError> {
         let err = |e: redis::RedisError| ReplyError {
@@ -136,6 +145,7 @@ impl RedisReplies {
     }
 }
 
+#[cfg(feature = "redis")]
 #[async_trait]
 impl ProviderReplies for RedisReplies {
     async fn reply(&self, provider_id: &str, response: &ProviderResponse) -> Result<(), ReplyError> {

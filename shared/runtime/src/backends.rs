@@ -4,13 +4,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::broadcast;
+#[cfg(feature = "redis")]
 use worldland_redis::RedisTimeouts;
 
 use crate::config::{ClusterKind, Config, StoreKind};
+#[cfg(feature = "rabbit")]
 use worldland_adapters::bus::rabbit::{RabbitBus, RabbitSettings};
+#[cfg(feature = "kube")]
 use worldland_adapters::cluster::kube_api::KubeCluster;
 use worldland_adapters::cluster::simulated::SimulatedCluster;
+#[cfg(feature = "redis")]
 use worldland_adapters::replies::RedisReplies;
+#[cfg(feature = "dynamo")]
 use worldland_adapters::state::dynamo::DynamoStore;
 use worldland_adapters::state::memory::MemoryStore;
 use worldland_core::answers::BrokerKey;
@@ -19,6 +24,7 @@ use worldland_core::state::ItemStore;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
+    #[cfg(feature = "redis")]
     #[error("Redis at {url}: {source}")]
     Redis {
         url: String,
@@ -27,6 +33,7 @@ pub enum BackendError {
     },
     #[error(transparent)]
     Bus(#[from] worldland_core::bus::BusError),
+    #[cfg(feature = "kube")]
     #[error("Kubernetes client: {0}")]
     Kube(#[source] kube::Error),
     #[error(transparent)]
@@ -39,14 +46,23 @@ pub enum BackendError {
     },
     #[error("broker key: {0}")]
     BrokerKey(String),
+    /// The configuration asks for a backend this binary was built without (cargo feature).
+    #[error("{setting} asks for {what}, but this binary was built without the `{feature}` feature")]
+    NotBuilt {
+        setting: &'static str,
+        what: &'static str,
+        feature: &'static str,
+    },
 }
 
+#[cfg(feature = "redis")]
 /// A reconnecting Redis connection for ordinary commands. Commands on one connection are
 /// pipelined, so blocking reads must use [`redis_blocking`] instead.
 pub async fn redis(cfg: &Config) -> Result<redis::aio::ConnectionManager, BackendError> {
     redis_connection_with(&cfg.redis_url, redis_timeouts(cfg)).await
 }
 
+#[cfg(feature = "redis")]
 /// A connection of its own for blocking reads (XREAD/XREADGROUP BLOCK `WORLDLAND_BRIDGE_BLOCK_MS`):
 /// a blocked read must not stall, nor be cut short by, other commands, so its response timeout is
 /// the BLOCK time plus `WORLDLAND_REDIS_RESPONSE_TIMEOUT_MS` — a half-open socket fails the read
@@ -56,6 +72,7 @@ pub async fn redis_blocking(cfg: &Config) -> Result<redis::aio::ConnectionManage
     redis_connection_with(&cfg.redis_url, timeouts).await
 }
 
+#[cfg(feature = "redis")]
 /// The configured Redis connect and response timeouts.
 pub fn redis_timeouts(cfg: &Config) -> RedisTimeouts {
     RedisTimeouts {
@@ -64,6 +81,7 @@ pub fn redis_timeouts(cfg: &Config) -> RedisTimeouts {
     }
 }
 
+#[cfg(feature = "redis")]
 /// A reconnecting connection to `url` with these timeouts.
 pub async fn redis_connection_with(url: &str, timeouts: RedisTimeouts) -> Result<redis::aio::ConnectionManager, BackendError> {
     worldland_redis::connect_with(url, timeouts).await.map_err(|e| BackendError::Redis {
@@ -72,6 +90,7 @@ pub async fn redis_connection_with(url: &str, timeouts: RedisTimeouts) -> Result
     })
 }
 
+#[cfg(feature = "redis")]
 /// A reconnecting connection to `url`, ordinary or `blocking` ([`worldland_redis::connect`]).
 pub async fn redis_connection(url: &str, blocking: bool) -> Result<redis::aio::ConnectionManager, BackendError> {
     worldland_redis::connect(url, blocking).await.map_err(|e| BackendError::Redis {
@@ -80,6 +99,7 @@ pub async fn redis_connection(url: &str, blocking: bool) -> Result<redis::aio::C
     })
 }
 
+#[cfg(feature = "rabbit")]
 pub fn rabbit_settings(cfg: &Config) -> RabbitSettings {
     RabbitSettings {
         url: cfg.amqp_url.clone(),
@@ -93,6 +113,7 @@ pub fn rabbit_settings(cfg: &Config) -> RabbitSettings {
     }
 }
 
+#[cfg(feature = "rabbit")]
 pub async fn rabbit(cfg: &Config) -> Result<RabbitBus, BackendError> {
     Ok(RabbitBus::connect(rabbit_settings(cfg)).await?)
 }
@@ -119,6 +140,7 @@ pub fn aws_timeouts(cfg: &Config) -> AwsTimeouts {
     }
 }
 
+#[cfg(any(feature = "sqs", feature = "dynamo"))]
 /// The AWS configuration every client is built from: a local `endpoint` (dynalite, moto,
 /// LocalStack) or, without one, real AWS from the environment's credentials; with the default
 /// timeouts ([`aws_config_with`] takes others).
@@ -126,6 +148,7 @@ pub async fn aws_config(endpoint: Option<&str>, region: &str) -> aws_config::Sdk
     aws_config_with(endpoint, region, AwsTimeouts::default()).await
 }
 
+#[cfg(any(feature = "sqs", feature = "dynamo"))]
 /// [`aws_config`] with these timeouts: no SDK call hangs on a server that never answers.
 pub async fn aws_config_with(endpoint: Option<&str>, region: &str, timeouts: AwsTimeouts) -> aws_config::SdkConfig {
     let timeout_config = aws_config::timeout::TimeoutConfig::builder()
@@ -139,26 +162,28 @@ pub async fn aws_config_with(endpoint: Option<&str>, region: &str, timeouts: Aws
         loader = loader.endpoint_url(ep);
         if std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
             // Local servers accept any key; this avoids probing the instance metadata service.
-            loader = loader.credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
-                "local",
-                "local",
-                None,
-                None,
-                "worldland-local",
-            ));
+            loader = loader.credentials_provider(Credentials::new("local", "local", None, None, "worldland-local"));
         }
     }
     loader.load().await
 }
 
+#[cfg(feature = "dynamo")]
+use aws_sdk_dynamodb::config::Credentials;
+#[cfg(all(feature = "sqs", not(feature = "dynamo")))]
+use aws_sdk_sqs::config::Credentials;
+
+#[cfg(feature = "sqs")]
 pub async fn sqs_client(endpoint: Option<&str>, region: &str) -> aws_sdk_sqs::Client {
     aws_sdk_sqs::Client::new(&aws_config(endpoint, region).await)
 }
 
+#[cfg(feature = "dynamo")]
 pub async fn dynamo_client(endpoint: Option<&str>, region: &str) -> aws_sdk_dynamodb::Client {
     aws_sdk_dynamodb::Client::new(&aws_config(endpoint, region).await)
 }
 
+#[cfg(feature = "sqs")]
 pub async fn sqs(cfg: &Config) -> worldland_adapters::bus::sqs::SqsBus {
     let sdk = aws_config_with(cfg.sqs_endpoint.as_deref(), &cfg.aws_region, aws_timeouts(cfg)).await;
     worldland_adapters::bus::sqs::SqsBus::new(aws_sdk_sqs::Client::new(&sdk), cfg.queues(), cfg.delivery_limit)
@@ -167,22 +192,47 @@ pub async fn sqs(cfg: &Config) -> worldland_adapters::bus::sqs::SqsBus {
 
 /// The configured bus, for publishing.
 pub async fn bus(cfg: &Config) -> Result<std::sync::Arc<dyn worldland_core::bus::Bus>, BackendError> {
-    Ok(match cfg.bus {
-        crate::config::BusKind::Rabbitmq => std::sync::Arc::new(rabbit(cfg).await?),
-        crate::config::BusKind::Sqs => std::sync::Arc::new(sqs(cfg).await),
-    })
+    use crate::config::BusKind;
+    match cfg.bus {
+        #[cfg(feature = "rabbit")]
+        BusKind::Rabbitmq => Ok(std::sync::Arc::new(rabbit(cfg).await?)),
+        #[cfg(not(feature = "rabbit"))]
+        BusKind::Rabbitmq => Err(BackendError::NotBuilt {
+            setting: "WORLDLAND_BUS",
+            what: "RabbitMQ",
+            feature: "rabbit",
+        }),
+        #[cfg(feature = "sqs")]
+        BusKind::Sqs => Ok(std::sync::Arc::new(sqs(cfg).await)),
+        #[cfg(not(feature = "sqs"))]
+        BusKind::Sqs => Err(BackendError::NotBuilt {
+            setting: "WORLDLAND_BUS",
+            what: "SQS",
+            feature: "sqs",
+        }),
+    }
 }
 
+#[cfg(feature = "dynamo")]
 pub async fn dynamo(cfg: &Config) -> DynamoStore {
     let sdk = aws_config_with(cfg.dynamodb_endpoint.as_deref(), &cfg.aws_region, aws_timeouts(cfg)).await;
     DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), cfg.table_names())
 }
 
-pub async fn store(cfg: &Config) -> Arc<dyn ItemStore> {
-    match cfg.store {
+pub async fn store(cfg: &Config) -> Result<Arc<dyn ItemStore>, BackendError> {
+    Ok(match cfg.store {
         StoreKind::Memory => Arc::new(MemoryStore::new()),
+        #[cfg(feature = "dynamo")]
         StoreKind::Dynamodb => Arc::new(dynamo(cfg).await),
-    }
+        #[cfg(not(feature = "dynamo"))]
+        StoreKind::Dynamodb => {
+            return Err(BackendError::NotBuilt {
+                setting: "WORLDLAND_STORE",
+                what: "DynamoDB",
+                feature: "dynamo",
+            })
+        }
+    })
 }
 
 pub async fn cluster(cfg: &Config) -> Result<Arc<dyn Cluster>, BackendError> {
@@ -190,6 +240,15 @@ pub async fn cluster(cfg: &Config) -> Result<Arc<dyn Cluster>, BackendError> {
         ClusterKind::Simulated => Arc::new(SimulatedCluster::new(
             cfg.api_endpoint.clone().unwrap_or_else(|| "https://10.0.0.1:6443".into()),
         )),
+        #[cfg(not(feature = "kube"))]
+        ClusterKind::Kube => {
+            return Err(BackendError::NotBuilt {
+                setting: "WORLDLAND_CLUSTER",
+                what: "Kubernetes",
+                feature: "kube",
+            })
+        }
+        #[cfg(feature = "kube")]
         ClusterKind::Kube => {
             let mut config = kube::Config::infer()
                 .await
@@ -203,6 +262,7 @@ pub async fn cluster(cfg: &Config) -> Result<Arc<dyn Cluster>, BackendError> {
 
 /// The configured Kubernetes API timeouts: connecting, and reading an answer (a watch is not
 /// used, so no request legitimately waits longer).
+#[cfg(feature = "kube")]
 pub fn set_kube_timeouts(config: &mut kube::Config, cfg: &Config) {
     config.connect_timeout = Some(Duration::from_secs(cfg.kube_connect_timeout_s));
     config.read_timeout = Some(Duration::from_secs(cfg.kube_read_timeout_s));
@@ -243,6 +303,7 @@ pub fn broker_key(cfg: &Config) -> Result<BrokerKey, BackendError> {
 
 /// Answers to providers, each signed with the broker key ([`broker_key`]); connects to Redis on
 /// first use.
+#[cfg(feature = "redis")]
 pub async fn replies(cfg: &Config) -> Result<Arc<RedisReplies>, BackendError> {
     Ok(Arc::new(
         RedisReplies::lazy(cfg.redis_url.clone(), cfg.streams(), cfg.response_ttl_s, broker_key(cfg)?)

@@ -4,15 +4,14 @@
 
 use std::future::Future;
 use std::process::ExitCode;
-use std::sync::Arc;
 
-use worldland_core::bus::{Bus, QueueSpec};
 use worldland_core::BoxError;
 
 use crate::backends::{self, BackendError};
 use crate::config::{Config, ConfigError};
 use crate::policy::report;
-use crate::worker::{run_consumer, Worker};
+use crate::wiring::Backends;
+use crate::worker::{run_worker, Worker};
 
 /// Why a worker process could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -31,10 +30,11 @@ pub enum EntryError {
     },
 }
 
-/// Runs the worker that `factory` builds until SIGTERM; the process's exit code.
+/// Runs the worker that `factory` builds from the process's backends until SIGTERM; the
+/// process's exit code.
 pub fn main<F, Fut>(factory: F) -> ExitCode
 where
-    F: FnOnce(Config, Arc<dyn Bus>) -> Fut,
+    F: FnOnce(Backends) -> Fut,
     Fut: Future<Output = Result<Worker, BackendError>>,
 {
     let result = tokio::runtime::Builder::new_multi_thread()
@@ -55,7 +55,7 @@ where
 /// [`main`] inside a runtime.
 pub async fn run<F, Fut>(factory: F) -> Result<(), EntryError>
 where
-    F: FnOnce(Config, Arc<dyn Bus>) -> Fut,
+    F: FnOnce(Backends) -> Fut,
     Fut: Future<Output = Result<Worker, BackendError>>,
 {
     let cfg = Config::from_env()?;
@@ -64,22 +64,10 @@ where
     // Liveness answers from the start; readiness once the worker consumes.
     backends::serve_health(&cfg, &shutdown).await?;
     let bus = backends::bus(&cfg).await?;
-    let worker = factory(cfg.clone(), bus.clone()).await?;
+    let worker: Worker = factory(Backends::new(cfg.clone(), bus.clone())).await?;
     let name = worker.name();
     tracing::info!(worker = name, bus = ?cfg.bus, "starting");
-    let stopped = match worker {
-        Worker::Consumer(handler) => {
-            let queue = QueueSpec::new(cfg.queue(handler.name()), handler.bindings());
-            run_consumer(bus, queue, handler, cfg.prefetch as usize, shutdown.subscribe())
-                .await
-                .map_err(BoxError::from)
-        }
-        Worker::Service(service) => {
-            crate::metrics::set_ready(true);
-            let r = service.run(shutdown.subscribe()).await;
-            crate::metrics::set_ready(false);
-            r
-        }
-    };
-    stopped.map_err(|source| EntryError::Worker { worker: name, source })
+    run_worker(worker, bus, &cfg, shutdown.subscribe())
+        .await
+        .map_err(|source| EntryError::Worker { worker: name, source })
 }

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use worldland_adapters::bus::sqs::SqsBus;
-use worldland_core::bus::{Bus, BusResult, QueueSpec};
+use worldland_core::bus::{BusResult, QueueSpec};
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use chrono::{DateTime, Utc};
@@ -26,8 +26,10 @@ use worldland_core::worker::{Failure, Handler};
 use crate::backends::BackendError;
 use crate::config::Config;
 use crate::policy::Disposition;
+use crate::wiring::Backends;
 use crate::worker::{Service, Worker};
 
+pub use lambda_runtime::Error;
 pub use worldland_adapters::bus::sqs::ROUTING_KEY_ATTRIBUTE;
 
 /// Where a refused record is parked: the worker queue's dead-letter queue.
@@ -174,7 +176,7 @@ pub async fn run_scheduled(service: Arc<dyn Service>) -> Result<(), lambda_runti
 /// configured bus for publishing, the worker built once per cold start, then its events.
 pub fn main<F, Fut>(factory: F) -> Result<(), lambda_runtime::Error>
 where
-    F: FnOnce(Config, Arc<dyn Bus>) -> Fut,
+    F: FnOnce(Backends) -> Fut,
     Fut: Future<Output = Result<Worker, BackendError>>,
 {
     tokio::runtime::Builder::new_multi_thread()
@@ -186,7 +188,7 @@ where
             let bus = crate::backends::bus(&cfg).await?;
             // Refused records are parked on the worker queue's SQS dead-letter queue.
             let sqs = crate::backends::sqs(&cfg).await;
-            match factory(cfg.clone(), bus).await? {
+            match factory(Backends::new(cfg.clone(), bus)).await? {
                 Worker::Consumer(handler) => {
                     let park = Arc::new(SqsPark::for_worker(&cfg, sqs, handler.as_ref()));
                     run_sqs_worker(handler, park).await

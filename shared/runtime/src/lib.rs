@@ -4,11 +4,14 @@
 pub mod backends;
 pub mod config;
 pub mod container;
+#[cfg(feature = "lambda")]
 pub mod lambda;
 pub mod metrics;
 pub mod policy;
 pub mod retry;
 pub mod telemetry;
+pub mod wiring;
 pub mod worker;
 
 pub use config::Config;
+pub use wiring::Backends;

@@ -15,6 +15,7 @@ use worldland_core::bus::{Bus, BusResult, Delivery, QueueSpec};
 use worldland_core::worker::{Failure, Handler};
 use worldland_core::BoxError;
 
+use crate::config::Config;
 use crate::policy::{disposition, Disposition};
 
 /// What a worker crate builds from configuration: the entry points in [`crate::container`] and
@@ -28,6 +29,19 @@ pub enum Worker {
 }
 
 impl Worker {
+    /// A queue consumer from its handler (a worker's [`Consume`](worldland_core::worker::Consume) is one).
+    pub fn consumer(handler: impl Handler) -> Self {
+        Self::Consumer(Arc::new(handler))
+    }
+
+    /// The handler of a queue consumer; `None` for a service.
+    pub fn handler(&self) -> Option<Arc<dyn Handler>> {
+        match self {
+            Self::Consumer(h) => Some(h.clone()),
+            Self::Service(_) => None,
+        }
+    }
+
     /// The worker's name (its queue's, its metrics' label).
     pub fn name(&self) -> &'static str {
         match self {
@@ -61,6 +75,24 @@ pub async fn settle(worker: &str, delivery: Delivery, result: Result<(), Failure
         Disposition::Retry => {
             tokio::time::sleep(retry_delay(delivery.previous_deliveries)).await;
             delivery.retry().await
+        }
+    }
+}
+
+/// Runs a worker until `shutdown` fires: a consumer on its queue (named under the configured
+/// prefix, bound to its routing keys), a service in its own loop. The container entry point and
+/// `worldland up` both run workers through this.
+pub async fn run_worker(worker: Worker, bus: Arc<dyn Bus>, cfg: &Config, shutdown: broadcast::Receiver<()>) -> Result<(), BoxError> {
+    match worker {
+        Worker::Consumer(handler) => {
+            let queue = QueueSpec::new(cfg.queue(handler.name()), handler.bindings());
+            Ok(run_consumer(bus, queue, handler, cfg.prefetch as usize, shutdown).await?)
+        }
+        Worker::Service(service) => {
+            crate::metrics::set_ready(true);
+            let r = service.run(shutdown).await;
+            crate::metrics::set_ready(false);
+            r
         }
     }
 }

@@ -16,7 +16,7 @@ use worldland_core::messages::topics;
 use worldland_core::placement::seed_available;
 use worldland_core::state::ItemStore;
 use worldland_provider_sdk::simulated::SimulatedProvider;
-use worldland_runtime::{backends, Config};
+use worldland_runtime::{backends, Backends, Config};
 
 /// Every row (the DynamoDB ones only with an endpoint), printed as a table or as JSON.
 pub async fn rows_for_allocate(pairs: usize, dynamodb_endpoint: Option<String>, dynamodb_pairs: usize, json: bool) -> anyhow::Result<()> {
@@ -170,9 +170,12 @@ pub async fn allocate_pairs(
     let draining = drain_job_events(&bus).await?;
     let replies = Arc::new(MemoryReplies::default());
     let t0 = Instant::now();
+    let b = Backends::new(Config::defaults(), bus.clone())
+        .with_store(store.clone())
+        .with_replies(replies);
     let mut tasks = vec![];
     for t in 0..allocators {
-        let ctx = allocator::Context::new(store.clone(), bus.clone(), replies.clone());
+        let ctx = allocator::context(&b).await?;
         let model = model.map(str::to_string);
         tasks.push(tokio::spawn(allocate_and_release(
             ctx,

@@ -19,6 +19,7 @@ use worldland_core::messages::topics;
 use worldland_core::placement::seed_available;
 use worldland_core::state::{Item, ItemStore, Table, Value};
 use worldland_provider_sdk::simulated::SimulatedProvider;
+use worldland_runtime::{Backends, Config};
 
 /// The sweeper's threshold in the bench (the default `WORLDLAND_STALE_AFTER_S`).
 const STALE_AFTER_S: i64 = 120;
@@ -175,20 +176,18 @@ pub async fn fleet(providers: usize, stale_share: f64) -> anyhow::Result<FleetFi
     let bus = Arc::new(MemoryBus::new(5));
     bus.declare(&QueueSpec::new(topics::JOB_EVENTS_QUEUE, topics::JOB_EVENTS));
     let replies = Arc::new(MemoryReplies::default());
-    let ctx = staleness_sweeper::Context {
-        store: counting.clone(),
-        cluster: cluster.clone(),
-        bus: bus.clone(),
-        replies: replies.clone(),
-        stale_after: Duration::seconds(STALE_AFTER_S),
-        guard: staleness_sweeper::StallGuard::default(),
-        fleet: Default::default(),
-    };
+    let mut cfg = Config::defaults();
+    cfg.stale_after_s = STALE_AFTER_S;
+    let b = Backends::new(cfg, bus)
+        .with_store(counting.clone())
+        .with_cluster(cluster.clone())
+        .with_replies(replies);
+    let ctx = staleness_sweeper::context(&b).await?;
     // The first sweep counts the fleet for the guard; the second, a minute later, reuses it.
     let first_sweep = sweep(&ctx, &counting, t).await?;
     let steady_sweep = sweep(&ctx, &counting, t + Duration::seconds(60)).await?;
 
-    let alloc = allocator::Context::new(counting.clone(), bus, replies);
+    let alloc = allocator::context(&b).await?;
     let model = template_model(t);
     let (placement_ms, placement_index_items) = placement(&alloc, &counting, "fleet-job-1", Some(model), t).await?;
     let (any_model_placement_ms, any_model_placement_index_items) = placement(&alloc, &counting, "fleet-job-2", None, t).await?;

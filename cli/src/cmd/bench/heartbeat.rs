@@ -21,18 +21,19 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use redis::aio::ConnectionManager;
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
+use worldland_adapters::bus::memory::MemoryBus;
 use worldland_adapters::bus::rabbit::RabbitBus;
 use worldland_adapters::cluster::simulated::SimulatedCluster;
 use worldland_adapters::state::memory::MemoryStore;
 use worldland_core::bus::{Bus, QueueSpec};
 use worldland_core::messages::{Heartbeat, StreamEnvelope};
 use worldland_core::placement::seed_available;
-use worldland_core::signature::{sign_personal, SignaturePolicy};
+use worldland_core::signature::sign_personal;
 use worldland_core::state::ItemStore;
 use worldland_core::worker::{Failure, Handler};
 use worldland_provider_sdk::simulated::SimulatedProvider;
 use worldland_runtime::worker::run_consumer;
-use worldland_runtime::{backends, Config};
+use worldland_runtime::{backends, Backends, Config};
 
 const INTERVAL_S: f64 = 30.0;
 
@@ -115,14 +116,13 @@ async fn sign_round(key: &SigningKey, ids: &[String], at: DateTime<Utc>) -> Vec<
     out
 }
 
-fn recorder(store: Arc<dyn ItemStore>) -> heartbeat_recorder::HeartbeatRecorder {
-    heartbeat_recorder::HeartbeatRecorder(heartbeat_recorder::Context {
-        store,
-        cluster: Arc::new(SimulatedCluster::new("https://bench:6443")),
-        signatures: SignaturePolicy::Required,
-        replay_window: chrono::Duration::minutes(5),
-        annotate_interval: chrono::Duration::minutes(5),
-    })
+/// The recorder as its crate wires it (default settings), on `store` and a simulated cluster.
+async fn recorder(store: Arc<dyn ItemStore>) -> anyhow::Result<heartbeat_recorder::HeartbeatRecorder> {
+    // The recorder publishes nothing: the bus is only there to complete the backends.
+    let b = Backends::new(Config::defaults(), Arc::new(MemoryBus::new(1)))
+        .with_store(store)
+        .with_cluster(Arc::new(SimulatedCluster::new("https://bench:6443")));
+    Ok(heartbeat_recorder::HeartbeatRecorder(heartbeat_recorder::context(&b).await?))
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -142,7 +142,7 @@ pub async fn embedded(providers: usize) -> anyhow::Result<EmbeddedFigures> {
     let (key, ids) = seed(store.as_ref(), providers, now).await;
     let at = now + chrono::Duration::seconds(30);
     let bodies = sign_round(&key, &ids, at).await;
-    let rec = recorder(store);
+    let rec = recorder(store).await?;
     let cpu0 = cpu_time();
     let t0 = Instant::now();
     for body in &bodies {
@@ -406,7 +406,7 @@ async fn heartbeat_path(
     let count = bodies.len();
     let done = Arc::new(AtomicU64::new(0));
     let (done_tx, mut done_rx) = tokio::sync::watch::channel(0u64);
-    let handler: Arc<dyn Handler> = Arc::new(Counting(recorder(store), done.clone(), count as u64, done_tx));
+    let handler: Arc<dyn Handler> = Arc::new(Counting(recorder(store).await?, done.clone(), count as u64, done_tx));
     let queue = QueueSpec::new(cfg.queue(handler.name()), handler.bindings());
     bus.declare(&queue).await?;
     let (stop, _) = broadcast::channel(1);

@@ -15,9 +15,10 @@ use worldland_core::bus::{Bus, QueueSpec, Subscription};
 use worldland_core::cluster::NodeInfo;
 use worldland_core::messages::{topics, Heartbeat, ProviderState, StreamEnvelope};
 use worldland_core::provider::ProviderRecord;
-use worldland_core::signature::{sign_personal, SignaturePolicy};
+use worldland_core::signature::sign_personal;
 use worldland_core::state::{ItemStore, Table};
 use worldland_provider_sdk::simulated::SimulatedProvider;
+use worldland_runtime::{Backends, Config};
 
 /// The lifecycle phase, on a virtual clock: providers join and heartbeat, a share die and are
 /// detected offline, some come back.
@@ -152,7 +153,7 @@ pub async fn lifecycle(
     replies: Arc<MemoryReplies>,
 ) -> anyhow::Result<LifecycleSummary> {
     let node_names = add_nodes(providers, &cluster, &replies);
-    let mut run = Lifecycle::new(providers, store, cluster, bus.clone(), replies);
+    let mut run = Lifecycle::new(providers, store, cluster, bus.clone(), replies).await?;
     run.node_names = node_names;
     let mut events = bus.subscribe(&QueueSpec::new(topics::JOB_EVENTS_QUEUE, topics::JOB_EVENTS)).await?;
     let start = Utc::now();
@@ -217,31 +218,24 @@ struct Lifecycle<'a> {
 }
 
 impl<'a> Lifecycle<'a> {
-    fn new(
+    /// The cores wired by their own crates' constructors, on the embedded backends.
+    async fn new(
         providers: &'a [SimulatedProvider],
         store: Arc<MemoryStore>,
         cluster: Arc<SimulatedCluster>,
         bus: Arc<MemoryBus>,
         replies: Arc<MemoryReplies>,
-    ) -> Self {
-        let recorder = heartbeat_recorder::Context {
-            store: store.clone(),
-            cluster: cluster.clone(),
-            signatures: SignaturePolicy::Required,
-            replay_window: D::minutes(5),
-            annotate_interval: D::minutes(5),
-        };
-        let sweeper = staleness_sweeper::Context {
-            store: store.clone(),
-            cluster: cluster.clone(),
-            bus: bus.clone(),
-            replies: replies.clone(),
-            stale_after: D::seconds(STALE_AFTER_S),
-            guard: staleness_sweeper::StallGuard::default(),
-            fleet: Default::default(),
-        };
-        let alloc_ctx = allocator::Context::new(store.clone(), bus, replies.clone());
-        Self {
+    ) -> anyhow::Result<Self> {
+        let mut cfg = Config::defaults();
+        cfg.stale_after_s = STALE_AFTER_S;
+        let b = Backends::new(cfg, bus)
+            .with_store(store.clone())
+            .with_cluster(cluster.clone())
+            .with_replies(replies.clone());
+        let recorder = heartbeat_recorder::context(&b).await?;
+        let sweeper = staleness_sweeper::context(&b).await?;
+        let alloc_ctx = allocator::context(&b).await?;
+        Ok(Self {
             providers,
             store,
             cluster,
@@ -259,7 +253,7 @@ impl<'a> Lifecycle<'a> {
             beats: 0,
             writes_at_steady_start: 0,
             writes_per_provider_minute: 0.0,
-        }
+        })
     }
 
     /// One virtual second.

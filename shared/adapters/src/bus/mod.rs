@@ -1,5 +1,7 @@
 //! Buses implementing [`worldland_core::bus::Bus`].
 
 pub mod memory;
+#[cfg(feature = "rabbit")]
 pub mod rabbit;
+#[cfg(feature = "sqs")]
 pub mod sqs;

@@ -1,6 +1,7 @@
 //! Stores implementing [`worldland_core::state::ItemStore`].
 
 pub mod counting;
+#[cfg(feature = "dynamo")]
 pub mod dynamo;
 pub mod memory;
 

@@ -5,13 +5,16 @@
 //! caller can reconnect. A connection for blocking reads (XREAD/XREADGROUP BLOCK) gets its BLOCK
 //! time plus a margin ([`RedisTimeouts::blocking`]), so a blocked read is never cut short.
 //!
-//! This crate depends on tokio, redis and tracing only, so the SDK's tree stays free of the
+//! Shutdown on a signal needs no Redis: the connections are behind the `conn` feature (on by
+//! default), so a worker that never calls Redis does not link it. This crate depends on tokio,
+//! redis and tracing only, so the SDK's tree stays free of the
 //! broker's crates.
 
 mod shutdown;
 
 use std::time::Duration;
 
+#[cfg(feature = "conn")]
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 pub use shutdown::shutdown_on_signal;
@@ -59,6 +62,7 @@ impl RedisTimeouts {
     }
 }
 
+#[cfg(feature = "conn")]
 /// A reconnecting connection to `url`: an ordinary one with the default timeouts, or a
 /// `blocking` one whose response timeout is [`BLOCKING_RESPONSE_TIMEOUT`]. Commands on one
 /// connection are pipelined, so blocking reads need a connection of their own.
@@ -74,6 +78,7 @@ pub async fn connect(url: &str, blocking: bool) -> redis::RedisResult<Connection
     connect_with(url, timeouts).await
 }
 
+#[cfg(feature = "conn")]
 /// A reconnecting connection to `url` with these timeouts. The manager reconnects by itself
 /// after a dropped connection, but not after a timed-out command: a caller that sees one
 /// (`RedisError::is_timeout`) should make a new connection rather than go on with a socket that
@@ -95,6 +100,7 @@ pub async fn connect_with(url: &str, timeouts: RedisTimeouts) -> redis::RedisRes
     }
 }
 
+#[cfg(feature = "conn")]
 /// Creates consumer group `group` on `stream` (and the stream) at entry `from`, treating "the
 /// group already exists" as success.
 pub async fn ensure_group(conn: &mut ConnectionManager, stream: &str, group: &str, from: &str) -> redis::RedisResult<()> {
@@ -133,5 +139,5 @@ pub fn redacted(url: &str) -> String {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "conn"))]
 mod tests;

@@ -139,5 +139,5 @@ pub fn redacted(url: &str) -> String {
     }
 }
 
-#[cfg(all(test, feature = "conn"))]
+#[cfg(test)]
 mod tests;

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBuilder};
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use chrono::{DateTime, SecondsFormat, Utc};
 use k256::ecdsa::SigningKey;
 use tokio::sync::broadcast;
@@ -77,9 +77,10 @@ async fn send(conn: &mut redis::aio::ConnectionManager, s: &HeartbeatSettings, k
         .await
 }
 
-/// The waits after consecutive failed heartbeats: half a second, doubling each time, never longer
+/// The waits after consecutive failures to reach Redis (heartbeats, mining commands, the answer
+/// wait): half a second, doubling each time, never longer
 /// than the interval (except the first, which is always half a second), without end.
-pub fn reconnect_backoff(interval: Duration) -> impl Iterator<Item = Duration> {
+pub fn reconnect_backoff(interval: Duration) -> ExponentialBackoff {
     ExponentialBuilder::new()
         .with_min_delay(Duration::from_millis(500))
         .with_factor(2.0)

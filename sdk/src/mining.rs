@@ -13,6 +13,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use backon::ExponentialBackoff;
 use chrono::{SecondsFormat, Utc};
 use k256::ecdsa::SigningKey;
 use redis::aio::ConnectionManager;
@@ -25,6 +26,8 @@ use worldland_core::messages::jobs::{MiningCommand, MINING_RESUME, MINING_STOP};
 use worldland_core::signature::sign_personal;
 use worldland_core::streams::StreamNames;
 use worldland_redis::RedisTimeouts;
+
+use crate::heartbeat::reconnect_backoff;
 
 mod cursor;
 
@@ -171,8 +174,8 @@ pub async fn run_commands(
     run_commands_from(redis_url, streams, provider_id, key, broker, settings, cursor, shutdown).await
 }
 
-/// The first wait after a failed connection or read; it doubles up to 30 s.
-const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+/// The longest wait before reconnecting (the waits start at half a second and double).
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// Handles the commands after `cursor` until `shutdown` fires; returns how many (signed by
 /// `broker`) it obeyed.
@@ -209,7 +212,7 @@ pub async fn run_commands_from(
         done: HashSet::new(),
         unacked: None,
         obeyed: 0,
-        backoff: FIRST_BACKOFF,
+        backoff: reconnect_backoff(MAX_BACKOFF),
     };
     loop {
         let conns = async {
@@ -227,8 +230,8 @@ pub async fn run_commands_from(
             }
         }
         c.cursor.save();
-        tokio::select! { _ = shutdown.recv() => break, _ = tokio::time::sleep(c.backoff) => {} }
-        c.backoff = (c.backoff * 2).min(Duration::from_secs(30));
+        let wait = c.backoff.next().unwrap_or(MAX_BACKOFF);
+        tokio::select! { _ = shutdown.recv() => break, _ = tokio::time::sleep(wait) => {} }
     }
     c.cursor.save();
     c.obeyed
@@ -254,7 +257,7 @@ struct Commands {
     /// A command obeyed whose acknowledgement has not been written yet, with its entry's id.
     unacked: Option<(String, CommandAck)>,
     obeyed: usize,
-    backoff: Duration,
+    backoff: ExponentialBackoff,
 }
 
 impl Commands {
@@ -288,7 +291,7 @@ impl Commands {
             let reply = tokio::select! { _ = shutdown.recv() => return Stop::Shutdown, r = read => r };
             match reply {
                 Ok(reply) => {
-                    self.backoff = FIRST_BACKOFF;
+                    self.backoff = reconnect_backoff(MAX_BACKOFF);
                     self.handle(&reply).await;
                     self.cursor.save();
                 }

@@ -89,6 +89,20 @@ impl TestEnv {
         out
     }
 
+    /// The id of the last entry of `stream`, or "0" when it has none.
+    pub async fn last_entry_id(&self, stream: &str) -> String {
+        let last: redis::streams::StreamRangeReply = redis::cmd("XREVRANGE")
+            .arg(stream)
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(&mut self.redis().await)
+            .await
+            .expect("XREVRANGE");
+        last.ids.first().map_or_else(|| "0".to_string(), |e| e.id.clone())
+    }
+
     /// A connection of its own for blocking reads.
     pub async fn redis_blocking(&self) -> ConnectionManager {
         backends::redis_blocking(&self.cfg).await.expect("Redis on 127.0.0.1:6379")

@@ -36,21 +36,6 @@ fn host_port(url: &str) -> String {
     rest.split('/').next().unwrap().to_string()
 }
 
-/// The id of the last entry of `stream` ("0" when none), read past the proxy.
-async fn last_id(env: &TestEnv, stream: &str) -> String {
-    let mut conn = env.redis().await;
-    let last: redis::streams::StreamRangeReply = redis::cmd("XREVRANGE")
-        .arg(stream)
-        .arg("+")
-        .arg("-")
-        .arg("COUNT")
-        .arg(1)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    last.ids.first().map_or_else(|| "0".to_string(), |e| e.id.clone())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heartbeats_resume_after_redis_stops_answering() {
     let env = TestEnv::new(&[]);
@@ -76,7 +61,7 @@ async fn heartbeats_resume_after_redis_stops_answering() {
         "the heartbeat loop never gave up its connection to a Redis that stopped answering"
     );
     // The loop is past its frozen connection: no beat can land any more until the proxy resumes.
-    let mut last = last_id(&env, &streams.heartbeat()).await;
+    let mut last = env.last_entry_id(&streams.heartbeat()).await;
     proxy.resume();
     // Two beats: the first of them went through whole, as a beat follows the previous one's reply.
     env.next_entries(&streams.heartbeat(), &mut last, 2).await;

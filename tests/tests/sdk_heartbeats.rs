@@ -39,7 +39,7 @@ async fn start_redis(port: u16) -> Child {
 
 /// Blocks until the stream has more than `after` entries; returns all of them.
 async fn entries(url: &str, stream: &str, more_than: usize) -> Vec<(String, String)> {
-    let mut conn = worldland_runtime::backends::redis_connection(url, true).await.unwrap();
+    let mut conn = worldland_redis::connect(url, true).await.unwrap();
     loop {
         let all: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
             .arg(stream)

@@ -169,22 +169,6 @@ async fn after_a_restart_the_sdk_obeys_what_came_while_it_was_down_and_nothing_t
         (stop_tx, handling)
     };
     let saved_cursor = || LocalState::load(&dir).unwrap().unwrap().command_cursor;
-    let last_entry = |conn: redis::aio::ConnectionManager| {
-        let stream = streams.response(&p.provider_id);
-        async move {
-            let mut conn = conn;
-            let r: redis::streams::StreamRangeReply = redis::cmd("XREVRANGE")
-                .arg(stream)
-                .arg("+")
-                .arg("-")
-                .arg("COUNT")
-                .arg(1)
-                .query_async(&mut conn)
-                .await
-                .unwrap();
-            r.ids[0].id.clone()
-        }
-    };
     let mut last_ack = "0".to_string();
 
     // Written after the install, before the SDK first runs: obeyed on the first run.
@@ -194,7 +178,11 @@ async fn after_a_restart_the_sdk_obeys_what_came_while_it_was_down_and_nothing_t
     let _ = stop_tx.send(());
     assert_eq!(handling.await.unwrap(), 1);
     assert_eq!(acks[0].command_id, "job-1/stop");
-    assert_eq!(saved_cursor(), Some(last_entry(conn.clone()).await), "the handled entry is saved");
+    assert_eq!(
+        saved_cursor(),
+        Some(env.last_entry_id(&streams.response(&p.provider_id)).await),
+        "the handled entry is saved"
+    );
 
     // Written while it is down: obeyed after the restart; job-1/stop is not run again.
     replies.command(&p.provider_id, &command("mining.resume", "job-1")).await.unwrap();
@@ -203,7 +191,7 @@ async fn after_a_restart_the_sdk_obeys_what_came_while_it_was_down_and_nothing_t
     let _ = stop_tx.send(());
     assert_eq!(handling.await.unwrap(), 1, "only the command that came while it was down");
     assert_eq!(acks[0].command_id, "job-1/resume");
-    assert_eq!(saved_cursor(), Some(last_entry(conn.clone()).await));
+    assert_eq!(saved_cursor(), Some(env.last_entry_id(&streams.response(&p.provider_id)).await));
 
     // Once more with nothing new: nothing runs.
     let (stop_tx, handling) = start();

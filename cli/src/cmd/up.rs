@@ -18,7 +18,7 @@ async fn up(cfg: Config) -> anyhow::Result<()> {
     let bus: Arc<dyn Bus> = Arc::new(backends::rabbit(&cfg).await.context("connecting to RabbitMQ")?);
     // One store, one set of replies and one cluster client, shared by every worker.
     let b = Backends::new(cfg.clone(), bus.clone());
-    let shutdown = backends::shutdown_on_signal();
+    let shutdown = worldland_redis::shutdown_on_signal();
     backends::serve_health(&cfg, &shutdown).await?;
     let workers: Vec<Worker> = vec![
         registration_handler::worker(b.clone()).await?,

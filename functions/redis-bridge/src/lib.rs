@@ -18,10 +18,10 @@ use std::time::Duration;
 use redis::aio::ConnectionManager;
 use redis::Value;
 use tokio::sync::broadcast;
-use worldland_adapters::replies::ensure_group;
 use worldland_core::bus::{Bus, BusError};
 use worldland_core::messages::topics;
 use worldland_core::streams::StreamNames;
+use worldland_redis::ensure_group;
 use worldland_runtime::Config;
 
 pub use entry::{envelope_for, RawEntry};

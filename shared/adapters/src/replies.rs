@@ -106,10 +106,6 @@ impl RedisReplies {
 }
 
 #[cfg(feature = "redis")]
-/// Kept here for the bridge and the bench, which import it from this module.
-pub use worldland_redis::ensure_group;
-
-#[cfg(feature = "redis")]
 impl RedisReplies {
     async fn write(&self, provider_id: &str, data: String) -> Result<(), ReplyError> {
         let err = |e: redis::RedisError| ReplyError {
@@ -118,7 +114,9 @@ impl RedisReplies {
         };
         let stream = self.streams.response(provider_id);
         let mut conn = self.connection().await.map_err(err)?;
-        ensure_group(&mut conn, &stream, AGENT_RESPONSE_GROUP, "0").await.map_err(err)?;
+        worldland_redis::ensure_group(&mut conn, &stream, AGENT_RESPONSE_GROUP, "0")
+            .await
+            .map_err(err)?;
         let now = Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true);
         let signature = self.key.sign(&stream, &now, data.as_bytes());
         redis::pipe()

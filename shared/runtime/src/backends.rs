@@ -25,6 +25,7 @@ use worldland_core::state::ItemStore;
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
     #[cfg(feature = "redis")]
+    /// `url` is [`worldland_redis::redacted`]: a password in it never reaches a log line.
     #[error("Redis at {url}: {source}")]
     Redis {
         url: String,
@@ -85,20 +86,12 @@ pub fn redis_timeouts(cfg: &Config) -> RedisTimeouts {
 /// A reconnecting connection to `url` with these timeouts.
 pub async fn redis_connection_with(url: &str, timeouts: RedisTimeouts) -> Result<redis::aio::ConnectionManager, BackendError> {
     worldland_redis::connect_with(url, timeouts).await.map_err(|e| BackendError::Redis {
-        url: url.to_string(),
+        url: worldland_redis::redacted(url),
         source: e,
     })
 }
 
 #[cfg(feature = "redis")]
-/// A reconnecting connection to `url`, ordinary or `blocking` ([`worldland_redis::connect`]).
-pub async fn redis_connection(url: &str, blocking: bool) -> Result<redis::aio::ConnectionManager, BackendError> {
-    worldland_redis::connect(url, blocking).await.map_err(|e| BackendError::Redis {
-        url: url.to_string(),
-        source: e,
-    })
-}
-
 #[cfg(feature = "rabbit")]
 pub fn rabbit_settings(cfg: &Config) -> RabbitSettings {
     RabbitSettings {
@@ -324,16 +317,29 @@ pub async fn serve_health(cfg: &Config, shutdown: &broadcast::Sender<()>) -> Res
     Ok(())
 }
 
-/// A broadcast that fires on SIGTERM or Ctrl-C: every loop stops taking new work and finishes
-/// what it holds. (Re-exported: the container entry point and `worldland up` call it here.)
-pub use worldland_redis::shutdown_on_signal;
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn cfg(pairs: &[(&str, &str)]) -> Config {
         Config::from_vars(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string()))).unwrap()
+    }
+
+    /// A Redis URL carries its password (`redis://user:password@host`): a connection error,
+    /// which ends up in a log line, names the server without it.
+    #[tokio::test]
+    async fn a_redis_error_never_shows_the_password_of_its_url() {
+        let timeouts = RedisTimeouts {
+            connect: Duration::from_millis(500),
+            response: Duration::from_millis(500),
+        };
+        // Port 1 on loopback: nothing listens, the connection is refused at once.
+        let err = redis_connection_with("redis://broker:s3cret-pw@127.0.0.1:1", timeouts)
+            .await
+            .expect_err("nothing listens on port 1");
+        let shown = format!("{err} {err:?}");
+        assert!(!shown.contains("s3cret-pw"), "{shown}");
+        assert!(shown.contains("127.0.0.1:1"), "{shown}");
     }
 
     #[test]

@@ -60,7 +60,7 @@ where
 {
     let cfg = Config::from_env()?;
     crate::telemetry::init(cfg.log_format);
-    let shutdown = backends::shutdown_on_signal();
+    let shutdown = worldland_redis::shutdown_on_signal();
     // Liveness answers from the start; readiness once the worker consumes.
     backends::serve_health(&cfg, &shutdown).await?;
     let bus = backends::bus(&cfg).await?;

@@ -486,7 +486,7 @@ impl RawRoundTrip {
     async fn open(cfg: &Config, conn: &mut ConnectionManager, prefix: &str, count: usize) -> anyhow::Result<Self> {
         let stream = format!("{prefix}:raw");
         let queue = format!("{prefix}.raw");
-        worldland_adapters::replies::ensure_group(conn, &stream, "raw", "0").await?;
+        worldland_redis::ensure_group(conn, &stream, "raw", "0").await?;
         let amqp = Connection::connect(&cfg.amqp_url, ConnectionProperties::default()).await?;
         let pub_ch = amqp.create_channel().await?;
         pub_ch.confirm_select(ConfirmSelectOptions::default()).await?;

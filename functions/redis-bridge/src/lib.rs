@@ -11,6 +11,8 @@
 //! consumer group shares the entries out.
 
 pub mod entry;
+mod settings;
+mod stream_writes;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,11 +22,10 @@ use redis::Value;
 use tokio::sync::broadcast;
 use worldland_core::bus::{Bus, BusError};
 use worldland_core::messages::topics;
-use worldland_core::streams::StreamNames;
 use worldland_redis::ensure_group;
-use worldland_runtime::Config;
 
 pub use entry::{envelope_for, RawEntry};
+pub use settings::*;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -35,56 +36,6 @@ pub enum Error {
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
-
-#[derive(Debug, Clone)]
-pub struct BridgeSettings {
-    pub streams: StreamNames,
-    pub group: String,
-    pub consumer: String,
-    pub reclaim_idle_ms: u64,
-    pub block_ms: u64,
-    pub batch: usize,
-}
-
-/// The bridge's bounds ([`RedisBridge::with_limits`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BridgeLimits {
-    /// After this many failed forwards an entry is dead-lettered (`forward_failed`).
-    pub max_forward_failures: u64,
-    /// Approximate MAXLEN of the dead-letter stream.
-    pub dead_letter_max_len: u64,
-}
-
-impl Default for BridgeLimits {
-    fn default() -> Self {
-        Self::from_config(&Config::defaults())
-    }
-}
-
-impl BridgeLimits {
-    pub fn from_config(cfg: &Config) -> Self {
-        Self {
-            max_forward_failures: cfg.bridge_max_forward_failures,
-            dead_letter_max_len: cfg.deadletter_stream_maxlen,
-        }
-    }
-}
-
-/// The reason an entry the bus kept refusing is dead-lettered with.
-pub const FORWARD_FAILED: &str = "forward_failed";
-
-impl BridgeSettings {
-    pub fn from_config(cfg: &Config) -> Self {
-        Self {
-            streams: cfg.streams(),
-            group: cfg.bridge_group.clone(),
-            consumer: cfg.consumer_name(),
-            reclaim_idle_ms: cfg.reclaim_idle_ms,
-            block_ms: cfg.bridge_block_ms,
-            batch: cfg.bridge_batch,
-        }
-    }
-}
 
 /// What one pass did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -328,57 +279,6 @@ impl RedisBridge {
             Ok(()) => tracing::warn!(%stream, entries = future.len(), %back_to, "entry ids were dragged into the future; stream reset"),
             Err(e) => tracing::warn!(%stream, error = %e, "could not reset a dragged stream yet; the next pass retries"),
         }
-    }
-
-    /// Writes `e` to the (bounded) dead-letter stream with its reason and acks it, atomically.
-    async fn dead_letter(&self, stream: &str, e: &RawEntry, reason: &str, message: &str) -> Result<()> {
-        let mut p = redis::pipe();
-        p.atomic()
-            .cmd("XADD")
-            .arg(self.settings.streams.dead_letter())
-            .arg("MAXLEN")
-            .arg("~")
-            .arg(self.limits.dead_letter_max_len.max(1))
-            .arg("*")
-            .arg("stream")
-            .arg(stream)
-            .arg("entry_id")
-            .arg(&e.id)
-            .arg("reason")
-            .arg(reason)
-            .arg("message")
-            .arg(message);
-        for (k, v) in e.fields.iter().flatten() {
-            p.arg(k.as_slice()).arg(v.as_slice());
-        }
-        p.ignore().cmd("XACK").arg(stream).arg(&self.settings.group).arg(&e.id).ignore();
-        p.query_async::<()>(&mut self.conn.clone()).await?;
-        Ok(())
-    }
-
-    /// How many times the group has delivered `id` (read, then reclaimed): the forwards tried.
-    /// 1 when Redis does not say (no longer pending).
-    async fn delivery_count(&self, stream: &str, id: &str) -> Result<u64> {
-        let reply: Value = redis::cmd("XPENDING")
-            .arg(stream)
-            .arg(&self.settings.group)
-            .arg(id)
-            .arg(id)
-            .arg(1)
-            .query_async(&mut self.conn.clone())
-            .await?;
-        Ok(entry::pending_delivery_count(&reply).unwrap_or(1))
-    }
-
-    /// Acks `ids` of `stream` in one XACK.
-    async fn ack(&self, stream: &str, ids: &[String]) -> Result<()> {
-        redis::cmd("XACK")
-            .arg(stream)
-            .arg(&self.settings.group)
-            .arg(ids)
-            .query_async::<()>(&mut self.conn.clone())
-            .await?;
-        Ok(())
     }
 
     /// Trims entries every bridge has finished with: everything before the oldest pending

@@ -3,6 +3,10 @@
 
 use serde::Deserialize;
 
+mod defaults;
+
+use defaults::*;
+
 use worldland_core::bus::{routes, QueueSpec};
 use worldland_core::signature::SignaturePolicy;
 use worldland_core::state::TableNames;
@@ -39,91 +43,6 @@ pub enum BusKind {
 pub enum ClusterKind {
     Simulated,
     Kube,
-}
-
-fn d_redis_url() -> String {
-    "redis://127.0.0.1:6379".into()
-}
-fn d_amqp_url() -> String {
-    "amqp://guest:guest@127.0.0.1:5672/%2f".into()
-}
-fn d_exchange() -> String {
-    "worldland".into()
-}
-fn d_queue_prefix() -> String {
-    "worldland.".into()
-}
-fn d_prefetch() -> u16 {
-    32
-}
-fn d_delivery_limit() -> u32 {
-    5
-}
-fn d_store() -> StoreKind {
-    StoreKind::Dynamodb
-}
-fn d_cluster() -> ClusterKind {
-    ClusterKind::Kube
-}
-fn d_region() -> String {
-    "us-east-1".into()
-}
-fn d_providers_table() -> String {
-    "worldland-providers".into()
-}
-fn d_state_index() -> String {
-    "state-heartbeat-index".into()
-}
-fn d_placement_index() -> String {
-    "model-price-index".into()
-}
-fn d_jobs_index() -> String {
-    "state-due-index".into()
-}
-fn d_jobs_table() -> String {
-    "worldland-jobs".into()
-}
-fn d_price_ceiling() -> f64 {
-    100.0
-}
-fn d_replay_window_s() -> i64 {
-    300
-}
-fn d_token_ttl_s() -> i64 {
-    3600
-}
-fn d_bridge_group() -> String {
-    "worldland-bridge".into()
-}
-fn d_reclaim_idle_ms() -> u64 {
-    60_000
-}
-fn d_block_ms() -> u64 {
-    1_000
-}
-fn d_batch() -> usize {
-    64
-}
-fn d_response_ttl_s() -> i64 {
-    86_400
-}
-fn d_sweep_interval_s() -> u64 {
-    15
-}
-fn d_stale_after_s() -> i64 {
-    120
-}
-fn d_annotate_interval_s() -> i64 {
-    300
-}
-fn d_stall_guard_share() -> f64 {
-    0.5
-}
-fn d_stall_guard_min() -> usize {
-    5
-}
-fn d_health_addr() -> String {
-    "127.0.0.1:8080".into()
 }
 
 /// Every setting, with its default. The README lists them all.
@@ -260,46 +179,6 @@ pub struct Config {
     pub kube_connect_timeout_s: u64,
     #[serde(default = "d_kube_read_timeout_s")]
     pub kube_read_timeout_s: u64,
-}
-
-fn d_dlq_max_length() -> u64 {
-    100_000
-}
-fn d_dlq_ttl_s() -> u64 {
-    14 * 86_400
-}
-fn d_deadletter_stream_maxlen() -> u64 {
-    100_000
-}
-fn d_response_stream_maxlen() -> u64 {
-    1_000
-}
-fn d_bridge_max_forward_failures() -> u64 {
-    10
-}
-fn d_aws_operation_timeout_ms() -> u64 {
-    30_000
-}
-fn d_aws_attempt_timeout_ms() -> u64 {
-    10_000
-}
-fn d_redis_connect_timeout_ms() -> u64 {
-    5_000
-}
-fn d_redis_response_timeout_ms() -> u64 {
-    5_000
-}
-fn d_amqp_connect_timeout_ms() -> u64 {
-    10_000
-}
-fn d_amqp_operation_timeout_ms() -> u64 {
-    10_000
-}
-fn d_kube_connect_timeout_s() -> u64 {
-    10
-}
-fn d_kube_read_timeout_s() -> u64 {
-    60
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -450,52 +329,4 @@ impl Config {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
-    }
-
-    #[test]
-    fn defaults_are_sane() {
-        let c = Config::defaults();
-        assert_eq!(c.signature_policy, SignaturePolicy::Required);
-        assert_eq!(c.token_ttl_s, 3600);
-        assert_eq!(c.replay_window_s, 300);
-        assert!(!c.allow_private_networks);
-        assert_eq!(c.broker_key_file, None);
-        assert_eq!((c.dlq_max_length, c.dlq_ttl_s), (100_000, 1_209_600));
-        assert!(c.redis_response_timeout_ms > 0 && c.amqp_connect_timeout_ms > 0);
-    }
-
-    #[test]
-    fn reads_prefixed_variables() {
-        let c = Config::from_vars(vars(&[
-            ("WORLDLAND_SIGNATURE_POLICY", "optional"),
-            ("WORLDLAND_PREFETCH", "4"),
-            ("OTHER_PREFETCH", "9"),
-        ]))
-        .unwrap();
-        assert_eq!((c.signature_policy, c.prefetch), (SignaturePolicy::Optional, 4));
-    }
-
-    #[test]
-    fn errors_name_the_variable() {
-        let table = [
-            (("WORLDLAND_PREFETCH", "lots"), "WORLDLAND_PREFETCH"),
-            (("WORLDLAND_PREFETCH", "0"), "WORLDLAND_PREFETCH"),
-            (("WORLDLAND_SIGNATURE_POLICY", "sometimes"), "WORLDLAND_SIGNATURE_POLICY"),
-            (("WORLDLAND_TOKEN_TTL_S", "5"), "WORLDLAND_TOKEN_TTL_S"),
-            (("WORLDLAND_PRICE_CEILING", "-1"), "WORLDLAND_PRICE_CEILING"),
-            (("WORLDLAND_ALLOW_PRIVATE_NETWORKS", "maybe"), "WORLDLAND_ALLOW_PRIVATE_NETWORKS"),
-            (("WORLDLAND_BROKER_KEY_FILE", ""), "WORLDLAND_BROKER_KEY_FILE"),
-            (("WORLDLAND_DLQ_TTL_S", "2000000"), "WORLDLAND_DLQ_TTL_S"),
-            (("WORLDLAND_REDIS_RESPONSE_TIMEOUT_MS", "0"), "WORLDLAND_REDIS_RESPONSE_TIMEOUT_MS"),
-        ];
-        for ((k, v), want) in table {
-            let err = Config::from_vars(vars(&[(k, v)])).unwrap_err();
-            assert!(err.0.contains(want), "{k}={v}: {err}");
-        }
-    }
-}
+mod tests;

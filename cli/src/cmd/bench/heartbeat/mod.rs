@@ -11,16 +11,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
 use k256::ecdsa::SigningKey;
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
-};
-use lapin::types::FieldTable;
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use redis::aio::ConnectionManager;
 use tokio::sync::broadcast;
-use tokio::task::JoinHandle;
 use worldland_adapters::bus::memory::MemoryBus;
 use worldland_adapters::bus::rabbit::RabbitBus;
 use worldland_adapters::cluster::simulated::SimulatedCluster;
@@ -34,6 +27,14 @@ use worldland_core::worker::{Failure, Handler};
 use worldland_provider_sdk::simulated::SimulatedProvider;
 use worldland_runtime::worker::run_consumer;
 use worldland_runtime::{backends, Backends, Config};
+
+mod cpu;
+mod print;
+mod raw;
+
+use cpu::{cpu_time, join_thread, on_own_thread};
+pub use print::print;
+use raw::RawRoundTrip;
 
 const INTERVAL_S: f64 = 30.0;
 
@@ -164,59 +165,6 @@ pub async fn embedded(providers: usize) -> anyhow::Result<EmbeddedFigures> {
     })
 }
 
-/// This process's CPU time (user + system), from /proc/self/stat.
-fn cpu_time() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let after = stat.rsplit(')').next().unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    // Fields 14 and 15 (utime, stime) are the 12th and 13th after the command name.
-    let field = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    let ticks = field(11) + field(12);
-    Duration::from_millis(ticks * 10)
-}
-
-/// The CPU time of the calling thread (user + system): its run time from
-/// /proc/thread-self/schedstat (nanoseconds), else its ticks from /proc/thread-self/stat.
-fn thread_cpu_time() -> Duration {
-    if let Some(ns) = std::fs::read_to_string("/proc/thread-self/schedstat")
-        .ok()
-        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()))
-    {
-        return Duration::from_nanos(ns);
-    }
-    let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap_or_default();
-    let after = stat.rsplit(')').next().unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let field = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    Duration::from_millis((field(11) + field(12)) * 10)
-}
-
-/// Runs `work` on a thread of its own, on a current-thread runtime made there (so whatever it
-/// connects is driven on that thread too): its result and the thread's CPU time.
-fn on_own_thread<F, Fut, T>(name: &str, work: F) -> std::thread::JoinHandle<anyhow::Result<(T, Duration)>>
-where
-    F: FnOnce() -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = anyhow::Result<T>>,
-    T: Send + 'static,
-{
-    std::thread::Builder::new()
-        .name(name.into())
-        .spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            let cpu0 = thread_cpu_time();
-            let out = rt.block_on(work())?;
-            drop(rt);
-            Ok((out, thread_cpu_time().saturating_sub(cpu0)))
-        })
-        .expect("spawning a bench thread")
-}
-
-async fn join_thread<T: Send + 'static>(h: std::thread::JoinHandle<anyhow::Result<T>>) -> anyhow::Result<T> {
-    tokio::task::spawn_blocking(move || h.join())
-        .await?
-        .map_err(|_| anyhow::anyhow!("a bench thread panicked"))?
-}
-
 /// Heartbeats per second a million providers send (one each 30 s).
 const MILLION_PER_SECOND: f64 = 1e6 / INTERVAL_S;
 
@@ -244,7 +192,7 @@ pub struct PathFigures {
     pub parallel: Vec<ParallelFigures>,
 }
 
-async fn xadd_all(conn: &mut ConnectionManager, stream: &str, bodies: &[(String, String)]) -> anyhow::Result<()> {
+pub(super) async fn xadd_all(conn: &mut ConnectionManager, stream: &str, bodies: &[(String, String)]) -> anyhow::Result<()> {
     for chunk in bodies.chunks(100) {
         let mut p = redis::pipe();
         for (data, sig) in chunk {
@@ -470,233 +418,4 @@ async fn heartbeat_path(
         process_cpu,
         queue,
     })
-}
-
-/// The raw round trip's plumbing: a stream with its consumer group, a durable queue, a channel
-/// publishing with confirms, and a consumer that acks what it gets.
-struct RawRoundTrip {
-    stream: String,
-    queue: String,
-    amqp: Connection,
-    pub_ch: Channel,
-    consuming: JoinHandle<usize>,
-}
-
-impl RawRoundTrip {
-    async fn open(cfg: &Config, conn: &mut ConnectionManager, prefix: &str, count: usize) -> anyhow::Result<Self> {
-        let stream = format!("{prefix}:raw");
-        let queue = format!("{prefix}.raw");
-        worldland_redis::ensure_group(conn, &stream, "raw", "0").await?;
-        let amqp = Connection::connect(&cfg.amqp_url, ConnectionProperties::default()).await?;
-        let pub_ch = amqp.create_channel().await?;
-        pub_ch.confirm_select(ConfirmSelectOptions::default()).await?;
-        pub_ch
-            .queue_declare(
-                queue.as_str().into(),
-                QueueDeclareOptions {
-                    durable: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
-        let sub_ch = amqp.create_channel().await?;
-        sub_ch.basic_qos(cfg.prefetch, Default::default()).await?;
-        let mut consumer = sub_ch
-            .basic_consume(
-                queue.as_str().into(),
-                "raw".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
-        let consuming = tokio::spawn(async move {
-            let mut n = 0;
-            while n < count {
-                match consumer.next().await {
-                    Some(Ok(d)) => {
-                        let _ = d.acker.ack(BasicAckOptions::default()).await;
-                        n += 1;
-                    }
-                    _ => break,
-                }
-            }
-            n
-        });
-        Ok(Self {
-            stream,
-            queue,
-            amqp,
-            pub_ch,
-            consuming,
-        })
-    }
-
-    /// XADD `bodies`, then XREADGROUP batches of `batch` → publish all, await the confirms
-    /// together → one XACK per batch, while the consumer consumes and acks: the seconds until
-    /// it has all `count`.
-    async fn measure(
-        &mut self,
-        cfg: &Config,
-        conn: &mut ConnectionManager,
-        bodies: &[(String, String)],
-        count: usize,
-        batch: usize,
-    ) -> anyhow::Result<f64> {
-        let mut reader = backends::redis_blocking(cfg).await?;
-        let t0 = Instant::now();
-        xadd_all(conn, &self.stream, bodies).await?;
-        self.forward(&mut reader, conn, count, batch).await?;
-        let consumed = (&mut self.consuming).await?;
-        anyhow::ensure!(consumed == count, "the raw consumer got {consumed} of {count}");
-        Ok(t0.elapsed().as_secs_f64())
-    }
-
-    async fn forward(
-        &self,
-        reader: &mut ConnectionManager,
-        conn: &mut ConnectionManager,
-        count: usize,
-        batch: usize,
-    ) -> anyhow::Result<()> {
-        let mut forwarded = 0;
-        while forwarded < count {
-            let reply: redis::streams::StreamReadReply = redis::cmd("XREADGROUP")
-                .arg("GROUP")
-                .arg("raw")
-                .arg("raw-1")
-                .arg("COUNT")
-                .arg(batch.max(1))
-                .arg("BLOCK")
-                .arg(1000)
-                .arg("STREAMS")
-                .arg(&self.stream)
-                .arg(">")
-                .query_async(reader)
-                .await?;
-            let entries: Vec<_> = reply.keys.iter().flat_map(|k| k.ids.iter()).collect();
-            if entries.is_empty() {
-                continue;
-            }
-            // Every publish started together, as the bridge does (see `RabbitBus::publish_batch`).
-            let publishes = entries.iter().map(|entry| async move {
-                let data: Vec<u8> = entry.get("data").unwrap_or_default();
-                self.pub_ch
-                    .basic_publish(
-                        "".into(),
-                        self.queue.as_str().into(),
-                        BasicPublishOptions::default(),
-                        &data,
-                        BasicProperties::default().with_delivery_mode(2),
-                    )
-                    .await?
-                    .await
-            });
-            for c in futures::future::join_all(publishes).await {
-                anyhow::ensure!(c?.is_ack(), "the broker nacked a raw publish");
-            }
-            let ids: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
-            redis::cmd("XACK")
-                .arg(&self.stream)
-                .arg("raw")
-                .arg(&ids)
-                .query_async::<()>(conn)
-                .await?;
-            forwarded += entries.len();
-        }
-        Ok(())
-    }
-
-    /// Deletes the queue and closes the connection.
-    async fn close(self) {
-        let _ = self
-            .pub_ch
-            .queue_delete(self.queue.as_str().into(), QueueDeleteOptions::default())
-            .await;
-        let _ = self.amqp.close(200, "bench done".into()).await;
-    }
-}
-
-pub fn print(a: Option<&EmbeddedFigures>, b: Option<&PathFigures>) {
-    println!("worldland bench heartbeat ({})", super::build_kind());
-    if let Some(a) = a {
-        print_embedded(a);
-    }
-    if let Some(b) = b {
-        print_path(b);
-    }
-}
-
-fn print_embedded(a: &EmbeddedFigures) {
-    println!();
-    println!("(a) embedded store, one task, signature verified on every heartbeat");
-    println!("  {:<44} {:>14}", "providers (one heartbeat each)", a.providers);
-    println!("  {:<44} {:>14.0}", "heartbeats per second sustained", a.per_second);
-    println!("  {:<44} {:>14.1}", "CPU µs per heartbeat", a.cpu_us_per_heartbeat);
-    println!("  {:<44} {:>14.0}", "needed: providers / 30 s", a.needed_per_second);
-    println!(
-        "  {:<44} {:>13.1}%  {}",
-        "share of one core for the fleet",
-        a.core_share * 100.0,
-        if a.core_share <= 1.0 {
-            "(target: within one core — met)"
-        } else {
-            "(target: within one core — NOT met)"
-        }
-    );
-}
-
-fn print_path(b: &PathFigures) {
-    println!();
-    println!("(b) through real Redis and RabbitMQ ({} heartbeats)", b.heartbeats);
-    println!(
-        "  {:<66} {:>8.0}",
-        "heartbeat path: XADD → bridge → RabbitMQ → recorder, per s", b.path_per_second
-    );
-    println!(
-        "  {:<66} {:>8.0}",
-        format!("raw, pipelined as the bridge (batch {}): XADD → XREADGROUP →", b.batch),
-        b.raw_per_second
-    );
-    println!("    publish all, confirms together → one XACK → consume, per s");
-    println!(
-        "  {:<66} {:>8.2}  {}",
-        "ratio",
-        b.ratio,
-        if b.ratio >= 0.5 {
-            "(target ≥ 0.5 — met)"
-        } else {
-            "(target ≥ 0.5 — NOT met)"
-        }
-    );
-    println!(
-        "  {:<66} {:>8.1}",
-        "bridge CPU µs per heartbeat (its thread)", b.bridge_cpu_us_per_heartbeat
-    );
-    println!(
-        "  {:<66} {:>8.1}",
-        "recorder CPU µs per heartbeat (its thread)", b.recorder_cpu_us_per_heartbeat
-    );
-    println!(
-        "  {:<66} {:>8.1}",
-        "whole process CPU µs per heartbeat (+ AMQP I/O threads, XADD writer)", b.process_cpu_us_per_heartbeat
-    );
-    println!(
-        "  {:<66} {:>8.2}",
-        "cores for 1,000,000 providers (33,333/s): bridge", b.bridge_cores_per_million
-    );
-    println!(
-        "  {:<66} {:>8.2}",
-        "cores for 1,000,000 providers (33,333/s): recorder", b.recorder_cores_per_million
-    );
-    for p in &b.parallel {
-        println!(
-            "  {:<66} {:>8.0}",
-            format!(
-                "heartbeat path, {} bridges and {} recorders, per s",
-                p.bridges_and_recorders, p.bridges_and_recorders
-            ),
-            p.path_per_second
-        );
-    }
 }

@@ -60,6 +60,17 @@ check_worker_links() {
   printf '[checks] worker links: each worker links only the backends it calls\n' >&2
 }
 
+# Each worker builds on its own, with only its own features: a workspace build unifies features
+# and would hide a backend's code that a worker's feature set leaves out (its container and
+# Lambda images are built one package at a time).
+check_workers_build_alone() {
+  local dir
+  for dir in functions/*/; do
+    cargo check -q -p "$(basename "$dir")" --bins --lib
+  done
+  printf '[checks] every worker builds alone with its own features\n' >&2
+}
+
 # No declared dependency goes unused (cargo-machete; installed on first use, as on a fresh CI
 # runner).
 check_unused_deps() {
@@ -82,6 +93,7 @@ if [ "${BASH_SOURCE[0]}" = "$0" ]; then
   check_layering
   check_core_cycles
   check_worker_links
+  check_workers_build_alone
   check_unused_deps
   check_lints
 fi

@@ -91,7 +91,6 @@ pub async fn redis_connection_with(url: &str, timeouts: RedisTimeouts) -> Result
     })
 }
 
-#[cfg(feature = "redis")]
 #[cfg(feature = "rabbit")]
 pub fn rabbit_settings(cfg: &Config) -> RabbitSettings {
     RabbitSettings {

@@ -177,6 +177,36 @@ enum Next {
     Replace(String),
 }
 
+/// The token to create next: the reserved one, or a fresh id reserved (or replacing the old one)
+/// on the provider's item first, so a crash between this and the create leaves a record of it.
+async fn draw(next: Next, rec: &ProviderRecord, description: &str, ctx: &Context, now: DateTime<Utc>) -> Result<BootstrapToken, Failure> {
+    let store = ctx.store.as_ref();
+    Ok(match next {
+        Next::Create(token) => token,
+        Next::Reserve => {
+            let fresh = BootstrapToken::generate(now + ctx.token_ttl, description.to_string());
+            if !reserve_token(&fresh.id, fresh.expires_at, now)
+                .apply(store, &rec.provider_id)
+                .await?
+            {
+                // Another delivery reserved one in between: retry and use that one.
+                return Err(Failure::retry("token reservation raced; retrying with the stored one"));
+            }
+            fresh
+        }
+        Next::Replace(old) => {
+            let fresh = BootstrapToken::generate(now + ctx.token_ttl, description.to_string());
+            if !replace_token(&old, &fresh.id, fresh.expires_at, rec.state, now)
+                .apply(store, &rec.provider_id)
+                .await?
+            {
+                return Err(Failure::retry("token reservation changed under a replacement; retrying"));
+            }
+            fresh
+        }
+    })
+}
+
 /// The provider's one token: the recorded one when its sealed join can be sent again, else a
 /// created one — the reserved id, or a new id after each 409 — recorded before it is answered.
 /// Never reads a Secret.
@@ -211,30 +241,7 @@ async fn token_for(
         None => Next::Reserve,
     };
     for _ in 0..MAX_TOKEN_DRAWS {
-        let token = match next {
-            Next::Create(token) => token,
-            Next::Reserve => {
-                let fresh = BootstrapToken::generate(now + ctx.token_ttl, description.clone());
-                if !reserve_token(&fresh.id, fresh.expires_at, now)
-                    .apply(store, &rec.provider_id)
-                    .await?
-                {
-                    // Another delivery reserved one in between: retry and use that one.
-                    return Err(Failure::retry("token reservation raced; retrying with the stored one"));
-                }
-                fresh
-            }
-            Next::Replace(old) => {
-                let fresh = BootstrapToken::generate(now + ctx.token_ttl, description.clone());
-                if !replace_token(&old, &fresh.id, fresh.expires_at, rec.state, now)
-                    .apply(store, &rec.provider_id)
-                    .await?
-                {
-                    return Err(Failure::retry("token reservation changed under a replacement; retrying"));
-                }
-                fresh
-            }
-        };
+        let token = draw(next, rec, &description, ctx, now).await?;
         match ctx.cluster.create_bootstrap_token(&token).await? {
             Created::New => {
                 let join = join_for(&token, d, &rec.node_name, enc_pubkey)?;

@@ -21,11 +21,9 @@ pub async fn run_all(store: &dyn ItemStore) {
     placement_index_pages_cheapest_first(store).await;
 }
 
-/// The placement index: one model's items, cheapest first, under a price cap, only the wanted
-/// state returned (the others counted as read), paged by cursor; an item moves when its model or
-/// price changes and leaves when it loses its model.
-pub async fn placement_index_pages_cheapest_first(store: &dyn ItemStore) {
-    let model = key("model");
+/// Five items of `model` priced 100-500 (the one at 300 offline), and one of another model at 1;
+/// the keys of the five, in the order written.
+async fn seed_placement_partition(store: &dyn ItemStore, model: &str) -> Vec<String> {
     let mut keys = vec![];
     for (i, (price, state)) in [
         (500i64, "available"),
@@ -40,7 +38,7 @@ pub async fn placement_index_pages_cheapest_first(store: &dyn ItemStore) {
         let k = key(&format!("place{i}"));
         let ops = [
             Op::set("state", state),
-            Op::set(PLACEMENT_MODEL_ATTR, model.as_str()),
+            Op::set(PLACEMENT_MODEL_ATTR, model),
             Op::set(PLACEMENT_SORT_ATTR, price),
             Op::set("node_name", "n"),
             Op::set("spec", "not projected"),
@@ -56,6 +54,15 @@ pub async fn placement_index_pages_cheapest_first(store: &dyn ItemStore) {
         Op::set(PLACEMENT_SORT_ATTR, 1i64),
     ];
     store.update(Table::Providers, &other, &Cond::Always, &ops).await.unwrap();
+    keys
+}
+
+/// The placement index: one model's items, cheapest first, under a price cap, only the wanted
+/// state returned (the others counted as read), paged by cursor; an item moves when its model or
+/// price changes and leaves when it loses its model.
+pub async fn placement_index_pages_cheapest_first(store: &dyn ItemStore) {
+    let model = key("model");
+    let keys = seed_placement_partition(store, &model).await;
 
     let page = |after: Option<PlacementCursor>, limit: usize, cap: Option<i64>| {
         let model = model.clone();

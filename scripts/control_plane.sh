@@ -142,9 +142,14 @@ kubeadm_like_setup() {
 }
 
 stop_control_plane() {
+  local pid
   for pid in "${CONTROLLER_MANAGER_PID:-}" "${APISERVER_PID:-}" "${ETCD_PID:-}"; do
-    [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+    if [ -n "$pid" ] && kill "$pid" 2>/dev/null; then
+      wait "$pid" 2>/dev/null || true # a killed process's status (143) is not this run's
+    fi
   done
-  [ -n "${CONTROL_PLANE_DIR:-}" ] && rm -rf "$CONTROL_PLANE_DIR"
-  return 0
+  if [ -n "${CONTROL_PLANE_DIR:-}" ]; then
+    rm -rf "$CONTROL_PLANE_DIR"
+    log "control plane: stopped"
+  fi
 }

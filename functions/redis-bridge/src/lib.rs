@@ -20,8 +20,7 @@ use std::time::Duration;
 use redis::aio::ConnectionManager;
 use redis::Value;
 use tokio::sync::broadcast;
-use worldland_core::bus::{Bus, BusError};
-use worldland_core::messages::topics;
+use worldland_core::bus::{Bus, BusError, HeartbeatReceived, Message, RegistrationReceived};
 use worldland_redis::ensure_group;
 
 pub use entry::{envelope_for, RawEntry};
@@ -83,8 +82,8 @@ impl RedisBridge {
 
     fn streams(&self) -> [(String, &'static str); 2] {
         [
-            (self.settings.streams.registration(), topics::REGISTRATION_RECEIVED),
-            (self.settings.streams.heartbeat(), topics::HEARTBEAT_RECEIVED),
+            (self.settings.streams.registration(), RegistrationReceived::ROUTING_KEY),
+            (self.settings.streams.heartbeat(), HeartbeatReceived::ROUTING_KEY),
         ]
     }
 

@@ -5,11 +5,10 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::bus::Bus;
+use crate::bus::{Bus, Message};
 use crate::job::{self, JobState};
 use crate::ledger::{cost_micros, release_allocation, Ledger};
 use crate::messages::jobs::{JobAllocated, JobRejected, JobReleased, MiningCommand, MINING_RESUME, MINING_STOP};
-use crate::messages::topics;
 use crate::replies::ProviderReplies;
 use crate::state::{Item, ItemStore, StoreError, StoreResult, Table, Value};
 use crate::worker::Failure;
@@ -127,9 +126,10 @@ pub async fn audit(store: &dyn ItemStore) -> StoreResult<Vec<String>> {
     Ok(out)
 }
 
-async fn publish<T: serde::Serialize>(bus: &dyn Bus, topic: &str, id: &str, msg: &T) -> Result<(), Failure> {
-    let body = serde_json::to_vec(msg).expect("serialises");
-    bus.publish(topic, &format!("{topic}/{id}"), &body).await?;
+/// Publishes `msg` under its own routing key, with a message id the same for every delivery of
+/// this job's answer (so a redelivered answer is recognised downstream).
+async fn publish<M: Message>(bus: &dyn Bus, id: &str, msg: &M) -> Result<(), Failure> {
+    crate::bus::publish(bus, &format!("{}/{id}", M::ROUTING_KEY), msg).await?;
     Ok(())
 }
 
@@ -140,7 +140,7 @@ pub async fn reject_job(bus: &dyn Bus, job_id: &str, reason: &str, message: &str
         reason: reason.into(),
         message: message.into(),
     };
-    publish(bus, topics::JOB_REJECTED, job_id, &r).await
+    publish(bus, job_id, &r).await
 }
 
 /// Publishes the stored answer of a settled job (`job.allocated`, after any `mining.stop`, or
@@ -175,7 +175,7 @@ pub async fn answer_settled(
                 };
                 replies.command(&a.provider_id, &stop).await?;
             }
-            publish(bus, topics::JOB_ALLOCATED, job_id, &a).await?;
+            publish(bus, job_id, &a).await?;
         }
         Some(JobState::Rejected) => {
             let text = item.get(job::attr::REJECTION).and_then(Value::as_str).unwrap_or("rejected: ");

@@ -2,7 +2,7 @@
 //! `KUBEBUILDER_ASSETS` (`scripts/control_plane.sh`), named by `WORLDLAND_TEST_KUBECONFIG` (an
 //! admin kubeconfig) and `WORLDLAND_TEST_CA_HASH` (its CA's hash, computed by openssl as kubeadm
 //! documents it). These tests are ignored in an ordinary run, so without a control plane they are
-//! counted as skipped, never as passed; `scripts/test` runs them (`--run-ignored only`) when it
+//! counted as skipped, never as passed; `scripts/test` runs them (`--run-ignored only -E 'test(/^real_cluster::/)'`) when it
 //! started one.
 
 use chrono::Utc;

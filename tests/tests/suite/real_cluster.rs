@@ -2,8 +2,8 @@
 //! `KUBEBUILDER_ASSETS` (`scripts/control_plane.sh`), named by `WORLDLAND_TEST_KUBECONFIG` (an
 //! admin kubeconfig) and `WORLDLAND_TEST_CA_HASH` (its CA's hash, computed by openssl as kubeadm
 //! documents it). These tests are ignored in an ordinary run, so without a control plane they are
-//! counted as skipped, never as passed; `scripts/test` runs them (`--run-ignored only -E 'test(/^real_cluster::/)'`) when it
-//! started one.
+//! counted as skipped, never as passed; `scripts/test` runs them with the rest (`--run-ignored all`) when
+//! it started one.
 
 use chrono::Utc;
 use k8s_openapi::api::authentication::v1::SelfSubjectReview;

@@ -124,8 +124,9 @@ pub fn redacted(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
-    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    match authority.rsplit_once('@') {
+    // Split at the last '@' of the whole rest, not of the authority alone: a password written
+    // with an unescaped '/' or '@' must not end the user part early and leave a piece shown.
+    match rest.rsplit_once('@') {
         Some((userinfo, host)) => {
             let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
             let hidden = if userinfo.contains(':') {
@@ -133,7 +134,7 @@ pub fn redacted(url: &str) -> String {
             } else {
                 "***".to_string()
             };
-            format!("{scheme}://{hidden}@{host}{path}")
+            format!("{scheme}://{hidden}@{host}")
         }
         None => url.to_string(),
     }

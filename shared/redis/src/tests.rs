@@ -111,6 +111,8 @@ fn a_url_is_logged_without_its_password() {
         ("redis://s3cret@host", "redis://***@host"),
         ("redis://127.0.0.1:6379", "redis://127.0.0.1:6379"),
         ("not a url", "not a url"),
+        // Unescaped '/' and '@' in the password: still hidden whole.
+        ("redis://bridge:s3cret/x@y@10.0.0.5:6379/0", "redis://bridge:***@10.0.0.5:6379/0"),
     ];
     for (url, shown) in table {
         assert_eq!(super::redacted(url), shown, "{url}");

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use worldland_core::bus::Bus;
+use worldland_runtime::readiness::Readiness;
 use worldland_runtime::worker::{run_worker, Worker};
 use worldland_runtime::{backends, Backends, Config};
 
@@ -19,7 +20,8 @@ async fn up(cfg: Config) -> anyhow::Result<()> {
     // One store, one set of replies and one cluster client, shared by every worker.
     let b = Backends::new(cfg.clone(), bus.clone());
     let shutdown = worldland_redis::shutdown_on_signal();
-    backends::serve_health(&cfg, &shutdown).await?;
+    let readiness = Readiness::default();
+    backends::serve_health(&cfg, readiness.clone(), &shutdown).await?;
     let workers: Vec<Worker> = vec![
         registration_handler::worker(b.clone()).await?,
         join_token_issuer::worker(b.clone()).await?,
@@ -30,10 +32,12 @@ async fn up(cfg: Config) -> anyhow::Result<()> {
     ];
     let mut tasks = vec![];
     for w in workers {
-        let (bus, cfg, rx) = (bus.clone(), cfg.clone(), shutdown.subscribe());
+        let (bus, cfg, ready, rx) = (bus.clone(), cfg.clone(), readiness.part(), shutdown.subscribe());
         let name = w.name();
         tasks.push(tokio::spawn(async move {
-            run_worker(w, bus, &cfg, rx).await.map_err(|e| anyhow::anyhow!("{name}: {e}"))
+            run_worker(w, bus, &cfg, ready, rx)
+                .await
+                .map_err(|e| anyhow::anyhow!("{name}: {e}"))
         }));
     }
     for t in tasks {

@@ -8,6 +8,7 @@ use tokio::sync::broadcast;
 use worldland_redis::RedisTimeouts;
 
 use crate::config::{ClusterKind, Config, StoreKind};
+use crate::readiness::Readiness;
 #[cfg(feature = "rabbit")]
 use worldland_adapters::bus::rabbit::{RabbitBus, RabbitSettings};
 #[cfg(feature = "kube")]
@@ -304,15 +305,16 @@ pub async fn replies(cfg: &Config) -> Result<Arc<RedisReplies>, BackendError> {
     ))
 }
 
-/// Serves `/healthz`, `/readyz` and `/metrics` on `WORLDLAND_HEALTH_ADDR` until shutdown.
-pub async fn serve_health(cfg: &Config, shutdown: &broadcast::Sender<()>) -> Result<(), BackendError> {
+/// Serves `/healthz`, `/readyz` (for `readiness`) and `/metrics` on `WORLDLAND_HEALTH_ADDR` until
+/// shutdown.
+pub async fn serve_health(cfg: &Config, readiness: Readiness, shutdown: &broadcast::Sender<()>) -> Result<(), BackendError> {
     let listener = tokio::net::TcpListener::bind(&cfg.health_addr)
         .await
         .map_err(|source| BackendError::Health {
             addr: cfg.health_addr.clone(),
             source,
         })?;
-    tokio::spawn(crate::metrics::serve(listener, shutdown.subscribe()));
+    tokio::spawn(crate::metrics::serve(listener, readiness, shutdown.subscribe()));
     Ok(())
 }
 

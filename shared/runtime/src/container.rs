@@ -10,6 +10,7 @@ use worldland_core::BoxError;
 use crate::backends::{self, BackendError};
 use crate::config::{Config, ConfigError};
 use crate::policy::report;
+use crate::readiness::Readiness;
 use crate::wiring::Backends;
 use crate::worker::{run_worker, Worker};
 
@@ -62,12 +63,14 @@ where
     crate::telemetry::init(cfg.log_format);
     let shutdown = worldland_redis::shutdown_on_signal();
     // Liveness answers from the start; readiness once the worker consumes.
-    backends::serve_health(&cfg, &shutdown).await?;
+    let readiness = Readiness::default();
+    let ready = readiness.part();
+    backends::serve_health(&cfg, readiness, &shutdown).await?;
     let bus = backends::bus(&cfg).await?;
     let worker: Worker = factory(Backends::new(cfg.clone(), bus.clone())).await?;
     let name = worker.name();
     tracing::info!(worker = name, bus = ?cfg.bus, "starting");
-    run_worker(worker, bus, &cfg, shutdown.subscribe())
+    run_worker(worker, bus, &cfg, ready, shutdown.subscribe())
         .await
         .map_err(|source| EntryError::Worker { worker: name, source })
 }

@@ -8,6 +8,7 @@ pub mod container;
 pub mod lambda;
 pub mod metrics;
 pub mod policy;
+pub mod readiness;
 pub mod retry;
 pub mod telemetry;
 pub mod wiring;

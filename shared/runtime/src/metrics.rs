@@ -3,10 +3,10 @@
 //! queue lag). Metrics go through the `metrics` facade into a Prometheus recorder installed once
 //! per process; the three routes are a small axum router.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
@@ -14,6 +14,8 @@ use axum::Router;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
+
+use crate::readiness::Readiness;
 
 const MESSAGES: &str = "worldland_messages_total";
 const HANDLER_SECONDS: &str = "worldland_handler_seconds";
@@ -28,7 +30,6 @@ const BUCKETS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
 const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-static READY: AtomicBool = AtomicBool::new(false);
 
 /// The process' Prometheus recorder: built, installed as the global `metrics` recorder and
 /// described on first use, then shared by every caller (and every test) in the process.
@@ -86,11 +87,6 @@ pub fn sweeper_guard_active(active: bool) {
     metrics::gauge!(SWEEPER_GUARD).set(if active { 1.0 } else { 0.0 });
 }
 
-/// Marks this process ready (consuming) or not.
-pub fn set_ready(ready: bool) {
-    READY.store(ready, Ordering::SeqCst);
-}
-
 /// The metrics in Prometheus' text format.
 pub fn render() -> String {
     handle().render()
@@ -100,8 +96,8 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-async fn readyz() -> (StatusCode, &'static str) {
-    if READY.load(Ordering::SeqCst) {
+async fn readyz(State(readiness): State<Readiness>) -> (StatusCode, &'static str) {
+    if readiness.is_ready() {
         (StatusCode::OK, "ready\n")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
@@ -112,22 +108,23 @@ async fn prometheus() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], render())
 }
 
-/// The health and metrics routes.
-fn router() -> Router {
+/// The health and metrics routes; `/readyz` answers for `readiness`.
+fn router(readiness: Readiness) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(prometheus))
+        .with_state(readiness)
 }
 
-/// Serves `/healthz`, `/readyz` and `/metrics` until `shutdown` fires, then finishes the requests
-/// in flight and returns.
-pub async fn serve(listener: TcpListener, mut shutdown: broadcast::Receiver<()>) {
+/// Serves `/healthz`, `/readyz` (for `readiness`) and `/metrics` until `shutdown` fires, then
+/// finishes the requests in flight and returns.
+pub async fn serve(listener: TcpListener, readiness: Readiness, mut shutdown: broadcast::Receiver<()>) {
     handle();
     let stopped = async move {
         let _ = shutdown.recv().await;
     };
-    if let Err(e) = axum::serve(listener, router()).with_graceful_shutdown(stopped).await {
+    if let Err(e) = axum::serve(listener, router(readiness)).with_graceful_shutdown(stopped).await {
         tracing::warn!(error = %e, "health and metrics server stopped");
     }
 }
@@ -155,13 +152,15 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, rx) = broadcast::channel(1);
-        let server = tokio::spawn(serve(listener, rx));
+        let readiness = Readiness::default();
+        let worker = readiness.part();
+        let server = tokio::spawn(serve(listener, readiness, rx));
         let health = get(addr, "/healthz").await;
         assert!(health.starts_with("HTTP/1.1 200"), "{health}");
         assert!(health.ends_with("\r\n\r\nok\n"), "{health}");
-        set_ready(false);
+        worker.set(false);
         assert!(get(addr, "/readyz").await.starts_with("HTTP/1.1 503"));
-        set_ready(true);
+        worker.set(true);
         assert!(get(addr, "/readyz").await.starts_with("HTTP/1.1 200"));
         message("metrics-test-worker", "refused", "invalid_hostname");
         message("metrics-test-worker", "refused", "invalid_hostname");

@@ -17,6 +17,7 @@ use worldland_core::BoxError;
 
 use crate::config::Config;
 use crate::policy::{disposition, Disposition};
+use crate::readiness::ReadyPart;
 
 /// What a worker crate builds from configuration: the entry points in [`crate::container`] and
 /// [`crate::lambda`] run it.
@@ -82,33 +83,41 @@ pub async fn settle(worker: &str, delivery: Delivery, result: Result<(), Failure
 /// Runs a worker until `shutdown` fires: a consumer on its queue (named under the configured
 /// prefix, bound to its routing keys), a service in its own loop. The container entry point and
 /// `worldland up` both run workers through this.
-pub async fn run_worker(worker: Worker, bus: Arc<dyn Bus>, cfg: &Config, shutdown: broadcast::Receiver<()>) -> Result<(), BoxError> {
+pub async fn run_worker(
+    worker: Worker,
+    bus: Arc<dyn Bus>,
+    cfg: &Config,
+    ready: ReadyPart,
+    shutdown: broadcast::Receiver<()>,
+) -> Result<(), BoxError> {
     match worker {
         Worker::Consumer(handler) => {
             let queue = QueueSpec::new(cfg.queue(handler.name()), handler.bindings());
-            Ok(run_consumer(bus, queue, handler, cfg.prefetch as usize, shutdown).await?)
+            Ok(run_consumer(bus, queue, handler, cfg.prefetch as usize, ready, shutdown).await?)
         }
         Worker::Service(service) => {
-            crate::metrics::set_ready(true);
+            ready.set(true);
             let r = service.run(shutdown).await;
-            crate::metrics::set_ready(false);
+            ready.set(false);
             r
         }
     }
 }
 
-/// Consumes the handler's queue until `shutdown` fires, up to `concurrency` messages at once.
+/// Consumes the handler's queue until `shutdown` fires, up to `concurrency` messages at once;
+/// `ready` while it consumes.
 pub async fn run_consumer(
     bus: Arc<dyn Bus>,
     queue: QueueSpec,
     handler: Arc<dyn Handler>,
     concurrency: usize,
+    ready: ReadyPart,
     mut shutdown: broadcast::Receiver<()>,
 ) -> BusResult<()> {
     let mut sub = bus.subscribe(&queue).await?;
     let permits = Arc::new(Semaphore::new(concurrency.max(1)));
     tracing::info!(worker = handler.name(), queue = %queue.name, "consuming");
-    crate::metrics::set_ready(true);
+    ready.set(true);
     loop {
         let delivery = tokio::select! {
             _ = shutdown.recv() => break,
@@ -135,7 +144,7 @@ pub async fn run_consumer(
             drop(permit);
         });
     }
-    crate::metrics::set_ready(false);
+    ready.set(false);
     // Graceful: wait for messages in flight.
     let _ = permits.acquire_many(concurrency.max(1) as u32).await;
     tracing::info!(worker = handler.name(), "stopped");

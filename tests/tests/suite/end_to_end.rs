@@ -78,7 +78,9 @@ impl Plane {
             bus.declare(&q).await.unwrap();
             let (bus, rx) = (bus.clone() as Arc<dyn Bus>, stop.subscribe());
             tasks.push(tokio::spawn(async move {
-                run_consumer(bus, q, h, 8, rx).await.unwrap();
+                run_consumer(bus, q, h, 8, worldland_runtime::readiness::ReadyPart::unobserved(), rx)
+                    .await
+                    .unwrap();
             }));
         }
         Self {
@@ -361,9 +363,11 @@ async fn heartbeats_carry_a_provider_to_available_offline_and_back() {
     let q = plane.env.queue(recorder.name(), recorder.bindings());
     let (bus, rx) = (plane.bus.clone() as Arc<dyn Bus>, plane.stop.subscribe());
     let h = recorder.clone() as Arc<dyn Handler>;
-    plane
-        .tasks
-        .push(tokio::spawn(async move { run_consumer(bus, q, h, 8, rx).await.unwrap() }));
+    plane.tasks.push(tokio::spawn(async move {
+        run_consumer(bus, q, h, 8, worldland_runtime::readiness::ReadyPart::unobserved(), rx)
+            .await
+            .unwrap()
+    }));
     let sweeper = Arc::new(worldland_tests::sweeper(
         plane.store.clone(),
         plane.cluster.clone(),

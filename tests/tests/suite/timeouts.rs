@@ -185,6 +185,7 @@ async fn a_panicking_handlers_delivery_is_redelivered() {
         q.clone(),
         handler.clone(),
         2,
+        worldland_runtime::readiness::ReadyPart::unobserved(),
         rx,
     ));
     bus.publish("panics.once", "m-1", b"{}").await.unwrap();

@@ -60,7 +60,14 @@ impl Plane {
         for h in [registration, issuer].iter().filter_map(Worker::handler) {
             let queue = QueueSpec::new(format!("worldland.{}", h.name()), h.bindings());
             bus.declare(&queue);
-            workers.push(tokio::spawn(run_consumer(bus.clone(), queue, h, 16, stop.subscribe())));
+            workers.push(tokio::spawn(run_consumer(
+                bus.clone(),
+                queue,
+                h,
+                16,
+                worldland_runtime::readiness::ReadyPart::unobserved(),
+                stop.subscribe(),
+            )));
         }
         Ok(Self {
             store,

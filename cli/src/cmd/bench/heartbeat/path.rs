@@ -79,7 +79,15 @@ pub(super) async fn heartbeat_path(
         let (consumer_bus, consumer_queue, prefetch, rx) = (bus.clone(), queue.clone(), cfg.prefetch as usize, stop.subscribe());
         let handler = handler.clone();
         recorders.push(on_own_thread("bench-recorder", move || async move {
-            run_consumer(consumer_bus as Arc<dyn Bus>, consumer_queue, handler, prefetch, rx).await?;
+            run_consumer(
+                consumer_bus as Arc<dyn Bus>,
+                consumer_queue,
+                handler,
+                prefetch,
+                worldland_runtime::readiness::ReadyPart::unobserved(),
+                rx,
+            )
+            .await?;
             Ok(())
         }));
     }

@@ -7,6 +7,7 @@ pub mod lambda_api;
 pub mod notifying_store;
 pub mod private_rabbit;
 pub mod private_redis;
+pub mod real_cluster;
 pub mod stall_proxy;
 
 use std::collections::BTreeMap;

@@ -58,7 +58,7 @@ fn provider_json(r: &ProviderRecord) -> serde_json::Value {
 fn json_rows(items: &[worldland_core::state::Item]) -> anyhow::Result<Vec<serde_json::Value>> {
     let rows = items
         .iter()
-        .filter(|i| !nodes::is_reservation(i))
+        .filter(|i| !nodes::is_not_a_provider(i))
         .map(|i| ProviderRecord::from_item(i).map(|r| provider_json(&r)))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(rows)
@@ -82,7 +82,7 @@ async fn list(store: &dyn ItemStore, state: Option<String>, json: bool) -> anyho
         "provider", "state", "hb age", "node", "gpus", "model"
     );
     // Node-name reservations share the table (never the state index): not providers.
-    for item in items.iter().filter(|i| !nodes::is_reservation(i)) {
+    for item in items.iter().filter(|i| !nodes::is_not_a_provider(i)) {
         let r = ProviderRecord::from_item(item)?;
         let age = r
             .last_heartbeat

@@ -8,29 +8,10 @@
 use chrono::Utc;
 use k8s_openapi::api::authentication::v1::SelfSubjectReview;
 use kube::api::{Api, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
+use worldland_tests::real_cluster::{admin, bearer, until};
 use worldland_adapters::cluster::kube_api::KubeCluster;
 use worldland_core::cluster::bootstrap::{ca_cert_hash, TOKEN_EXTRA_GROUPS};
 use worldland_core::cluster::{BootstrapToken, Cluster, Created};
-
-fn kubeconfig_text() -> String {
-    let path = std::env::var("WORLDLAND_TEST_KUBECONFIG").expect("WORLDLAND_TEST_KUBECONFIG (scripts/test sets it)");
-    std::fs::read_to_string(path).expect("the control plane's admin kubeconfig")
-}
-
-/// A client for the control plane, as the admin, or as the bearer of `token` instead.
-async fn client(token: Option<&str>) -> kube::Client {
-    let mut text = kubeconfig_text();
-    if let Some(token) = token {
-        let admin = text.lines().find_map(|l| l.trim().strip_prefix("token: ")).unwrap().to_string();
-        text = text.replace(&admin, token);
-    }
-    let kubeconfig = Kubeconfig::from_yaml(&text).unwrap();
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .unwrap();
-    kube::Client::try_from(config).unwrap()
-}
 
 fn fresh_token() -> BootstrapToken {
     BootstrapToken::generate(Utc::now() + chrono::Duration::minutes(10), "worldland real-cluster test".into())
@@ -39,7 +20,7 @@ fn fresh_token() -> BootstrapToken {
 #[tokio::test]
 #[ignore = "needs a real control plane: scripts/test starts one from KUBEBUILDER_ASSETS and runs these"]
 async fn token_lifecycle_on_a_real_cluster() {
-    let cluster = KubeCluster::new(client(None).await);
+    let cluster = KubeCluster::new(admin().await);
     let token = fresh_token();
     assert_eq!(cluster.create_bootstrap_token(&token).await.unwrap(), Created::New);
     let read = cluster
@@ -58,7 +39,7 @@ async fn token_lifecycle_on_a_real_cluster() {
 #[tokio::test]
 #[ignore = "needs a real control plane: scripts/test starts one from KUBEBUILDER_ASSETS and runs these"]
 async fn the_join_ca_hash_is_the_servers_ca() {
-    let cluster = KubeCluster::new(client(None).await);
+    let cluster = KubeCluster::new(admin().await);
     let info = cluster.cluster_info().await.expect("cluster-info in kube-public");
     let hash = ca_cert_hash(&info.ca_cert).expect("a CA certificate in cluster-info");
     let expected = std::env::var("WORLDLAND_TEST_CA_HASH").expect("WORLDLAND_TEST_CA_HASH (scripts/test sets it)");
@@ -70,11 +51,11 @@ async fn the_join_ca_hash_is_the_servers_ca() {
 #[tokio::test]
 #[ignore = "needs a real control plane: scripts/test starts one from KUBEBUILDER_ASSETS and runs these"]
 async fn a_bootstrap_token_authenticates_as_its_id_until_deleted() {
-    let cluster = KubeCluster::new(client(None).await);
+    let cluster = KubeCluster::new(admin().await);
     let token = fresh_token();
     cluster.create_bootstrap_token(&token).await.unwrap();
-    let bearer = format!("{}.{}", token.id, token.secret);
-    let reviews: Api<SelfSubjectReview> = Api::all(client(Some(&bearer)).await);
+    let token_bearer = format!("{}.{}", token.id, token.secret);
+    let reviews: Api<SelfSubjectReview> = Api::all(bearer(&token_bearer).await);
     // The API server learns of a token's Secret through its informer: a moment after it is written.
     let review = until("the new token authenticates", 10, || async {
         reviews.create(&PostParams::default(), &SelfSubjectReview::default()).await.ok()
@@ -96,14 +77,3 @@ async fn a_bootstrap_token_authenticates_as_its_id_until_deleted() {
     .await;
 }
 
-/// Polls `check` until it gives a value, for at most `limit_s` seconds.
-async fn until<T, F: std::future::Future<Output = Option<T>>>(what: &str, limit_s: u64, mut check: impl FnMut() -> F) -> T {
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(limit_s);
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{what}: not within {limit_s} s");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-}

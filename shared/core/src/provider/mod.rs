@@ -1,9 +1,11 @@
 //! A provider: the schema of its item ([`attr`]), the record read from it ([`ProviderRecord`]),
 //! its state transitions (each a pure function returning one conditional write on the providers
-//! table), and the node-name reservations that keep a node to one provider ([`nodes`]).
+//! table), the node-name reservations that keep a node to one provider ([`nodes`]), and the token-id
+//! reservations that tie a bootstrap token to its provider ([`tokens`]).
 
 pub mod attr;
 pub mod nodes;
+pub mod tokens;
 mod record;
 mod transitions;
 

@@ -43,6 +43,12 @@ pub fn is_reservation(item: &Item) -> bool {
         .is_some_and(|k| k.starts_with(KEY_PREFIX))
 }
 
+/// Whether a providers-table item is any reservation (a node name's, a token id's) rather than a
+/// provider: every reservation key holds a `#`, which no provider id does.
+pub fn is_not_a_provider(item: &Item) -> bool {
+    item.get(KEY_ATTR).and_then(Value::as_str).is_some_and(|k| k.contains('#'))
+}
+
 /// The provider that owns a reservation item, if it is one.
 pub fn owner_in(item: &Item) -> Option<&str> {
     item.get(attr::OWNER).and_then(Value::as_str)

@@ -24,6 +24,14 @@ pub const STATUS_OFFLINE: &str = "offline";
 pub const LAST_HEARTBEAT_ANNOTATION: &str = "worldland.io/last-heartbeat";
 /// Key of the `NoSchedule` taint on an offline provider's node.
 pub const OFFLINE_TAINT: &str = "worldland.io/offline";
+/// Taint on every provider's node (`worldland.io/provider=true:NoSchedule`), put there by the
+/// broker before the node's kubelet can register: the broker's own workloads never tolerate it
+/// (a provider is root on its machine and could read what runs there); customers' rentals do.
+pub const PROVIDER_TAINT: &str = "worldland.io/provider";
+/// Node label every broker Deployment requires (`node-restriction.kubernetes.io/worldland-broker=true`).
+/// The NodeRestriction admission plugin forbids a kubelet to set any `node-restriction.kubernetes.io/`
+/// label on its own Node, so only a cluster administrator can put it there.
+pub const BROKER_NODE_LABEL: &str = "node-restriction.kubernetes.io/worldland-broker";
 /// Value of [`RENTAL_TYPE`] on every provider's node.
 pub const RENTAL_TYPE_GPU: &str = "gpu";
 /// Field manager name for server-side writes.

@@ -19,7 +19,7 @@ check_layering() {
   fi
   # The SDK and the broker share worldland-redis: it must pull in neither another workspace crate
   # nor a broker-side one. (The first line of its tree is the crate itself.)
-  redis=$(cargo tree -p worldland-redis -e normal --prefix none | tail -n +2 | grep -Ei '^(worldland-|redis-bridge|registration-handler|join-token-issuer|heartbeat-recorder|staleness-sweeper|allocator|lapin|aws-|aws_|kube|lambda)' || true)
+  redis=$(cargo tree -p worldland-redis -e normal --prefix none | tail -n +2 | grep -Ei '^(worldland-|redis-bridge|registration-handler|join-token-issuer|heartbeat-recorder|staleness-sweeper|csr-approver|allocator|lapin|aws-|aws_|kube|lambda)' || true)
   if [ -n "$redis" ]; then
     printf 'worldland-redis must depend on no workspace crate and no broker-side crate, but its tree has:\n%s\n' "$redis" >&2
     return 1
@@ -38,6 +38,7 @@ WORKER_FORBIDS=(
   "allocator: kube k8s-openapi"
   "registration-handler: kube k8s-openapi"
   "heartbeat-recorder: redis"
+  "csr-approver: redis"
   "redis-bridge: kube k8s-openapi aws-sdk-dynamodb lambda_runtime aws_lambda_events"
 )
 

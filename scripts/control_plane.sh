@@ -4,7 +4,8 @@
 # kube-controller-manager), with their own CA, service-account keys, ports and data directory,
 # configured as kubeadm configures a cluster (Node,RBAC authorization, bootstrap-token auth,
 # NodeRestriction, admission policies, cluster-info readable by anyone, the bootstrap group bound
-# to node-bootstrapper) — but without kubeadm's auto-approval of node-client CSRs. Exports
+# to node-bootstrapper, and kubeadm's auto-approval of node-client CSRs for kubeadm's own token
+# group, which the broker's tokens no longer carry: the attacks it allowed are tested against it). Exports
 # WORLDLAND_TEST_KUBECONFIG (an admin kubeconfig) and WORLDLAND_TEST_CA_HASH; stops what it
 # started by PID.
 # Sourced by scripts/test after scripts/services.sh (it uses log and port_open).
@@ -123,8 +124,9 @@ start_control_plane() {
   log "control plane: kube-apiserver $("$bin/kube-apiserver" --version 2>/dev/null | awk '{print $2}') on $server (etcd :$etcd_port), data in $dir"
 }
 
-# What kubeadm init leaves behind that the broker relies on: cluster-info in kube-public, readable
-# anonymously, and the bootstrap-token group allowed to post node CSRs (never auto-approved here).
+# What kubeadm init leaves behind: cluster-info in kube-public, readable anonymously, the
+# bootstrap-token group allowed to post node CSRs, and kubeadm:node-autoapprove-bootstrap (the
+# controller manager approves node-client CSRs from tokens in kubeadm's group).
 kubeadm_like_setup() {
   local kubectl=$1 dir=$2 server=$3
   write_kubeconfig "$dir/cluster-info.kubeconfig" "$server" unused "$dir/ca.crt"
@@ -138,7 +140,10 @@ kubeadm_like_setup() {
     "${k[@]}" -n kube-public create rolebinding worldland-test:cluster-info-reader \
       --role=worldland-test:cluster-info-reader --user=system:anonymous >/dev/null &&
     "${k[@]}" create clusterrolebinding worldland-test:node-bootstrapper \
-      --clusterrole=system:node-bootstrapper --group=system:bootstrappers >/dev/null
+      --clusterrole=system:node-bootstrapper --group=system:bootstrappers >/dev/null &&
+    "${k[@]}" create clusterrolebinding kubeadm:node-autoapprove-bootstrap \
+      --clusterrole=system:certificates.k8s.io:certificatesigningrequests:nodeclient \
+      --group=system:bootstrappers:kubeadm:default-node-token >/dev/null
 }
 
 stop_control_plane() {

@@ -259,7 +259,7 @@ pub fn check_bootstrap_secret(body: &Value, provider_id: Option<&str>) -> Result
             return Err(format!("{k} is {}", data[k]));
         }
     }
-    if data["auth-extra-groups"] != "system:bootstrappers:kubeadm:default-node-token" {
+    if data["auth-extra-groups"] != worldland_core::cluster::bootstrap::TOKEN_EXTRA_GROUPS {
         return Err(format!("auth-extra-groups is {}", data["auth-extra-groups"]));
     }
     let exp = chrono::DateTime::parse_from_rfc3339(&data["expiration"]).map_err(|e| format!("expiration: {e}"))?;

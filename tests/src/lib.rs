@@ -1,8 +1,10 @@
 //! Shared set-up for the tests that cross functions: every test gets its own streams, queues,
 //! exchange and tables (a random prefix) and removes them when it ends, even on a panic.
 
+pub mod csr_faults;
 pub mod faulty_store;
 pub mod kube_mock;
+pub mod kubelet;
 pub mod lambda_api;
 pub mod notifying_store;
 pub mod private_rabbit;

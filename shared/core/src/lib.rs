@@ -6,7 +6,8 @@
 //! - Decisions, one concept a module: [`provider`] (the provider item's schema, record and
 //!   transitions), [`ledger`] (capacity: what a provider offers, has free and has allocated),
 //!   [`placement`] (which provider a job goes to, and the placement index), [`job`] (states,
-//!   transitions, claims, closing), [`labels`], [`cluster::bootstrap`] and [`cluster::node`].
+//!   transitions, claims, closing), [`labels`], [`cluster::bootstrap`], [`cluster::node`] and [`certificates`] (which
+//!   kubelet certificate requests the broker approves).
 //! - Ports: [`state::ItemStore`] (with the conditional-write language [`state::expr`] and the
 //!   table-typed [`state::Transition`]),
 //!   [`bus::Bus`], [`cluster::Cluster`], [`replies::ProviderReplies`], [`worker::Handler`] and
@@ -20,6 +21,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 pub mod answers;
 pub mod bus;
+pub mod certificates;
 pub mod clock;
 pub mod cluster;
 pub mod job;

@@ -9,7 +9,7 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use tokio::sync::oneshot;
 use worldland_adapters::cluster::simulated::SimulatedCluster;
 use worldland_core::cluster::bootstrap::BootstrapToken;
-use worldland_core::cluster::{Cluster, ClusterInfo, ClusterResult, Created, NodeInfo};
+use worldland_core::cluster::{Cluster, ClusterInfo, ClusterResult, Created, Csr, CsrDecision, NodeInfo, Taint};
 use worldland_core::labels;
 use worldland_core::messages::ProviderState;
 use worldland_core::provider::ProviderRecord;
@@ -103,6 +103,21 @@ impl Cluster for Pausing {
             self.pass(At::OfflineTaint).await;
         }
         self.inner.set_offline_taint(name, offline).await
+    }
+    async fn set_taint(&self, name: &str, taint: &Taint, present: bool) -> ClusterResult<()> {
+        self.inner.set_taint(name, taint, present).await
+    }
+    async fn create_provider_node(&self, name: &str) -> ClusterResult<Created> {
+        self.inner.create_provider_node(name).await
+    }
+    async fn undecided_kubelet_csrs(&self) -> ClusterResult<Vec<Csr>> {
+        self.inner.undecided_kubelet_csrs().await
+    }
+    async fn decide_csr(&self, csr: &Csr, decision: &CsrDecision) -> ClusterResult<()> {
+        self.inner.decide_csr(csr, decision).await
+    }
+    async fn csr_change(&self, limit: std::time::Duration) {
+        self.inner.csr_change(limit).await
     }
 }
 

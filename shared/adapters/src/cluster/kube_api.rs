@@ -11,18 +11,24 @@ use kube::{Api, Client};
 use worldland_core::cluster::bootstrap::{
     secret_name, BootstrapToken, CLUSTER_INFO_NAME, CLUSTER_INFO_NAMESPACE, TOKEN_NAMESPACE, TOKEN_SECRET_TYPE,
 };
-use worldland_core::cluster::node::{parse_quantity, taints_with_offline};
-use worldland_core::cluster::{Cluster, ClusterError, ClusterInfo, ClusterResult, Created, NodeInfo, Taint};
+use worldland_core::cluster::node::{parse_quantity, taints_with};
+use worldland_core::cluster::{Cluster, ClusterError, ClusterInfo, ClusterResult, Created, Csr, CsrDecision, NodeInfo, Taint};
+
+use super::kube_csr::{self, CsrWatch};
 use worldland_core::labels::FIELD_MANAGER;
 
 #[derive(Clone)]
 pub struct KubeCluster {
     client: Client,
+    csr_watch: CsrWatch,
 }
 
 impl KubeCluster {
     pub fn new(client: Client) -> Self {
-        Self { client }
+        Self {
+            client,
+            csr_watch: CsrWatch::default(),
+        }
     }
 
     fn secrets(&self) -> Api<Secret> {
@@ -31,7 +37,7 @@ impl KubeCluster {
 }
 
 /// Sorts kube errors into retryable and not. Messages carry no request body, so no secret.
-fn classify(e: kube::Error) -> ClusterError {
+pub(super) fn classify(e: kube::Error) -> ClusterError {
     match &e {
         kube::Error::Api(status) if status.code == 429 || status.code >= 500 => ClusterError::unavailable(e),
         kube::Error::Api(status) => ClusterError::refused(Some(status.code), e),
@@ -76,6 +82,18 @@ fn node_info(node: Node) -> NodeInfo {
         memory_bytes: q("memory", 1),
         gpus: q("nvidia.com/gpu", 1),
     }
+}
+
+fn taint_json(t: &Taint) -> serde_json::Value {
+    let mut v = serde_json::json!({"key": t.key, "effect": t.effect});
+    if let Some(val) = &t.value {
+        v["value"] = serde_json::json!(val);
+    }
+    // Kept as read: eviction timing counts from it.
+    if let Some(at) = &t.time_added {
+        v["timeAdded"] = serde_json::json!(at);
+    }
+    v
 }
 
 fn post_params() -> PostParams {
@@ -173,7 +191,7 @@ impl Cluster for KubeCluster {
         Ok(())
     }
 
-    async fn set_offline_taint(&self, name: &str, offline: bool) -> ClusterResult<()> {
+    async fn set_taint(&self, name: &str, taint: &Taint, present: bool) -> ClusterResult<()> {
         let nodes: Api<Node> = Api::all(self.client.clone());
         // A merge patch replaces the whole taint list, so read, modify, and write with the
         // resourceVersion as a precondition; on a conflict, read again.
@@ -182,29 +200,14 @@ impl Cluster for KubeCluster {
                 Some(n) => node_info(n),
                 None => return Err(ClusterError::refused(None, format!("node {name} not found"))),
             };
-            let wanted = taints_with_offline(&node.taints, offline);
+            let wanted = taints_with(&node.taints, taint, present);
             if wanted == node.taints {
                 return Ok(());
             }
             let taints = if wanted.is_empty() {
                 serde_json::Value::Null
             } else {
-                serde_json::Value::Array(
-                    wanted
-                        .iter()
-                        .map(|t| {
-                            let mut v = serde_json::json!({"key": t.key, "effect": t.effect});
-                            if let Some(val) = &t.value {
-                                v["value"] = serde_json::json!(val);
-                            }
-                            // Kept as read: eviction timing counts from it.
-                            if let Some(at) = &t.time_added {
-                                v["timeAdded"] = serde_json::json!(at);
-                            }
-                            v
-                        })
-                        .collect(),
-                )
+                serde_json::Value::Array(wanted.iter().map(taint_json).collect())
             };
             let patch = serde_json::json!({"metadata": {"resourceVersion": node.resource_version}, "spec": {"taints": taints}});
             match nodes.patch(name, &patch_params(), &Patch::Merge(&patch)).await {
@@ -216,6 +219,35 @@ impl Cluster for KubeCluster {
         Err(ClusterError::unavailable(format!(
             "node {name} kept changing under the taint update"
         )))
+    }
+
+    async fn create_provider_node(&self, name: &str) -> ClusterResult<Created> {
+        let nodes: Api<Node> = Api::all(self.client.clone());
+        let node: Node = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name},
+            "spec": {"taints": [taint_json(&Taint::provider())]},
+        }))
+        .map_err(|e| ClusterError::refused(None, e))?;
+        match nodes.create(&post_params(), &node).await {
+            Ok(_) => Ok(Created::New),
+            Err(kube::Error::Api(s)) if s.is_already_exists() => {
+                self.set_taint(name, &Taint::provider(), true).await?;
+                Ok(Created::AlreadyExists)
+            }
+            Err(e) => Err(classify(e)),
+        }
+    }
+
+    async fn undecided_kubelet_csrs(&self) -> ClusterResult<Vec<Csr>> {
+        kube_csr::undecided(&self.client).await
+    }
+
+    async fn decide_csr(&self, csr: &Csr, decision: &CsrDecision) -> ClusterResult<()> {
+        kube_csr::decide(&self.client, csr, decision).await
+    }
+
+    async fn csr_change(&self, limit: std::time::Duration) {
+        self.csr_watch.changed(&self.client, limit).await
     }
 
     async fn delete_bootstrap_token(&self, token_id: &str) -> ClusterResult<()> {

@@ -2,4 +2,6 @@
 
 #[cfg(feature = "kube")]
 pub mod kube_api;
+#[cfg(feature = "kube")]
+mod kube_csr;
 pub mod simulated;

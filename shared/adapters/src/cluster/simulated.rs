@@ -7,8 +7,10 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
-use worldland_core::cluster::node::taints_with_offline;
-use worldland_core::cluster::{BootstrapToken, Cluster, ClusterError, ClusterInfo, ClusterResult, Created, NodeInfo};
+use worldland_core::cluster::node::taints_with;
+use worldland_core::cluster::{
+    BootstrapToken, Cluster, ClusterError, ClusterInfo, ClusterResult, Created, Csr, CsrDecision, NodeInfo, Taint,
+};
 
 /// A real (but throwaway) CA certificate so the CA hash path is exercised end to end.
 const SIMULATED_CA_PEM: &str = include_str!("simulated-ca.pem");
@@ -112,16 +114,43 @@ impl Cluster for SimulatedCluster {
         Ok(())
     }
 
-    async fn set_offline_taint(&self, name: &str, offline: bool) -> ClusterResult<()> {
+    async fn set_taint(&self, name: &str, taint: &Taint, present: bool) -> ClusterResult<()> {
         let mut nodes = self.nodes.lock().expect("cluster lock");
         let node = nodes
             .get_mut(name)
             .ok_or_else(|| ClusterError::refused(Some(404), format!("node {name} not found")))?;
-        let wanted = taints_with_offline(&node.taints, offline);
+        let wanted = taints_with(&node.taints, taint, present);
         if wanted != node.taints {
             node.taints = wanted;
             self.wrote();
         }
         Ok(())
+    }
+
+    async fn create_provider_node(&self, name: &str) -> ClusterResult<Created> {
+        if self.node(name).is_some() {
+            self.set_taint(name, &Taint::provider(), true).await?;
+            return Ok(Created::AlreadyExists);
+        }
+        self.add_node(NodeInfo {
+            name: name.to_string(),
+            taints: vec![Taint::provider()],
+            ..Default::default()
+        });
+        self.wrote();
+        Ok(Created::New)
+    }
+
+    /// Nothing joins a simulated cluster through TLS bootstrap: no CSRs.
+    async fn undecided_kubelet_csrs(&self) -> ClusterResult<Vec<Csr>> {
+        Ok(Vec::new())
+    }
+
+    async fn decide_csr(&self, csr: &Csr, _decision: &CsrDecision) -> ClusterResult<()> {
+        Err(ClusterError::refused(Some(404), format!("no CSR {} in a simulated cluster", csr.name)))
+    }
+
+    async fn csr_change(&self, limit: std::time::Duration) {
+        tokio::time::sleep(limit).await
     }
 }

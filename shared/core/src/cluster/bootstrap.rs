@@ -14,8 +14,12 @@ pub const TOKEN_NAMESPACE: &str = "kube-system";
 pub const TOKEN_SECRET_TYPE: &str = "bootstrap.kubernetes.io/token";
 /// Prefix of a token Secret's name; the token id follows.
 pub const TOKEN_SECRET_PREFIX: &str = "bootstrap-token-";
-/// Group the token authenticates as, as `kubeadm token create` sets it, so that nodes may join with it.
-pub const TOKEN_EXTRA_GROUPS: &str = "system:bootstrappers:kubeadm:default-node-token";
+/// Group the token authenticates as: the broker's own, not kubeadm's
+/// `system:bootstrappers:kubeadm:default-node-token`, which kubeadm binds to the automatic approval
+/// of node-client CSRs (any token could then buy a kubelet certificate for any node name). The
+/// shipped manifests (infra/k8s/base/bootstrap.yaml) let this group do what `kubeadm join` and
+/// the kubelet's TLS bootstrap need, and the broker's CSR approver decides every certificate.
+pub const TOKEN_EXTRA_GROUPS: &str = "system:bootstrappers:worldland";
 /// Namespace of the `cluster-info` ConfigMap.
 pub const CLUSTER_INFO_NAMESPACE: &str = "kube-public";
 /// ConfigMap holding the API server URL and CA that joining nodes discover.

@@ -2,6 +2,7 @@
 //! real clusters, and a simulated in-process cluster for the demo.
 
 pub mod bootstrap;
+pub mod csr;
 pub mod node;
 
 use async_trait::async_trait;
@@ -9,6 +10,7 @@ use async_trait::async_trait;
 use std::collections::BTreeMap;
 
 pub use bootstrap::BootstrapToken;
+pub use csr::{Csr, CsrDecision};
 pub use node::{NodeInfo, Taint};
 
 /// Why a Kubernetes API call failed: worth retrying or not.
@@ -81,7 +83,23 @@ pub trait Cluster: Send + Sync + 'static {
         labels: &BTreeMap<String, Option<String>>,
         annotations: &BTreeMap<String, Option<String>>,
     ) -> ClusterResult<()>;
-    /// Adds or removes the `worldland.io/offline:NoSchedule` taint, keeping every other taint
-    /// (read, modify, write with a resourceVersion precondition). No write if already so.
-    async fn set_offline_taint(&self, name: &str, offline: bool) -> ClusterResult<()>;
+    /// Adds or removes `taint` (by key), keeping every other taint (read, modify, write with a
+    /// resourceVersion precondition). No write if already so.
+    async fn set_taint(&self, name: &str, taint: &Taint, present: bool) -> ClusterResult<()>;
+    /// Adds or removes the `worldland.io/offline=true:NoSchedule` taint.
+    async fn set_offline_taint(&self, name: &str, offline: bool) -> ClusterResult<()> {
+        self.set_taint(name, &Taint::offline(), offline).await
+    }
+    /// Creates a provider's Node, before its kubelet can, carrying only the provider taint
+    /// ([`Taint::provider`]), so nothing the broker runs can be scheduled there from its first
+    /// moment; a Node already there gets the taint added instead.
+    async fn create_provider_node(&self, name: &str) -> ClusterResult<Created>;
+    /// The certificate signing requests for kubelets' signers that carry no decision yet.
+    async fn undecided_kubelet_csrs(&self) -> ClusterResult<Vec<Csr>>;
+    /// Writes a decision on a CSR through its approval subresource, with the CSR's
+    /// resourceVersion as precondition (a CSR decided in between is a conflict, `Refused` 409).
+    async fn decide_csr(&self, csr: &Csr, decision: &CsrDecision) -> ClusterResult<()>;
+    /// Returns when a CSR may have been created or changed, or after `limit` (a container's
+    /// approver waits here between passes; a watch where there is one).
+    async fn csr_change(&self, limit: std::time::Duration);
 }

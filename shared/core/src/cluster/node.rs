@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::labels::OFFLINE_TAINT;
+use crate::labels::{OFFLINE_TAINT, PROVIDER_TAINT};
 
 /// A node taint.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,13 +53,35 @@ pub struct NodeInfo {
     pub gpus: Option<i64>,
 }
 
-/// The taint list with ours added (or removed), every other taint kept as it was.
-pub fn taints_with_offline(current: &[Taint], offline: bool) -> Vec<Taint> {
-    let mut out: Vec<Taint> = current.iter().filter(|t| t.key != OFFLINE_TAINT).cloned().collect();
-    if offline {
-        out.push(Taint::offline());
+impl Taint {
+    /// The taint on every provider's node: `worldland.io/provider=true:NoSchedule`.
+    pub fn provider() -> Self {
+        Self {
+            key: PROVIDER_TAINT.into(),
+            value: Some("true".into()),
+            effect: "NoSchedule".into(),
+            time_added: None,
+        }
+    }
+}
+
+/// The taint list with `taint` present (replacing any taint of its key) or absent, every other
+/// taint kept as it was.
+pub fn taints_with(current: &[Taint], taint: &Taint, present: bool) -> Vec<Taint> {
+    let mut out: Vec<Taint> = current.iter().filter(|t| t.key != taint.key).cloned().collect();
+    if present {
+        // Kept as it is when already there (its timeAdded included).
+        match current.iter().find(|t| t.key == taint.key && t.value == taint.value && t.effect == taint.effect) {
+            Some(same) => out.push(same.clone()),
+            None => out.push(taint.clone()),
+        }
     }
     out
+}
+
+/// The taint list with the offline taint added (or removed), every other taint kept as it was.
+pub fn taints_with_offline(current: &[Taint], offline: bool) -> Vec<Taint> {
+    taints_with(current, &Taint::offline(), offline)
 }
 
 /// Parses a Kubernetes quantity into base units, scaled by `scale` (1000 for CPU millicores,

@@ -69,6 +69,15 @@ pub const ANNOTATED_AT: &str = "annotated_at";
 pub const UNSCHEDULABLE: &str = "unschedulable";
 /// When the node first sent a heartbeat after approval (`approved → joined`).
 pub const JOINED_AT: &str = "joined_at";
+/// The one kubelet client CSR approved for this provider (its name); set before the approval is
+/// written to the cluster, so a lost answer is approved again and a second request is denied.
+pub const CLIENT_CSR: &str = "client_csr";
+/// When [`CLIENT_CSR`] was recorded (epoch ms).
+pub const CLIENT_CSR_AT: &str = "client_csr_at";
+/// The last certificate request of this provider's that the broker denied: `<code>: <message>`.
+pub const CSR_REFUSAL: &str = "csr_refusal";
+/// When [`CSR_REFUSAL`] was recorded (epoch ms).
+pub const CSR_REFUSED_AT: &str = "csr_refused_at";
 /// When the provider went offline; removed when it becomes available again.
 pub const OFFLINE_AT: &str = "offline_at";
 /// When an approval expired without a join.

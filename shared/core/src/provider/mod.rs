@@ -4,6 +4,7 @@
 //! reservations that tie a bootstrap token to its provider ([`tokens`]).
 
 pub mod attr;
+pub mod certs;
 pub mod nodes;
 pub mod tokens;
 mod record;

@@ -71,6 +71,10 @@ pub struct ProviderRecord {
     pub unschedulable: Option<String>,
     /// When the node joined.
     pub joined_at: Option<DateTime<Utc>>,
+    /// The kubelet client CSR approved for this provider, once one is.
+    pub client_csr: Option<String>,
+    /// The last certificate request of this provider's that was denied, `<code>: <message>`.
+    pub csr_refusal: Option<String>,
     /// When the provider went offline; `None` unless it is offline.
     pub offline_at: Option<DateTime<Utc>>,
     /// Whether the capacity ledger is set up (it is from the first time the provider is available).
@@ -118,6 +122,8 @@ impl ProviderRecord {
             annotated_at: n(attr::ANNOTATED_AT).map(from_ms),
             unschedulable: s(attr::UNSCHEDULABLE),
             joined_at: n(attr::JOINED_AT).map(from_ms),
+            client_csr: s(attr::CLIENT_CSR),
+            csr_refusal: s(attr::CSR_REFUSAL),
             offline_at: n(attr::OFFLINE_AT).map(from_ms),
             has_ledger: item.contains_key(attr::LEDGER),
             placement_filed: item.contains_key(attr::PLACE_MODEL),

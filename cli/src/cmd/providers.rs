@@ -51,6 +51,7 @@ fn provider_json(r: &ProviderRecord) -> serde_json::Value {
         "hb_at": r.hb_at.timestamp_millis(), "last_heartbeat": ms(r.last_heartbeat),
         "offline_at": ms(r.offline_at), "joined_at": ms(r.joined_at), "active_jobs": r.active_jobs,
         "unschedulable": r.unschedulable, "token_id": r.token_id,
+        "client_csr": r.client_csr, "csr_refusal": r.csr_refusal,
     })
 }
 
@@ -169,6 +170,8 @@ async fn describe(store: &dyn ItemStore, id: &str, now: chrono::DateTime<chrono:
             }
         ),
         format!("token expires:   {}", opt(r.token_expires_at)),
+        format!("kubelet cert:    {}", r.client_csr.as_deref().map(|c| format!("approved (CSR {c})")).unwrap_or_else(|| "none".into())),
+        format!("CSR denied:      {}", r.csr_refusal.as_deref().unwrap_or("-")),
         format!("spec:            {}", r.spec_json),
         format!("capacity:        {}", r.capacity_json),
     ])

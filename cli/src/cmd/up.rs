@@ -28,6 +28,7 @@ async fn up(cfg: Config) -> anyhow::Result<()> {
         heartbeat_recorder::worker(b.clone()).await?,
         allocator::worker(b.clone()).await?,
         staleness_sweeper::worker(b.clone()).await?,
+        csr_approver::worker(b.clone()).await?,
         redis_bridge::worker(b.clone()).await?,
     ];
     let mut tasks = vec![];

@@ -120,6 +120,11 @@ async fn staleness_sweeper_serves_health() {
 }
 
 #[tokio::test]
+async fn csr_approver_serves_health() {
+    serves_health_and_stops_on_sigterm("csr-approver", None).await;
+}
+
+#[tokio::test]
 async fn allocator_serves_health() {
     serves_health_and_stops_on_sigterm("allocator", Some(worldland_core::bus::routes::ALLOCATOR.1)).await;
 }

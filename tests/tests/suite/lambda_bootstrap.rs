@@ -214,3 +214,19 @@ async fn staleness_sweeper_lambda_sweeps_on_a_scheduled_event() {
     let report = invoke_once("staleness-sweeper-lambda", &vars, &event).await;
     assert_eq!(report["marked_offline"], 1, "{report}");
 }
+
+/// The approver's Lambda passes once per scheduled event and reports what it decided (a
+/// simulated cluster has no CSRs: an empty pass, but the whole Lambda path).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csr_approver_lambda_passes_on_a_scheduled_event() {
+    let env = TestEnv::new(&[]);
+    let vars = lambda_env(&env).await;
+    let now = chrono::Utc::now();
+    let event = json!({
+        "version": "0", "id": "e-2", "detail-type": "Scheduled Event", "source": "aws.events", "account": "000000000000",
+        "time": now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true), "region": "us-east-1",
+        "resources": ["arn:aws:events:us-east-1:000000000000:rule/decide"], "detail": {}
+    });
+    let report = invoke_once("csr-approver-lambda", &vars, &event).await;
+    assert_eq!(report, json!({"examined": 0, "approved": 0, "denied": 0, "left": 0, "failed": 0}), "{report}");
+}

@@ -54,7 +54,10 @@ impl Cluster for FailingDecisions {
         self.inner.undecided_kubelet_csrs().await
     }
     async fn decide_csr(&self, csr: &Csr, _decision: &CsrDecision) -> ClusterResult<()> {
-        Err(ClusterError::unavailable(format!("injected: the decision on {} timed out", csr.name)))
+        Err(ClusterError::unavailable(format!(
+            "injected: the decision on {} timed out",
+            csr.name
+        )))
     }
     async fn csr_change(&self, limit: std::time::Duration) {
         self.inner.csr_change(limit).await

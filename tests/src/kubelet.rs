@@ -2,8 +2,8 @@
 //! P-256 key and a PKCS#10 request made by `openssl` (as a kubelet makes them), the CSR object
 //! created as the bearer of a join token, the decision and certificate read back.
 
-use std::process::{Command, Stdio};
 use std::io::Write;
+use std::process::{Command, Stdio};
 
 use k8s_openapi::api::certificates::v1::{CertificateSigningRequest, CertificateSigningRequestSpec};
 use k8s_openapi::ByteString;

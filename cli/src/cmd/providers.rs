@@ -170,7 +170,13 @@ async fn describe(store: &dyn ItemStore, id: &str, now: chrono::DateTime<chrono:
             }
         ),
         format!("token expires:   {}", opt(r.token_expires_at)),
-        format!("kubelet cert:    {}", r.client_csr.as_deref().map(|c| format!("approved (CSR {c})")).unwrap_or_else(|| "none".into())),
+        format!(
+            "kubelet cert:    {}",
+            r.client_csr
+                .as_deref()
+                .map(|c| format!("approved (CSR {c})"))
+                .unwrap_or_else(|| "none".into())
+        ),
         format!("CSR denied:      {}", r.csr_refusal.as_deref().unwrap_or("-")),
         format!("spec:            {}", r.spec_json),
         format!("capacity:        {}", r.capacity_json),

@@ -19,8 +19,8 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use tokio::sync::broadcast;
 use worldland_core::certificates::{
-    decide_client, decide_foreign, decide_serving, named_node, request, requester, Denial, Requested, Requester,
-    TokenHolder, Unreadable, Verdict, CLIENT_SIGNER, SERVING_SIGNER,
+    decide_client, decide_foreign, decide_serving, named_node, request, requester, Denial, Requested, Requester, TokenHolder, Unreadable,
+    Verdict, CLIENT_SIGNER, SERVING_SIGNER,
 };
 use worldland_core::cluster::{Cluster, ClusterError, Csr, CsrDecision};
 use worldland_core::provider::certs::{record_client_csr, record_csr_refusal};
@@ -145,9 +145,20 @@ async fn decide_one(ctx: &Context, csr: &Csr, now: DateTime<Utc>) -> Result<Verd
     let judged = judge(ctx, csr, &req, now).await?;
     match (&judged.verdict, judged.provider) {
         (Verdict::Approve, Some(rec)) if csr.signer == CLIENT_SIGNER => approve_client(ctx, csr, &rec, now).await?,
-        (Verdict::Approve, _) => write(ctx, csr, true, "WorldLandKubeletServing", "the node's own name and registered address").await?,
+        (Verdict::Approve, _) => {
+            write(
+                ctx,
+                csr,
+                true,
+                "WorldLandKubeletServing",
+                "the node's own name and registered address",
+            )
+            .await?
+        }
         (Verdict::Deny(d, message), rec) => deny(ctx, csr, *d, message, rec.as_ref(), now).await?,
-        (Verdict::Leave, _) => tracing::debug!(csr = %csr.name, user = %csr.username, "not a provider's request: left to the administrator"),
+        (Verdict::Leave, _) => {
+            tracing::debug!(csr = %csr.name, user = %csr.username, "not a provider's request: left to the administrator")
+        }
     }
     Ok(judged.verdict)
 }

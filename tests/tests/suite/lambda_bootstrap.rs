@@ -228,5 +228,9 @@ async fn csr_approver_lambda_passes_on_a_scheduled_event() {
         "resources": ["arn:aws:events:us-east-1:000000000000:rule/decide"], "detail": {}
     });
     let report = invoke_once("csr-approver-lambda", &vars, &event).await;
-    assert_eq!(report, json!({"examined": 0, "approved": 0, "denied": 0, "left": 0, "failed": 0}), "{report}");
+    assert_eq!(
+        report,
+        json!({"examined": 0, "approved": 0, "denied": 0, "left": 0, "failed": 0}),
+        "{report}"
+    );
 }

@@ -625,9 +625,7 @@ fn nobody_but_the_recorder_and_sweeper_may_touch_worldland_keys_on_nodes() {
     // The CSR approver, whose Node writes worldland-csr-approver narrows to the provider taint.
     let approver = policy_users(policy(&p, "worldland-csr-approver"));
     assert_eq!(approver, [username(&p, APPROVER)].into(), "the approver exempted");
-    let quoted = [RECORDER, SWEEPER, APPROVER]
-        .map(|sa| format!("'{}'", username(&p, sa)))
-        .join(", ");
+    let quoted = [RECORDER, SWEEPER, APPROVER].map(|sa| format!("'{}'", username(&p, sa))).join(", ");
     let conditions: Vec<String> = spec.match_conditions.iter().flatten().map(|m| one_line(&m.expression)).collect();
     assert_eq!(
         conditions,
@@ -649,7 +647,10 @@ fn nobody_but_the_recorder_and_sweeper_may_touch_worldland_keys_on_nodes() {
     for sa in p.service_accounts.iter().map(|s| s.metadata.name.as_deref().unwrap()) {
         if grants(&p, sa).iter().any(|(_, res, _, _)| res.starts_with("nodes")) {
             let user = username(&p, sa);
-            assert!(workers.contains(&user) || approver.contains(&user), "{sa} may write Nodes and is not narrowed");
+            assert!(
+                workers.contains(&user) || approver.contains(&user),
+                "{sa} may write Nodes and is not narrowed"
+            );
         }
     }
     // Labels and annotations: on CREATE oldObject is null, so the old keys are read only on

@@ -92,7 +92,10 @@ impl Broker {
             signatures: SignaturePolicy::Required,
         };
         let env = p.envelope("provider:registration", "100-0");
-        assert_eq!(Outcome::from(registration_handler::handle(&env, &handler, now).await), Outcome::Done);
+        assert_eq!(
+            Outcome::from(registration_handler::handle(&env, &handler, now).await),
+            Outcome::Done
+        );
         let issuer = join_token_issuer::Context {
             store: self.store.clone(),
             cluster: self.cluster.clone(),
@@ -110,7 +113,9 @@ impl Broker {
         let join = join_from_response(&answer, &p.enc_secret).expect("a sealed join");
         let token_id = join.join_token.split('.').next().unwrap().to_string();
         // The issuer reserves each token id it creates; where it does not yet, the test does.
-        assert!(tokens::reserve_or_find(self.store.as_ref(), &token_id, &p.provider_id, now).await.unwrap());
+        assert!(tokens::reserve_or_find(self.store.as_ref(), &token_id, &p.provider_id, now)
+            .await
+            .unwrap());
         self.tokens.lock().unwrap().push(token_id);
         let node = answer.node_name.expect("the node name");
         self.nodes.lock().unwrap().push(node.clone());
@@ -176,7 +181,12 @@ async fn an_honest_kubelet_gets_a_certificate_for_its_own_node_and_registers_it(
     let p = broker.approved_provider().await;
     let key = kubelet::key();
     let csr = broker
-        .submit(bearer(&p.token).await, CLIENT_SIGNER, &kubelet::request(&key, &node_subject(&p.node), None), CLIENT_USAGES)
+        .submit(
+            bearer(&p.token).await,
+            CLIENT_SIGNER,
+            &kubelet::request(&key, &node_subject(&p.node), None),
+            CLIENT_USAGES,
+        )
         .await;
     let decided = broker.decide(&csr).await;
     assert!(decided.approved, "{decided:?}");
@@ -196,7 +206,10 @@ async fn an_honest_kubelet_gets_a_certificate_for_its_own_node_and_registers_it(
     let nodes: Api<Node> = Api::all(kubelet.clone());
     let node = nodes.get(&p.node).await.expect("the kubelet reads its own Node");
     let taints = node.spec.unwrap().taints.unwrap_or_default();
-    assert!(taints.iter().any(|t| t.key == PROVIDER_TAINT && t.effect == "NoSchedule"), "{taints:?}");
+    assert!(
+        taints.iter().any(|t| t.key == PROVIDER_TAINT && t.effect == "NoSchedule"),
+        "{taints:?}"
+    );
     // Registering finds it (as a kubelet's registration does), and its status is the kubelet's.
     let mut registration = Node::default();
     registration.metadata.name = Some(p.node.clone());
@@ -210,29 +223,50 @@ async fn an_honest_kubelet_gets_a_certificate_for_its_own_node_and_registers_it(
         .expect("a kubelet reports its own status");
     let untaint = serde_json::json!({"spec": {"taints": []}});
     let refused = nodes.patch(&p.node, &PatchParams::default(), &Patch::Merge(&untaint)).await;
-    assert!(matches!(refused, Err(kube::Error::Api(ref s)) if s.code == 403), "NodeRestriction keeps the taint: {refused:?}");
+    assert!(
+        matches!(refused, Err(kube::Error::Api(ref s)) if s.code == 403),
+        "NodeRestriction keeps the taint: {refused:?}"
+    );
 
     // Serving: its own name and registered address, nothing else.
     let own = format!("DNS:{},IP:{}", p.node, p.public_ip);
     let serving = broker
-        .submit(kubelet.clone(), SERVING_SIGNER, &kubelet::request(&key, &node_subject(&p.node), Some(&own)), SERVING_USAGES)
+        .submit(
+            kubelet.clone(),
+            SERVING_SIGNER,
+            &kubelet::request(&key, &node_subject(&p.node), Some(&own)),
+            SERVING_USAGES,
+        )
         .await;
     assert!(broker.decide(&serving).await.approved);
     let other = format!("DNS:{},IP:203.0.113.99", p.node);
     let serving_other = broker
-        .submit(kubelet, SERVING_SIGNER, &kubelet::request(&key, &node_subject(&p.node), Some(&other)), SERVING_USAGES)
+        .submit(
+            kubelet,
+            SERVING_SIGNER,
+            &kubelet::request(&key, &node_subject(&p.node), Some(&other)),
+            SERVING_USAGES,
+        )
         .await;
     let decided = broker.decide(&serving_other).await;
     assert_eq!((decided.approved, decided.reason.as_str()), (false, "WorldLandWrongAltNames"));
 
     // One client certificate per provider.
     let second = broker
-        .submit(bearer(&p.token).await, CLIENT_SIGNER, &kubelet::request(&kubelet::key(), &node_subject(&p.node), None), CLIENT_USAGES)
+        .submit(
+            bearer(&p.token).await,
+            CLIENT_SIGNER,
+            &kubelet::request(&kubelet::key(), &node_subject(&p.node), None),
+            CLIENT_USAGES,
+        )
         .await;
     let decided = broker.decide(&second).await;
     assert_eq!((decided.approved, decided.reason.as_str()), (false, "WorldLandAlreadyCertified"));
     let rec = broker.record(&p.provider_id).await;
-    assert!(rec.csr_refusal.as_deref().is_some_and(|r| r.starts_with("already_certified")), "{rec:?}");
+    assert!(
+        rec.csr_refusal.as_deref().is_some_and(|r| r.starts_with("already_certified")),
+        "{rec:?}"
+    );
     broker.clean_up().await;
 }
 
@@ -251,10 +285,19 @@ async fn another_wallets_token_gets_no_certificate_for_a_victims_node_nor_an_unr
     broker.nodes.lock().unwrap().push(unreserved.clone());
     for (target, reason) in [(&victim.node, "WorldLandWrongNodeName"), (&unreserved, "WorldLandWrongNodeName")] {
         let csr = broker
-            .submit(bearer(&attacker.token).await, CLIENT_SIGNER, &kubelet::request(&key, &node_subject(target), None), CLIENT_USAGES)
+            .submit(
+                bearer(&attacker.token).await,
+                CLIENT_SIGNER,
+                &kubelet::request(&key, &node_subject(target), None),
+                CLIENT_USAGES,
+            )
             .await;
         let decided = broker.decide(&csr).await;
-        assert_eq!((decided.approved, decided.reason.as_str()), (false, reason), "{target}: {decided:?}");
+        assert_eq!(
+            (decided.approved, decided.reason.as_str()),
+            (false, reason),
+            "{target}: {decided:?}"
+        );
         let signed = Api::<CertificateSigningRequest>::all(admin().await).get(&csr).await.unwrap();
         assert!(signed.status.and_then(|s| s.certificate).is_none(), "no certificate for {target}");
     }
@@ -269,7 +312,10 @@ async fn another_wallets_token_gets_no_certificate_for_a_victims_node_nor_an_unr
         .await;
     assert_eq!(broker.decide(&masters).await.reason, "WorldLandWrongOrganization");
     let attacker_rec = broker.record(&attacker.provider_id).await;
-    assert!(attacker_rec.csr_refusal.is_some() && attacker_rec.client_csr.is_none(), "{attacker_rec:?}");
+    assert!(
+        attacker_rec.csr_refusal.is_some() && attacker_rec.client_csr.is_none(),
+        "{attacker_rec:?}"
+    );
     let victim_rec = broker.record(&victim.provider_id).await;
     assert!(victim_rec.client_csr.is_none() && victim_rec.csr_refusal.is_none());
     let nodes: Api<Node> = Api::all(admin().await);
@@ -297,12 +343,22 @@ async fn a_foreign_token_naming_a_provider_node_is_denied_and_other_machines_are
     broker.tokens.lock().unwrap().push(foreign.id.clone());
     let key = kubelet::key();
     let named = broker
-        .submit(bearer(&foreign.token()).await, CLIENT_SIGNER, &kubelet::request(&key, &node_subject(&p.node), None), CLIENT_USAGES)
+        .submit(
+            bearer(&foreign.token()).await,
+            CLIENT_SIGNER,
+            &kubelet::request(&key, &node_subject(&p.node), None),
+            CLIENT_USAGES,
+        )
         .await;
     assert_eq!(broker.decide(&named).await.reason, "WorldLandNotABrokerToken");
     let other = unique("broker-node");
     let left = broker
-        .submit(bearer(&foreign.token()).await, CLIENT_SIGNER, &kubelet::request(&key, &node_subject(&other), None), CLIENT_USAGES)
+        .submit(
+            bearer(&foreign.token()).await,
+            CLIENT_SIGNER,
+            &kubelet::request(&key, &node_subject(&other), None),
+            CLIENT_USAGES,
+        )
         .await;
     let report = csr_approver::approve_pending(&broker.approver, Utc::now()).await.unwrap();
     assert!(report.left >= 1, "{report:?}");
@@ -321,7 +377,12 @@ async fn an_approval_whose_write_failed_is_written_by_the_next_pass() {
     let p = broker.approved_provider().await;
     let key = kubelet::key();
     let csr = broker
-        .submit(bearer(&p.token).await, CLIENT_SIGNER, &kubelet::request(&key, &node_subject(&p.node), None), CLIENT_USAGES)
+        .submit(
+            bearer(&p.token).await,
+            CLIENT_SIGNER,
+            &kubelet::request(&key, &node_subject(&p.node), None),
+            CLIENT_USAGES,
+        )
         .await;
     let failing = csr_approver::Context {
         store: broker.store.clone(),
@@ -358,7 +419,12 @@ async fn a_token_in_kubeadms_group_buys_a_certificate_for_any_name_without_the_b
     broker.tokens.lock().unwrap().push(kubeadm.id.clone());
     let anyone = unique("someone-elses-node");
     let csr = broker
-        .submit(bearer(&kubeadm.token()).await, CLIENT_SIGNER, &kubelet::request(&kubelet::key(), &node_subject(&anyone), None), CLIENT_USAGES)
+        .submit(
+            bearer(&kubeadm.token()).await,
+            CLIENT_SIGNER,
+            &kubelet::request(&kubelet::key(), &node_subject(&anyone), None),
+            CLIENT_USAGES,
+        )
         .await;
     // No approver pass: the controller manager alone approves it.
     let decided = kubelet::decision(admin().await, &csr, 30).await;
@@ -386,7 +452,12 @@ async fn the_container_approver_decides_a_new_request_through_its_watch() {
     let running = tokio::spawn(async move { service.run(rx).await });
     let key = kubelet::key();
     let csr = broker
-        .submit(bearer(&p.token).await, CLIENT_SIGNER, &kubelet::request(&key, &node_subject(&p.node), None), CLIENT_USAGES)
+        .submit(
+            bearer(&p.token).await,
+            CLIENT_SIGNER,
+            &kubelet::request(&key, &node_subject(&p.node), None),
+            CLIENT_USAGES,
+        )
         .await;
     let decided = kubelet::decision(admin().await, &csr, 10).await;
     assert!(decided.approved, "{decided:?}");

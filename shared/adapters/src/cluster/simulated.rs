@@ -147,7 +147,10 @@ impl Cluster for SimulatedCluster {
     }
 
     async fn decide_csr(&self, csr: &Csr, _decision: &CsrDecision) -> ClusterResult<()> {
-        Err(ClusterError::refused(Some(404), format!("no CSR {} in a simulated cluster", csr.name)))
+        Err(ClusterError::refused(
+            Some(404),
+            format!("no CSR {} in a simulated cluster", csr.name),
+        ))
     }
 
     async fn csr_change(&self, limit: std::time::Duration) {

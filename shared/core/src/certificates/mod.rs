@@ -93,7 +93,9 @@ impl Denial {
             .split('_')
             .map(|w| {
                 let mut c = w.chars();
-                c.next().map(|f| f.to_ascii_uppercase().to_string() + c.as_str()).unwrap_or_default()
+                c.next()
+                    .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+                    .unwrap_or_default()
             })
             .collect();
         format!("WorldLand{camel}")
@@ -158,12 +160,21 @@ pub struct TokenHolder<'a> {
 }
 
 /// A client request made with broker token `token_id`.
-pub fn decide_client(csr: &Csr, req: &Result<Requested, Unreadable>, token_id: &str, holder: TokenHolder<'_>, now: DateTime<Utc>) -> Verdict {
+pub fn decide_client(
+    csr: &Csr,
+    req: &Result<Requested, Unreadable>,
+    token_id: &str,
+    holder: TokenHolder<'_>,
+    now: DateTime<Utc>,
+) -> Verdict {
     let Some(rec) = holder.provider else {
         return deny(Denial::NotBrokerToken, format!("token {token_id} was not issued by this broker"));
     };
     if rec.token_id.as_deref() != Some(token_id) || rec.token_created.as_deref() != Some(token_id) {
-        return deny(Denial::TokenNotCurrent, format!("token {token_id} is not this provider's current join token"));
+        return deny(
+            Denial::TokenNotCurrent,
+            format!("token {token_id} is not this provider's current join token"),
+        );
     }
     if rec.client_csr.as_deref() == Some(csr.name.as_str()) {
         return Verdict::Approve; // recorded already: an approval whose write or answer was lost
@@ -172,7 +183,10 @@ pub fn decide_client(csr: &Csr, req: &Result<Requested, Unreadable>, token_id: &
         return deny(Denial::AlreadyCertified, "this provider already has a kubelet client certificate");
     }
     if rec.state != ProviderState::Approved {
-        return deny(Denial::TokenNotCurrent, format!("the provider is {}, not waiting to join", rec.state));
+        return deny(
+            Denial::TokenNotCurrent,
+            format!("the provider is {}, not waiting to join", rec.state),
+        );
     }
     if rec.token_expires_at.is_none_or(|exp| exp <= now) {
         return deny(Denial::TokenExpired, format!("token {token_id} has expired"));
@@ -184,14 +198,20 @@ pub fn decide_client(csr: &Csr, req: &Result<Requested, Unreadable>, token_id: &
     if named_node(req) != Some(rec.node_name.as_str()) || holder.node_owner != Some(rec.provider_id.as_str()) {
         return deny(
             Denial::WrongNodeName,
-            format!("the request must name node {} (CN=system:node:{}), the one reserved for this provider", rec.node_name, rec.node_name),
+            format!(
+                "the request must name node {} (CN=system:node:{}), the one reserved for this provider",
+                rec.node_name, rec.node_name
+            ),
         );
     }
     if let Some(v) = kubelet_shape(csr, req, "client auth") {
         return v;
     }
     if !req.dns_names.is_empty() || !req.ip_addresses.is_empty() || req.other_names {
-        return deny(Denial::WrongAltNames, "a kubelet client certificate carries no alternative names or other extensions");
+        return deny(
+            Denial::WrongAltNames,
+            "a kubelet client certificate carries no alternative names or other extensions",
+        );
     }
     Verdict::Approve
 }
@@ -199,7 +219,10 @@ pub fn decide_client(csr: &Csr, req: &Result<Requested, Unreadable>, token_id: &
 /// Organisation, key and usages as a kubelet asks for them; `None` when they are.
 fn kubelet_shape(csr: &Csr, req: &Requested, auth_usage: &str) -> Option<Verdict> {
     if req.organizations != [NODES_GROUP] || !req.other_subject.is_empty() {
-        return Some(deny(Denial::WrongOrganization, "the subject must be O=system:nodes with nothing else beside the CN"));
+        return Some(deny(
+            Denial::WrongOrganization,
+            "the subject must be O=system:nodes with nothing else beside the CN",
+        ));
     }
     if !matches!(req.key, Some(KeyKind::EcdsaP256 | KeyKind::EcdsaP384)) {
         return Some(deny(Denial::WrongKey, "a kubelet's key is ECDSA P-256 (or P-384)"));
@@ -211,7 +234,10 @@ fn kubelet_shape(csr: &Csr, req: &Requested, auth_usage: &str) -> Option<Verdict
     if !usages_ok {
         return Some(deny(
             Denial::WrongUsages,
-            format!("usages must be digital signature and {auth_usage} (key encipherment allowed), got {:?}", csr.usages),
+            format!(
+                "usages must be digital signature and {auth_usage} (key encipherment allowed), got {:?}",
+                csr.usages
+            ),
         ));
     }
     None

@@ -48,7 +48,13 @@ fn csr(request: &str, signer: &str, username: &str, groups: &[&str], usages: &[&
 
 fn client(request: &str) -> Csr {
     let user = format!("{BOOTSTRAP_USER_PREFIX}{TOKEN}");
-    csr(request, CLIENT_SIGNER, &user, &["system:bootstrappers", TOKEN_EXTRA_GROUPS], &["digital signature", "client auth"])
+    csr(
+        request,
+        CLIENT_SIGNER,
+        &user,
+        &["system:bootstrappers", TOKEN_EXTRA_GROUPS],
+        &["digital signature", "client auth"],
+    )
 }
 
 fn verdict_code(v: &Verdict) -> &'static str {
@@ -68,7 +74,10 @@ fn a_kubelet_request_reads_as_what_it_asks_for() {
     assert_eq!(r.ip_addresses, ["203.0.113.7".parse::<IpAddr>().unwrap()]);
     assert_eq!(r.key, Some(KeyKind::EcdsaP256));
     assert_eq!(request::parse(&fixture("client-p384")).unwrap().key, Some(KeyKind::EcdsaP384));
-    assert!(matches!(request::parse(&fixture("client-rsa")).unwrap().key, Some(KeyKind::Other(_))));
+    assert!(matches!(
+        request::parse(&fixture("client-rsa")).unwrap().key,
+        Some(KeyKind::Other(_))
+    ));
     assert!(request::parse(b"-----BEGIN CERTIFICATE REQUEST-----\nnope\n-----END CERTIFICATE REQUEST-----\n").is_err());
 }
 
@@ -86,7 +95,10 @@ fn client_requests_from_a_broker_token_table() {
     let mut joined = rec.clone();
     joined.state = ProviderState::Joined;
     let later = now + Duration::hours(2);
-    let ours = |p: &'static ProviderRecord| TokenHolder { provider: Some(p), node_owner: Some("p1") };
+    let ours = |p: &'static ProviderRecord| TokenHolder {
+        provider: Some(p),
+        node_owner: Some("p1"),
+    };
     let leak = |r: ProviderRecord| -> &'static ProviderRecord { Box::leak(Box::new(r)) };
     let (rec, certified, replayed, replaced, joined) = (leak(rec), leak(certified), leak(replayed), leak(replaced), leak(joined));
     let mut usages_server = client("client");
@@ -96,11 +108,50 @@ fn client_requests_from_a_broker_token_table() {
     let table: Vec<(&str, Csr, TokenHolder, DateTime<Utc>, &str)> = vec![
         ("an honest kubelet", client("client"), ours(rec), now, "approve"),
         ("P-384 key", client("client-p384"), ours(rec), now, "approve"),
-        ("token not the broker's", client("client"), TokenHolder { provider: None, node_owner: None }, now, "not_a_broker_token"),
-        ("another provider's node", client("client-other-node"), ours(rec), now, "wrong_node_name"),
-        ("name reserved by another", client("client"), TokenHolder { provider: Some(rec), node_owner: Some("p2") }, now, "wrong_node_name"),
-        ("name not reserved", client("client"), TokenHolder { provider: Some(rec), node_owner: None }, now, "wrong_node_name"),
-        ("organisation system:masters", client("client-masters"), ours(rec), now, "wrong_organization"),
+        (
+            "token not the broker's",
+            client("client"),
+            TokenHolder {
+                provider: None,
+                node_owner: None,
+            },
+            now,
+            "not_a_broker_token",
+        ),
+        (
+            "another provider's node",
+            client("client-other-node"),
+            ours(rec),
+            now,
+            "wrong_node_name",
+        ),
+        (
+            "name reserved by another",
+            client("client"),
+            TokenHolder {
+                provider: Some(rec),
+                node_owner: Some("p2"),
+            },
+            now,
+            "wrong_node_name",
+        ),
+        (
+            "name not reserved",
+            client("client"),
+            TokenHolder {
+                provider: Some(rec),
+                node_owner: None,
+            },
+            now,
+            "wrong_node_name",
+        ),
+        (
+            "organisation system:masters",
+            client("client-masters"),
+            ours(rec),
+            now,
+            "wrong_organization",
+        ),
         ("an extra OU", client("client-extra-ou"), ours(rec), now, "wrong_organization"),
         ("alternative names", client("client-with-san"), ours(rec), now, "wrong_alt_names"),
         ("RSA key", client("client-rsa"), ours(rec), now, "wrong_key"),
@@ -143,7 +194,10 @@ fn serving_requests_table() {
 fn requesters_and_foreign_requests() {
     let mut c = client("client");
     assert_eq!(requester(&c), Requester::BrokerToken(TOKEN));
-    c.groups = vec!["system:bootstrappers".into(), "system:bootstrappers:kubeadm:default-node-token".into()];
+    c.groups = vec![
+        "system:bootstrappers".into(),
+        "system:bootstrappers:kubeadm:default-node-token".into(),
+    ];
     assert_eq!(requester(&c), Requester::Other, "a kubeadm token is not the broker's");
     c.username = format!("{NODE_USER_PREFIX}{NODE}");
     c.groups = vec![NODES_GROUP.into()];

@@ -71,7 +71,10 @@ pub fn taints_with(current: &[Taint], taint: &Taint, present: bool) -> Vec<Taint
     let mut out: Vec<Taint> = current.iter().filter(|t| t.key != taint.key).cloned().collect();
     if present {
         // Kept as it is when already there (its timeAdded included).
-        match current.iter().find(|t| t.key == taint.key && t.value == taint.value && t.effect == taint.effect) {
+        match current
+            .iter()
+            .find(|t| t.key == taint.key && t.value == taint.value && t.effect == taint.effect)
+        {
             Some(same) => out.push(same.clone()),
             None => out.push(taint.clone()),
         }

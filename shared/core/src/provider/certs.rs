@@ -59,7 +59,10 @@ mod tests {
         assert!(!eval(&record_client_csr("csr-1", "zzzzzz", now).cond, Some(&item)), "another token");
         let mut joined = item.clone();
         joined.insert(attr::STATE.into(), Value::from(ProviderState::Joined));
-        assert!(!eval(&record_client_csr("csr-1", "abcdef", now).cond, Some(&joined)), "not waiting to join");
+        assert!(
+            !eval(&record_client_csr("csr-1", "abcdef", now).cond, Some(&joined)),
+            "not waiting to join"
+        );
         assert!(!eval(&record_client_csr("csr-1", "abcdef", now).cond, None), "no provider");
     }
 }

@@ -6,8 +6,8 @@
 pub mod attr;
 pub mod certs;
 pub mod nodes;
-pub mod tokens;
 mod record;
+pub mod tokens;
 mod transitions;
 
 pub use record::*;

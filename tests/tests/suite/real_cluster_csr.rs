@@ -152,13 +152,16 @@ impl Broker {
         let client = admin().await;
         let csrs: Api<CertificateSigningRequest> = Api::all(client.clone());
         let nodes: Api<Node> = Api::all(client);
-        for name in self.csrs.lock().unwrap().clone() {
+        let csr_names = self.csrs.lock().unwrap().clone();
+        let node_names = self.nodes.lock().unwrap().clone();
+        let token_ids = self.tokens.lock().unwrap().clone();
+        for name in csr_names {
             let _ = csrs.delete(&name, &DeleteParams::default()).await;
         }
-        for name in self.nodes.lock().unwrap().clone() {
+        for name in node_names {
             let _ = nodes.delete(&name, &DeleteParams::default()).await;
         }
-        for id in self.tokens.lock().unwrap().clone() {
+        for id in token_ids {
             let _ = self.cluster.delete_bootstrap_token(&id).await;
         }
     }

@@ -4,7 +4,8 @@
 # kube-controller-manager), with their own CA, service-account keys, ports and data directory,
 # configured as kubeadm configures a cluster (Node,RBAC authorization, bootstrap-token auth,
 # NodeRestriction, admission policies, cluster-info readable by anyone, the bootstrap group bound
-# to node-bootstrapper) — but without kubeadm's auto-approval of node-client CSRs. Exports
+# to node-bootstrapper) — but without kubeadm's auto-approval of node-client CSRs — and with
+# infra/k8s/base applied (the workers' ServiceAccounts, RBAC and admission policies). Exports
 # WORLDLAND_TEST_KUBECONFIG (an admin kubeconfig) and WORLDLAND_TEST_CA_HASH; stops what it
 # started by PID.
 # Sourced by scripts/test after scripts/services.sh (it uses log and port_open).

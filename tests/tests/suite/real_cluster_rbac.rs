@@ -919,7 +919,7 @@ async fn node_labels_annotations_and_the_offline_taint_as_the_recorder() {
     let mut expected = others.clone();
     expected.push((labels::OFFLINE_TAINT.into(), Some("true".into()), "NoSchedule".into(), None));
     assert_eq!(taints_of(&on), expected);
-    // Already on: nothing written.
+    // Already on: it stays so.
     recorder.set_offline_taint(&name, true).await.unwrap();
     let again = recorder.get_node(&name).await.unwrap().unwrap();
     assert_eq!(taints_of(&again), expected);

@@ -5,7 +5,8 @@
 # configured as kubeadm configures a cluster (Node,RBAC authorization, bootstrap-token auth,
 # NodeRestriction, admission policies, cluster-info readable by anyone, the bootstrap group bound
 # to node-bootstrapper, and kubeadm's auto-approval of node-client CSRs for kubeadm's own token
-# group, which the broker's tokens no longer carry: the attacks it allowed are tested against it). Exports
+# group, which the broker's tokens no longer carry: the attacks it allowed are tested against it)
+# and with infra/k8s/base applied (the workers' ServiceAccounts, RBAC and admission policies). Exports
 # WORLDLAND_TEST_KUBECONFIG (an admin kubeconfig) and WORLDLAND_TEST_CA_HASH; stops what it
 # started by PID.
 # Sourced by scripts/test after scripts/services.sh (it uses log and port_open).
@@ -105,13 +106,14 @@ start_control_plane() {
   write_kubeconfig "$dir/admin.kubeconfig" "$server" "$ADMIN_TOKEN" "$dir/ca.crt"
   write_kubeconfig "$dir/controller-manager.kubeconfig" "$server" "$CM_TOKEN" "$dir/ca.crt"
   kubeadm_like_setup "$bin/kubectl" "$dir" "$server" || return 1
+  apply_shipped_manifests "$bin/kubectl" "$dir" || return 1
   if [ -x "$bin/kube-controller-manager" ]; then
     "$bin/kube-controller-manager" --kubeconfig="$dir/controller-manager.kubeconfig" \
       --authentication-skip-lookup --authorization-always-allow-paths=/healthz \
       --controllers='*,bootstrapsigner,tokencleaner' --use-service-account-credentials \
       --service-account-private-key-file="$dir/sa.key" --root-ca-file="$dir/ca.crt" \
       --cluster-signing-cert-file="$dir/ca.crt" --cluster-signing-key-file="$dir/ca.key" \
-      --leader-elect=false --secure-port=0 >"$dir/controller-manager.log" 2>&1 &
+      --feature-gates=ValidatingAdmissionPolicy=true --leader-elect=false --secure-port=0 >"$dir/controller-manager.log" 2>&1 &
     CONTROLLER_MANAGER_PID=$!
   else
     log "control plane: no kube-controller-manager in $bin; approved CSRs will not be signed"
@@ -144,6 +146,55 @@ kubeadm_like_setup() {
     "${k[@]}" create clusterrolebinding kubeadm:node-autoapprove-bootstrap \
       --clusterrole=system:certificates.k8s.io:certificatesigningrequests:nodeclient \
       --group=system:bootstrappers:kubeadm:default-node-token >/dev/null
+}
+
+# The shipped manifests (infra/k8s/base: namespace, ServiceAccounts, RBAC, the admission policies,
+# the Deployments, whose pods stay unscheduled: there is no scheduler), so the real-cluster tests
+# check the RBAC and the policies the broker ships. 1.28 and 1.29 serve the policies only as
+# admissionregistration.k8s.io/v1beta1 (the API server above enables it), with the same fields
+# (infra/README.md, "Versions"). The API server loads policies asynchronously: this returns once
+# each of them refuses a server-side dry run it must refuse.
+apply_shipped_manifests() {
+  local kubectl=$1 dir=$2
+  local k=("$kubectl" --kubeconfig "$dir/admin.kubeconfig")
+  "$kubectl" kustomize "$(dirname "${BASH_SOURCE[0]}")/../infra/k8s/base" >"$dir/worldland-base.yaml" || {
+    log "control plane: kubectl kustomize infra/k8s/base failed"
+    return 1
+  }
+  sed -i 's#^apiVersion: admissionregistration.k8s.io/v1$#apiVersion: admissionregistration.k8s.io/v1beta1#' \
+    "$dir/worldland-base.yaml"
+  if ! "${k[@]}" apply -f "$dir/worldland-base.yaml" >"$dir/worldland-apply.log" 2>&1; then
+    log "control plane: applying infra/k8s/base failed:"
+    cat "$dir/worldland-apply.log" >&2
+    return 1
+  fi
+  local sa=system:serviceaccount:worldland probe=worldland-readiness-probe
+  "${k[@]}" -n kube-system create secret generic "$probe" --from-literal=a=b >/dev/null &&
+    printf 'apiVersion: v1\nkind: Node\nmetadata: {name: %s}\n' "$probe" | "${k[@]}" create -f - >/dev/null ||
+    return 1
+  # Each policy with a write it refuses: "policy|kubectl arguments".
+  local probes=(
+    "worldland-join-token-issuer|-n kube-system create secret generic $probe --from-literal=a=b --as=$sa:join-token-issuer"
+    "worldland-token-deleter|-n kube-system delete secret $probe --wait=false --as=$sa:heartbeat-recorder"
+    "worldland-node-marker|label node $probe example.com/probe=1 --as=$sa:staleness-sweeper"
+    "worldland-node-keys|label node $probe worldland.io/probe=1 --as=system:node:$probe --as-group=system:nodes"
+    "worldland-csr-approver|label node $probe example.com/probe=1 --as=$sa:csr-approver"
+  )
+  local p policy args out ok
+  for p in "${probes[@]}"; do
+    policy=${p%%|*} args=${p#*|} ok=
+    for _ in $(seq 150); do
+      # shellcheck disable=SC2086 # args is a list of words
+      out=$("${k[@]}" --dry-run=server $args 2>&1) && true
+      if grep -q "ValidatingAdmissionPolicy '$policy'" <<<"$out"; then ok=1 && break; fi
+      sleep 0.2
+    done
+    if [ -z "$ok" ]; then
+      log "control plane: $policy refused nothing within 30 s; last answer: $out"
+      return 1
+    fi
+  done
+  "${k[@]}" -n kube-system delete secret "$probe" >/dev/null && "${k[@]}" delete node "$probe" >/dev/null
 }
 
 stop_control_plane() {

@@ -33,6 +33,88 @@ pub async fn admin() -> kube::Client {
     client_from(&kubeconfig_text()).await
 }
 
+/// A client as the admin impersonating `user` in `groups` (none: the API server adds a
+/// ServiceAccount's own groups, `system:serviceaccounts` and `system:serviceaccounts:<ns>`, and
+/// everyone's `system:authenticated`). The admin (group `system:masters`) may impersonate anyone;
+/// the impersonated identity then goes through authentication's groups, RBAC, the Node
+/// authorizer, NodeRestriction and the ValidatingAdmissionPolicies exactly as the real one.
+pub async fn impersonating(user: &str, groups: &[&str]) -> kube::Client {
+    let kubeconfig = Kubeconfig::from_yaml(&kubeconfig_text()).unwrap();
+    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .unwrap();
+    config.auth_info.impersonate = Some(user.to_string());
+    config.auth_info.impersonate_groups = (!groups.is_empty()).then(|| groups.iter().map(|g| g.to_string()).collect());
+    kube::Client::try_from(config).unwrap()
+}
+
+/// The username of a worker's ServiceAccount as infra/k8s/base deploys it (namespace
+/// `worldland`), which the admission policies match.
+pub fn worker_user(service_account: &str) -> String {
+    format!("system:serviceaccount:worldland:{service_account}")
+}
+
+/// A client as the worker's ServiceAccount (impersonated, with the groups the API server gives it).
+pub async fn as_worker(service_account: &str) -> kube::Client {
+    impersonating(&worker_user(service_account), &[]).await
+}
+
+/// Objects a test made as the admin, deleted when it is dropped (a failed test too): Nodes,
+/// Namespaces, ClusterRoleBindings, and Secrets in `kube-system`. Deleting what is already gone
+/// is fine.
+#[derive(Default)]
+pub struct Cleanup {
+    objects: std::sync::Mutex<Vec<(&'static str, String)>>,
+}
+
+impl Cleanup {
+    pub fn node(&self, name: &str) {
+        self.objects.lock().unwrap().push(("node", name.to_string()));
+    }
+    pub fn namespace(&self, name: &str) {
+        self.objects.lock().unwrap().push(("namespace", name.to_string()));
+    }
+    pub fn cluster_role_binding(&self, name: &str) {
+        self.objects.lock().unwrap().push(("clusterrolebinding", name.to_string()));
+    }
+    pub fn kube_system_secret(&self, name: &str) {
+        self.objects.lock().unwrap().push(("secret", name.to_string()));
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        use k8s_openapi::api::core::v1::{Namespace, Node, Secret};
+        use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
+        use kube::api::{Api, DeleteParams};
+        let objects = std::mem::take(&mut *self.objects.lock().unwrap());
+        if objects.is_empty() {
+            return;
+        }
+        // A thread with its own runtime: Drop may run inside the test's runtime, which cannot block.
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                let client = admin().await;
+                let dp = DeleteParams::default();
+                for (kind, name) in objects {
+                    let _ = match kind {
+                        "node" => Api::<Node>::all(client.clone()).delete(&name, &dp).await.map(drop),
+                        "namespace" => Api::<Namespace>::all(client.clone()).delete(&name, &dp).await.map(drop),
+                        "clusterrolebinding" => Api::<ClusterRoleBinding>::all(client.clone()).delete(&name, &dp).await.map(drop),
+                        _ => Api::<Secret>::namespaced(client.clone(), "kube-system")
+                            .delete(&name, &dp)
+                            .await
+                            .map(drop),
+                    };
+                }
+            });
+        })
+        .join()
+        .unwrap();
+    }
+}
+
 /// A client as the bearer of `token` instead of the admin.
 pub async fn bearer(token: &str) -> kube::Client {
     let text = kubeconfig_text();

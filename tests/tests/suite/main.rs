@@ -23,6 +23,7 @@ mod rabbitmq_bus;
 mod rabbitmq_restarts;
 mod real_cluster;
 mod real_cluster_csr;
+mod real_cluster_rbac;
 mod redis_acl;
 mod redis_bridge;
 mod sdk_half_open;

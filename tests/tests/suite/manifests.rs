@@ -4,8 +4,8 @@
 //! Secret), the ValidatingAdmissionPolicies narrow every write RBAC lets a worker make to the
 //! objects it writes itself, and a bound policy keeps everyone else (a provider's kubelet above
 //! all) off the `worldland.io/` keys of Nodes, by which jobs select their provider's Node. The
-//! CEL is checked here for what it names, not run: infra/README.md says how to check it on a real
-//! API server.
+//! CEL is checked here for what it names, not run: `real_cluster_rbac.rs` runs it, and asks RBAC,
+//! on the private API server `scripts/test` starts (these tests need none, so they run everywhere).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -68,18 +68,18 @@ struct KustomizePatch {
 }
 
 #[derive(Default)]
-struct Parsed {
+pub(crate) struct Parsed {
     deployments: Vec<Deployment>,
-    service_accounts: Vec<ServiceAccount>,
+    pub(crate) service_accounts: Vec<ServiceAccount>,
     roles: Vec<Role>,
     role_bindings: Vec<RoleBinding>,
     cluster_roles: Vec<ClusterRole>,
     cluster_role_bindings: Vec<ClusterRoleBinding>,
-    policies: Vec<ValidatingAdmissionPolicy>,
+    pub(crate) policies: Vec<ValidatingAdmissionPolicy>,
     policy_bindings: Vec<ValidatingAdmissionPolicyBinding>,
 }
 
-fn parse_all() -> Parsed {
+pub(crate) fn parse_all() -> Parsed {
     let mut files = vec![];
     yaml_files(&root(), &mut files);
     assert!(!files.is_empty());
@@ -178,7 +178,7 @@ fn rules_of(p: &Parsed, subject: &str) -> Vec<(Option<String>, PolicyRule)> {
 }
 
 /// (namespace or "cluster", resource, verb, resource name or "*"), flattened.
-fn grants(p: &Parsed, subject: &str) -> BTreeSet<(String, String, String, String)> {
+pub(crate) fn grants(p: &Parsed, subject: &str) -> BTreeSet<(String, String, String, String)> {
     let mut out = BTreeSet::new();
     for (ns, r) in rules_of(p, subject) {
         assert_eq!(r.api_groups.as_ref().map(Vec::len), Some(1), "{subject}: one API group a rule");
@@ -302,7 +302,7 @@ fn username(p: &Parsed, sa: &str) -> String {
     format!("system:serviceaccount:{}:{sa}", acct.metadata.namespace.as_deref().unwrap())
 }
 
-fn policy<'a>(p: &'a Parsed, name: &str) -> &'a ValidatingAdmissionPolicySpec {
+pub(crate) fn policy<'a>(p: &'a Parsed, name: &str) -> &'a ValidatingAdmissionPolicySpec {
     p.policies
         .iter()
         .find(|x| x.metadata.name.as_deref() == Some(name))
@@ -338,7 +338,7 @@ fn policy_sees(spec: &ValidatingAdmissionPolicySpec) -> BTreeSet<(String, String
     out
 }
 
-fn one_line(s: &str) -> String {
+pub(crate) fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 

@@ -22,6 +22,7 @@ mod node_ownership;
 mod rabbitmq_bus;
 mod rabbitmq_restarts;
 mod real_cluster;
+mod real_cluster_approver_policy;
 mod real_cluster_csr;
 mod real_cluster_rbac;
 mod redis_acl;

@@ -30,7 +30,7 @@ use worldland_core::validation::ValidationPolicy;
 use worldland_provider_sdk::client::join_from_response;
 use worldland_provider_sdk::simulated::SimulatedProvider;
 use worldland_tests::kubelet::{self, Decided};
-use worldland_tests::real_cluster::{admin, bearer, unique, until, with_certificate};
+use worldland_tests::real_cluster::{admin, as_worker, bearer, unique, until, with_certificate};
 use worldland_tests::{validated_sink, Outcome};
 
 const CLIENT_USAGES: &[&str] = &["digital signature", "client auth"];
@@ -62,11 +62,13 @@ struct Joiner {
 impl Broker {
     async fn new() -> Self {
         let store = Arc::new(MemoryStore::new());
-        let cluster = Arc::new(KubeCluster::new(admin().await));
+        // Each worker as its own ServiceAccount: the shipped RBAC and admission policies apply.
+        let cluster = Arc::new(KubeCluster::new(as_worker("join-token-issuer").await));
+        let approving = Arc::new(KubeCluster::new(as_worker("csr-approver").await));
         Self {
             approver: csr_approver::Context {
                 store: store.clone(),
-                cluster: cluster.clone(),
+                cluster: approving,
             },
             store,
             replies: Arc::new(MemoryReplies::default()),
@@ -161,8 +163,9 @@ impl Broker {
         for name in node_names {
             let _ = nodes.delete(&name, &DeleteParams::default()).await;
         }
+        let admin_cluster = KubeCluster::new(admin().await);
         for id in token_ids {
-            let _ = self.cluster.delete_bootstrap_token(&id).await;
+            let _ = admin_cluster.delete_bootstrap_token(&id).await;
         }
     }
 }
@@ -389,7 +392,7 @@ async fn an_approval_whose_write_failed_is_written_by_the_next_pass() {
         .await;
     let failing = csr_approver::Context {
         store: broker.store.clone(),
-        cluster: Arc::new(worldland_tests::csr_faults::FailingDecisions::new(broker.cluster.clone())),
+        cluster: Arc::new(worldland_tests::csr_faults::FailingDecisions::new(broker.approver.cluster.clone())),
     };
     let report = csr_approver::approve_pending(&failing, Utc::now()).await.unwrap();
     assert_eq!(report.failed, 1, "{report:?}");
@@ -448,7 +451,7 @@ async fn the_container_approver_decides_a_new_request_through_its_watch() {
     let service = csr_approver::CsrApprover {
         ctx: Arc::new(csr_approver::Context {
             store: broker.store.clone(),
-            cluster: broker.cluster.clone(),
+            cluster: broker.approver.cluster.clone(),
         }),
     };
     let (stop, rx) = tokio::sync::broadcast::channel(1);

@@ -37,14 +37,14 @@ const ISSUER: &str = "join-token-issuer";
 const RECORDER: &str = "heartbeat-recorder";
 const SWEEPER: &str = "staleness-sweeper";
 
-fn dry_post() -> PostParams {
+pub(crate) fn dry_post() -> PostParams {
     PostParams {
         dry_run: true,
         field_manager: None,
     }
 }
 
-fn dry_patch() -> PatchParams {
+pub(crate) fn dry_patch() -> PatchParams {
     PatchParams {
         dry_run: true,
         ..Default::default()
@@ -60,7 +60,7 @@ fn dry_delete() -> DeleteParams {
 
 /// What the API server answers when `policy` refuses with the validation whose message contains
 /// `needle`, the message read from the shipped manifest.
-fn denial(policy: &str, needle: &str) -> String {
+pub(crate) fn denial(policy: &str, needle: &str) -> String {
     let p = manifests::parse_all();
     let spec = manifests::policy(&p, policy);
     let messages: Vec<String> = spec
@@ -79,13 +79,13 @@ fn denial(policy: &str, needle: &str) -> String {
 }
 
 #[track_caller]
-fn admitted<T>(r: kube::Result<T>, what: &str) -> T {
+pub(crate) fn admitted<T>(r: kube::Result<T>, what: &str) -> T {
     r.unwrap_or_else(|e| panic!("{what}: refused: {e}"))
 }
 
 /// Refused with 403 and a message containing `expected`.
 #[track_caller]
-fn refused<T: Debug>(r: kube::Result<T>, what: &str, expected: &str) {
+pub(crate) fn refused<T: Debug>(r: kube::Result<T>, what: &str, expected: &str) {
     match r {
         Err(kube::Error::Api(s)) => {
             assert_eq!(s.code, 403, "{what}: {s:?}");

@@ -19,11 +19,11 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use tokio::sync::broadcast;
 use worldland_core::certificates::{
-    decide_client, decide_foreign, decide_serving, named_node, request, requester, Denial, Requested, Requester, TokenHolder, Unreadable,
-    Verdict, CLIENT_SIGNER, SERVING_SIGNER,
+    decide_client, decide_foreign, decide_renewal, decide_serving, decide_token_serving, named_node, request, requester, Denial, Requested,
+    Requester, TokenHolder, Unreadable, Verdict, CLIENT_SIGNER, SERVING_SIGNER,
 };
 use worldland_core::cluster::{Cluster, ClusterError, Csr, CsrDecision};
-use worldland_core::provider::certs::{record_client_csr, record_csr_refusal};
+use worldland_core::provider::certs::{record_client_csr, record_csr_refusal, ApprovedCsr};
 use worldland_core::provider::{nodes, tokens, ProviderRecord};
 use worldland_core::state::{ItemStore, StoreError};
 use worldland_core::BoxError;
@@ -64,9 +64,25 @@ pub struct Report {
     pub failed: usize,
 }
 
+/// CSRs one requester may have decided in one pass: a token holder flooding the cluster with
+/// requests delays only its own, never another provider's.
+pub const PER_REQUESTER: usize = 3;
+
+/// The CSRs to decide this pass: oldest first, at most [`PER_REQUESTER`] of each requester.
+pub fn this_pass(mut csrs: Vec<Csr>) -> Vec<Csr> {
+    csrs.sort_by(|a, b| (a.created_s, &a.name).cmp(&(b.created_s, &b.name)));
+    let mut seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    csrs.retain(|c| {
+        let n = seen.entry(c.username.clone()).or_default();
+        *n += 1;
+        *n <= PER_REQUESTER
+    });
+    csrs
+}
+
 /// One pass over the undecided kubelet CSRs.
 pub async fn approve_pending(ctx: &Context, now: DateTime<Utc>) -> Result<Report, ClusterError> {
-    let csrs = ctx.cluster.undecided_kubelet_csrs().await?;
+    let csrs = this_pass(ctx.cluster.undecided_kubelet_csrs().await?);
     let mut report = Report {
         examined: csrs.len(),
         ..Default::default()
@@ -101,8 +117,9 @@ async fn load(store: &dyn ItemStore, provider_id: Option<String>) -> Result<Opti
 /// What the store says about `csr`, and the verdict.
 async fn judge(ctx: &Context, csr: &Csr, req: &Result<Requested, Unreadable>, now: DateTime<Utc>) -> Result<Judged, Error> {
     let store = ctx.store.as_ref();
-    Ok(match (csr.signer.as_str(), requester(csr)) {
-        (CLIENT_SIGNER, Requester::BrokerToken(id)) => {
+    let judged = |verdict, provider| Judged { verdict, provider };
+    Ok(match (requester(csr), csr.signer.as_str()) {
+        (Requester::BrokerToken(id), CLIENT_SIGNER) => {
             let provider = load(store, tokens::owner(store, id).await?).await?;
             let node_owner = match &provider {
                 Some(p) => nodes::owner(store, &p.node_name).await?,
@@ -112,30 +129,28 @@ async fn judge(ctx: &Context, csr: &Csr, req: &Result<Requested, Unreadable>, no
                 provider: provider.as_ref(),
                 node_owner: node_owner.as_deref(),
             };
-            let verdict = decide_client(csr, req, id, holder, now);
-            Judged { verdict, provider }
+            judged(decide_client(csr, req, id, holder, now), provider)
         }
-        (SERVING_SIGNER, Requester::Node(node)) => match load(store, nodes::owner(store, node).await?).await? {
-            Some(rec) => Judged {
-                verdict: decide_serving(csr, req, node, &rec),
-                provider: Some(rec),
-            },
-            None => Judged {
-                verdict: Verdict::Leave,
-                provider: None,
-            },
+        (Requester::BrokerToken(_), _) => judged(decide_token_serving(), None),
+        (Requester::Node(node), signer) => match load(store, nodes::owner(store, node).await?).await? {
+            Some(rec) if signer == SERVING_SIGNER => judged(decide_serving(csr, req, node, &rec), Some(rec)),
+            Some(rec) => judged(decide_renewal(csr, req, node, &rec), Some(rec)),
+            None => foreign(store, req).await?,
         },
-        _ => {
-            let named = req.as_ref().ok().and_then(named_node);
-            let owner = match named {
-                Some(n) => nodes::owner(store, n).await?,
-                None => None,
-            };
-            Judged {
-                verdict: decide_foreign(owner.as_deref(), named),
-                provider: None,
-            }
-        }
+        (Requester::Other, _) => foreign(store, req).await?,
+    })
+}
+
+/// A request from neither a broker token nor a provider's kubelet.
+async fn foreign(store: &dyn ItemStore, req: &Result<Requested, Unreadable>) -> Result<Judged, Error> {
+    let named = req.as_ref().ok().and_then(named_node);
+    let owner = match named {
+        Some(n) => nodes::owner(store, n).await?,
+        None => None,
+    };
+    Ok(Judged {
+        verdict: decide_foreign(owner.as_deref(), named),
+        provider: None,
     })
 }
 
@@ -144,14 +159,24 @@ async fn decide_one(ctx: &Context, csr: &Csr, now: DateTime<Utc>) -> Result<Verd
     let req = request::parse(&csr.request);
     let judged = judge(ctx, csr, &req, now).await?;
     match (&judged.verdict, judged.provider) {
-        (Verdict::Approve, Some(rec)) if csr.signer == CLIENT_SIGNER => approve_client(ctx, csr, &rec, now).await?,
-        (Verdict::Approve, _) => {
+        (Verdict::Approve, Some(rec)) if matches!(requester(csr), Requester::BrokerToken(_)) => approve_client(ctx, csr, &rec, now).await?,
+        (Verdict::Approve, _) if csr.signer == SERVING_SIGNER => {
             write(
                 ctx,
                 csr,
                 true,
                 "WorldLandKubeletServing",
                 "the node's own name and registered address",
+            )
+            .await?
+        }
+        (Verdict::Approve, _) => {
+            write(
+                ctx,
+                csr,
+                true,
+                "WorldLandKubeletRenewal",
+                "the provider's kubelet, for its own name",
             )
             .await?
         }
@@ -165,15 +190,16 @@ async fn decide_one(ctx: &Context, csr: &Csr, now: DateTime<Utc>) -> Result<Verd
 
 /// Records the CSR on the provider, creates its tainted Node, approves.
 async fn approve_client(ctx: &Context, csr: &Csr, rec: &ProviderRecord, now: DateTime<Utc>) -> Result<(), Error> {
-    let token_id = rec.token_id.as_deref().unwrap_or_default();
-    if !record_client_csr(&csr.name, token_id, now)
-        .apply(ctx.store.as_ref(), &rec.provider_id)
-        .await?
-    {
+    let approved = ApprovedCsr {
+        name: &csr.name,
+        uid: &csr.uid,
+        token_id: rec.token_id.as_deref().unwrap_or_default(),
+    };
+    if !record_client_csr(approved, now).apply(ctx.store.as_ref(), &rec.provider_id).await? {
         return Err(Error::Raced(rec.provider_id.clone()));
     }
     ctx.cluster.create_provider_node(&rec.node_name).await?;
-    let message = format!("join token of provider {} for its reserved node {}", rec.provider_id, rec.node_name);
+    let message = format!("a broker join token, for the node name reserved for it ({})", rec.node_name);
     write(ctx, csr, true, "WorldLandJoinToken", &message).await?;
     tracing::info!(csr = %csr.name, provider_id = %rec.provider_id, node = %rec.node_name, "kubelet client certificate approved");
     Ok(())
@@ -249,4 +275,30 @@ pub async fn worker(b: Backends) -> Result<Worker, BackendError> {
     Ok(Worker::Service(Arc::new(CsrApprover {
         ctx: Arc::new(context(&b).await?),
     })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn csr(user: &str, created_s: i64, name: &str) -> Csr {
+        Csr {
+            name: name.into(),
+            username: user.into(),
+            created_s,
+            ..Default::default()
+        }
+    }
+
+    /// A flood from one requester delays only its own requests: each pass takes the oldest few
+    /// of every requester.
+    #[test]
+    fn a_pass_takes_the_oldest_few_of_each_requester() {
+        let mut all: Vec<Csr> = (0..500).map(|i| csr("system:bootstrap:flood1", i, &format!("a-{i:04}"))).collect();
+        all.push(csr("system:bootstrap:honest", 900, "node-csr-honest"));
+        all.push(csr("system:bootstrap:honest", 901, "node-csr-honest-2"));
+        let pass = this_pass(all);
+        let names: Vec<&str> = pass.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["a-0000", "a-0001", "a-0002", "node-csr-honest", "node-csr-honest-2"]);
+    }
 }

@@ -275,6 +275,8 @@ const ISSUER: &str = "join-token-issuer";
 const RECORDER: &str = "heartbeat-recorder";
 const SWEEPER: &str = "staleness-sweeper";
 const APPROVER: &str = "csr-approver";
+/// The policy that bounds the CSRs join tokens and kubelets may create.
+const KUBELET_CSRS: &str = "worldland-kubelet-csrs";
 /// The prefix of every Node label, annotation and taint key the project writes.
 const OURS: &str = "worldland.io/";
 /// The policy that keeps everyone but the recorder and the sweeper off our keys on Nodes.
@@ -410,7 +412,7 @@ fn assert_enforced(p: &Parsed, name: &str) {
 fn worker_policies(p: &Parsed) -> impl Iterator<Item = &ValidatingAdmissionPolicySpec> {
     p.policies
         .iter()
-        .filter(|x| x.metadata.name.as_deref() != Some(NODE_KEYS))
+        .filter(|x| ![Some(NODE_KEYS), Some(KUBELET_CSRS)].contains(&x.metadata.name.as_deref()))
         .filter_map(|x| x.spec.as_ref())
 }
 
@@ -425,7 +427,11 @@ fn every_write_rbac_grants_is_narrowed_by_a_bound_policy() {
         ("worldland-csr-approver", users(&[APPROVER]), "nodes"),
     ];
     let names: BTreeSet<&str> = p.policies.iter().map(|x| x.metadata.name.as_deref().unwrap()).collect();
-    assert_eq!(names, expected.iter().map(|e| e.0).chain([NODE_KEYS]).collect(), "the policies");
+    assert_eq!(
+        names,
+        expected.iter().map(|e| e.0).chain([NODE_KEYS, KUBELET_CSRS]).collect(),
+        "the policies"
+    );
     for (name, who, resource) in &expected {
         let spec = policy(&p, name);
         assert_eq!(&policy_users(spec), who, "{name}: whom it applies to");

@@ -5,7 +5,10 @@
 
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PostParams};
+use worldland_core::certificates::{CLIENT_SIGNER, SERVING_SIGNER};
+use worldland_tests::kubelet;
 use worldland_tests::real_cluster::{admin, as_worker, unique, Cleanup};
+use worldland_tests::real_cluster::{impersonating, until};
 
 use crate::real_cluster_rbac::{admitted, denial, dry_patch, dry_post, refused};
 
@@ -98,4 +101,56 @@ async fn the_approver_may_only_create_tainted_nodes_and_add_the_provider_taint()
             &patch_refusal,
         );
     }
+}
+
+/// A join token (or a kubelet) may create CSRs only for the kubelet signers and only of a
+/// kubelet's size, so a flood of them stays small (`worldland-kubelet-csrs`).
+#[tokio::test]
+#[ignore = "needs a real control plane: scripts/test starts one from KUBEBUILDER_ASSETS and runs these"]
+async fn join_tokens_may_create_only_small_kubelet_csrs() {
+    use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
+    let token_holder = impersonating(
+        &format!("system:bootstrap:{}", &unique("t")[2..8]),
+        &["system:bootstrappers", worldland_core::cluster::bootstrap::TOKEN_EXTRA_GROUPS],
+    )
+    .await;
+    let key = kubelet::key();
+    let subject = "/O=system:nodes/CN=system:node:wl-csr-size";
+    let csr = |signer: &str, request: &str| -> CertificateSigningRequest {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": unique("wl-csr")},
+            "spec": {"signerName": signer, "request": base64_of(request), "usages": ["digital signature", "client auth"]},
+        }))
+        .unwrap()
+    };
+    let api: Api<CertificateSigningRequest> = Api::all(token_holder);
+    let small = kubelet::request(&key, subject, None);
+    admitted(api.create(&dry_post(), &csr(CLIENT_SIGNER, &small)).await, "a kubelet's request");
+    admitted(
+        api.create(&dry_post(), &csr(SERVING_SIGNER, &small)).await,
+        "a serving request (the approver denies it)",
+    );
+    let other_signer = denial("worldland-kubelet-csrs", "only the kubelet signers");
+    // The API server loads a new policy a moment after it is applied.
+    until("the kubelet-CSR policy is loaded", 30, || async {
+        matches!(api.create(&dry_post(), &csr("kubernetes.io/kube-apiserver-client", &small)).await,
+            Err(kube::Error::Api(ref s)) if s.message.contains(&other_signer))
+        .then_some(())
+    })
+    .await;
+    let names: Vec<String> = (0..120)
+        .map(|i| format!("DNS:padding-{i:03}-{}.example.com", "x".repeat(12)))
+        .collect();
+    let big = kubelet::request(&key, subject, Some(&names.join(",")));
+    assert!(big.len() > 4096, "{}", big.len());
+    refused(
+        api.create(&dry_post(), &csr(CLIENT_SIGNER, &big)).await,
+        "a 4 KiB+ request",
+        &denial("worldland-kubelet-csrs", "at most 4 KiB"),
+    );
+}
+
+fn base64_of(s: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(s)
 }

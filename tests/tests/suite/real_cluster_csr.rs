@@ -135,7 +135,11 @@ impl Broker {
 
     /// Submits a CSR as `client` (a bearer the API server may take a moment to accept).
     async fn submit(&self, client: kube::Client, signer: &str, request: &str, usages: &[&str]) -> String {
-        let name = unique("csr");
+        self.submit_named(&unique("csr"), client, signer, request, usages).await
+    }
+
+    async fn submit_named(&self, name: &str, client: kube::Client, signer: &str, request: &str, usages: &[&str]) -> String {
+        let name = name.to_string();
         self.csrs.lock().unwrap().push(name.clone());
         until("the CSR is accepted", 15, || async {
             kubelet::submit(client.clone(), &name, signer, request, usages).await.ok()
@@ -273,6 +277,31 @@ async fn an_honest_kubelet_gets_a_certificate_for_its_own_node_and_registers_it(
         rec.csr_refusal.as_deref().is_some_and(|r| r.starts_with("already_certified")),
         "{rec:?}"
     );
+
+    // The approved CSR's name, reused once it is gone (the controller manager cleans approved
+    // CSRs up after an hour), buys nothing: not another node, nor a second certificate.
+    let csrs: Api<CertificateSigningRequest> = Api::all(admin().await);
+    for (subject, reason) in [
+        (node_subject(&unique("control-plane")), "WorldLandWrongNodeName"),
+        (node_subject(&p.node), "WorldLandAlreadyCertified"),
+    ] {
+        csrs.delete(&csr, &DeleteParams::default()).await.unwrap();
+        until("the CSR is gone", 10, || async {
+            csrs.get_opt(&csr).await.unwrap().is_none().then_some(())
+        })
+        .await;
+        broker
+            .submit_named(
+                &csr,
+                bearer(&p.token).await,
+                CLIENT_SIGNER,
+                &kubelet::request(&key, &subject, None),
+                CLIENT_USAGES,
+            )
+            .await;
+        let decided = broker.decide(&csr).await;
+        assert_eq!((decided.approved, decided.reason.as_str()), (false, reason), "{subject}");
+    }
     broker.clean_up().await;
 }
 

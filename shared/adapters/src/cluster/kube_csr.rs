@@ -7,6 +7,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use kube::api::{ListParams, Patch, PatchParams};
+use kube::core::PartialObjectMeta;
 use kube::runtime::watcher;
 use kube::{Api, Client};
 use tokio::sync::Notify;
@@ -15,11 +16,12 @@ use worldland_core::certificates::{CLIENT_SIGNER, SERVING_SIGNER};
 use worldland_core::cluster::{ClusterResult, Csr, CsrDecision};
 use worldland_core::labels::FIELD_MANAGER;
 
-/// CSRs read per page, and pages read per signer in one pass: anyone holding a bootstrap token
-/// can create CSRs, so a pass reads at most this many and the next pass takes the rest (the
-/// controller manager's cleaner removes undecided CSRs after a day).
-const PAGE: u32 = 250;
-const MAX_PAGES: usize = 4;
+/// CSRs read per page, and pages read per signer in one pass. Anyone holding a join token can
+/// create CSRs: every page is read (decided CSRs stay listed for an hour), up to this bound,
+/// which admission keeps far away (`worldland-kubelet-csrs` caps a request at 4 KiB; the
+/// approver decides at most a few per requester a pass, oldest first).
+const PAGE: u32 = 200;
+const MAX_PAGES: usize = 50;
 
 fn csr_of(obj: CertificateSigningRequest) -> Csr {
     let decided = obj
@@ -29,6 +31,8 @@ fn csr_of(obj: CertificateSigningRequest) -> Csr {
         .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Approved" || c.type_ == "Denied"));
     let spec = obj.spec;
     Csr {
+        uid: obj.metadata.uid.unwrap_or_default(),
+        created_s: obj.metadata.creation_timestamp.map(|t| t.0.as_second()).unwrap_or_default(),
         name: obj.metadata.name.unwrap_or_default(),
         resource_version: obj.metadata.resource_version.unwrap_or_default(),
         signer: spec.signer_name,
@@ -94,11 +98,12 @@ impl CsrWatch {
             .0
             .get_or_init(|| {
                 let notify = Arc::new(Notify::new());
-                let api: Api<CertificateSigningRequest> = Api::all(client.clone());
+                // Metadata only: a wake-up needs no request bodies.
+                let api: Api<PartialObjectMeta<CertificateSigningRequest>> = Api::all(client.clone());
                 let wake = notify.clone();
                 tokio::spawn(async move {
                     // The watcher re-lists and re-watches by itself after errors.
-                    let mut events = std::pin::pin!(watcher(api, watcher::Config::default()));
+                    let mut events = std::pin::pin!(watcher(api, watcher::Config::default().page_size(PAGE)));
                     while let Some(event) = events.next().await {
                         if let Err(e) = event {
                             tracing::warn!(error = %e, "CSR watch interrupted; it resumes by itself");

@@ -10,15 +10,18 @@
 //!   is `system:bootstrap:<id>` for a live token this broker issued (its `token#<id>` reservation
 //!   names the provider), the provider is approved and that token is its current one, the subject
 //!   is exactly `CN=system:node:<the name reserved for that provider>, O=system:nodes`, the key
-//!   and usages are a kubelet's, there are no alternative names, and the provider has had no other
-//!   client certificate approved. Everything else from a broker token is denied with a reason.
+//!   and usages are a kubelet's, there are no alternative names, and no other CSR has been
+//!   approved for that token. Everything else from a broker token is denied with a reason. A
+//!   provider's kubelet renewing its own certificate is approved while the provider is in the
+//!   cluster, denied once it is not.
 //! - **serving** (`kubernetes.io/kubelet-serving`): approved only when a provider's node asks for
 //!   its own name (`system:node:<name>` asking `CN=system:node:<name>`) with alternative names
 //!   limited to that name and the provider's registered public IP.
 //!
-//! Requests from outside the broker's group that do not name a provider's node (an operator
-//! joining one of the broker's own machines with a kubeadm token, a cluster node renewing) are
-//! left to the cluster's administrator; those that name a provider's node are denied.
+//! Every request from a broker token or a provider's kubelet is decided here. Requests from
+//! anyone else that do not name a provider's node (an operator joining one of the broker's own
+//! machines with a kubeadm token, such a node renewing) are left to the cluster's administrator;
+//! those that name a provider's node are denied.
 
 pub mod request;
 
@@ -159,7 +162,9 @@ pub struct TokenHolder<'a> {
     pub node_owner: Option<&'a str>,
 }
 
-/// A client request made with broker token `token_id`.
+/// A client request made with broker token `token_id`. Every check of what it asks for comes
+/// first, so a replay is recognised only for a request that passes them all, and only by the
+/// uid recorded for this token.
 pub fn decide_client(
     csr: &Csr,
     req: &Result<Requested, Unreadable>,
@@ -176,21 +181,6 @@ pub fn decide_client(
             format!("token {token_id} is not this provider's current join token"),
         );
     }
-    if rec.client_csr.as_deref() == Some(csr.name.as_str()) {
-        return Verdict::Approve; // recorded already: an approval whose write or answer was lost
-    }
-    if rec.client_csr.is_some() {
-        return deny(Denial::AlreadyCertified, "this provider already has a kubelet client certificate");
-    }
-    if rec.state != ProviderState::Approved {
-        return deny(
-            Denial::TokenNotCurrent,
-            format!("the provider is {}, not waiting to join", rec.state),
-        );
-    }
-    if rec.token_expires_at.is_none_or(|exp| exp <= now) {
-        return deny(Denial::TokenExpired, format!("token {token_id} has expired"));
-    }
     let req = match req {
         Ok(r) => r,
         Err(e) => return deny(Denial::Unreadable, e.to_string()),
@@ -204,16 +194,67 @@ pub fn decide_client(
             ),
         );
     }
-    if let Some(v) = kubelet_shape(csr, req, "client auth") {
+    if let Some(v) = client_shape(csr, req) {
         return v;
     }
-    if !req.dns_names.is_empty() || !req.ip_addresses.is_empty() || req.other_names {
+    if rec.client_csr_token.as_deref() == Some(token_id) {
+        return if rec.client_csr_uid.as_deref() == Some(csr.uid.as_str()) {
+            Verdict::Approve // recorded already: an approval whose write or answer was lost
+        } else {
+            deny(
+                Denial::AlreadyCertified,
+                "this join token has already bought a kubelet client certificate",
+            )
+        };
+    }
+    if rec.state != ProviderState::Approved {
         return deny(
-            Denial::WrongAltNames,
-            "a kubelet client certificate carries no alternative names or other extensions",
+            Denial::TokenNotCurrent,
+            format!("the provider is {}, not waiting to join", rec.state),
         );
     }
+    if rec.token_expires_at.is_none_or(|exp| exp <= now) {
+        return deny(Denial::TokenExpired, format!("token {token_id} has expired"));
+    }
     Verdict::Approve
+}
+
+/// Organisation, key, usages and no alternative names, as a kubelet's client request.
+fn client_shape(csr: &Csr, req: &Requested) -> Option<Verdict> {
+    if let Some(v) = kubelet_shape(csr, req, "client auth") {
+        return Some(v);
+    }
+    if !req.dns_names.is_empty() || !req.ip_addresses.is_empty() || req.other_names {
+        return Some(deny(
+            Denial::WrongAltNames,
+            "a kubelet client certificate carries no alternative names or other extensions",
+        ));
+    }
+    None
+}
+
+/// A client request from the kubelet of provider node `node` itself (a certificate rotation):
+/// approved for its own name while the provider is in the cluster (joined, available, busy or
+/// offline), so a year-old certificate does not cut a provider off; denied once it has expired
+/// or been refused, and for any other name.
+pub fn decide_renewal(csr: &Csr, req: &Result<Requested, Unreadable>, node: &str, rec: &ProviderRecord) -> Verdict {
+    let req = match req {
+        Ok(r) => r,
+        Err(e) => return deny(Denial::Unreadable, e.to_string()),
+    };
+    if named_node(req) != Some(node) || rec.node_name != node {
+        return deny(Denial::WrongNodeName, format!("node {node} may ask only for CN=system:node:{node}"));
+    }
+    if let Some(v) = client_shape(csr, req) {
+        return v;
+    }
+    match rec.state {
+        ProviderState::Joined | ProviderState::Available | ProviderState::Busy | ProviderState::Offline => Verdict::Approve,
+        other => deny(
+            Denial::TokenNotCurrent,
+            format!("the provider is {other}: its kubelet's certificate is not renewed"),
+        ),
+    }
 }
 
 /// Organisation, key and usages as a kubelet asks for them; `None` when they are.
@@ -275,9 +316,13 @@ pub fn registered_public_ip(rec: &ProviderRecord) -> Option<IpAddr> {
     spec.public_ip.parse().ok()
 }
 
-/// A request outside the broker's group, or a kubelet asking for a client certificate
-/// (renewal): denied when it names a provider's node (`owner` of its CN's name is some), else
-/// left to the administrator.
+/// A request a broker token has no business making (a serving certificate): denied.
+pub fn decide_token_serving() -> Verdict {
+    deny(Denial::NotBrokerToken, "a join token asks only for a kubelet client certificate")
+}
+
+/// A request from outside the broker's group and not from a provider's kubelet: denied when it
+/// names a provider's node (`owner` of its CN's name is some), else left to the administrator.
 pub fn decide_foreign(node_owner: Option<&str>, named: Option<&str>) -> Verdict {
     match (node_owner, named) {
         (Some(_), Some(node)) => deny(

@@ -37,6 +37,7 @@ fn approved(now: DateTime<Utc>) -> ProviderRecord {
 fn csr(request: &str, signer: &str, username: &str, groups: &[&str], usages: &[&str]) -> Csr {
     Csr {
         name: "csr-1".into(),
+        uid: "uid-1".into(),
         signer: signer.into(),
         username: username.into(),
         groups: groups.iter().map(|g| g.to_string()).collect(),
@@ -87,9 +88,17 @@ fn client_requests_from_a_broker_token_table() {
     let rec = approved(now);
     let mut certified = rec.clone();
     certified.client_csr = Some("csr-0".into());
-    let mut replayed = rec.clone();
-    replayed.client_csr = Some("csr-1".into());
+    certified.client_csr_uid = Some("uid-0".into());
+    certified.client_csr_token = Some(TOKEN.into());
+    let mut replayed = certified.clone();
+    replayed.client_csr_uid = Some("uid-1".into());
     replayed.state = ProviderState::Joined;
+    // The name of a CSR approved earlier (and since deleted), reused for a request naming
+    // another node: its name buys nothing.
+    let mut reused_name = certified.clone();
+    reused_name.client_csr = Some("csr-1".into());
+    let mut older_token = certified.clone();
+    older_token.client_csr_token = Some("oldtok".into());
     let mut replaced = rec.clone();
     replaced.token_id = Some("zzzzzz".into());
     let mut joined = rec.clone();
@@ -101,6 +110,7 @@ fn client_requests_from_a_broker_token_table() {
     };
     let leak = |r: ProviderRecord| -> &'static ProviderRecord { Box::leak(Box::new(r)) };
     let (rec, certified, replayed, replaced, joined) = (leak(rec), leak(certified), leak(replayed), leak(replaced), leak(joined));
+    let (reused_name, older_token) = (leak(reused_name), leak(older_token));
     let mut usages_server = client("client");
     usages_server.usages = vec!["digital signature".into(), "server auth".into()];
     let mut usages_extra = client("client");
@@ -161,6 +171,41 @@ fn client_requests_from_a_broker_token_table() {
         ("expired token", client("client"), ours(rec), later, "token_expired"),
         ("a second certificate", client("client"), ours(certified), now, "already_certified"),
         ("the recorded one again", client("client"), ours(replayed), now, "approve"),
+        (
+            "the recorded one, naming another node",
+            client("client-other-node"),
+            ours(replayed),
+            now,
+            "wrong_node_name",
+        ),
+        (
+            "the recorded one, with an extra OU",
+            client("client-extra-ou"),
+            ours(replayed),
+            now,
+            "wrong_organization",
+        ),
+        (
+            "a reused name, another request",
+            client("client-other-node"),
+            ours(reused_name),
+            now,
+            "wrong_node_name",
+        ),
+        (
+            "a reused name, same shape, another uid",
+            client("client"),
+            ours(reused_name),
+            now,
+            "already_certified",
+        ),
+        (
+            "a certificate for an older token",
+            client("client"),
+            ours(older_token),
+            now,
+            "approve",
+        ),
         ("a replaced token", client("client"), ours(replaced), now, "token_not_current"),
         ("already joined", client("client"), ours(joined), now, "token_not_current"),
     ];
@@ -208,4 +253,27 @@ fn requesters_and_foreign_requests() {
     assert_eq!(decide_foreign(None, Some("control-plane-1")), Verdict::Leave);
     assert_eq!(decide_foreign(None, None), Verdict::Leave);
     assert_eq!(Denial::WrongNodeName.condition_reason(), "WorldLandWrongNodeName");
+}
+
+#[test]
+fn renewals_by_a_providers_own_kubelet() {
+    let mut rec = approved(Utc::now());
+    let node_user = format!("{NODE_USER_PREFIX}{NODE}");
+    let renewal = |f: &str| csr(f, CLIENT_SIGNER, &node_user, &[NODES_GROUP], &["digital signature", "client auth"]);
+    let table = [
+        (ProviderState::Available, "client", "approve"),
+        (ProviderState::Offline, "client", "approve"),
+        (ProviderState::Expired, "client", "token_not_current"),
+        (ProviderState::Rejected, "client", "token_not_current"),
+        (ProviderState::Available, "client-other-node", "wrong_node_name"),
+        (ProviderState::Available, "client-with-san", "wrong_alt_names"),
+        (ProviderState::Available, "client-masters", "wrong_organization"),
+    ];
+    for (state, request, want) in table {
+        rec.state = state;
+        let c = renewal(request);
+        let req = request::parse(&c.request);
+        assert_eq!(verdict_code(&decide_renewal(&c, &req, NODE, &rec)), want, "{state} {request}");
+    }
+    assert_eq!(verdict_code(&decide_token_serving()), "not_a_broker_token");
 }

@@ -4,8 +4,12 @@
 /// A certificate signing request as the API server holds it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Csr {
-    /// Object name.
+    /// Object name (the requester's choice: names are reused once a CSR is deleted).
     pub name: String,
+    /// Object uid: this CSR and no other, ever.
+    pub uid: String,
+    /// When it was created (seconds since the epoch; 0 when unknown): passes take the oldest first.
+    pub created_s: i64,
     /// Its resourceVersion: the precondition of the approval write.
     pub resource_version: String,
     /// `spec.signerName`.

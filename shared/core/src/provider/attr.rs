@@ -69,9 +69,14 @@ pub const ANNOTATED_AT: &str = "annotated_at";
 pub const UNSCHEDULABLE: &str = "unschedulable";
 /// When the node first sent a heartbeat after approval (`approved → joined`).
 pub const JOINED_AT: &str = "joined_at";
-/// The one kubelet client CSR approved for this provider (its name); set before the approval is
-/// written to the cluster, so a lost answer is approved again and a second request is denied.
+/// The kubelet client CSR approved for this provider's current join token (its name, for
+/// people); set before the approval is written to the cluster, so a lost answer is approved
+/// again and a second request with that token is denied.
 pub const CLIENT_CSR: &str = "client_csr";
+/// That CSR's uid: what a replay is recognised by (a name can be reused).
+pub const CLIENT_CSR_UID: &str = "client_csr_uid";
+/// The join token that CSR was approved for: one client certificate per token.
+pub const CLIENT_CSR_TOKEN: &str = "client_csr_token";
 /// When [`CLIENT_CSR`] was recorded (epoch ms).
 pub const CLIENT_CSR_AT: &str = "client_csr_at";
 /// The last certificate request of this provider's that the broker denied: `<code>: <message>`.

@@ -71,8 +71,12 @@ pub struct ProviderRecord {
     pub unschedulable: Option<String>,
     /// When the node joined.
     pub joined_at: Option<DateTime<Utc>>,
-    /// The kubelet client CSR approved for this provider, once one is.
+    /// The kubelet client CSR approved for this provider, once one is (its name).
     pub client_csr: Option<String>,
+    /// That CSR's uid.
+    pub client_csr_uid: Option<String>,
+    /// The join token it was approved for.
+    pub client_csr_token: Option<String>,
     /// The last certificate request of this provider's that was denied, `<code>: <message>`.
     pub csr_refusal: Option<String>,
     /// When the provider went offline; `None` unless it is offline.
@@ -123,6 +127,8 @@ impl ProviderRecord {
             unschedulable: s(attr::UNSCHEDULABLE),
             joined_at: n(attr::JOINED_AT).map(from_ms),
             client_csr: s(attr::CLIENT_CSR),
+            client_csr_uid: s(attr::CLIENT_CSR_UID),
+            client_csr_token: s(attr::CLIENT_CSR_TOKEN),
             csr_refusal: s(attr::CSR_REFUSAL),
             offline_at: n(attr::OFFLINE_AT).map(from_ms),
             has_ledger: item.contains_key(attr::LEDGER),

@@ -3,6 +3,7 @@
 
 pub mod bootstrap;
 pub mod node;
+pub mod rbac_audit;
 
 use async_trait::async_trait;
 

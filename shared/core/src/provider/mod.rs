@@ -5,8 +5,8 @@
 
 pub mod attr;
 pub mod nodes;
-pub mod tokens;
 mod record;
+pub mod tokens;
 mod transitions;
 
 pub use record::*;

@@ -2,4 +2,6 @@
 
 #[cfg(feature = "kube")]
 pub mod kube_api;
+#[cfg(feature = "kube")]
+pub mod rbac_audit;
 pub mod simulated;

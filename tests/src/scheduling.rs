@@ -59,7 +59,9 @@ fn term_matches(term: &NodeSelectorTerm, labels: &BTreeMap<String, String>, name
         return false;
     }
     let field_value = |key: &str| (key == "metadata.name").then_some(name);
-    expressions.iter().all(|r| requirement_matches(r, labels.get(&r.key).map(String::as_str)))
+    expressions
+        .iter()
+        .all(|r| requirement_matches(r, labels.get(&r.key).map(String::as_str)))
         && fields.iter().all(|r| requirement_matches(r, field_value(&r.key)))
 }
 

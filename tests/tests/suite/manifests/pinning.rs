@@ -38,10 +38,15 @@ fn every_deployment_requires_the_admin_only_broker_label() {
         assert!(!terms.is_empty(), "{name}: no required node affinity");
         // Terms are ORed: every one of them must require the label.
         for term in &terms {
-            let requires = term.match_expressions.iter().flatten().any(|r| {
-                r.key == BROKER_NODE_LABEL && r.operator == "In" && r.values.as_deref() == Some(&["true".to_string()][..])
-            });
-            assert!(requires, "{name}: a node-affinity term without {BROKER_NODE_LABEL} In [true]: {term:?}");
+            let requires = term
+                .match_expressions
+                .iter()
+                .flatten()
+                .any(|r| r.key == BROKER_NODE_LABEL && r.operator == "In" && r.values.as_deref() == Some(&["true".to_string()][..]));
+            assert!(
+                requires,
+                "{name}: a node-affinity term without {BROKER_NODE_LABEL} In [true]: {term:?}"
+            );
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod notifying_store;
 pub mod private_rabbit;
 pub mod private_redis;
 pub mod real_cluster;
+pub mod scheduling;
 pub mod stall_proxy;
 
 use std::collections::BTreeMap;

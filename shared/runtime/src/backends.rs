@@ -253,6 +253,17 @@ pub async fn cluster(cfg: &Config) -> Result<Arc<dyn Cluster>, BackendError> {
     })
 }
 
+/// A Kubernetes client as the workers make one (kubeconfig or in-cluster, with the configured
+/// timeouts), for callers that need more than the [`Cluster`] port (`worldland infra check`).
+#[cfg(feature = "kube")]
+pub async fn kube_client(cfg: &Config) -> Result<kube::Client, BackendError> {
+    let mut config = kube::Config::infer()
+        .await
+        .map_err(|e| BackendError::Kube(kube::Error::InferConfig(e)))?;
+    set_kube_timeouts(&mut config, cfg);
+    kube::Client::try_from(config).map_err(BackendError::Kube)
+}
+
 /// The configured Kubernetes API timeouts: connecting, and reading an answer (a watch is not
 /// used, so no request legitimately waits longer).
 #[cfg(feature = "kube")]

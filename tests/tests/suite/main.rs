@@ -24,6 +24,7 @@ mod rabbitmq_restarts;
 mod real_cluster;
 mod real_cluster_approver_policy;
 mod real_cluster_csr;
+mod real_cluster_pinning;
 mod real_cluster_rbac;
 mod redis_acl;
 mod redis_bridge;

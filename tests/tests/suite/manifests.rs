@@ -24,6 +24,9 @@ use worldland_core::cluster::bootstrap::{secret_name, TOKEN_NAMESPACE, TOKEN_SEC
 use worldland_core::cluster::{BootstrapToken, Taint};
 use worldland_core::labels;
 
+mod bootstrap;
+mod pinning;
+
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra/k8s")
 }

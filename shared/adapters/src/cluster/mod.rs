@@ -4,4 +4,6 @@
 pub mod kube_api;
 #[cfg(feature = "kube")]
 mod kube_csr;
+#[cfg(feature = "kube")]
+pub mod rbac_audit;
 pub mod simulated;

@@ -4,6 +4,7 @@
 pub mod bootstrap;
 pub mod csr;
 pub mod node;
+pub mod rbac_audit;
 
 use async_trait::async_trait;
 

@@ -19,9 +19,10 @@ use serde_json::{json, Value};
 use worldland_adapters::cluster::rbac_audit::audit_cluster;
 use worldland_core::cluster::bootstrap::TOKEN_EXTRA_GROUPS;
 use worldland_core::cluster::rbac_audit::{Finding, NODECLIENT_ROLE};
+use worldland_core::cluster::Cluster;
 use worldland_core::labels::{BROKER_NODE_LABEL, PROVIDER_TAINT};
-use worldland_tests::real_cluster::{admin, kubeconfig_text, unique, until};
-use worldland_tests::scheduling::{broker_node, fits, kubelet_settable_labels, node, provider_taint, Unfit};
+use worldland_tests::real_cluster::{admin, as_worker, kubeconfig_text, unique, until};
+use worldland_tests::scheduling::{broker_node, fits, kubelet_settable_labels, node, Unfit};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -123,11 +124,19 @@ async fn register_as_kubelet(name: &str, tainted: bool) -> Node {
     with_broker_label.insert(BROKER_NODE_LABEL.into(), "true".into());
     let refused = nodes.create(&PostParams::default(), &node(name, with_broker_label, vec![])).await;
     assert!(matches!(&refused, Err(kube::Error::Api(e)) if e.code == 403), "{refused:?}");
-    let taints = if tainted { vec![provider_taint()] } else { vec![] };
-    nodes
-        .create(&PostParams::default(), &node(name, kubelet_settable_labels(name), taints))
-        .await
-        .unwrap();
+    if tainted {
+        // As the broker makes it: the CSR approver creates the Node with the provider taint
+        // before the kubelet's certificate exists; the kubelet then finds it and labels it.
+        let approver = worldland_adapters::cluster::kube_api::KubeCluster::new(as_worker("csr-approver").await);
+        approver.create_provider_node(name).await.unwrap();
+        let labels = json!({"metadata": {"labels": kubelet_settable_labels(name)}});
+        nodes.patch(name, &PatchParams::default(), &Patch::Merge(&labels)).await.unwrap();
+    } else {
+        nodes
+            .create(&PostParams::default(), &node(name, kubelet_settable_labels(name), vec![]))
+            .await
+            .unwrap();
+    }
     let patch = json!({"metadata": {"labels": {(BROKER_NODE_LABEL): "true"}}});
     let refused = nodes.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await;
     assert!(matches!(&refused, Err(kube::Error::Api(e)) if e.code == 403), "{refused:?}");

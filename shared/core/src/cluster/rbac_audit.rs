@@ -174,6 +174,13 @@ pub enum Finding {
         /// The binding (subjects included).
         binding: Binding,
     },
+    /// `binding` makes the controller manager approve kubelets' renewals of their own client
+    /// certificates (kubeadm's `kubeadm:node-autoapprove-certificate-rotation`), ahead of the
+    /// broker, which renews a provider's only while it is in the cluster.
+    RenewalAutoApproval {
+        /// The binding (subjects included).
+        binding: Binding,
+    },
     /// No binding gives the broker's token group `grant`: joins fail.
     JoinGrantMissing {
         /// The group the broker's tokens carry.
@@ -186,7 +193,7 @@ pub enum Finding {
 impl Finding {
     /// Whether this finding lets a token holder get a node certificate unseen.
     pub fn is_auto_approval(&self) -> bool {
-        matches!(self, Finding::AutoApproval { .. })
+        matches!(self, Finding::AutoApproval { .. } | Finding::RenewalAutoApproval { .. })
     }
 }
 
@@ -194,11 +201,7 @@ impl fmt::Display for Finding {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Finding::AutoApproval { binding } => {
-                let subjects = if binding.subjects.is_empty() {
-                    "no subjects".to_string()
-                } else {
-                    binding.subjects.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
-                };
+                let subjects = subjects_of(binding);
                 write!(
                     f,
                     "{} ({} {}) auto-approves bootstrap CSRs for {subjects}: whoever holds their token gets a \
@@ -209,6 +212,16 @@ impl fmt::Display for Finding {
                     binding.delete_command()
                 )
             }
+            Finding::RenewalAutoApproval { binding } => write!(
+                f,
+                "{} ({} {}) auto-approves kubelets' renewals of their own certificates for {}: a provider's \
+                 kubelet keeps renewing after the broker has expired or refused the provider. Fix: {}",
+                binding.describe(),
+                binding.role_kind,
+                binding.role_name,
+                subjects_of(binding),
+                binding.delete_command()
+            ),
             Finding::JoinGrantMissing { group, grant } => {
                 let (kind, place) = match grant.namespace {
                     Some(ns) => ("Role", format!(" in {ns}")),
@@ -225,6 +238,14 @@ impl fmt::Display for Finding {
     }
 }
 
+fn subjects_of(binding: &Binding) -> String {
+    if binding.subjects.is_empty() {
+        "no subjects".to_string()
+    } else {
+        binding.subjects.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+    }
+}
+
 /// The role `b` refers to, if the snapshot has it (a RoleBinding may refer to a ClusterRole).
 fn role_of<'a>(s: &'a RbacSnapshot, b: &Binding) -> Option<&'a RoleDef> {
     let namespace = if b.role_kind == "Role" { b.namespace.as_deref() } else { None };
@@ -237,18 +258,28 @@ fn role_of<'a>(s: &'a RbacSnapshot, b: &Binding) -> Option<&'a RoleDef> {
 /// [`NODECLIENT_ROLE`] (reconciled by the API server, so never trusted to be absent), or to a
 /// role with such a rule and binds at least one subject.
 fn auto_approves(s: &RbacSnapshot, b: &Binding) -> bool {
-    if b.role_kind == "ClusterRole" && b.role_name == NODECLIENT_ROLE {
+    grants_auto_approval(s, b, NODECLIENT_ROLE, "nodeclient")
+}
+
+/// The same for `certificatesigningrequests/selfnodeclient` (renewals) and [`SELFNODECLIENT_ROLE`].
+fn auto_approves_renewals(s: &RbacSnapshot, b: &Binding) -> bool {
+    grants_auto_approval(s, b, SELFNODECLIENT_ROLE, "selfnodeclient")
+}
+
+fn grants_auto_approval(s: &RbacSnapshot, b: &Binding, cluster_role: &str, subresource: &str) -> bool {
+    if b.role_kind == "ClusterRole" && b.role_name == cluster_role {
         return true;
     }
     let grants = role_of(s, b).is_some_and(|r| {
         r.rules
             .iter()
-            .any(|rule| rule.allows(CSR_API_GROUP, "certificatesigningrequests", Some("nodeclient"), "create"))
+            .any(|rule| rule.allows(CSR_API_GROUP, "certificatesigningrequests", Some(subresource), "create"))
     });
     grants && !b.subjects.is_empty()
 }
 
-/// Every binding that auto-approves bootstrap CSRs, then every [`JOIN_GRANTS`] entry no binding
+/// Every binding that auto-approves bootstrap CSRs, then every one that auto-approves kubelets'
+/// renewals, then every [`JOIN_GRANTS`] entry no binding
 /// gives `broker_group` (nor [`BOOTSTRAPPERS_GROUP`] or `system:authenticated`, which the
 /// broker's tokens are also in). Empty when the cluster is as the broker needs it.
 pub fn audit(snapshot: &RbacSnapshot, broker_group: &str) -> Vec<Finding> {
@@ -258,6 +289,13 @@ pub fn audit(snapshot: &RbacSnapshot, broker_group: &str) -> Vec<Finding> {
         .filter(|b| auto_approves(snapshot, b))
         .map(|b| Finding::AutoApproval { binding: b.clone() })
         .collect();
+    findings.extend(
+        snapshot
+            .bindings
+            .iter()
+            .filter(|b| auto_approves_renewals(snapshot, b))
+            .map(|b| Finding::RenewalAutoApproval { binding: b.clone() }),
+    );
     let groups = [broker_group, BOOTSTRAPPERS_GROUP, "system:authenticated"];
     for grant in JOIN_GRANTS {
         let kind = if grant.namespace.is_some() { "Role" } else { "ClusterRole" };

@@ -142,11 +142,11 @@ fn auto_approval_is_found_whatever_role_carries_it() {
             vec![crb("c", "custom", vec![group("g")])],
             vec![],
         ),
-        // Rotation of a node's own certificate is not bootstrap.
+        // Rotation of a node's own certificate: reported too (as a renewal auto-approval).
         (
             vec![],
             vec![crb("rotate", SELFNODECLIENT_ROLE, vec![group("system:nodes")])],
-            vec![],
+            vec!["rotate"],
         ),
         // A RoleBinding to the ClusterRole, and to a namespaced Role of the same rules.
         (
@@ -173,7 +173,7 @@ fn auto_approval_is_found_whatever_role_carries_it() {
         let found: Vec<String> = audit(&RbacSnapshot { roles, bindings }, GROUP)
             .into_iter()
             .map(|f| match f {
-                Finding::AutoApproval { binding } => binding.name,
+                Finding::AutoApproval { binding } | Finding::RenewalAutoApproval { binding } => binding.name,
                 other => panic!("{other}"),
             })
             .collect();
@@ -246,4 +246,28 @@ fn each_missing_join_grant_is_reported() {
     assert_eq!(found.len(), JOIN_GRANTS.len(), "{found:?}");
     // An empty cluster misses them all, and auto-approves nothing.
     assert_eq!(audit(&RbacSnapshot::default(), GROUP).len(), JOIN_GRANTS.len());
+}
+
+#[test]
+fn renewal_auto_approval_is_its_own_finding() {
+    let snap = RbacSnapshot {
+        roles: vec![],
+        bindings: [
+            join_bindings(GROUP),
+            vec![crb(
+                "kubeadm:node-autoapprove-certificate-rotation",
+                SELFNODECLIENT_ROLE,
+                vec![group("system:nodes")],
+            )],
+        ]
+        .concat(),
+    };
+    let found = audit(&snap, GROUP);
+    assert!(matches!(found.as_slice(), [Finding::RenewalAutoApproval { .. }]), "{found:?}");
+    assert!(found[0].is_auto_approval());
+    let text = found[0].to_string();
+    assert!(
+        text.contains("renewals") && text.contains("kubectl delete clusterrolebinding kubeadm:node-autoapprove-certificate-rotation"),
+        "{text}"
+    );
 }

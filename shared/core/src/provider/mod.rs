@@ -1,11 +1,13 @@
 //! A provider: the schema of its item ([`attr`]), the record read from it ([`ProviderRecord`]),
 //! its state transitions (each a pure function returning one conditional write on the providers
 //! table), the node-name reservations that keep a node to one provider ([`nodes`]), and the token-id
-//! reservations that tie a bootstrap token to its provider ([`tokens`]).
+//! reservations that tie a bootstrap token to its provider ([`tokens`]), and the per-wallet bound on
+//! providers holding a live join token ([`wallets`]).
 
 pub mod attr;
 pub mod nodes;
 pub mod tokens;
+pub mod wallets;
 mod record;
 mod transitions;
 

@@ -321,6 +321,7 @@ pub mod lifecycle {
             cluster,
             replies,
             token_ttl: chrono::Duration::hours(1),
+            max_pending_per_wallet: 3,
             api_endpoint: None,
         };
         let msg = ProviderValidated {

@@ -31,3 +31,4 @@ mod sqs_bus;
 mod stall_guard;
 mod sweeper_races;
 mod timeouts;
+mod token_bounds;

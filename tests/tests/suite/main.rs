@@ -22,6 +22,7 @@ mod node_ownership;
 mod rabbitmq_bus;
 mod rabbitmq_restarts;
 mod real_cluster;
+mod real_cluster_tokens;
 mod redis_acl;
 mod redis_bridge;
 mod sdk_half_open;

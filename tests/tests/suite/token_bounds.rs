@@ -303,7 +303,9 @@ async fn two_registrations_racing_for_a_wallets_last_slot_cannot_both_take_it() 
         let broker = broker.clone();
         tokio::spawn(async move { broker.issue(&slow, now).await })
     };
-    reached.notified().await;
+    tokio::time::timeout(std::time::Duration::from_secs(10), reached.notified())
+        .await
+        .expect("the first registration writes its wallet's item");
     assert_eq!(broker.issue(&fast, now).await, Outcome::Done);
     resume.notify_one();
     let out = slow_run.await.unwrap();

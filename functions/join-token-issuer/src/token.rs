@@ -152,7 +152,10 @@ pub(crate) async fn token_for(
         let claim = tokens::claim(store, &token.id, &rec.provider_id, now).await?;
         if claim == IdClaim::Others {
             tracing::warn!(token_id = %token.id, "token id reserved for another provider: drawing a new id");
-            next = Next::Replace { old: token.id, delete_old: false };
+            next = Next::Replace {
+                old: token.id,
+                delete_old: false,
+            };
             continue;
         }
         match ctx.cluster.create_bootstrap_token(&token).await? {
@@ -176,7 +179,10 @@ pub(crate) async fn token_for(
                 // lost, whose secret nobody was sent — deleted. Reserved just now: not ours — left.
                 let ours = claim == IdClaim::Ours;
                 tracing::warn!(token_id = %token.id, ours, "a Secret for this token id already exists: drawing a new id");
-                next = Next::Replace { old: token.id, delete_old: ours };
+                next = Next::Replace {
+                    old: token.id,
+                    delete_old: ours,
+                };
             }
         }
     }

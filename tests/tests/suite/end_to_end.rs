@@ -327,8 +327,16 @@ async fn every_message_delivered_twice_still_leaves_one_provider_and_one_token()
     use worldland_core::provider::{nodes, tokens, wallets};
     let (others, providers): (Vec<_>, Vec<_>) = items.iter().partition(|i| nodes::is_not_a_provider(i));
     assert_eq!(providers.len(), 1, "one provider");
-    assert_eq!(others.iter().filter(|i| nodes::is_reservation(i)).count(), 1, "one node name reserved");
-    assert_eq!(others.iter().filter(|i| tokens::is_reservation(i)).count(), 1, "one token id reserved");
+    assert_eq!(
+        others.iter().filter(|i| nodes::is_reservation(i)).count(),
+        1,
+        "one node name reserved"
+    );
+    assert_eq!(
+        others.iter().filter(|i| tokens::is_reservation(i)).count(),
+        1,
+        "one token id reserved"
+    );
     let wallet_items: Vec<&str> = others
         .iter()
         .filter_map(|i| i.get("id").and_then(|v| v.as_str()))

@@ -543,7 +543,11 @@ async fn a_token_id_collision_on_create_draws_a_new_id_and_the_answer_carries_it
     assert_eq!(api.live_ids(), vec![token_id.clone()]);
     for id in [token_id, &collided[0]] {
         let owner = worldland_core::provider::tokens::owner(s.store.as_ref(), id).await.unwrap();
-        assert_eq!(owner.as_deref(), Some(s.provider.provider_id.as_str()), "{id} reserved before its create");
+        assert_eq!(
+            owner.as_deref(),
+            Some(s.provider.provider_id.as_str()),
+            "{id} reserved before its create"
+        );
     }
     let rec = record(&s).await;
     assert_eq!(rec.state, ProviderState::Approved);
@@ -733,7 +737,11 @@ async fn an_approved_provider_registering_again_gets_a_token_without_a_secret_re
         answers[2].join_token.as_deref(),
         Some(format!("{}.{}", created[1].0, created[1].1).as_str())
     );
-    assert_eq!(*api.deleted.lock().unwrap(), vec![first.0.clone()], "the old token's Secret was deleted first");
+    assert_eq!(
+        *api.deleted.lock().unwrap(),
+        vec![first.0.clone()],
+        "the old token's Secret was deleted first"
+    );
     assert_eq!(api.live_ids(), vec![created[1].0.clone()], "one live token");
     let rec = record(&s).await;
     assert_eq!(rec.state, ProviderState::Approved);

@@ -459,7 +459,11 @@ fn the_issuer_may_create_only_expiring_bootstrap_tokens_and_delete_only_bootstra
     // or it would error and refuse every delete.
     for v in spec.validations.iter().flatten() {
         if v.expression.replace("oldObject", "").contains("object.") {
-            assert!(one_line(&v.expression).starts_with("request.operation != 'CREATE' ||"), "{}", v.expression);
+            assert!(
+                one_line(&v.expression).starts_with("request.operation != 'CREATE' ||"),
+                "{}",
+                v.expression
+            );
         }
     }
     // What the issuer writes passes: the name's id is 6 of [a-z0-9], and it carries an expiration.

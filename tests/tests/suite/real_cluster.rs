@@ -8,10 +8,10 @@
 use chrono::Utc;
 use k8s_openapi::api::authentication::v1::SelfSubjectReview;
 use kube::api::{Api, PostParams};
-use worldland_tests::real_cluster::{admin, bearer, until};
 use worldland_adapters::cluster::kube_api::KubeCluster;
 use worldland_core::cluster::bootstrap::{ca_cert_hash, TOKEN_EXTRA_GROUPS};
 use worldland_core::cluster::{BootstrapToken, Cluster, Created};
+use worldland_tests::real_cluster::{admin, bearer, until};
 
 fn fresh_token() -> BootstrapToken {
     BootstrapToken::generate(Utc::now() + chrono::Duration::minutes(10), "worldland real-cluster test".into())
@@ -76,4 +76,3 @@ async fn a_bootstrap_token_authenticates_as_its_id_until_deleted() {
     })
     .await;
 }
-

@@ -86,7 +86,11 @@ async fn a_provider_registering_again_and_again_holds_one_live_token_on_a_real_c
         let rec = broker.record(&p).await;
         assert_eq!(rec.state, ProviderState::Approved);
         let live = live_tokens_of(&p.provider_id).await;
-        assert_eq!(live, vec![rec.token_id.clone().unwrap()], "round {round}: one live token, the recorded one");
+        assert_eq!(
+            live,
+            vec![rec.token_id.clone().unwrap()],
+            "round {round}: one live token, the recorded one"
+        );
         if round == 1 {
             let answer = broker.replies.answers_for(&p.provider_id).pop().unwrap();
             let join = worldland_provider_sdk::client::join_from_response(&answer, &p.enc_secret).unwrap();
@@ -129,7 +133,10 @@ async fn a_wallets_fourth_unjoined_provider_gets_no_token_on_a_real_cluster() {
         "{out:?}"
     );
     let answer = broker.replies.answers_for(&ps[3].provider_id).pop().unwrap();
-    assert!(!answer.success && answer.message.starts_with("too_many_pending_joins"), "{answer:?}");
+    assert!(
+        !answer.success && answer.message.starts_with("too_many_pending_joins"),
+        "{answer:?}"
+    );
     assert!(live_tokens_of(&ps[3].provider_id).await.is_empty(), "no Secret for the fourth");
     for p in &ps[..3] {
         assert_eq!(live_tokens_of(&p.provider_id).await.len(), 1, "{}", p.provider_id);

@@ -126,7 +126,10 @@ async fn a_wallets_fourth_pending_join_is_refused_until_one_joins_or_expires() {
     let rec = broker.record(&ps[3]).await;
     assert_eq!((rec.state, rec.token_id), (ProviderState::Pending, None));
     let answer = &broker.replies.answers_for(&ps[3].provider_id)[0];
-    assert!(!answer.success && answer.message.starts_with("too_many_pending_joins"), "{answer:?}");
+    assert!(
+        !answer.success && answer.message.starts_with("too_many_pending_joins"),
+        "{answer:?}"
+    );
     assert!(!answer.message.contains(&ps[0].provider_id), "the others are not named");
 
     // The first one joins (its first heartbeat from its Ready node): its slot is free.
@@ -143,7 +146,11 @@ async fn a_wallets_fourth_pending_join_is_refused_until_one_joins_or_expires() {
     let later = now + Duration::minutes(61);
     assert_eq!(broker.register_and_issue(&mut ps[4], "7-0", later).await, Outcome::Done);
     let other_wallet = &mut provider(200, None, now);
-    assert_eq!(broker.register_and_issue(other_wallet, "8-0", now).await, Outcome::Done, "other wallets are not held back");
+    assert_eq!(
+        broker.register_and_issue(other_wallet, "8-0", now).await,
+        Outcome::Done,
+        "other wallets are not held back"
+    );
 }
 
 /// The wallet write applied but its answer was lost: the redelivery finds the provider listed
@@ -160,13 +167,25 @@ async fn a_redelivery_after_a_lost_wallet_write_counts_the_provider_once() {
         assert_eq!(broker.register_and_issue(p, &format!("{}-0", i + 1), now).await, Outcome::Done);
     }
     let msg = broker.register(&mut ps[2], "3-0", now).await;
-    store.arm(Table::Providers, &wallets::key(&ps[2].registration.wallet_addr), 0, Fault::ApplyThenFail);
+    store.arm(
+        Table::Providers,
+        &wallets::key(&ps[2].registration.wallet_addr),
+        0,
+        Fault::ApplyThenFail,
+    );
     assert!(matches!(broker.issue(&msg, now).await, Outcome::Retry(_)));
     assert!(store.all_fired());
     assert_eq!(cluster.token_count(), 2, "nothing created after the lost write");
-    assert_eq!(broker.issue(&msg, now).await, Outcome::Done, "the redo is not refused at its own slot");
+    assert_eq!(
+        broker.issue(&msg, now).await,
+        Outcome::Done,
+        "the redo is not refused at its own slot"
+    );
     assert_eq!(cluster.token_count(), 3);
-    let item = store.get(Table::Providers, &wallets::key(&ps[2].registration.wallet_addr)).await.unwrap();
+    let item = store
+        .get(Table::Providers, &wallets::key(&ps[2].registration.wallet_addr))
+        .await
+        .unwrap();
     let listed = wallets::Pending::from_item(item.as_ref()).joins;
     assert_eq!(listed.len(), 3, "{listed:?}");
     let out = broker.register_and_issue(&mut ps[3], "4-0", now).await;
@@ -232,7 +251,10 @@ async fn a_create_whose_answer_was_lost_is_deleted_before_a_new_id_is_drawn() {
     let msg = broker.register(&mut p, "1-0", now).await;
     assert!(matches!(broker.issue(&msg, now).await, Outcome::Retry(_)));
     let lost = broker.record(&p).await.token_id.unwrap();
-    assert!(sim.get_bootstrap_token(&lost).await.unwrap().is_some(), "the lost create made its Secret");
+    assert!(
+        sim.get_bootstrap_token(&lost).await.unwrap().is_some(),
+        "the lost create made its Secret"
+    );
     assert_eq!(broker.issue(&msg, now).await, Outcome::Done);
     let rec = broker.record(&p).await;
     let live = rec.token_id.clone().unwrap();
@@ -264,12 +286,19 @@ async fn a_provider_registering_again_and_again_holds_one_live_token() {
                 p.registration.enc_pubkey = Some(public);
             }
         }
-        assert_eq!(broker.register_and_issue(&mut p, &format!("{round}-0"), now).await, Outcome::Done, "round {round}");
+        assert_eq!(
+            broker.register_and_issue(&mut p, &format!("{round}-0"), now).await,
+            Outcome::Done,
+            "round {round}"
+        );
         assert_eq!(cluster.token_count(), 1, "round {round}");
         let rec = broker.record(&p).await;
         assert_eq!(rec.state, ProviderState::Approved);
         let id = rec.token_id.unwrap();
-        assert!(cluster.get_bootstrap_token(&id).await.unwrap().is_some(), "round {round}: the live one is the recorded one");
+        assert!(
+            cluster.get_bootstrap_token(&id).await.unwrap().is_some(),
+            "round {round}: the live one is the recorded one"
+        );
         let owner = tokens::owner(broker.store.as_ref(), &id).await.unwrap();
         assert_eq!(owner.as_deref(), Some(p.provider_id.as_str()));
         ids.push(id);

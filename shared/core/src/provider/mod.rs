@@ -6,10 +6,10 @@
 
 pub mod attr;
 pub mod nodes;
-pub mod tokens;
-pub mod wallets;
 mod record;
+pub mod tokens;
 mod transitions;
+pub mod wallets;
 
 pub use record::*;
 pub use transitions::*;

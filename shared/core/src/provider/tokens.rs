@@ -110,6 +110,9 @@ mod tests {
         assert!(is_reservation(&item));
         assert!(!item.contains_key(crate::state::INDEX_STATE_ATTR) && !item.contains_key(crate::state::INDEX_SORT_ATTR));
         assert!(!eval(&reserve("abcdef", "p2", now).cond, Some(&item)));
-        assert!(crate::validation::check_provider_id(&key("abcdef")).is_err(), "never a provider's key");
+        assert!(
+            crate::validation::check_provider_id(&key("abcdef")).is_err(),
+            "never a provider's key"
+        );
     }
 }

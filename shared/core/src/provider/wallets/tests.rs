@@ -23,7 +23,12 @@ fn set(ids: &[&str]) -> BTreeSet<String> {
 fn a_wallet_holds_at_most_its_limit_of_pending_joins() {
     use Decision::*;
     let table: Vec<(&str, Pending, Option<BTreeSet<String>>, Decision)> = vec![
-        ("the first registration takes a slot", pending(None, &[]), None, Write(list(&[("p", 500)]))),
+        (
+            "the first registration takes a slot",
+            pending(None, &[]),
+            None,
+            Write(list(&[("p", 500)])),
+        ),
         (
             "below the limit: added beside the others",
             pending(Some(2), &[("a", 400), ("b", 400)]),
@@ -48,12 +53,7 @@ fn a_wallet_holds_at_most_its_limit_of_pending_joins() {
             None,
             Write(list(&[("a", 400), ("p", 500)])),
         ),
-        (
-            "a later expiry is never shortened",
-            pending(Some(3), &[("p", 900)]),
-            None,
-            Listed,
-        ),
+        ("a later expiry is never shortened", pending(Some(3), &[("p", 900)]), None, Listed),
         (
             "expired entries are pruned and free their slots",
             pending(Some(7), &[("a", 50), ("b", 100), ("c", 400)]),
@@ -89,7 +89,10 @@ fn a_wallet_holds_at_most_its_limit_of_pending_joins() {
         assert_eq!(decide(&p, "p", 500, 100, 3, gone.as_ref()), want, "{name}");
     }
     // A limit of one: a second provider waits for the first.
-    assert_eq!(decide(&pending(Some(1), &[("a", 400)]), "p", 500, 100, 1, Some(&set(&[]))), Decision::Full);
+    assert_eq!(
+        decide(&pending(Some(1), &[("a", 400)]), "p", 500, 100, 1, Some(&set(&[]))),
+        Decision::Full
+    );
 }
 
 #[test]
@@ -109,7 +112,10 @@ fn every_write_requires_the_version_it_read_and_stays_out_of_the_state_index() {
     assert!(eval(&next.cond, Some(&item)));
     let item = apply(Some(&item), KEY_ATTR, &key("0xabc"), &next.ops).unwrap();
     assert_eq!(Pending::from_item(Some(&item)), pending(Some(2), &[("p", 5), ("q", 6)]));
-    assert!(crate::validation::check_provider_id(&key("0xabc")).is_err(), "never a provider's key");
+    assert!(
+        crate::validation::check_provider_id(&key("0xabc")).is_err(),
+        "never a provider's key"
+    );
     assert!(crate::provider::nodes::is_not_a_provider(&item));
 }
 
@@ -118,10 +124,10 @@ fn only_providers_still_waiting_to_join_hold_a_slot() {
     let now = Utc::now();
     let w = "0x5aaeb6053f3e94c9b9a09f33669435e7ef1beaed";
     let reg = crate::messages::sample_registration("p1", w, 1);
-    let run = |t: Transition, item: Option<&Item>| apply(item, KEY_ATTR, "p1", &t.ops).map(|i| {
+    let run = |t: Transition, item: Option<&Item>| {
         assert!(eval(&t.cond, item));
-        i
-    });
+        apply(item, KEY_ATTR, "p1", &t.ops)
+    };
     let pending_item = run(register_pending(&reg, "1-0", now), None).unwrap();
     let exp = now + chrono::Duration::hours(1);
     let reserved = run(reserve_token("abcdef", exp, now), Some(&pending_item)).unwrap();

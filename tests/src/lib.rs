@@ -1,7 +1,7 @@
 //! Shared set-up for the tests that cross functions: every test gets its own streams, queues,
 //! exchange and tables (a random prefix) and removes them when it ends, even on a panic.
 
-pub mod csr_faults;
+pub mod faulty_cluster;
 pub mod faulty_store;
 pub mod kube_mock;
 pub mod kubelet;
@@ -324,6 +324,7 @@ pub mod lifecycle {
             cluster,
             replies,
             token_ttl: chrono::Duration::hours(1),
+            max_pending_per_wallet: 3,
             api_endpoint: None,
         };
         let msg = ProviderValidated {

@@ -193,11 +193,11 @@ pub async fn capacity() -> anyhow::Result<()> {
 async fn print_capacity(store: &dyn ItemStore) -> anyhow::Result<()> {
     let mut per_model: BTreeMap<String, ModelCounts> = BTreeMap::new();
     let (mut cpu, mut mem) = ((0, 0), (0, 0));
-    for item in store.scan(Table::Providers).await? {
-        if super::attr_str(&item, worldland_core::provider::attr::STATE) != worldland_core::messages::ProviderState::Available.as_str() {
+    for item in store.scan(Table::Providers).await?.iter().filter(|i| !nodes::is_not_a_provider(i)) {
+        if super::attr_str(item, worldland_core::provider::attr::STATE) != worldland_core::messages::ProviderState::Available.as_str() {
             continue;
         }
-        let Some(l) = Ledger::from_item(&item) else { continue };
+        let Some(l) = Ledger::from_item(item) else { continue };
         for (m, c) in l.models {
             let e = per_model.entry(m).or_default();
             e.total += c.total;

@@ -9,19 +9,27 @@
 //! approved. The answer names the node (`node_name`) and the command joins with
 //! `--node-name`.
 //!
-//! **Tokens, without reading a Secret back** (the issuer may create Secrets, never get them):
-//! the token id is reserved on the provider item before its Secret is created, and the create's
-//! success is recorded on the item right after it (`token_created`, with the answer's sealed
-//! join — ciphertext only the provider can open). A redelivery of a registration that sent
-//! `enc_pubkey` therefore finds its own token and answers with it again without creating or
-//! reading anything: once recorded, no second token is minted for it. A create of the reserved
-//! id that meets 409 while no success is recorded for it is a collision with a token that is not
-//! ours — or an earlier create of ours that crashed before it was recorded, whose secret nobody
-//! was ever sent — so a new id is drawn and reserved in place of the old one, never a token read
-//! back from the cluster. A recorded token whose secret cannot be sent again (an old agent
-//! without `enc_pubkey`: the broker never stores a token in the clear; or a new registration
-//! with another key) is replaced by a new one the same way; the old Secret is left to expire
-//! (the controller manager's token cleaner removes expired bootstrap tokens).
+//! **Tokens, without reading a Secret back** (the issuer may create and delete Secrets, never
+//! get them): the token id is reserved on the provider item before its Secret is created, and
+//! on its own item (`token#<id>` → the provider, [`worldland_core::provider::tokens`]), where
+//! the CSR approver learns whose a bootstrap token is; the create's success is recorded on the
+//! provider item right after it (`token_created`, with the answer's sealed join — ciphertext
+//! only the provider can open). A redelivery of a registration that sent `enc_pubkey` therefore
+//! finds its own token and answers with it again without creating or reading anything: once
+//! recorded, no second token is minted for it. A create that meets 409 on an id reserved for
+//! this provider before this attempt is our own earlier create whose success was lost: it is
+//! deleted and a new id drawn; on an id reserved just now (a Secret that is not ours) a new id
+//! is drawn and the Secret left alone.
+//!
+//! **One live token per provider.** A recorded token whose secret cannot be sent again (an old
+//! agent without `enc_pubkey`: the broker never stores a token in the clear; or a new
+//! registration with another key) is replaced: its Secret is deleted first, then a new id is
+//! reserved in its place.
+//!
+//! **A few per wallet.** Before any token, the provider takes one of its wallet's
+//! `max_pending_per_wallet` slots ([`worldland_core::provider::wallets`]): a wallet whose other
+//! providers already hold that many live tokens without having joined is refused
+//! (`too_many_pending_joins`), answered like any refusal, and no token is created.
 
 use std::sync::Arc;
 
@@ -29,20 +37,23 @@ use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
 use tracing::instrument;
 use worldland_core::bus::routes::ToJoinTokenIssuer;
-use worldland_core::cluster::bootstrap::{ca_cert_hash, endpoint_host_port, join_command};
-use worldland_core::cluster::{BootstrapToken, Cluster, Created};
+use worldland_core::cluster::bootstrap::{ca_cert_hash, endpoint_host_port};
+use worldland_core::cluster::Cluster;
 use worldland_core::labels::provider_node_labels;
-use worldland_core::messages::{ProviderResponse, ProviderState, ProviderValidated, SealedJoin};
+use worldland_core::messages::{ProviderResponse, ProviderState, ProviderValidated};
 use worldland_core::provider::nodes::{self, Claim};
-use worldland_core::provider::{approve, mark_answered, record_token_created, replace_token, reserve_token, ProviderRecord};
+use worldland_core::provider::wallets::{self, Slot};
+use worldland_core::provider::{approve, mark_answered, ProviderRecord};
 use worldland_core::refusal::{Reason, Rejection};
 use worldland_core::replies::ProviderReplies;
-use worldland_core::sealed::seal_join;
 use worldland_core::state::ItemStore;
 use worldland_core::worker::{Consume, Failure};
 use worldland_runtime::backends::BackendError;
 use worldland_runtime::worker::Worker;
 use worldland_runtime::Backends;
+
+mod token;
+use token::{token_for, Issued, Join};
 
 /// The routing keys this worker consumes.
 pub const BINDINGS: &[&str] = worldland_core::bus::routes::JOIN_TOKEN_ISSUER.1;
@@ -57,6 +68,8 @@ pub struct Context {
     pub cluster: Arc<dyn Cluster>,
     pub replies: Arc<dyn ProviderReplies>,
     pub token_ttl: Duration,
+    /// At most this many of one wallet's providers hold a live token without having joined.
+    pub max_pending_per_wallet: usize,
     /// Overrides the API server address from cluster-info.
     pub api_endpoint: Option<String>,
 }
@@ -107,15 +120,42 @@ async fn own_node_name(rec: &ProviderRecord, ctx: &Context, now: DateTime<Utc>) 
                 Reason::NodeNameTaken,
                 format!("node name {} is reserved by another provider", rec.node_name),
             );
-            let answer = ProviderResponse::rejected(format!("{}: {}", r.reason.code(), r.message));
-            ctx.replies.reply(&rec.provider_id, &answer).await?;
-            Err(r.into())
+            refuse(rec, r, ctx).await
+        }
+    }
+}
+
+/// Answers the provider with the refusal, and refuses the message.
+async fn refuse(rec: &ProviderRecord, r: Rejection, ctx: &Context) -> Result<(), Failure> {
+    let answer = ProviderResponse::rejected(format!("{}: {}", r.reason.code(), r.message));
+    ctx.replies.reply(&rec.provider_id, &answer).await?;
+    Err(r.into())
+}
+
+/// The provider must hold one of its wallet's slots before it is given a token: taken now, or
+/// already (a replay). A wallet whose other providers hold every slot is refused; the others are
+/// not named.
+async fn own_wallet_slot(rec: &ProviderRecord, ctx: &Context, now: DateTime<Utc>) -> Result<(), Failure> {
+    let limit = ctx.max_pending_per_wallet;
+    let until = now + ctx.token_ttl;
+    match wallets::take_slot(ctx.store.as_ref(), &rec.wallet, &rec.provider_id, until, limit, now).await? {
+        Slot::Ours => Ok(()),
+        Slot::Full => {
+            tracing::warn!(wallet = %rec.wallet, limit, "wallet at its limit of pending joins; no token");
+            let r = Rejection::new(
+                Reason::TooManyPendingJoins,
+                format!(
+                    "this wallet already has {limit} providers holding a live join token that have not joined; \
+                     register again once one of them joins or its token expires"
+                ),
+            );
+            refuse(rec, r, ctx).await
         }
     }
 }
 
 /// What a joining node needs to find and trust the API server.
-struct Discovery {
+pub(crate) struct Discovery {
     host: String,
     port: u16,
     ca_hash: String,
@@ -127,147 +167,6 @@ async fn discovery(ctx: &Context) -> Result<Discovery, Failure> {
     let server = ctx.api_endpoint.clone().unwrap_or(info.server);
     let (host, port) = endpoint_host_port(&server);
     Ok(Discovery { host, port, ca_hash })
-}
-
-/// How the answer carries the token.
-enum Join {
-    /// A sealed box to the provider's `enc_pubkey` (base64).
-    Sealed(String),
-    /// In the clear, for old agents that sent no key.
-    Clear { token: String, command: String },
-}
-
-/// A token the provider joins with.
-struct Issued {
-    token_id: String,
-    expires_at: DateTime<Utc>,
-    join: Join,
-}
-
-/// The `kubeadm join` line, naming the node the broker assigned (old agents run this line; the
-/// SDK builds the same argv from the answer's fields).
-fn command_for(d: &Discovery, token: &str, node_name: &str) -> String {
-    format!("{} --node-name {node_name}", join_command(&d.host, d.port, token, &d.ca_hash))
-}
-
-fn join_for(token: &BootstrapToken, d: &Discovery, node_name: &str, enc_pubkey: Option<&str>) -> Result<Join, Failure> {
-    let command = command_for(d, &token.token(), node_name);
-    Ok(match enc_pubkey {
-        Some(key) => {
-            let join = SealedJoin {
-                join_token: token.token(),
-                join_command: command,
-            };
-            Join::Sealed(seal_join(&join, key).map_err(Failure::retry)?)
-        }
-        None => Join::Clear {
-            token: token.token(),
-            command,
-        },
-    })
-}
-
-/// What the next attempt at a token does.
-enum Next {
-    /// Create the reserved (not yet created) id, with a fresh secret.
-    Create(BootstrapToken),
-    /// Reserve a fresh id: none is reserved, or the reservation expired.
-    Reserve,
-    /// Reserve a fresh id in place of this one (409, or a created token that cannot be re-sent).
-    Replace(String),
-}
-
-/// The token to create next: the reserved one, or a fresh id reserved (or replacing the old one)
-/// on the provider's item first, so a crash between this and the create leaves a record of it.
-async fn draw(next: Next, rec: &ProviderRecord, description: &str, ctx: &Context, now: DateTime<Utc>) -> Result<BootstrapToken, Failure> {
-    let store = ctx.store.as_ref();
-    Ok(match next {
-        Next::Create(token) => token,
-        Next::Reserve => {
-            let fresh = BootstrapToken::generate(now + ctx.token_ttl, description.to_string());
-            if !reserve_token(&fresh.id, fresh.expires_at, now)
-                .apply(store, &rec.provider_id)
-                .await?
-            {
-                // Another delivery reserved one in between: retry and use that one.
-                return Err(Failure::retry("token reservation raced; retrying with the stored one"));
-            }
-            fresh
-        }
-        Next::Replace(old) => {
-            let fresh = BootstrapToken::generate(now + ctx.token_ttl, description.to_string());
-            if !replace_token(&old, &fresh.id, fresh.expires_at, rec.state, now)
-                .apply(store, &rec.provider_id)
-                .await?
-            {
-                return Err(Failure::retry("token reservation changed under a replacement; retrying"));
-            }
-            fresh
-        }
-    })
-}
-
-/// The provider's one token: the recorded one when its sealed join can be sent again, else a
-/// created one — the reserved id, or a new id after each 409 — recorded before it is answered.
-/// Never reads a Secret.
-async fn token_for(
-    rec: &ProviderRecord,
-    enc_pubkey: Option<&str>,
-    d: &Discovery,
-    ctx: &Context,
-    now: DateTime<Utc>,
-) -> Result<Issued, Failure> {
-    let store = ctx.store.as_ref();
-    let description = format!("WorldLand join token for provider {}", rec.provider_id);
-    let reserved = match (&rec.token_id, rec.token_expires_at) {
-        (Some(id), Some(exp)) if exp > now => Some((id.clone(), exp)),
-        _ => None,
-    };
-    let mut next = match reserved {
-        Some((id, exp)) if rec.token_created.as_deref() == Some(id.as_str()) => {
-            match (&rec.sealed_join, rec.sealed_to.as_deref(), enc_pubkey) {
-                (Some(sealed), Some(to), Some(key)) if to == key => {
-                    return Ok(Issued {
-                        token_id: id,
-                        expires_at: exp,
-                        join: Join::Sealed(sealed.clone()),
-                    });
-                }
-                // Created, but this registration cannot be sent its secret again.
-                _ => Next::Replace(id),
-            }
-        }
-        Some((id, exp)) => Next::Create(BootstrapToken::with_id(&id, exp, description.clone())),
-        None => Next::Reserve,
-    };
-    for _ in 0..MAX_TOKEN_DRAWS {
-        let token = draw(next, rec, &description, ctx, now).await?;
-        match ctx.cluster.create_bootstrap_token(&token).await? {
-            Created::New => {
-                let join = join_for(&token, d, &rec.node_name, enc_pubkey)?;
-                let sealed = match &join {
-                    Join::Sealed(b) => enc_pubkey.map(|key| (b.as_str(), key)),
-                    Join::Clear { .. } => None,
-                };
-                if !record_token_created(&token.id, sealed, now).apply(store, &rec.provider_id).await? {
-                    return Err(Failure::retry("token reservation changed under its create; retrying"));
-                }
-                return Ok(Issued {
-                    token_id: token.id,
-                    expires_at: token.expires_at,
-                    join,
-                });
-            }
-            Created::AlreadyExists => {
-                tracing::warn!(
-                    token_id = %token.id,
-                    "a Secret for this token id already exists and no create of ours is recorded for it: drawing a new id"
-                );
-                next = Next::Replace(token.id);
-            }
-        }
-    }
-    Err(Failure::retry(format!("{MAX_TOKEN_DRAWS} token ids in a row already existed")))
 }
 
 fn approval_answer(rec: &ProviderRecord, issued: &Issued, d: &Discovery) -> Result<ProviderResponse, Failure> {
@@ -300,6 +199,7 @@ fn approval_answer(rec: &ProviderRecord, issued: &Issued, d: &Discovery) -> Resu
 
 async fn issue(msg: &ProviderValidated, rec: ProviderRecord, ctx: &Context, now: DateTime<Utc>) -> Result<(), Failure> {
     own_node_name(&rec, ctx, now).await?;
+    own_wallet_slot(&rec, ctx, now).await?;
     let d = discovery(ctx).await?;
     let issued = token_for(&rec, msg.enc_pubkey.as_deref(), &d, ctx, now).await?;
     let answer = approval_answer(&rec, &issued, &d)?;
@@ -324,11 +224,13 @@ async fn issue(msg: &ProviderValidated, rec: ProviderRecord, ctx: &Context, now:
 
 /// A new registration from an approved provider that has not joined yet (its agent restarted):
 /// answer again with its token — the stored sealed join when this registration's key opens it,
-/// else a new token in place of the old one — never read back from the cluster.
+/// else a new token in place of the old one, whose Secret is deleted first — never read back
+/// from the cluster. It keeps its wallet slot (or takes one, if it holds none).
 async fn reanswer_approved(msg: &ProviderValidated, rec: ProviderRecord, ctx: &Context, now: DateTime<Utc>) -> Result<(), Failure> {
     let valid = rec.token_id.is_some() && rec.token_expires_at.is_some_and(|exp| exp > now);
     let answer = if valid {
         own_node_name(&rec, ctx, now).await?;
+        own_wallet_slot(&rec, ctx, now).await?;
         let d = discovery(ctx).await?;
         let issued = token_for(&rec, msg.enc_pubkey.as_deref(), &d, ctx, now).await?;
         approval_answer(&rec, &issued, &d)?
@@ -363,6 +265,7 @@ pub async fn context(b: &Backends) -> Result<Context, BackendError> {
         cluster: b.cluster().await?,
         replies: b.replies().await?,
         token_ttl: chrono::Duration::seconds(cfg.token_ttl_s),
+        max_pending_per_wallet: cfg.max_pending_joins_per_wallet,
         api_endpoint: cfg.api_endpoint.clone(),
     })
 }

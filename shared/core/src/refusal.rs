@@ -73,6 +73,10 @@ pub enum Reason {
     /// The provider's node already carries another provider's `worldland.io/provider-id` label:
     /// the recorder neither joins nor labels it, and the provider stays unschedulable.
     NodeOwnedByAnotherProvider,
+    /// The registering wallet already holds its limit of live join tokens
+    /// (`WORLDLAND_MAX_PENDING_JOINS_PER_WALLET`) for providers that have not joined: no token is
+    /// created until one of them joins or its token expires.
+    TooManyPendingJoins,
     /// A heartbeat older than one already recorded: late or replayed.
     StaleHeartbeat,
     /// A job request that breaks the allocator's rules (ids, counts, model, price, reason).
@@ -125,6 +129,7 @@ impl Reason {
             Self::NodeNotFound => "node_not_found",
             Self::NodeNameTaken => "node_name_taken",
             Self::NodeOwnedByAnotherProvider => "node_owned_by_another_provider",
+            Self::TooManyPendingJoins => "too_many_pending_joins",
             Self::StaleHeartbeat => "stale_heartbeat",
             Self::InvalidRequest => "invalid_request",
             Self::CorruptRecord => "corrupt_record",

@@ -94,6 +94,10 @@ pub struct Config {
     pub replay_window_s: i64,
     #[serde(default = "d_token_ttl_s")]
     pub token_ttl_s: i64,
+    /// At most this many of one wallet's providers hold a live join token without having joined;
+    /// further registrations are refused (`too_many_pending_joins`) until one joins or expires.
+    #[serde(default = "d_max_pending_joins_per_wallet")]
+    pub max_pending_joins_per_wallet: usize,
     /// Overrides the API server address taken from cluster-info (e.g. a public load balancer).
     #[serde(default)]
     pub api_endpoint: Option<String>,
@@ -237,6 +241,9 @@ impl Config {
         }
         if !(60..=7 * 86_400).contains(&self.token_ttl_s) {
             return bad("token_ttl_s", "must be between 60 s and 7 days");
+        }
+        if self.max_pending_joins_per_wallet == 0 {
+            return bad("max_pending_joins_per_wallet", "must be at least 1");
         }
         if self.bridge_batch == 0 {
             return bad("bridge_batch", "must be at least 1");

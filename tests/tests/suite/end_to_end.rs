@@ -69,6 +69,7 @@ impl Plane {
             cluster: cluster.clone(),
             replies,
             token_ttl: chrono::Duration::hours(1),
+            max_pending_per_wallet: 3,
             api_endpoint: None,
         })));
         let (stop, _) = broadcast::channel(1);
@@ -323,9 +324,26 @@ async fn every_message_delivered_twice_still_leaves_one_provider_and_one_token()
     assert!(answer.success);
     plane.wait_state(&p.provider_id, ProviderState::Approved).await;
     let items = plane.store.scan(Table::Providers).await.unwrap();
-    let (reservations, providers): (Vec<_>, Vec<_>) = items.iter().partition(|i| worldland_core::provider::nodes::is_reservation(i));
+    use worldland_core::provider::{nodes, tokens, wallets};
+    let (others, providers): (Vec<_>, Vec<_>) = items.iter().partition(|i| nodes::is_not_a_provider(i));
     assert_eq!(providers.len(), 1, "one provider");
-    assert_eq!(reservations.len(), 1, "one node name reserved");
+    assert_eq!(
+        others.iter().filter(|i| nodes::is_reservation(i)).count(),
+        1,
+        "one node name reserved"
+    );
+    assert_eq!(
+        others.iter().filter(|i| tokens::is_reservation(i)).count(),
+        1,
+        "one token id reserved"
+    );
+    let wallet_items: Vec<&str> = others
+        .iter()
+        .filter_map(|i| i.get("id").and_then(|v| v.as_str()))
+        .filter(|k| k.starts_with(wallets::KEY_PREFIX))
+        .collect();
+    assert_eq!(wallet_items, vec![wallets::key(&p.registration.wallet_addr)], "one wallet item");
+    assert_eq!(others.len(), 3, "nothing else beside the provider");
     assert_eq!(plane.api.token_count(), 1, "one token");
     // Every answer carries that one token.
     let all: redis::streams::StreamRangeReply = redis::cmd("XRANGE")

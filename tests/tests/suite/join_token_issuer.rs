@@ -73,6 +73,7 @@ fn issuer(s: &Setup, client: kube::Client, api_endpoint: Option<&str>) -> join_t
         cluster: Arc::new(KubeCluster::new(client)),
         replies: s.replies.clone(),
         token_ttl: chrono::Duration::hours(1),
+        max_pending_per_wallet: 3,
         api_endpoint: api_endpoint.map(str::to_string),
     }
 }
@@ -323,6 +324,8 @@ struct TakenIdsApiServer {
     created: Arc<std::sync::Mutex<Vec<Value>>>,
     /// Token ids whose create met 409 because someone else holds them.
     collided: Arc<std::sync::Mutex<Vec<String>>>,
+    /// Token ids whose Secret the issuer deleted (that existed), in order.
+    deleted: Arc<std::sync::Mutex<Vec<String>>>,
     violations: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
@@ -403,6 +406,22 @@ impl TakenIdsApiServer {
                 self.created.lock().unwrap().push(body.clone());
                 (201, created)
             }
+            ("DELETE", p) if p.starts_with(&format!("{SECRETS_PATH}/bootstrap-token-")) => {
+                let name = &p[SECRETS_PATH.len() + 1..];
+                let id = name.trim_start_matches("bootstrap-token-").to_string();
+                if self.collided.lock().unwrap().contains(&id) {
+                    return self.violation(format!("the issuer deleted another provider's Secret {name}"));
+                }
+                match self.secrets.lock().unwrap().remove(name) {
+                    Some(_) => {
+                        self.deleted.lock().unwrap().push(id);
+                        let mut done = fixture("11-delete-bootstrap-token.json").response_body;
+                        done["details"]["name"] = json!(name);
+                        (200, done)
+                    }
+                    None => (404, fixture("12-delete-bootstrap-token-again.json").response_body),
+                }
+            }
             ("GET", p) if p.starts_with(&format!("{SECRETS_PATH}/")) => {
                 let name = &p[SECRETS_PATH.len() + 1..];
                 self.violations.lock().unwrap().push(format!("the issuer read Secret {name} back"));
@@ -413,6 +432,18 @@ impl TakenIdsApiServer {
             }
             _ => self.violation(format!("unexpected call {method} {path}")),
         }
+    }
+
+    /// Ids of this broker's bootstrap-token Secrets that exist now (not another provider's).
+    fn live_ids(&self) -> Vec<String> {
+        let collided = self.collided.lock().unwrap().clone();
+        self.secrets
+            .lock()
+            .unwrap()
+            .keys()
+            .map(|n| n.trim_start_matches("bootstrap-token-").to_string())
+            .filter(|id| !collided.contains(id))
+            .collect()
     }
 
     fn created_ids(&self) -> Vec<(String, String)> {
@@ -508,6 +539,16 @@ async fn a_token_id_collision_on_create_draws_a_new_id_and_the_answer_carries_it
         "the answer carries the new token"
     );
     assert!(!join.join_token.contains(OTHER_SECRET), "never the other provider's token");
+    assert!(api.deleted.lock().unwrap().is_empty(), "another provider's Secret is left alone");
+    assert_eq!(api.live_ids(), vec![token_id.clone()]);
+    for id in [token_id, &collided[0]] {
+        let owner = worldland_core::provider::tokens::owner(s.store.as_ref(), id).await.unwrap();
+        assert_eq!(
+            owner.as_deref(),
+            Some(s.provider.provider_id.as_str()),
+            "{id} reserved before its create"
+        );
+    }
     let rec = record(&s).await;
     assert_eq!(rec.state, ProviderState::Approved);
     assert_eq!(rec.token_id.as_deref(), Some(token_id.as_str()));
@@ -696,6 +737,12 @@ async fn an_approved_provider_registering_again_gets_a_token_without_a_secret_re
         answers[2].join_token.as_deref(),
         Some(format!("{}.{}", created[1].0, created[1].1).as_str())
     );
+    assert_eq!(
+        *api.deleted.lock().unwrap(),
+        vec![first.0.clone()],
+        "the old token's Secret was deleted first"
+    );
+    assert_eq!(api.live_ids(), vec![created[1].0.clone()], "one live token");
     let rec = record(&s).await;
     assert_eq!(rec.state, ProviderState::Approved);
     assert_eq!(rec.token_id.as_deref(), Some(created[1].0.as_str()));

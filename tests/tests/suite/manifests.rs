@@ -221,6 +221,7 @@ fn rbac_grants_each_worker_only_what_it_calls() {
         grants(&p, "join-token-issuer"),
         g(&[
             ("kube-system", "secrets", "create", "*"),
+            ("kube-system", "secrets", "delete", "*"),
             ("kube-public", "configmaps", "get", "cluster-info")
         ])
     );
@@ -308,7 +309,11 @@ fn no_worker_can_read_a_secret() {
             .map(|(ns, _, verb, name)| format!("{verb} {ns}/{name}"))
             .collect::<Vec<_>>()
     };
-    assert_eq!(secret_grants(ISSUER), ["create kube-system/*"], "the issuer only creates");
+    assert_eq!(
+        secret_grants(ISSUER),
+        ["create kube-system/*", "delete kube-system/*"],
+        "the issuer only creates and deletes"
+    );
     for sa in [RECORDER, SWEEPER] {
         assert_eq!(secret_grants(sa), ["delete kube-system/*"], "{sa} only deletes");
     }
@@ -474,23 +479,37 @@ fn every_write_rbac_grants_is_narrowed_by_a_bound_policy() {
         }
     }
     assert_eq!(
-        narrowed, 7,
-        "the issuer's create; the recorder's and the sweeper's delete and patch; the approver's Node create and patch"
+        narrowed, 8,
+        "the issuer's create and delete; the recorder's and the sweeper's delete and patch; the approver's Node create and patch"
     );
 }
 
 #[test]
-fn the_issuer_may_create_only_expiring_bootstrap_tokens() {
+fn the_issuer_may_create_only_expiring_bootstrap_tokens_and_delete_only_bootstrap_tokens() {
     let p = parse_all();
     let spec = policy(&p, "worldland-join-token-issuer");
     for must in [
-        "request.operation == 'CREATE'".to_string(),
-        format!("request.namespace == '{TOKEN_NAMESPACE}'"),
+        "request.operation in ['CREATE', 'DELETE']".to_string(),
+        format!("request.operation != 'CREATE' || request.namespace == '{TOKEN_NAMESPACE}'"),
         format!("object.type == '{TOKEN_SECRET_TYPE}'"),
         format!("object.metadata.name.matches('^{TOKEN_SECRET_PREFIX}[a-z0-9]{{6}}$')"),
         "'expiration' in object.data".to_string(),
+        format!("request.operation != 'DELETE' || (request.namespace == '{TOKEN_NAMESPACE}'"),
+        format!("oldObject.metadata.name.matches('^{TOKEN_SECRET_PREFIX}[a-z0-9]{{6}}$')"),
+        format!("oldObject.type == '{TOKEN_SECRET_TYPE}'"),
     ] {
         assert!(validates(spec, &must), "the issuer's policy checks {must}");
+    }
+    // On DELETE `object` is null: every rule on it must hold for anything but a CREATE first,
+    // or it would error and refuse every delete.
+    for v in spec.validations.iter().flatten() {
+        if v.expression.replace("oldObject", "").contains("object.") {
+            assert!(
+                one_line(&v.expression).starts_with("request.operation != 'CREATE' ||"),
+                "{}",
+                v.expression
+            );
+        }
     }
     // What the issuer writes passes: the name's id is 6 of [a-z0-9], and it carries an expiration.
     let token = BootstrapToken::generate(chrono::Utc::now() + chrono::Duration::minutes(10), "d".into());

@@ -60,6 +60,7 @@ async fn approve_and_answer(
         cluster,
         replies: replies.clone(),
         token_ttl: Duration::hours(1),
+        max_pending_per_wallet: 3,
         api_endpoint: None,
     };
     let msg = ProviderValidated {

@@ -29,6 +29,7 @@ use worldland_core::signature::SignaturePolicy;
 use worldland_core::validation::ValidationPolicy;
 use worldland_provider_sdk::client::join_from_response;
 use worldland_provider_sdk::simulated::SimulatedProvider;
+use worldland_tests::faulty_cluster::FaultyCluster;
 use worldland_tests::kubelet::{self, Decided};
 use worldland_tests::real_cluster::{admin, as_worker, bearer, unique, until, with_certificate};
 use worldland_tests::{validated_sink, Outcome};
@@ -104,6 +105,7 @@ impl Broker {
             replies: self.replies.clone(),
             token_ttl: chrono::Duration::minutes(30),
             api_endpoint: None,
+            max_pending_per_wallet: 3,
         };
         let msg = ProviderValidated {
             provider_id: p.provider_id.clone(),
@@ -114,10 +116,11 @@ impl Broker {
         let answer = self.replies.answers_for(&p.provider_id).pop().expect("an answer");
         let join = join_from_response(&answer, &p.enc_secret).expect("a sealed join");
         let token_id = join.join_token.split('.').next().unwrap().to_string();
-        // The issuer reserves each token id it creates; where it does not yet, the test does.
-        assert!(tokens::reserve_or_find(self.store.as_ref(), &token_id, &p.provider_id, now)
-            .await
-            .unwrap());
+        assert_eq!(
+            tokens::owner(self.store.as_ref(), &token_id).await.unwrap().as_deref(),
+            Some(p.provider_id.as_str()),
+            "the issuer reserved the token id for its provider"
+        );
         self.tokens.lock().unwrap().push(token_id);
         let node = answer.node_name.expect("the node name");
         self.nodes.lock().unwrap().push(node.clone());
@@ -421,7 +424,7 @@ async fn an_approval_whose_write_failed_is_written_by_the_next_pass() {
         .await;
     let failing = csr_approver::Context {
         store: broker.store.clone(),
-        cluster: Arc::new(worldland_tests::csr_faults::FailingDecisions::new(broker.approver.cluster.clone())),
+        cluster: Arc::new(FaultyCluster::new(broker.approver.cluster.clone()).failing_decisions()),
     };
     let report = csr_approver::approve_pending(&failing, Utc::now()).await.unwrap();
     assert_eq!(report.failed, 1, "{report:?}");

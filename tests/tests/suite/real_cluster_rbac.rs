@@ -402,14 +402,16 @@ async fn rbac_allows_what_each_worker_calls_and_refuses_the_rest() {
     let only: [(&str, Ask); 5] = [
         (ISSUER, ("create", "", "secrets", Some("kube-system"), None)),
         (ISSUER, ("get", "", "configmaps", Some("kube-public"), Some("cluster-info"))),
-        (RECORDER, ("delete", "", "secrets", Some("kube-system"), None)),
+        (ISSUER, ("delete", "", "secrets", Some("kube-system"), None)),
         (RECORDER, ("get", "", "nodes", None, None)),
         (RECORDER, ("patch", "", "nodes", None, None)),
     ];
     for sa in worker_accounts() {
         for (owner, (verb, _, res, ns, name)) in only {
             let node_reader = sa == "csr-approver" && res == "nodes";
-            let expected = sa == owner || (owner == RECORDER && sa == SWEEPER) || node_reader;
+            // Deleting tokens: the issuer (the one it replaces), the recorder and the sweeper.
+            let token_deleter = verb == "delete" && [RECORDER, SWEEPER].contains(&sa.as_str());
+            let expected = sa == owner || (owner == RECORDER && sa == SWEEPER) || node_reader || token_deleter;
             assert_eq!(
                 may(&client, &sa, verb, "", res, ns, name).await,
                 expected,
@@ -478,7 +480,7 @@ async fn the_issuer_may_create_only_expiring_bootstrap_tokens_in_kube_system() {
     refused(
         secrets.create(&dry_post(), &opaque).await,
         "an Opaque Secret",
-        &denial(policy, "of type"),
+        &denial(policy, "create only Secrets of type"),
     );
 
     let mut untyped = token_secret(&fresh_token());
@@ -486,7 +488,7 @@ async fn the_issuer_may_create_only_expiring_bootstrap_tokens_in_kube_system() {
     refused(
         secrets.create(&dry_post(), &untyped).await,
         "a Secret with no type",
-        &denial(policy, "of type"),
+        &denial(policy, "create only Secrets of type"),
     );
 
     let mut sa_token = token_secret(&fresh_token());
@@ -495,7 +497,7 @@ async fn the_issuer_may_create_only_expiring_bootstrap_tokens_in_kube_system() {
     refused(
         secrets.create(&dry_post(), &sa_token).await,
         "a ServiceAccount token Secret",
-        &denial(policy, "of type"),
+        &denial(policy, "create only Secrets of type"),
     );
 
     for name in [
@@ -528,15 +530,23 @@ async fn the_issuer_may_create_only_expiring_bootstrap_tokens_in_kube_system() {
         );
     }
 
-    // No update and no delete, even of a token it made: RBAC refuses.
+    // It may delete a token (the one it replaces), and only a token: the policy refuses any
+    // other Secret. No update: RBAC refuses.
     let real = fresh_token();
     let name = real.secret_name();
     cleanup.kube_system_secret(&name);
     admitted(secrets.create(&PostParams::default(), &token_secret(&real)).await, "a real token");
+    admitted(secrets.delete(&name, &dry_delete()).await, "deleting its token");
+    let admin_secrets: Api<Secret> = Api::namespaced(admin.clone(), TOKEN_NAMESPACE);
+    let other = unique("wl-not-a-token");
+    let not_a_token: Secret =
+        serde_json::from_value(json!({"metadata": {"name": other}, "type": "Opaque", "stringData": {"a": "b"}})).unwrap();
+    admin_secrets.create(&PostParams::default(), &not_a_token).await.unwrap();
+    cleanup.kube_system_secret(&other);
     refused(
-        secrets.delete(&name, &dry_delete()).await,
-        "deleting its token",
-        &rbac_forbids("delete", "secrets"),
+        secrets.delete(&other, &dry_delete()).await,
+        "deleting a Secret that is not a token",
+        &denial(policy, "delete only"),
     );
     refused(
         secrets

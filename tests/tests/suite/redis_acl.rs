@@ -632,6 +632,7 @@ async fn registration_heartbeat_answer_and_command_flow_as_agent_and_broker() {
         cluster: Arc::new(SimulatedCluster::new("https://10.0.0.1:6443")),
         replies: replies.clone(),
         token_ttl: chrono::Duration::hours(1),
+        max_pending_per_wallet: 3,
         api_endpoint: None,
     };
     assert_eq!(Outcome::from(join_token_issuer::handle(&msg, &issuer, now).await), Outcome::Done);

@@ -105,7 +105,8 @@ pub async fn audit(store: &dyn ItemStore) -> StoreResult<Vec<String>> {
         }
     }
     let mut held: std::collections::BTreeMap<String, String> = std::collections::BTreeMap::new();
-    for p in &providers {
+    // Reservations and wallet items (`node#…`, `token#…`, `wallet#…`) share the table: not providers.
+    for p in providers.iter().filter(|p| !crate::provider::nodes::is_not_a_provider(p)) {
         let id = p.get("id").and_then(Value::as_str).unwrap_or("?");
         let Some(l) = Ledger::from_item(p) else { continue };
         out.extend(l.violations().into_iter().map(|v| format!("provider {id}: {v}")));

@@ -1,7 +1,8 @@
 //! A provider: the schema of its item ([`attr`]), the record read from it ([`ProviderRecord`]),
 //! its state transitions (each a pure function returning one conditional write on the providers
 //! table), the node-name reservations that keep a node to one provider ([`nodes`]), and the token-id
-//! reservations that tie a bootstrap token to its provider ([`tokens`]).
+//! reservations that tie a bootstrap token to its provider ([`tokens`]), and the per-wallet bound on
+//! providers holding a live join token ([`wallets`]).
 
 pub mod attr;
 pub mod certs;
@@ -9,6 +10,7 @@ pub mod nodes;
 mod record;
 pub mod tokens;
 mod transitions;
+pub mod wallets;
 
 pub use record::*;
 pub use transitions::*;

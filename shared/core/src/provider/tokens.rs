@@ -54,14 +54,35 @@ pub fn reserve(token_id: &str, provider_id: &str, now: DateTime<Utc>) -> Transit
     )
 }
 
+/// Who holds a token id after [`claim`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdClaim {
+    /// Reserved for the provider by this very call: no Secret of this id was ever created by
+    /// this broker, so one that exists (409) is not ours.
+    Reserved,
+    /// Reserved for the provider earlier (a replay, or an earlier attempt): a Secret of this id
+    /// that exists is ours — a create whose success was lost.
+    Ours,
+    /// Another provider holds it.
+    Others,
+}
+
+/// Reserves `token_id` for `provider_id`, or finds it theirs already, or another's: one
+/// conditional create, and one read only when it fails.
+pub async fn claim(store: &dyn ItemStore, token_id: &str, provider_id: &str, now: DateTime<Utc>) -> StoreResult<IdClaim> {
+    if reserve(token_id, provider_id, now).apply(store, &key(token_id)).await? {
+        return Ok(IdClaim::Reserved);
+    }
+    Ok(match owner(store, token_id).await?.as_deref() == Some(provider_id) {
+        true => IdClaim::Ours,
+        false => IdClaim::Others,
+    })
+}
+
 /// Reserves `token_id` for `provider_id`: `true` when it is theirs (now, or already: a replay of
 /// a write whose answer was lost), `false` when another provider holds it.
 pub async fn reserve_or_find(store: &dyn ItemStore, token_id: &str, provider_id: &str, now: DateTime<Utc>) -> StoreResult<bool> {
-    let key = key(token_id);
-    if reserve(token_id, provider_id, now).apply(store, &key).await? {
-        return Ok(true);
-    }
-    Ok(owner(store, token_id).await?.as_deref() == Some(provider_id))
+    Ok(claim(store, token_id, provider_id, now).await? != IdClaim::Others)
 }
 
 /// The provider `token_id` was issued for; `None` when this broker never reserved it.

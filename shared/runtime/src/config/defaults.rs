@@ -70,6 +70,10 @@ pub(super) fn d_token_ttl_s() -> i64 {
     3600
 }
 
+pub(super) fn d_max_pending_joins_per_wallet() -> usize {
+    3
+}
+
 pub(super) fn d_bridge_group() -> String {
     "worldland-bridge".into()
 }

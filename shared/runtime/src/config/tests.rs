@@ -9,6 +9,7 @@ fn defaults_are_sane() {
     let c = Config::defaults();
     assert_eq!(c.signature_policy, SignaturePolicy::Required);
     assert_eq!(c.token_ttl_s, 3600);
+    assert_eq!(c.max_pending_joins_per_wallet, 3);
     assert_eq!(c.replay_window_s, 300);
     assert!(!c.allow_private_networks);
     assert_eq!(c.broker_key_file, None);
@@ -22,9 +23,11 @@ fn reads_prefixed_variables() {
         ("WORLDLAND_SIGNATURE_POLICY", "optional"),
         ("WORLDLAND_PREFETCH", "4"),
         ("OTHER_PREFETCH", "9"),
+        ("WORLDLAND_MAX_PENDING_JOINS_PER_WALLET", "5"),
     ]))
     .unwrap();
     assert_eq!((c.signature_policy, c.prefetch), (SignaturePolicy::Optional, 4));
+    assert_eq!(c.max_pending_joins_per_wallet, 5);
 }
 
 #[test]
@@ -34,6 +37,14 @@ fn errors_name_the_variable() {
         (("WORLDLAND_PREFETCH", "0"), "WORLDLAND_PREFETCH"),
         (("WORLDLAND_SIGNATURE_POLICY", "sometimes"), "WORLDLAND_SIGNATURE_POLICY"),
         (("WORLDLAND_TOKEN_TTL_S", "5"), "WORLDLAND_TOKEN_TTL_S"),
+        (
+            ("WORLDLAND_MAX_PENDING_JOINS_PER_WALLET", "0"),
+            "WORLDLAND_MAX_PENDING_JOINS_PER_WALLET",
+        ),
+        (
+            ("WORLDLAND_MAX_PENDING_JOINS_PER_WALLET", "-1"),
+            "WORLDLAND_MAX_PENDING_JOINS_PER_WALLET",
+        ),
         (("WORLDLAND_PRICE_CEILING", "-1"), "WORLDLAND_PRICE_CEILING"),
         (("WORLDLAND_ALLOW_PRIVATE_NETWORKS", "maybe"), "WORLDLAND_ALLOW_PRIVATE_NETWORKS"),
         (("WORLDLAND_BROKER_KEY_FILE", ""), "WORLDLAND_BROKER_KEY_FILE"),

@@ -1,7 +1,9 @@
-//! A cluster decorator whose CSR decisions fail before they are written (a timeout to the API
-//! server), everything else passed through.
+//! A cluster decorator that injects the faults the tests name, everything else passed through:
+//! token creates made but their answers lost (a timeout after the API server stored the Secret),
+//! CSR decisions that fail before they are written. Token reads panic: no worker reads a Secret.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -9,26 +11,53 @@ use worldland_core::cluster::{
     BootstrapToken, Cluster, ClusterError, ClusterInfo, ClusterResult, Created, Csr, CsrDecision, NodeInfo, Taint,
 };
 
-pub struct FailingDecisions {
+pub struct FaultyCluster {
     inner: Arc<dyn Cluster>,
+    /// Token creates still to make and then report lost.
+    lose_token_creates: AtomicU32,
+    /// Whether CSR decisions fail (before they are written).
+    fail_decisions: AtomicBool,
 }
 
-impl FailingDecisions {
+impl FaultyCluster {
     pub fn new(inner: Arc<dyn Cluster>) -> Self {
-        Self { inner }
+        Self {
+            inner,
+            lose_token_creates: AtomicU32::new(0),
+            fail_decisions: AtomicBool::new(false),
+        }
+    }
+
+    /// The next `n` token creates are made, then reported lost.
+    pub fn losing_token_creates(self, n: u32) -> Self {
+        self.lose_token_creates.store(n, Ordering::SeqCst);
+        self
+    }
+
+    /// Every CSR decision fails before it is written.
+    pub fn failing_decisions(self) -> Self {
+        self.fail_decisions.store(true, Ordering::SeqCst);
+        self
     }
 }
 
 #[async_trait]
-impl Cluster for FailingDecisions {
+impl Cluster for FaultyCluster {
     async fn cluster_info(&self) -> ClusterResult<ClusterInfo> {
         self.inner.cluster_info().await
     }
     async fn create_bootstrap_token(&self, token: &BootstrapToken) -> ClusterResult<Created> {
-        self.inner.create_bootstrap_token(token).await
+        let created = self.inner.create_bootstrap_token(token).await?;
+        let lose = self
+            .lose_token_creates
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        match lose {
+            Ok(_) => Err(ClusterError::unavailable("injected: the create's answer was lost")),
+            Err(_) => Ok(created),
+        }
     }
-    async fn get_bootstrap_token(&self, token_id: &str) -> ClusterResult<Option<BootstrapToken>> {
-        self.inner.get_bootstrap_token(token_id).await
+    async fn get_bootstrap_token(&self, _token_id: &str) -> ClusterResult<Option<BootstrapToken>> {
+        panic!("no worker reads a Secret back")
     }
     async fn delete_bootstrap_token(&self, token_id: &str) -> ClusterResult<()> {
         self.inner.delete_bootstrap_token(token_id).await

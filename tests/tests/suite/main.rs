@@ -22,7 +22,6 @@ mod node_ownership;
 mod rabbitmq_bus;
 mod rabbitmq_restarts;
 mod real_cluster;
-mod real_cluster_approver_policy;
 mod real_cluster_csr;
 mod real_cluster_pinning;
 mod real_cluster_rbac;

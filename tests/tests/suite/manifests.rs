@@ -4,7 +4,7 @@
 //! Secret), the ValidatingAdmissionPolicies narrow every write RBAC lets a worker make to the
 //! objects it writes itself, and a bound policy keeps everyone else (a provider's kubelet above
 //! all) off the `worldland.io/` keys of Nodes, by which jobs select their provider's Node. The
-//! CEL is checked here for what it names, not run: `real_cluster_rbac.rs` runs it, and asks RBAC,
+//! CEL is checked here for what it names, not run: `real_cluster_rbac/` runs it, and asks RBAC,
 //! on the private API server `scripts/test` starts (these tests need none, so they run everywhere).
 
 use std::collections::BTreeSet;

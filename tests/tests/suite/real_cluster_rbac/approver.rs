@@ -1,7 +1,8 @@
 //! The CSR approver's Node writes, as its ServiceAccount on the real control plane (dry runs, so
 //! the shipped admission policy `worldland-csr-approver` counts): it may create a Node carrying
 //! only the provider taint and add that taint to an existing Node, and nothing else — a stolen
-//! approver token cannot label a Node for a provider, cordon it, or strip its taints.
+//! approver token cannot label a Node for a provider, cordon it, or strip its taints. And what a
+//! join token may ask of the certificates API: only small kubelet CSRs (`worldland-kubelet-csrs`).
 
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PostParams};
@@ -10,7 +11,7 @@ use worldland_tests::kubelet;
 use worldland_tests::real_cluster::{admin, as_worker, unique, Cleanup};
 use worldland_tests::real_cluster::{impersonating, until};
 
-use crate::real_cluster_rbac::{admitted, denial, dry_patch, dry_post, refused};
+use super::{admitted, denial, dry_patch, dry_post, refused};
 
 const POLICY: &str = "worldland-csr-approver";
 

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::ByteString;
 use kube::api::{Api, ObjectMeta, Patch, PostParams};
 use serde_json::json;
 use worldland_core::cluster::bootstrap::{TOKEN_NAMESPACE, TOKEN_SECRET_TYPE};
@@ -81,6 +82,25 @@ async fn the_issuer_may_create_only_expiring_bootstrap_tokens_in_kube_system() {
         "a token with no expiration",
         &denial(policy, "expiration"),
     );
+
+    // A stolen issuer token mints no token in another group.
+    for groups in [
+        "system:bootstrappers:kubeadm:default-node-token",
+        "system:bootstrappers:worldland,system:bootstrappers:kubeadm:default-node-token",
+        "system:masters",
+    ] {
+        let mut other = token_secret(&fresh_token());
+        other
+            .data
+            .as_mut()
+            .unwrap()
+            .insert("auth-extra-groups".into(), ByteString(groups.as_bytes().to_vec()));
+        refused(
+            secrets.create(&dry_post(), &other).await,
+            groups,
+            &denial(policy, "exactly the group"),
+        );
+    }
 
     // Elsewhere RBAC refuses first (the policy would too).
     for ns in [other_ns.as_str(), "default", "worldland"] {

@@ -20,6 +20,7 @@ use worldland_core::bus::{BusResult, QueueSpec};
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use chrono::{DateTime, Utc};
 use futures::FutureExt;
+use worldland_core::clock::{Clock, SystemClock};
 
 use worldland_core::worker::{Failure, Handler};
 
@@ -104,8 +105,10 @@ impl Park for MemoryPark {
     }
 }
 
-/// Handles one SQS batch, parking refused records on `park`; the failures to report.
-pub async fn handle_sqs_batch(handler: &dyn Handler, park: &dyn Park, event: SqsEvent, now: DateTime<Utc>) -> SqsBatchResponse {
+/// Handles one SQS batch, parking refused records on `park`; the failures to report. Each record
+/// is handled at its own `clock.now()`: a batch can take up to the function's timeout, and one
+/// time for all of it would bill and judge the last record as if it ran with the first.
+pub async fn handle_sqs_batch(handler: &dyn Handler, park: &dyn Park, event: SqsEvent, clock: &dyn Clock) -> SqsBatchResponse {
     let mut response = SqsBatchResponse::default();
     for record in event.records {
         let Some(id) = record.message_id.clone() else {
@@ -125,7 +128,9 @@ pub async fn handle_sqs_batch(handler: &dyn Handler, park: &dyn Park, event: Sqs
             .unwrap_or_else(|| id.clone());
         let body = record.body.unwrap_or_default();
         let started = std::time::Instant::now();
-        let result = AssertUnwindSafe(handler.handle(&key, body.as_bytes(), now)).catch_unwind().await;
+        let result = AssertUnwindSafe(handler.handle(&key, body.as_bytes(), clock.now()))
+            .catch_unwind()
+            .await;
         crate::metrics::latency(handler.name(), started.elapsed());
         let result = result.unwrap_or_else(|_| {
             tracing::error!(worker = handler.name(), id = %id, "handler panicked on this record");
@@ -151,7 +156,7 @@ pub async fn handle_sqs_batch(handler: &dyn Handler, park: &dyn Park, event: Sqs
 pub async fn run_sqs_worker(handler: Arc<dyn Handler>, park: Arc<dyn Park>) -> Result<(), lambda_runtime::Error> {
     lambda_runtime::run(lambda_runtime::service_fn(move |event: lambda_runtime::LambdaEvent<SqsEvent>| {
         let (handler, park) = (handler.clone(), park.clone());
-        async move { Ok::<_, lambda_runtime::Error>(handle_sqs_batch(handler.as_ref(), park.as_ref(), event.payload, Utc::now()).await) }
+        async move { Ok::<_, lambda_runtime::Error>(handle_sqs_batch(handler.as_ref(), park.as_ref(), event.payload, &SystemClock).await) }
     }))
     .await
 }
@@ -256,7 +261,7 @@ mod tests {
             record(Some("m7"), "key", None),
         ];
         let park = MemoryPark::default();
-        let response = handle_sqs_batch(&Scripted, &park, event.clone(), Utc::now()).await;
+        let response = handle_sqs_batch(&Scripted, &park, event.clone(), &SystemClock).await;
         let failed: Vec<&str> = response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
         assert_eq!(
             failed,
@@ -279,8 +284,42 @@ mod tests {
         // Parking fails: the refused records are reported as failed, to be delivered again.
         let refusing = MemoryPark::default();
         refusing.refuse.store(true, std::sync::atomic::Ordering::SeqCst);
-        let response = handle_sqs_batch(&Scripted, &refusing, event, Utc::now()).await;
+        let response = handle_sqs_batch(&Scripted, &refusing, event, &SystemClock).await;
         let failed: Vec<&str> = response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
         assert_eq!(failed, vec!["m2", "m3", "m4", "m7"]);
+    }
+
+    /// Records the time it was given for each record.
+    #[derive(Default)]
+    struct Timed(std::sync::Mutex<Vec<DateTime<Utc>>>);
+
+    #[async_trait]
+    impl Handler for Timed {
+        fn name(&self) -> &'static str {
+            "timed"
+        }
+        fn bindings(&self) -> &'static [&'static str] {
+            &["test.timed"]
+        }
+        async fn handle(&self, _key: &str, _body: &[u8], now: DateTime<Utc>) -> Result<(), Failure> {
+            self.0.lock().unwrap().push(now);
+            Ok(())
+        }
+    }
+
+    /// A batch can run for the function's whole timeout: each record is judged at its own time,
+    /// not the batch's start.
+    #[tokio::test]
+    async fn each_record_is_handled_at_its_own_time() {
+        let start = Utc::now();
+        let ticks = std::sync::atomic::AtomicI64::new(0);
+        let clock = move || start + chrono::Duration::seconds(60 * ticks.fetch_add(1, std::sync::atomic::Ordering::SeqCst));
+        let mut event = SqsEvent::default();
+        event.records = (0..3).map(|i| record(Some(&format!("m{i}")), "ok", None)).collect();
+        let handler = Timed::default();
+        handle_sqs_batch(&handler, &MemoryPark::default(), event, &clock).await;
+        let seen = handler.0.lock().unwrap().clone();
+        let minutes: Vec<i64> = seen.iter().map(|t| (*t - start).num_minutes()).collect();
+        assert_eq!(minutes, vec![0, 1, 2]);
     }
 }

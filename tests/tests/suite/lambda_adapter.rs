@@ -46,7 +46,7 @@ async fn good_bad_and_duplicate_records_in_one_batch() {
         record("m-unsigned", serde_json::to_string(&unsigned).unwrap()),
     ];
     let park = MemoryPark::default();
-    let response = handle_sqs_batch(&handler, &park, event, now).await;
+    let response = handle_sqs_batch(&handler, &park, event, &move || now).await;
     let failed: Vec<&str> = response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
     assert!(failed.is_empty(), "refused records are parked, not failed: {failed:?}");
     let parked: Vec<(Option<String>, String)> = park

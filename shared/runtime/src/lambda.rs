@@ -18,7 +18,7 @@ use worldland_adapters::bus::sqs::SqsBus;
 use worldland_core::bus::{BusResult, QueueSpec};
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use futures::FutureExt;
 use worldland_core::clock::{Clock, SystemClock};
 
@@ -208,6 +208,7 @@ mod tests {
     use super::*;
     use async_trait::async_trait;
     use aws_lambda_events::event::sqs::{SqsMessage, SqsMessageAttribute};
+    use chrono::DateTime;
     use worldland_core::refusal::{Reason, Rejection};
 
     /// Done for "ok", refused for "bad", retry for "busy", and a panic for "boom".

@@ -47,6 +47,8 @@ pub enum Reason {
     InvalidPrice,
     /// `gpu_price_per_hour` is above the operator's price ceiling.
     PriceAboveCeiling,
+    /// `gpu_price_per_hour` is below one micro-unit (it would be stored, and billed, as 0).
+    PriceBelowFloor,
     /// The `timestamp` is further from the broker's clock than the replay window.
     TimestampOutsideWindow,
     /// `enc_pubkey` is not a base64 X25519 public key (32 bytes).
@@ -117,6 +119,7 @@ impl Reason {
             Self::NoGpuOffered => "no_gpu_offered",
             Self::InvalidPrice => "invalid_price",
             Self::PriceAboveCeiling => "price_above_ceiling",
+            Self::PriceBelowFloor => "price_below_floor",
             Self::TimestampOutsideWindow => "timestamp_outside_window",
             Self::InvalidEncPubkey => "invalid_enc_pubkey",
             Self::SignatureMissing => "signature_missing",

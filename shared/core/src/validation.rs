@@ -205,9 +205,19 @@ pub fn check_public_ip(ip: &str, allow_private_networks: bool) -> Rule {
     Ok(())
 }
 
+/// Least accepted `gpu_price_per_hour`: one micro-unit, the broker's unit of account. A lower
+/// price would be stored as 0 micro-units — always the cheapest, billing nothing.
+pub const MIN_GPU_PRICE_PER_HOUR: f64 = 0.000_001;
+
 fn check_price(price: f64, ceiling: f64) -> Rule {
     if !price.is_finite() || price <= 0.0 {
         return refuse(Reason::InvalidPrice, "gpu_price_per_hour must be a finite number above 0");
+    }
+    if crate::provider::price_to_micros(price) < 1 || price < MIN_GPU_PRICE_PER_HOUR {
+        return refuse(
+            Reason::PriceBelowFloor,
+            format!("gpu_price_per_hour is below the floor of {MIN_GPU_PRICE_PER_HOUR} (one micro-unit)"),
+        );
     }
     if price > ceiling {
         return refuse(

@@ -233,6 +233,12 @@ fn cases(p: &SimulatedProvider, thief: &SimulatedProvider) -> Vec<Case> {
         true,
     );
     case(
+        "price that rounds to 0 micro-units",
+        &|v| v["capacity"]["gpu_price_per_hour"] = json!(4e-7),
+        "price_below_floor",
+        true,
+    );
+    case(
         "price as a string",
         &|v| v["capacity"]["gpu_price_per_hour"] = json!("0.5"),
         "malformed_json",

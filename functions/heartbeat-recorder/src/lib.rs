@@ -61,6 +61,9 @@ pub fn check(env: &StreamEnvelope, ctx: &Context, now: DateTime<Utc>) -> Result<
         .map_err(|e| Rejection::new(Reason::MalformedJson, format!("heartbeat does not match the agents' format: {e}")))?;
     check_provider_id(&hb.provider_id)?;
     check_timestamp(Some(hb.timestamp), now, ctx.replay_window)?;
+    if hb.seq.is_some_and(|n| i64::try_from(n).is_err()) {
+        return Err(Rejection::new(Reason::MalformedJson, "seq is above i64::MAX"));
+    }
     let signer = match env.signature.as_deref() {
         None | Some("") if ctx.signatures == SignaturePolicy::Required => {
             return Err(Rejection::new(Reason::SignatureMissing, "this network requires signed heartbeats"));
@@ -97,6 +100,7 @@ pub async fn handle(env: &StreamEnvelope, ctx: &Context, now: DateTime<Utc>) -> 
         node_name: &hb.node_name,
         at: hb.timestamp,
         received_at: received_at(env, now),
+        seq: hb.seq.and_then(|n| i64::try_from(n).ok()),
         claimed_status: &hb.status,
         active_jobs: i64::from(hb.active_jobs),
         usage_json: usage,
@@ -275,17 +279,25 @@ async fn cold_path(
             format!("provider is {}, not approved", rec.state),
         )),
         ProviderState::Approved => join_cluster(rec, facts, ctx, now).await,
-        _ => match rec.last_heartbeat {
-            // Stored times are whole milliseconds; compare at that precision.
-            Some(last) if last.timestamp_millis() == hb.timestamp.timestamp_millis() => Ok(()), // the same heartbeat again
-            // An older heartbeat (redelivered, or overtaken by a later one): nothing to record,
-            // and nothing wrong with it either, so it is settled, not dead-lettered.
-            Some(last) if last.timestamp_millis() > hb.timestamp.timestamp_millis() => {
-                tracing::debug!(provider_id = %hb.provider_id, heartbeat = %hb.timestamp, last = %last, "older heartbeat; a later one is already recorded");
-                Ok(())
-            }
-            _ => Err(Failure::retry("heartbeat raced another write; retrying")),
-        },
+        _ if already_superseded(hb, &rec) => {
+            // The same heartbeat again, or an older one (redelivered, replayed, or overtaken by a
+            // later one): nothing to record, and nothing wrong with it either, so it is settled,
+            // not dead-lettered.
+            tracing::debug!(provider_id = %hb.provider_id, heartbeat = %hb.timestamp, seq = ?hb.seq, "heartbeat not newer than the last recorded one");
+            Ok(())
+        }
+        _ => Err(Failure::retry("heartbeat raced another write; retrying")),
+    }
+}
+
+/// Whether a heartbeat is no later than the last recorded one of its kind: by sequence number
+/// when it carries one, else by its timestamp (stored times are whole milliseconds).
+fn already_superseded(hb: &Heartbeat, rec: &ProviderRecord) -> bool {
+    match hb.seq {
+        Some(seq) => rec.hb_seq.is_some_and(|last| i128::from(last) >= i128::from(seq)),
+        None => rec
+            .last_heartbeat
+            .is_some_and(|last| last.timestamp_millis() >= hb.timestamp.timestamp_millis()),
     }
 }
 

@@ -425,6 +425,7 @@ async fn heartbeats_carry_a_provider_to_available_offline_and_back() {
             node_name: node_name.clone(),
             interval: Duration::from_millis(200),
             timeouts: Default::default(),
+            state_dir: None,
         };
         let (stop, rx) = broadcast::channel(1);
         (stop, tokio::spawn(run_heartbeats(settings, p.key.clone(), Usage::default, rx)))

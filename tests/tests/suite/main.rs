@@ -1,6 +1,7 @@
 //! The integration tests, one module per subject, in one test binary: linked once instead of
 //! once per file (nextest still runs every test in a process of its own).
 
+mod agent_clock_steps;
 mod allocator;
 mod allocator_fencing;
 mod bad_registrations;

@@ -83,6 +83,7 @@ async fn heartbeats_are_signed_survive_an_outage_and_leave_no_backlog() {
         node_name: "gpu-node-00001".into(),
         interval,
         timeouts: Default::default(),
+        state_dir: None,
     };
     let (stop, rx) = broadcast::channel(1);
     let beating = tokio::spawn(run_heartbeats(

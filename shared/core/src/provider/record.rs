@@ -58,6 +58,8 @@ pub struct ProviderRecord {
     pub answered_registration: Option<String>,
     /// The last recorded heartbeat's own timestamp (ms precision); `None` before the first.
     pub last_heartbeat: Option<DateTime<Utc>>,
+    /// The sequence number of the last recorded sequenced heartbeat; `None` before the first.
+    pub hb_seq: Option<i64>,
     /// The status the agent claimed in its last heartbeat: shown, never trusted.
     pub heartbeat_status: Option<String>,
     /// Jobs the agent reported in its last heartbeat (0 before any).
@@ -120,6 +122,7 @@ impl ProviderRecord {
             approved_at: n(attr::APPROVED_AT).map(from_ms),
             answered_registration: s(attr::ANSWERED_REGISTRATION),
             last_heartbeat: n(attr::LAST_HB).map(from_ms),
+            hb_seq: n(attr::HB_SEQ),
             heartbeat_status: s(attr::HB_STATUS),
             active_jobs: n(attr::ACTIVE_JOBS).unwrap_or(0),
             labelled_jobs: n(attr::LABELLED_JOBS),

@@ -146,6 +146,9 @@ pub struct HeartbeatFacts<'a> {
     /// When the broker received it (its stream entry's time, bounded by the broker's clock): it
     /// becomes `hb_at`, which decides liveness, offline detection and billing.
     pub received_at: DateTime<Utc>,
+    /// The heartbeat's signed sequence number, when the agent sends one: it then orders
+    /// heartbeats (`hb_seq`) instead of `at`, so an agent clock stepped back changes nothing.
+    pub seq: Option<i64>,
     /// The status the agent claimed; recorded as `hb_status`.
     pub claimed_status: &'a str,
     /// Jobs the agent reported.
@@ -156,26 +159,38 @@ pub struct HeartbeatFacts<'a> {
 
 impl HeartbeatFacts<'_> {
     fn ops(&self) -> Vec<Op> {
+        let order = match self.seq {
+            Some(seq) => Op::set(attr::HB_SEQ, seq),
+            None => Op::set(attr::LAST_HB, ms(self.at)),
+        };
         vec![
             Op::set(attr::HB_AT, ms(self.received_at)),
-            Op::set(attr::LAST_HB, ms(self.at)),
+            order,
             Op::set(attr::HB_STATUS, self.claimed_status),
             Op::set(attr::ACTIVE_JOBS, self.active_jobs),
             Op::set(attr::USAGE, self.usage_json.clone()),
         ]
     }
+
+    /// Holds only for a heartbeat later than the last recorded one of its kind: by `hb_seq` for
+    /// a sequenced heartbeat, by the agent's timestamp (`last_hb`) for one without `seq`.
+    fn is_newer(&self) -> Cond {
+        let (path, value) = match self.seq {
+            Some(seq) => (attr::HB_SEQ, seq),
+            None => (attr::LAST_HB, ms(self.at)),
+        };
+        Cond::Or(vec![Cond::AttrNotExists(path.into()), Cond::Lt(path.into(), value)])
+    }
 }
 
 /// The hot path: one write, no read before it. Applies only to a joined, available or offline
 /// provider on its own node, signed by its own wallet (when signed), and only if this heartbeat
-/// is later than the last one — so a late or replayed heartbeat changes nothing.
+/// is later than the last one (by its sequence number, else its timestamp: see
+/// [`HeartbeatFacts::seq`]) — so a late or replayed heartbeat changes nothing.
 pub fn record_heartbeat(hb: &HeartbeatFacts<'_>, signer: Option<&str>) -> Transition {
     let mut cond = Cond::state_in(&[ProviderState::Joined, ProviderState::Available, ProviderState::Offline])
         .and(Cond::eq(attr::NODE_NAME, hb.node_name))
-        .and(Cond::Or(vec![
-            Cond::AttrNotExists(attr::LAST_HB.into()),
-            Cond::Lt(attr::LAST_HB.into(), ms(hb.at)),
-        ]));
+        .and(hb.is_newer());
     if let Some(w) = signer {
         cond = cond.and(Cond::eq(attr::WALLET, w.to_ascii_lowercase()));
     }

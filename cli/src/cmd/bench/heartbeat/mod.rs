@@ -83,6 +83,7 @@ fn heartbeat_body(key: &SigningKey, id: &str, at: DateTime<Utc>) -> Vec<u8> {
         memory_usage: 20.0,
         active_jobs: 0,
         timestamp: at,
+        seq: None,
     };
     let data = serde_json::to_string(&hb).expect("serialises");
     let env = StreamEnvelope {

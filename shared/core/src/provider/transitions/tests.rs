@@ -68,6 +68,7 @@ fn provider_lifecycle_transitions() {
         node_name: node,
         at,
         received_at: at,
+        seq: None,
         claimed_status: "available",
         active_jobs: 0,
         usage_json: "{}".into(),
@@ -178,4 +179,54 @@ fn token_replacement_and_creation_record() {
     let rec = ProviderRecord::from_item(&refused).unwrap();
     assert_eq!(rec.state, ProviderState::Approved);
     assert!(rec.unschedulable.unwrap().starts_with("node_owned_by_another_provider"));
+}
+
+/// Provider p1 joined and available, its last heartbeat recorded by `first`.
+fn available_after(first: &HeartbeatFacts<'_>, now: DateTime<Utc>) -> Item {
+    let w = "0x5aaeb6053f3e94c9b9a09f33669435e7ef1beaed";
+    let created = run(&register_pending(&reg(w), "1-0", now), None).unwrap();
+    let expires = now + chrono::Duration::hours(1);
+    let reserved = run(&reserve_token("abcdef", expires, now), Some(&created)).unwrap();
+    let approved = run(&approve("abcdef", "1-0", expires, now), Some(&reserved)).unwrap();
+    let joined = run(&join(first, None, now), Some(&approved)).unwrap();
+    run(&make_available(ProviderState::Joined, None, None, now), Some(&joined)).unwrap()
+}
+
+#[test]
+fn sequenced_heartbeats_are_ordered_by_seq_not_the_agent_clock() {
+    let n01: &'static str = Box::leak(node_name("p1", "GPU-01").into_boxed_str());
+    let now = Utc::now();
+    let t = |s: i64| now + chrono::Duration::seconds(s);
+    let hb = |at, seq| HeartbeatFacts {
+        node_name: n01,
+        at,
+        received_at: at,
+        seq,
+        claimed_status: "available",
+        active_jobs: 0,
+        usage_json: "{}".into(),
+    };
+    let item = available_after(&hb(t(0), Some(100)), now);
+    assert_eq!(ProviderRecord::from_item(&item).unwrap().hb_seq, Some(100));
+    // (timestamp, seq, applies): the clock may step back; the sequence must grow.
+    let table = [
+        (t(30), Some(101), true),
+        (t(-240), Some(101), true),
+        (t(30), Some(100), false),
+        (t(300), Some(99), false),
+        (t(300), Some(i64::MAX), true),
+        // Without seq: today's rule on the agent's timestamp (`last_hb`, kept by unsequenced ones).
+        (t(-1), None, true),
+    ];
+    for (at, seq, applies) in table {
+        let h = hb(at, seq);
+        assert_eq!(run(&record_heartbeat(&h, None), Some(&item)).is_some(), applies, "{h:?}");
+    }
+    // A replay of a recorded heartbeat changes nothing.
+    let next = run(&record_heartbeat(&hb(t(-240), Some(101)), None), Some(&item)).unwrap();
+    assert!(run(&record_heartbeat(&hb(t(-240), Some(101)), None), Some(&next)).is_none());
+    // Unsequenced heartbeats keep their own order (an agent downgraded to an old version).
+    let legacy = run(&record_heartbeat(&hb(t(60), None), None), Some(&next)).unwrap();
+    assert!(run(&record_heartbeat(&hb(t(60), None), None), Some(&legacy)).is_none());
+    assert!(run(&record_heartbeat(&hb(t(61), None), None), Some(&legacy)).is_some());
 }

@@ -343,6 +343,8 @@ pub mod lifecycle {
             signatures: SignaturePolicy::Required,
             replay_window: chrono::Duration::minutes(5),
             annotate_interval: chrono::Duration::minutes(5),
+            min_heartbeat_interval: chrono::Duration::seconds(10),
+            active_jobs_label_interval: chrono::Duration::seconds(60),
         }
     }
 

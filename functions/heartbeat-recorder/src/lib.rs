@@ -21,7 +21,9 @@ use worldland_core::labels;
 use worldland_core::ledger::ledger_for;
 use worldland_core::messages::{Heartbeat, ProviderState, StreamEnvelope, MAX_ENTRY_BYTES};
 use worldland_core::placement::placement_partition_for;
-use worldland_core::provider::{file_for_placement, make_available, note_node_write, record_heartbeat, HeartbeatFacts, ProviderRecord};
+use worldland_core::provider::{
+    file_for_placement, make_available, note_node_write, record_heartbeat, within_min_interval, HeartbeatFacts, ProviderRecord,
+};
 use worldland_core::refusal::{Reason, Rejection};
 use worldland_core::signature::{recover_personal, SignaturePolicy};
 use worldland_core::state::ItemStore;
@@ -46,6 +48,10 @@ pub struct Context {
     pub replay_window: Duration,
     /// The node's last-heartbeat annotation is rewritten at most this often.
     pub annotate_interval: Duration,
+    /// At most one heartbeat per provider is recorded this often (`WORLDLAND_MIN_HEARTBEAT_INTERVAL_S`).
+    pub min_heartbeat_interval: Duration,
+    /// The node's active-jobs label is patched at most this often (`WORLDLAND_ACTIVE_JOBS_LABEL_INTERVAL_S`).
+    pub active_jobs_label_interval: Duration,
 }
 
 /// Parses and checks what can be checked without state: size, format, timestamp, signature.
@@ -105,7 +111,7 @@ pub async fn handle(env: &StreamEnvelope, ctx: &Context, now: DateTime<Utc>) -> 
         active_jobs: i64::from(hb.active_jobs),
         usage_json: usage,
     };
-    match record_heartbeat(&facts, signer.as_deref())
+    match record_heartbeat(&facts, signer.as_deref(), ctx.min_heartbeat_interval)
         .run(ctx.store.as_ref(), &hb.provider_id)
         .await?
     {
@@ -226,7 +232,9 @@ pub(crate) async fn become_available_if_ready(
 
 /// Steady state: no node write unless the active-jobs label changed or the annotation is due.
 async fn refresh_node_marks(rec: &ProviderRecord, hb: &Heartbeat, ctx: &Context) -> Result<(), Failure> {
-    let jobs_changed = rec.labelled_jobs != Some(rec.active_jobs);
+    // The broker's receive time of the heartbeat just recorded.
+    let received = rec.hb_at;
+    let jobs_changed = rec.active_jobs_label_due(received, ctx.active_jobs_label_interval);
     let annotation_due = rec.annotated_at.is_none_or(|t| hb.timestamp - t >= ctx.annotate_interval);
     if !jobs_changed && !annotation_due {
         return Ok(());
@@ -247,7 +255,10 @@ async fn refresh_node_marks(rec: &ProviderRecord, hb: &Heartbeat, ctx: &Context)
         tracing::warn!(provider_id = %rec.provider_id, error = %e, "node marks not refreshed");
         return Ok(());
     }
-    let noted = note_node_write(jobs_changed.then_some(rec.active_jobs), annotation_due.then_some(hb.timestamp));
+    let noted = note_node_write(
+        jobs_changed.then_some((rec.active_jobs, received)),
+        annotation_due.then_some(hb.timestamp),
+    );
     noted.run(ctx.store.as_ref(), &rec.provider_id).await?;
     Ok(())
 }
@@ -286,6 +297,11 @@ async fn cold_path(
             tracing::debug!(provider_id = %hb.provider_id, heartbeat = %hb.timestamp, seq = ?hb.seq, "heartbeat not newer than the last recorded one");
             Ok(())
         }
+        _ if within_min_interval(rec.hb_at, facts.received_at, ctx.min_heartbeat_interval) => {
+            // More often than the broker records heartbeats: a routine duplicate, acknowledged.
+            tracing::debug!(provider_id = %hb.provider_id, last = %rec.hb_at, "heartbeat within the minimum interval; not recorded");
+            Ok(())
+        }
         _ => Err(Failure::retry("heartbeat raced another write; retrying")),
     }
 }
@@ -322,6 +338,8 @@ pub async fn context(b: &Backends) -> Result<Context, BackendError> {
         signatures: cfg.signature_policy,
         replay_window: Duration::seconds(cfg.replay_window_s),
         annotate_interval: Duration::seconds(cfg.annotate_interval_s),
+        min_heartbeat_interval: Duration::seconds(cfg.min_heartbeat_interval_s),
+        active_jobs_label_interval: Duration::seconds(cfg.active_jobs_label_interval_s),
     })
 }
 

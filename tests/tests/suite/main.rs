@@ -13,6 +13,7 @@ mod end_to_end;
 mod faults;
 mod forged_answers;
 mod forged_mining_commands;
+mod heartbeat_bill;
 mod heartbeat_recorder;
 mod join_token_issuer;
 mod lambda_adapter;

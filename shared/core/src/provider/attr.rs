@@ -65,6 +65,9 @@ pub const ACTIVE_JOBS: &str = "active_jobs";
 pub const USAGE: &str = "usage";
 /// The active-jobs value last written to the node's label.
 pub const LABELLED_JOBS: &str = "labelled_jobs";
+/// When the node's active-jobs label was last written (ms, the broker's receive time of the
+/// heartbeat that wrote it): it is patched at most once per interval.
+pub const LABELLED_AT: &str = "labelled_at";
 /// When the node's last-heartbeat annotation was last written (ms).
 pub const ANNOTATED_AT: &str = "annotated_at";
 /// Why the provider cannot be scheduled: its node contradicts the claimed spec (it stays

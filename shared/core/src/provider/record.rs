@@ -11,6 +11,14 @@ pub fn price_to_micros(price: f64) -> i64 {
     (price * 1_000_000.0).round() as i64
 }
 
+impl ProviderRecord {
+    /// Whether the node's active-jobs label should be patched at `now`: the reported count
+    /// differs from the labelled one, and the label was not written within `interval`.
+    pub fn active_jobs_label_due(&self, now: DateTime<Utc>, interval: chrono::Duration) -> bool {
+        self.labelled_jobs != Some(self.active_jobs) && self.labelled_at.is_none_or(|t| now - t >= interval)
+    }
+}
+
 /// A provider as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProviderRecord {
@@ -66,6 +74,8 @@ pub struct ProviderRecord {
     pub active_jobs: i64,
     /// Active-jobs value last written to the node's label; `None` before the first write.
     pub labelled_jobs: Option<i64>,
+    /// When the active-jobs label was last written (the broker's receive time).
+    pub labelled_at: Option<DateTime<Utc>>,
     /// When the node's last-heartbeat annotation was last written.
     pub annotated_at: Option<DateTime<Utc>>,
     /// Why the provider cannot be scheduled (its node contradicts its spec, or its join was
@@ -126,6 +136,7 @@ impl ProviderRecord {
             heartbeat_status: s(attr::HB_STATUS),
             active_jobs: n(attr::ACTIVE_JOBS).unwrap_or(0),
             labelled_jobs: n(attr::LABELLED_JOBS),
+            labelled_at: n(attr::LABELLED_AT).map(from_ms),
             annotated_at: n(attr::ANNOTATED_AT).map(from_ms),
             unschedulable: s(attr::UNSCHEDULABLE),
             joined_at: n(attr::JOINED_AT).map(from_ms),

@@ -39,6 +39,8 @@ pub enum Reason {
     MemoryOutOfRange,
     /// `spec.available_disk_gb` is 0.
     DiskOutOfRange,
+    /// The spec, as JSON, is over 16 KiB (it is stored on the item every heartbeat rewrites).
+    SpecTooLarge,
     /// The capacity, or the mining config, uses more GPUs, CPU cores or memory than there are.
     CapacityAboveSpec,
     /// `capacity.gpu_count` is 0.
@@ -115,6 +117,7 @@ impl Reason {
             Self::CpuCoresOutOfRange => "cpu_cores_out_of_range",
             Self::MemoryOutOfRange => "memory_out_of_range",
             Self::DiskOutOfRange => "disk_out_of_range",
+            Self::SpecTooLarge => "spec_too_large",
             Self::CapacityAboveSpec => "capacity_above_spec",
             Self::NoGpuOffered => "no_gpu_offered",
             Self::InvalidPrice => "invalid_price",

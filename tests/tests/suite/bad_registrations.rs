@@ -196,6 +196,12 @@ fn cases(p: &SimulatedProvider, thief: &SimulatedProvider) -> Vec<Case> {
         true,
     );
     case(
+        "a spec padded to 40 KiB",
+        &|v| v["spec"]["kernel_ver"] = json!("x".repeat(40 * 1024)),
+        "spec_too_large",
+        true,
+    );
+    case(
         "offers more GPUs than it has",
         &|v| v["capacity"]["gpu_count"] = json!(100),
         "capacity_above_spec",

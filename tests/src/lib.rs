@@ -345,6 +345,7 @@ pub mod lifecycle {
             annotate_interval: chrono::Duration::minutes(5),
             min_heartbeat_interval: chrono::Duration::seconds(10),
             active_jobs_label_interval: chrono::Duration::seconds(60),
+            recent: Default::default(),
         }
     }
 

@@ -27,15 +27,19 @@ use worldland_core::provider::{
 use worldland_core::refusal::{Reason, Rejection};
 use worldland_core::signature::{recover_personal, SignaturePolicy};
 use worldland_core::state::ItemStore;
-use worldland_core::validation::{check_provider_id, check_timestamp, MAX_GPUS};
+use worldland_core::validation::{check_provider_id, check_timestamp};
 use worldland_core::worker::{Consume, Failure};
 use worldland_runtime::backends::BackendError;
 use worldland_runtime::worker::Worker;
 use worldland_runtime::Backends;
 
 mod joining;
+mod recent;
+mod usage;
 
 use joining::join_cluster;
+pub use recent::RecentHeartbeats;
+use usage::usage_json;
 
 pub const WORKER: &str = worldland_core::bus::routes::HEARTBEAT_RECORDER.0;
 pub const BINDINGS: &[&str] = worldland_core::bus::routes::HEARTBEAT_RECORDER.1;
@@ -52,6 +56,8 @@ pub struct Context {
     pub min_heartbeat_interval: Duration,
     /// The node's active-jobs label is patched at most this often (`WORLDLAND_ACTIVE_JOBS_LABEL_INTERVAL_S`).
     pub active_jobs_label_interval: Duration,
+    /// The heartbeats this process recorded last: ones too soon after them cost no store call.
+    pub recent: RecentHeartbeats,
 }
 
 /// Parses and checks what can be checked without state: size, format, timestamp, signature.
@@ -111,36 +117,20 @@ pub async fn handle(env: &StreamEnvelope, ctx: &Context, now: DateTime<Utc>) -> 
         active_jobs: i64::from(hb.active_jobs),
         usage_json: usage,
     };
+    if ctx.recent.too_soon(&hb.provider_id, facts.received_at, ctx.min_heartbeat_interval) {
+        tracing::debug!(provider_id = %hb.provider_id, "heartbeat within the minimum interval; not recorded");
+        return Ok(());
+    }
     match record_heartbeat(&facts, signer.as_deref(), ctx.min_heartbeat_interval)
         .run(ctx.store.as_ref(), &hb.provider_id)
         .await?
     {
-        Some(rec) => after_recorded(rec, &hb, ctx, now).await,
+        Some(rec) => {
+            ctx.recent.recorded(&hb.provider_id, facts.received_at);
+            after_recorded(rec, &hb, ctx, now).await
+        }
         None => cold_path(&hb, &facts, signer.as_deref(), ctx, now).await,
     }
-}
-
-/// The agent's load as stored under `usage`: `{"cpu":…,"gpu":[…],"memory":…}`, keys sorted as
-/// `serde_json::json!` sorted them, serialised straight from the heartbeat (no `Value` tree).
-/// Bounded, since every recorded heartbeat rewrites it: at most [`MAX_GPUS`] GPUs, each figure
-/// rounded to 0.1 (so at most about 1.5 KiB, whatever the heartbeat carried).
-fn usage_json(hb: &Heartbeat) -> String {
-    #[derive(serde::Serialize)]
-    struct Usage {
-        cpu: f64,
-        gpu: Vec<f64>,
-        memory: f64,
-    }
-    let usage = Usage {
-        cpu: tenths(hb.cpu_usage),
-        gpu: hb.gpu_usage.iter().take(MAX_GPUS as usize).copied().map(tenths).collect(),
-        memory: tenths(hb.memory_usage),
-    };
-    serde_json::to_string(&usage).expect("numbers serialise")
-}
-
-fn tenths(x: f64) -> f64 {
-    (x * 10.0).round() / 10.0
 }
 
 /// The heartbeat is recorded; act on the state it found.
@@ -305,6 +295,8 @@ async fn cold_path(
         }
         _ if within_min_interval(rec.hb_at, facts.received_at, ctx.min_heartbeat_interval) => {
             // More often than the broker records heartbeats: a routine duplicate, acknowledged.
+            // What the store holds is noted, so the next ones cost no store call.
+            ctx.recent.recorded(&hb.provider_id, rec.hb_at);
             tracing::debug!(provider_id = %hb.provider_id, last = %rec.hb_at, "heartbeat within the minimum interval; not recorded");
             Ok(())
         }
@@ -346,54 +338,11 @@ pub async fn context(b: &Backends) -> Result<Context, BackendError> {
         annotate_interval: Duration::seconds(cfg.annotate_interval_s),
         min_heartbeat_interval: Duration::seconds(cfg.min_heartbeat_interval_s),
         active_jobs_label_interval: Duration::seconds(cfg.active_jobs_label_interval_s),
+        recent: RecentHeartbeats::default(),
     })
 }
 
 /// The worker, for the entry points.
 pub async fn worker(b: Backends) -> Result<Worker, BackendError> {
     Ok(Worker::consumer(HeartbeatRecorder(context(&b).await?)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn usage_json_is_bounded_and_rounded() {
-        let hb: Heartbeat = serde_json::from_value(serde_json::json!({
-            "provider_id": "p", "node_name": "n", "timestamp": "2024-01-01T00:00:00Z",
-        }))
-        .unwrap();
-        let table = [
-            ((vec![], 0.0, 0.0), r#"{"cpu":0.0,"gpu":[],"memory":0.0}"#.to_string()),
-            (
-                (vec![0.54, 99.25], 12.5, 1e-3),
-                r#"{"cpu":12.5,"gpu":[0.5,99.3],"memory":0.0}"#.to_string(),
-            ),
-            (
-                (vec![f64::NAN], f64::INFINITY, -0.0),
-                r#"{"cpu":null,"gpu":[null],"memory":-0.0}"#.to_string(),
-            ),
-            (
-                (vec![12.345_678_901_234; 10_000], 1.0, 2.0),
-                format!(r#"{{"cpu":1.0,"gpu":[{}],"memory":2.0}}"#, vec!["12.3"; 64].join(",")),
-            ),
-        ];
-        for ((gpu, cpu, memory), want) in table {
-            let hb = Heartbeat {
-                gpu_usage: gpu,
-                cpu_usage: cpu,
-                memory_usage: memory,
-                ..hb.clone()
-            };
-            assert_eq!(usage_json(&hb), want);
-        }
-        let most = Heartbeat {
-            gpu_usage: vec![-1.2345e300; 64],
-            cpu_usage: -1.2345e300,
-            memory_usage: -1.2345e300,
-            ..hb
-        };
-        assert!(usage_json(&most).len() < 1_700, "{}", usage_json(&most).len());
-    }
 }

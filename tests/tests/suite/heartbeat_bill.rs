@@ -4,7 +4,10 @@
 //! most once per `WORLDLAND_ACTIVE_JOBS_LABEL_INTERVAL_S`. Before, a flood of millisecond-apart
 //! heartbeats rewrote the provider's item each time, and every flip was a Node PATCH.
 
+use std::sync::Arc;
+
 use chrono::{Duration, Utc};
+use worldland_adapters::state::counting::CountingStore;
 use worldland_core::provider::ProviderRecord;
 use worldland_tests::lifecycle::{available_provider, recorder, sequenced_heartbeat};
 use worldland_tests::Outcome;
@@ -13,7 +16,8 @@ use worldland_tests::Outcome;
 async fn a_flood_of_heartbeats_makes_at_most_one_write_per_interval() {
     let t0 = Utc::now() - Duration::minutes(20);
     let (store, cluster, p) = available_provider(1, t0).await;
-    let ctx = recorder(store.clone(), cluster.clone());
+    let counting = Arc::new(CountingStore::new(store.clone()));
+    let ctx = recorder(counting.clone(), cluster.clone());
     assert_eq!(ctx.min_heartbeat_interval, Duration::seconds(10));
     let mut writes = 0;
     let mut last = ProviderRecord::load(store.as_ref(), &p.provider_id).await.unwrap().unwrap();
@@ -32,6 +36,18 @@ async fn a_flood_of_heartbeats_makes_at_most_one_write_per_interval() {
         last = rec;
     }
     assert_eq!(writes, 3, "one per 10 s (at 10, 20 and 30 s), not 3,000");
+    // A failed conditional write is billed too: after the first one (and the read that explains
+    // it) the recorder does not even try the others.
+    let calls = counting.take();
+    assert_eq!((calls.writes, calls.gets), (4, 1), "store calls for 3,000 heartbeats");
+    // Another recorder process (which saw none of them) is held by the store's condition.
+    let other = recorder(counting.clone(), cluster.clone());
+    let at = t0 + Duration::milliseconds(30_005);
+    let mut env = sequenced_heartbeat(&p, at, 0, Some(5_000));
+    env.entry_id = format!("{}-0", at.timestamp_millis());
+    assert_eq!(Outcome::from(heartbeat_recorder::handle(&env, &other, at).await), Outcome::Done);
+    let rec = ProviderRecord::load(store.as_ref(), &p.provider_id).await.unwrap().unwrap();
+    assert_eq!(rec, last, "not recorded");
 }
 
 #[tokio::test]

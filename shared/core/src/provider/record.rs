@@ -12,6 +12,15 @@ pub fn price_to_micros(price: f64) -> i64 {
 }
 
 impl ProviderRecord {
+    /// When the broker received the last recorded heartbeat (`hb_at`), once there is one — for
+    /// joined, available and offline providers; before joining `hb_at` holds the approval's
+    /// expiry. Unlike `last_heartbeat` (the agent's word, kept only for agents without `seq`),
+    /// it is recorded for every agent.
+    pub fn last_received(&self) -> Option<DateTime<Utc>> {
+        use crate::messages::ProviderState::{Available, Joined, Offline};
+        matches!(self.state, Joined | Available | Offline).then_some(self.hb_at)
+    }
+
     /// Whether the node's active-jobs label should be patched at `now`: the reported count
     /// differs from the labelled one, and the label was not written within `interval`.
     pub fn active_jobs_label_due(&self, now: DateTime<Utc>, interval: chrono::Duration) -> bool {

@@ -207,7 +207,13 @@ fn sequenced_heartbeats_are_ordered_by_seq_not_the_agent_clock() {
         usage_json: "{}".into(),
     };
     let item = available_after(&hb(t(0), Some(100)), now);
-    assert_eq!(ProviderRecord::from_item(&item).unwrap().hb_seq, Some(100));
+    let rec = ProviderRecord::from_item(&item).unwrap();
+    assert_eq!((rec.hb_seq, rec.last_heartbeat), (Some(100), None));
+    assert_eq!(
+        rec.last_received(),
+        Some(from_ms(ms(t(0)))),
+        "received times are kept for every agent"
+    );
     // (timestamp, seq, applies): the clock may step back; the sequence must grow.
     let table = [
         (t(30), Some(101), true),

@@ -15,6 +15,8 @@ use worldland_core::messages::Heartbeat;
 use worldland_core::signature::sign_personal;
 use worldland_core::streams::StreamNames;
 
+use crate::sequence::HeartbeatSequence;
+
 /// Machine load at the moment of a heartbeat.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Usage {
@@ -33,6 +35,7 @@ pub fn build_heartbeat(provider_id: &str, node_name: &str, status: &str, active_
         memory_usage: usage.memory,
         active_jobs,
         timestamp: now,
+        seq: None,
     }
 }
 
@@ -45,6 +48,8 @@ pub struct HeartbeatSettings {
     pub interval: Duration,
     /// Of the loop's connection: after a timed-out beat it is replaced, never waited on again.
     pub timeouts: worldland_redis::RedisTimeouts,
+    /// Where the heartbeat sequence number is kept ([`crate::sequence`]); `None`: in memory only.
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -53,16 +58,25 @@ pub struct HeartbeatStats {
     pub failed: u64,
 }
 
-async fn send(conn: &mut redis::aio::ConnectionManager, s: &HeartbeatSettings, key: &SigningKey, usage: &Usage) -> redis::RedisResult<()> {
+async fn send(
+    conn: &mut redis::aio::ConnectionManager,
+    s: &HeartbeatSettings,
+    key: &SigningKey,
+    usage: &Usage,
+    seq: &mut HeartbeatSequence,
+) -> redis::RedisResult<()> {
     let now = Utc::now();
-    let hb = build_heartbeat(
-        &s.provider_id,
-        &s.node_name,
-        worldland_core::messages::ProviderState::Available.as_str(),
-        0,
-        usage,
-        now,
-    );
+    let hb = Heartbeat {
+        seq: Some(seq.advance(now)),
+        ..build_heartbeat(
+            &s.provider_id,
+            &s.node_name,
+            worldland_core::messages::ProviderState::Available.as_str(),
+            0,
+            usage,
+            now,
+        )
+    };
     let data = serde_json::to_string(&hb).expect("heartbeats serialise");
     redis::cmd("XADD")
         .arg(s.streams.heartbeat())
@@ -100,6 +114,7 @@ pub async fn run_heartbeats(
     let mut conn: Option<redis::aio::ConnectionManager> = None;
     let mut backoff = reconnect_backoff(s.interval);
     let mut next = tokio::time::Instant::now();
+    let mut seq = HeartbeatSequence::open(s.state_dir.as_deref());
     loop {
         tokio::select! {
             _ = shutdown.recv() => break,
@@ -110,7 +125,7 @@ pub async fn run_heartbeats(
                 Some(c) => c,
                 None => worldland_redis::connect_with(&s.redis_url, s.timeouts).await?,
             };
-            send(&mut c, &s, &key, &usage()).await?;
+            send(&mut c, &s, &key, &usage(), &mut seq).await?;
             redis::RedisResult::Ok(c)
         };
         // A beat in flight is finished, not dropped, on shutdown: it is bounded by the

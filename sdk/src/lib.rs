@@ -9,6 +9,7 @@ pub mod join;
 pub mod local_state;
 pub mod mining;
 pub mod process;
+pub mod sequence;
 pub mod simulated;
 pub mod verify;
 pub mod wallet;

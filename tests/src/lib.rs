@@ -343,6 +343,9 @@ pub mod lifecycle {
             signatures: SignaturePolicy::Required,
             replay_window: chrono::Duration::minutes(5),
             annotate_interval: chrono::Duration::minutes(5),
+            min_heartbeat_interval: chrono::Duration::seconds(10),
+            active_jobs_label_interval: chrono::Duration::seconds(60),
+            recent: Default::default(),
         }
     }
 
@@ -361,6 +364,11 @@ pub mod lifecycle {
 
     /// A heartbeat from `p` at `at`, signed by its wallet, as the bridge forwards it.
     pub fn heartbeat(p: &SimulatedProvider, at: DateTime<Utc>, active_jobs: u32) -> StreamEnvelope {
+        sequenced_heartbeat(p, at, active_jobs, None)
+    }
+
+    /// [`heartbeat`] carrying sequence number `seq` (signed with the rest), as new agents send.
+    pub fn sequenced_heartbeat(p: &SimulatedProvider, at: DateTime<Utc>, active_jobs: u32, seq: Option<u64>) -> StreamEnvelope {
         let hb = Heartbeat {
             provider_id: p.provider_id.clone(),
             node_name: worldland_core::validation::node_name(&p.provider_id, &p.registration.spec.hostname),
@@ -370,6 +378,7 @@ pub mod lifecycle {
             memory_usage: 50.0,
             active_jobs,
             timestamp: at,
+            seq,
         };
         let data = serde_json::to_string(&hb).unwrap();
         StreamEnvelope {

@@ -42,13 +42,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 }
 
 /// A provider as `providers list --json` prints it (times in epoch ms; `hb_at` is the broker's
-/// receive time of the last heartbeat once joined, `last_heartbeat` the agent's own timestamp).
+/// receive time of the last heartbeat once joined, `last_heartbeat` the agent's own timestamp of
+/// its last unsequenced heartbeat, `hb_seq` the last sequence number recorded).
 fn provider_json(r: &ProviderRecord) -> serde_json::Value {
     let ms = |t: Option<chrono::DateTime<chrono::Utc>>| t.map(|t| t.timestamp_millis());
     serde_json::json!({
         "provider_id": r.provider_id, "state": r.state.as_str(), "node_name": r.node_name,
         "gpu_model": r.gpu_model, "gpu_count": r.gpu_count, "price_micros": r.price_micros,
-        "hb_at": r.hb_at.timestamp_millis(), "last_heartbeat": ms(r.last_heartbeat),
+        "hb_at": r.hb_at.timestamp_millis(), "last_heartbeat": ms(r.last_heartbeat), "hb_seq": r.hb_seq,
         "offline_at": ms(r.offline_at), "joined_at": ms(r.joined_at), "active_jobs": r.active_jobs,
         "unschedulable": r.unschedulable, "token_id": r.token_id,
         "client_csr": r.client_csr, "csr_refusal": r.csr_refusal,
@@ -86,7 +87,7 @@ async fn list(store: &dyn ItemStore, state: Option<String>, json: bool) -> anyho
     for item in items.iter().filter(|i| !nodes::is_not_a_provider(i)) {
         let r = ProviderRecord::from_item(item)?;
         let age = r
-            .last_heartbeat
+            .last_received()
             .map(|t| format!("{}s", (now - t).num_seconds()))
             .unwrap_or_else(|| "-".into());
         println!(
@@ -132,9 +133,10 @@ async fn describe(store: &dyn ItemStore, id: &str, now: chrono::DateTime<chrono:
     let owner = nodes::owner(store, &r.node_name).await?;
     let opt = |t: Option<chrono::DateTime<chrono::Utc>>| t.map(|t| t.to_rfc3339()).unwrap_or_else(|| "-".into());
     let age = r
-        .last_heartbeat
+        .last_received()
         .map(|t| format!(" ({} s ago)", (now - t).num_seconds()))
         .unwrap_or_default();
+    let seq = r.hb_seq.map(|n| format!(", seq {n}")).unwrap_or_default();
     let unschedulable = match (&r.unschedulable, r.state) {
         (Some(why), ProviderState::Approved) => format!("yes: join refused ({why})"),
         (Some(why), _) => format!("yes: {why}"),
@@ -152,7 +154,7 @@ async fn describe(store: &dyn ItemStore, id: &str, now: chrono::DateTime<chrono:
         format!("registered:      {}", r.registered_at.to_rfc3339()),
         format!("approved:        {}", opt(r.approved_at)),
         format!("joined:          {}", opt(r.joined_at)),
-        format!("last heartbeat:  {}{age}", opt(r.last_heartbeat)),
+        format!("last heartbeat:  {}{age}{seq}", opt(r.last_received())),
         format!(
             "agent says:      {} ({} active jobs)",
             r.heartbeat_status.as_deref().unwrap_or("-"),

@@ -109,7 +109,7 @@ pub(crate) async fn join_cluster(
         .ok_or_else(|| Failure::retry("join raced another write; retrying"))?;
     tracing::info!(provider_id = %rec.provider_id, node = %rec.node_name, "provider joined");
     if contradiction.is_none() {
-        let _ = note_node_write(Some(facts.active_jobs), Some(facts.at))
+        let _ = note_node_write(Some((facts.active_jobs, facts.received_at)), Some(facts.at))
             .run(ctx.store.as_ref(), &rec.provider_id)
             .await;
     }

@@ -21,7 +21,9 @@ use worldland_core::labels;
 use worldland_core::ledger::ledger_for;
 use worldland_core::messages::{Heartbeat, ProviderState, StreamEnvelope, MAX_ENTRY_BYTES};
 use worldland_core::placement::placement_partition_for;
-use worldland_core::provider::{file_for_placement, make_available, note_node_write, record_heartbeat, HeartbeatFacts, ProviderRecord};
+use worldland_core::provider::{
+    file_for_placement, make_available, note_node_write, record_heartbeat, within_min_interval, HeartbeatFacts, ProviderRecord,
+};
 use worldland_core::refusal::{Reason, Rejection};
 use worldland_core::signature::{recover_personal, SignaturePolicy};
 use worldland_core::state::ItemStore;
@@ -32,8 +34,12 @@ use worldland_runtime::worker::Worker;
 use worldland_runtime::Backends;
 
 mod joining;
+mod recent;
+mod usage;
 
 use joining::join_cluster;
+pub use recent::RecentHeartbeats;
+use usage::usage_json;
 
 pub const WORKER: &str = worldland_core::bus::routes::HEARTBEAT_RECORDER.0;
 pub const BINDINGS: &[&str] = worldland_core::bus::routes::HEARTBEAT_RECORDER.1;
@@ -46,6 +52,12 @@ pub struct Context {
     pub replay_window: Duration,
     /// The node's last-heartbeat annotation is rewritten at most this often.
     pub annotate_interval: Duration,
+    /// At most one heartbeat per provider is recorded this often (`WORLDLAND_MIN_HEARTBEAT_INTERVAL_S`).
+    pub min_heartbeat_interval: Duration,
+    /// The node's active-jobs label is patched at most this often (`WORLDLAND_ACTIVE_JOBS_LABEL_INTERVAL_S`).
+    pub active_jobs_label_interval: Duration,
+    /// The heartbeats this process recorded last: ones too soon after them cost no store call.
+    pub recent: RecentHeartbeats,
 }
 
 /// Parses and checks what can be checked without state: size, format, timestamp, signature.
@@ -61,6 +73,9 @@ pub fn check(env: &StreamEnvelope, ctx: &Context, now: DateTime<Utc>) -> Result<
         .map_err(|e| Rejection::new(Reason::MalformedJson, format!("heartbeat does not match the agents' format: {e}")))?;
     check_provider_id(&hb.provider_id)?;
     check_timestamp(Some(hb.timestamp), now, ctx.replay_window)?;
+    if hb.seq.is_some_and(|n| i64::try_from(n).is_err()) {
+        return Err(Rejection::new(Reason::MalformedJson, "seq is above i64::MAX"));
+    }
     let signer = match env.signature.as_deref() {
         None | Some("") if ctx.signatures == SignaturePolicy::Required => {
             return Err(Rejection::new(Reason::SignatureMissing, "this network requires signed heartbeats"));
@@ -97,34 +112,25 @@ pub async fn handle(env: &StreamEnvelope, ctx: &Context, now: DateTime<Utc>) -> 
         node_name: &hb.node_name,
         at: hb.timestamp,
         received_at: received_at(env, now),
+        seq: hb.seq.and_then(|n| i64::try_from(n).ok()),
         claimed_status: &hb.status,
         active_jobs: i64::from(hb.active_jobs),
         usage_json: usage,
     };
-    match record_heartbeat(&facts, signer.as_deref())
+    if ctx.recent.too_soon(&hb.provider_id, facts.received_at, ctx.min_heartbeat_interval) {
+        tracing::debug!(provider_id = %hb.provider_id, "heartbeat within the minimum interval; not recorded");
+        return Ok(());
+    }
+    match record_heartbeat(&facts, signer.as_deref(), ctx.min_heartbeat_interval)
         .run(ctx.store.as_ref(), &hb.provider_id)
         .await?
     {
-        Some(rec) => after_recorded(rec, &hb, ctx, now).await,
+        Some(rec) => {
+            ctx.recent.recorded(&hb.provider_id, facts.received_at);
+            after_recorded(rec, &hb, ctx, now).await
+        }
         None => cold_path(&hb, &facts, signer.as_deref(), ctx, now).await,
     }
-}
-
-/// The agent's load as stored under `usage`: `{"cpu":…,"gpu":[…],"memory":…}`, keys sorted as
-/// `serde_json::json!` sorted them, serialised straight from the heartbeat (no `Value` tree).
-fn usage_json(hb: &Heartbeat) -> String {
-    #[derive(serde::Serialize)]
-    struct Usage<'a> {
-        cpu: f64,
-        gpu: &'a [f64],
-        memory: f64,
-    }
-    let usage = Usage {
-        cpu: hb.cpu_usage,
-        gpu: &hb.gpu_usage,
-        memory: hb.memory_usage,
-    };
-    serde_json::to_string(&usage).expect("numbers serialise")
 }
 
 /// The heartbeat is recorded; act on the state it found.
@@ -222,7 +228,9 @@ pub(crate) async fn become_available_if_ready(
 
 /// Steady state: no node write unless the active-jobs label changed or the annotation is due.
 async fn refresh_node_marks(rec: &ProviderRecord, hb: &Heartbeat, ctx: &Context) -> Result<(), Failure> {
-    let jobs_changed = rec.labelled_jobs != Some(rec.active_jobs);
+    // The broker's receive time of the heartbeat just recorded.
+    let received = rec.hb_at;
+    let jobs_changed = rec.active_jobs_label_due(received, ctx.active_jobs_label_interval);
     let annotation_due = rec.annotated_at.is_none_or(|t| hb.timestamp - t >= ctx.annotate_interval);
     if !jobs_changed && !annotation_due {
         return Ok(());
@@ -243,7 +251,10 @@ async fn refresh_node_marks(rec: &ProviderRecord, hb: &Heartbeat, ctx: &Context)
         tracing::warn!(provider_id = %rec.provider_id, error = %e, "node marks not refreshed");
         return Ok(());
     }
-    let noted = note_node_write(jobs_changed.then_some(rec.active_jobs), annotation_due.then_some(hb.timestamp));
+    let noted = note_node_write(
+        jobs_changed.then_some((rec.active_jobs, received)),
+        annotation_due.then_some(hb.timestamp),
+    );
     noted.run(ctx.store.as_ref(), &rec.provider_id).await?;
     Ok(())
 }
@@ -275,17 +286,32 @@ async fn cold_path(
             format!("provider is {}, not approved", rec.state),
         )),
         ProviderState::Approved => join_cluster(rec, facts, ctx, now).await,
-        _ => match rec.last_heartbeat {
-            // Stored times are whole milliseconds; compare at that precision.
-            Some(last) if last.timestamp_millis() == hb.timestamp.timestamp_millis() => Ok(()), // the same heartbeat again
-            // An older heartbeat (redelivered, or overtaken by a later one): nothing to record,
-            // and nothing wrong with it either, so it is settled, not dead-lettered.
-            Some(last) if last.timestamp_millis() > hb.timestamp.timestamp_millis() => {
-                tracing::debug!(provider_id = %hb.provider_id, heartbeat = %hb.timestamp, last = %last, "older heartbeat; a later one is already recorded");
-                Ok(())
-            }
-            _ => Err(Failure::retry("heartbeat raced another write; retrying")),
-        },
+        _ if already_superseded(hb, &rec) => {
+            // The same heartbeat again, or an older one (redelivered, replayed, or overtaken by a
+            // later one): nothing to record, and nothing wrong with it either, so it is settled,
+            // not dead-lettered.
+            tracing::debug!(provider_id = %hb.provider_id, heartbeat = %hb.timestamp, seq = ?hb.seq, "heartbeat not newer than the last recorded one");
+            Ok(())
+        }
+        _ if within_min_interval(rec.hb_at, facts.received_at, ctx.min_heartbeat_interval) => {
+            // More often than the broker records heartbeats: a routine duplicate, acknowledged.
+            // What the store holds is noted, so the next ones cost no store call.
+            ctx.recent.recorded(&hb.provider_id, rec.hb_at);
+            tracing::debug!(provider_id = %hb.provider_id, last = %rec.hb_at, "heartbeat within the minimum interval; not recorded");
+            Ok(())
+        }
+        _ => Err(Failure::retry("heartbeat raced another write; retrying")),
+    }
+}
+
+/// Whether a heartbeat is no later than the last recorded one of its kind: by sequence number
+/// when it carries one, else by its timestamp (stored times are whole milliseconds).
+fn already_superseded(hb: &Heartbeat, rec: &ProviderRecord) -> bool {
+    match hb.seq {
+        Some(seq) => rec.hb_seq.is_some_and(|last| i128::from(last) >= i128::from(seq)),
+        None => rec
+            .last_heartbeat
+            .is_some_and(|last| last.timestamp_millis() >= hb.timestamp.timestamp_millis()),
     }
 }
 
@@ -310,37 +336,13 @@ pub async fn context(b: &Backends) -> Result<Context, BackendError> {
         signatures: cfg.signature_policy,
         replay_window: Duration::seconds(cfg.replay_window_s),
         annotate_interval: Duration::seconds(cfg.annotate_interval_s),
+        min_heartbeat_interval: Duration::seconds(cfg.min_heartbeat_interval_s),
+        active_jobs_label_interval: Duration::seconds(cfg.active_jobs_label_interval_s),
+        recent: RecentHeartbeats::default(),
     })
 }
 
 /// The worker, for the entry points.
 pub async fn worker(b: Backends) -> Result<Worker, BackendError> {
     Ok(Worker::consumer(HeartbeatRecorder(context(&b).await?)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn usage_json_is_what_json_macro_wrote() {
-        for (gpu, cpu, memory) in [
-            (vec![], 0.0, 0.0),
-            (vec![0.5, 99.25], 12.5, 1e-3),
-            (vec![f64::NAN], f64::INFINITY, -0.0),
-        ] {
-            let hb: Heartbeat = serde_json::from_value(serde_json::json!({
-                "provider_id": "p", "node_name": "n", "timestamp": "2024-01-01T00:00:00Z",
-            }))
-            .unwrap();
-            let hb = Heartbeat {
-                gpu_usage: gpu,
-                cpu_usage: cpu,
-                memory_usage: memory,
-                ..hb
-            };
-            let want = serde_json::json!({"gpu": hb.gpu_usage, "cpu": hb.cpu_usage, "memory": hb.memory_usage}).to_string();
-            assert_eq!(usage_json(&hb), want);
-        }
-    }
 }

@@ -73,6 +73,7 @@ pub async fn run_heartbeats_in(
         node_name,
         interval,
         timeouts: Default::default(),
+        state_dir: dir.map(Path::to_path_buf),
     };
     let shutdown = worldland_redis::shutdown_on_signal();
     let mut probe = heartbeat::UsageProbe::default();

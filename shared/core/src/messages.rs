@@ -287,8 +287,15 @@ pub struct Heartbeat {
     /// Jobs the agent says it runs; mirrored on the node's `worldland.io/active-jobs` label.
     #[serde(default)]
     pub active_jobs: u32,
-    /// When the agent sent it; it must lie in the replay window and be later than the last recorded heartbeat.
+    /// When the agent sent it; it must lie in the replay window and, without `seq`, be later
+    /// than the last recorded heartbeat.
     pub timestamp: DateTime<Utc>,
+    /// New agents only: a sequence number, signed with the rest of `data`, that grows with every
+    /// heartbeat (the SDK persists it in its state directory). When present it alone orders
+    /// heartbeats — each must exceed the last recorded — so an agent clock stepped back changes
+    /// nothing; at most `i64::MAX`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
 }
 
 /// A Redis stream entry as the bridge forwards it onto the bus: the exact bytes of `data` (as

@@ -39,6 +39,8 @@ pub enum Reason {
     MemoryOutOfRange,
     /// `spec.available_disk_gb` is 0.
     DiskOutOfRange,
+    /// The spec, as JSON, is over 16 KiB (it is stored on the item every heartbeat rewrites).
+    SpecTooLarge,
     /// The capacity, or the mining config, uses more GPUs, CPU cores or memory than there are.
     CapacityAboveSpec,
     /// `capacity.gpu_count` is 0.
@@ -47,6 +49,8 @@ pub enum Reason {
     InvalidPrice,
     /// `gpu_price_per_hour` is above the operator's price ceiling.
     PriceAboveCeiling,
+    /// `gpu_price_per_hour` is below one micro-unit (it would be stored, and billed, as 0).
+    PriceBelowFloor,
     /// The `timestamp` is further from the broker's clock than the replay window.
     TimestampOutsideWindow,
     /// `enc_pubkey` is not a base64 X25519 public key (32 bytes).
@@ -113,10 +117,12 @@ impl Reason {
             Self::CpuCoresOutOfRange => "cpu_cores_out_of_range",
             Self::MemoryOutOfRange => "memory_out_of_range",
             Self::DiskOutOfRange => "disk_out_of_range",
+            Self::SpecTooLarge => "spec_too_large",
             Self::CapacityAboveSpec => "capacity_above_spec",
             Self::NoGpuOffered => "no_gpu_offered",
             Self::InvalidPrice => "invalid_price",
             Self::PriceAboveCeiling => "price_above_ceiling",
+            Self::PriceBelowFloor => "price_below_floor",
             Self::TimestampOutsideWindow => "timestamp_outside_window",
             Self::InvalidEncPubkey => "invalid_enc_pubkey",
             Self::SignatureMissing => "signature_missing",

@@ -37,6 +37,10 @@ pub const MAX_GPUS: u32 = 64;
 pub const MIN_GPU_MEMORY_MB: u64 = 1024;
 /// Most memory per GPU, in MiB (1 TiB).
 pub const MAX_GPU_MEMORY_MB: u64 = 1024 * 1024;
+/// Most bytes of a spec as stored (its JSON): it lives on the provider's item, and DynamoDB bills
+/// every write to that item — each recorded heartbeat — by the whole item's size (1 write unit
+/// per KiB). A real 64-GPU spec with every optional field is about 13 KiB.
+pub const MAX_SPEC_BYTES: usize = 16 * 1024;
 /// Most CPU cores a spec may claim.
 pub const MAX_CPU_CORES: u32 = 1024;
 /// Least machine memory, in MiB (1 GiB).
@@ -205,9 +209,19 @@ pub fn check_public_ip(ip: &str, allow_private_networks: bool) -> Rule {
     Ok(())
 }
 
+/// Least accepted `gpu_price_per_hour`: one micro-unit, the broker's unit of account. A lower
+/// price would be stored as 0 micro-units — always the cheapest, billing nothing.
+pub const MIN_GPU_PRICE_PER_HOUR: f64 = 0.000_001;
+
 fn check_price(price: f64, ceiling: f64) -> Rule {
     if !price.is_finite() || price <= 0.0 {
         return refuse(Reason::InvalidPrice, "gpu_price_per_hour must be a finite number above 0");
+    }
+    if crate::provider::price_to_micros(price) < 1 || price < MIN_GPU_PRICE_PER_HOUR {
+        return refuse(
+            Reason::PriceBelowFloor,
+            format!("gpu_price_per_hour is below the floor of {MIN_GPU_PRICE_PER_HOUR} (one micro-unit)"),
+        );
     }
     if price > ceiling {
         return refuse(
@@ -280,6 +294,13 @@ pub fn validate_registration(reg: &Registration, policy: &ValidationPolicy, now:
     }
     if spec.available_disk_gb < 1 {
         return refuse(Reason::DiskOutOfRange, "available_disk_gb must be at least 1");
+    }
+    let spec_bytes = serde_json::to_string(spec).map_or(usize::MAX, |j| j.len());
+    if spec_bytes > MAX_SPEC_BYTES {
+        return refuse(
+            Reason::SpecTooLarge,
+            format!("spec is {spec_bytes} bytes as JSON; the limit is {MAX_SPEC_BYTES}"),
+        );
     }
     let cap = &reg.capacity;
     if cap.gpu_count.is_some_and(|n| n > spec.total_gpus)

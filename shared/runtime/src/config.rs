@@ -138,6 +138,13 @@ pub struct Config {
     /// The node's last-heartbeat annotation is rewritten at most this often.
     #[serde(default = "d_annotate_interval_s")]
     pub annotate_interval_s: i64,
+    /// The recorder records at most one heartbeat per provider this often (by the broker's
+    /// receive time); the others are acknowledged as routine duplicates. 0: no limit.
+    #[serde(default = "d_min_heartbeat_interval_s")]
+    pub min_heartbeat_interval_s: i64,
+    /// The node's active-jobs label is patched at most this often per provider. 0: on every change.
+    #[serde(default = "d_active_jobs_label_interval_s")]
+    pub active_jobs_label_interval_s: i64,
     #[serde(default)]
     pub log_format: LogFormat,
     #[serde(default = "d_health_addr")]
@@ -256,6 +263,9 @@ impl Config {
         }
         if self.annotate_interval_s <= 0 {
             return bad("annotate_interval_s", "must be above 0");
+        }
+        if self.min_heartbeat_interval_s < 0 || self.active_jobs_label_interval_s < 0 {
+            return bad("min_heartbeat_interval_s", "intervals must be 0 or above");
         }
         if !(self.stall_guard_share.is_finite() && self.stall_guard_share > 0.0 && self.stall_guard_share <= 1.0) {
             return bad("stall_guard_share", "must be a number above 0 and at most 1");

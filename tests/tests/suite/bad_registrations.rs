@@ -196,6 +196,12 @@ fn cases(p: &SimulatedProvider, thief: &SimulatedProvider) -> Vec<Case> {
         true,
     );
     case(
+        "a spec padded to 40 KiB",
+        &|v| v["spec"]["kernel_ver"] = json!("x".repeat(40 * 1024)),
+        "spec_too_large",
+        true,
+    );
+    case(
         "offers more GPUs than it has",
         &|v| v["capacity"]["gpu_count"] = json!(100),
         "capacity_above_spec",
@@ -230,6 +236,12 @@ fn cases(p: &SimulatedProvider, thief: &SimulatedProvider) -> Vec<Case> {
         "absurd price",
         &|v| v["capacity"]["gpu_price_per_hour"] = json!(1e9),
         "price_above_ceiling",
+        true,
+    );
+    case(
+        "price that rounds to 0 micro-units",
+        &|v| v["capacity"]["gpu_price_per_hour"] = json!(4e-7),
+        "price_below_floor",
         true,
     );
     case(

@@ -377,6 +377,9 @@ async fn heartbeats_carry_a_provider_to_available_offline_and_back() {
         signatures: worldland_core::signature::SignaturePolicy::Required,
         replay_window: chrono::Duration::minutes(5),
         annotate_interval: chrono::Duration::minutes(5),
+        min_heartbeat_interval: chrono::Duration::seconds(10),
+        active_jobs_label_interval: chrono::Duration::seconds(60),
+        recent: Default::default(),
     })));
     let q = plane.env.queue(recorder.name(), recorder.bindings());
     let (bus, rx) = (plane.bus.clone() as Arc<dyn Bus>, plane.stop.subscribe());
@@ -425,6 +428,7 @@ async fn heartbeats_carry_a_provider_to_available_offline_and_back() {
             node_name: node_name.clone(),
             interval: Duration::from_millis(200),
             timeouts: Default::default(),
+            state_dir: None,
         };
         let (stop, rx) = broadcast::channel(1);
         (stop, tokio::spawn(run_heartbeats(settings, p.key.clone(), Usage::default, rx)))

@@ -410,6 +410,7 @@ async fn agent(
             memory_usage: 30.0,
             active_jobs: 0,
             timestamp: chrono::Utc::now(),
+            seq: None,
         };
         let data = serde_json::to_string(&hb).unwrap();
         let sig = sign_personal(&p.key, data.as_bytes());

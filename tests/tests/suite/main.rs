@@ -1,6 +1,7 @@
 //! The integration tests, one module per subject, in one test binary: linked once instead of
 //! once per file (nextest still runs every test in a process of its own).
 
+mod agent_clock_steps;
 mod allocator;
 mod allocator_fencing;
 mod bad_registrations;
@@ -12,6 +13,7 @@ mod end_to_end;
 mod faults;
 mod forged_answers;
 mod forged_mining_commands;
+mod heartbeat_bill;
 mod heartbeat_recorder;
 mod join_token_issuer;
 mod lambda_adapter;

@@ -100,6 +100,7 @@ fn beat(p: &SimulatedProvider, node: &str, at: DateTime<Utc>) -> StreamEnvelope 
         memory_usage: 10.0,
         active_jobs: 0,
         timestamp: at,
+        seq: None,
     };
     let data = serde_json::to_string(&hb).unwrap();
     StreamEnvelope {

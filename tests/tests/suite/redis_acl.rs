@@ -548,6 +548,7 @@ async fn registration_heartbeat_answer_and_command_flow_as_agent_and_broker() {
             node_name: "gpu-node-00005".into(),
             interval: Duration::from_secs(60),
             timeouts: Default::default(),
+            state_dir: None,
         },
         p.key.clone(),
         Usage::default,

@@ -49,6 +49,7 @@ async fn heartbeats_resume_after_redis_stops_answering() {
         node_name: "gpu-node-00001".into(),
         interval: Duration::from_millis(100),
         timeouts: TIMEOUTS,
+        state_dir: None,
     };
     let (stop, rx) = broadcast::channel(1);
     let beating = tokio::spawn(run_heartbeats(settings, p.key.clone(), Usage::default, rx));

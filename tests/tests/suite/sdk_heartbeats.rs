@@ -83,6 +83,7 @@ async fn heartbeats_are_signed_survive_an_outage_and_leave_no_backlog() {
         node_name: "gpu-node-00001".into(),
         interval,
         timeouts: Default::default(),
+        state_dir: None,
     };
     let (stop, rx) = broadcast::channel(1);
     let beating = tokio::spawn(run_heartbeats(
@@ -130,4 +131,54 @@ async fn heartbeats_are_signed_survive_an_outage_and_leave_no_backlog() {
             hb.timestamp
         );
     }
+}
+
+/// Runs the heartbeat loop on `dir` until the stream holds more than `more_than` entries; the
+/// `seq` of every entry.
+async fn beat_until(url: &str, p: &SimulatedProvider, dir: &std::path::Path, more_than: usize) -> Vec<u64> {
+    let streams = StreamNames::default();
+    let settings = HeartbeatSettings {
+        redis_url: url.into(),
+        streams: streams.clone(),
+        provider_id: p.provider_id.clone(),
+        node_name: "gpu-node-00002".into(),
+        interval: Duration::from_millis(50),
+        timeouts: Default::default(),
+        state_dir: Some(dir.to_path_buf()),
+    };
+    let (stop, rx) = broadcast::channel(1);
+    let beating = tokio::spawn(run_heartbeats(settings, p.key.clone(), Usage::default, rx));
+    let all = tokio::time::timeout(Duration::from_secs(10), entries(url, &streams.heartbeat(), more_than))
+        .await
+        .expect("heartbeats arrive");
+    let _ = stop.send(());
+    beating.await.unwrap();
+    all.iter()
+        .map(|(data, _)| serde_json::from_str::<Heartbeat>(data).unwrap().seq.expect("the SDK sends seq"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_sdk_continues_its_signed_sequence_from_its_state_directory() {
+    let port = worldland_tests::spare_port();
+    let url = format!("redis://127.0.0.1:{port}");
+    let _redis = start_redis(port).await;
+    let p = SimulatedProvider::new(2, chrono::Utc::now());
+    let dir = std::env::temp_dir().join(format!("wl-seq-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // A sequence far ahead of the clock (it ran fast once): a restart must continue it, not
+    // fall back to the clock's floor, which the broker would ignore.
+    let ahead = chrono::Utc::now().timestamp_millis() as u64 + 1_000_000_000;
+    std::fs::write(dir.join(worldland_provider_sdk::sequence::FILE), ahead.to_string()).unwrap();
+    let first = beat_until(&url, &p, &dir, 1).await;
+    let second = beat_until(&url, &p, &dir, first.len() + 1).await;
+    assert_eq!(first[0], ahead + 1, "continued from the state directory");
+    assert!(second.windows(2).all(|w| w[0] < w[1]), "always growing: {second:?}");
+    assert!(second.len() > first.len(), "the restarted SDK sent more");
+    let saved: u64 = std::fs::read_to_string(dir.join(worldland_provider_sdk::sequence::FILE))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(saved >= *second.last().unwrap(), "every number sent was saved first");
+    std::fs::remove_dir_all(&dir).unwrap();
 }

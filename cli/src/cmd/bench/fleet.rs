@@ -17,7 +17,8 @@ use worldland_core::cluster::NodeInfo;
 use worldland_core::messages::jobs::AllocateRequest;
 use worldland_core::messages::topics;
 use worldland_core::placement::seed_available;
-use worldland_core::state::{Item, ItemStore, Table, Value};
+use worldland_core::state::units::billed_size;
+use worldland_core::state::{ItemStore, Table};
 use worldland_provider_sdk::simulated::SimulatedProvider;
 use worldland_runtime::{Backends, Config};
 
@@ -51,20 +52,6 @@ pub struct SweepFigures {
     pub index_reads_per_stale: f64,
     pub gets: u64,
     pub writes: u64,
-}
-
-/// An item's size as DynamoDB bills it: attribute names and values (a number's bytes are about
-/// half its digits plus one; a map adds 3 bytes and 1 per element).
-fn item_size(item: &Item) -> usize {
-    fn value(v: &Value) -> usize {
-        match v {
-            Value::S(s) => s.len(),
-            Value::N(n) => n.to_string().len().div_ceil(2) + 1,
-            Value::B(_) => 1,
-            Value::M(m) => 3 + m.iter().map(|(k, v)| k.len() + value(v) + 1).sum::<usize>(),
-        }
-    }
-    item.iter().map(|(k, v)| k.len() + value(v)).sum()
 }
 
 fn rss_bytes() -> u64 {
@@ -170,7 +157,7 @@ pub async fn fleet(providers: usize, stale_share: f64) -> anyhow::Result<FleetFi
     let cluster = Arc::new(SimulatedCluster::new("https://10.0.0.1:6443"));
     let seed_s = seed(memory.as_ref(), &cluster, providers, every, t).await?;
     let rss1 = rss_bytes();
-    let item_bytes = memory.get(Table::Providers, "fleet-0000002").await?.map_or(0, |i| item_size(&i));
+    let item_bytes = memory.get(Table::Providers, "fleet-0000002").await?.map_or(0, |i| billed_size(&i));
 
     let counting = Arc::new(CountingStore::new(memory.clone()));
     let bus = Arc::new(MemoryBus::new(5));

@@ -232,6 +232,7 @@ impl<'a> Lifecycle<'a> {
                 memory_usage: 20.0,
                 active_jobs: 0,
                 timestamp: now,
+                seq: None,
             };
             let data = serde_json::to_string(&hb)?;
             let env = StreamEnvelope {

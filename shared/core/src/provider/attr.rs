@@ -53,6 +53,10 @@ pub const ANSWERED_REGISTRATION: &str = "answered_registration";
 /// The agent's own timestamp of its last heartbeat (ms): orders heartbeats (a replay or an
 /// older one changes nothing); liveness reads `hb_at`, the broker's receive time.
 pub const LAST_HB: &str = "last_hb";
+/// The sequence number of the last recorded sequenced heartbeat: orders the heartbeats of agents
+/// that send `seq` (a replay or an older one changes nothing), whatever their clock does.
+/// Absent until the first; `last_hb` then keeps only unsequenced heartbeats' order.
+pub const HB_SEQ: &str = "hb_seq";
 /// What the agent last claimed its status was: recorded, never trusted.
 pub const HB_STATUS: &str = "hb_status";
 /// Jobs the agent reported in its last heartbeat.
@@ -61,6 +65,9 @@ pub const ACTIVE_JOBS: &str = "active_jobs";
 pub const USAGE: &str = "usage";
 /// The active-jobs value last written to the node's label.
 pub const LABELLED_JOBS: &str = "labelled_jobs";
+/// When the node's active-jobs label was last written (ms, the broker's receive time of the
+/// heartbeat that wrote it): it is patched at most once per interval.
+pub const LABELLED_AT: &str = "labelled_at";
 /// When the node's last-heartbeat annotation was last written (ms).
 pub const ANNOTATED_AT: &str = "annotated_at";
 /// Why the provider cannot be scheduled: its node contradicts the claimed spec (it stays

@@ -11,6 +11,23 @@ pub fn price_to_micros(price: f64) -> i64 {
     (price * 1_000_000.0).round() as i64
 }
 
+impl ProviderRecord {
+    /// When the broker received the last recorded heartbeat (`hb_at`), once there is one — for
+    /// joined, available and offline providers; before joining `hb_at` holds the approval's
+    /// expiry. Unlike `last_heartbeat` (the agent's word, kept only for agents without `seq`),
+    /// it is recorded for every agent.
+    pub fn last_received(&self) -> Option<DateTime<Utc>> {
+        use crate::messages::ProviderState::{Available, Joined, Offline};
+        matches!(self.state, Joined | Available | Offline).then_some(self.hb_at)
+    }
+
+    /// Whether the node's active-jobs label should be patched at `now`: the reported count
+    /// differs from the labelled one, and the label was not written within `interval`.
+    pub fn active_jobs_label_due(&self, now: DateTime<Utc>, interval: chrono::Duration) -> bool {
+        self.labelled_jobs != Some(self.active_jobs) && self.labelled_at.is_none_or(|t| now - t >= interval)
+    }
+}
+
 /// A provider as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProviderRecord {
@@ -58,12 +75,16 @@ pub struct ProviderRecord {
     pub answered_registration: Option<String>,
     /// The last recorded heartbeat's own timestamp (ms precision); `None` before the first.
     pub last_heartbeat: Option<DateTime<Utc>>,
+    /// The sequence number of the last recorded sequenced heartbeat; `None` before the first.
+    pub hb_seq: Option<i64>,
     /// The status the agent claimed in its last heartbeat: shown, never trusted.
     pub heartbeat_status: Option<String>,
     /// Jobs the agent reported in its last heartbeat (0 before any).
     pub active_jobs: i64,
     /// Active-jobs value last written to the node's label; `None` before the first write.
     pub labelled_jobs: Option<i64>,
+    /// When the active-jobs label was last written (the broker's receive time).
+    pub labelled_at: Option<DateTime<Utc>>,
     /// When the node's last-heartbeat annotation was last written.
     pub annotated_at: Option<DateTime<Utc>>,
     /// Why the provider cannot be scheduled (its node contradicts its spec, or its join was
@@ -120,9 +141,11 @@ impl ProviderRecord {
             approved_at: n(attr::APPROVED_AT).map(from_ms),
             answered_registration: s(attr::ANSWERED_REGISTRATION),
             last_heartbeat: n(attr::LAST_HB).map(from_ms),
+            hb_seq: n(attr::HB_SEQ),
             heartbeat_status: s(attr::HB_STATUS),
             active_jobs: n(attr::ACTIVE_JOBS).unwrap_or(0),
             labelled_jobs: n(attr::LABELLED_JOBS),
+            labelled_at: n(attr::LABELLED_AT).map(from_ms),
             annotated_at: n(attr::ANNOTATED_AT).map(from_ms),
             unschedulable: s(attr::UNSCHEDULABLE),
             joined_at: n(attr::JOINED_AT).map(from_ms),

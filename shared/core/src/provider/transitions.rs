@@ -1,7 +1,7 @@
 //! The provider item and its state transitions. Each transition is a pure function returning
 //! the condition and the update of one conditional write; the stores only execute them.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Duration, Utc};
 
 use super::{attr, price_to_micros, Transition};
 use crate::labels::gpu_model_label;
@@ -146,6 +146,9 @@ pub struct HeartbeatFacts<'a> {
     /// When the broker received it (its stream entry's time, bounded by the broker's clock): it
     /// becomes `hb_at`, which decides liveness, offline detection and billing.
     pub received_at: DateTime<Utc>,
+    /// The heartbeat's signed sequence number, when the agent sends one: it then orders
+    /// heartbeats (`hb_seq`) instead of `at`, so an agent clock stepped back changes nothing.
+    pub seq: Option<i64>,
     /// The status the agent claimed; recorded as `hb_status`.
     pub claimed_status: &'a str,
     /// Jobs the agent reported.
@@ -156,30 +159,58 @@ pub struct HeartbeatFacts<'a> {
 
 impl HeartbeatFacts<'_> {
     fn ops(&self) -> Vec<Op> {
+        let order = match self.seq {
+            Some(seq) => Op::set(attr::HB_SEQ, seq),
+            None => Op::set(attr::LAST_HB, ms(self.at)),
+        };
         vec![
             Op::set(attr::HB_AT, ms(self.received_at)),
-            Op::set(attr::LAST_HB, ms(self.at)),
+            order,
             Op::set(attr::HB_STATUS, self.claimed_status),
             Op::set(attr::ACTIVE_JOBS, self.active_jobs),
             Op::set(attr::USAGE, self.usage_json.clone()),
         ]
     }
+
+    /// Holds only for a heartbeat later than the last recorded one of its kind: by `hb_seq` for
+    /// a sequenced heartbeat, by the agent's timestamp (`last_hb`) for one without `seq`.
+    fn is_newer(&self) -> Cond {
+        let (path, value) = match self.seq {
+            Some(seq) => (attr::HB_SEQ, seq),
+            None => (attr::LAST_HB, ms(self.at)),
+        };
+        Cond::Or(vec![Cond::AttrNotExists(path.into()), Cond::Lt(path.into(), value)])
+    }
 }
 
 /// The hot path: one write, no read before it. Applies only to a joined, available or offline
 /// provider on its own node, signed by its own wallet (when signed), and only if this heartbeat
-/// is later than the last one — so a late or replayed heartbeat changes nothing.
-pub fn record_heartbeat(hb: &HeartbeatFacts<'_>, signer: Option<&str>) -> Transition {
+/// is later than the last one (by its sequence number, else its timestamp: see
+/// [`HeartbeatFacts::seq`]) — so a late or replayed heartbeat changes nothing — and at most one
+/// per `min_interval` of the broker's receive time (`hb_at`): a flood makes at most one write per
+/// interval (see [`within_min_interval`]).
+pub fn record_heartbeat(hb: &HeartbeatFacts<'_>, signer: Option<&str>, min_interval: Duration) -> Transition {
     let mut cond = Cond::state_in(&[ProviderState::Joined, ProviderState::Available, ProviderState::Offline])
         .and(Cond::eq(attr::NODE_NAME, hb.node_name))
-        .and(Cond::Or(vec![
-            Cond::AttrNotExists(attr::LAST_HB.into()),
-            Cond::Lt(attr::LAST_HB.into(), ms(hb.at)),
+        .and(hb.is_newer());
+    if min_interval > Duration::zero() {
+        let latest = ms(hb.received_at) - min_interval.num_milliseconds();
+        cond = cond.and(Cond::Or(vec![
+            Cond::AttrNotExists(attr::HB_AT.into()),
+            Cond::Le(attr::HB_AT.into(), latest),
         ]));
+    }
     if let Some(w) = signer {
         cond = cond.and(Cond::eq(attr::WALLET, w.to_ascii_lowercase()));
     }
     Transition::new(cond, hb.ops())
+}
+
+/// Whether a heartbeat received at `received_at` comes less than `min_interval` after the last
+/// recorded one (`last_hb_at`): [`record_heartbeat`] does not apply to it, and it is a routine
+/// duplicate, acknowledged, never an error.
+pub fn within_min_interval(last_hb_at: DateTime<Utc>, received_at: DateTime<Utc>, min_interval: Duration) -> bool {
+    min_interval > Duration::zero() && ms(last_hb_at) > ms(received_at) - min_interval.num_milliseconds()
 }
 
 /// `approved → joined` on the first heartbeat from the provider's node; records why the node
@@ -259,10 +290,11 @@ pub fn expire_if_unjoined(now: DateTime<Utc>) -> Transition {
 }
 
 /// Records node writes so the next heartbeat knows what the node already shows.
-pub fn note_node_write(labelled_jobs: Option<i64>, annotated_at: Option<DateTime<Utc>>) -> Transition {
+pub fn note_node_write(labelled_jobs: Option<(i64, DateTime<Utc>)>, annotated_at: Option<DateTime<Utc>>) -> Transition {
     let mut ops = vec![];
-    if let Some(j) = labelled_jobs {
+    if let Some((j, at)) = labelled_jobs {
         ops.push(Op::set(attr::LABELLED_JOBS, j));
+        ops.push(Op::set(attr::LABELLED_AT, ms(at)));
     }
     if let Some(t) = annotated_at {
         ops.push(Op::set(attr::ANNOTATED_AT, ms(t)));

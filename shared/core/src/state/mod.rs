@@ -4,6 +4,7 @@
 
 pub mod expr;
 mod transition;
+pub mod units;
 
 use async_trait::async_trait;
 

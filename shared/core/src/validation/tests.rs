@@ -203,6 +203,11 @@ fn prices() {
         (0.5, Ok(())),
         (100.0, Ok(())),
         (100.01, Err(Reason::PriceAboveCeiling)),
+        (0.000_001, Ok(())),
+        (0.000_000_999, Err(Reason::PriceBelowFloor)),
+        (4.9e-7, Err(Reason::PriceBelowFloor)),
+        (5e-7, Err(Reason::PriceBelowFloor)),
+        (f64::MIN_POSITIVE, Err(Reason::PriceBelowFloor)),
         (0.0, Err(Reason::InvalidPrice)),
         (-1.0, Err(Reason::InvalidPrice)),
         (f64::NAN, Err(Reason::InvalidPrice)),
@@ -228,4 +233,32 @@ fn timestamps() {
     for (ts, ok) in table {
         assert_eq!(check_timestamp(ts, now, w).is_ok(), ok, "{ts:?}");
     }
+}
+
+#[test]
+fn a_spec_over_16_kib_is_refused() {
+    let now = Utc::now();
+    let mut reg = crate::messages::sample_registration("p1", "0x5aaeb6053f3e94c9b9a09f33669435e7ef1beaed", 1);
+    reg.timestamp = Some(now);
+    let policy = ValidationPolicy::default();
+    assert_eq!(validate_registration(&reg, &policy, now), Ok(()));
+    // 64 GPUs with every optional field filled as a real machine would: accepted.
+    let gpu = reg.spec.gpus[0].clone();
+    reg.spec.gpus = (0..64)
+        .map(|i| crate::messages::Gpu {
+            index: Some(i),
+            uuid: Some(format!("GPU-{:08x}-aaaa-bbbb-cccc-0123456789ab", i)),
+            driver_ver: Some("550.54.15".into()),
+            cuda_version: Some("12.4".into()),
+            pci_bus_id: Some(format!("00000000:{i:02X}:00.0")),
+            ..gpu.clone()
+        })
+        .collect();
+    reg.spec.total_gpus = 64;
+    reg.capacity.gpu_count = Some(1);
+    assert_eq!(validate_registration(&reg, &policy, now), Ok(()));
+    // The same with a padded field: refused before it is stored.
+    reg.spec.cpu_model = Some("x".repeat(MAX_SPEC_BYTES));
+    let got = validate_registration(&reg, &policy, now).map_err(|r| r.reason);
+    assert_eq!(got, Err(Reason::SpecTooLarge));
 }

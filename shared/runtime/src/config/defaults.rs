@@ -106,6 +106,14 @@ pub(super) fn d_annotate_interval_s() -> i64 {
     300
 }
 
+pub(super) fn d_min_heartbeat_interval_s() -> i64 {
+    10
+}
+
+pub(super) fn d_active_jobs_label_interval_s() -> i64 {
+    60
+}
+
 pub(super) fn d_stall_guard_share() -> f64 {
     0.5
 }

@@ -27,6 +27,7 @@ mod cpu;
 mod path;
 mod print;
 mod raw;
+mod units;
 
 use cpu::cpu_time;
 use path::heartbeat_path;
@@ -83,6 +84,7 @@ fn heartbeat_body(key: &SigningKey, id: &str, at: DateTime<Utc>) -> Vec<u8> {
         memory_usage: 20.0,
         active_jobs: 0,
         timestamp: at,
+        seq: None,
     };
     let data = serde_json::to_string(&hb).expect("serialises");
     let env = StreamEnvelope {
@@ -131,6 +133,8 @@ pub struct EmbeddedFigures {
     pub cpu_us_per_heartbeat: f64,
     pub needed_per_second: f64,
     pub core_share: f64,
+    /// What each recorded heartbeat costs in DynamoDB write units, and what a flood costs.
+    pub write_units: units::WriteUnitFigures,
 }
 
 /// (a): the recorder's core over the whole fleet, one heartbeat each, on this one task.
@@ -159,6 +163,7 @@ pub async fn embedded(providers: usize) -> anyhow::Result<EmbeddedFigures> {
         cpu_us_per_heartbeat: cpu * 1e6 / bodies.len() as f64,
         needed_per_second: needed,
         core_share: needed * cpu / bodies.len() as f64,
+        write_units: units::write_unit_figures().await?,
     })
 }
 

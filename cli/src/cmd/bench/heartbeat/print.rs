@@ -29,6 +29,18 @@ fn print_embedded(a: &EmbeddedFigures) {
             "(target: within one core — NOT met)"
         }
     );
+    print_write_units(&a.write_units);
+}
+
+fn print_write_units(w: &super::units::WriteUnitFigures) {
+    println!("  DynamoDB write units per recorded heartbeat (1 per KiB of the provider's item)");
+    let typical = format!("{} ({} B)", w.typical_write_units_per_heartbeat, w.typical_item_bytes);
+    println!("  {:<44} {:>14}", "  typical provider", typical);
+    let largest = format!("{} ({} B)", w.largest_write_units_per_heartbeat, w.largest_item_bytes);
+    println!("  {:<44} {:>14}", "  largest the bounds allow", largest);
+    let flood = format!("{} heartbeats 1 ms apart", w.flood_heartbeats);
+    let cost = format!("{} w, {} r, {} WCU", w.flood_store_writes, w.flood_store_reads, w.flood_write_units);
+    println!("  {:<44} {:>14}", format!("  flood: {flood}"), cost);
 }
 
 fn print_path(b: &PathFigures) {

@@ -68,12 +68,13 @@ fn provider_lifecycle_transitions() {
         node_name: node,
         at,
         received_at: at,
+        seq: None,
         claimed_status: "available",
         active_jobs: 0,
         usage_json: "{}".into(),
     };
     assert!(
-        run(&record_heartbeat(&hb(t(30), n01), Some(w)), Some(&approved)).is_none(),
+        run(&record_heartbeat(&hb(t(30), n01), Some(w), Duration::zero()), Some(&approved)).is_none(),
         "approved takes the join path"
     );
     assert!(
@@ -92,13 +93,13 @@ fn provider_lifecycle_transitions() {
     ];
     for (h, signer, applies) in table {
         assert_eq!(
-            run(&record_heartbeat(&h, signer), Some(&available)).is_some(),
+            run(&record_heartbeat(&h, signer, Duration::zero()), Some(&available)).is_some(),
             applies,
             "{h:?} {signer:?}"
         );
     }
     // Offline only while still stale at write time.
-    let beat = run(&record_heartbeat(&hb(t(60), n01), Some(w)), Some(&available)).unwrap();
+    let beat = run(&record_heartbeat(&hb(t(60), n01), Some(w), Duration::zero()), Some(&available)).unwrap();
     assert!(
         run(&mark_offline_if_stale(t(60), t(200)), Some(&beat)).is_none(),
         "a heartbeat at the stale bound wins"
@@ -115,7 +116,7 @@ fn provider_lifecycle_transitions() {
         run(&file_for_placement("t4".into()), Some(&offline)).is_none(),
         "only available ones are filed"
     );
-    let back = run(&record_heartbeat(&hb(t(210), n01), Some(w)), Some(&offline)).unwrap();
+    let back = run(&record_heartbeat(&hb(t(210), n01), Some(w), Duration::zero()), Some(&offline)).unwrap();
     let recovered = run(
         &make_available(ProviderState::Offline, None, Some("t4".into()), t(210)),
         Some(&back),
@@ -178,4 +179,148 @@ fn token_replacement_and_creation_record() {
     let rec = ProviderRecord::from_item(&refused).unwrap();
     assert_eq!(rec.state, ProviderState::Approved);
     assert!(rec.unschedulable.unwrap().starts_with("node_owned_by_another_provider"));
+}
+
+/// Provider p1 joined and available, its last heartbeat recorded by `first`.
+fn available_after(first: &HeartbeatFacts<'_>, now: DateTime<Utc>) -> Item {
+    let w = "0x5aaeb6053f3e94c9b9a09f33669435e7ef1beaed";
+    let created = run(&register_pending(&reg(w), "1-0", now), None).unwrap();
+    let expires = now + chrono::Duration::hours(1);
+    let reserved = run(&reserve_token("abcdef", expires, now), Some(&created)).unwrap();
+    let approved = run(&approve("abcdef", "1-0", expires, now), Some(&reserved)).unwrap();
+    let joined = run(&join(first, None, now), Some(&approved)).unwrap();
+    run(&make_available(ProviderState::Joined, None, None, now), Some(&joined)).unwrap()
+}
+
+#[test]
+fn sequenced_heartbeats_are_ordered_by_seq_not_the_agent_clock() {
+    let n01: &'static str = Box::leak(node_name("p1", "GPU-01").into_boxed_str());
+    let now = Utc::now();
+    let t = |s: i64| now + chrono::Duration::seconds(s);
+    let hb = |at, seq| HeartbeatFacts {
+        node_name: n01,
+        at,
+        received_at: at,
+        seq,
+        claimed_status: "available",
+        active_jobs: 0,
+        usage_json: "{}".into(),
+    };
+    let item = available_after(&hb(t(0), Some(100)), now);
+    let rec = ProviderRecord::from_item(&item).unwrap();
+    assert_eq!((rec.hb_seq, rec.last_heartbeat), (Some(100), None));
+    assert_eq!(
+        rec.last_received(),
+        Some(from_ms(ms(t(0)))),
+        "received times are kept for every agent"
+    );
+    // (timestamp, seq, applies): the clock may step back; the sequence must grow.
+    let table = [
+        (t(30), Some(101), true),
+        (t(-240), Some(101), true),
+        (t(30), Some(100), false),
+        (t(300), Some(99), false),
+        (t(300), Some(i64::MAX), true),
+        // Without seq: today's rule on the agent's timestamp (`last_hb`, kept by unsequenced ones).
+        (t(-1), None, true),
+    ];
+    for (at, seq, applies) in table {
+        let h = hb(at, seq);
+        assert_eq!(
+            run(&record_heartbeat(&h, None, Duration::zero()), Some(&item)).is_some(),
+            applies,
+            "{h:?}"
+        );
+    }
+    // A replay of a recorded heartbeat changes nothing.
+    let next = run(&record_heartbeat(&hb(t(-240), Some(101)), None, Duration::zero()), Some(&item)).unwrap();
+    assert!(run(&record_heartbeat(&hb(t(-240), Some(101)), None, Duration::zero()), Some(&next)).is_none());
+    // Unsequenced heartbeats keep their own order (an agent downgraded to an old version).
+    let legacy = run(&record_heartbeat(&hb(t(60), None), None, Duration::zero()), Some(&next)).unwrap();
+    assert!(run(&record_heartbeat(&hb(t(60), None), None, Duration::zero()), Some(&legacy)).is_none());
+    assert!(run(&record_heartbeat(&hb(t(61), None), None, Duration::zero()), Some(&legacy)).is_some());
+}
+
+#[test]
+fn at_most_one_heartbeat_is_recorded_per_minimum_interval() {
+    let n01: &'static str = Box::leak(node_name("p1", "GPU-01").into_boxed_str());
+    let now = Utc::now();
+    let ms_after = |n: i64| now + Duration::milliseconds(n);
+    let hb = |received: DateTime<Utc>, seq: i64| HeartbeatFacts {
+        node_name: n01,
+        at: received,
+        received_at: received,
+        seq: Some(seq),
+        claimed_status: "available",
+        active_jobs: seq % 2,
+        usage_json: "{}".into(),
+    };
+    let ten = Duration::seconds(10);
+    let mut item = available_after(&hb(now, 1), now);
+    // A flood: one heartbeat every millisecond for 25 s (newer each time) makes 2 more writes,
+    // at 10 s and 20 s, and each other one is the rate limit's to refuse.
+    let mut writes = vec![];
+    for n in 1..=25_000 {
+        let h = hb(ms_after(n), 1 + n);
+        let recorded = ProviderRecord::from_item(&item).unwrap().hb_at;
+        match run(&record_heartbeat(&h, None, ten), Some(&item)) {
+            Some(next) => {
+                assert!(!within_min_interval(recorded, h.received_at, ten));
+                writes.push(n);
+                item = next;
+            }
+            None => assert!(within_min_interval(recorded, h.received_at, ten), "{n}"),
+        }
+    }
+    assert_eq!(writes, vec![10_000, 20_000]);
+    // Without a limit, every newer heartbeat is recorded.
+    assert!(run(
+        &record_heartbeat(&hb(ms_after(20_001), 30_000), None, Duration::zero()),
+        Some(&item)
+    )
+    .is_some());
+    let table = [
+        (0, 0, false),
+        (9_999, 10, true),
+        (10_000, 10, false),
+        (10_001, 10, false),
+        (5, 0, false),
+    ];
+    for (gap_ms, min_s, within) in table {
+        let got = within_min_interval(now, ms_after(gap_ms), Duration::seconds(min_s));
+        assert_eq!(got, within, "{gap_ms} {min_s}");
+    }
+}
+
+#[test]
+fn the_active_jobs_label_is_patched_on_change_at_most_once_per_interval() {
+    let now = Utc::now();
+    let w = "0x5aaeb6053f3e94c9b9a09f33669435e7ef1beaed";
+    let mut rec = ProviderRecord::from_item(&run(&register_pending(&reg(w), "1-0", now), None).unwrap()).unwrap();
+    let minute = Duration::seconds(60);
+    // (reported, labelled, labelled seconds ago, due)
+    let table = [
+        (1, None, None, true),
+        (1, Some(1), Some(5), false),
+        (2, Some(1), Some(5), false),
+        (2, Some(1), Some(60), true),
+        (1, Some(1), Some(600), false),
+        (0, Some(1), None, true),
+    ];
+    for (reported, labelled, ago, due) in table {
+        rec.active_jobs = reported;
+        rec.labelled_jobs = labelled;
+        rec.labelled_at = ago.map(|s| now - Duration::seconds(s));
+        assert_eq!(rec.active_jobs_label_due(now, minute), due, "{reported} {labelled:?} {ago:?}");
+    }
+    let noted = run(
+        &note_node_write(Some((2, now)), None),
+        Some(&run(&register_pending(&reg(w), "1-0", now), None).unwrap()),
+    )
+    .unwrap();
+    let noted = ProviderRecord::from_item(&noted).unwrap();
+    assert_eq!(
+        (noted.labelled_jobs, noted.labelled_at.map(|t| t.timestamp_millis())),
+        (Some(2), Some(now.timestamp_millis()))
+    );
 }

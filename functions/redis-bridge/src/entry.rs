@@ -5,11 +5,17 @@ use redis::Value;
 use worldland_core::messages::{StreamEnvelope, MAX_ENTRY_BYTES};
 use worldland_core::refusal::{Reason, Rejection};
 
-/// One entry: its id and fields (`None` when the entry was deleted while pending).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// An entry's fields, names and values as Redis holds them (any bytes).
+pub type Fields = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// One entry: its id and fields (`None` when the entry was deleted while pending, or withheld).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RawEntry {
     pub id: String,
-    pub fields: Option<Vec<(Vec<u8>, Vec<u8>)>>,
+    pub fields: Option<Fields>,
+    /// The entry's size (field names and values, bytes) when Redis kept its fields back for
+    /// being over [`MAX_ENTRY_BYTES`]: the bridge never receives such an entry.
+    pub withheld: Option<u64>,
 }
 
 fn bytes(v: &Value) -> Option<Vec<u8>> {
@@ -21,18 +27,18 @@ fn bytes(v: &Value) -> Option<Vec<u8>> {
     }
 }
 
-fn text(v: &Value) -> Option<String> {
+pub(crate) fn text(v: &Value) -> Option<String> {
     bytes(v).and_then(|b| String::from_utf8(b).ok())
 }
 
-fn items(v: &Value) -> Option<Vec<&Value>> {
+pub(crate) fn items(v: &Value) -> Option<Vec<&Value>> {
     match v {
         Value::Array(a) | Value::Set(a) => Some(a.iter().collect()),
         _ => None,
     }
 }
 
-fn parse_entry(v: &Value) -> Option<RawEntry> {
+pub(crate) fn parse_entry(v: &Value) -> Option<RawEntry> {
     let parts = items(v)?;
     let id = text(parts.first()?)?;
     let fields = match parts.get(1) {
@@ -46,40 +52,11 @@ fn parse_entry(v: &Value) -> Option<RawEntry> {
             )
         }
     };
-    Some(RawEntry { id, fields })
-}
-
-fn parse_entries(v: &Value) -> Option<Vec<RawEntry>> {
-    items(v)?.into_iter().map(parse_entry).collect()
-}
-
-/// XREADGROUP: `nil` on timeout, else per stream its entries (RESP2 arrays or RESP3 maps).
-pub fn parse_read_reply(v: &Value) -> Option<Vec<(String, Vec<RawEntry>)>> {
-    match v {
-        Value::Nil => Some(vec![]),
-        Value::Map(m) => m.iter().map(|(k, e)| Some((text(k)?, parse_entries(e)?))).collect(),
-        Value::Array(streams) => streams
-            .iter()
-            .map(|s| {
-                let parts = items(s)?;
-                Some((text(parts.first()?)?, parse_entries(parts.get(1)?)?))
-            })
-            .collect(),
-        _ => None,
-    }
-}
-
-/// XAUTOCLAIM: next start id, claimed entries, ids deleted while pending.
-pub fn parse_autoclaim_reply(v: &Value) -> Option<(String, Vec<RawEntry>, Vec<String>)> {
-    let parts = items(v)?;
-    let next = text(parts.first()?)?;
-    let entries = parse_entries(parts.get(1)?)?;
-    let deleted = parts
-        .get(2)
-        .and_then(|d| items(d))
-        .map(|d| d.into_iter().filter_map(text).collect())
-        .unwrap_or_default();
-    Some((next, entries, deleted))
+    Some(RawEntry {
+        id,
+        fields,
+        withheld: None,
+    })
 }
 
 fn field<'a>(pairs: &'a [Value], name: &str) -> Option<&'a Value> {
@@ -166,6 +143,36 @@ pub fn follows(prev: &str, id: &str) -> bool {
     }
 }
 
+fn too_large(size: u64) -> Rejection {
+    Rejection::new(
+        Reason::EntryTooLarge,
+        format!("entry is {size} bytes; the limit is {MAX_ENTRY_BYTES}"),
+    )
+}
+
+/// The most bytes of one field name or value a dead letter copies, and the most fields.
+pub const DEAD_LETTER_FIELD_BYTES: usize = 1024;
+pub const DEAD_LETTER_FIELDS: usize = 8;
+
+/// What a dead letter keeps of an entry besides where it came from and why: its `size` (field
+/// names and values, bytes) and its first [`DEAD_LETTER_FIELDS`] fields, each name and value cut
+/// to [`DEAD_LETTER_FIELD_BYTES`] (then `truncated` is `1`). A withheld entry keeps only its size.
+/// So each dead letter stays under ~18 KiB, and the dead-letter stream under its MAXLEN times that.
+pub fn dead_letter_fields(e: &RawEntry) -> Fields {
+    let fields = e.fields.as_deref().unwrap_or_default();
+    let size = e
+        .withheld
+        .unwrap_or_else(|| fields.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum());
+    let cut = |b: &[u8]| b[..b.len().min(DEAD_LETTER_FIELD_BYTES)].to_vec();
+    let truncated = fields.len() > DEAD_LETTER_FIELDS || fields.iter().any(|(k, v)| k.len().max(v.len()) > DEAD_LETTER_FIELD_BYTES);
+    let mut out = vec![(b"size".to_vec(), size.to_string().into_bytes())];
+    if truncated {
+        out.push((b"truncated".to_vec(), b"1".to_vec()));
+    }
+    out.extend(fields.iter().take(DEAD_LETTER_FIELDS).map(|(k, v)| (cut(k), cut(v))));
+    out
+}
+
 /// Checks an entry and makes the bus envelope, stamped with when the broker received it.
 /// An id in the future was chosen by its writer: refused, unless it is `dragged` — numbered by
 /// Redis right after such an id, written by an honest agent with `*` — which is forwarded with
@@ -182,6 +189,9 @@ pub fn envelope_for(stream: &str, e: &RawEntry, now: chrono::DateTime<chrono::Ut
         Some((ms, _)) if !dragged => i64::try_from(ms).unwrap_or(i64::MAX).min(now.timestamp_millis()),
         _ => now.timestamp_millis(),
     };
+    if let Some(size) = e.withheld {
+        return Err(too_large(size));
+    }
     let Some(fields) = &e.fields else {
         return Err(Rejection::new(
             Reason::MissingData,
@@ -191,10 +201,7 @@ pub fn envelope_for(stream: &str, e: &RawEntry, now: chrono::DateTime<chrono::Ut
     let get = |name: &str| fields.iter().find(|(k, _)| k.as_slice() == name.as_bytes()).map(|(_, v)| v);
     let size: usize = fields.iter().map(|(k, v)| k.len() + v.len()).sum();
     if size > MAX_ENTRY_BYTES {
-        return Err(Rejection::new(
-            Reason::EntryTooLarge,
-            format!("entry is {size} bytes; the limit is {MAX_ENTRY_BYTES}"),
-        ));
+        return Err(too_large(size as u64));
     }
     let Some(data) = get("data") else {
         return Err(Rejection::new(Reason::MissingData, "entry has no data field"));
@@ -227,6 +234,7 @@ mod tests {
         RawEntry {
             id: "1-0".into(),
             fields: Some(fields.iter().map(|(k, v)| (k.to_vec(), v.to_vec())).collect()),
+            withheld: None,
         }
     }
 
@@ -243,9 +251,24 @@ mod tests {
             (
                 RawEntry {
                     id: "1-0".into(),
-                    fields: None,
+                    ..RawEntry::default()
                 },
                 Err(Reason::MissingData),
+            ),
+            (
+                RawEntry {
+                    id: "1-0".into(),
+                    fields: None,
+                    withheld: Some(100 << 20),
+                },
+                Err(Reason::EntryTooLarge),
+            ),
+            (
+                RawEntry {
+                    withheld: Some(100 << 20),
+                    ..entry(&[(b"data", b"{}")])
+                },
+                Err(Reason::EntryTooLarge),
             ),
         ];
         let now = chrono::Utc::now();
@@ -257,6 +280,7 @@ mod tests {
         let at = |ms: i64| RawEntry {
             id: format!("{ms}-0"),
             fields: Some(vec![(b"data".to_vec(), b"{}".to_vec())]),
+            withheld: None,
         };
         let now_ms = now.timestamp_millis();
         let verdict = |ms| envelope_for("s", &at(ms), now, false).map(|_| ()).map_err(|r| r.reason);
@@ -269,6 +293,7 @@ mod tests {
         let max = RawEntry {
             id: "18446744073709551615-18446744073709551615".into(),
             fields: Some(vec![(b"data".to_vec(), b"{}".to_vec())]),
+            withheld: None,
         };
         assert!(lies_in_future(&max.id, now));
         assert_eq!(
@@ -294,23 +319,55 @@ mod tests {
     }
 
     #[test]
+    fn dead_letters_keep_the_size_and_at_most_a_few_short_fields() {
+        let long = vec![b'x'; DEAD_LETTER_FIELD_BYTES + 1];
+        let cut = vec![b'x'; DEAD_LETTER_FIELD_BYTES];
+        let many: Fields = (0..DEAD_LETTER_FIELDS + 1).map(|i| (vec![b'a' + i as u8], vec![])).collect();
+        let kv = |k: &[u8], v: &[u8]| (k.to_vec(), v.to_vec());
+        let table: Vec<(RawEntry, Fields)> = vec![
+            (entry(&[(b"data", &[0xff])]), vec![kv(b"size", b"5"), kv(b"data", &[0xff])]),
+            (
+                entry(&[(b"data", &long)]),
+                vec![kv(b"size", b"1029"), kv(b"truncated", b"1"), kv(b"data", &cut)],
+            ),
+            (
+                entry(&[(&long, b"v")]),
+                vec![kv(b"size", b"1026"), kv(b"truncated", b"1"), (cut.clone(), b"v".to_vec())],
+            ),
+            (
+                RawEntry {
+                    id: "1-0".into(),
+                    fields: None,
+                    withheld: Some(100 << 20),
+                },
+                vec![kv(b"size", b"104857600")],
+            ),
+            (
+                RawEntry {
+                    id: "1-0".into(),
+                    ..RawEntry::default()
+                },
+                vec![kv(b"size", b"0")],
+            ),
+        ];
+        for (e, want) in table {
+            assert_eq!(dead_letter_fields(&e), want, "{e:?}");
+        }
+        let e = RawEntry {
+            id: "1-0".into(),
+            fields: Some(many.clone()),
+            withheld: None,
+        };
+        let got = dead_letter_fields(&e);
+        assert_eq!(got[..2], [kv(b"size", b"9"), kv(b"truncated", b"1")]);
+        assert_eq!(got[2..], many[..DEAD_LETTER_FIELDS]);
+    }
+
+    #[test]
     fn parses_raw_replies_with_hostile_bytes() {
-        let reply = Value::Array(vec![Value::Array(vec![
-            bs(b"provider:registration"),
-            Value::Array(vec![
-                Value::Array(vec![bs(b"1-0"), Value::Array(vec![bs(b"data"), bs(b"{}")])]),
-                Value::Array(vec![bs(b"2-0"), Value::Array(vec![bs(&[0xff]), bs(&[0xfe])])]),
-                Value::Array(vec![bs(b"3-0"), Value::Nil]),
-            ]),
-        ])]);
-        let parsed = parse_read_reply(&reply).unwrap();
-        assert_eq!(parsed[0].0, "provider:registration");
-        assert_eq!(parsed[0].1.len(), 3);
-        assert_eq!(parsed[0].1[1].fields.as_ref().unwrap()[0].0, vec![0xff]);
-        assert_eq!(parsed[0].1[2].fields, None);
-        assert_eq!(parse_read_reply(&Value::Nil), Some(vec![]));
-        let claim = Value::Array(vec![bs(b"0-0"), Value::Array(vec![]), Value::Array(vec![bs(b"5-0")])]);
-        assert_eq!(parse_autoclaim_reply(&claim), Some(("0-0".into(), vec![], vec!["5-0".into()])));
+        let hostile = Value::Array(vec![bs(b"2-0"), Value::Array(vec![bs(&[0xff]), bs(&[0xfe])])]);
+        assert_eq!(parse_entry(&hostile).unwrap().fields, Some(vec![(vec![0xff], vec![0xfe])]));
+        assert_eq!(parse_entry(&Value::Array(vec![bs(b"3-0"), Value::Nil])).unwrap().fields, None);
         let groups = Value::Array(vec![Value::Array(vec![
             bs(b"name"),
             bs(b"g"),

@@ -7,10 +7,13 @@
 //! entry whose forward has failed `max_forward_failures` times (a publish the bus refuses every
 //! time) is dead-lettered with reason `forward_failed` and acked, so trimming never stalls
 //! behind it; its count of failed forwards is the group's delivery count for it (XPENDING). The
-//! dead-letter stream itself is bounded (`MAXLEN ~`). Several bridges may run at once: the
-//! consumer group shares the entries out.
+//! dead-letter stream itself is bounded (`MAXLEN ~`, and each record is small). Entries are read
+//! through a script Redis runs ([`read`]), so an entry over `MAX_ENTRY_BYTES` never reaches the
+//! bridge: it is dead-lettered by id and size. Several bridges may run at once: the consumer
+//! group shares the entries out.
 
 pub mod entry;
+pub mod read;
 mod settings;
 mod stream_writes;
 
@@ -24,7 +27,11 @@ use worldland_core::bus::{Bus, BusError, HeartbeatReceived, Message, Registratio
 use worldland_redis::ensure_group;
 
 pub use entry::{envelope_for, RawEntry};
+use read::ReadFrom;
 pub use settings::*;
+
+/// The longest a poll that found nothing waits before the next read.
+pub const IDLE_WAIT: Duration = Duration::from_millis(100);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -97,31 +104,25 @@ impl RedisBridge {
         Ok(())
     }
 
-    /// Reads new entries (blocking up to `block_ms`) and forwards them.
+    /// Reads new entries of both streams (through [`read::READ_SCRIPT`], so no entry over
+    /// `MAX_ENTRY_BYTES` ever reaches the bridge) and forwards them; when there were none, waits
+    /// `block_ms` (at most [`IDLE_WAIT`]) before returning: a script cannot block.
     pub async fn poll_once(&self) -> Result<Pass> {
         let streams = self.streams();
-        let mut cmd = redis::cmd("XREADGROUP");
-        cmd.arg("GROUP").arg(&self.settings.group).arg(&self.settings.consumer);
-        cmd.arg("COUNT")
-            .arg(self.settings.batch)
-            .arg("BLOCK")
-            .arg(self.settings.block_ms)
-            .arg("STREAMS");
-        for (s, _) in &streams {
-            cmd.arg(s);
-        }
-        for _ in &streams {
-            cmd.arg(">");
-        }
-        let reply: Value = cmd.query_async(&mut self.reader.clone()).await?;
-        let batches = entry::parse_read_reply(&reply).ok_or(Error::Reply("XREADGROUP"))?;
-        // Each stream's batch is forwarded concurrently with the others'.
-        let forwards = batches
-            .into_iter()
-            .map(|(stream, entries)| async move { self.forward_all(&stream, entries).await });
-        let mut pass = Pass::default();
+        // Each stream's batch is read and forwarded concurrently with the other's.
+        let forwards = streams.iter().map(|(stream, _)| async move {
+            let (_, entries, _) = self.read(stream, ReadFrom::New).await?;
+            let read = entries.len();
+            self.forward_all(stream, entries).await.map(|pass| (read, pass))
+        });
+        let (mut read, mut pass) = (0, Pass::default());
         for r in futures::future::join_all(forwards).await {
-            pass += r?;
+            let (n, p) = r?;
+            read += n;
+            pass += p;
+        }
+        if read == 0 {
+            tokio::time::sleep(Duration::from_millis(self.settings.block_ms).min(IDLE_WAIT)).await;
         }
         Ok(pass)
     }
@@ -142,17 +143,11 @@ impl RedisBridge {
         let mut pass = Pass::default();
         let mut start = "0-0".to_string();
         loop {
-            let reply: Value = redis::cmd("XAUTOCLAIM")
-                .arg(stream)
-                .arg(&self.settings.group)
-                .arg(&self.settings.consumer)
-                .arg(self.settings.reclaim_idle_ms)
-                .arg(&start)
-                .arg("COUNT")
-                .arg(self.settings.batch)
-                .query_async(&mut self.conn.clone())
-                .await?;
-            let (next, entries, deleted) = entry::parse_autoclaim_reply(&reply).ok_or(Error::Reply("XAUTOCLAIM"))?;
+            let from = ReadFrom::Pending {
+                idle_ms: self.settings.reclaim_idle_ms,
+                start: &start,
+            };
+            let (next, entries, deleted) = self.read(stream, from).await?;
             if !deleted.is_empty() {
                 // Trimmed away while pending: nothing left to forward, just clear them.
                 self.ack(stream, &deleted).await?;

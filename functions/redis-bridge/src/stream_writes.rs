@@ -6,7 +6,9 @@ use redis::Value;
 use crate::{entry, RawEntry, RedisBridge, Result};
 
 impl RedisBridge {
-    /// Writes `e` to the (bounded) dead-letter stream with its reason and acks it, atomically.
+    /// Writes `e` to the dead-letter stream with its reason and acks it, atomically: a small
+    /// record (where from, why, its size and at most a few cut fields, [`entry::dead_letter_fields`])
+    /// in a stream bounded by `MAXLEN ~`, so bounded in bytes too.
     pub(crate) async fn dead_letter(&self, stream: &str, e: &RawEntry, reason: &str, message: &str) -> Result<()> {
         let mut p = redis::pipe();
         p.atomic()
@@ -23,9 +25,9 @@ impl RedisBridge {
             .arg("reason")
             .arg(reason)
             .arg("message")
-            .arg(message);
-        for (k, v) in e.fields.iter().flatten() {
-            p.arg(k.as_slice()).arg(v.as_slice());
+            .arg(&message.as_bytes()[..message.len().min(entry::DEAD_LETTER_FIELD_BYTES)]);
+        for (k, v) in entry::dead_letter_fields(e) {
+            p.arg(k).arg(v);
         }
         p.ignore().cmd("XACK").arg(stream).arg(&self.settings.group).arg(&e.id).ignore();
         p.query_async::<()>(&mut self.conn.clone()).await?;

@@ -134,13 +134,13 @@ pub fn lies_in_future(entry_id: &str, now: chrono::DateTime<chrono::Utc>) -> boo
     }
 }
 
-/// Whether `id` is the entry Redis numbers right after `prev` when `*` ids are dragged behind an
-/// id in the future: the same time, the next sequence number.
-pub fn follows(prev: &str, id: &str) -> bool {
-    match (id_parts(prev), id_parts(id)) {
-        (Some((pm, ps)), Some((m, s))) => pm == m && ps.checked_add(1) == Some(s),
-        _ => false,
-    }
+/// Whether Redis may have given `entry_id` to a `*` XADD after an id in the future: it numbers
+/// such an entry with that id's time and the next sequence number, never 0, and never past its
+/// own `i64` clock. A future id with sequence 0 (or past that clock) was chosen by its writer.
+/// An explicit future id with a sequence above 0 cannot be told from a dragged one; it is
+/// forwarded on the bridge's clock, which gives its writer nothing a `*` id would not.
+pub fn may_be_dragged(entry_id: &str) -> bool {
+    matches!(id_parts(entry_id), Some((ms, seq)) if seq > 0 && i64::try_from(ms).is_ok())
 }
 
 fn too_large(size: u64) -> Rejection {
@@ -312,10 +312,19 @@ mod tests {
             Some(now_ms),
             "never later than the bridge's clock"
         );
-        assert!(follows("9999999999999-0", "9999999999999-1"));
-        assert!(!follows("9999999999999-0", "9999999999999-2"));
-        assert!(!follows("9999999999998-5", "9999999999999-0"));
-        assert!(!follows("18446744073709551615-18446744073709551615", "18446744073709551615-0"));
+        let table = [
+            ("9999999999999-1", true),
+            ("9999999999999-77", true),
+            ("9999999999999-0", false),
+            ("9223372036854775807-1", true),
+            ("9223372036854775808-1", false),
+            ("18446744073709551615-18446744073709551615", false),
+            ("x-1", false),
+            ("12", false),
+        ];
+        for (id, want) in table {
+            assert_eq!(may_be_dragged(id), want, "{id}");
+        }
     }
 
     #[test]

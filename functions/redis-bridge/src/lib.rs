@@ -166,8 +166,9 @@ impl RedisBridge {
 
     /// Forwards one stream's entries, pipelined: every forwardable entry is published without
     /// waiting in between, the confirms are awaited together, and the confirmed ones are acked
-    /// in one XACK (never before their confirm). Entries are classified in order (a `*` id
-    /// dragged behind a future one is forwarded on the bridge's clock; the future id is refused).
+    /// in one XACK (never before their confirm). An entry id in the future that Redis may have
+    /// given (a `*` id dragged behind a forged one) is forwarded on the bridge's clock; one only
+    /// its writer can have chosen is refused ([`entry::may_be_dragged`]).
     /// Refused entries are dead-lettered; an entry whose publish was not confirmed stays pending
     /// to be reclaimed, or is dead-lettered once the bus has refused it `max_forward_failures`
     /// times.
@@ -181,21 +182,19 @@ impl RedisBridge {
         let mut pass = Pass::default();
         let now = chrono::Utc::now();
         let mut future = Vec::new();
-        let mut previous: Option<String> = None;
+        let mut left = Vec::new();
         // (message id, body, entry) to publish; (entry, rejection) to dead-letter.
         let mut outgoing: Vec<(String, Vec<u8>, RawEntry)> = Vec::with_capacity(entries.len());
         let mut refused = Vec::new();
         for e in entries {
-            let mut dragged = false;
-            if entry::lies_in_future(&e.id, now) {
-                // Numbered right after a future id in this batch: an honest `*` entry dragged
-                // behind it, forwarded on the bridge's clock; the id that jumped is refused.
-                dragged = previous
-                    .as_deref()
-                    .is_some_and(|p| entry::lies_in_future(p, now) && entry::follows(p, &e.id));
+            // Whatever batch or bridge reads it: an id in the future Redis may have numbered
+            // (an honest `*` entry dragged behind a forged id) is forwarded on the bridge's
+            // clock; one only its writer can have chosen is refused.
+            let in_future = entry::lies_in_future(&e.id, now);
+            let dragged = in_future && entry::may_be_dragged(&e.id);
+            if in_future {
                 future.push(e.id.clone());
             }
-            previous = Some(e.id.clone());
             match envelope_for(stream, &e, now, dragged) {
                 Ok(env) => {
                     let body = serde_json::to_vec(&env).expect("envelopes serialise");
@@ -232,6 +231,7 @@ impl RedisBridge {
                     // Not acked: it stays pending and is reclaimed after the idle time.
                     tracing::warn!(%stream, id = %e.id, tries, error = %err, "publish not confirmed; entry left pending");
                     pass.left_pending += 1;
+                    left.push(e.id);
                 }
             }
         }
@@ -240,39 +240,12 @@ impl RedisBridge {
             self.dead_letter(stream, &e, rej.reason.code(), &rej.message).await?;
             pass.dead_lettered += 1;
         }
+        // Those left pending stay in the stream until forwarded (the reset waits for them).
+        future.retain(|id| !left.contains(id));
         if !future.is_empty() {
             self.undo_drag(stream, &future, now).await;
         }
         Ok(pass)
-    }
-
-    /// An entry id chosen in the future by its writer drags every later `*` id after it, which
-    /// would park every later entry of every agent. Once those entries are dead-lettered: delete
-    /// them and set the stream's last id and the group's back to the bridge's clock (plus the
-    /// allowed lead, so no id Redis gave is ever above it), in one transaction. If yet another
-    /// future entry arrived meanwhile the reset fails and the next pass, having parked it, retries.
-    async fn undo_drag(&self, stream: &str, future: &[String], now: chrono::DateTime<chrono::Utc>) {
-        let back_to = format!("{}-0", (now + entry::MAX_ENTRY_ID_LEAD).timestamp_millis());
-        let mut p = redis::pipe();
-        p.atomic()
-            .cmd("XDEL")
-            .arg(stream)
-            .arg(future)
-            .ignore()
-            .cmd("XSETID")
-            .arg(stream)
-            .arg(&back_to)
-            .ignore()
-            .cmd("XGROUP")
-            .arg("SETID")
-            .arg(stream)
-            .arg(&self.settings.group)
-            .arg(&back_to)
-            .ignore();
-        match p.query_async::<()>(&mut self.conn.clone()).await {
-            Ok(()) => tracing::warn!(%stream, entries = future.len(), %back_to, "entry ids were dragged into the future; stream reset"),
-            Err(e) => tracing::warn!(%stream, error = %e, "could not reset a dragged stream yet; the next pass retries"),
-        }
     }
 
     /// Trims entries every bridge has finished with: everything before the oldest pending

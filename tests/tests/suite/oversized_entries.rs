@@ -29,14 +29,16 @@ async fn xadd(conn: &mut ConnectionManager, stream: &str, fields: &[(&str, &[u8]
     cmd.query_async(conn).await.unwrap()
 }
 
-/// A bridge whose two Redis connections go through `proxy`.
-async fn bridge_behind(env: &TestEnv, proxy: &StallProxy, bus: Arc<MemoryBus>) -> RedisBridge {
+/// A bridge whose two Redis connections go through `proxy` (reclaiming entries idle for
+/// `reclaim_idle_ms`).
+async fn bridge_behind(env: &TestEnv, proxy: &StallProxy, bus: Arc<MemoryBus>, reclaim_idle_ms: u64) -> RedisBridge {
     let direct = "127.0.0.1:6379";
     assert!(env.cfg.redis_url.contains(direct), "the tests' Redis: {}", env.cfg.redis_url);
     let mut cfg = env.cfg.clone();
     cfg.redis_url = env.cfg.redis_url.replace(direct, &format!("127.0.0.1:{}", proxy.port()));
     let settings = BridgeSettings {
         consumer: "b1".into(),
+        reclaim_idle_ms,
         block_ms: 50,
         batch: 16,
         ..BridgeSettings::from_config(&cfg)
@@ -67,7 +69,7 @@ async fn entries_of_8_and_100_mb_never_reach_the_bridge_and_the_flow_goes_on() {
     let q = QueueSpec::new("all", &["#"]);
     bus.declare(&q);
     let mut sub = bus.subscribe(&q).await.unwrap();
-    let bridge = bridge_behind(&env, &proxy, bus.clone()).await;
+    let bridge = bridge_behind(&env, &proxy, bus.clone(), 60_000).await;
     bridge.ensure_groups().await.unwrap();
     let mut pass = Pass::default();
     for _ in 0..20 {
@@ -93,6 +95,7 @@ async fn entries_of_8_and_100_mb_never_reach_the_bridge_and_the_flow_goes_on() {
     // A reclaim pass finds nothing left to read again.
     assert_eq!(bridge.reclaim_once().await.unwrap(), Pass::default());
     let served = proxy.served_bytes();
+    eprintln!("the bridge received {served} bytes from Redis for 3 honest and 108 MB of oversized entries");
     assert!(
         served < (MB as u64),
         "the bridge received {served} bytes from Redis: an oversized entry reached it"
@@ -164,4 +167,57 @@ async fn the_shipped_redis_limits_refuse_a_field_over_1_mb_and_never_evict() {
     let mut agent = connect(AGENT).await;
     let taken = tokio::time::timeout(Duration::from_secs(5), xadd(60 * 1024).query_async::<String>(&mut agent)).await;
     assert!(matches!(taken, Ok(Ok(_))), "an entry within the bridge's limit: {taken:?}");
+}
+
+/// The reclaim pass reads through the same script: an oversized entry a crashed bridge left
+/// pending is taken over by id and size, never read whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_entry_left_pending_by_a_crashed_bridge_is_reclaimed_by_id_and_size() {
+    let env = TestEnv::new(&[]);
+    let mut conn = env.redis().await;
+    let reg = env.cfg.streams().registration();
+    let bus = Arc::new(MemoryBus::new(5));
+    bus.declare(&QueueSpec::new("all", &["#"]));
+    let proxy = StallProxy::start("127.0.0.1:6379").await;
+    let rescuer = bridge_behind(&env, &proxy, bus.clone(), 0).await;
+    rescuer.ensure_groups().await.unwrap();
+    xadd(&mut conn, &reg, &[("data", b"{\"provider_id\":\"p1\"}")]).await;
+    let big = xadd(&mut conn, &reg, &[("data", &vec![b'x'; 8 * MB])]).await;
+    // A bridge (an older one, reading whole entries) took both, then died before handling them.
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg(&env.cfg.bridge_group)
+        .arg("crashed")
+        .arg("COUNT")
+        .arg(10)
+        .arg("STREAMS")
+        .arg(&reg)
+        .arg(">")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        rescuer.reclaim_once().await.unwrap(),
+        Pass {
+            forwarded: 1,
+            dead_lettered: 1,
+            left_pending: 0
+        }
+    );
+    let served = proxy.served_bytes();
+    assert!(served < (MB as u64), "the rescuer received {served} bytes from Redis");
+    let dead: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg(env.cfg.streams().dead_letter())
+        .arg("-")
+        .arg("+")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let records: Vec<(String, String)> = dead
+        .ids
+        .iter()
+        .map(|e| (e.get("entry_id").unwrap(), e.get("size").unwrap()))
+        .collect();
+    assert_eq!(records, vec![(big, (8 * MB + 4).to_string())]);
+    let _: () = redis::cmd("DEL").arg(&reg).query_async(&mut conn).await.unwrap();
 }

@@ -12,6 +12,7 @@
 //! bridge: it is dead-lettered by id and size. Several bridges may run at once: the consumer
 //! group shares the entries out.
 
+pub mod dead_letter;
 pub mod entry;
 pub mod read;
 mod settings;

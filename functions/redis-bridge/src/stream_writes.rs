@@ -4,7 +4,7 @@
 
 use redis::Value;
 
-use crate::{entry, RawEntry, RedisBridge, Result};
+use crate::{dead_letter, entry, RawEntry, RedisBridge, Result};
 
 /// KEYS[1]: the stream. ARGV: the group, the id to go back to, then the future entries already
 /// handled (acked), to delete. Deletes them; then, only if no entry above that id is left (one
@@ -20,7 +20,7 @@ return 1
 
 impl RedisBridge {
     /// Writes `e` to the dead-letter stream with its reason and acks it, atomically: a small
-    /// record (where from, why, its size and at most a few cut fields, [`entry::dead_letter_fields`])
+    /// record (where from, why, its size and at most a few cut fields, [`dead_letter::dead_letter_fields`])
     /// in a stream bounded by `MAXLEN ~`, so bounded in bytes too.
     pub(crate) async fn dead_letter(&self, stream: &str, e: &RawEntry, reason: &str, message: &str) -> Result<()> {
         let mut p = redis::pipe();
@@ -38,8 +38,8 @@ impl RedisBridge {
             .arg("reason")
             .arg(reason)
             .arg("message")
-            .arg(&message.as_bytes()[..message.len().min(entry::DEAD_LETTER_FIELD_BYTES)]);
-        for (k, v) in entry::dead_letter_fields(e) {
+            .arg(&message.as_bytes()[..message.len().min(dead_letter::DEAD_LETTER_FIELD_BYTES)]);
+        for (k, v) in dead_letter::dead_letter_fields(e) {
             p.arg(k).arg(v);
         }
         p.ignore().cmd("XACK").arg(stream).arg(&self.settings.group).arg(&e.id).ignore();

@@ -63,8 +63,9 @@ impl std::ops::AddAssign for Pass {
 
 pub struct RedisBridge {
     conn: ConnectionManager,
-    /// Only for the blocking XREADGROUP: a blocked read would hold up every command pipelined
-    /// behind it on a shared connection.
+    /// Only for the reads (the script of [`read`]): counting a batch with oversized entries
+    /// takes Redis a while (~0.5 s per 100 MB), longer than other commands should wait behind
+    /// it on a shared connection; this connection's response timeout allows `block_ms` more.
     reader: ConnectionManager,
     bus: Arc<dyn Bus>,
     settings: BridgeSettings,

@@ -338,3 +338,27 @@ async fn a_repeated_future_id_costs_no_honest_entry() {
     }
     assert_honest_entries_forwarded(&mut b, &forged, &honest).await;
 }
+
+#[tokio::test]
+async fn a_dragged_entry_whose_publish_failed_is_kept_for_the_reclaim() {
+    let mut b = bridged().await;
+    // A bus with no queue bound: every publish is refused (unroutable).
+    let refusing = another_bridge(&b.env, Arc::new(MemoryBus::new(5)), "refused", 16).await;
+    let forged = xadd_at(&mut b.conn, &b.stream, "9999999999999-0", "{\"forged\":true}").await;
+    xadd_at(&mut b.conn, &b.stream, "*", "{\"honest\":1}").await;
+    let pass = refusing.poll_once().await.unwrap();
+    assert_eq!((pass.dead_lettered, pass.left_pending), (1, 1), "{pass:?}");
+    // Idle time 0: the rescuer may claim at once.
+    let rescuer = RedisBridge::new(
+        b.env.redis().await,
+        b.env.redis_blocking().await,
+        b.bus.clone(),
+        BridgeSettings {
+            consumer: "rescuer".into(),
+            reclaim_idle_ms: 0,
+            ..BridgeSettings::from_config(&b.env.cfg)
+        },
+    );
+    assert_eq!(rescuer.reclaim_once().await.unwrap().forwarded, 1, "the dragged entry was kept");
+    assert_honest_entries_forwarded(&mut b, &[forged], &["{\"honest\":1}".to_string()]).await;
+}

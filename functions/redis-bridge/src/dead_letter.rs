@@ -3,26 +3,40 @@
 
 use crate::entry::{Fields, RawEntry};
 
-/// The most bytes of one field name or value a dead letter copies, and the most fields.
+/// The most bytes of one field name or value a dead letter copies, the most fields, and the
+/// most bytes of names and values in all.
 pub const DEAD_LETTER_FIELD_BYTES: usize = 1024;
 pub const DEAD_LETTER_FIELDS: usize = 8;
+pub const DEAD_LETTER_COPY_BYTES: usize = 2048;
 
 /// What a dead letter keeps of an entry besides where it came from and why: its `size` (field
-/// names and values, bytes) and its first [`DEAD_LETTER_FIELDS`] fields, each name and value cut
-/// to [`DEAD_LETTER_FIELD_BYTES`] (then `truncated` is `1`). A withheld entry keeps only its size.
-/// So each dead letter stays under ~18 KiB, and the dead-letter stream under its MAXLEN times that.
+/// names and values, bytes) and its first fields, at most [`DEAD_LETTER_FIELDS`] of them, each
+/// name and value cut to [`DEAD_LETTER_FIELD_BYTES`] and all to [`DEAD_LETTER_COPY_BYTES`] (then
+/// `truncated` is `1`). A withheld entry keeps only its size. So with its message (≤ 1 KiB) a
+/// dead letter stays under ~3.5 KiB, and the dead-letter stream under its MAXLEN times that.
 pub fn dead_letter_fields(e: &RawEntry) -> Fields {
     let fields = e.fields.as_deref().unwrap_or_default();
     let size = e
         .withheld
         .unwrap_or_else(|| fields.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum());
-    let cut = |b: &[u8]| b[..b.len().min(DEAD_LETTER_FIELD_BYTES)].to_vec();
-    let truncated = fields.len() > DEAD_LETTER_FIELDS || fields.iter().any(|(k, v)| k.len().max(v.len()) > DEAD_LETTER_FIELD_BYTES);
+    let mut room = DEAD_LETTER_COPY_BYTES;
+    let mut cut = |b: &[u8]| {
+        let kept = b[..b.len().min(DEAD_LETTER_FIELD_BYTES).min(room)].to_vec();
+        room -= kept.len();
+        kept
+    };
+    let mut copied = Fields::new();
+    for (k, v) in fields.iter().take(DEAD_LETTER_FIELDS) {
+        let k = cut(k);
+        copied.push((k, cut(v)));
+    }
+    let kept: usize = copied.iter().map(|(k, v)| k.len() + v.len()).sum();
+    let truncated = e.fields.is_some() && (copied.len() < fields.len() || (kept as u64) < size);
     let mut out = vec![(b"size".to_vec(), size.to_string().into_bytes())];
     if truncated {
         out.push((b"truncated".to_vec(), b"1".to_vec()));
     }
-    out.extend(fields.iter().take(DEAD_LETTER_FIELDS).map(|(k, v)| (cut(k), cut(v))));
+    out.extend(copied);
     out
 }
 
@@ -53,6 +67,16 @@ mod tests {
             (
                 entry(&[(&long, b"v")]),
                 vec![kv(b"size", b"1026"), kv(b"truncated", b"1"), (cut.clone(), b"v".to_vec())],
+            ),
+            (
+                entry(&[(b"a", &[b'1'; 1000]), (b"b", &[b'2'; 1000]), (b"c", &[b'3'; 1000])]),
+                vec![
+                    kv(b"size", b"3003"),
+                    kv(b"truncated", b"1"),
+                    kv(b"a", &[b'1'; 1000]),
+                    kv(b"b", &[b'2'; 1000]),
+                    kv(b"c", &[b'3'; 45]),
+                ],
             ),
             (
                 RawEntry {

@@ -30,6 +30,20 @@ pub fn shipped_acl_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra/redis/users.acl")
 }
 
+/// `infra/redis/redis.conf`: the limits the agents' Redis runs with.
+pub fn shipped_conf_path() -> PathBuf {
+    shipped_acl_path().with_file_name("redis.conf")
+}
+
+/// The shipped config without its `aclfile` line (a test server gets its own ACL file).
+pub fn conf_for_test(shipped: &str) -> String {
+    shipped
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("aclfile"))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
 /// The server binary: `WORLDLAND_TEST_REDIS_SERVER`, else `/usr/bin/redis-server` when it exists,
 /// else `redis-server` on the PATH.
 pub fn server_binary() -> String {
@@ -82,7 +96,9 @@ impl PrivateRedis {
             .map(|u| (u.to_string(), uuid::Uuid::new_v4().simple().to_string()))
             .collect();
         let acl = acl_for_test(&shipped, &prefix, &passwords[0].1, &passwords[1].1, &passwords[2].1);
-        let mut server = Self::start(Some(&acl)).unwrap_or_else(|log| panic!("redis-server with the test ACL did not start:\n{log}"));
+        let limits = conf_for_test(&std::fs::read_to_string(shipped_conf_path()).expect("infra/redis/redis.conf"));
+        let mut server = Self::start_with(Some(&acl), Some(&limits))
+            .unwrap_or_else(|log| panic!("redis-server with the test ACL and the shipped limits did not start:\n{log}"));
         server.prefix = prefix;
         server.passwords = passwords;
         server
@@ -99,12 +115,22 @@ impl PrivateRedis {
     /// Starts `redis-server` with `acl` (the text of an ACL file) or none. Err holds its log when
     /// it exits instead of serving (after a few tries on other ports when the port was taken).
     pub fn start(acl: Option<&str>) -> Result<Self, String> {
+        Self::start_with(acl, None)
+    }
+
+    /// [`Self::start`], with `conf` (the text of a config file) loaded first.
+    pub fn start_with(acl: Option<&str>, conf: Option<&str>) -> Result<Self, String> {
         let mut last_log = String::new();
         for _ in 0..5 {
             let dir = std::env::temp_dir().join(format!("wl-redis-{}", uuid::Uuid::new_v4().simple()));
             std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
             let port = crate::spare_port();
             let mut cmd = Command::new(server_binary());
+            if let Some(text) = conf {
+                let file = dir.join("redis.conf");
+                std::fs::write(&file, text).map_err(|e| format!("{}: {e}", file.display()))?;
+                cmd.arg(&file);
+            }
             cmd.arg("--port")
                 .arg(port.to_string())
                 .arg("--bind")

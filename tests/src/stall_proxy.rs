@@ -3,7 +3,9 @@
 //! nothing on them, ever again (half-open connections), and so do the connections accepted while
 //! stopped; after [`StallProxy::resume`] new connections are forwarded again (the new primary).
 //! A client that waits on an old socket without a timeout hangs forever.
+//! [`StallProxy::served_bytes`] counts what the server sent to the clients: what a client read.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,6 +26,8 @@ struct Shared {
     stopped: watch::Sender<bool>,
     /// Connections accepted so far.
     accepted: watch::Sender<usize>,
+    /// Bytes forwarded from the server to the clients.
+    served: AtomicU64,
     /// The accept loop and every connection's tasks, ended when the proxy is dropped.
     tasks: Mutex<Vec<AbortHandle>>,
 }
@@ -38,6 +42,7 @@ impl StallProxy {
             epoch: watch::channel(0).0,
             stopped: watch::channel(false).0,
             accepted: watch::channel(0).0,
+            served: AtomicU64::new(0),
             tasks: Mutex::new(vec![]),
         });
         let accept = tokio::spawn(accept_loop(listener, shared.clone()));
@@ -69,6 +74,11 @@ impl StallProxy {
     /// Connections accepted so far.
     pub fn accepted(&self) -> usize {
         *self.shared.accepted.borrow()
+    }
+
+    /// Bytes the server has sent to the clients so far, over every connection.
+    pub fn served_bytes(&self) -> u64 {
+        self.shared.served.load(Ordering::SeqCst)
     }
 
     /// Waits up to `within` for more than `n` connections in all; false if none came.
@@ -110,20 +120,22 @@ async fn forward(client: TcpStream, shared: Arc<Shared>, epoch: u64) {
     };
     let (client_in, client_out) = client.into_split();
     let (server_in, server_out) = server.into_split();
-    let up = tokio::spawn(pump(client_in, server_out, shared.epoch.subscribe(), epoch));
-    let down = tokio::spawn(pump(server_in, client_out, shared.epoch.subscribe(), epoch));
+    let up = tokio::spawn(pump(client_in, server_out, shared.epoch.subscribe(), epoch, None));
+    let down = tokio::spawn(pump(server_in, client_out, shared.epoch.subscribe(), epoch, Some(shared.clone())));
     let mut tasks = shared.tasks.lock().unwrap();
     tasks.push(up.abort_handle());
     tasks.push(down.abort_handle());
 }
 
 /// Copies `from` to `to` while the epoch is still `epoch`; after a stop, what it reads is dropped
-/// and both halves are held open, silent, until the task is aborted.
+/// and both halves are held open, silent, until the task is aborted. Counts what it forwards in
+/// `counted`'s `served`, when given.
 async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     current: watch::Receiver<u64>,
     epoch: u64,
+    counted: Option<Arc<Shared>>,
 ) {
     let mut buf = vec![0u8; 16 * 1024];
     loop {
@@ -139,6 +151,9 @@ async fn pump(
         }
         if to.write_all(&buf[..n]).await.is_err() {
             return;
+        }
+        if let Some(shared) = &counted {
+            shared.served.fetch_add(n as u64, Ordering::SeqCst);
         }
     }
     // Half-open: keep reading (so the peer's writes succeed) and forward nothing.

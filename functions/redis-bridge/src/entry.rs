@@ -5,11 +5,17 @@ use redis::Value;
 use worldland_core::messages::{StreamEnvelope, MAX_ENTRY_BYTES};
 use worldland_core::refusal::{Reason, Rejection};
 
-/// One entry: its id and fields (`None` when the entry was deleted while pending).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// An entry's fields, names and values as Redis holds them (any bytes).
+pub type Fields = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// One entry: its id and fields (`None` when the entry was deleted while pending, or withheld).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RawEntry {
     pub id: String,
-    pub fields: Option<Vec<(Vec<u8>, Vec<u8>)>>,
+    pub fields: Option<Fields>,
+    /// The entry's size (field names and values, bytes) when Redis kept its fields back for
+    /// being over [`MAX_ENTRY_BYTES`]: the bridge never receives such an entry.
+    pub withheld: Option<u64>,
 }
 
 fn bytes(v: &Value) -> Option<Vec<u8>> {
@@ -21,18 +27,18 @@ fn bytes(v: &Value) -> Option<Vec<u8>> {
     }
 }
 
-fn text(v: &Value) -> Option<String> {
+pub(crate) fn text(v: &Value) -> Option<String> {
     bytes(v).and_then(|b| String::from_utf8(b).ok())
 }
 
-fn items(v: &Value) -> Option<Vec<&Value>> {
+pub(crate) fn items(v: &Value) -> Option<Vec<&Value>> {
     match v {
         Value::Array(a) | Value::Set(a) => Some(a.iter().collect()),
         _ => None,
     }
 }
 
-fn parse_entry(v: &Value) -> Option<RawEntry> {
+pub(crate) fn parse_entry(v: &Value) -> Option<RawEntry> {
     let parts = items(v)?;
     let id = text(parts.first()?)?;
     let fields = match parts.get(1) {
@@ -46,40 +52,11 @@ fn parse_entry(v: &Value) -> Option<RawEntry> {
             )
         }
     };
-    Some(RawEntry { id, fields })
-}
-
-fn parse_entries(v: &Value) -> Option<Vec<RawEntry>> {
-    items(v)?.into_iter().map(parse_entry).collect()
-}
-
-/// XREADGROUP: `nil` on timeout, else per stream its entries (RESP2 arrays or RESP3 maps).
-pub fn parse_read_reply(v: &Value) -> Option<Vec<(String, Vec<RawEntry>)>> {
-    match v {
-        Value::Nil => Some(vec![]),
-        Value::Map(m) => m.iter().map(|(k, e)| Some((text(k)?, parse_entries(e)?))).collect(),
-        Value::Array(streams) => streams
-            .iter()
-            .map(|s| {
-                let parts = items(s)?;
-                Some((text(parts.first()?)?, parse_entries(parts.get(1)?)?))
-            })
-            .collect(),
-        _ => None,
-    }
-}
-
-/// XAUTOCLAIM: next start id, claimed entries, ids deleted while pending.
-pub fn parse_autoclaim_reply(v: &Value) -> Option<(String, Vec<RawEntry>, Vec<String>)> {
-    let parts = items(v)?;
-    let next = text(parts.first()?)?;
-    let entries = parse_entries(parts.get(1)?)?;
-    let deleted = parts
-        .get(2)
-        .and_then(|d| items(d))
-        .map(|d| d.into_iter().filter_map(text).collect())
-        .unwrap_or_default();
-    Some((next, entries, deleted))
+    Some(RawEntry {
+        id,
+        fields,
+        withheld: None,
+    })
 }
 
 fn field<'a>(pairs: &'a [Value], name: &str) -> Option<&'a Value> {
@@ -157,13 +134,20 @@ pub fn lies_in_future(entry_id: &str, now: chrono::DateTime<chrono::Utc>) -> boo
     }
 }
 
-/// Whether `id` is the entry Redis numbers right after `prev` when `*` ids are dragged behind an
-/// id in the future: the same time, the next sequence number.
-pub fn follows(prev: &str, id: &str) -> bool {
-    match (id_parts(prev), id_parts(id)) {
-        (Some((pm, ps)), Some((m, s))) => pm == m && ps.checked_add(1) == Some(s),
-        _ => false,
-    }
+/// Whether Redis may have given `entry_id` to a `*` XADD after an id in the future: it numbers
+/// such an entry with that id's time and the next sequence number, never 0, and never past its
+/// own `i64` clock. A future id with sequence 0 (or past that clock) was chosen by its writer.
+/// An explicit future id with a sequence above 0 cannot be told from a dragged one; it is
+/// forwarded on the bridge's clock, which gives its writer nothing a `*` id would not.
+pub fn may_be_dragged(entry_id: &str) -> bool {
+    matches!(id_parts(entry_id), Some((ms, seq)) if seq > 0 && i64::try_from(ms).is_ok())
+}
+
+fn too_large(size: u64) -> Rejection {
+    Rejection::new(
+        Reason::EntryTooLarge,
+        format!("entry is {size} bytes; the limit is {MAX_ENTRY_BYTES}"),
+    )
 }
 
 /// Checks an entry and makes the bus envelope, stamped with when the broker received it.
@@ -182,6 +166,9 @@ pub fn envelope_for(stream: &str, e: &RawEntry, now: chrono::DateTime<chrono::Ut
         Some((ms, _)) if !dragged => i64::try_from(ms).unwrap_or(i64::MAX).min(now.timestamp_millis()),
         _ => now.timestamp_millis(),
     };
+    if let Some(size) = e.withheld {
+        return Err(too_large(size));
+    }
     let Some(fields) = &e.fields else {
         return Err(Rejection::new(
             Reason::MissingData,
@@ -191,10 +178,7 @@ pub fn envelope_for(stream: &str, e: &RawEntry, now: chrono::DateTime<chrono::Ut
     let get = |name: &str| fields.iter().find(|(k, _)| k.as_slice() == name.as_bytes()).map(|(_, v)| v);
     let size: usize = fields.iter().map(|(k, v)| k.len() + v.len()).sum();
     if size > MAX_ENTRY_BYTES {
-        return Err(Rejection::new(
-            Reason::EntryTooLarge,
-            format!("entry is {size} bytes; the limit is {MAX_ENTRY_BYTES}"),
-        ));
+        return Err(too_large(size as u64));
     }
     let Some(data) = get("data") else {
         return Err(Rejection::new(Reason::MissingData, "entry has no data field"));
@@ -227,6 +211,7 @@ mod tests {
         RawEntry {
             id: "1-0".into(),
             fields: Some(fields.iter().map(|(k, v)| (k.to_vec(), v.to_vec())).collect()),
+            withheld: None,
         }
     }
 
@@ -243,9 +228,24 @@ mod tests {
             (
                 RawEntry {
                     id: "1-0".into(),
-                    fields: None,
+                    ..RawEntry::default()
                 },
                 Err(Reason::MissingData),
+            ),
+            (
+                RawEntry {
+                    id: "1-0".into(),
+                    fields: None,
+                    withheld: Some(100 << 20),
+                },
+                Err(Reason::EntryTooLarge),
+            ),
+            (
+                RawEntry {
+                    withheld: Some(100 << 20),
+                    ..entry(&[(b"data", b"{}")])
+                },
+                Err(Reason::EntryTooLarge),
             ),
         ];
         let now = chrono::Utc::now();
@@ -257,6 +257,7 @@ mod tests {
         let at = |ms: i64| RawEntry {
             id: format!("{ms}-0"),
             fields: Some(vec![(b"data".to_vec(), b"{}".to_vec())]),
+            withheld: None,
         };
         let now_ms = now.timestamp_millis();
         let verdict = |ms| envelope_for("s", &at(ms), now, false).map(|_| ()).map_err(|r| r.reason);
@@ -269,6 +270,7 @@ mod tests {
         let max = RawEntry {
             id: "18446744073709551615-18446744073709551615".into(),
             fields: Some(vec![(b"data".to_vec(), b"{}".to_vec())]),
+            withheld: None,
         };
         assert!(lies_in_future(&max.id, now));
         assert_eq!(
@@ -287,30 +289,26 @@ mod tests {
             Some(now_ms),
             "never later than the bridge's clock"
         );
-        assert!(follows("9999999999999-0", "9999999999999-1"));
-        assert!(!follows("9999999999999-0", "9999999999999-2"));
-        assert!(!follows("9999999999998-5", "9999999999999-0"));
-        assert!(!follows("18446744073709551615-18446744073709551615", "18446744073709551615-0"));
+        let table = [
+            ("9999999999999-1", true),
+            ("9999999999999-77", true),
+            ("9999999999999-0", false),
+            ("9223372036854775807-1", true),
+            ("9223372036854775808-1", false),
+            ("18446744073709551615-18446744073709551615", false),
+            ("x-1", false),
+            ("12", false),
+        ];
+        for (id, want) in table {
+            assert_eq!(may_be_dragged(id), want, "{id}");
+        }
     }
 
     #[test]
     fn parses_raw_replies_with_hostile_bytes() {
-        let reply = Value::Array(vec![Value::Array(vec![
-            bs(b"provider:registration"),
-            Value::Array(vec![
-                Value::Array(vec![bs(b"1-0"), Value::Array(vec![bs(b"data"), bs(b"{}")])]),
-                Value::Array(vec![bs(b"2-0"), Value::Array(vec![bs(&[0xff]), bs(&[0xfe])])]),
-                Value::Array(vec![bs(b"3-0"), Value::Nil]),
-            ]),
-        ])]);
-        let parsed = parse_read_reply(&reply).unwrap();
-        assert_eq!(parsed[0].0, "provider:registration");
-        assert_eq!(parsed[0].1.len(), 3);
-        assert_eq!(parsed[0].1[1].fields.as_ref().unwrap()[0].0, vec![0xff]);
-        assert_eq!(parsed[0].1[2].fields, None);
-        assert_eq!(parse_read_reply(&Value::Nil), Some(vec![]));
-        let claim = Value::Array(vec![bs(b"0-0"), Value::Array(vec![]), Value::Array(vec![bs(b"5-0")])]);
-        assert_eq!(parse_autoclaim_reply(&claim), Some(("0-0".into(), vec![], vec!["5-0".into()])));
+        let hostile = Value::Array(vec![bs(b"2-0"), Value::Array(vec![bs(&[0xff]), bs(&[0xfe])])]);
+        assert_eq!(parse_entry(&hostile).unwrap().fields, Some(vec![(vec![0xff], vec![0xfe])]));
+        assert_eq!(parse_entry(&Value::Array(vec![bs(b"3-0"), Value::Nil])).unwrap().fields, None);
         let groups = Value::Array(vec![Value::Array(vec![
             bs(b"name"),
             bs(b"g"),

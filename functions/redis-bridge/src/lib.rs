@@ -7,10 +7,14 @@
 //! entry whose forward has failed `max_forward_failures` times (a publish the bus refuses every
 //! time) is dead-lettered with reason `forward_failed` and acked, so trimming never stalls
 //! behind it; its count of failed forwards is the group's delivery count for it (XPENDING). The
-//! dead-letter stream itself is bounded (`MAXLEN ~`). Several bridges may run at once: the
-//! consumer group shares the entries out.
+//! dead-letter stream itself is bounded (`MAXLEN ~`, and each record is small). Entries are read
+//! through a script Redis runs ([`read`]), so an entry over `MAX_ENTRY_BYTES` never reaches the
+//! bridge: it is dead-lettered by id and size. Several bridges may run at once: the consumer
+//! group shares the entries out.
 
+pub mod dead_letter;
 pub mod entry;
+pub mod read;
 mod settings;
 mod stream_writes;
 
@@ -24,7 +28,11 @@ use worldland_core::bus::{Bus, BusError, HeartbeatReceived, Message, Registratio
 use worldland_redis::ensure_group;
 
 pub use entry::{envelope_for, RawEntry};
+use read::ReadFrom;
 pub use settings::*;
+
+/// The longest a poll that found nothing waits before the next read.
+pub const IDLE_WAIT: Duration = Duration::from_millis(100);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -55,8 +63,9 @@ impl std::ops::AddAssign for Pass {
 
 pub struct RedisBridge {
     conn: ConnectionManager,
-    /// Only for the blocking XREADGROUP: a blocked read would hold up every command pipelined
-    /// behind it on a shared connection.
+    /// Only for the reads (the script of [`read`]): counting a batch with oversized entries
+    /// takes Redis a while (~0.5 s per 100 MB), longer than other commands should wait behind
+    /// it on a shared connection; this connection's response timeout allows `block_ms` more.
     reader: ConnectionManager,
     bus: Arc<dyn Bus>,
     settings: BridgeSettings,
@@ -97,31 +106,25 @@ impl RedisBridge {
         Ok(())
     }
 
-    /// Reads new entries (blocking up to `block_ms`) and forwards them.
+    /// Reads new entries of both streams (through [`read::READ_SCRIPT`], so no entry over
+    /// `MAX_ENTRY_BYTES` ever reaches the bridge) and forwards them; when there were none, waits
+    /// `block_ms` (at most [`IDLE_WAIT`]) before returning: a script cannot block.
     pub async fn poll_once(&self) -> Result<Pass> {
         let streams = self.streams();
-        let mut cmd = redis::cmd("XREADGROUP");
-        cmd.arg("GROUP").arg(&self.settings.group).arg(&self.settings.consumer);
-        cmd.arg("COUNT")
-            .arg(self.settings.batch)
-            .arg("BLOCK")
-            .arg(self.settings.block_ms)
-            .arg("STREAMS");
-        for (s, _) in &streams {
-            cmd.arg(s);
-        }
-        for _ in &streams {
-            cmd.arg(">");
-        }
-        let reply: Value = cmd.query_async(&mut self.reader.clone()).await?;
-        let batches = entry::parse_read_reply(&reply).ok_or(Error::Reply("XREADGROUP"))?;
-        // Each stream's batch is forwarded concurrently with the others'.
-        let forwards = batches
-            .into_iter()
-            .map(|(stream, entries)| async move { self.forward_all(&stream, entries).await });
-        let mut pass = Pass::default();
+        // Each stream's batch is read and forwarded concurrently with the other's.
+        let forwards = streams.iter().map(|(stream, _)| async move {
+            let (_, entries, _) = self.read(stream, ReadFrom::New).await?;
+            let read = entries.len();
+            self.forward_all(stream, entries).await.map(|pass| (read, pass))
+        });
+        let (mut read, mut pass) = (0, Pass::default());
         for r in futures::future::join_all(forwards).await {
-            pass += r?;
+            let (n, p) = r?;
+            read += n;
+            pass += p;
+        }
+        if read == 0 {
+            tokio::time::sleep(Duration::from_millis(self.settings.block_ms).min(IDLE_WAIT)).await;
         }
         Ok(pass)
     }
@@ -142,17 +145,11 @@ impl RedisBridge {
         let mut pass = Pass::default();
         let mut start = "0-0".to_string();
         loop {
-            let reply: Value = redis::cmd("XAUTOCLAIM")
-                .arg(stream)
-                .arg(&self.settings.group)
-                .arg(&self.settings.consumer)
-                .arg(self.settings.reclaim_idle_ms)
-                .arg(&start)
-                .arg("COUNT")
-                .arg(self.settings.batch)
-                .query_async(&mut self.conn.clone())
-                .await?;
-            let (next, entries, deleted) = entry::parse_autoclaim_reply(&reply).ok_or(Error::Reply("XAUTOCLAIM"))?;
+            let from = ReadFrom::Pending {
+                idle_ms: self.settings.reclaim_idle_ms,
+                start: &start,
+            };
+            let (next, entries, deleted) = self.read(stream, from).await?;
             if !deleted.is_empty() {
                 // Trimmed away while pending: nothing left to forward, just clear them.
                 self.ack(stream, &deleted).await?;
@@ -171,8 +168,9 @@ impl RedisBridge {
 
     /// Forwards one stream's entries, pipelined: every forwardable entry is published without
     /// waiting in between, the confirms are awaited together, and the confirmed ones are acked
-    /// in one XACK (never before their confirm). Entries are classified in order (a `*` id
-    /// dragged behind a future one is forwarded on the bridge's clock; the future id is refused).
+    /// in one XACK (never before their confirm). An entry id in the future that Redis may have
+    /// given (a `*` id dragged behind a forged one) is forwarded on the bridge's clock; one only
+    /// its writer can have chosen is refused ([`entry::may_be_dragged`]).
     /// Refused entries are dead-lettered; an entry whose publish was not confirmed stays pending
     /// to be reclaimed, or is dead-lettered once the bus has refused it `max_forward_failures`
     /// times.
@@ -186,21 +184,19 @@ impl RedisBridge {
         let mut pass = Pass::default();
         let now = chrono::Utc::now();
         let mut future = Vec::new();
-        let mut previous: Option<String> = None;
+        let mut left = Vec::new();
         // (message id, body, entry) to publish; (entry, rejection) to dead-letter.
         let mut outgoing: Vec<(String, Vec<u8>, RawEntry)> = Vec::with_capacity(entries.len());
         let mut refused = Vec::new();
         for e in entries {
-            let mut dragged = false;
-            if entry::lies_in_future(&e.id, now) {
-                // Numbered right after a future id in this batch: an honest `*` entry dragged
-                // behind it, forwarded on the bridge's clock; the id that jumped is refused.
-                dragged = previous
-                    .as_deref()
-                    .is_some_and(|p| entry::lies_in_future(p, now) && entry::follows(p, &e.id));
+            // Whatever batch or bridge reads it: an id in the future Redis may have numbered
+            // (an honest `*` entry dragged behind a forged id) is forwarded on the bridge's
+            // clock; one only its writer can have chosen is refused.
+            let in_future = entry::lies_in_future(&e.id, now);
+            let dragged = in_future && entry::may_be_dragged(&e.id);
+            if in_future {
                 future.push(e.id.clone());
             }
-            previous = Some(e.id.clone());
             match envelope_for(stream, &e, now, dragged) {
                 Ok(env) => {
                     let body = serde_json::to_vec(&env).expect("envelopes serialise");
@@ -237,6 +233,7 @@ impl RedisBridge {
                     // Not acked: it stays pending and is reclaimed after the idle time.
                     tracing::warn!(%stream, id = %e.id, tries, error = %err, "publish not confirmed; entry left pending");
                     pass.left_pending += 1;
+                    left.push(e.id);
                 }
             }
         }
@@ -245,39 +242,12 @@ impl RedisBridge {
             self.dead_letter(stream, &e, rej.reason.code(), &rej.message).await?;
             pass.dead_lettered += 1;
         }
+        // Those left pending stay in the stream until forwarded (the reset waits for them).
+        future.retain(|id| !left.contains(id));
         if !future.is_empty() {
             self.undo_drag(stream, &future, now).await;
         }
         Ok(pass)
-    }
-
-    /// An entry id chosen in the future by its writer drags every later `*` id after it, which
-    /// would park every later entry of every agent. Once those entries are dead-lettered: delete
-    /// them and set the stream's last id and the group's back to the bridge's clock (plus the
-    /// allowed lead, so no id Redis gave is ever above it), in one transaction. If yet another
-    /// future entry arrived meanwhile the reset fails and the next pass, having parked it, retries.
-    async fn undo_drag(&self, stream: &str, future: &[String], now: chrono::DateTime<chrono::Utc>) {
-        let back_to = format!("{}-0", (now + entry::MAX_ENTRY_ID_LEAD).timestamp_millis());
-        let mut p = redis::pipe();
-        p.atomic()
-            .cmd("XDEL")
-            .arg(stream)
-            .arg(future)
-            .ignore()
-            .cmd("XSETID")
-            .arg(stream)
-            .arg(&back_to)
-            .ignore()
-            .cmd("XGROUP")
-            .arg("SETID")
-            .arg(stream)
-            .arg(&self.settings.group)
-            .arg(&back_to)
-            .ignore();
-        match p.query_async::<()>(&mut self.conn.clone()).await {
-            Ok(()) => tracing::warn!(%stream, entries = future.len(), %back_to, "entry ids were dragged into the future; stream reset"),
-            Err(e) => tracing::warn!(%stream, error = %e, "could not reset a dragged stream yet; the next pass retries"),
-        }
     }
 
     /// Trims entries every bridge has finished with: everything before the oldest pending

@@ -135,6 +135,7 @@ struct Bridged {
     env: TestEnv,
     conn: ConnectionManager,
     bridge: RedisBridge,
+    bus: Arc<MemoryBus>,
     sub: Box<dyn worldland_core::bus::Subscription>,
     stream: String,
 }
@@ -157,6 +158,7 @@ async fn bridged() -> Bridged {
         env,
         conn,
         bridge,
+        bus,
         sub,
         stream,
     }
@@ -180,6 +182,7 @@ async fn an_explicit_future_entry_id_is_dead_lettered_and_the_entries_it_drags_a
         bridge,
         mut sub,
         stream,
+        ..
     } = bridged().await;
     // An attacker picks an id far in the future; the next agent's `*` id is dragged after it.
     let forged = xadd_at(&mut conn, &stream, "9999999999999-0", "{\"forged\":true}").await;
@@ -214,6 +217,7 @@ async fn the_last_possible_entry_id_cannot_exhaust_the_stream() {
         bridge,
         mut sub,
         stream,
+        ..
     } = bridged().await;
     let last = "18446744073709551615-18446744073709551615";
     xadd_at(&mut conn, &stream, last, "{}").await;
@@ -235,4 +239,126 @@ async fn the_last_possible_entry_id_cannot_exhaust_the_stream() {
     assert!(near_now(&honest), "{honest}");
     assert_eq!(bridge.poll_once().await.unwrap().forwarded, 1);
     assert_eq!(next_forwarded(&mut sub).await.entry_id, honest);
+}
+
+/// A bridge on `env`'s streams reading `batch` entries at a time, as consumer `name`.
+async fn another_bridge(env: &TestEnv, bus: Arc<MemoryBus>, name: &str, batch: usize) -> RedisBridge {
+    let settings = BridgeSettings {
+        consumer: name.into(),
+        block_ms: 50,
+        batch,
+        ..BridgeSettings::from_config(&env.cfg)
+    };
+    RedisBridge::new(env.redis().await, env.redis_blocking().await, bus, settings)
+}
+
+/// Everything forwarded so far (waiting up to 1 s for each next one).
+async fn all_forwarded(sub: &mut Box<dyn worldland_core::bus::Subscription>) -> Vec<String> {
+    let mut out = vec![];
+    while let Ok(Some(d)) = tokio::time::timeout(StdDuration::from_secs(1), sub.next()).await {
+        let env: StreamEnvelope = serde_json::from_slice(&d.body).unwrap();
+        out.push(env.data);
+    }
+    out
+}
+
+/// Forged ids (seq 0, chosen by their writer) dead-lettered; every honest entry forwarded, in
+/// whichever batch or by whichever bridge it was read; the stream back on the clock at the end.
+async fn assert_honest_entries_forwarded(b: &mut Bridged, forged: &[String], honest: &[String]) {
+    let want: Vec<(String, String)> = forged
+        .iter()
+        .map(|id| (id.clone(), "timestamp_outside_window".to_string()))
+        .collect();
+    assert_eq!(
+        dead_letter_reasons(&mut b.conn, &b.env).await,
+        want,
+        "only the forged ids are parked"
+    );
+    let mut got = all_forwarded(&mut b.sub).await;
+    got.sort();
+    let mut want = honest.to_vec();
+    want.sort();
+    assert_eq!(got, want, "every honest entry is forwarded");
+    let after = xadd_at(&mut b.conn, &b.stream, "*", "{\"after\":true}").await;
+    assert!(near_now(&after), "ids are back on the clock: {after}");
+}
+
+#[tokio::test]
+async fn entries_dragged_into_later_batches_are_forwarded() {
+    let mut b = bridged().await;
+    let one_at_a_time = another_bridge(&b.env, b.bus.clone(), "b1", 1).await;
+    let forged = xadd_at(&mut b.conn, &b.stream, "9999999999999-0", "{\"forged\":true}").await;
+    let honest: Vec<String> = (1..=3).map(|i| format!("{{\"honest\":{i}}}")).collect();
+    for h in &honest {
+        xadd_at(&mut b.conn, &b.stream, "*", h).await;
+    }
+    for _ in 0..6 {
+        one_at_a_time.poll_once().await.unwrap();
+    }
+    assert_honest_entries_forwarded(&mut b, &[forged], &honest).await;
+}
+
+#[tokio::test]
+async fn entries_dragged_and_read_by_a_second_bridge_are_forwarded() {
+    let mut b = bridged().await;
+    let first = another_bridge(&b.env, b.bus.clone(), "b1", 1).await;
+    let second = another_bridge(&b.env, b.bus.clone(), "b2", 16).await;
+    let forged = xadd_at(&mut b.conn, &b.stream, "9999999999999-0", "{\"forged\":true}").await;
+    let honest: Vec<String> = (1..=2).map(|i| format!("{{\"honest\":{i}}}")).collect();
+    for h in &honest {
+        xadd_at(&mut b.conn, &b.stream, "*", h).await;
+    }
+    // The first reads the forged entry alone; the second the honest ones dragged after it.
+    first.poll_once().await.unwrap();
+    second.poll_once().await.unwrap();
+    first.poll_once().await.unwrap();
+    assert_honest_entries_forwarded(&mut b, &[forged], &honest).await;
+}
+
+#[tokio::test]
+async fn a_repeated_future_id_costs_no_honest_entry() {
+    let mut b = bridged().await;
+    // Two at a time: each forged id lands at the end of a batch, its dragged entries in the next.
+    let two_at_a_time = another_bridge(&b.env, b.bus.clone(), "b1", 2).await;
+    let mut forged = vec![];
+    let mut honest = vec![];
+    for round in 0..3 {
+        let h = format!("{{\"before\":{round}}}");
+        xadd_at(&mut b.conn, &b.stream, "*", &h).await;
+        honest.push(h);
+        forged.push(xadd_at(&mut b.conn, &b.stream, "9999999999999-0", "{\"forged\":true}").await);
+        for i in 0..2 {
+            let h = format!("{{\"round\":{round},\"dragged\":{i}}}");
+            xadd_at(&mut b.conn, &b.stream, "*", &h).await;
+            honest.push(h);
+        }
+        for _ in 0..3 {
+            two_at_a_time.poll_once().await.unwrap();
+        }
+    }
+    assert_honest_entries_forwarded(&mut b, &forged, &honest).await;
+}
+
+#[tokio::test]
+async fn a_dragged_entry_whose_publish_failed_is_kept_for_the_reclaim() {
+    let mut b = bridged().await;
+    // A bus with no queue bound: every publish is refused (unroutable).
+    let refusing = another_bridge(&b.env, Arc::new(MemoryBus::new(5)), "refused", 16).await;
+    let forged = xadd_at(&mut b.conn, &b.stream, "9999999999999-0", "{\"forged\":true}").await;
+    xadd_at(&mut b.conn, &b.stream, "*", "{\"honest\":1}").await;
+    let pass = refusing.poll_once().await.unwrap();
+    assert_eq!((pass.dead_lettered, pass.left_pending), (1, 1), "{pass:?}");
+    // Idle time 0: the rescuer may claim at once.
+    let rescuer = RedisBridge::new(
+        b.env.redis().await,
+        b.env.redis_blocking().await,
+        b.bus.clone(),
+        BridgeSettings {
+            consumer: "rescuer".into(),
+            reclaim_idle_ms: 0,
+            ..BridgeSettings::from_config(&b.env.cfg)
+        },
+    );
+    assert_eq!(rescuer.reclaim_once().await.unwrap().forwarded, 1, "the dragged entry was kept");
+    assert_honest_entries_forwarded(&mut b, &[forged], &["{\"honest\":1}".to_string()]).await;
 }

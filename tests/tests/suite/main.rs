@@ -21,6 +21,7 @@ mod lambda_bootstrap;
 mod lifecycle;
 mod manifests;
 mod node_ownership;
+mod oversized_entries;
 mod rabbitmq_bus;
 mod rabbitmq_restarts;
 mod real_cluster;

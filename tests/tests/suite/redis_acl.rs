@@ -61,9 +61,15 @@ async fn run(url: &str, c: &redis::Cmd) -> redis::RedisResult<Value> {
     c.query_async(&mut connect(url).await).await
 }
 
+/// Redis's answer when the ACL refuses: NOPERM, or (7.0) the error a script gets when a command
+/// it calls is refused.
 fn assert_noperm(what: &str, r: &redis::RedisResult<Value>) {
+    let refused_in_script = |e: &redis::RedisError| {
+        let text = e.to_string();
+        text.contains("The user executing the script can't run this command") || text.contains("The user executing the script can't access")
+    };
     match r {
-        Err(e) if e.code() == Some("NOPERM") => {}
+        Err(e) if e.code() == Some("NOPERM") || refused_in_script(e) => {}
         other => panic!("{what}: Redis must answer NOPERM, got {other:?}"),
     }
 }
@@ -310,6 +316,16 @@ fn forged_answers(s: &StreamNames, seeded: &Seeded, _: &str) -> Vec<Attack> {
             Works::Changes,
             &["XGROUP", "SETID", &victim, AGENT_RESPONSE_GROUP, "$"],
         ),
+        attack(
+            "XGROUP CREATE … MKSTREAM a response stream that never expires",
+            Works::Changes,
+            &["XGROUP", "CREATE", &s.response("made-up-provider"), "g", "0", "MKSTREAM"],
+        ),
+        attack(
+            "XGROUP CREATE a group of its own on another agent's answers",
+            Works::Changes,
+            &["XGROUP", "CREATE", &victim, "rogue", "0"],
+        ),
     ]
 }
 
@@ -508,6 +524,22 @@ fn broker_overreach(s: &StreamNames, _: &Seeded, _: &str) -> Vec<Attack> {
         attack("KEYS", Works::Answers, &["KEYS", "*"]),
         attack("FLUSHALL", Works::Changes, &["FLUSHALL"]),
         attack("ACL LIST", Works::Answers, &["ACL", "LIST"]),
+        // The bridge reads through a script (EVAL): a script gets only what the broker has.
+        attack(
+            "EVAL a script deleting the registrations",
+            Works::Changes,
+            &["EVAL", "return redis.call('DEL', KEYS[1])", "1", &reg],
+        ),
+        attack(
+            "EVAL a script writing a registration",
+            Works::Changes,
+            &["EVAL", "return redis.call('XADD', KEYS[1], '*', 'data', '{}')", "1", &reg],
+        ),
+        attack(
+            "EVAL a script reading a provider's answers",
+            Works::Answers,
+            &["EVAL", "return redis.call('XRANGE', KEYS[1], '-', '+')", "1", &victim],
+        ),
     ]
 }
 

@@ -142,9 +142,11 @@ async fn entries_that_cannot_be_forwarded_are_dead_lettered_with_their_reason_an
         .unwrap();
     let reasons: Vec<String> = dead.ids.iter().map(|e| e.get::<String>("reason").unwrap()).collect();
     assert_eq!(reasons, vec!["missing_data", "not_utf8", "entry_too_large"]);
-    // Nothing is lost: the original fields travel with the dead letter.
+    // A small entry's fields travel with its dead letter; an oversized one leaves only its size.
     let kept: Vec<u8> = dead.ids[1].get("data").unwrap();
     assert_eq!(kept, vec![0xff, 0xfe, 0x00]);
+    assert_eq!(dead.ids[2].get::<String>("size"), Some((MAX_ENTRY_BYTES + 1 + 4).to_string()));
+    assert!(!dead.ids[2].map.contains_key("data"), "{:?}", dead.ids[2].map.keys());
 }
 
 /// A bus whose first `failures` publishes are not confirmed.

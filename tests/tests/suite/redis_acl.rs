@@ -316,16 +316,6 @@ fn forged_answers(s: &StreamNames, seeded: &Seeded, _: &str) -> Vec<Attack> {
             Works::Changes,
             &["XGROUP", "SETID", &victim, AGENT_RESPONSE_GROUP, "$"],
         ),
-        attack(
-            "XGROUP CREATE … MKSTREAM a response stream that never expires",
-            Works::Changes,
-            &["XGROUP", "CREATE", &s.response("made-up-provider"), "g", "0", "MKSTREAM"],
-        ),
-        attack(
-            "XGROUP CREATE a group of its own on another agent's answers",
-            Works::Changes,
-            &["XGROUP", "CREATE", &victim, "rogue", "0"],
-        ),
     ]
 }
 

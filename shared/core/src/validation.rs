@@ -217,7 +217,7 @@ fn check_price(price: f64, ceiling: f64) -> Rule {
     if !price.is_finite() || price <= 0.0 {
         return refuse(Reason::InvalidPrice, "gpu_price_per_hour must be a finite number above 0");
     }
-    if crate::provider::price_to_micros(price) < 1 || price < MIN_GPU_PRICE_PER_HOUR {
+    if price_to_micros(price) < 1 || price < MIN_GPU_PRICE_PER_HOUR {
         return refuse(
             Reason::PriceBelowFloor,
             format!("gpu_price_per_hour is below the floor of {MIN_GPU_PRICE_PER_HOUR} (one micro-unit)"),
@@ -327,6 +327,12 @@ pub fn validate_registration(reg: &Registration, policy: &ValidationPolicy, now:
     check_timestamp(reg.timestamp, now, policy.replay_window)?;
     check_enc_pubkey(reg.enc_pubkey.as_deref())?;
     Ok(())
+}
+
+/// A price per GPU-hour in integer micro-units, so that sums are exact (what is stored and
+/// billed; a price that rounds to 0 is refused as `price_below_floor`).
+pub fn price_to_micros(price: f64) -> i64 {
+    (price * 1_000_000.0).round() as i64
 }
 
 #[cfg(test)]

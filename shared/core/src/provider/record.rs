@@ -6,10 +6,7 @@ use super::attr;
 use crate::messages::ProviderState;
 use crate::state::{from_ms, Item, ItemStore, StoreError, StoreResult, Table, Value, KEY_ATTR};
 
-/// A price per GPU-hour in integer micro-units, so that sums are exact.
-pub fn price_to_micros(price: f64) -> i64 {
-    (price * 1_000_000.0).round() as i64
-}
+pub use crate::validation::price_to_micros;
 
 impl ProviderRecord {
     /// When the broker received the last recorded heartbeat (`hb_at`), once there is one — for

@@ -17,6 +17,7 @@ mod join_token_issuer;
 mod lambda_adapter;
 mod lambda_bootstrap;
 mod lifecycle;
+mod lost_answers;
 mod manifests;
 mod node_ownership;
 mod rabbitmq_bus;

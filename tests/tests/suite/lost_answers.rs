@@ -544,3 +544,29 @@ async fn five_percent_of_answers_lost_dynamodb() {
     let env = worldland_tests::TestEnv::new(&[]);
     soak(Arc::new(env.dynamo().await)).await;
 }
+
+/// `finish_committed`'s shape: a commit landed but its delivery died (the answer of the provider
+/// write lost, no retry left); past the lease the sweeper takes the job over, adopts the entry and
+/// records the job, each of those writes' answers lost and replayed: the job ends allocated with
+/// its GPUs, answered once.
+#[tokio::test(start_paused = true)]
+async fn a_takeover_whose_adoption_answer_was_lost_keeps_the_gpus() {
+    let mut fx = Fx::new(&[(8, 0)]).await;
+    let p = fx.providers[0].clone();
+    fx.faulty
+        .arm(Table::Providers, &p, 0, worldland_tests::faulty_store::Fault::ApplyThenFail);
+    assert!(allocator::allocate(&alloc("job-t", 2), &fx.ctx(), t0()).await.is_err());
+    assert_eq!(fx.state("job-t").await, Some(JobState::Pending));
+    assert_eq!(fx.used(&p).await, 2);
+    fx.faulty.lose_next(Table::Providers, &p, 3);
+    fx.faulty.lose_next(Table::Jobs, "job-t", 5);
+    let late = t0() + Duration::seconds(31);
+    staleness_sweeper::pending_jobs::resolve_stale_pending(&fx.sweeper(), late)
+        .await
+        .unwrap();
+    fx.faulty.disarm();
+    assert_eq!(fx.state("job-t").await, Some(JobState::Allocated));
+    assert_eq!(fx.used(&p).await, 2);
+    fx.audit_clean().await;
+    fx.answered(&[(topics::JOB_ALLOCATED, "job-t")]).await;
+}

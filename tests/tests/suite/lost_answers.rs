@@ -570,3 +570,25 @@ async fn a_takeover_whose_adoption_answer_was_lost_keeps_the_gpus() {
     fx.audit_clean().await;
     fx.answered(&[(topics::JOB_ALLOCATED, "job-t")]).await;
 }
+
+/// Scenario 4b, retries exhausted: the release's close applies but reports an error; the
+/// redelivered release finds the job closed and answers — with the `mining.resume` the close
+/// owed, not only `job.released`.
+#[tokio::test]
+async fn a_release_redelivered_after_its_close_failed_still_resumes_mining() {
+    let mut fx = Fx::new(&[(4, 2)]).await;
+    let p = fx.providers[0].clone();
+    allocator::allocate(&alloc("job-m", 3), &fx.ctx(), t0()).await.unwrap();
+    // The job's next write is the close.
+    fx.faulty
+        .arm(Table::Jobs, "job-m", 0, worldland_tests::faulty_store::Fault::ApplyThenFail);
+    assert!(allocator::release(&release("job-m"), &fx.ctx(), t0()).await.is_err());
+    assert_eq!(fx.state("job-m").await, Some(JobState::Released));
+    allocator::release(&release("job-m"), &fx.ctx(), t0()).await.unwrap();
+    let kinds: Vec<String> = fx.replies.commands_for(&p).iter().map(|c| c.kind.clone()).collect();
+    assert_eq!(kinds, vec!["mining.stop", "mining.resume"]);
+    assert_eq!(fx.ledger(&p).await.models["RTX-4090"].mining, 2, "mining GPUs given back");
+    fx.audit_clean().await;
+    fx.answered(&[(topics::JOB_ALLOCATED, "job-m"), (topics::JOB_RELEASED, "job-m")])
+        .await;
+}

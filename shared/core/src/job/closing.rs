@@ -70,13 +70,7 @@ pub async fn close_job_item(
     if !job::closed(reason, ended, duration, cost).apply(store, job_id).await? {
         return Ok(None); // someone else closed it in between
     }
-    let resume = (allocation.mining_gpus_taken > 0).then(|| MiningCommand {
-        kind: MINING_RESUME.into(),
-        command_id: format!("{job_id}/resume"),
-        job_id: job_id.to_string(),
-        gpu_model: allocation.gpu_model.clone(),
-        gpus: allocation.mining_gpus_taken,
-    });
+    let resume = resume_for(job_id, &allocation);
     Ok(Some(Closed {
         released: JobReleased {
             job_id: job_id.to_string(),
@@ -87,6 +81,26 @@ pub async fn close_job_item(
         },
         resume,
     }))
+}
+
+/// The `mining.resume` that closing a job with `allocation` owes its provider, if it took mining
+/// GPUs (its command id the same for every sending, so a resend is recognised).
+fn resume_for(job_id: &str, allocation: &JobAllocated) -> Option<MiningCommand> {
+    (allocation.mining_gpus_taken > 0).then(|| MiningCommand {
+        kind: MINING_RESUME.into(),
+        command_id: format!("{job_id}/resume"),
+        job_id: job_id.to_string(),
+        gpu_model: allocation.gpu_model.clone(),
+        gpus: allocation.mining_gpus_taken,
+    })
+}
+
+/// The `mining.resume` a closed job (as stored) owes its provider, for an answer sent again after
+/// the close's own answer was lost: (provider id, command).
+pub fn resume_owed(job_id: &str, job: &Item) -> Option<(String, MiningCommand)> {
+    let a: JobAllocated = serde_json::from_str(job.get(job::attr::ALLOCATION)?.as_str()?).ok()?;
+    let cmd = resume_for(job_id, &a)?;
+    Some((a.provider_id, cmd))
 }
 
 /// Closes `job_id`, found in the ledger of `provider_id`, through that provider only: when the

@@ -61,11 +61,18 @@ pub async fn a_replayed_write_knows_itself(store: &dyn ItemStore) {
     }
     let stored = store.get(Table::Jobs, &k).await.unwrap().unwrap();
     assert_eq!(stored.get("n"), Some(&Value::from(12i64)));
-    // Once someone else wrote, the replay no longer claims the item.
-    store
-        .update(Table::Jobs, &k, &Cond::Always, &[Op::set("state", "other")])
-        .await
-        .unwrap();
+    // A hot item: others' writes land between the lost answer and the replay. The item keeps the
+    // last WRITE_TOKENS tokens: the replay still knows itself behind three others, not four.
+    let bump = stamp(&Cond::Always, &[Op::Add("n".into(), 100)]);
+    store.update(Table::Jobs, &k, &bump.cond, &bump.ops).await.unwrap().unwrap();
+    for i in 0..3i64 {
+        store.update(Table::Jobs, &k, &Cond::Always, &[Op::set("other", i)]).await.unwrap();
+    }
+    let item = store.update(Table::Jobs, &k, &bump.cond, &bump.ops).await.unwrap();
+    let item = item.expect("the replay behind three other writes answers applied");
+    assert_eq!(item.get("n"), Some(&Value::from(112i64)), "and applied once");
+    // Further back the token has left the ring: a guarded replay reads as a failed condition
+    // (the window left open).
     assert!(store.update(Table::Jobs, &k, &take.cond, &take.ops).await.unwrap().is_none());
 }
 

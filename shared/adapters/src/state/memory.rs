@@ -98,7 +98,11 @@ impl MemoryStore {
     /// The write stamped with its token (see `replay`): a replay of a write that applied answers
     /// the item as stored, as DynamoDB's store does.
     fn write_stamped<'t>(t: &'t mut MemTable, key: &str, cond: &Cond, ops: &[Op]) -> StoreResult<Option<&'t Item>> {
-        let w = replay::stamp(cond, ops);
+        let mut w = replay::stamp(cond, ops);
+        if w.token.is_some() {
+            // The ring shifts along, read under the same lock as the write.
+            w.ops.extend(replay::ring_shift(t.items.get(key)));
+        }
         if Self::write(t, key, &w.cond, &w.ops)?.is_some() {
             return Ok(t.items.get(key));
         }

@@ -1,20 +1,29 @@
 //! A write that applied but whose answer was lost is sent again (the AWS SDK retries a timed-out
 //! or dropped call), and the replay meets its own earlier write. Every store recognises it the
-//! same way: each write carries a unique token the item keeps ([`WRITE_TOKEN_ATTR`]), its
+//! same way: each write carries a unique token the item keeps ([`WRITE_TOKEN_ATTR`] and the
+//! [`WRITE_TOKENS`] - 1 before it, shifted along on every write: [`WRITE_TOKEN_RING`]), its
 //! condition refuses an item that already carries that token (so a replay never applies twice,
 //! even an unconditional `Add`), and when the condition fails on an item that carries the token
 //! the store answers "applied" with the item as stored: callers never read their own write as
 //! someone else's.
 //!
 //! The token is stamped once per write, before it is sent (see [`stamp`]), so every resend of
-//! the same request carries the same token. What is left: a write by someone else that lands
-//! between the lost answer and the replay replaces the token, and the replay is then read as a
-//! failed condition (the window is one SDK retry's backoff).
+//! the same request carries the same token. Each store turns the stamp's `Set` of
+//! [`WRITE_TOKEN_ATTR`] into the shift of the whole ring (DynamoDB: `SET w1 = if_not_exists(w0,
+//! "")`, … evaluated on the item as it was). What is left: when more than [`WRITE_TOKENS`] - 1
+//! writes by others land on the item between the lost answer and the replay, the token has left
+//! the ring and the replay reads as a failed condition.
 
 use super::{Cond, Item, Op, Value};
 
 /// The attribute in which every written item keeps the token of the last write applied to it.
 pub const WRITE_TOKEN_ATTR: &str = "last_write";
+
+/// How many of the last writes' tokens an item keeps.
+pub const WRITE_TOKENS: usize = 4;
+
+/// Where they are kept, the newest first: each write shifts them one along.
+pub const WRITE_TOKEN_RING: [&str; WRITE_TOKENS] = [WRITE_TOKEN_ATTR, "last_write_1", "last_write_2", "last_write_3"];
 
 /// A write ready to send: the caller's condition and operations with the write's token.
 #[derive(Debug, Clone, PartialEq)]
@@ -53,7 +62,9 @@ pub fn stamp(cond: &Cond, ops: &[Op]) -> Stamped {
         };
     }
     let token = uuid::Uuid::new_v4().simple().to_string();
-    let not_yet = Cond::Not(Box::new(Cond::eq(WRITE_TOKEN_ATTR, token.as_str())));
+    let not_yet = Cond::Not(Box::new(Cond::Or(
+        WRITE_TOKEN_RING.iter().map(|a| Cond::eq(a, token.as_str())).collect(),
+    )));
     let mut ops = ops.to_vec();
     ops.push(Op::set(WRITE_TOKEN_ATTR, token.as_str()));
     Stamped {
@@ -63,9 +74,22 @@ pub fn stamp(cond: &Cond, ops: &[Op]) -> Stamped {
     }
 }
 
-/// Whether `item` carries `token`: the write with that token is the last one applied to it.
+/// Whether `item` carries `token`: the write with that token is one of the last
+/// [`WRITE_TOKENS`] applied to it.
 pub fn carries(item: Option<&Item>, token: &str) -> bool {
-    item.and_then(|i| i.get(WRITE_TOKEN_ATTR)).and_then(Value::as_str) == Some(token)
+    item.is_some_and(|i| WRITE_TOKEN_RING.iter().any(|a| i.get(*a).and_then(Value::as_str) == Some(token)))
+}
+
+/// The operations that shift the ring along before a write's own token goes in front: each
+/// slot takes the value the slot before it had in `item` (as stored before the write).
+pub fn ring_shift(item: Option<&Item>) -> Vec<Op> {
+    (1..WRITE_TOKENS)
+        .rev()
+        .map(|i| {
+            let before = item.and_then(|it| it.get(WRITE_TOKEN_RING[i - 1])).cloned();
+            Op::Set(WRITE_TOKEN_RING[i].to_string(), before.unwrap_or_else(|| Value::from("")))
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -32,7 +32,7 @@ enum Command {
     Capacity,
     /// Checks the ledger invariants for every provider and every open job; non-zero exit on any
     /// violation.
-    Audit,
+    Audit(cmd::audit::Args),
 }
 
 #[tokio::main]
@@ -46,6 +46,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Providers(args) => cmd::providers::run(args).await,
         Command::Jobs(args) => cmd::jobs::run(args).await,
         Command::Capacity => cmd::providers::capacity().await,
-        Command::Audit => cmd::audit::run().await,
+        Command::Audit(args) => cmd::audit::run(args).await,
     }
 }

@@ -1,14 +1,45 @@
 //! `worldland audit`: checks the ledger invariants for every provider and every open job; exits
-//! non-zero on any violation.
+//! non-zero on any violation. `--repair` first gives back orphan allocation entries (a job
+//! allocated elsewhere or settled), as the sweeper's reconcile pass does.
 
-use worldland_core::state::ItemStore;
+use worldland_core::state::{ItemStore, Table, Value, KEY_ATTR};
 use worldland_runtime::backends;
 
-pub async fn run() -> anyhow::Result<()> {
+#[derive(clap::Args, Debug, Default)]
+pub struct Args {
+    /// Give back orphan allocation entries before checking.
+    #[arg(long)]
+    pub repair: bool,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
     let cfg = super::config_from_env()?;
-    if !audit(backends::store(&cfg).await?.as_ref()).await? {
+    let store = backends::store(&cfg).await?;
+    if args.repair {
+        repair(store.as_ref()).await?;
+    }
+    if !audit(store.as_ref()).await? {
         std::process::exit(1);
     }
+    Ok(())
+}
+
+/// Gives back every orphan entry, printing each.
+async fn repair(store: &dyn ItemStore) -> anyhow::Result<()> {
+    let mut n = 0;
+    for p in store.scan(Table::Providers).await? {
+        if worldland_core::provider::nodes::is_not_a_provider(&p) {
+            continue;
+        }
+        let Some(id) = p.get(KEY_ATTR).and_then(Value::as_str) else {
+            continue;
+        };
+        for job in worldland_core::job::give_back_orphans(store, id).await? {
+            println!("REPAIRED: provider {id}: gave back the orphan entry of job {job}");
+            n += 1;
+        }
+    }
+    println!("repair: {n} orphan entr{} given back", if n == 1 { "y" } else { "ies" });
     Ok(())
 }
 

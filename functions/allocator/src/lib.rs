@@ -339,6 +339,10 @@ async fn answer_release(ctx: &Context, item: Option<&Item>, job_id: &str) -> Res
         duration_ms: n(job::attr::DURATION_MS),
         cost_micros: n(job::attr::COST_MICROS),
     };
+    // The close that answered nothing (its answer lost) owed the provider its mining back too.
+    if let Some((provider_id, resume)) = job::resume_owed(job_id, item) {
+        ctx.replies.command(&provider_id, &resume).await?;
+    }
     publish(ctx, job_id, &released).await?;
     job::answered(job::attr::RELEASE_ANSWERED).apply(ctx.store.as_ref(), job_id).await?;
     Ok(())

@@ -20,7 +20,7 @@ use chrono::{DateTime, Duration, Utc};
 use tokio::sync::broadcast;
 use worldland_core::bus::{self, Bus, Message};
 use worldland_core::cluster::Cluster;
-use worldland_core::job::close_job;
+use worldland_core::job::{close_job, close_job_on, Closed};
 use worldland_core::job::{EndReason, JobState};
 use worldland_core::ledger::Ledger;
 use worldland_core::messages::jobs::JobReleased;
@@ -74,7 +74,23 @@ pub struct SweepReport {
 /// Closes a job and tells whoever needs to know. Failures are logged: the job stays open and
 /// the next sweep (or a `job.release`) closes it.
 async fn close_and_announce(ctx: &Context, job_id: &str, reason: &str, ended_at: DateTime<Utc>) -> bool {
-    match close_job(ctx.store.as_ref(), job_id, reason, ended_at).await {
+    announce(ctx, job_id, close_job(ctx.store.as_ref(), job_id, reason, ended_at).await).await
+}
+
+/// Closes a job found in `provider_id`'s ledger through that provider only (an orphan entry for
+/// a job allocated elsewhere or settled is given back instead, the job left alone), and tells
+/// whoever needs to know.
+pub(crate) async fn close_on_and_announce(ctx: &Context, provider_id: &str, job_id: &str, reason: &str, ended_at: DateTime<Utc>) -> bool {
+    announce(
+        ctx,
+        job_id,
+        close_job_on(ctx.store.as_ref(), provider_id, job_id, reason, ended_at).await,
+    )
+    .await
+}
+
+async fn announce(ctx: &Context, job_id: &str, closing: StoreResult<Option<Closed>>) -> bool {
+    match closing {
         Ok(Some(closed)) => {
             if let Some(resume) = &closed.resume {
                 if let Err(e) = ctx.replies.command(&closed.released.provider_id, resume).await {
@@ -82,8 +98,15 @@ async fn close_and_announce(ctx: &Context, job_id: &str, reason: &str, ended_at:
                 }
             }
             let id = format!("{}/{job_id}", JobReleased::ROUTING_KEY);
-            if let Err(e) = bus::publish(ctx.bus.as_ref(), &id, &closed.released).await {
-                tracing::warn!(job_id, error = %e, "job.released not published");
+            match bus::publish(ctx.bus.as_ref(), &id, &closed.released).await {
+                // Answered: a later `job.release` of this job answers nothing again.
+                Ok(()) => {
+                    let answered = worldland_core::job::answered(worldland_core::job::attr::RELEASE_ANSWERED);
+                    if let Err(e) = answered.apply(ctx.store.as_ref(), job_id).await {
+                        tracing::warn!(job_id, error = %e, "job.released not marked answered");
+                    }
+                }
+                Err(e) => tracing::warn!(job_id, error = %e, "job.released not published"),
             }
             true
         }
@@ -114,7 +137,7 @@ async fn mark_one_offline(
         // Billed to the broker's receive time of its last heartbeat, never the agent's word.
         let ended = marked.hb_at.min(now);
         for job_id in jobs {
-            if close_and_announce(ctx, &job_id, EndReason::Interrupted.as_str(), ended).await {
+            if close_on_and_announce(ctx, &marked.provider_id, &job_id, EndReason::Interrupted.as_str(), ended).await {
                 report.jobs_closed += 1;
             }
         }

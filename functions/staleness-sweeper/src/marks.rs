@@ -6,10 +6,12 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use worldland_core::cluster::Cluster;
+use worldland_core::job::EndReason;
 use worldland_core::labels;
+use worldland_core::ledger::Ledger;
 use worldland_core::messages::ProviderState;
 use worldland_core::provider::ProviderRecord;
-use worldland_core::state::{StoreResult, Table, Value, KEY_ATTR};
+use worldland_core::state::{StoreResult, Table, Value, INDEX_STATE_ATTR, KEY_ATTR};
 use worldland_core::BoxError;
 
 use crate::Context;
@@ -94,6 +96,10 @@ pub struct ReconcileReport {
     pub checked: usize,
     /// Nodes whose marks were rewritten to agree with the stored state.
     pub repaired: usize,
+    /// Orphan allocation entries given back (jobs allocated elsewhere or settled).
+    pub orphans_given_back: usize,
+    /// Jobs still open on an offline provider (its offline write's jobs not all closed), closed.
+    pub jobs_closed: usize,
 }
 
 /// The slow repair of node marks: checks at most `limit` providers (offline, then available,
@@ -126,9 +132,45 @@ pub async fn reconcile_marks(ctx: &Context, limit: usize, cursor: &mut usize) ->
             Ok(false) => {}
             Err(e) => tracing::warn!(provider_id = %id, error = %e, "node marks not reconciled; a later pass tries again"),
         }
+        match reconcile_ledger(ctx, id).await {
+            Ok((given, closed)) => {
+                report.orphans_given_back += given;
+                report.jobs_closed += closed;
+            }
+            Err(e) => tracing::warn!(provider_id = %id, error = %e, "ledger not reconciled; a later pass tries again"),
+        }
     }
     *cursor = (start + take) % ids.len();
     Ok(report)
+}
+
+/// The ledger of one provider made to agree with the jobs: orphan entries given back (see
+/// `job::is_orphan`), and, when the provider is offline, the jobs still allocated on it closed
+/// as interrupted (billed to its last heartbeat). (orphans given back, jobs closed).
+async fn reconcile_ledger(ctx: &Context, provider_id: &str) -> StoreResult<(usize, usize)> {
+    let given = worldland_core::job::give_back_orphans(ctx.store.as_ref(), provider_id).await?;
+    for job_id in &given {
+        tracing::warn!(provider_id, job_id = %job_id, "orphan allocation given back");
+    }
+    let Some(item) = ctx.store.get(Table::Providers, provider_id).await? else {
+        return Ok((given.len(), 0));
+    };
+    if item.get(INDEX_STATE_ATTR).and_then(Value::as_str) != Some(ProviderState::Offline.as_str()) {
+        return Ok((given.len(), 0));
+    }
+    let jobs: Vec<String> = Ledger::from_item(&item).map(|l| l.allocs.into_keys().collect()).unwrap_or_default();
+    let ended = item
+        .get(worldland_core::provider::attr::HB_AT)
+        .and_then(Value::as_i64)
+        .map(worldland_core::state::from_ms)
+        .unwrap_or_else(chrono::Utc::now);
+    let mut closed = 0;
+    for job_id in jobs {
+        if crate::close_on_and_announce(ctx, provider_id, &job_id, EndReason::Interrupted.as_str(), ended).await {
+            closed += 1;
+        }
+    }
+    Ok((given.len(), closed))
 }
 
 /// A reconcile pass runs once every this many sweeps.

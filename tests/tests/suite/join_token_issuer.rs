@@ -752,3 +752,26 @@ async fn an_approved_provider_registering_again_gets_a_token_without_a_secret_re
         "while approved the index holds the token's expiry"
     );
 }
+
+/// Every store write of the issue applies, loses its answer and is replayed by the SDK: the
+/// issuer still reserves one token id, creates one Secret, approves the provider and answers
+/// once (before, a replayed reservation read as someone else's, and the issue was retried or
+/// refused).
+#[tokio::test]
+async fn every_store_answer_lost_still_issues_one_token() {
+    let s = pending_provider(9, true).await;
+    let faulty = Arc::new(worldland_tests::faulty_store::FaultyStore::new(s.store.clone()));
+    faulty.lose_answers(1000);
+    let (client, handle) = mock_client();
+    let api = ApiServerVerifier::run(handle, vec![get_cluster_info(), create_secret(&s.provider.provider_id, 201)]);
+    let mut ctx = issuer(&s, client, None);
+    ctx.store = faulty.clone();
+    assert_eq!(
+        Outcome::from(join_token_issuer::handle(&s.msg, &ctx, Utc::now()).await),
+        Outcome::Done
+    );
+    api.finish(WAIT).await;
+    assert!(faulty.replayed() > 0);
+    assert_eq!(record(&s).await.state, ProviderState::Approved);
+    assert_eq!(s.replies.answers_for(&s.provider.provider_id).len(), 1);
+}

@@ -19,6 +19,7 @@ mod join_token_issuer;
 mod lambda_adapter;
 mod lambda_bootstrap;
 mod lifecycle;
+mod lost_answers;
 mod manifests;
 mod node_ownership;
 mod oversized_entries;

@@ -19,6 +19,61 @@ pub async fn run_all(store: &dyn ItemStore) {
     numbers_and_nested_maps(store).await;
     state_index_returns_only_matching_items(store).await;
     placement_index_pages_cheapest_first(store).await;
+    a_replayed_write_knows_itself(store).await;
+}
+
+/// A write that applied and is sent again (its answer lost, the SDK's retry: the same stamped
+/// request twice) answers "applied", with the item as stored, and applies once; the same
+/// operations sent as another write (another token) still meet the condition as it stands.
+pub async fn a_replayed_write_knows_itself(store: &dyn ItemStore) {
+    use worldland_core::state::replay::{carries, stamp};
+    let k = key("replay");
+    let create = stamp(&Cond::ItemNotExists, &[Op::set("state", "pending"), Op::Add("n".into(), 1)]);
+    for attempt in ["first", "replay"] {
+        let item = store.update(Table::Jobs, &k, &create.cond, &create.ops).await.unwrap();
+        let item = item.unwrap_or_else(|| panic!("the {attempt} attempt answers applied"));
+        assert_eq!(item.get("n"), Some(&Value::from(1i64)), "{attempt}: applied once");
+        assert!(carries(Some(&item), create.token.as_deref().unwrap()));
+    }
+    assert!(
+        store
+            .update(Table::Jobs, &k, &Cond::ItemNotExists, &create.ops[..2])
+            .await
+            .unwrap()
+            .is_none(),
+        "another create is still refused"
+    );
+    // A guarded move, replayed: applied, once.
+    let take = stamp(&Cond::eq("state", "pending"), &[Op::set("state", "taken"), Op::Add("n".into(), 1)]);
+    for _ in 0..2 {
+        let item = store
+            .update(Table::Jobs, &k, &take.cond, &take.ops)
+            .await
+            .unwrap()
+            .expect("applied");
+        assert_eq!(item.get("n"), Some(&Value::from(2i64)));
+    }
+    assert!(!store.update_if(Table::Jobs, &k, &take.cond, &take.ops[..2]).await.unwrap());
+    // An unconditional add, replayed, adds once.
+    let add = stamp(&Cond::Always, &[Op::Add("n".into(), 10)]);
+    for _ in 0..2 {
+        assert!(store.update_if(Table::Jobs, &k, &add.cond, &add.ops).await.unwrap());
+    }
+    let stored = store.get(Table::Jobs, &k).await.unwrap().unwrap();
+    assert_eq!(stored.get("n"), Some(&Value::from(12i64)));
+    // A hot item: others' writes land between the lost answer and the replay. The item keeps the
+    // last WRITE_TOKENS tokens: the replay still knows itself behind three others, not four.
+    let bump = stamp(&Cond::Always, &[Op::Add("n".into(), 100)]);
+    store.update(Table::Jobs, &k, &bump.cond, &bump.ops).await.unwrap().unwrap();
+    for i in 0..3i64 {
+        store.update(Table::Jobs, &k, &Cond::Always, &[Op::set("other", i)]).await.unwrap();
+    }
+    let item = store.update(Table::Jobs, &k, &bump.cond, &bump.ops).await.unwrap();
+    let item = item.expect("the replay behind three other writes answers applied");
+    assert_eq!(item.get("n"), Some(&Value::from(112i64)), "and applied once");
+    // Further back the token has left the ring: a guarded replay reads as a failed condition
+    // (the window left open).
+    assert!(store.update(Table::Jobs, &k, &take.cond, &take.ops).await.unwrap().is_none());
 }
 
 /// Five items of `model` priced 100-500 (the one at 300 offline), and one of another model at 1;

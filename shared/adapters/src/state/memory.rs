@@ -7,6 +7,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use worldland_core::state::expr::{apply_in_place, eval};
+use worldland_core::state::replay;
 use worldland_core::state::{
     Cond, Item, ItemStore, Op, PlacementCursor, PlacementPage, PlacementQuery, StoreResult, Table, Value, INDEX_SORT_ATTR,
     INDEX_STATE_ATTR, KEY_ATTR, PLACEMENT_MODEL_ATTR, PLACEMENT_SORT_ATTR,
@@ -93,6 +94,23 @@ impl MemoryStore {
         move_entry(&mut t.placement, place_before, place_after);
         Ok(t.items.get(key))
     }
+
+    /// The write stamped with its token (see `replay`): a replay of a write that applied answers
+    /// the item as stored, as DynamoDB's store does.
+    fn write_stamped<'t>(t: &'t mut MemTable, key: &str, cond: &Cond, ops: &[Op]) -> StoreResult<Option<&'t Item>> {
+        let mut w = replay::stamp(cond, ops);
+        if w.token.is_some() {
+            // The ring shifts along, read under the same lock as the write.
+            w.ops.extend(replay::ring_shift(t.items.get(key)));
+        }
+        if Self::write(t, key, &w.cond, &w.ops)?.is_some() {
+            return Ok(t.items.get(key));
+        }
+        Ok(match &w.token {
+            Some(token) => t.items.get(key).filter(|i| replay::carries(Some(i), token)),
+            None => None,
+        })
+    }
 }
 
 #[async_trait]
@@ -104,12 +122,12 @@ impl ItemStore for MemoryStore {
 
     async fn update(&self, table: Table, key: &str, cond: &Cond, ops: &[Op]) -> StoreResult<Option<Item>> {
         let mut tables = self.tables.lock().expect("store lock");
-        Ok(Self::write(tables.entry(table).or_default(), key, cond, ops)?.cloned())
+        Ok(Self::write_stamped(tables.entry(table).or_default(), key, cond, ops)?.cloned())
     }
 
     async fn update_if(&self, table: Table, key: &str, cond: &Cond, ops: &[Op]) -> StoreResult<bool> {
         let mut tables = self.tables.lock().expect("store lock");
-        Ok(Self::write(tables.entry(table).or_default(), key, cond, ops)?.is_some())
+        Ok(Self::write_stamped(tables.entry(table).or_default(), key, cond, ops)?.is_some())
     }
 
     async fn query_by_state(&self, table: Table, state: &str, hb_before: Option<i64>) -> StoreResult<Vec<Item>> {

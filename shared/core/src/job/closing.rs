@@ -70,13 +70,7 @@ pub async fn close_job_item(
     if !job::closed(reason, ended, duration, cost).apply(store, job_id).await? {
         return Ok(None); // someone else closed it in between
     }
-    let resume = (allocation.mining_gpus_taken > 0).then(|| MiningCommand {
-        kind: MINING_RESUME.into(),
-        command_id: format!("{job_id}/resume"),
-        job_id: job_id.to_string(),
-        gpu_model: allocation.gpu_model.clone(),
-        gpus: allocation.mining_gpus_taken,
-    });
+    let resume = resume_for(job_id, &allocation);
     Ok(Some(Closed {
         released: JobReleased {
             job_id: job_id.to_string(),
@@ -87,6 +81,105 @@ pub async fn close_job_item(
         },
         resume,
     }))
+}
+
+/// The `mining.resume` that closing a job with `allocation` owes its provider, if it took mining
+/// GPUs (its command id the same for every sending, so a resend is recognised).
+fn resume_for(job_id: &str, allocation: &JobAllocated) -> Option<MiningCommand> {
+    (allocation.mining_gpus_taken > 0).then(|| MiningCommand {
+        kind: MINING_RESUME.into(),
+        command_id: format!("{job_id}/resume"),
+        job_id: job_id.to_string(),
+        gpu_model: allocation.gpu_model.clone(),
+        gpus: allocation.mining_gpus_taken,
+    })
+}
+
+/// The `mining.resume` a closed job (as stored) owes its provider, for an answer sent again after
+/// the close's own answer was lost: (provider id, command).
+pub fn resume_owed(job_id: &str, job: &Item) -> Option<(String, MiningCommand)> {
+    let a: JobAllocated = serde_json::from_str(job.get(job::attr::ALLOCATION)?.as_str()?).ok()?;
+    let cmd = resume_for(job_id, &a)?;
+    Some((a.provider_id, cmd))
+}
+
+/// Closes `job_id`, found in the ledger of `provider_id`, through that provider only: when the
+/// job's allocation names it. An entry for a job that is not allocated there (an orphan, see
+/// [`is_orphan`]) is given back instead, and the job, allocated elsewhere or settled, is left
+/// alone. `None` when nothing was closed.
+pub async fn close_job_on(
+    store: &dyn ItemStore,
+    provider_id: &str,
+    job_id: &str,
+    reason: &str,
+    ended_at: DateTime<Utc>,
+) -> StoreResult<Option<Closed>> {
+    let job = store.get(Table::Jobs, job_id).await?;
+    if let Some(job) = &job {
+        if allocated_on(job).as_deref() == Some(provider_id) {
+            return close_job_item(store, job_id, job, reason, ended_at).await;
+        }
+    }
+    give_back_if_orphan(store, provider_id, job_id, job.as_ref()).await?;
+    Ok(None)
+}
+
+/// The provider an allocated job's allocation names; `None` for a job not allocated.
+fn allocated_on(job: &Item) -> Option<String> {
+    if JobState::of(job) != Some(JobState::Allocated) {
+        return None;
+    }
+    let a: JobAllocated = serde_json::from_str(job.get(job::attr::ALLOCATION)?.as_str()?).ok()?;
+    Some(a.provider_id)
+}
+
+/// Whether an entry for `job` on `provider_id` is an orphan, to be given back: the job is
+/// allocated on another provider, or settled (released, rejected, cancelled). An entry of a job
+/// still pending belongs to the delivery placing it (which records it or undoes it; the sweeper
+/// resolves a stalled one), and one without a job item is left for an operator.
+pub fn is_orphan(job: Option<&Item>, provider_id: &str) -> bool {
+    let Some(job) = job else { return false };
+    match JobState::of(job) {
+        Some(JobState::Allocated) => allocated_on(job).is_some_and(|p| p != provider_id),
+        Some(JobState::Released | JobState::Rejected | JobState::Cancelled) => true,
+        _ => false,
+    }
+}
+
+/// Gives back the entry of `job_id` on `provider_id` when it is an orphan (`job` is the job item
+/// as read). Whether it gave anything back; the release is conditional on the entry as read, so
+/// it never races an undo or a close into giving back twice.
+async fn give_back_if_orphan(store: &dyn ItemStore, provider_id: &str, job_id: &str, job: Option<&Item>) -> StoreResult<bool> {
+    if !is_orphan(job, provider_id) {
+        return Ok(false);
+    }
+    let Some(provider) = store.get(Table::Providers, provider_id).await? else {
+        return Ok(false);
+    };
+    let Some(alloc) = Ledger::from_item(&provider).and_then(|l| l.allocs.get(job_id).cloned()) else {
+        return Ok(false);
+    };
+    release_allocation(&alloc).apply(store, provider_id).await
+}
+
+/// Gives back every orphan entry in the ledger of `provider_id` (see [`is_orphan`]); the jobs
+/// whose entries it gave back. The repair of what [`audit`] reports as "holds job …, which is
+/// not allocated there".
+pub async fn give_back_orphans(store: &dyn ItemStore, provider_id: &str) -> StoreResult<Vec<String>> {
+    let Some(provider) = store.get(Table::Providers, provider_id).await? else {
+        return Ok(vec![]);
+    };
+    let jobs: Vec<String> = Ledger::from_item(&provider)
+        .map(|l| l.allocs.into_keys().collect())
+        .unwrap_or_default();
+    let mut out = vec![];
+    for job_id in jobs {
+        let job = store.get(Table::Jobs, &job_id).await?;
+        if give_back_if_orphan(store, provider_id, &job_id, job.as_ref()).await? {
+            out.push(job_id);
+        }
+    }
+    Ok(out)
 }
 
 /// Checks both invariants for every provider, and every open job against the ledger: an

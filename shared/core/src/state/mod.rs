@@ -3,12 +3,14 @@
 //! contract suite: DynamoDB (production) and in-memory (the embedded default).
 
 pub mod expr;
+pub mod replay;
 mod transition;
 pub mod units;
 
 use async_trait::async_trait;
 
 pub use expr::{Cond, Item, Op, Value};
+pub use replay::WRITE_TOKEN_ATTR;
 pub use transition::{from_ms, ms, JobsTable, ProvidersTable, TableOf, Transition};
 
 /// Key attribute of every table.
@@ -101,7 +103,9 @@ pub trait ItemStore: Send + Sync + 'static {
     /// The item with `key`, or `None` when there is none.
     async fn get(&self, table: Table, key: &str) -> StoreResult<Option<Item>>;
     /// Applies `ops` to the item (creating it if absent) only if `cond` holds on the item as
-    /// stored at write time. Returns the new item, or `None` when the condition failed.
+    /// stored at write time. Returns the new item, or `None` when the condition failed. Every
+    /// store stamps the write with a token (see [`replay`]): a replay of a write that applied
+    /// (its answer lost, the call sent again) answers the item as stored, never `None`.
     async fn update(&self, table: Table, key: &str, cond: &Cond, ops: &[Op]) -> StoreResult<Option<Item>>;
     /// The same write when the caller needs only to know whether it applied.
     async fn update_if(&self, table: Table, key: &str, cond: &Cond, ops: &[Op]) -> StoreResult<bool> {

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 
+use worldland_core::state::replay::{WRITE_TOKEN_ATTR, WRITE_TOKEN_RING};
 use worldland_core::state::{Cond, Item, Op, StoreError, StoreResult, Value, KEY_ATTR};
 
 pub(super) fn backend(e: impl Into<worldland_core::BoxError>) -> StoreError {
@@ -118,6 +119,15 @@ impl ExprBuilder {
         for op in ops {
             match op {
                 Op::Set(p, v) => {
+                    if p == WRITE_TOKEN_ATTR {
+                        // The write's token: the ring shifts along first (each slot from the one
+                        // before it, as the item was).
+                        let empty = self.value(AttributeValue::S(String::new()));
+                        for i in 1..WRITE_TOKEN_RING.len() {
+                            let (to, from) = (self.path(WRITE_TOKEN_RING[i]), self.path(WRITE_TOKEN_RING[i - 1]));
+                            sets.push(format!("{to} = if_not_exists({from}, {empty})"));
+                        }
+                    }
                     let (p, v) = (self.path(p), self.value(to_av(v)));
                     sets.push(format!("{p} = {v}"));
                 }

@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, Select};
 use aws_sdk_dynamodb::Client;
 
+use worldland_core::state::replay;
 use worldland_core::state::{
     Cond, Item, ItemStore, Op, PlacementCursor, PlacementPage, PlacementQuery, StoreResult, Table, TableNames, Value, INDEX_SORT_ATTR,
     INDEX_STATE_ATTR, KEY_ATTR, PLACEMENT_MODEL_ATTR, PLACEMENT_SORT_ATTR,
@@ -62,9 +63,11 @@ impl ItemStore for DynamoStore {
                 None
             });
         }
+        // Stamped once, before the SDK's retries: every resend carries the same token.
+        let w = replay::stamp(cond, ops);
         let mut b = ExprBuilder::default();
-        let condition = (*cond != Cond::Always).then(|| b.cond(cond));
-        let update = b.update(ops);
+        let condition = (w.cond != Cond::Always).then(|| b.cond(&w.cond));
+        let update = b.update(&w.ops);
         let res = self
             .client
             .update_item()
@@ -79,7 +82,14 @@ impl ItemStore for DynamoStore {
             .await;
         match res {
             Ok(out) => Ok(Some(out.attributes().map(from_item).transpose()?.unwrap_or_default())),
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => Ok(None),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => {
+                // Our own earlier attempt (applied, its answer lost, resent by the SDK) or
+                // someone else's write: the item says which (read back: dynalite ignores
+                // ReturnValuesOnConditionCheckFailure).
+                let Some(token) = &w.token else { return Ok(None) };
+                let item = self.get(table, key).await?;
+                Ok(item.filter(|i| replay::carries(Some(i), token)))
+            }
             Err(e) => Err(backend(e)),
         }
     }

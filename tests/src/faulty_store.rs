@@ -24,7 +24,14 @@ pub enum Fault {
     /// The write applies, its answer is lost, and the SDK's retry sends the same request (the
     /// same token, see `state::replay`) again: the caller gets the replay's answer.
     LostAnswerReplayed,
+    /// As `LostAnswerReplayed`, but by the time the retry arrives others have written the item
+    /// more times than it remembers write tokens: the retry meets its own write unrecognised.
+    LostPastTheRing,
 }
+
+/// Writes by others between a lost answer and its retry in [`Fault::LostPastTheRing`]: one
+/// more than an item remembers write tokens.
+const OTHERS_BEFORE_THE_RETRY: i64 = 4;
 
 struct Armed {
     table: Table,
@@ -150,6 +157,17 @@ impl ItemStore for FaultyStore {
                 self.replayed.fetch_add(1, Ordering::Relaxed);
                 let w = replay::stamp(cond, ops);
                 self.inner.update(table, key, &w.cond, &w.ops).await?;
+                self.inner.update(table, key, &w.cond, &w.ops).await
+            }
+            Some(Fault::LostPastTheRing) => {
+                self.replayed.fetch_add(1, Ordering::Relaxed);
+                let w = replay::stamp(cond, ops);
+                self.inner.update(table, key, &w.cond, &w.ops).await?;
+                for n in 0..OTHERS_BEFORE_THE_RETRY {
+                    self.inner
+                        .update(table, key, &Cond::ItemExists, &[Op::set("written_by_others", n)])
+                        .await?;
+                }
                 self.inner.update(table, key, &w.cond, &w.ops).await
             }
             Some(Fault::ApplyThenFail) => {

@@ -194,6 +194,14 @@ fn elapsed(since: tokio::time::Instant) -> Duration {
     Duration::from_std(since.elapsed()).unwrap_or_else(|_| Duration::zero())
 }
 
+/// A commit that came back false may still have applied: its answer lost and its resend past
+/// the writes the item remembers. Its entry, under this delivery's owner token, says so (one
+/// read, only after a failed commit).
+async fn committed_by_me(store: &dyn ItemStore, provider_id: &str, job_id: &str, me: &str) -> Result<bool, Failure> {
+    let item = store.get(Table::Providers, provider_id).await?;
+    Ok(item.is_some_and(|i| worldland_core::ledger::held_by(&i, job_id, me)))
+}
+
 async fn place(req: &AllocateRequest, me: &str, ctx: &Context, now: DateTime<Utc>) -> Result<(), Failure> {
     for round in 0..MAX_ROUNDS {
         let ranked = match ctx.placer.ranking(ctx.store.as_ref(), req, round).await? {
@@ -208,6 +216,7 @@ async fn place(req: &AllocateRequest, me: &str, ctx: &Context, now: DateTime<Utc
             if commit_allocation(&choice.allocation(req, me, now))
                 .apply(ctx.store.as_ref(), &choice.provider_id)
                 .await?
+                || committed_by_me(ctx.store.as_ref(), &choice.provider_id, &req.job_id, me).await?
             {
                 return finalize(req, choice, ms(now), me, ctx).await;
             }

@@ -19,7 +19,7 @@ use worldland_core::messages::jobs::{AllocateRequest, ReleaseRequest};
 use worldland_core::messages::{topics, MiningConfig};
 use worldland_core::state::{Cond, ItemStore, Op, Table, Value};
 use worldland_provider_sdk::simulated::SimulatedProvider;
-use worldland_tests::faulty_store::FaultyStore;
+use worldland_tests::faulty_store::{Fault, FaultyStore};
 use worldland_tests::{event_sink, seed_available};
 
 fn t0() -> DateTime<Utc> {
@@ -232,6 +232,24 @@ async fn a_commit_that_landed_is_not_read_as_a_full_provider() {
     assert_eq!((fx.used(&a).await, fx.used(&b).await), (2, 0), "one provider holds the job");
     fx.audit_clean().await;
     fx.answered(&[(topics::JOB_ALLOCATED, "job-2")]).await;
+}
+
+/// Scenario 2, beyond the store's memory: the commit lands, its answer is lost, and four writes
+/// by others land before the SDK's retry, so the store no longer recognises it and answers
+/// "condition false". The allocator finds its own entry (its owner token) and keeps the job there
+/// instead of reading "provider full".
+#[tokio::test]
+async fn a_commit_whose_retry_comes_after_other_writes_is_still_recognised() {
+    let mut fx = Fx::new(&[(8, 0), (8, 0)]).await;
+    let (a, b) = (fx.providers[0].clone(), fx.providers[1].clone());
+    fx.faulty.arm(Table::Providers, &a, 0, Fault::LostPastTheRing);
+    allocator::allocate(&alloc("job-2r", 2), &fx.ctx(), t0()).await.unwrap();
+    assert!(fx.faulty.all_fired());
+    let job = fx.job("job-2r").await;
+    assert_eq!(job.get(job::attr::PROVIDER).and_then(Value::as_str), Some(a.as_str()));
+    assert_eq!((fx.used(&a).await, fx.used(&b).await), (2, 0), "one provider holds the job");
+    fx.audit_clean().await;
+    fx.answered(&[(topics::JOB_ALLOCATED, "job-2r")]).await;
 }
 
 /// Scenario 3: the sweeper's offline mark lands, its answer is lost. Before, it read the failed

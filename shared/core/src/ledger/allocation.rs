@@ -37,6 +37,15 @@ pub fn commit_allocation(alloc: &Allocation) -> Transition {
     Transition::new(cond, ops)
 }
 
+/// Whether the provider item records `job_id`'s allocation under `owner`: a commit (or an
+/// adoption) whose condition came back false although it applied — its answer lost and its
+/// resend arriving after more writes by others than the item remembers — is recognised by the
+/// entry it left, whose owner token is this delivery's alone.
+pub fn held_by(item: &crate::state::Item, job_id: &str, owner: &str) -> bool {
+    let owner_path = format!("{}.owner", path(attr::ALLOCS, job_id));
+    !owner.is_empty() && crate::state::expr::get_path(item, &owner_path).and_then(crate::state::Value::as_str) == Some(owner)
+}
+
 /// The condition that the allocation of `job_id` is held by `owner` (an empty owner: an entry
 /// that never recorded one).
 fn owned_by(job_id: &str, owner: &str) -> Cond {

@@ -12,14 +12,6 @@ pub fn kubeconfig_text() -> String {
     std::fs::read_to_string(path).expect("the control plane's admin kubeconfig")
 }
 
-/// The kubeconfig's `server:` URL.
-pub fn server() -> String {
-    kubeconfig_text()
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("server: ").map(str::to_string))
-        .expect("a server in the admin kubeconfig")
-}
-
 async fn client_from(text: &str) -> kube::Client {
     let kubeconfig = Kubeconfig::from_yaml(text).unwrap();
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())

@@ -42,7 +42,7 @@ pub fn is_reservation(item: &Item) -> bool {
 }
 
 /// Reserves `token_id` for `provider_id` if nobody holds it; a replay by the same owner finds
-/// the item and is told so by [`reserve_or_find`].
+/// the item and is told so by [`claim`].
 pub fn reserve(token_id: &str, provider_id: &str, now: DateTime<Utc>) -> Transition {
     Transition::new(
         Cond::ItemNotExists,
@@ -77,12 +77,6 @@ pub async fn claim(store: &dyn ItemStore, token_id: &str, provider_id: &str, now
         true => IdClaim::Ours,
         false => IdClaim::Others,
     })
-}
-
-/// Reserves `token_id` for `provider_id`: `true` when it is theirs (now, or already: a replay of
-/// a write whose answer was lost), `false` when another provider holds it.
-pub async fn reserve_or_find(store: &dyn ItemStore, token_id: &str, provider_id: &str, now: DateTime<Utc>) -> StoreResult<bool> {
-    Ok(claim(store, token_id, provider_id, now).await? != IdClaim::Others)
 }
 
 /// The provider `token_id` was issued for; `None` when this broker never reserved it.

@@ -2,11 +2,10 @@
 
 use std::sync::Arc;
 
-use worldland_core::certificates::CLIENT_SIGNER;
 use worldland_tests::kubelet;
-use worldland_tests::real_cluster::{admin, bearer};
+use worldland_tests::real_cluster::admin;
 
-use super::{node_subject, Broker, CLIENT_USAGES, ONE_AT_A_TIME};
+use super::{Broker, ONE_AT_A_TIME};
 
 /// In a container the approver follows CSRs with a watch: a request is decided well within its
 /// 30 s resync (and within kubeadm's five-minute wait for the TLS bootstrap), with no pass called
@@ -27,14 +26,7 @@ async fn the_container_approver_decides_a_new_request_through_its_watch() {
     let (stop, rx) = tokio::sync::broadcast::channel(1);
     let running = tokio::spawn(async move { service.run(rx).await });
     let key = kubelet::key();
-    let csr = broker
-        .submit(
-            bearer(&p.token).await,
-            CLIENT_SIGNER,
-            &kubelet::request(&key, &node_subject(&p.node), None),
-            CLIENT_USAGES,
-        )
-        .await;
+    let csr = broker.submit_own(&p, &key).await;
     let decided = kubelet::decision(admin().await, &csr, 10).await;
     assert!(decided.approved, "{decided:?}");
     stop.send(()).unwrap();

@@ -4,12 +4,11 @@
 use std::sync::Arc;
 
 use chrono::Utc;
-use worldland_core::certificates::CLIENT_SIGNER;
 use worldland_tests::faulty_cluster::FaultyCluster;
 use worldland_tests::kubelet;
-use worldland_tests::real_cluster::{admin, bearer};
+use worldland_tests::real_cluster::admin;
 
-use super::{node_subject, Broker, CLIENT_USAGES, ONE_AT_A_TIME};
+use super::{Broker, ONE_AT_A_TIME};
 
 /// The approval is recorded on the provider before it is written to the cluster: when the write
 /// fails (or its answer is lost) the next pass recognises its own record and approves the same
@@ -21,14 +20,7 @@ async fn an_approval_whose_write_failed_is_written_by_the_next_pass() {
     let broker = Broker::new().await;
     let p = broker.approved_provider().await;
     let key = kubelet::key();
-    let csr = broker
-        .submit(
-            bearer(&p.token).await,
-            CLIENT_SIGNER,
-            &kubelet::request(&key, &node_subject(&p.node), None),
-            CLIENT_USAGES,
-        )
-        .await;
+    let csr = broker.submit_own(&p, &key).await;
     let failing = csr_approver::Context {
         store: broker.store.clone(),
         cluster: Arc::new(FaultyCluster::new(broker.approver.cluster.clone()).failing_decisions()),

@@ -25,14 +25,7 @@ async fn an_honest_kubelet_gets_a_certificate_for_its_own_node_and_registers_it(
     let broker = Broker::new().await;
     let p = broker.approved_provider().await;
     let key = kubelet::key();
-    let csr = broker
-        .submit(
-            bearer(&p.token).await,
-            CLIENT_SIGNER,
-            &kubelet::request(&key, &node_subject(&p.node), None),
-            CLIENT_USAGES,
-        )
-        .await;
+    let csr = broker.submit_own(&p, &key).await;
     let decided = broker.decide(&csr).await;
     assert!(decided.approved, "{decided:?}");
     assert_eq!(broker.record(&p.provider_id).await.client_csr.as_deref(), Some(csr.as_str()));

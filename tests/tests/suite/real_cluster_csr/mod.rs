@@ -29,6 +29,7 @@ use kube::api::{Api, DeleteParams};
 use worldland_adapters::cluster::kube_api::KubeCluster;
 use worldland_adapters::replies::MemoryReplies;
 use worldland_adapters::state::memory::MemoryStore;
+use worldland_core::certificates::CLIENT_SIGNER;
 use worldland_core::cluster::Cluster;
 use worldland_core::messages::ProviderValidated;
 use worldland_core::provider::{tokens, ProviderRecord};
@@ -37,7 +38,7 @@ use worldland_core::validation::ValidationPolicy;
 use worldland_provider_sdk::client::join_from_response;
 use worldland_provider_sdk::simulated::SimulatedProvider;
 use worldland_tests::kubelet::{self, Decided};
-use worldland_tests::real_cluster::{admin, as_worker, unique, until};
+use worldland_tests::real_cluster::{admin, as_worker, bearer, unique, until};
 use worldland_tests::{validated_sink, Outcome};
 
 mod attacks;
@@ -148,6 +149,12 @@ impl Broker {
     }
 
     /// Submits a CSR as `client` (a bearer the API server may take a moment to accept).
+    /// The CSR an honest kubelet of `p` makes with its join token: its own node name, `key`.
+    async fn submit_own(&self, p: &Joiner, key: &str) -> String {
+        let request = kubelet::request(key, &node_subject(&p.node), None);
+        self.submit(bearer(&p.token).await, CLIENT_SIGNER, &request, CLIENT_USAGES).await
+    }
+
     async fn submit(&self, client: kube::Client, signer: &str, request: &str, usages: &[&str]) -> String {
         self.submit_named(&unique("csr"), client, signer, request, usages).await
     }

@@ -7,8 +7,8 @@ use anyhow::Context as _;
 use clap::Subcommand;
 use worldland_core::ledger::{Ledger, ModelCounts};
 use worldland_core::messages::ProviderState;
-use worldland_core::provider::nodes;
 use worldland_core::provider::ProviderRecord;
+use worldland_core::provider::{nodes, specs};
 use worldland_core::state::{ItemStore, Table};
 use worldland_runtime::backends;
 
@@ -131,6 +131,11 @@ async fn describe(store: &dyn ItemStore, id: &str, now: chrono::DateTime<chrono:
         anyhow::bail!("no provider {id}")
     };
     let owner = nodes::owner(store, &r.node_name).await?;
+    // The spec as registered when its item holds this registration's, else the working copy.
+    let spec = match specs::load_registered(store, id).await? {
+        Some((json, reg)) if reg == r.registration_id => json,
+        _ => r.spec_json.clone(),
+    };
     let opt = |t: Option<chrono::DateTime<chrono::Utc>>| t.map(|t| t.to_rfc3339()).unwrap_or_else(|| "-".into());
     let age = r
         .last_received()
@@ -180,7 +185,7 @@ async fn describe(store: &dyn ItemStore, id: &str, now: chrono::DateTime<chrono:
                 .unwrap_or_else(|| "none".into())
         ),
         format!("CSR denied:      {}", r.csr_refusal.as_deref().unwrap_or("-")),
-        format!("spec:            {}", r.spec_json),
+        format!("spec:            {spec}"),
         format!("capacity:        {}", r.capacity_json),
     ])
 }

@@ -12,7 +12,7 @@ use tracing::instrument;
 use worldland_core::bus::routes::ToRegistrationHandler;
 use worldland_core::bus::{self, Bus, RegistrationReceived};
 use worldland_core::messages::{ProviderResponse, ProviderValidated, Registration, StreamEnvelope, MAX_ENTRY_BYTES};
-use worldland_core::provider::{attr, register_pending, ProviderRecord};
+use worldland_core::provider::{attr, register_pending, specs, ProviderRecord};
 use worldland_core::refusal::{Reason, Rejection};
 use worldland_core::replies::ProviderReplies;
 use worldland_core::signature::{recover_personal, verify_entry, SignaturePolicy};
@@ -107,6 +107,7 @@ pub async fn handle(env: &StreamEnvelope, ctx: &Context, now: DateTime<Utc>) -> 
     };
     let id = reg.provider_id.clone();
     let written = register_pending(&reg, &env.entry_id, now).run(ctx.store.as_ref(), &id).await?;
+    let mut stored_this_one = written.is_some();
     if written.is_none() {
         // The condition failed: find out why.
         let current = ProviderRecord::load(ctx.store.as_ref(), &id)
@@ -119,6 +120,14 @@ pub async fn handle(env: &StreamEnvelope, ctx: &Context, now: DateTime<Utc>) -> 
             return Err(r.into());
         }
         tracing::info!(provider_id = %id, state = %current.state, "registration already recorded; passing it on");
+        stored_this_one = current.registration_id == env.entry_id;
+    }
+    if stored_this_one {
+        // The spec as registered, once, in its own item (the provider's keeps the working copy):
+        // a redelivery after a crash here writes it then.
+        specs::store_registered(&reg.spec, &env.entry_id, now)
+            .run_raw(ctx.store.as_ref(), &specs::key(&id))
+            .await?;
     }
     let validated = ProviderValidated {
         provider_id: id.clone(),

@@ -70,3 +70,67 @@ async fn active_jobs_flipping_on_every_heartbeat_patches_the_node_at_most_once_p
     assert!(patches <= 12, "{patches} node writes for 20 flips");
     assert!(patches >= 5, "the label still follows the count ({patches})");
 }
+
+/// The spec's informational part (OS, kernel, CPU model, driver versions, GPU UUIDs, PCI ids)
+/// is stored once, in its own item: a heartbeat rewrites — and pays for — the provider's item,
+/// which keeps only the working copy. Before, a 16 KiB spec made every heartbeat 17+ write units.
+#[tokio::test]
+async fn the_spec_as_registered_is_stored_once_apart_from_the_item_heartbeats_rewrite() {
+    use worldland_adapters::replies::MemoryReplies;
+    use worldland_adapters::state::memory::MemoryStore;
+    use worldland_core::provider::specs;
+    use worldland_core::signature::SignaturePolicy;
+    use worldland_core::state::units::{billed_size, write_units};
+    use worldland_core::state::{ItemStore, Table};
+    use worldland_core::validation::{ValidationPolicy, MAX_SPEC_BYTES};
+    use worldland_provider_sdk::simulated::SimulatedProvider;
+
+    let now = Utc::now();
+    let mut p = SimulatedProvider::new(4, now);
+    let spec = &mut p.registration.spec;
+    spec.os = Some("Ubuntu 22.04.4 LTS".into());
+    for g in &mut spec.gpus {
+        g.uuid = Some("GPU-6d2f9a44-1b7e-4a7e-9c0e-3f0c4a8b2d11".into());
+        g.driver_ver = Some("550.54.15".into());
+    }
+    spec.cpu_model = Some(String::new());
+    let used = serde_json::to_string(spec).unwrap().len();
+    spec.cpu_model = Some("x".repeat(MAX_SPEC_BYTES - used));
+    let registered = serde_json::to_string(&p.registration.spec).unwrap();
+
+    let store = Arc::new(MemoryStore::new());
+    let ctx = registration_handler::Context {
+        store: store.clone(),
+        bus: worldland_tests::validated_sink(),
+        replies: Arc::new(MemoryReplies::default()),
+        policy: ValidationPolicy::default(),
+        signatures: SignaturePolicy::Required,
+    };
+    let env = p.envelope("provider:registration", "1-0");
+    assert_eq!(Outcome::from(registration_handler::handle(&env, &ctx, now).await), Outcome::Done);
+
+    let item = store.get(Table::Providers, &p.provider_id).await.unwrap().unwrap();
+    let rec = ProviderRecord::from_item(&item).unwrap();
+    assert_eq!(
+        rec.spec_json,
+        serde_json::to_string(&specs::working_copy(&p.registration.spec)).unwrap()
+    );
+    assert!(
+        !rec.spec_json.contains("xxxx") && !rec.spec_json.contains("GPU-6d2f"),
+        "{}",
+        rec.spec_json
+    );
+    assert!(
+        write_units(billed_size(&item)) <= 2,
+        "the provider's item is {} bytes",
+        billed_size(&item)
+    );
+    let (stored, reg) = specs::load_registered(store.as_ref(), &p.provider_id).await.unwrap().unwrap();
+    assert_eq!((stored.as_str(), reg.as_str()), (registered.as_str(), "1-0"));
+
+    // A redelivery writes the spec's item no more.
+    let spec_item = store.get(Table::Providers, &specs::key(&p.provider_id)).await.unwrap();
+    let later = now + Duration::seconds(5);
+    assert_eq!(Outcome::from(registration_handler::handle(&env, &ctx, later).await), Outcome::Done);
+    assert_eq!(store.get(Table::Providers, &specs::key(&p.provider_id)).await.unwrap(), spec_item);
+}

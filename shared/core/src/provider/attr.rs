@@ -9,7 +9,8 @@ pub const STATE: &str = crate::state::INDEX_STATE_ATTR;
 /// The state index's sort key: the registration time while pending, the token's expiry while approved, from
 /// joined on the broker's receive time of the last heartbeat (liveness and billing; never the agent's clock).
 pub const HB_AT: &str = crate::state::INDEX_SORT_ATTR;
-/// The registration's `Spec`, as JSON.
+/// The registration's `Spec`, as JSON: its working copy only (see [`super::specs`]; the spec as
+/// registered is kept in its own item, which no heartbeat rewrites).
 pub const SPEC: &str = "spec";
 /// The registration's `Capacity`, as JSON.
 pub const CAPACITY: &str = "capacity";

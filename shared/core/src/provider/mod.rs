@@ -2,12 +2,14 @@
 //! its state transitions (each a pure function returning one conditional write on the providers
 //! table), the node-name reservations that keep a node to one provider ([`nodes`]), and the token-id
 //! reservations that tie a bootstrap token to its provider ([`tokens`]), and the per-wallet bound on
-//! providers holding a live join token ([`wallets`]).
+//! providers holding a live join token ([`wallets`]), and the spec as registered, kept apart from
+//! the item every heartbeat rewrites ([`specs`]).
 
 pub mod attr;
 pub mod certs;
 pub mod nodes;
 mod record;
+pub mod specs;
 pub mod tokens;
 mod transitions;
 pub mod wallets;

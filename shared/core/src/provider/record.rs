@@ -42,7 +42,7 @@ pub struct ProviderRecord {
     pub gpu_count: i64,
     /// Price per GPU-hour, in integer micro-units.
     pub price_micros: i64,
-    /// The registration's spec, as stored JSON.
+    /// The registration's spec, as stored JSON: its working copy (see [`super::specs`]).
     pub spec_json: String,
     /// The registration's capacity, as stored JSON.
     pub capacity_json: String,

@@ -33,7 +33,10 @@ pub fn register_pending(reg: &Registration, registration_id: &str, now: DateTime
         Op::set(attr::GPU_MODEL, gpu_model_label(first_gpu)),
         Op::set(attr::GPU_COUNT, i64::from(offered_gpus)),
         Op::set(attr::PRICE_MICROS, price_to_micros(reg.capacity.gpu_price_per_hour)),
-        Op::set(attr::SPEC, serde_json::to_string(&reg.spec).expect("spec serialises")),
+        Op::set(
+            attr::SPEC,
+            serde_json::to_string(&super::specs::working_copy(&reg.spec)).expect("spec serialises"),
+        ),
         Op::set(attr::CAPACITY, serde_json::to_string(&reg.capacity).expect("capacity serialises")),
         Op::set(
             attr::MINING,

@@ -80,6 +80,7 @@ pub(crate) struct Parsed {
     cluster_role_bindings: Vec<ClusterRoleBinding>,
     pub(crate) policies: Vec<ValidatingAdmissionPolicy>,
     policy_bindings: Vec<ValidatingAdmissionPolicyBinding>,
+    config_maps: Vec<ConfigMap>,
 }
 
 pub(crate) fn parse_all() -> Parsed {
@@ -99,7 +100,7 @@ pub(crate) fn parse_all() -> Parsed {
                         assert!(dir.join(r).exists(), "{}: {r} does not exist", file.display());
                     }
                 }
-                ("v1", "ConfigMap") => drop(strict::<ConfigMap>(&doc, &file)),
+                ("v1", "ConfigMap") => parsed.config_maps.push(strict(&doc, &file)),
                 ("v1", "Namespace") => drop(strict::<Namespace>(&doc, &file)),
                 ("v1", "ServiceAccount") => parsed.service_accounts.push(strict(&doc, &file)),
                 ("apps/v1", "Deployment") => parsed.deployments.push(strict(&doc, &file)),
@@ -393,7 +394,14 @@ fn assert_enforced(p: &Parsed, name: &str) {
         Some("Fail"),
         "{name}: an expression that errors refuses"
     );
-    assert!(spec.param_kind.is_none(), "{name}: no parameters to go missing");
+    if let Some(kind) = &spec.param_kind {
+        // The only parameter is the workers' own ConfigMap, and a missing one refuses.
+        assert_eq!(
+            (kind.api_version.as_deref(), kind.kind.as_deref()),
+            (Some("v1"), Some("ConfigMap")),
+            "{name}"
+        );
+    }
     let bound: Vec<_> = p
         .policy_bindings
         .iter()
@@ -406,10 +414,35 @@ fn assert_enforced(p: &Parsed, name: &str) {
         Some(&["Deny".to_string()][..]),
         "{name}: denies, not only warns"
     );
-    assert!(
-        bound[0].match_resources.is_none() && bound[0].param_ref.is_none(),
-        "{name}: the binding narrows nothing"
-    );
+    assert!(bound[0].match_resources.is_none(), "{name}: the binding narrows nothing");
+    match (&spec.param_kind, &bound[0].param_ref) {
+        (None, None) => {}
+        (Some(_), Some(r)) => {
+            assert_eq!(
+                (r.name.as_deref(), r.namespace.as_deref()),
+                (Some("worldland-config"), Some("worldland")),
+                "{name}"
+            );
+            assert!(r.selector.is_none(), "{name}: one parameter object");
+            assert_eq!(
+                r.parameter_not_found_action.as_deref(),
+                Some("Deny"),
+                "{name}: a missing parameter refuses"
+            );
+            // infra/k8s/base's worldland-config (an overlay's patch of it may leave the key out).
+            let ttl = p
+                .config_maps
+                .iter()
+                .filter(|c| c.metadata.name.as_deref() == Some("worldland-config"))
+                .filter_map(|c| c.data.as_ref()?.get("WORLDLAND_TOKEN_TTL_S"))
+                .collect::<Vec<_>>();
+            assert!(
+                !ttl.is_empty() && ttl.iter().all(|v| v.parse::<u32>().is_ok()),
+                "{name}: worldland-config gives WORLDLAND_TOKEN_TTL_S: {ttl:?}"
+            );
+        }
+        _ => panic!("{name}: a parameter kind and a parameter reference go together"),
+    }
     for v in spec.validations.iter().flatten() {
         assert_eq!(v.reason.as_deref(), Some("Forbidden"), "{name}: {}", v.expression);
     }

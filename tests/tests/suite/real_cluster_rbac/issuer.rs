@@ -3,11 +3,12 @@
 
 use std::collections::BTreeMap;
 
+use chrono::Utc;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::ByteString;
 use kube::api::{Api, ObjectMeta, Patch, PostParams};
 use serde_json::json;
-use worldland_core::cluster::bootstrap::{TOKEN_NAMESPACE, TOKEN_SECRET_TYPE};
+use worldland_core::cluster::bootstrap::{BootstrapToken, TOKEN_NAMESPACE, TOKEN_SECRET_TYPE};
 use worldland_tests::real_cluster::{admin, as_worker, unique, Cleanup};
 
 use super::{admitted, denial, dry_delete, dry_patch, dry_post, fresh_token, rbac_forbids, refused, token_secret, ISSUER};
@@ -80,8 +81,46 @@ async fn the_issuer_may_create_only_expiring_bootstrap_tokens_in_kube_system() {
     refused(
         secrets.create(&dry_post(), &everlasting).await,
         "a token with no expiration",
-        &denial(policy, "expiration"),
+        &denial(policy, "must carry an expiration"),
     );
+
+    // Nor one that outlives the configured lifetime (WORLDLAND_TOKEN_TTL_S, 3600 s in
+    // worldland-config, give or take 5 minutes of clock skew) — in either spelling of the time.
+    let ttl = chrono::Duration::seconds(3600);
+    for (lifetime, admit) in [
+        (ttl, true),
+        (ttl + chrono::Duration::minutes(4), true),
+        (ttl + chrono::Duration::minutes(6), false),
+        (chrono::Duration::days(7), false),
+        (chrono::Duration::days(3650), false),
+    ] {
+        let token = BootstrapToken::generate(Utc::now() + lifetime, "worldland rbac test".into());
+        let result = secrets.create(&dry_post(), &token_secret(&token)).await;
+        let what = format!("a token living {} s", lifetime.num_seconds());
+        if admit {
+            admitted(result, &what);
+        } else {
+            refused(result, &what, &denial(policy, "expires within"));
+        }
+    }
+    for expiration in [
+        "2026-12-08T00:00:00+00:00",
+        "2099-01-01T00:00:00Z",
+        "1767225600",
+        "not a time at all!!",
+    ] {
+        let mut odd = token_secret(&fresh_token());
+        odd.data
+            .as_mut()
+            .unwrap()
+            .insert("expiration".into(), ByteString(expiration.as_bytes().to_vec()));
+        let expected = if expiration.ends_with('Z') {
+            "expires within"
+        } else {
+            "YYYY-MM-DDTHH:MM:SSZ"
+        };
+        refused(secrets.create(&dry_post(), &odd).await, expiration, &denial(policy, expected));
+    }
 
     // A stolen issuer token mints no token in another group.
     for groups in [

@@ -15,6 +15,7 @@
 pub mod dead_letter;
 pub mod entry;
 pub mod read;
+pub mod response_streams;
 mod settings;
 mod stream_writes;
 
@@ -29,7 +30,13 @@ use worldland_redis::ensure_group;
 
 pub use entry::{envelope_for, RawEntry};
 use read::ReadFrom;
+use response_streams::ResponseStreamWalk;
+pub use response_streams::WalkPass;
 pub use settings::*;
+
+/// `SCAN` pages of response streams walked per housekeeping pass (500 keys each): a million
+/// providers' streams are walked in 100 passes.
+pub const RESPONSE_WALK_PAGES: usize = 20;
 
 /// The longest a poll that found nothing waits before the next read.
 pub const IDLE_WAIT: Duration = Duration::from_millis(100);
@@ -70,6 +77,8 @@ pub struct RedisBridge {
     bus: Arc<dyn Bus>,
     settings: BridgeSettings,
     limits: BridgeLimits,
+    /// The housekeeping's walk over the response streams ([`response_streams`]).
+    response_walk: ResponseStreamWalk,
 }
 
 impl RedisBridge {
@@ -80,6 +89,7 @@ impl RedisBridge {
             bus,
             settings,
             limits: BridgeLimits::default(),
+            response_walk: ResponseStreamWalk::default(),
         }
     }
 
@@ -283,7 +293,25 @@ impl RedisBridge {
         Ok(trimmed)
     }
 
-    /// Runs until `shutdown` fires: poll continuously, reclaim and trim every few seconds.
+    /// Walks on over the response streams (at most [`RESPONSE_WALK_PAGES`] pages): each one an
+    /// agent created, which has no expiry, gets the broker's response TTL.
+    pub async fn bound_response_streams_once(&self) -> Result<WalkPass> {
+        let pattern = self.settings.streams.response("*");
+        let pass = self
+            .response_walk
+            .pass(&self.conn, &pattern, self.limits.response_ttl_s, RESPONSE_WALK_PAGES)
+            .await?;
+        if pass.bounded > 0 {
+            tracing::info!(
+                bounded = pass.bounded,
+                "response streams with no expiry (made by agents) given the response TTL"
+            );
+        }
+        Ok(pass)
+    }
+
+    /// Runs until `shutdown` fires: poll continuously; reclaim, trim and walk the response
+    /// streams every few seconds.
     pub async fn run(&self, mut shutdown: broadcast::Receiver<()>) -> Result<()> {
         self.ensure_groups().await?;
         let housekeeping = Duration::from_millis(self.settings.reclaim_idle_ms.clamp(1_000, 30_000));
@@ -297,6 +325,9 @@ impl RedisBridge {
                 }
                 if let Err(e) = self.trim_once().await {
                     tracing::warn!(error = %e, "trim failed");
+                }
+                if let Err(e) = self.bound_response_streams_once().await {
+                    tracing::warn!(error = %e, "response streams not walked");
                 }
             }
             tokio::select! {

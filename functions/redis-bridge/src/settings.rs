@@ -21,6 +21,9 @@ pub struct BridgeLimits {
     pub max_forward_failures: u64,
     /// Approximate MAXLEN of the dead-letter stream.
     pub dead_letter_max_len: u64,
+    /// The expiry a response stream without one (an agent made it) is given, in seconds: the
+    /// broker's response TTL (`WORLDLAND_RESPONSE_TTL_S`).
+    pub response_ttl_s: i64,
 }
 
 impl Default for BridgeLimits {
@@ -34,6 +37,7 @@ impl BridgeLimits {
         Self {
             max_forward_failures: cfg.bridge_max_forward_failures,
             dead_letter_max_len: cfg.deadletter_stream_maxlen,
+            response_ttl_s: cfg.response_ttl_s,
         }
     }
 }

@@ -159,6 +159,7 @@ async fn the_dead_letter_and_response_streams_stay_bounded() {
     let bridge = RedisBridge::new(conn.clone(), env.redis_blocking().await, bus, settings(&env, "b1")).with_limits(BridgeLimits {
         max_forward_failures: 3,
         dead_letter_max_len: 10,
+        ..BridgeLimits::default()
     });
     bridge.ensure_groups().await.unwrap();
     let mut dead = 0;
@@ -224,6 +225,7 @@ async fn an_entry_the_bus_always_refuses_is_dead_lettered_after_n_tries_and_the_
     .with_limits(BridgeLimits {
         max_forward_failures: 3,
         dead_letter_max_len: 1000,
+        ..BridgeLimits::default()
     });
     bridge.ensure_groups().await.unwrap();
     let first = bridge.poll_once().await.unwrap();

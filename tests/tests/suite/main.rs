@@ -2,6 +2,7 @@
 //! once per file (nextest still runs every test in a process of its own).
 
 mod agent_clock_steps;
+mod agent_made_streams;
 mod allocator;
 mod allocator_fencing;
 mod bad_registrations;

@@ -18,7 +18,7 @@ use worldland_core::bus::{self, Bus, Message};
 use worldland_core::job::{self, close_job_item, Finish, Resolution, RollBack};
 use worldland_core::job::{EndReason, JobState};
 use worldland_core::ledger::commit_allocation;
-use worldland_core::messages::jobs::{AllocateRequest, JobAllocated, JobReleased, ReleaseRequest};
+use worldland_core::messages::jobs::{AllocateRequest, JobAllocated, ReleaseRequest};
 use worldland_core::placement::index::Placer;
 use worldland_core::placement::{self, node_selector, Choice, NoPlacement};
 use worldland_core::refusal::{Reason, Rejection};
@@ -337,16 +337,8 @@ async fn wait_for_placement(job_id: &str, reason: &str, ctx: &Context, now: Date
 /// not have gone out yet.
 async fn answer_release(ctx: &Context, item: Option<&Item>, job_id: &str) -> Result<(), Failure> {
     let Some(item) = item else { return Ok(()) };
-    if item.get(job::attr::RELEASE_ANSWERED).and_then(Value::as_bool) == Some(true) || job_state(item) != Some(JobState::Released) {
+    let Some(released) = job::release_owed(job_id, item) else {
         return Ok(());
-    }
-    let n = |a: &str| item.get(a).and_then(Value::as_i64).unwrap_or(0);
-    let released = JobReleased {
-        job_id: job_id.into(),
-        provider_id: item.get(job::attr::PROVIDER).and_then(Value::as_str).unwrap_or("").into(),
-        reason: item.get(job::attr::END_REASON).and_then(Value::as_str).unwrap_or("").into(),
-        duration_ms: n(job::attr::DURATION_MS),
-        cost_micros: n(job::attr::COST_MICROS),
     };
     // The close that answered nothing (its answer lost) owed the provider its mining back too.
     if let Some((provider_id, resume)) = job::resume_owed(job_id, item) {

@@ -23,7 +23,7 @@ use worldland_core::cluster::Cluster;
 use worldland_core::job::{close_job, close_job_on, Closed};
 use worldland_core::job::{EndReason, JobState};
 use worldland_core::ledger::Ledger;
-use worldland_core::messages::jobs::JobReleased;
+use worldland_core::messages::jobs::{JobReleased, MiningCommand};
 use worldland_core::messages::ProviderState;
 use worldland_core::provider::{expire_if_unjoined, mark_offline_if_stale};
 use worldland_core::replies::ProviderReplies;
@@ -92,29 +92,54 @@ pub(crate) async fn close_on_and_announce(ctx: &Context, provider_id: &str, job_
 async fn announce(ctx: &Context, job_id: &str, closing: StoreResult<Option<Closed>>) -> bool {
     match closing {
         Ok(Some(closed)) => {
-            if let Some(resume) = &closed.resume {
-                if let Err(e) = ctx.replies.command(&closed.released.provider_id, resume).await {
-                    tracing::warn!(job_id, error = %e, "mining.resume not sent");
-                }
-            }
-            let id = format!("{}/{job_id}", JobReleased::ROUTING_KEY);
-            match bus::publish(ctx.bus.as_ref(), &id, &closed.released).await {
-                // Answered: a later `job.release` of this job answers nothing again.
-                Ok(()) => {
-                    let answered = worldland_core::job::answered(worldland_core::job::attr::RELEASE_ANSWERED);
-                    if let Err(e) = answered.apply(ctx.store.as_ref(), job_id).await {
-                        tracing::warn!(job_id, error = %e, "job.released not marked answered");
-                    }
-                }
-                Err(e) => tracing::warn!(job_id, error = %e, "job.released not published"),
-            }
+            send_answers(ctx, job_id, &closed.released, closed.resume.as_ref()).await;
             true
         }
         Ok(None) => false,
         Err(e) => {
-            tracing::warn!(job_id, error = %e, "job not closed");
-            false
+            tracing::warn!(job_id, error = %e, "job not closed, or its close's answer lost");
+            answer_if_closed(ctx, job_id).await
         }
+    }
+}
+
+/// A close that reported an error may have applied (its answer lost, every retry too): read the
+/// job back and, if it is released and unanswered, send what the close owed. Nothing else would:
+/// the next sweep no longer finds it among the allocated.
+async fn answer_if_closed(ctx: &Context, job_id: &str) -> bool {
+    let item = match ctx.store.get(Table::Jobs, job_id).await {
+        Ok(Some(item)) => item,
+        Ok(None) => return false,
+        Err(e) => {
+            tracing::warn!(job_id, error = %e, "job not read back after a failed close; a job.release answers it");
+            return false;
+        }
+    };
+    let Some(released) = worldland_core::job::release_owed(job_id, &item) else {
+        return false;
+    };
+    let resume = worldland_core::job::resume_owed(job_id, &item).map(|(_, cmd)| cmd);
+    send_answers(ctx, job_id, &released, resume.as_ref()).await;
+    true
+}
+
+/// `mining.resume` (when the job took mining GPUs) and `job.released`, then the job marked
+/// answered: a later `job.release` of it answers nothing again.
+async fn send_answers(ctx: &Context, job_id: &str, released: &JobReleased, resume: Option<&MiningCommand>) {
+    if let Some(resume) = resume {
+        if let Err(e) = ctx.replies.command(&released.provider_id, resume).await {
+            tracing::warn!(job_id, error = %e, "mining.resume not sent");
+        }
+    }
+    let id = format!("{}/{job_id}", JobReleased::ROUTING_KEY);
+    match bus::publish(ctx.bus.as_ref(), &id, released).await {
+        Ok(()) => {
+            let answered = worldland_core::job::answered(worldland_core::job::attr::RELEASE_ANSWERED);
+            if let Err(e) = answered.apply(ctx.store.as_ref(), job_id).await {
+                tracing::warn!(job_id, error = %e, "job.released not marked answered");
+            }
+        }
+        Err(e) => tracing::warn!(job_id, error = %e, "job.released not published"),
     }
 }
 

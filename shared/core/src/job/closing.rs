@@ -103,6 +103,25 @@ pub fn resume_owed(job_id: &str, job: &Item) -> Option<(String, MiningCommand)> 
     Some((a.provider_id, cmd))
 }
 
+/// The `job.released` a closed job (as stored) still owes its customer: `None` unless it is
+/// released and its release not yet marked answered. For an answer sent again after the close's
+/// own answer was lost.
+pub fn release_owed(job_id: &str, job: &Item) -> Option<JobReleased> {
+    let answered = job.get(job::attr::RELEASE_ANSWERED).and_then(Value::as_bool) == Some(true);
+    if answered || JobState::of(job) != Some(JobState::Released) {
+        return None;
+    }
+    let s = |a: &str| job.get(a).and_then(Value::as_str).unwrap_or("").to_string();
+    let n = |a: &str| job.get(a).and_then(Value::as_i64).unwrap_or(0);
+    Some(JobReleased {
+        job_id: job_id.into(),
+        provider_id: s(job::attr::PROVIDER),
+        reason: s(job::attr::END_REASON),
+        duration_ms: n(job::attr::DURATION_MS),
+        cost_micros: n(job::attr::COST_MICROS),
+    })
+}
+
 /// Closes `job_id`, found in the ledger of `provider_id`, through that provider only: when the
 /// job's allocation names it. An entry for a job that is not allocated there (an orphan, see
 /// [`is_orphan`]) is given back instead, and the job, allocated elsewhere or settled, is left

@@ -54,8 +54,9 @@ struct Shared {
     applied: AtomicU64,
     requests: AtomicU64,
     connections: AtomicU64,
-    /// Answers lost so far, by operation.
+    /// Answers lost so far, by operation and by table.
     lost: Mutex<BTreeMap<String, u64>>,
+    lost_by_table: Mutex<BTreeMap<String, u64>>,
     /// The accept loop and the connections' tasks, ended when the proxy is dropped.
     tasks: Mutex<Vec<AbortHandle>>,
 }
@@ -74,6 +75,7 @@ impl LostAnswerProxy {
             requests: AtomicU64::new(0),
             connections: AtomicU64::new(0),
             lost: Mutex::new(BTreeMap::new()),
+            lost_by_table: Mutex::new(BTreeMap::new()),
             tasks: Mutex::new(vec![]),
         });
         let accept = tokio::spawn(accept_loop(listener, shared.clone()));
@@ -94,6 +96,11 @@ impl LostAnswerProxy {
     /// Answers lost so far, by operation.
     pub fn lost(&self) -> BTreeMap<String, u64> {
         self.shared.lost.lock().unwrap().clone()
+    }
+
+    /// Answers lost so far, by the (first) table the write named.
+    pub fn lost_by_table(&self) -> BTreeMap<String, u64> {
+        self.shared.lost_by_table.lock().unwrap().clone()
     }
 
     pub fn lost_total(&self) -> u64 {
@@ -206,10 +213,20 @@ impl Shared {
         if every == 0 || !n.is_multiple_of(every) {
             return None;
         }
+        let table = table_named(&request.raw).unwrap_or_else(|| "?".into());
+        *self.lost_by_table.lock().unwrap().entry(table).or_default() += 1;
         let mut lost = self.lost.lock().unwrap();
         *lost.entry(op.to_string()).or_default() += 1;
         Some(lost.values().sum())
     }
+}
+
+/// The first `"TableName":"…"` in a request (the SDK writes its JSON without spaces), for the
+/// figures only.
+fn table_named(raw: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(raw);
+    let (_, rest) = text.split_once(r#""TableName":""#)?;
+    rest.split('"').next().map(str::to_string)
 }
 
 fn lost_answer(n: u64) -> Vec<u8> {

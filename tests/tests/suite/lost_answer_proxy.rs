@@ -46,6 +46,8 @@ async fn a_conditional_write_whose_answer_is_lost_applies_once_and_reads_as_appl
         .expect("the SDK retries the lost answer and the store reads its own write");
     assert_eq!(n_of(&first), Some(1), "answered applied, with the item as stored: {first:?}");
     assert_eq!(proxy.lost().get("UpdateItem"), Some(&1), "{:?}", proxy.lost());
+    let jobs = store.names().jobs.clone();
+    assert_eq!(proxy.lost_by_table(), [(jobs, 1)].into(), "counted by table too");
     let stored = truth.get(Table::Jobs, "lost-1").await.expect("direct read");
     assert_eq!(n_of(&stored), Some(1), "applied once: {stored:?}");
 

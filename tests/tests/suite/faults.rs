@@ -12,8 +12,8 @@
 //! For the whole scenario the workers reach dynalite through a [`LostAnswerProxy`] that loses the
 //! answer of one write in [`LOSE_EVERY`] after it applied (issue 22): the worker's SDK sees a
 //! retryable 500 and sends the write again, and the store must read that replay as its own write
-//! (`state::replay`), never as someone else's. The test's own seeding and checks read dynalite
-//! directly. The run fails if the proxy lost no answer.
+//! (`state::replay`), never as someone else's. The test's own seeding, polling and checks read
+//! dynalite directly. The run fails if the proxy lost no answer.
 //!
 //! **Expected state.** With `WORLDLAND_CLUSTER=simulated` every worker process has its own
 //! in-memory cluster, so no node ever joins across processes: a registering provider ends
@@ -24,8 +24,8 @@
 //! exactly once with one token; every agent provider `approved` with that token; every job
 //! `allocated`, `released` or `rejected` (none `pending`, none missing); no pending entries of the
 //! bridge group; the worker queues empty; `job::audit` clean. The figures (providers, jobs,
-//! faults, lost, stuck, duplicates), the answers the proxy lost (by operation) and the dead
-//! letters (per `.dlq` queue and `provider:deadletter`, by reason) are printed.
+//! faults, lost, stuck, duplicates), the answers the proxy lost (by operation and table) and the
+//! dead letters (per `.dlq` queue and `provider:deadletter`, by reason) are printed.
 //! `WORLDLAND_FAULTS_LOG_DIR` keeps the workers' logs (`WORLDLAND_FAULTS_RUST_LOG` sets their
 //! filter).
 

@@ -9,6 +9,12 @@
 //! customers publish `job.allocate` / `job.release` on the bus as the CLI does, the test kills -9
 //! and restarts RabbitMQ, Redis and the workers, and restarts dynalite on the same data.
 //!
+//! For the whole scenario the workers reach dynalite through a [`LostAnswerProxy`] that loses the
+//! answer of one write in [`LOSE_EVERY`] after it applied (issue 22): the worker's SDK sees a
+//! retryable 500 and sends the write again, and the store must read that replay as its own write
+//! (`state::replay`), never as someone else's. The test's own seeding, polling and checks read
+//! dynalite directly. The run fails if the proxy lost no answer.
+//!
 //! **Expected state.** With `WORLDLAND_CLUSTER=simulated` every worker process has its own
 //! in-memory cluster, so no node ever joins across processes: a registering provider ends
 //! `approved`, its answer a success carrying exactly one sealed token whose id is the one the
@@ -18,9 +24,10 @@
 //! exactly once with one token; every agent provider `approved` with that token; every job
 //! `allocated`, `released` or `rejected` (none `pending`, none missing); no pending entries of the
 //! bridge group; the worker queues empty; `job::audit` clean. The figures (providers, jobs,
-//! faults, lost, stuck, duplicates) and the dead letters (per `.dlq` queue and
-//! `provider:deadletter`, by reason) are printed. `WORLDLAND_FAULTS_LOG_DIR` keeps the workers'
-//! logs (`WORLDLAND_FAULTS_RUST_LOG` sets their filter).
+//! faults, lost, stuck, duplicates), the answers the proxy lost (by operation and table) and the
+//! dead letters (per `.dlq` queue and `provider:deadletter`, by reason) are printed.
+//! `WORLDLAND_FAULTS_LOG_DIR` keeps the workers' logs (`WORLDLAND_FAULTS_RUST_LOG` sets their
+//! filter).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -45,6 +52,8 @@ use worldland_core::streams::StreamNames;
 use worldland_provider_sdk::client::{join_from_response, publish_registration, wait_for_response};
 use worldland_provider_sdk::simulated::SimulatedProvider;
 use worldland_runtime::{backends, Config};
+use worldland_tests::lost_answer_proxy::LostAnswerProxy;
+use worldland_tests::private_dynalite::{port_open, stop, wait_port, PrivateDynalite};
 use worldland_tests::private_rabbit::PrivateRabbit;
 use worldland_tests::private_redis::server_binary;
 
@@ -56,25 +65,11 @@ const JOBS: usize = 45;
 /// The whole scenario (agents, customers, faults) must settle within this.
 const SCENARIO: Duration = Duration::from_secs(100);
 const SETTLE: Duration = Duration::from_secs(40);
+/// The proxy loses the answer of every 20th write that applied: 5 %.
+const LOSE_EVERY: u64 = 20;
 
 const CONSUMERS: [&str; 4] = ["registration-handler", "join-token-issuer", "heartbeat-recorder", "allocator"];
 const SERVICES: [&str; 2] = ["redis-bridge", "staleness-sweeper"];
-
-fn port_open(port: u16) -> bool {
-    std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-}
-
-fn wait_port(port: u16, open: bool, within: Duration, what: &str) {
-    let deadline = std::time::Instant::now() + within;
-    while port_open(port) != open {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{what}: port {port} not {} within {within:?}",
-            if open { "open" } else { "closed" }
-        );
-        std::thread::sleep(Duration::from_millis(30));
-    }
-}
 
 // ---------- private redis-server with AOF, restartable on the same port and data ----------
 
@@ -155,78 +150,6 @@ impl AofRedis {
 }
 
 impl Drop for AofRedis {
-    fn drop(&mut self) {
-        stop(&mut self.child);
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// Kills a private service's process (kill -9) and reaps it.
-fn stop(child: &mut Option<std::process::Child>) {
-    if let Some(mut c) = child.take() {
-        let _ = c.kill();
-        let _ = c.wait();
-    }
-}
-
-// ---------- private dynalite with --path ----------
-
-struct Dynalite {
-    port: u16,
-    dir: PathBuf,
-    child: Option<std::process::Child>,
-}
-
-fn dynalite_cli() -> PathBuf {
-    let tools = std::env::var("TOOLS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.tools"));
-    let cli = tools.join("node_modules/dynalite/cli.js");
-    assert!(cli.exists(), "{} missing: scripts/services.sh installs dynalite", cli.display());
-    cli
-}
-
-impl Dynalite {
-    fn start() -> Self {
-        let dir = std::env::temp_dir().join(format!("wl-faults-dynalite-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut me = Self {
-            port: worldland_tests::spare_port(),
-            dir,
-            child: None,
-        };
-        me.launch();
-        me
-    }
-
-    fn launch(&mut self) {
-        let log = std::fs::File::create(self.dir.join("dynalite.log")).unwrap();
-        let child = std::process::Command::new("node")
-            .arg(dynalite_cli())
-            .args(["--port", &self.port.to_string(), "--host", "127.0.0.1"])
-            .args(["--createTableMs", "0", "--deleteTableMs", "0", "--updateTableMs", "0", "--path"])
-            .arg(self.dir.join("data"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("node dynalite");
-        self.child = Some(child);
-        wait_port(self.port, true, Duration::from_secs(20), "dynalite");
-    }
-
-    fn restart(&mut self) {
-        stop(&mut self.child);
-        wait_port(self.port, false, Duration::from_secs(10), "dynalite after kill");
-        self.launch();
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Dynalite {
     fn drop(&mut self) {
         stop(&mut self.child);
         let _ = std::fs::remove_dir_all(&self.dir);
@@ -553,7 +476,10 @@ async fn the_plane_survives_kill_9_of_every_backend_and_worker() {
     let started = Instant::now();
     let mut redis_srv = tokio::task::block_in_place(AofRedis::start);
     let mut rabbit = tokio::task::block_in_place(PrivateRabbit::start);
-    let mut dynalite = tokio::task::block_in_place(Dynalite::start);
+    let mut dynalite = tokio::task::block_in_place(PrivateDynalite::start);
+    // The workers reach dynalite only through the proxy; the test's own reads and checks go
+    // straight to it.
+    let proxy = LostAnswerProxy::start(&dynalite.addr(), LOSE_EVERY).await;
     eprintln!("[faults] backends up in {:?}", started.elapsed());
 
     let id = format!("wlfault-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
@@ -564,7 +490,7 @@ async fn the_plane_survives_kill_9_of_every_backend_and_worker() {
         ("WORLDLAND_REDIS_URL", redis_srv.url()),
         ("WORLDLAND_AMQP_URL", rabbit.amqp_url()),
         ("WORLDLAND_STORE", "dynamodb".into()),
-        ("WORLDLAND_DYNAMODB_ENDPOINT", dynalite.endpoint()),
+        ("WORLDLAND_DYNAMODB_ENDPOINT", proxy.endpoint()),
         ("WORLDLAND_CLUSTER", "simulated".into()),
         ("WORLDLAND_BUS", "rabbitmq".into()),
         ("WORLDLAND_SIGNATURE_POLICY", "required".into()),
@@ -589,7 +515,11 @@ async fn the_plane_survives_kill_9_of_every_backend_and_worker() {
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
-    let cfg = Config::from_vars(vars.clone()).expect("config");
+    let direct = vars.iter().cloned().map(|(k, v)| match k.as_str() {
+        "WORLDLAND_DYNAMODB_ENDPOINT" => (k, dynalite.endpoint()),
+        _ => (k, v),
+    });
+    let cfg = Config::from_vars(direct).expect("config");
     let store = backends::dynamo(&cfg).await;
     store.ensure_tables().await.expect("tables on the private dynalite");
     // What `worldland infra init` declares: the queue the allocator's answers land on.
@@ -818,6 +748,13 @@ async fn the_plane_survives_kill_9_of_every_backend_and_worker() {
             failures.push(format!("queue {q}: {n} messages left"));
         }
     }
+    // Without a lost answer the run would not have tested what it claims to.
+    if proxy.lost_total() == 0 {
+        failures.push(format!(
+            "the proxy lost no answer ({} writes applied through it)",
+            proxy.applied_writes()
+        ));
+    }
     match worldland_core::job::audit(&store).await {
         Ok(v) if v.is_empty() => {}
         Ok(v) => failures.extend(v.into_iter().map(|v| format!("audit: {v}"))),
@@ -843,6 +780,15 @@ async fn the_plane_survives_kill_9_of_every_backend_and_worker() {
         figures.agent_retries.load(Ordering::Relaxed),
         figures.publish_retries.load(Ordering::Relaxed),
         started.elapsed()
+    );
+    eprintln!(
+        "[faults] answers lost after the write applied (1 in {LOSE_EVERY}): {} of {} writes, by operation {:?}, by table {:?}; {} requests on {} connections",
+        proxy.lost_total(),
+        proxy.applied_writes(),
+        proxy.lost(),
+        proxy.lost_by_table(),
+        proxy.requests(),
+        proxy.connections()
     );
     eprintln!("[faults] queues: {queues:?}");
     for (q, n) in queues.iter().filter(|(q, n)| q.ends_with(".dlq") && *n > 0) {

@@ -20,6 +20,7 @@ mod join_token_issuer;
 mod lambda_adapter;
 mod lambda_bootstrap;
 mod lifecycle;
+mod lost_answer_proxy;
 mod lost_answers;
 mod manifests;
 mod node_ownership;

@@ -18,10 +18,11 @@
 //! **Expected state.** With `WORLDLAND_CLUSTER=simulated` every worker process has its own
 //! in-memory cluster, so no node ever joins across processes: a registering provider ends
 //! `approved`, its answer a success carrying exactly one sealed token whose id is the one the
-//! store holds (`token_id`), and its response stream holds exactly one answer; its heartbeats are
+//! store holds (`token_id`), and its response stream holds that answer (a crash between the
+//! issuer's answer and its approval repeats the same answer: counted as a duplicate); its heartbeats are
 //! refused `node_not_found` (the heartbeat-recorder's dead letters). Jobs run against
 //! providers seeded `available` directly in the store. Afterwards: every registration answered
-//! exactly once with one token; every agent provider `approved` with that token; every job
+//! with one token (repeats of one answer counted); every agent provider `approved` with that token; every job
 //! `allocated`, `released` or `rejected` (none `pending`, none missing); no pending entries of the
 //! bridge group; the worker queues empty; `job::audit` clean. The figures (providers, jobs,
 //! faults, lost, stuck, duplicates), the answers the proxy lost (by operation and table) and the
@@ -686,13 +687,21 @@ async fn the_plane_survives_kill_9_of_every_backend_and_worker() {
         let rec = ProviderRecord::load(&store, pid).await.ok().flatten();
         match answered.get(pid) {
             Some(Ok(token)) => {
-                if answers.len() != 1 {
-                    duplicates += answers.len().saturating_sub(1);
+                // The issuer answers first and approves second: a crash (or a lost Redis reply)
+                // in between answers again — with the same sealed token, never another one
+                // (README, "every handler is idempotent"). Those repeats are counted, not failed.
+                let same = answers.first().map(|a| (a.success, a.sealed_join.clone(), a.node_name.clone()));
+                if answers.is_empty()
+                    || answers
+                        .iter()
+                        .any(|a| Some((a.success, a.sealed_join.clone(), a.node_name.clone())) != same)
+                {
                     failures.push(format!(
-                        "{pid}: {} answers on its response stream, want 1: {answers:?}",
+                        "{pid}: {} answers on its response stream, want one (or repeats of it): {answers:?}",
                         answers.len()
                     ));
                 }
+                duplicates += answers.len().saturating_sub(1);
                 match &rec {
                     Some(r) if r.state == ProviderState::Approved && r.token_id.as_deref() == Some(token.as_str()) => {}
                     Some(r) => failures.push(format!("{pid}: state {} token {:?}, agent got token {token}", r.state, r.token_id)),

@@ -7,7 +7,8 @@
 //!   transitions), [`ledger`] (capacity: what a provider offers, has free and has allocated),
 //!   [`placement`] (which provider a job goes to, and the placement index), [`job`] (states,
 //!   transitions, claims, closing), [`labels`], [`cluster::bootstrap`], [`cluster::node`] and [`certificates`] (which
-//!   kubelet certificate requests the broker approves).
+//!   kubelet certificate requests the broker approves), [`rental`] (a job run as a pod: its names,
+//!   and what its pod's life means for the job).
 //! - Ports: [`state::ItemStore`] (with the conditional-write language [`state::expr`] and the
 //!   table-typed [`state::Transition`]),
 //!   [`bus::Bus`], [`cluster::Cluster`], [`replies::ProviderReplies`], [`worker::Handler`] and
@@ -31,6 +32,7 @@ pub mod messages;
 pub mod placement;
 pub mod provider;
 pub mod refusal;
+pub mod rental;
 pub mod replies;
 pub mod sealed;
 pub mod signature;

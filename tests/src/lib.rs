@@ -6,6 +6,7 @@ pub mod faulty_store;
 pub mod kube_mock;
 pub mod kubelet;
 pub mod lambda_api;
+pub mod ledger_fixture;
 pub mod lost_answer_proxy;
 pub mod notifying_store;
 pub mod private_dynalite;

@@ -4,121 +4,19 @@
 //! sweeper resolves. Each ends with every job `allocated`, `released` or `rejected`, the ledger
 //! audit clean and each request answered once.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use worldland_adapters::replies::MemoryReplies;
-use worldland_adapters::state::memory::MemoryStore;
-use worldland_core::bus::{Bus, QueueSpec, Subscription};
-use worldland_core::job::audit;
 use worldland_core::job::JobState;
-use worldland_core::ledger::Ledger;
 use worldland_core::messages::jobs::{AllocateRequest, ReleaseRequest};
 use worldland_core::messages::topics;
-use worldland_core::state::{ItemStore, Table};
+use worldland_core::state::Table;
 use worldland_core::worker::Failure;
-use worldland_provider_sdk::simulated::SimulatedProvider;
 use worldland_tests::faulty_store::{Fault, FaultyStore};
-use worldland_tests::{event_sink, seed_available};
+use worldland_tests::ledger_fixture::Fx;
 
 fn t0() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 27, 12, 0, 0).unwrap()
-}
-
-struct Fx {
-    faulty: Arc<FaultyStore>,
-    store: Arc<dyn ItemStore>,
-    bus: Arc<worldland_adapters::bus::memory::MemoryBus>,
-    replies: Arc<MemoryReplies>,
-    events: Box<dyn Subscription>,
-    provider_id: String,
-}
-
-impl Fx {
-    /// One available provider with 8 GPUs.
-    async fn new() -> Self {
-        let faulty = Arc::new(FaultyStore::new(Arc::new(MemoryStore::new())));
-        let store: Arc<dyn ItemStore> = faulty.clone();
-        let mut p = SimulatedProvider::new(1, t0());
-        let g = p.registration.spec.gpus[0].clone();
-        p.registration.spec.gpus = (0..8)
-            .map(|i| worldland_core::messages::Gpu {
-                index: Some(i),
-                name: "NVIDIA GeForce RTX 4090".into(),
-                ..g.clone()
-            })
-            .collect();
-        p.registration.spec.total_gpus = 8;
-        p.registration.capacity.gpu_count = Some(8);
-        p.registration.mining_config = None;
-        seed_available(store.as_ref(), &p.registration, t0()).await;
-        let bus = event_sink();
-        let events = bus
-            .subscribe(&QueueSpec::new(topics::JOB_EVENTS_QUEUE, topics::JOB_EVENTS))
-            .await
-            .unwrap();
-        Self {
-            faulty,
-            store,
-            bus,
-            replies: Arc::new(MemoryReplies::default()),
-            events,
-            provider_id: p.provider_id,
-        }
-    }
-
-    fn ctx(&self) -> allocator::Context {
-        allocator::Context::new(self.store.clone(), self.bus.clone(), self.replies.clone())
-    }
-
-    fn sweeper(&self) -> staleness_sweeper::Context {
-        staleness_sweeper::Context {
-            store: self.store.clone(),
-            cluster: Arc::new(worldland_adapters::cluster::simulated::SimulatedCluster::new("https://x:6443")),
-            bus: self.bus.clone(),
-            replies: self.replies.clone(),
-            stale_after: Duration::seconds(120),
-            guard: staleness_sweeper::StallGuard::default(),
-            fleet: Default::default(),
-        }
-    }
-
-    /// (routing key, job id) of every job event so far.
-    async fn drain(&mut self) -> Vec<(String, String)> {
-        let mut out = vec![];
-        while let Ok(Some(d)) = tokio::time::timeout(std::time::Duration::from_millis(20), self.events.next()).await {
-            let body: serde_json::Value = serde_json::from_slice(&d.body).unwrap();
-            out.push((d.routing_key.clone(), body["job_id"].as_str().unwrap().to_string()));
-            d.ack().await.unwrap();
-        }
-        out
-    }
-
-    async fn state(&self, job: &str) -> Option<JobState> {
-        JobState::of(&self.store.get(Table::Jobs, job).await.unwrap()?)
-    }
-
-    async fn used(&self) -> i64 {
-        let item = self.store.get(Table::Providers, &self.provider_id).await.unwrap().unwrap();
-        Ledger::from_item(&item).unwrap().models.values().map(|c| c.used).sum()
-    }
-
-    /// No job pending, the audit clean, each (event, job) at most once.
-    async fn settled(&mut self) -> Vec<(String, String)> {
-        for j in self.store.scan(Table::Jobs).await.unwrap() {
-            assert_ne!(JobState::of(&j), Some(JobState::Pending), "a job left pending: {j:?}");
-        }
-        let violations = audit(self.store.as_ref()).await.unwrap();
-        assert!(violations.is_empty(), "{violations:#?}");
-        let events = self.drain().await;
-        let mut seen: BTreeMap<&(String, String), usize> = BTreeMap::new();
-        for e in &events {
-            *seen.entry(e).or_default() += 1;
-        }
-        assert!(seen.values().all(|n| *n == 1), "answered twice: {events:?}");
-        events
-    }
 }
 
 fn alloc(job: &str, gpus: u32) -> AllocateRequest {
@@ -146,13 +44,13 @@ fn ev(key: &str, job: &str) -> (String, String) {
 /// moment later, finishes it instead of waiting 30 s behind its own claim.
 #[tokio::test(start_paused = true)]
 async fn a_write_that_applied_but_timed_out_is_finished_by_the_redelivery() {
-    let mut fx = Fx::new().await;
+    let mut fx = Fx::new(&[(8, 0)], t0()).await;
     let ctx = fx.ctx();
     // The commit on the provider applies, then times out.
-    fx.faulty.arm(Table::Providers, &fx.provider_id.clone(), 0, Fault::ApplyThenFail);
+    fx.faulty.arm(Table::Providers, &fx.providers[0].clone(), 0, Fault::ApplyThenFail);
     assert!(is_retry(&allocator::allocate(&alloc("job-a", 2), &ctx, t0()).await));
     assert_eq!(fx.state("job-a").await, Some(JobState::Pending));
-    assert_eq!(fx.used().await, 2, "the commit landed");
+    assert_eq!(fx.used(&fx.providers[0]).await, 2, "the commit landed");
     // The redelivery, 100 ms later (the transport's first retry).
     let again = t0() + Duration::milliseconds(100);
     allocator::allocate(&alloc("job-a", 2), &ctx, again).await.unwrap();
@@ -173,7 +71,7 @@ async fn a_write_that_applied_but_timed_out_is_finished_by_the_redelivery() {
         .await
         .unwrap();
     assert!(fx.faulty.all_fired());
-    assert_eq!(fx.used().await, 4);
+    assert_eq!(fx.used(&fx.providers[0]).await, 4);
     let events = fx.settled().await;
     assert_eq!(
         events,
@@ -190,14 +88,14 @@ async fn a_write_that_applied_but_timed_out_is_finished_by_the_redelivery() {
 /// not — and leaves a live claim alone.
 #[tokio::test(start_paused = true)]
 async fn the_sweeper_resolves_jobs_stranded_pending() {
-    let mut fx = Fx::new().await;
+    let mut fx = Fx::new(&[(8, 0)], t0()).await;
     let ctx = fx.ctx();
-    let p = fx.provider_id.clone();
+    let p = fx.providers[0].clone();
     fx.faulty.arm(Table::Providers, &p, 0, Fault::ApplyThenFail);
     assert!(is_retry(&allocator::allocate(&alloc("landed", 2), &ctx, t0()).await));
     fx.faulty.arm(Table::Providers, &p, 0, Fault::FailBeforeApply);
     assert!(is_retry(&allocator::allocate(&alloc("not-landed", 3), &ctx, t0()).await));
-    assert_eq!(fx.used().await, 2);
+    assert_eq!(fx.used(&fx.providers[0]).await, 2);
     let sweeper = fx.sweeper();
 
     // Within the lease the claims are live.
@@ -215,7 +113,7 @@ async fn the_sweeper_resolves_jobs_stranded_pending() {
     staleness_sweeper::sweep_once(&sweeper, late).await.unwrap();
     assert_eq!(fx.state("landed").await, Some(JobState::Allocated));
     assert_eq!(fx.state("not-landed").await, Some(JobState::Rejected));
-    assert_eq!(fx.used().await, 2, "the ledger holds exactly the allocated job");
+    assert_eq!(fx.used(&fx.providers[0]).await, 2, "the ledger holds exactly the allocated job");
     assert_eq!(
         staleness_sweeper::pending_jobs::resolve_stale_pending(&sweeper, late)
             .await
@@ -232,7 +130,7 @@ async fn the_sweeper_resolves_jobs_stranded_pending() {
         events,
         vec![ev(topics::JOB_ALLOCATED, "landed"), ev(topics::JOB_REJECTED, "not-landed")]
     );
-    assert_eq!(fx.used().await, 2);
+    assert_eq!(fx.used(&fx.providers[0]).await, 2);
 }
 
 /// Scenario 2: D1 commits, then stalls past the lease before its job write; D2 takes over,
@@ -240,14 +138,14 @@ async fn the_sweeper_resolves_jobs_stranded_pending() {
 /// GPUs the allocated job holds.
 #[tokio::test(start_paused = true)]
 async fn a_takeover_from_a_stalled_owner_keeps_the_gpus_it_adopted() {
-    let mut fx = Fx::new().await;
+    let mut fx = Fx::new(&[(8, 0)], t0()).await;
     let (pause, reached, resume) = FaultyStore::pause();
     // Jobs writes of job-s: create, attempt, then `allocated` — D1 stalls before the third.
     fx.faulty.arm(Table::Jobs, "job-s", 2, pause);
     let d1_ctx = fx.ctx();
     let d1 = tokio::spawn(async move { allocator::allocate(&alloc("job-s", 4), &d1_ctx, t0()).await });
     reached.notified().await;
-    assert_eq!(fx.used().await, 4, "D1 committed");
+    assert_eq!(fx.used(&fx.providers[0]).await, 4, "D1 committed");
 
     tokio::time::sleep(std::time::Duration::from_secs(31)).await;
     let d2_ctx = fx.ctx();
@@ -259,7 +157,7 @@ async fn a_takeover_from_a_stalled_owner_keeps_the_gpus_it_adopted() {
     resume.notify_one();
     d1.await.unwrap().unwrap();
     assert_eq!(fx.state("job-s").await, Some(JobState::Allocated));
-    assert_eq!(fx.used().await, 4, "the allocated job still holds its GPUs");
+    assert_eq!(fx.used(&fx.providers[0]).await, 4, "the allocated job still holds its GPUs");
     assert_eq!(fx.settled().await, vec![ev(topics::JOB_ALLOCATED, "job-s")]);
 
     // And the release gives them back exactly once.
@@ -273,7 +171,7 @@ async fn a_takeover_from_a_stalled_owner_keeps_the_gpus_it_adopted() {
     )
     .await
     .unwrap();
-    assert_eq!(fx.used().await, 0);
+    assert_eq!(fx.used(&fx.providers[0]).await, 0);
     assert_eq!(fx.settled().await, vec![ev(topics::JOB_RELEASED, "job-s")]);
 }
 
@@ -282,8 +180,8 @@ async fn a_takeover_from_a_stalled_owner_keeps_the_gpus_it_adopted() {
 /// or its claim goes stale (here: nobody finishes it), the release is applied.
 #[tokio::test(start_paused = true)]
 async fn a_release_of_a_pending_job_is_applied_not_dead_lettered() {
-    let mut fx = Fx::new().await;
-    let p = fx.provider_id.clone();
+    let mut fx = Fx::new(&[(8, 0)], t0()).await;
+    let p = fx.providers[0].clone();
     let rel = |job: &str| ReleaseRequest {
         job_id: job.into(),
         reason: "done".into(),
@@ -317,7 +215,7 @@ async fn a_release_of_a_pending_job_is_applied_not_dead_lettered() {
     allocator::release(&rel("job-n"), &ctx, t0()).await.unwrap();
     assert_eq!(fx.state("job-n").await, Some(JobState::Cancelled));
 
-    assert_eq!(fx.used().await, 0);
+    assert_eq!(fx.used(&fx.providers[0]).await, 0);
     let mut events = fx.settled().await;
     events.sort();
     assert_eq!(

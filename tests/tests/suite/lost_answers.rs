@@ -6,152 +6,23 @@
 //! and answers went missing. The sweeper also closes a job only through the provider its
 //! allocation names, and gives back orphan entries.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use worldland_adapters::replies::MemoryReplies;
 use worldland_adapters::state::memory::MemoryStore;
-use worldland_core::bus::{Bus, QueueSpec, Subscription};
 use worldland_core::job::{self, audit, JobState};
-use worldland_core::ledger::{commit_allocation, Allocation, Ledger};
+use worldland_core::ledger::{commit_allocation, Allocation};
 use worldland_core::messages::jobs::{AllocateRequest, ReleaseRequest};
-use worldland_core::messages::{topics, MiningConfig};
+use worldland_core::messages::topics;
 use worldland_core::state::{Cond, ItemStore, Op, Table, Value};
-use worldland_provider_sdk::simulated::SimulatedProvider;
 use worldland_tests::faulty_store::{Fault, FaultyStore};
-use worldland_tests::{event_sink, seed_available};
+use worldland_tests::ledger_fixture::Fx;
 
 fn t0() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 12, 7, 12, 0, 0).unwrap()
 }
 
-/// Provider `n` with `gpus` RTX 4090s, `mining` of them mining, at `price` per GPU-hour.
-fn provider(n: usize, gpus: u32, mining: u32, price: f64) -> SimulatedProvider {
-    let mut p = SimulatedProvider::new(n, t0());
-    let g = p.registration.spec.gpus[0].clone();
-    p.registration.spec.gpus = (0..gpus)
-        .map(|i| worldland_core::messages::Gpu {
-            index: Some(i),
-            name: "NVIDIA GeForce RTX 4090".into(),
-            ..g.clone()
-        })
-        .collect();
-    p.registration.spec.total_gpus = gpus;
-    p.registration.capacity.gpu_count = Some(gpus);
-    p.registration.capacity.gpu_price_per_hour = price;
-    p.registration.mining_config = (mining > 0).then(|| MiningConfig {
-        image: Some("miner".into()),
-        gpu_count: mining,
-        cpu_cores: None,
-        memory_mb: None,
-        wallet_address: None,
-    });
-    p
-}
-
-struct Fx {
-    faulty: Arc<FaultyStore>,
-    store: Arc<dyn ItemStore>,
-    bus: Arc<worldland_adapters::bus::memory::MemoryBus>,
-    replies: Arc<MemoryReplies>,
-    events: Box<dyn Subscription>,
-    /// Provider ids, cheapest first.
-    providers: Vec<String>,
-}
-
-impl Fx {
-    /// `(gpus, mining)` per provider, the first the cheapest.
-    async fn new(providers: &[(u32, u32)]) -> Self {
-        Self::on(Arc::new(MemoryStore::new()), providers).await
-    }
-
-    /// The same over `inner`.
-    async fn on(inner: Arc<dyn ItemStore>, providers: &[(u32, u32)]) -> Self {
-        let faulty = Arc::new(FaultyStore::new(inner));
-        let store: Arc<dyn ItemStore> = faulty.clone();
-        let mut ids = vec![];
-        for (i, (gpus, mining)) in providers.iter().enumerate() {
-            let p = provider(i + 1, *gpus, *mining, 0.5 + i as f64 * 0.25);
-            seed_available(store.as_ref(), &p.registration, t0()).await;
-            ids.push(p.provider_id);
-        }
-        let bus = event_sink();
-        let events = bus
-            .subscribe(&QueueSpec::new(topics::JOB_EVENTS_QUEUE, topics::JOB_EVENTS))
-            .await
-            .unwrap();
-        Self {
-            faulty,
-            store,
-            bus,
-            replies: Arc::new(MemoryReplies::default()),
-            events,
-            providers: ids,
-        }
-    }
-
-    fn ctx(&self) -> allocator::Context {
-        allocator::Context::new(self.store.clone(), self.bus.clone(), self.replies.clone())
-    }
-
-    fn sweeper(&self) -> staleness_sweeper::Context {
-        staleness_sweeper::Context {
-            store: self.store.clone(),
-            cluster: Arc::new(worldland_adapters::cluster::simulated::SimulatedCluster::new("https://x:6443")),
-            bus: self.bus.clone(),
-            replies: self.replies.clone(),
-            stale_after: Duration::seconds(120),
-            guard: staleness_sweeper::StallGuard::default(),
-            fleet: Default::default(),
-        }
-    }
-
-    /// (routing key, job id) of every job event so far.
-    async fn drain(&mut self) -> Vec<(String, String)> {
-        let mut out = vec![];
-        while let Ok(Some(d)) = tokio::time::timeout(std::time::Duration::from_millis(20), self.events.next()).await {
-            let body: serde_json::Value = serde_json::from_slice(&d.body).unwrap();
-            out.push((d.routing_key.clone(), body["job_id"].as_str().unwrap().to_string()));
-            d.ack().await.unwrap();
-        }
-        out
-    }
-
-    async fn job(&self, job: &str) -> worldland_core::state::Item {
-        self.store.get(Table::Jobs, job).await.unwrap().unwrap()
-    }
-
-    async fn state(&self, job: &str) -> Option<JobState> {
-        JobState::of(&self.job(job).await)
-    }
-
-    async fn ledger(&self, provider: &str) -> Ledger {
-        Ledger::from_item(&self.store.get(Table::Providers, provider).await.unwrap().unwrap()).unwrap()
-    }
-
-    async fn used(&self, provider: &str) -> i64 {
-        self.ledger(provider).await.models.values().map(|c| c.used).sum()
-    }
-
-    async fn audit_clean(&self) {
-        let violations = audit(self.store.as_ref()).await.unwrap();
-        assert!(violations.is_empty(), "{violations:#?}");
-    }
-
-    /// Each (event, job) exactly once, as `expected`.
-    async fn answered(&mut self, expected: &[(&str, &str)]) {
-        let events = self.drain().await;
-        let mut seen: BTreeMap<(String, String), usize> = BTreeMap::new();
-        for e in &events {
-            *seen.entry(e.clone()).or_default() += 1;
-        }
-        let want: BTreeMap<(String, String), usize> = expected.iter().map(|(k, j)| ((k.to_string(), j.to_string()), 1)).collect();
-        assert_eq!(seen, want, "events: {events:?}");
-    }
-}
-
-fn alloc(job: &str, gpus: u32) -> AllocateRequest {
+pub(crate) fn alloc(job: &str, gpus: u32) -> AllocateRequest {
     AllocateRequest {
         job_id: job.into(),
         customer_id: "cust-1".into(),
@@ -164,7 +35,7 @@ fn alloc(job: &str, gpus: u32) -> AllocateRequest {
     }
 }
 
-fn release(job: &str) -> ReleaseRequest {
+pub(crate) fn release(job: &str) -> ReleaseRequest {
     ReleaseRequest {
         job_id: job.into(),
         reason: String::new(),
@@ -176,7 +47,7 @@ fn release(job: &str) -> ReleaseRequest {
 /// allocated job holds (billed, the ledger free).
 #[tokio::test]
 async fn a_lost_answer_on_the_allocated_write_keeps_the_gpus() {
-    let mut fx = Fx::new(&[(8, 0)]).await;
+    let mut fx = Fx::new(&[(8, 0)], t0()).await;
     let p = fx.providers[0].clone();
     // The job's writes: create (0), attempt (1), allocated (2), answered (3).
     fx.faulty
@@ -194,7 +65,7 @@ async fn a_lost_answer_on_the_allocated_write_keeps_the_gpus() {
 /// once, the ledger whole.
 #[tokio::test]
 async fn every_answer_lost_through_allocate_and_release() {
-    let mut fx = Fx::new(&[(8, 0)]).await;
+    let mut fx = Fx::new(&[(8, 0)], t0()).await;
     let p = fx.providers[0].clone();
     fx.faulty.lose_next(Table::Jobs, "job-1", 20);
     fx.faulty.lose_next(Table::Providers, &p, 20);
@@ -222,7 +93,7 @@ async fn every_answer_lost_through_allocate_and_release() {
 /// on the next provider too and left an orphan entry on the first.
 #[tokio::test]
 async fn a_commit_that_landed_is_not_read_as_a_full_provider() {
-    let mut fx = Fx::new(&[(8, 0), (8, 0)]).await;
+    let mut fx = Fx::new(&[(8, 0), (8, 0)], t0()).await;
     let (a, b) = (fx.providers[0].clone(), fx.providers[1].clone());
     fx.faulty.lose_next(Table::Providers, &a, 1);
     allocator::allocate(&alloc("job-2", 2), &fx.ctx(), t0()).await.unwrap();
@@ -240,7 +111,7 @@ async fn a_commit_that_landed_is_not_read_as_a_full_provider() {
 /// instead of reading "provider full".
 #[tokio::test]
 async fn a_commit_whose_retry_comes_after_other_writes_is_still_recognised() {
-    let mut fx = Fx::new(&[(8, 0), (8, 0)]).await;
+    let mut fx = Fx::new(&[(8, 0), (8, 0)], t0()).await;
     let (a, b) = (fx.providers[0].clone(), fx.providers[1].clone());
     fx.faulty.arm(Table::Providers, &a, 0, Fault::LostPastTheRing);
     allocator::allocate(&alloc("job-2r", 2), &fx.ctx(), t0()).await.unwrap();
@@ -257,7 +128,7 @@ async fn a_commit_whose_retry_comes_after_other_writes_is_still_recognised() {
 /// forever.
 #[tokio::test]
 async fn a_lost_answer_on_the_offline_mark_still_closes_the_jobs() {
-    let mut fx = Fx::new(&[(8, 0)]).await;
+    let mut fx = Fx::new(&[(8, 0)], t0()).await;
     let p = fx.providers[0].clone();
     allocator::allocate(&alloc("job-3", 2), &fx.ctx(), t0()).await.unwrap();
     fx.faulty.lose_next(Table::Providers, &p, 1);
@@ -278,7 +149,7 @@ async fn a_lost_answer_on_the_offline_mark_still_closes_the_jobs() {
 /// Scenario 4a: a rejection whose write's answer was lost is still published.
 #[tokio::test]
 async fn a_lost_answer_on_a_rejection_still_answers() {
-    let mut fx = Fx::new(&[(8, 0)]).await;
+    let mut fx = Fx::new(&[(8, 0)], t0()).await;
     // The job's writes: create (0), rejected (1).
     fx.faulty
         .arm(Table::Jobs, "job-4", 1, worldland_tests::faulty_store::Fault::LostAnswerReplayed);
@@ -292,7 +163,7 @@ async fn a_lost_answer_on_a_rejection_still_answers() {
 /// sends `mining.resume` with its `job.released`, from the allocator and from the sweeper.
 #[tokio::test]
 async fn a_lost_answer_on_a_close_still_resumes_mining() {
-    let mut fx = Fx::new(&[(4, 2), (4, 2)]).await;
+    let mut fx = Fx::new(&[(4, 2), (4, 2)], t0()).await;
     let (a, b) = (fx.providers[0].clone(), fx.providers[1].clone());
     allocator::allocate(&alloc("job-r", 3), &fx.ctx(), t0()).await.unwrap();
     allocator::allocate(&alloc("job-s", 3), &fx.ctx(), t0()).await.unwrap();
@@ -332,7 +203,7 @@ async fn a_lost_answer_on_a_close_still_resumes_mining() {
 /// sweep no longer found the job among the allocated: nobody was ever told.
 #[tokio::test]
 async fn a_close_that_applied_with_every_answer_lost_is_still_answered() {
-    let mut fx = Fx::new(&[(4, 2)]).await;
+    let mut fx = Fx::new(&[(4, 2)], t0()).await;
     let p = fx.providers[0].clone();
     let mut req = alloc("job-x", 3);
     req.duration_s = Some(60);
@@ -362,7 +233,7 @@ async fn a_close_that_applied_with_every_answer_lost_is_still_answered() {
 /// answered `job.rejected`.
 #[tokio::test(start_paused = true)]
 async fn a_lost_answer_on_a_rollback_still_answers() {
-    let mut fx = Fx::new(&[(8, 0)]).await;
+    let mut fx = Fx::new(&[(8, 0)], t0()).await;
     let p = fx.providers[0].clone();
     fx.faulty
         .arm(Table::Providers, &p, 0, worldland_tests::faulty_store::Fault::FailBeforeApply);
@@ -386,7 +257,7 @@ async fn a_lost_answer_on_a_rollback_still_answers() {
 /// `a`'s allocation released, the bill cut.
 #[tokio::test]
 async fn the_sweeper_never_closes_a_job_through_the_wrong_provider() {
-    let mut fx = Fx::new(&[(8, 0), (8, 0)]).await;
+    let mut fx = Fx::new(&[(8, 0), (8, 0)], t0()).await;
     let (a, b) = (fx.providers[0].clone(), fx.providers[1].clone());
     allocator::allocate(&alloc("job-6", 2), &fx.ctx(), t0()).await.unwrap();
     assert_eq!(
@@ -411,7 +282,7 @@ async fn the_sweeper_never_closes_a_job_through_the_wrong_provider() {
 /// to its owner.
 #[tokio::test]
 async fn the_reconcile_pass_gives_back_orphan_entries() {
-    let mut fx = Fx::new(&[(8, 0), (8, 0)]).await;
+    let mut fx = Fx::new(&[(8, 0), (8, 0)], t0()).await;
     let (a, b) = (fx.providers[0].clone(), fx.providers[1].clone());
     allocator::allocate(&alloc("job-7", 2), &fx.ctx(), t0()).await.unwrap();
     allocator::allocate(&alloc("job-8", 1), &fx.ctx(), t0()).await.unwrap();
@@ -459,7 +330,7 @@ async fn plant_orphan(fx: &Fx, provider: &str, job: &str) {
 }
 
 /// A heartbeat of `provider` received at `at`, written as the recorder keeps it.
-async fn fresh_heartbeat(store: &dyn ItemStore, provider: &str, at: DateTime<Utc>) {
+pub(crate) async fn fresh_heartbeat(store: &dyn ItemStore, provider: &str, at: DateTime<Utc>) {
     let ops = [
         Op::set(worldland_core::provider::attr::HB_AT, at.timestamp_millis()),
         Op::set(worldland_core::provider::attr::LAST_HB, at.timestamp_millis()),
@@ -500,108 +371,13 @@ async fn every_answer_lost_through_approval_join_and_heartbeats() {
     );
 }
 
-/// One allocate or release delivered until it is not asked to be retried (a redelivery), at
-/// most five times.
-async fn deliver(ctx: &allocator::Context, job: &str, gpus: Option<u32>, at: DateTime<Utc>) {
-    for _ in 0..5 {
-        let r = match gpus {
-            Some(g) => allocator::allocate(&alloc(job, g), ctx, at).await,
-            None => allocator::release(&release(job), ctx, at).await,
-        };
-        match r {
-            Ok(()) => return,
-            Err(worldland_core::worker::Failure::Retry(_)) => continue,
-            Err(e) => panic!("{job}: {e:?}"),
-        }
-    }
-}
-
-/// 5% of all store answers lost after the write applied (and replayed by the SDK) while 40 jobs
-/// are allocated concurrently on four providers, one provider goes silent (the sweeper
-/// interrupts its jobs) and the rest are released: nothing lost (every request answered once),
-/// nothing stuck (no job pending or open), nothing held twice (every ledger back to zero), the
-/// audit clean.
-async fn soak(inner: Arc<dyn ItemStore>) {
-    let mut fx = Fx::on(inner, &[(8, 0), (8, 0), (8, 0), (8, 0)]).await;
-    let tag = uuid::Uuid::new_v4().simple().to_string();
-    let jobs: Vec<(String, u32)> = (0..40).map(|i| (format!("soak-{}-{i}", &tag[..8]), 1 + (i % 4) as u32)).collect();
-    fx.faulty.lose_answers(50);
-    let ctx = Arc::new(fx.ctx());
-    let mut tasks = vec![];
-    for (job, gpus) in jobs.clone() {
-        let ctx = ctx.clone();
-        tasks.push(tokio::spawn(async move { deliver(&ctx, &job, Some(gpus), t0()).await }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
-    // Past the claims' lease the sweeper settles anything left pending; provider 0 goes silent.
-    let late = t0() + Duration::seconds(600);
-    for p in &fx.providers[1..] {
-        fresh_heartbeat(fx.store.as_ref(), p, late).await;
-    }
-    staleness_sweeper::sweep_once(&fx.sweeper(), late).await.unwrap();
-    for (job, _) in &jobs {
-        deliver(&ctx, job, None, late).await;
-    }
-    let replayed = fx.faulty.replayed();
-    fx.faulty.lose_answers(0);
-    assert!(replayed > 0, "no answer was lost");
-    let mut outcomes: BTreeMap<String, usize> = BTreeMap::new();
-    for (job, _) in &jobs {
-        let state = fx.state(job).await;
-        assert!(
-            matches!(state, Some(JobState::Released | JobState::Rejected)),
-            "{job} left {state:?}"
-        );
-        *outcomes.entry(format!("{state:?}")).or_default() += 1;
-    }
-    for p in &fx.providers {
-        let l = fx.ledger(p).await;
-        assert!(l.allocs.is_empty(), "{p} still holds {:?}", l.allocs.keys());
-        assert_eq!(fx.used(p).await, 0, "{p}");
-    }
-    fx.audit_clean().await;
-    let events = fx.drain().await;
-    let mut seen: BTreeMap<(String, String), usize> = BTreeMap::new();
-    for e in &events {
-        *seen.entry(e.clone()).or_default() += 1;
-    }
-    assert!(seen.values().all(|n| *n == 1), "answered twice: {seen:?}");
-    for (job, _) in &jobs {
-        let first = [topics::JOB_ALLOCATED, topics::JOB_REJECTED]
-            .iter()
-            .filter(|k| seen.contains_key(&(k.to_string(), job.clone())))
-            .count();
-        assert_eq!(first, 1, "{job}: allocated or rejected, once");
-        if fx.job(job).await.contains_key(job::attr::ALLOCATION) {
-            assert!(
-                seen.contains_key(&(topics::JOB_RELEASED.to_string(), job.clone())),
-                "{job}: released answered"
-            );
-        }
-    }
-    eprintln!("soak: {replayed} answers lost and replayed; outcomes {outcomes:?}");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn five_percent_of_answers_lost_memory() {
-    soak(Arc::new(MemoryStore::new())).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn five_percent_of_answers_lost_dynamodb() {
-    let env = worldland_tests::TestEnv::new(&[]);
-    soak(Arc::new(env.dynamo().await)).await;
-}
-
 /// `finish_committed`'s shape: a commit landed but its delivery died (the answer of the provider
 /// write lost, no retry left); past the lease the sweeper takes the job over, adopts the entry and
 /// records the job, each of those writes' answers lost and replayed: the job ends allocated with
 /// its GPUs, answered once.
 #[tokio::test(start_paused = true)]
 async fn a_takeover_whose_adoption_answer_was_lost_keeps_the_gpus() {
-    let mut fx = Fx::new(&[(8, 0)]).await;
+    let mut fx = Fx::new(&[(8, 0)], t0()).await;
     let p = fx.providers[0].clone();
     fx.faulty
         .arm(Table::Providers, &p, 0, worldland_tests::faulty_store::Fault::ApplyThenFail);
@@ -626,7 +402,7 @@ async fn a_takeover_whose_adoption_answer_was_lost_keeps_the_gpus() {
 /// owed, not only `job.released`.
 #[tokio::test]
 async fn a_release_redelivered_after_its_close_failed_still_resumes_mining() {
-    let mut fx = Fx::new(&[(4, 2)]).await;
+    let mut fx = Fx::new(&[(4, 2)], t0()).await;
     let p = fx.providers[0].clone();
     allocator::allocate(&alloc("job-m", 3), &fx.ctx(), t0()).await.unwrap();
     // The job's next write is the close.

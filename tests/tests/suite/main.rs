@@ -22,6 +22,7 @@ mod lambda_bootstrap;
 mod lifecycle;
 mod lost_answer_proxy;
 mod lost_answers;
+mod lost_answers_soak;
 mod manifests;
 mod node_ownership;
 mod oversized_entries;

@@ -1,12 +1,14 @@
 //! A job: its states, its item's schema, and its transitions ([`transitions`]: each one
 //! conditional write on the jobs table); closing a job and answering for it ([`closing`]); the
-//! claims that fence the deliveries placing it ([`claims`]).
+//! claims that fence the deliveries placing it ([`claims`]); an allocated job's rental stage
+//! ([`rental`]).
 
 use crate::messages::jobs::AllocateRequest;
 use crate::state::{Item, Value};
 
 mod claims;
 mod closing;
+pub mod rental;
 mod transitions;
 
 pub use claims::*;

@@ -294,17 +294,18 @@ impl RedisBridge {
     }
 
     /// Walks on over the response streams (at most [`RESPONSE_WALK_PAGES`] pages): each one an
-    /// agent created, which has no expiry, gets the broker's response TTL.
+    /// agent created, which has no expiry, gets [`response_streams::AGENT_STREAM_TTL_S`] (or the
+    /// response TTL, if shorter).
     pub async fn bound_response_streams_once(&self) -> Result<WalkPass> {
         let pattern = self.settings.streams.response("*");
         let pass = self
             .response_walk
-            .pass(&self.conn, &pattern, self.limits.response_ttl_s, RESPONSE_WALK_PAGES)
+            .pass(&self.conn, &pattern, self.limits.agent_stream_ttl_s(), RESPONSE_WALK_PAGES)
             .await?;
         if pass.bounded > 0 {
             tracing::info!(
                 bounded = pass.bounded,
-                "response streams with no expiry (made by agents) given the response TTL"
+                "response streams with no expiry (made by agents) given a short one"
             );
         }
         Ok(pass)

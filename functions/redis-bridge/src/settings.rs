@@ -21,8 +21,9 @@ pub struct BridgeLimits {
     pub max_forward_failures: u64,
     /// Approximate MAXLEN of the dead-letter stream.
     pub dead_letter_max_len: u64,
-    /// The expiry a response stream without one (an agent made it) is given, in seconds: the
-    /// broker's response TTL (`WORLDLAND_RESPONSE_TTL_S`).
+    /// The broker's response TTL (`WORLDLAND_RESPONSE_TTL_S`): a response stream without an
+    /// expiry (an agent made it) gets this or [`crate::response_streams::AGENT_STREAM_TTL_S`],
+    /// whichever is shorter.
     pub response_ttl_s: i64,
 }
 
@@ -33,6 +34,11 @@ impl Default for BridgeLimits {
 }
 
 impl BridgeLimits {
+    /// The expiry the walk gives a response stream an agent made.
+    pub fn agent_stream_ttl_s(&self) -> i64 {
+        self.response_ttl_s.min(crate::response_streams::AGENT_STREAM_TTL_S)
+    }
+
     pub fn from_config(cfg: &Config) -> Self {
         Self {
             max_forward_failures: cfg.bridge_max_forward_failures,

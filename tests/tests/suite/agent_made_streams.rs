@@ -2,11 +2,13 @@
 //! `provider:response:*` for the agents in the field, and with `MKSTREAM` any agent can create
 //! response streams under any name, which nothing expired: keys piled up until `maxmemory`
 //! (`noeviction`) stopped every write. The bridge's housekeeping now gives each response stream
-//! without an expiry the broker's response TTL, and leaves the ones the broker wrote alone.
+//! without an expiry a short one (10 minutes), and leaves the ones the broker wrote alone — the
+//! walk inside Redis, so a key name of any bytes or length cannot stop it.
 
 use std::sync::Arc;
 
 use redis::aio::MultiplexedConnection;
+use redis_bridge::response_streams::AGENT_STREAM_TTL_S;
 use redis_bridge::{BridgeLimits, BridgeSettings, RedisBridge};
 use worldland_adapters::bus::memory::MemoryBus;
 use worldland_adapters::replies::RedisReplies;
@@ -21,8 +23,9 @@ const MADE: usize = 1_200;
 const RESPONSE_TTL_S: i64 = 3_600;
 /// The broker's own answer stream's expiry, shorter than the walk's: it must be kept.
 const ANSWER_TTL_S: i64 = 120;
+const _: () = assert!(ANSWER_TTL_S < AGENT_STREAM_TTL_S && AGENT_STREAM_TTL_S < RESPONSE_TTL_S);
 
-async fn ttl(conn: &mut MultiplexedConnection, key: &str) -> i64 {
+async fn ttl(conn: &mut MultiplexedConnection, key: impl redis::ToRedisArgs) -> i64 {
     redis::cmd("TTL").arg(key).query_async(conn).await.unwrap()
 }
 
@@ -38,8 +41,11 @@ async fn streams_an_agent_makes_get_the_response_ttl_and_the_brokers_keep_theirs
 
     // The attack: the agent's ACL lets it create streams under any provider's name.
     let made: Vec<String> = (0..MADE).map(|i| streams.response(&format!("junk-{i:05}"))).collect();
+    // Key names the bridge could not read as text, or would choke on: not UTF-8, and long.
+    let mut odd: Vec<Vec<u8>> = vec![[streams.response("").as_bytes(), &b"\xff\xfe"[..]].concat()];
+    odd.push(streams.response(&"x".repeat(100_000)).into_bytes());
     let mut pipe = redis::pipe();
-    for key in &made {
+    for key in made.iter().map(|k| k.as_bytes()).chain(odd.iter().map(Vec::as_slice)) {
         pipe.cmd("XGROUP")
             .arg("CREATE")
             .arg(key)
@@ -84,10 +90,10 @@ async fn streams_an_agent_makes_get_the_response_ttl_and_the_brokers_keep_theirs
     });
     let pass = bridge.bound_response_streams_once().await.expect("the broker may SCAN and EXPIRE");
     assert!(pass.finished, "{pass:?}: one pass walks a few thousand keys");
-    assert_eq!((pass.seen, pass.bounded), (MADE + 1, MADE), "{pass:?}");
-    for key in &made {
+    assert_eq!((pass.seen, pass.bounded), (MADE + 3, MADE + 2), "{pass:?}");
+    for key in made.iter().map(|k| k.as_bytes()).chain(odd.iter().map(Vec::as_slice)) {
         let left = ttl(&mut admin, key).await;
-        assert!((1..=RESPONSE_TTL_S).contains(&left), "{key}: TTL {left}");
+        assert!((1..=AGENT_STREAM_TTL_S).contains(&left), "{}: TTL {left}", String::from_utf8_lossy(&key[..40]));
     }
     let kept = ttl(&mut admin, &answered).await;
     assert!(
@@ -97,5 +103,5 @@ async fn streams_an_agent_makes_get_the_response_ttl_and_the_brokers_keep_theirs
 
     // The next walk finds nothing left to bound.
     let again = bridge.bound_response_streams_once().await.unwrap();
-    assert_eq!((again.seen, again.bounded), (MADE + 1, 0), "{again:?}");
+    assert_eq!((again.seen, again.bounded), (MADE + 3, 0), "{again:?}");
 }

@@ -324,7 +324,7 @@ async fn every_message_delivered_twice_still_leaves_one_provider_and_one_token()
     assert!(answer.success);
     plane.wait_state(&p.provider_id, ProviderState::Approved).await;
     let items = plane.store.scan(Table::Providers).await.unwrap();
-    use worldland_core::provider::{nodes, tokens, wallets};
+    use worldland_core::provider::{nodes, specs, tokens, wallets};
     let (others, providers): (Vec<_>, Vec<_>) = items.iter().partition(|i| nodes::is_not_a_provider(i));
     assert_eq!(providers.len(), 1, "one provider");
     assert_eq!(
@@ -343,7 +343,13 @@ async fn every_message_delivered_twice_still_leaves_one_provider_and_one_token()
         .filter(|k| k.starts_with(wallets::KEY_PREFIX))
         .collect();
     assert_eq!(wallet_items, vec![wallets::key(&p.registration.wallet_addr)], "one wallet item");
-    assert_eq!(others.len(), 3, "nothing else beside the provider");
+    let spec_items: Vec<&str> = others
+        .iter()
+        .filter_map(|i| i.get("id").and_then(|v| v.as_str()))
+        .filter(|k| k.starts_with(specs::KEY_PREFIX))
+        .collect();
+    assert_eq!(spec_items, vec![specs::key(&p.provider_id)], "one registered spec");
+    assert_eq!(others.len(), 4, "nothing else beside the provider");
     assert_eq!(plane.api.token_count(), 1, "one token");
     // Every answer carries that one token.
     let all: redis::streams::StreamRangeReply = redis::cmd("XRANGE")

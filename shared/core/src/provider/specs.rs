@@ -36,8 +36,10 @@ pub fn key(provider_id: &str) -> String {
 }
 
 /// Longest GPU name the working copy keeps as it is; a longer one (validation allows 256 bytes)
-/// is kept as its model label, which names the same model ([`gpu_model_label`] of a label is the
-/// label itself), so 64 GPUs cost the provider's item at most a few KiB.
+/// is kept as its model label, so 64 GPUs cost the provider's item at most a few KiB. The label
+/// of that label is nearly always the label itself; where it is not (a label that is one noise
+/// word, e.g. `Tesla`), every reader agrees anyway: the stored model label, the ledger, placement
+/// and the node checks all read the working copy.
 pub const MAX_WORKING_GPU_NAME: usize = 64;
 
 /// A GPU's name as the working copy keeps it.
@@ -166,6 +168,18 @@ mod tests {
                 assert_eq!(kept, name);
             }
         }
+    }
+
+    #[test]
+    fn the_stored_model_label_is_the_working_copys() {
+        // A long name whose label is a single noise word: its label's label is `unknown`.
+        let name = format!("{}Tesla.", "NVIDIA ".repeat(9));
+        let mut reg = crate::messages::sample_registration("p1", "0xab", 1);
+        reg.spec.gpus[0].name = name;
+        let item = run(&super::super::register_pending(&reg, "1-0", chrono::Utc::now()), None).unwrap();
+        let stored = item.get(super::super::attr::GPU_MODEL).and_then(Value::as_str).unwrap();
+        let copy = working_copy(&reg.spec);
+        assert_eq!(stored, gpu_model_label(&copy.gpus[0].name));
     }
 
     #[test]

@@ -24,7 +24,10 @@ pub fn register_pending(reg: &Registration, registration_id: &str, now: DateTime
             Cond::Not(Box::new(Cond::eq(attr::REGISTRATION_ID, registration_id))),
         ]),
     ]);
-    let first_gpu = reg.spec.gpus.first().map(|g| g.name.as_str()).unwrap_or_default();
+    // Everything the broker decides from is read from the working copy, the model label too: a
+    // long GPU name kept there as its label must give the label the ledger and placement give.
+    let spec = super::specs::working_copy(&reg.spec);
+    let first_gpu = spec.gpus.first().map(|g| g.name.as_str()).unwrap_or_default();
     let offered_gpus = reg.capacity.gpu_count.unwrap_or(reg.spec.total_gpus);
     let ops = vec![
         Op::set(attr::WALLET, wallet),
@@ -33,10 +36,7 @@ pub fn register_pending(reg: &Registration, registration_id: &str, now: DateTime
         Op::set(attr::GPU_MODEL, gpu_model_label(first_gpu)),
         Op::set(attr::GPU_COUNT, i64::from(offered_gpus)),
         Op::set(attr::PRICE_MICROS, price_to_micros(reg.capacity.gpu_price_per_hour)),
-        Op::set(
-            attr::SPEC,
-            serde_json::to_string(&super::specs::working_copy(&reg.spec)).expect("spec serialises"),
-        ),
+        Op::set(attr::SPEC, serde_json::to_string(&spec).expect("spec serialises")),
         Op::set(attr::CAPACITY, serde_json::to_string(&reg.capacity).expect("capacity serialises")),
         Op::set(
             attr::MINING,

@@ -304,7 +304,7 @@ pub async fn release(req: &ReleaseRequest, ctx: &Context, now: DateTime<Utc>) ->
         ctx.replies.command(&closed.released.provider_id, resume).await?;
     }
     publish(ctx, &req.job_id, &closed.released).await?;
-    job::answered(job::attr::RELEASE_ANSWERED)
+    job::release_answered()
         .apply(ctx.store.as_ref(), &req.job_id)
         .await?;
     Ok(())
@@ -345,7 +345,7 @@ async fn answer_release(ctx: &Context, item: Option<&Item>, job_id: &str) -> Res
         ctx.replies.command(&provider_id, &resume).await?;
     }
     publish(ctx, job_id, &released).await?;
-    job::answered(job::attr::RELEASE_ANSWERED).apply(ctx.store.as_ref(), job_id).await?;
+    job::release_answered().apply(ctx.store.as_ref(), job_id).await?;
     Ok(())
 }
 

@@ -124,23 +124,46 @@ async fn answer_if_closed(ctx: &Context, job_id: &str) -> bool {
 }
 
 /// `mining.resume` (when the job took mining GPUs) and `job.released`, then the job marked
-/// answered: a later `job.release` of it answers nothing again.
+/// answered: a later `job.release` of it answers nothing again. Anything not sent leaves the job
+/// unanswered on the released index, for the next sweep ([`answer_unanswered_closes`]). Sent
+/// again, each carries the same id (`job.released/<job>`, `<job>/resume`): at least once.
 async fn send_answers(ctx: &Context, job_id: &str, released: &JobReleased, resume: Option<&MiningCommand>) {
     if let Some(resume) = resume {
         if let Err(e) = ctx.replies.command(&released.provider_id, resume).await {
-            tracing::warn!(job_id, error = %e, "mining.resume not sent");
+            tracing::warn!(job_id, error = %e, "mining.resume not sent; the next sweep sends it");
+            return;
         }
     }
     let id = format!("{}/{job_id}", JobReleased::ROUTING_KEY);
-    match bus::publish(ctx.bus.as_ref(), &id, released).await {
-        Ok(()) => {
-            let answered = worldland_core::job::answered(worldland_core::job::attr::RELEASE_ANSWERED);
-            if let Err(e) = answered.apply(ctx.store.as_ref(), job_id).await {
-                tracing::warn!(job_id, error = %e, "job.released not marked answered");
+    if let Err(e) = bus::publish(ctx.bus.as_ref(), &id, released).await {
+        tracing::warn!(job_id, error = %e, "job.released not published; the next sweep publishes it");
+        return;
+    }
+    if let Err(e) = worldland_core::job::release_answered().apply(ctx.store.as_ref(), job_id).await {
+        tracing::warn!(job_id, error = %e, "job.released not marked answered; the next sweep sends it again");
+    }
+}
+
+/// How long a close may take to answer on its own before a sweep answers for it.
+const ANSWER_GRACE_MS: i64 = 30_000;
+
+/// Closes whose answers went missing (a close applied but its answer lost with every retry, a
+/// read-back that failed in the same outage, a publish that failed): they stay on the released
+/// index until answered. Each sweep answers those older than [`ANSWER_GRACE_MS`].
+pub async fn answer_unanswered_closes(ctx: &Context, now: DateTime<Utc>) -> StoreResult<usize> {
+    let unanswered = ctx
+        .store
+        .query_by_state(Table::Jobs, JobState::Released.as_str(), Some(ms(now) - ANSWER_GRACE_MS))
+        .await?;
+    let mut answered = 0;
+    for item in unanswered {
+        if let Some(id) = item.get(KEY_ATTR).and_then(Value::as_str) {
+            if answer_if_closed(ctx, id).await {
+                answered += 1;
             }
         }
-        Err(e) => tracing::warn!(job_id, error = %e, "job.released not published"),
     }
+    Ok(answered)
 }
 
 /// Marks one stale provider offline (if it still is stale at write time), interrupts its jobs
@@ -218,6 +241,7 @@ pub async fn sweep_once(ctx: &Context, now: DateTime<Utc>) -> StoreResult<SweepR
         }
     }
     pending_jobs::resolve_stale_pending(ctx, now).await?;
+    answer_unanswered_closes(ctx, now).await?;
     // While approved, the index sort key is the token's expiry.
     let expired = ctx
         .store

@@ -197,38 +197,6 @@ async fn a_lost_answer_on_a_close_still_resumes_mining() {
     .await;
 }
 
-/// Scenario 4d: a close by the sweeper that applied but whose every answer was lost (the SDK's
-/// retries exhausted: the sweeper got an error) is still answered — `mining.resume` and
-/// `job.released` — in the same sweep. Before, the sweeper logged "job not closed" and the next
-/// sweep no longer found the job among the allocated: nobody was ever told.
-#[tokio::test]
-async fn a_close_that_applied_with_every_answer_lost_is_still_answered() {
-    let mut fx = Fx::new(&[(4, 2)], t0()).await;
-    let p = fx.providers[0].clone();
-    let mut req = alloc("job-x", 3);
-    req.duration_s = Some(60);
-    allocator::allocate(&req, &fx.ctx(), t0()).await.unwrap();
-    fresh_heartbeat(fx.store.as_ref(), &p, t0() + Duration::seconds(600)).await;
-    // The close's write on the job applies, then the call fails.
-    fx.faulty.arm(Table::Jobs, "job-x", 0, Fault::ApplyThenFail);
-    let r = staleness_sweeper::sweep_once(&fx.sweeper(), t0() + Duration::seconds(600))
-        .await
-        .unwrap();
-    assert!(fx.faulty.all_fired());
-    assert_eq!(r.jobs_closed, 1, "{r:?}");
-    assert_eq!(fx.state("job-x").await, Some(JobState::Released));
-    let kinds: Vec<String> = fx.replies.commands_for(&p).iter().map(|c| c.kind.clone()).collect();
-    assert_eq!(kinds, vec!["mining.stop", "mining.resume"]);
-    fx.answered(&[(topics::JOB_ALLOCATED, "job-x"), (topics::JOB_RELEASED, "job-x")])
-        .await;
-    // Answered once: a later release of the job answers nothing more.
-    allocator::release(&release("job-x"), &fx.ctx(), t0() + Duration::seconds(700))
-        .await
-        .unwrap();
-    fx.answered(&[]).await;
-    fx.audit_clean().await;
-}
-
 /// Scenario 4c: the sweeper's rollback of a job stranded pending, its answer lost, is still
 /// answered `job.rejected`.
 #[tokio::test(start_paused = true)]

@@ -43,3 +43,4 @@ mod stall_guard;
 mod sweeper_races;
 mod timeouts;
 mod token_bounds;
+mod unanswered_closes;

@@ -99,7 +99,16 @@ pub fn cancelled_while_pending(reason: &str, now: DateTime<Utc>) -> Transition {
     )
 }
 
-/// Marks the answer flag `which` ([`attr::ANSWERED`] or [`attr::RELEASE_ANSWERED`]) as published.
+/// `job.released` (and the `mining.resume` it owed) went out: marked, and off the released
+/// index, where only unanswered closes are kept.
+pub fn release_answered() -> Transition {
+    Transition::new(
+        Cond::eq(attr::STATE, JobState::Released),
+        vec![Op::set(attr::RELEASE_ANSWERED, true), Op::Remove(INDEX_SORT_ATTR.into())],
+    )
+}
+
+/// Marks the answer flag `which` ([`attr::ANSWERED`]; for a release, [`release_answered`]) as published.
 pub fn answered(which: &str) -> Transition {
     Transition::new(Cond::ItemExists, vec![Op::set(which, true)])
 }
@@ -117,7 +126,9 @@ pub fn cancelled_before_allocation(reason: &str, now: DateTime<Utc>) -> Transiti
     )
 }
 
-/// `allocated → released`, with duration and exact cost; off the due index.
+/// `allocated → released`, with duration and exact cost. Off the due index, onto the released
+/// one (sort key: its end) until [`release_answered`] takes it off: a close whose answer went
+/// missing is found there and answered by the next sweep.
 pub fn closed(reason: &str, ended_at_ms: i64, duration_ms: i64, cost: i64) -> Transition {
     Transition::new(
         Cond::eq(attr::STATE, JobState::Allocated),
@@ -127,7 +138,7 @@ pub fn closed(reason: &str, ended_at_ms: i64, duration_ms: i64, cost: i64) -> Tr
             Op::set(attr::ENDED_AT, ended_at_ms),
             Op::set(attr::DURATION_MS, duration_ms),
             Op::set(attr::COST_MICROS, cost),
-            Op::Remove(INDEX_SORT_ATTR.into()),
+            Op::set(INDEX_SORT_ATTR, ended_at_ms),
             // DynamoDB's TTL (epoch seconds) removes closed jobs 90 days after they end.
             Op::set(attr::TTL, ended_at_ms / 1000 + 90 * 86_400),
         ],

@@ -690,12 +690,9 @@ async fn the_plane_survives_kill_9_of_every_backend_and_worker() {
                 // The issuer answers first and approves second: a crash (or a lost Redis reply)
                 // in between answers again — with the same sealed token, never another one
                 // (README, "every handler is idempotent"). Those repeats are counted, not failed.
-                let same = answers.first().map(|a| (a.success, a.sealed_join.clone(), a.node_name.clone()));
-                if answers.is_empty()
-                    || answers
-                        .iter()
-                        .any(|a| Some((a.success, a.sealed_join.clone(), a.node_name.clone())) != same)
-                {
+                let key = |a: &ProviderResponse| (a.success, a.sealed_join.clone(), a.join_token.clone(), a.node_name.clone());
+                let same = answers.first().map(key);
+                if answers.is_empty() || answers.iter().any(|a| Some(key(a)) != same) {
                     failures.push(format!(
                         "{pid}: {} answers on its response stream, want one (or repeats of it): {answers:?}",
                         answers.len()

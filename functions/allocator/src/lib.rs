@@ -304,9 +304,7 @@ pub async fn release(req: &ReleaseRequest, ctx: &Context, now: DateTime<Utc>) ->
         ctx.replies.command(&closed.released.provider_id, resume).await?;
     }
     publish(ctx, &req.job_id, &closed.released).await?;
-    job::release_answered()
-        .apply(ctx.store.as_ref(), &req.job_id)
-        .await?;
+    job::release_answered().apply(ctx.store.as_ref(), &req.job_id).await?;
     Ok(())
 }
 

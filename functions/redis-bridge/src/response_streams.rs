@@ -55,19 +55,22 @@ impl ResponseStreamWalk {
     /// Walks on for at most `pages` pages: every response stream (`pattern`, e.g.
     /// `provider:response:*`) without an expiry gets `ttl_s`.
     pub async fn pass(&self, conn: &ConnectionManager, pattern: &str, ttl_s: i64, pages: usize) -> redis::RedisResult<WalkPass> {
-        let script = redis::Script::new(PAGE);
         let mut cursor = self.cursor.lock().await;
         if cursor.is_empty() {
             *cursor = "0".into();
         }
         let mut pass = WalkPass::default();
         for _ in 0..pages {
-            let (next, seen, bounded): (String, usize, usize) = script
+            // No keys declared: the script finds its own (standalone Redis; the ACL still checks
+            // every command it runs against the broker's key patterns).
+            let (next, seen, bounded): (String, usize, usize) = redis::cmd("EVAL")
+                .arg(PAGE)
+                .arg(0)
                 .arg(cursor.as_str())
                 .arg(pattern)
                 .arg(SCAN_COUNT)
                 .arg(ttl_s)
-                .invoke_async(&mut conn.clone())
+                .query_async(&mut conn.clone())
                 .await?;
             pass.seen += seen;
             pass.bounded += bounded;

@@ -144,7 +144,8 @@ async fn send_answers(ctx: &Context, job_id: &str, released: &JobReleased, resum
     }
 }
 
-/// How long a close may take to answer on its own before a sweep answers for it.
+/// A close that ended less than this ago (by its end time: a customer's release ends now) is
+/// left to its closer to answer; older unanswered ones are answered by the sweep.
 const ANSWER_GRACE_MS: i64 = 30_000;
 
 /// Closes whose answers went missing (a close applied but its answer lost with every retry, a

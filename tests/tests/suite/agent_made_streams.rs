@@ -93,7 +93,11 @@ async fn streams_an_agent_makes_get_the_response_ttl_and_the_brokers_keep_theirs
     assert_eq!((pass.seen, pass.bounded), (MADE + 3, MADE + 2), "{pass:?}");
     for key in made.iter().map(|k| k.as_bytes()).chain(odd.iter().map(Vec::as_slice)) {
         let left = ttl(&mut admin, key).await;
-        assert!((1..=AGENT_STREAM_TTL_S).contains(&left), "{}: TTL {left}", String::from_utf8_lossy(&key[..40]));
+        assert!(
+            (1..=AGENT_STREAM_TTL_S).contains(&left),
+            "{}: TTL {left}",
+            String::from_utf8_lossy(&key[..40])
+        );
     }
     let kept = ttl(&mut admin, &answered).await;
     assert!(

@@ -30,7 +30,7 @@ async fn ttl(conn: &mut MultiplexedConnection, key: impl redis::ToRedisArgs) -> 
 }
 
 #[tokio::test]
-async fn streams_an_agent_makes_get_the_response_ttl_and_the_brokers_keep_theirs() {
+async fn streams_an_agent_makes_get_a_short_ttl_and_the_brokers_keep_theirs() {
     let server = PrivateRedis::with_shipped_acl();
     let streams = server.streams();
     let mut agent = redis::Client::open(server.url(AGENT))

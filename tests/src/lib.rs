@@ -346,6 +346,7 @@ pub mod lifecycle {
             min_heartbeat_interval: chrono::Duration::seconds(10),
             active_jobs_label_interval: chrono::Duration::seconds(60),
             recent: Default::default(),
+            node_health: Default::default(),
         }
     }
 
@@ -416,6 +417,7 @@ pub fn sweeper(
         stale_after,
         guard: staleness_sweeper::StallGuard::default(),
         fleet: Default::default(),
+        node_health: Default::default(),
     }
 }
 

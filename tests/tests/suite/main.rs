@@ -21,6 +21,7 @@ mod lambda_bootstrap;
 mod lifecycle;
 mod lost_answers;
 mod manifests;
+mod node_health;
 mod node_ownership;
 mod oversized_entries;
 mod rabbitmq_bus;

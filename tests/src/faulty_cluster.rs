@@ -1,6 +1,7 @@
 //! A cluster decorator that injects the faults the tests name, everything else passed through:
 //! token creates made but their answers lost (a timeout after the API server stored the Secret),
-//! CSR decisions that fail before they are written. Token reads panic: no worker reads a Secret.
+//! CSR decisions that fail before they are written, node-health reads that fail. Token reads
+//! panic: no worker reads a Secret.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -8,7 +9,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use worldland_core::cluster::{
-    BootstrapToken, Cluster, ClusterError, ClusterInfo, ClusterResult, Created, Csr, CsrDecision, NodeInfo, Taint,
+    BootstrapToken, Cluster, ClusterError, ClusterInfo, ClusterResult, Created, Csr, CsrDecision, NodeHealth, NodeHealthPage, NodeInfo,
+    Taint,
 };
 
 pub struct FaultyCluster {
@@ -17,6 +19,8 @@ pub struct FaultyCluster {
     lose_token_creates: AtomicU32,
     /// Whether CSR decisions fail (before they are written).
     fail_decisions: AtomicBool,
+    /// Pages of provider nodes' health still to read before the reads fail.
+    node_health_pages_left: AtomicU32,
 }
 
 impl FaultyCluster {
@@ -25,7 +29,14 @@ impl FaultyCluster {
             inner,
             lose_token_creates: AtomicU32::new(0),
             fail_decisions: AtomicBool::new(false),
+            node_health_pages_left: AtomicU32::new(u32::MAX),
         }
+    }
+
+    /// Reads of provider nodes' health answer `n` pages, then fail (a timeout).
+    pub fn failing_node_health_after(self, n: u32) -> Self {
+        self.node_health_pages_left.store(n, Ordering::SeqCst);
+        self
     }
 
     /// The next `n` token creates are made, then reported lost.
@@ -90,5 +101,17 @@ impl Cluster for FaultyCluster {
     }
     async fn csr_change(&self, limit: std::time::Duration) {
         self.inner.csr_change(limit).await
+    }
+    async fn provider_node_health(&self, cursor: Option<&str>, limit: u32) -> ClusterResult<NodeHealthPage> {
+        let left = self
+            .node_health_pages_left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        if left.is_err() {
+            return Err(ClusterError::unavailable("injected: the node list timed out"));
+        }
+        self.inner.provider_node_health(cursor, limit).await
+    }
+    async fn node_health(&self, name: &str) -> ClusterResult<Option<NodeHealth>> {
+        self.inner.node_health(name).await
     }
 }

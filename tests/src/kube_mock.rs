@@ -310,6 +310,7 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
 
 pub const SECRETS_PATH: &str = "/api/v1/namespaces/kube-system/secrets";
 pub const CLUSTER_INFO_PATH: &str = "/api/v1/namespaces/kube-public/configmaps/cluster-info";
+pub const LEASES_PATH: &str = "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases";
 
 impl RoutingApiServer {
     /// A node joins: the fixture node (Ready, 32 CPU, 128 GiB, 4 GPUs) under `name`.
@@ -462,8 +463,40 @@ impl RoutingApiServer {
                 node["metadata"]["resourceVersion"] = json!((current.parse::<u64>().unwrap_or(0) + 1).to_string());
                 respond(200, node)
             }
+            ("GET", "/api/v1/nodes") => self.list_provider_nodes(got),
+            ("GET", p) if p.starts_with(&format!("{LEASES_PATH}/")) && got.query.is_empty() => {
+                // No kubelet runs here: no node has a Lease.
+                let name = &p[LEASES_PATH.len() + 1..];
+                let mut body = fixture("40-get-lease-not-found.json").response_body;
+                body["message"] = json!(format!("leases.coordination.k8s.io \"{name}\" not found"));
+                body["details"]["name"] = json!(name);
+                respond(404, &body)
+            }
             _ => self.fail(format!("unexpected call {} {}?{}", got.method, got.path, got.query)),
         }
+    }
+
+    /// The node-health pass's list: every node carrying a provider id, on one page (the list
+    /// shaped as `41-list-nodes-provider-id.json`).
+    fn list_provider_nodes(&self, got: &Seen) -> Response<Body> {
+        if got.query != "&labelSelector=worldland.io%2Fprovider-id&limit=100" {
+            return self.fail(format!("GET nodes with query {:?}", got.query));
+        }
+        let mut list = fixture("41-list-nodes-provider-id.json").response_body;
+        let nodes = self.nodes.lock().unwrap();
+        let items: Vec<Value> = nodes
+            .values()
+            .filter(|n| n["metadata"]["labels"].get("worldland.io/provider-id").is_some())
+            .cloned()
+            .map(|mut n| {
+                let o = n.as_object_mut().unwrap();
+                o.remove("kind");
+                o.remove("apiVersion");
+                n
+            })
+            .collect();
+        list["items"] = json!(items);
+        respond(200, &list)
     }
 
     pub fn token_count(&self) -> usize {

@@ -97,6 +97,7 @@ impl Fx {
             stale_after: Duration::seconds(120),
             guard: staleness_sweeper::StallGuard::default(),
             fleet: Default::default(),
+            node_health: Default::default(),
         }
     }
 

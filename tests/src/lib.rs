@@ -349,6 +349,7 @@ pub mod lifecycle {
             min_heartbeat_interval: chrono::Duration::seconds(10),
             active_jobs_label_interval: chrono::Duration::seconds(60),
             recent: Default::default(),
+            node_health: Default::default(),
         }
     }
 
@@ -419,6 +420,7 @@ pub fn sweeper(
         stale_after,
         guard: staleness_sweeper::StallGuard::default(),
         fleet: Default::default(),
+        node_health: Default::default(),
     }
 }
 

@@ -52,7 +52,7 @@ pub async fn as_worker(service_account: &str) -> kube::Client {
 }
 
 /// Objects a test made as the admin, deleted when it is dropped (a failed test too): Nodes,
-/// Namespaces, ClusterRoleBindings, and Secrets in `kube-system`. Deleting what is already gone
+/// Namespaces, ClusterRoleBindings, Secrets in `kube-system` and Leases in `kube-node-lease`. Deleting what is already gone
 /// is fine.
 #[derive(Default)]
 pub struct Cleanup {
@@ -72,10 +72,17 @@ impl Cleanup {
     pub fn kube_system_secret(&self, name: &str) {
         self.objects.lock().unwrap().push(("secret", name.to_string()));
     }
+    pub fn lease(&self, name: &str) {
+        let mut objects = self.objects.lock().unwrap();
+        if !objects.contains(&("lease", name.to_string())) {
+            objects.push(("lease", name.to_string()));
+        }
+    }
 }
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
+        use k8s_openapi::api::coordination::v1::Lease;
         use k8s_openapi::api::core::v1::{Namespace, Node, Secret};
         use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
         use kube::api::{Api, DeleteParams};
@@ -94,6 +101,10 @@ impl Drop for Cleanup {
                         "node" => Api::<Node>::all(client.clone()).delete(&name, &dp).await.map(drop),
                         "namespace" => Api::<Namespace>::all(client.clone()).delete(&name, &dp).await.map(drop),
                         "clusterrolebinding" => Api::<ClusterRoleBinding>::all(client.clone()).delete(&name, &dp).await.map(drop),
+                        "lease" => Api::<Lease>::namespaced(client.clone(), "kube-node-lease")
+                            .delete(&name, &dp)
+                            .await
+                            .map(drop),
                         _ => Api::<Secret>::namespaced(client.clone(), "kube-system")
                             .delete(&name, &dp)
                             .await

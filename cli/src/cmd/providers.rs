@@ -50,7 +50,7 @@ fn provider_json(r: &ProviderRecord) -> serde_json::Value {
         "provider_id": r.provider_id, "state": r.state.as_str(), "node_name": r.node_name,
         "gpu_model": r.gpu_model, "gpu_count": r.gpu_count, "price_micros": r.price_micros,
         "hb_at": r.hb_at.timestamp_millis(), "last_heartbeat": ms(r.last_heartbeat), "hb_seq": r.hb_seq,
-        "offline_at": ms(r.offline_at), "joined_at": ms(r.joined_at), "active_jobs": r.active_jobs,
+        "offline_at": ms(r.offline_at), "offline_reason": r.offline_reason, "joined_at": ms(r.joined_at), "active_jobs": r.active_jobs,
         "unschedulable": r.unschedulable, "token_id": r.token_id,
         "client_csr": r.client_csr, "csr_refusal": r.csr_refusal,
     })
@@ -166,6 +166,7 @@ async fn describe(store: &dyn ItemStore, id: &str, now: chrono::DateTime<chrono:
             r.active_jobs
         ),
         format!("offline since:   {}", opt(r.offline_at)),
+        format!("offline because: {}", r.offline_reason.as_deref().unwrap_or("-")),
         format!("unschedulable:   {unschedulable}"),
         format!("token id:        {}", r.token_id.as_deref().unwrap_or("-")),
         format!(

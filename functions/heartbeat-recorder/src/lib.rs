@@ -16,13 +16,15 @@ use chrono::{DateTime, Duration, Utc};
 use tracing::instrument;
 use worldland_core::bus::routes::ToHeartbeatRecorder;
 use worldland_core::bus::HeartbeatReceived;
+use worldland_core::cluster::health::HealthPolicy;
 use worldland_core::cluster::Cluster;
 use worldland_core::labels;
 use worldland_core::ledger::ledger_for;
 use worldland_core::messages::{Heartbeat, ProviderState, StreamEnvelope, MAX_ENTRY_BYTES};
 use worldland_core::placement::placement_partition_for;
 use worldland_core::provider::{
-    file_for_placement, make_available, note_node_write, record_heartbeat, within_min_interval, HeartbeatFacts, ProviderRecord,
+    file_for_placement, forgetting_node_trouble, make_available, note_node_write, record_heartbeat, within_min_interval, HeartbeatFacts,
+    ProviderRecord,
 };
 use worldland_core::refusal::{Reason, Rejection};
 use worldland_core::signature::{recover_personal, SignaturePolicy};
@@ -34,10 +36,12 @@ use worldland_runtime::worker::Worker;
 use worldland_runtime::Backends;
 
 mod joining;
+mod node_fit;
 mod recent;
 mod usage;
 
 use joining::join_cluster;
+use node_fit::node_fit_to_sell;
 pub use recent::RecentHeartbeats;
 use usage::usage_json;
 
@@ -58,6 +62,10 @@ pub struct Context {
     pub active_jobs_label_interval: Duration,
     /// The heartbeats this process recorded last: ones too soon after them cost no store call.
     pub recent: RecentHeartbeats,
+    /// The sweeper's measure of a node's health (`WORLDLAND_STALE_AFTER_S`, and the replay window
+    /// as the provider clock's allowance): a provider becomes available, or comes back, only on
+    /// a node it would not mark offline.
+    pub node_health: HealthPolicy,
 }
 
 /// Parses and checks what can be checked without state: size, format, timestamp, signature.
@@ -161,10 +169,11 @@ fn is_own_ready_node(node: &worldland_core::cluster::NodeInfo, rec: &ProviderRec
         && node.labels.get(labels::PROVIDER_ID) == Some(&labels::provider_id_label(&rec.provider_id))
 }
 
-/// Back from the dead — but only onto its own Ready node: a heartbeat proves the agent runs, not
-/// that its node still exists, is Ready or is still this provider's. Until it is, the provider
-/// stays offline (the heartbeat is recorded; the next one looks again). Then the offline marks
-/// go, idempotently, and it is available again.
+/// Back from the dead — but only onto its own Ready node with a live kubelet: a heartbeat proves
+/// the agent runs, not that its node still exists, is Ready, has a kubelet renewing its Lease or
+/// is still this provider's. Until it does, the provider stays offline (the heartbeat is
+/// recorded; the next one looks again). Then the offline marks go, idempotently, and it is
+/// available again, the reason it went offline for its node forgotten.
 async fn recover_from_offline(rec: &ProviderRecord, ctx: &Context, now: DateTime<Utc>) -> Result<(), Failure> {
     let node = ctx.cluster.get_node(&rec.node_name).await?;
     if !node.as_ref().is_some_and(|n| is_own_ready_node(n, rec)) || rec.unschedulable.is_some() {
@@ -176,18 +185,20 @@ async fn recover_from_offline(rec: &ProviderRecord, ctx: &Context, now: DateTime
         );
         return Ok(());
     }
+    if !node_fit_to_sell(rec, ctx, now).await? {
+        return Ok(()); // its kubelet's Lease is stale: stays offline
+    }
     ctx.cluster.set_offline_taint(&rec.node_name, false).await?;
     let status = BTreeMap::from([(labels::STATUS.to_string(), None)]);
     ctx.cluster.patch_node_metadata(&rec.node_name, &status, &BTreeMap::new()).await?;
     tracing::info!(provider_id = %rec.provider_id, "provider is back from offline");
-    make_available(
+    let back = make_available(
         ProviderState::Offline,
         if rec.has_ledger { None } else { ledger_for(rec) },
         placement_partition_for(rec),
         now,
-    )
-    .run(ctx.store.as_ref(), &rec.provider_id)
-    .await?;
+    );
+    forgetting_node_trouble(back).run(ctx.store.as_ref(), &rec.provider_id).await?;
     Ok(())
 }
 
@@ -211,6 +222,9 @@ pub(crate) async fn become_available_if_ready(
             Ok(())
         }
         Some(node) if is_own_ready_node(&node, rec) => {
+            if !node_fit_to_sell(rec, ctx, now).await? {
+                return Ok(()); // its kubelet's Lease is stale: the next heartbeat looks again
+            }
             make_available(
                 from,
                 if rec.has_ledger { None } else { ledger_for(rec) },
@@ -339,6 +353,10 @@ pub async fn context(b: &Backends) -> Result<Context, BackendError> {
         min_heartbeat_interval: Duration::seconds(cfg.min_heartbeat_interval_s),
         active_jobs_label_interval: Duration::seconds(cfg.active_jobs_label_interval_s),
         recent: RecentHeartbeats::default(),
+        node_health: HealthPolicy {
+            stale_after: Duration::seconds(cfg.stale_after_s),
+            clock_allowance: Duration::seconds(cfg.replay_window_s),
+        },
     })
 }
 

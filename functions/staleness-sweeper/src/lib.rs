@@ -13,6 +13,10 @@
 //! `worldland_sweeper_guard_active`. Approvals and jobs still expire. Node marks follow the stored
 //! state: after marking a node the sweeper re-reads its provider and undoes the marks if it came
 //! back, and a slow reconcile pass repairs any node whose marks disagree with its provider.
+//!
+//! Heartbeats prove the agent runs, not the node: a node-health pass ([`node_health`]) also marks
+//! offline a provider whose node has been NotReady, or whose kubelet stopped renewing its Lease,
+//! for longer than the threshold, under a guard of its own.
 
 use std::sync::Arc;
 
@@ -25,7 +29,7 @@ use worldland_core::job::{EndReason, JobState};
 use worldland_core::ledger::Ledger;
 use worldland_core::messages::jobs::{JobReleased, MiningCommand};
 use worldland_core::messages::ProviderState;
-use worldland_core::provider::{expire_if_unjoined, mark_offline_if_stale};
+use worldland_core::provider::{expire_if_unjoined, mark_offline_if_stale, ProviderRecord};
 use worldland_core::replies::ProviderReplies;
 use worldland_core::state::ms;
 use worldland_core::state::{ItemStore, StoreResult, Table, Value, INDEX_SORT_ATTR, KEY_ATTR};
@@ -34,10 +38,12 @@ use worldland_runtime::backends::BackendError;
 use worldland_runtime::worker::{Service, Worker};
 use worldland_runtime::Backends;
 mod marks;
+pub mod node_health;
 pub mod pending_jobs;
 mod stall;
 
 pub use marks::*;
+pub use node_health::{NodeHealthPass, NodeHealthReport};
 pub use stall::*;
 
 pub const WORKER: &str = "staleness-sweeper";
@@ -56,6 +62,8 @@ pub struct Context {
     pub guard: StallGuard,
     /// The guard's fleet size (see [`FleetCount`]).
     pub fleet: FleetCount,
+    /// The node-health pass: its clock allowance, and where the next sweep's window starts.
+    pub node_health: NodeHealthPass,
 }
 
 /// What one sweep did.
@@ -69,6 +77,8 @@ pub struct SweepReport {
     pub jobs_closed: usize,
     /// The stall guard held: nobody was marked offline this sweep.
     pub guard_held: bool,
+    /// The node-health pass (providers whose node is NotReady or whose kubelet stopped).
+    pub node_health: NodeHealthReport,
 }
 
 /// Closes a job and tells whoever needs to know. Failures are logged: the job stays open and
@@ -180,11 +190,17 @@ async fn mark_one_offline(
         return Ok(false); // a heartbeat landed in between, or another sweeper was first
     };
     tracing::info!(provider_id = %marked.provider_id, last_heartbeat = ?marked.last_heartbeat, "provider offline");
-    // Its jobs are interrupted: billed up to its last heartbeat, resources returned.
+    // Billed to the broker's receive time of its last heartbeat, never the agent's word.
+    after_offline(ctx, &marked, marked.hb_at.min(now), report).await;
+    Ok(true)
+}
+
+/// What follows this sweeper's offline write of a provider (`marked`, as written): its jobs are
+/// interrupted, billed up to `ended`, resources returned; its node is marked; and the marks are
+/// checked against the state again.
+pub(crate) async fn after_offline(ctx: &Context, marked: &ProviderRecord, ended: DateTime<Utc>, report: &mut SweepReport) {
     if let Ok(Some(item)) = ctx.store.get(Table::Providers, &marked.provider_id).await {
         let jobs: Vec<String> = Ledger::from_item(&item).map(|l| l.allocs.into_keys().collect()).unwrap_or_default();
-        // Billed to the broker's receive time of its last heartbeat, never the agent's word.
-        let ended = marked.hb_at.min(now);
         for job_id in jobs {
             if close_on_and_announce(ctx, &marked.provider_id, &job_id, EndReason::Interrupted.as_str(), ended).await {
                 report.jobs_closed += 1;
@@ -199,7 +215,6 @@ async fn mark_one_offline(
     if let Err(e) = recheck_after_marking(ctx, &marked.provider_id).await {
         tracing::warn!(provider_id = %marked.provider_id, error = %e, "node marks not checked against the state; the reconcile pass will");
     }
-    Ok(true)
 }
 
 pub async fn sweep_once(ctx: &Context, now: DateTime<Utc>) -> StoreResult<SweepReport> {
@@ -241,6 +256,7 @@ pub async fn sweep_once(ctx: &Context, now: DateTime<Utc>) -> StoreResult<SweepR
             report.marked_offline += 1;
         }
     }
+    node_health::sweep_node_health(ctx, now, &mut report).await?;
     pending_jobs::resolve_stale_pending(ctx, now).await?;
     answer_unanswered_closes(ctx, now).await?;
     // While approved, the index sort key is the token's expiry.
@@ -300,7 +316,7 @@ pub async fn run(
             _ = shutdown.recv() => break,
             _ = ticker.tick() => {
                 match sweep_once(&ctx, clock()).await {
-                    Ok(r) if r.marked_offline + r.expired > 0 => tracing::info!(?r, "sweep"),
+                    Ok(r) if r.marked_offline + r.node_health.marked_offline + r.expired > 0 => tracing::info!(?r, "sweep"),
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "sweep failed; next tick tries again"),
                 }
@@ -323,6 +339,7 @@ pub async fn context(b: &Backends) -> Result<Context, BackendError> {
         stale_after: Duration::seconds(cfg.stale_after_s),
         guard: StallGuard::from_config(cfg),
         fleet: Default::default(),
+        node_health: NodeHealthPass::new(Duration::seconds(cfg.replay_window_s)),
     })
 }
 
@@ -350,7 +367,8 @@ impl Service for StalenessSweeper {
         Some(swept.map_err(BoxError::from).map(|r| {
             serde_json::json!({
                 "examined": r.examined, "marked_offline": r.marked_offline, "expired": r.expired, "jobs_closed": r.jobs_closed,
-                "guard_held": r.guard_held
+                "guard_held": r.guard_held, "nodes_read": r.node_health.read,
+                "marked_offline_for_node": r.node_health.marked_offline, "node_guard_held": r.node_health.guard_held
             })
         }))
     }

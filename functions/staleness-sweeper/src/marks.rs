@@ -146,7 +146,8 @@ pub async fn reconcile_marks(ctx: &Context, limit: usize, cursor: &mut usize) ->
 
 /// The ledger of one provider made to agree with the jobs: orphan entries given back (see
 /// `job::is_orphan`), and, when the provider is offline, the jobs still allocated on it closed
-/// as interrupted (billed to its last heartbeat). (orphans given back, jobs closed).
+/// as interrupted (billed to its last heartbeat, or its node's trouble: see
+/// `provider::interrupted_at_for`). (orphans given back, jobs closed).
 async fn reconcile_ledger(ctx: &Context, provider_id: &str) -> StoreResult<(usize, usize)> {
     let given = worldland_core::job::give_back_orphans(ctx.store.as_ref(), provider_id).await?;
     for job_id in &given {
@@ -159,11 +160,9 @@ async fn reconcile_ledger(ctx: &Context, provider_id: &str) -> StoreResult<(usiz
         return Ok((given.len(), 0));
     }
     let jobs: Vec<String> = Ledger::from_item(&item).map(|l| l.allocs.into_keys().collect()).unwrap_or_default();
-    let ended = item
-        .get(worldland_core::provider::attr::HB_AT)
-        .and_then(Value::as_i64)
-        .map(worldland_core::state::from_ms)
-        .unwrap_or_else(chrono::Utc::now);
+    // Its last heartbeat, and never later than its node was seen in trouble when it went
+    // offline for its node (its heartbeats may have gone on since).
+    let ended = worldland_core::provider::interrupted_at_for(&item).unwrap_or_else(chrono::Utc::now);
     let mut closed = 0;
     for job_id in jobs {
         if crate::close_on_and_announce(ctx, provider_id, &job_id, EndReason::Interrupted.as_str(), ended).await {

@@ -21,6 +21,7 @@ const MESSAGES: &str = "worldland_messages_total";
 const HANDLER_SECONDS: &str = "worldland_handler_seconds";
 const QUEUE_LAG: &str = "worldland_queue_lag";
 const SWEEPER_GUARD: &str = "worldland_sweeper_guard_active";
+const SWEEPER_NODE_GUARD: &str = "worldland_sweeper_node_guard_active";
 
 /// Handler latency buckets, in seconds.
 const BUCKETS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0];
@@ -50,6 +51,10 @@ fn handle() -> &'static PrometheusHandle {
         metrics::describe_gauge!(
             SWEEPER_GUARD,
             "1 while the staleness sweeper's stall guard holds (nobody marked offline), 0 otherwise."
+        );
+        metrics::describe_gauge!(
+            SWEEPER_NODE_GUARD,
+            "1 while the staleness sweeper's node-health guard holds (too many nodes unhealthy at once: nobody marked offline for its node), 0 otherwise."
         );
         let upkeep = handle.clone();
         let spawned = std::thread::Builder::new().name("metrics-upkeep".into()).spawn(move || loop {
@@ -85,6 +90,12 @@ pub fn lag(source: &str, waiting: i64) {
 pub fn sweeper_guard_active(active: bool) {
     handle();
     metrics::gauge!(SWEEPER_GUARD).set(if active { 1.0 } else { 0.0 });
+}
+
+/// Sets whether the staleness sweeper's node-health guard holds.
+pub fn sweeper_node_guard_active(active: bool) {
+    handle();
+    metrics::gauge!(SWEEPER_NODE_GUARD).set(if active { 1.0 } else { 0.0 });
 }
 
 /// The metrics in Prometheus' text format.

@@ -354,6 +354,7 @@ async fn durations_expire_and_offline_providers_interrupt_their_jobs() {
         stale_after: Duration::seconds(120),
         guard: staleness_sweeper::StallGuard::default(),
         fleet: Default::default(),
+        node_health: Default::default(),
     };
 
     // A 100-second job on 2 GPUs.

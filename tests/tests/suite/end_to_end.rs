@@ -386,6 +386,7 @@ async fn heartbeats_carry_a_provider_to_available_offline_and_back() {
         min_heartbeat_interval: chrono::Duration::seconds(10),
         active_jobs_label_interval: chrono::Duration::seconds(60),
         recent: Default::default(),
+        node_health: Default::default(),
     })));
     let q = plane.env.queue(recorder.name(), recorder.bindings());
     let (bus, rx) = (plane.bus.clone() as Arc<dyn Bus>, plane.stop.subscribe());

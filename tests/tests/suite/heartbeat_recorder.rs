@@ -16,7 +16,7 @@ use worldland_core::provider::ProviderRecord;
 use worldland_core::signature::{sign_personal, SignaturePolicy};
 use worldland_core::state::{ItemStore, Table};
 use worldland_provider_sdk::simulated::SimulatedProvider;
-use worldland_tests::kube_mock::{fixture, mock_client, ApiServerVerifier, Expect};
+use worldland_tests::kube_mock::{fixture, mock_client, ApiServerVerifier, Expect, LEASES_PATH};
 use worldland_tests::lifecycle::{approve, available_provider, fixture_shaped_provider, heartbeat, node_for, recorder};
 use worldland_tests::Outcome;
 
@@ -52,6 +52,39 @@ fn patch(node: &str, body: Value, response: Value) -> Expect {
     Expect::new("PATCH", node, "&fieldManager=worldland", 200, response).exact_body(MERGE, body)
 }
 
+/// The read of the node's Lease, answered as a node without a kubelet has none.
+fn no_lease(p: &SimulatedProvider) -> Expect {
+    let name = node_for(p, true).name;
+    let mut body = fixture("40-get-lease-not-found.json").response_body;
+    body["message"] = json!(format!("leases.coordination.k8s.io \"{name}\" not found"));
+    body["details"]["name"] = json!(name);
+    Expect::new("GET", format!("{LEASES_PATH}/{name}"), "", 404, body)
+}
+
+/// The node-health pass's list answered with `nodes` (shaped as the API server lists them).
+fn provider_nodes(nodes: Vec<Value>) -> Value {
+    let mut list = fixture("41-list-nodes-provider-id.json").response_body;
+    list["items"] = json!(nodes
+        .into_iter()
+        .map(|mut n| {
+            let o = n.as_object_mut().unwrap();
+            o.remove("kind");
+            o.remove("apiVersion");
+            n
+        })
+        .collect::<Vec<_>>());
+    list
+}
+
+/// `node` labelled as `p`'s, marked offline.
+fn marked_offline(p: &SimulatedProvider, node: &Value) -> Value {
+    let mut n = node.clone();
+    n["metadata"]["name"] = json!(node_for(p, true).name);
+    n["metadata"]["labels"]["worldland.io/provider-id"] = json!(p.provider_id);
+    n["metadata"]["labels"]["worldland.io/status"] = json!("offline");
+    n
+}
+
 async fn state_of(store: &dyn ItemStore, id: &str) -> ProviderRecord {
     ProviderRecord::load(store, id).await.unwrap().unwrap()
 }
@@ -65,7 +98,8 @@ async fn join_labels_the_node_deletes_the_token_and_steady_state_makes_no_call()
     let token_id = state_of(store.as_ref(), &p.provider_id).await.token_id.unwrap();
 
     // First heartbeat: node read, one label patch (with the first annotation), token deleted,
-    // node read again (Ready and labelled) → available.
+    // node read again (Ready and labelled), its health (the Node and its Lease: none, no kubelet
+    // runs here) → available.
     let (cluster, handle) = kube();
     let labels = json!({
         "worldland.io/active-jobs": "0", "worldland.io/gpu-count": "4", "worldland.io/gpu-model": "RTX-4090",
@@ -92,6 +126,8 @@ async fn join_labels_the_node_deletes_the_token_and_steady_state_makes_no_call()
             )
             .exact_body("application/json", json!({})),
             Expect::new("GET", node_of(&p), "", 200, labelled_for(&p)),
+            Expect::new("GET", node_of(&p), "", 200, labelled_for(&p)),
+            no_lease(&p),
         ],
     );
     let ctx = recorder(store.clone(), cluster);
@@ -173,11 +209,20 @@ async fn offline_taint_keeps_other_taints_survives_a_conflict_and_is_removed_on_
                 MERGE,
                 json!({"metadata": {"resourceVersion": "203"}, "spec": {"taints": [not_ready, offline]}}),
             ),
-            Expect::new("GET", node_of(&p), "", 200, newer),
+            Expect::new("GET", node_of(&p), "", 200, newer.clone()),
             patch(
                 &node_of(&p),
                 json!({"metadata": {"resourceVersion": "204"}, "spec": {"taints": [not_ready, offline]}}),
                 node_body("19-patch-node-add-taint.json"),
+            ),
+            // The node-health pass: the provider nodes, this one marked offline now (its Lease
+            // is not read: nobody judges it).
+            Expect::new(
+                "GET",
+                "/api/v1/nodes",
+                "&labelSelector=worldland.io%2Fprovider-id&limit=100",
+                200,
+                provider_nodes(vec![marked_offline(&p, &newer)]),
             ),
         ],
     );
@@ -187,8 +232,8 @@ async fn offline_taint_keeps_other_taints_survives_a_conflict_and_is_removed_on_
     api.finish(WAIT).await;
     assert_eq!(state_of(store.as_ref(), &p.provider_id).await.state, ProviderState::Offline);
 
-    // It comes back onto its own Ready node (checked first): our taint goes (the other stays),
-    // the status label goes, available again.
+    // It comes back onto its own Ready node (checked first, then its health: no Lease here): our
+    // taint goes (the other stays), the status label goes, available again.
     let mut tainted = labelled_for(&p);
     tainted["metadata"]["resourceVersion"] = json!("205");
     tainted["spec"]["taints"] = json!([not_ready, offline]);
@@ -197,6 +242,8 @@ async fn offline_taint_keeps_other_taints_survives_a_conflict_and_is_removed_on_
         handle,
         vec![
             Expect::new("GET", node_of(&p), "", 200, tainted.clone()),
+            Expect::new("GET", node_of(&p), "", 200, tainted.clone()),
+            no_lease(&p),
             Expect::new("GET", node_of(&p), "", 200, tainted),
             patch(
                 &node_of(&p),

@@ -230,9 +230,13 @@ fn rbac_grants_each_worker_only_what_it_calls() {
         ("kube-system", "secrets", "delete", "*"),
         ("cluster", "nodes", "get", "*"),
         ("cluster", "nodes", "patch", "*"),
+        ("kube-node-lease", "coordination.k8s.io:leases", "get", "*"),
     ]);
     assert_eq!(grants(&p, "heartbeat-recorder"), marker);
-    assert_eq!(grants(&p, "staleness-sweeper"), marker);
+    // The sweeper's node-health pass lists the providers' Nodes too.
+    let mut sweeper = marker.clone();
+    sweeper.extend(g(&[("cluster", "nodes", "list", "*")]));
+    assert_eq!(grants(&p, "staleness-sweeper"), sweeper);
     assert_eq!(
         grants(&p, "csr-approver"),
         g(&[

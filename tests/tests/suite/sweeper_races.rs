@@ -9,7 +9,9 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use tokio::sync::oneshot;
 use worldland_adapters::cluster::simulated::SimulatedCluster;
 use worldland_core::cluster::bootstrap::BootstrapToken;
-use worldland_core::cluster::{Cluster, ClusterInfo, ClusterResult, Created, Csr, CsrDecision, NodeInfo, Taint};
+use worldland_core::cluster::{
+    Cluster, ClusterInfo, ClusterResult, Created, Csr, CsrDecision, NodeHealth, NodeHealthPage, NodeInfo, Taint,
+};
 use worldland_core::labels;
 use worldland_core::messages::ProviderState;
 use worldland_core::provider::ProviderRecord;
@@ -118,6 +120,12 @@ impl Cluster for Pausing {
     }
     async fn csr_change(&self, limit: std::time::Duration) {
         self.inner.csr_change(limit).await
+    }
+    async fn provider_node_health(&self, cursor: Option<&str>, limit: u32) -> ClusterResult<NodeHealthPage> {
+        self.inner.provider_node_health(cursor, limit).await
+    }
+    async fn node_health(&self, name: &str) -> ClusterResult<Option<NodeHealth>> {
+        self.inner.node_health(name).await
     }
 }
 

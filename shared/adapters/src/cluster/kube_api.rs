@@ -12,7 +12,9 @@ use worldland_core::cluster::bootstrap::{
     secret_name, BootstrapToken, CLUSTER_INFO_NAME, CLUSTER_INFO_NAMESPACE, TOKEN_NAMESPACE, TOKEN_SECRET_TYPE,
 };
 use worldland_core::cluster::node::{parse_quantity, taints_with};
-use worldland_core::cluster::{Cluster, ClusterError, ClusterInfo, ClusterResult, Created, Csr, CsrDecision, NodeInfo, Taint};
+use worldland_core::cluster::{
+    Cluster, ClusterError, ClusterInfo, ClusterResult, Created, Csr, CsrDecision, NodeHealth, NodeHealthPage, NodeInfo, Taint,
+};
 
 use super::kube_csr::{self, CsrWatch};
 use worldland_core::labels::FIELD_MANAGER;
@@ -248,6 +250,14 @@ impl Cluster for KubeCluster {
 
     async fn csr_change(&self, limit: std::time::Duration) {
         self.csr_watch.changed(&self.client, limit).await
+    }
+
+    async fn provider_node_health(&self, cursor: Option<&str>, limit: u32) -> ClusterResult<NodeHealthPage> {
+        super::kube_nodes::page(&self.client, cursor, limit).await
+    }
+
+    async fn node_health(&self, name: &str) -> ClusterResult<Option<NodeHealth>> {
+        super::kube_nodes::one(&self.client, name).await
     }
 
     async fn delete_bootstrap_token(&self, token_id: &str) -> ClusterResult<()> {

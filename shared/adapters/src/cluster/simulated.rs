@@ -7,10 +7,14 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
+use chrono::{DateTime, Utc};
+use worldland_core::cluster::health::{ReadyCondition, ReadyStatus};
 use worldland_core::cluster::node::taints_with;
 use worldland_core::cluster::{
-    BootstrapToken, Cluster, ClusterError, ClusterInfo, ClusterResult, Created, Csr, CsrDecision, NodeInfo, Taint,
+    BootstrapToken, Cluster, ClusterError, ClusterInfo, ClusterResult, Created, Csr, CsrDecision, NodeHealth, NodeHealthPage, NodeInfo,
+    Taint,
 };
+use worldland_core::labels;
 
 /// A real (but throwaway) CA certificate so the CA hash path is exercised end to end.
 const SIMULATED_CA_PEM: &str = include_str!("simulated-ca.pem");
@@ -19,7 +23,17 @@ pub struct SimulatedCluster {
     server: String,
     tokens: Mutex<HashMap<String, BootstrapToken>>,
     nodes: Mutex<HashMap<String, NodeInfo>>,
+    /// Nodes' Ready conditions and Leases as a test set them ([`SimulatedCluster::set_node_health`]).
+    health: Mutex<HashMap<String, NodeState>>,
     writes: AtomicU64,
+}
+
+/// What a node's kubelet (or the node lifecycle controller) last wrote: its Ready condition and
+/// its Lease's renewal.
+#[derive(Debug, Clone, Copy)]
+struct NodeState {
+    ready: ReadyCondition,
+    lease_renewed: Option<DateTime<Utc>>,
 }
 
 impl SimulatedCluster {
@@ -30,13 +44,41 @@ impl SimulatedCluster {
             server,
             tokens: Mutex::default(),
             nodes: Mutex::default(),
+            health: Mutex::default(),
             writes: AtomicU64::new(0),
         }
     }
 
-    /// A node joins (what `kubeadm join` and the kubelet would do).
+    /// A node joins (what `kubeadm join` and the kubelet would do). Its Ready condition is its
+    /// `ready`, with no transition time, and it has no Lease, until [`Self::set_node_health`].
     pub fn add_node(&self, node: NodeInfo) {
+        self.health.lock().expect("cluster lock").remove(&node.name);
         self.nodes.lock().expect("cluster lock").insert(node.name.clone(), node);
+    }
+
+    /// What the node's kubelet (or the node lifecycle controller) writes: its Ready condition
+    /// (the node is `ready` exactly when it is True) and its Lease's last renewal.
+    pub fn set_node_health(&self, name: &str, ready: ReadyCondition, lease_renewed: Option<DateTime<Utc>>) {
+        if let Some(node) = self.nodes.lock().expect("cluster lock").get_mut(name) {
+            node.ready = ready.status == ReadyStatus::True;
+        }
+        let state = NodeState { ready, lease_renewed };
+        self.health.lock().expect("cluster lock").insert(name.to_string(), state);
+    }
+
+    fn health_of(&self, node: &NodeInfo) -> NodeHealth {
+        let set = self.health.lock().expect("cluster lock").get(&node.name).copied();
+        let derived = ReadyCondition {
+            status: if node.ready { ReadyStatus::True } else { ReadyStatus::False },
+            since: None,
+        };
+        NodeHealth {
+            name: node.name.clone(),
+            provider_id: node.labels.get(labels::PROVIDER_ID).cloned(),
+            marked_offline: node.labels.get(labels::STATUS).map(String::as_str) == Some(labels::STATUS_OFFLINE),
+            ready: Some(set.map_or(derived, |s| s.ready)),
+            lease_renewed: set.and_then(|s| s.lease_renewed),
+        }
     }
 
     pub fn node(&self, name: &str) -> Option<NodeInfo> {
@@ -155,5 +197,30 @@ impl Cluster for SimulatedCluster {
 
     async fn csr_change(&self, limit: std::time::Duration) {
         tokio::time::sleep(limit).await
+    }
+
+    /// Nodes carrying a provider id, by name; the cursor is the last name of the previous page.
+    async fn provider_node_health(&self, cursor: Option<&str>, limit: u32) -> ClusterResult<NodeHealthPage> {
+        let mut nodes: Vec<NodeInfo> = self
+            .nodes
+            .lock()
+            .expect("cluster lock")
+            .values()
+            .filter(|n| n.labels.contains_key(labels::PROVIDER_ID))
+            .filter(|n| cursor.is_none_or(|c| n.name.as_str() > c))
+            .cloned()
+            .collect();
+        nodes.sort_by(|a, b| a.name.cmp(&b.name));
+        let limit = limit.max(1) as usize;
+        let next = (nodes.len() > limit).then(|| nodes[limit - 1].name.clone());
+        nodes.truncate(limit);
+        Ok(NodeHealthPage {
+            nodes: nodes.iter().map(|n| self.health_of(n)).collect(),
+            next,
+        })
+    }
+
+    async fn node_health(&self, name: &str) -> ClusterResult<Option<NodeHealth>> {
+        Ok(self.node(name).map(|n| self.health_of(&n)))
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod bootstrap;
 pub mod csr;
+pub mod health;
 pub mod node;
 pub mod rbac_audit;
 
@@ -12,6 +13,7 @@ use std::collections::BTreeMap;
 
 pub use bootstrap::BootstrapToken;
 pub use csr::{Csr, CsrDecision};
+pub use health::{NodeHealth, NodeHealthPage};
 pub use node::{NodeInfo, Taint};
 
 /// Why a Kubernetes API call failed: worth retrying or not.
@@ -103,4 +105,12 @@ pub trait Cluster: Send + Sync + 'static {
     /// Returns when a CSR may have been created or changed, or after `limit` (a container's
     /// approver waits here between passes; a watch where there is one).
     async fn csr_change(&self, limit: std::time::Duration);
+    /// One bounded page of provider nodes' health: Nodes carrying `worldland.io/provider-id`,
+    /// at most `limit` of them, from `cursor` (the previous page's `next`; `None` for the first),
+    /// each with its Ready condition and its Lease's renewal (`kube-node-lease/<node>`). A cursor
+    /// too old to continue from is `Refused` 410: start again from the first page.
+    async fn provider_node_health(&self, cursor: Option<&str>, limit: u32) -> ClusterResult<NodeHealthPage>;
+    /// One node's health as [`Cluster::provider_node_health`] reads it; `None` when there is no
+    /// such node.
+    async fn node_health(&self, name: &str) -> ClusterResult<Option<NodeHealth>>;
 }

@@ -93,6 +93,14 @@ pub const CSR_REFUSAL: &str = "csr_refusal";
 pub const CSR_REFUSED_AT: &str = "csr_refused_at";
 /// When the provider went offline; removed when it becomes available again.
 pub const OFFLINE_AT: &str = "offline_at";
+/// Why the provider went offline when its node did, not its heartbeats: the node-health
+/// symptom's code and what was seen (`kubelet_lease_stale: …`); removed when it comes back.
+/// Absent on a provider marked offline for stale heartbeats.
+pub const OFFLINE_REASON: &str = "offline_reason";
+/// When the node of a provider marked offline for its node was first seen in trouble (epoch ms,
+/// see `crate::cluster::health::assess`): its interrupted jobs are billed no later than this.
+/// Removed when it comes back.
+pub const NODE_UNHEALTHY_SINCE: &str = "node_unhealthy_since";
 /// When an approval expired without a join.
 pub const EXPIRED_AT: &str = "expired_at";
 

@@ -7,6 +7,7 @@
 
 pub mod attr;
 pub mod certs;
+pub mod node_health;
 pub mod nodes;
 mod record;
 pub mod specs;
@@ -14,6 +15,7 @@ pub mod tokens;
 mod transitions;
 pub mod wallets;
 
+pub use node_health::{forgetting_node_trouble, interrupted_at, interrupted_at_for, mark_offline_for_node};
 pub use record::*;
 pub use transitions::*;
 

@@ -99,6 +99,11 @@ pub struct ProviderRecord {
     pub csr_refusal: Option<String>,
     /// When the provider went offline; `None` unless it is offline.
     pub offline_at: Option<DateTime<Utc>>,
+    /// Why it went offline when its node did (`<symptom code>: …`); `None` unless it is offline
+    /// for its node (for stale heartbeats there is no reason recorded).
+    pub offline_reason: Option<String>,
+    /// When its node was first seen in trouble, when it went offline for its node.
+    pub node_unhealthy_since: Option<DateTime<Utc>>,
     /// Whether the capacity ledger is set up (it is from the first time the provider is available).
     pub has_ledger: bool,
     /// Whether it is filed in the placement index (`place_model` set).
@@ -151,6 +156,8 @@ impl ProviderRecord {
             client_csr_token: s(attr::CLIENT_CSR_TOKEN),
             csr_refusal: s(attr::CSR_REFUSAL),
             offline_at: n(attr::OFFLINE_AT).map(from_ms),
+            offline_reason: s(attr::OFFLINE_REASON),
+            node_unhealthy_since: n(attr::NODE_UNHEALTHY_SINCE).map(from_ms),
             has_ledger: item.contains_key(attr::LEDGER),
             placement_filed: item.contains_key(attr::PLACE_MODEL),
         })

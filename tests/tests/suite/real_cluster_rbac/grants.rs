@@ -119,7 +119,7 @@ async fn rules(client: kube::Client, ns: &str) -> BTreeSet<(String, String, Stri
 async fn rbac_gives_each_worker_exactly_the_grants_of_the_manifests() {
     let p = manifests::parse_all();
     let nobody = impersonating(&unique("wl-nobody"), &["system:authenticated"]).await;
-    for ns in ["kube-system", "kube-public", "worldland", "default"] {
+    for ns in ["kube-system", "kube-public", "kube-node-lease", "worldland", "default"] {
         let everyone = rules(nobody.clone(), ns).await;
         for sa in worker_accounts() {
             let granted: BTreeSet<_> = rules(as_worker(&sa).await, ns).await.difference(&everyone).cloned().collect();
@@ -159,6 +159,7 @@ async fn rbac_allows_what_each_worker_calls_and_refuses_the_rest() {
                 ("kube-system", "secrets", "delete", "*"),
                 ("cluster", "nodes", "get", "*"),
                 ("cluster", "nodes", "patch", "*"),
+                ("kube-node-lease", "coordination.k8s.io:leases", "get", "*"),
             ],
         ),
         (
@@ -166,7 +167,9 @@ async fn rbac_allows_what_each_worker_calls_and_refuses_the_rest() {
             &[
                 ("kube-system", "secrets", "delete", "*"),
                 ("cluster", "nodes", "get", "*"),
+                ("cluster", "nodes", "list", "*"),
                 ("cluster", "nodes", "patch", "*"),
+                ("kube-node-lease", "coordination.k8s.io:leases", "get", "*"),
             ],
         ),
     ];
@@ -195,7 +198,10 @@ async fn rbac_allows_what_each_worker_calls_and_refuses_the_rest() {
             checked += 1;
         }
     }
-    assert!(checked >= 8, "the issuer's two grants, the recorder's and the sweeper's three each");
+    assert!(
+        checked >= 11,
+        "the issuer's three grants, the recorder's four and the sweeper's five"
+    );
 
     // What no worker may do, whatever it is granted: (verb, API group, resource, namespace, name).
     let never: &[Ask] = &[
@@ -225,8 +231,7 @@ async fn rbac_allows_what_each_worker_calls_and_refuses_the_rest() {
         ("impersonate", "", "serviceaccounts", Some("worldland"), None),
         ("create", "certificates.k8s.io", "certificatesigningrequests", None, None),
         ("update", "certificates.k8s.io", "certificatesigningrequests/approval", None, None),
-        // Nodes: no list or watch, no update, create or delete, no subresource.
-        ("list", "", "nodes", None, None),
+        // Nodes: no watch, no update, create or delete, no subresource (list: the sweeper only).
         ("watch", "", "nodes", None, None),
         ("create", "", "nodes", None, None),
         ("update", "", "nodes", None, None),
@@ -236,6 +241,16 @@ async fn rbac_allows_what_each_worker_calls_and_refuses_the_rest() {
         ("update", "", "nodes/status", None, None),
         ("get", "", "nodes/proxy", None, None),
         ("create", "", "nodes/proxy", None, None),
+        // Leases: the kubelets' are read one by one, never written nor listed; no other is read
+        // (leader elections live in kube-system).
+        ("create", "coordination.k8s.io", "leases", Some("kube-node-lease"), None),
+        ("update", "coordination.k8s.io", "leases", Some("kube-node-lease"), None),
+        ("patch", "coordination.k8s.io", "leases", Some("kube-node-lease"), None),
+        ("delete", "coordination.k8s.io", "leases", Some("kube-node-lease"), None),
+        ("list", "coordination.k8s.io", "leases", Some("kube-node-lease"), None),
+        ("watch", "coordination.k8s.io", "leases", Some("kube-node-lease"), None),
+        ("get", "coordination.k8s.io", "leases", Some("kube-system"), None),
+        ("list", "coordination.k8s.io", "leases", None, None),
         // Workloads: running something anywhere would reach whatever it mounts.
         ("create", "", "pods", Some("worldland"), None),
         ("create", "", "pods", Some("kube-system"), None),
@@ -304,21 +319,24 @@ async fn rbac_allows_what_each_worker_calls_and_refuses_the_rest() {
         }
     }
     // What only some may do, refused to the others: the grants of one worker are not another's.
-    let only: [(&str, Ask); 5] = [
+    let only: [(&str, Ask); 7] = [
         (ISSUER, ("create", "", "secrets", Some("kube-system"), None)),
         (ISSUER, ("get", "", "configmaps", Some("kube-public"), Some("cluster-info"))),
         (ISSUER, ("delete", "", "secrets", Some("kube-system"), None)),
         (RECORDER, ("get", "", "nodes", None, None)),
         (RECORDER, ("patch", "", "nodes", None, None)),
+        (RECORDER, ("get", "coordination.k8s.io", "leases", Some("kube-node-lease"), None)),
+        (SWEEPER, ("list", "", "nodes", None, None)),
     ];
     for sa in worker_accounts() {
-        for (owner, (verb, _, res, ns, name)) in only {
-            let node_reader = sa == "csr-approver" && res == "nodes";
+        for (owner, (verb, group, res, ns, name)) in only {
+            // The approver reads and patches Nodes too (it lists none).
+            let node_reader = sa == "csr-approver" && res == "nodes" && verb != "list";
             // Deleting tokens: the issuer (the one it replaces), the recorder and the sweeper.
             let token_deleter = verb == "delete" && [RECORDER, SWEEPER].contains(&sa.as_str());
             let expected = sa == owner || (owner == RECORDER && sa == SWEEPER) || node_reader || token_deleter;
             assert_eq!(
-                may(&client, &sa, verb, "", res, ns, name).await,
+                may(&client, &sa, verb, group, res, ns, name).await,
                 expected,
                 "{sa}: {verb} {res} {name:?} in {ns:?}"
             );

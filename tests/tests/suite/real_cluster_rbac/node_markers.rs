@@ -1,6 +1,6 @@
 //! The recorder and the sweeper mark Nodes (`worldland-node-marker`): `worldland.io/` labels,
-//! annotations and `NoSchedule` taints, every other key and taint kept; no cordon, no list, no
-//! delete, no status.
+//! annotations and `NoSchedule` taints, every other key and taint kept; no cordon, no delete, no
+//! status, and no list but the sweeper's.
 
 use chrono::Utc;
 use k8s_openapi::api::core::v1::Node;
@@ -153,13 +153,15 @@ async fn the_recorder_and_sweeper_may_change_only_worldland_keys_on_nodes() {
         for (w, build, expected) in cases {
             refused(dry_patch_fresh(&nodes, &name, build).await, &what(w), &expected);
         }
-        // Everything else is RBAC's: no list, no delete, no status.
+        // Everything else is RBAC's: no list (but the sweeper's node-health pass), no delete, no
+        // status.
         let merge = |v: serde_json::Value| Patch::Merge(v);
-        refused(
-            nodes.list(&Default::default()).await,
-            &what("listing"),
-            &rbac_forbids("list", "nodes"),
-        );
+        let listed = nodes.list(&Default::default()).await;
+        if sa == SWEEPER {
+            admitted(listed, &what("listing"));
+        } else {
+            refused(listed, &what("listing"), &rbac_forbids("list", "nodes"));
+        }
         refused(
             nodes.delete(&name, &dry_delete()).await,
             &what("deleting"),

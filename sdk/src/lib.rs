@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod detect;
+pub mod gpu_runtime;
 pub mod heartbeat;
 pub mod join;
 pub mod local_state;

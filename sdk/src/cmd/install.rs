@@ -1,6 +1,7 @@
-//! `install`: pin the broker's public key, measure the machine, register, wait for the broker's
-//! signed answer, join the cluster with a `kubeadm join` built from its validated fields, then run
-//! the heartbeats (in the foreground, or as a systemd unit).
+//! `install`: pin the broker's public key, measure the machine, check that containerd runs the
+//! NVIDIA container runtime by default ([`gpu_runtime`]), register, wait for the broker's signed
+//! answer, join the cluster with a `kubeadm join` built from its validated fields, then run the
+//! heartbeats (in the foreground, or as a systemd unit).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -14,7 +15,7 @@ use worldland_core::sealed::new_enc_keypair;
 use worldland_core::streams::StreamNames;
 use worldland_provider_sdk::join::{run_join, JoinPlan};
 use worldland_provider_sdk::local_state::LocalState;
-use worldland_provider_sdk::{client, detect, heartbeat, mining, wallet};
+use worldland_provider_sdk::{client, detect, gpu_runtime, heartbeat, mining, wallet};
 
 use super::has_systemctl;
 
@@ -63,6 +64,10 @@ pub async fn run(dir: &Path, args: Args) -> anyhow::Result<()> {
     state.broker_pubkey = Some(broker.to_string());
     let (spec, source) = detect::detect_spec(args.public_ip, &args.disk_dir)?;
     tracing::info!(gpus = spec.total_gpus, ?source, "machine measured");
+    // Before registering: a node whose containerd cannot give containers the GPUs would join and
+    // advertise none. Refused with what to install and the commands that fix it.
+    let runtime = gpu_runtime::assess(&gpu_runtime::SystemProbe)?;
+    tracing::info!(runtime = %runtime.runtime, binary = %runtime.binary, from = %runtime.source, "containerd runs the NVIDIA container runtime by default");
     if state.provider_id.is_empty() {
         state.provider_id = uuid::Uuid::new_v4().to_string();
     }

@@ -31,6 +31,7 @@ mod rabbitmq_bus;
 mod rabbitmq_restarts;
 mod real_cluster;
 mod real_cluster_csr;
+mod real_cluster_device_plugin;
 mod real_cluster_node_health;
 mod real_cluster_pinning;
 mod real_cluster_rbac;

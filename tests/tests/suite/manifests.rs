@@ -3,9 +3,11 @@
 //! resource requests, RBAC grants each worker only what it calls (and no worker may read a
 //! Secret), the ValidatingAdmissionPolicies narrow every write RBAC lets a worker make to the
 //! objects it writes itself, and a bound policy keeps everyone else (a provider's kubelet above
-//! all) off the `worldland.io/` keys of Nodes, by which jobs select their provider's Node. The
-//! CEL is checked here for what it names, not run: `real_cluster_rbac/` runs it, and asks RBAC,
-//! on the private API server `scripts/test` starts (these tests need none, so they run everywhere).
+//! all) off the `worldland.io/` keys of Nodes, by which jobs select their provider's Node; the
+//! Deployments stay off providers' nodes (`pinning`), and the NVIDIA device plugin's DaemonSet
+//! runs there only (`device_plugin`). The CEL is checked here for what it names, not run:
+//! `real_cluster_rbac/` runs it, and asks RBAC, on the private API server `scripts/test` starts
+//! (these tests need none, so they run everywhere).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -13,7 +15,7 @@ use std::path::{Path, PathBuf};
 use k8s_openapi::api::admissionregistration::v1::{
     ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding, ValidatingAdmissionPolicySpec,
 };
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, NodeConfigSource, NodeSpec, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
@@ -25,6 +27,7 @@ use worldland_core::cluster::{BootstrapToken, Taint};
 use worldland_core::labels;
 
 mod bootstrap;
+mod device_plugin;
 mod pinning;
 
 fn root() -> PathBuf {
@@ -73,6 +76,7 @@ struct KustomizePatch {
 #[derive(Default)]
 pub(crate) struct Parsed {
     deployments: Vec<Deployment>,
+    pub(crate) daemon_sets: Vec<DaemonSet>,
     pub(crate) service_accounts: Vec<ServiceAccount>,
     roles: Vec<Role>,
     role_bindings: Vec<RoleBinding>,
@@ -104,6 +108,7 @@ pub(crate) fn parse_all() -> Parsed {
                 ("v1", "Namespace") => drop(strict::<Namespace>(&doc, &file)),
                 ("v1", "ServiceAccount") => parsed.service_accounts.push(strict(&doc, &file)),
                 ("apps/v1", "Deployment") => parsed.deployments.push(strict(&doc, &file)),
+                ("apps/v1", "DaemonSet") => parsed.daemon_sets.push(strict(&doc, &file)),
                 ("rbac.authorization.k8s.io/v1", "Role") => parsed.roles.push(strict(&doc, &file)),
                 ("rbac.authorization.k8s.io/v1", "RoleBinding") => parsed.role_bindings.push(strict(&doc, &file)),
                 ("rbac.authorization.k8s.io/v1", "ClusterRole") => parsed.cluster_roles.push(strict(&doc, &file)),

@@ -1,6 +1,7 @@
 //! A cluster decorator that injects the faults the tests name, everything else passed through:
 //! token creates made but their answers lost (a timeout after the API server stored the Secret),
-//! CSR decisions that fail before they are written, node-health reads that fail. Token reads
+//! CSR decisions that fail before they are written, node-health reads that fail or answer an old
+//! snapshot. Token reads
 //! panic: no worker reads a Secret.
 
 use std::collections::BTreeMap;
@@ -21,6 +22,9 @@ pub struct FaultyCluster {
     fail_decisions: AtomicBool,
     /// Pages of provider nodes' health still to read before the reads fail.
     node_health_pages_left: AtomicU32,
+    /// When set, the provider-node list answers this (a snapshot older than the sweep: a
+    /// `continue` token reads the first page's snapshot); single-node reads stay live.
+    listing_snapshot: std::sync::Mutex<Option<Vec<NodeHealth>>>,
 }
 
 impl FaultyCluster {
@@ -30,7 +34,14 @@ impl FaultyCluster {
             lose_token_creates: AtomicU32::new(0),
             fail_decisions: AtomicBool::new(false),
             node_health_pages_left: AtomicU32::new(u32::MAX),
+            listing_snapshot: std::sync::Mutex::new(None),
         }
+    }
+
+    /// The provider-node list answers `nodes`, one page, whatever the cluster holds now.
+    pub fn listing_snapshot(self, nodes: Vec<NodeHealth>) -> Self {
+        *self.listing_snapshot.lock().unwrap() = Some(nodes);
+        self
     }
 
     /// Reads of provider nodes' health answer `n` pages, then fail (a timeout).
@@ -108,6 +119,9 @@ impl Cluster for FaultyCluster {
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
         if left.is_err() {
             return Err(ClusterError::unavailable("injected: the node list timed out"));
+        }
+        if let Some(nodes) = self.listing_snapshot.lock().unwrap().clone() {
+            return Ok(NodeHealthPage { nodes, next: None });
         }
         self.inner.provider_node_health(cursor, limit).await
     }

@@ -476,10 +476,10 @@ impl RoutingApiServer {
         }
     }
 
-    /// The node-health pass's list: every node carrying a provider id, on one page (the list
-    /// shaped as `41-list-nodes-provider-id.json`).
+    /// The node-health pass's list: every node carrying a provider id and not marked offline, on
+    /// one page (the list shaped as `41-list-nodes-provider-id.json`).
     fn list_provider_nodes(&self, got: &Seen) -> Response<Body> {
-        if got.query != "&labelSelector=worldland.io%2Fprovider-id&limit=100" {
+        if got.query != "&labelSelector=worldland.io%2Fprovider-id%2Cworldland.io%2Fstatus%21%3Doffline&limit=100" {
             return self.fail(format!("GET nodes with query {:?}", got.query));
         }
         let mut list = fixture("41-list-nodes-provider-id.json").response_body;
@@ -487,6 +487,7 @@ impl RoutingApiServer {
         let items: Vec<Value> = nodes
             .values()
             .filter(|n| n["metadata"]["labels"].get("worldland.io/provider-id").is_some())
+            .filter(|n| n["metadata"]["labels"].get("worldland.io/status").and_then(Value::as_str) != Some("offline"))
             .cloned()
             .map(|mut n| {
                 let o = n.as_object_mut().unwrap();

@@ -256,7 +256,6 @@ pub async fn sweep_once(ctx: &Context, now: DateTime<Utc>) -> StoreResult<SweepR
             report.marked_offline += 1;
         }
     }
-    node_health::sweep_node_health(ctx, now, &mut report).await?;
     pending_jobs::resolve_stale_pending(ctx, now).await?;
     answer_unanswered_closes(ctx, now).await?;
     // While approved, the index sort key is the token's expiry.
@@ -297,6 +296,9 @@ pub async fn sweep_once(ctx: &Context, now: DateTime<Utc>) -> StoreResult<SweepR
             report.jobs_closed += 1;
         }
     }
+    // Last: it reads the cluster (pages of Nodes and their Leases), the slowest part, which must
+    // not keep approvals and jobs from expiring on a slow API server.
+    node_health::sweep_node_health(ctx, now, &mut report).await?;
     Ok(report)
 }
 

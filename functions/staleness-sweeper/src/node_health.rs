@@ -164,6 +164,28 @@ fn detail(u: &Unhealthy) -> String {
 
 /// Marks one provider offline for its node, if it is still live on that node; whether this call
 /// made the change.
+/// The node read again, alone, and judged again: a window's list is a snapshot that may be older
+/// than this sweep (its `continue` token reads the first page's), and the node may have
+/// recovered since. `None` unless it is still unhealthy now.
+async fn still_unhealthy(ctx: &Context, u: &Unhealthy, now: DateTime<Utc>, policy: HealthPolicy) -> Option<Unhealthy> {
+    match ctx.cluster.node_health(&u.node.name).await {
+        Ok(Some(node)) => match assess(&node, now, policy) {
+            Verdict::Unhealthy { why, since } => Some(Unhealthy {
+                provider_id: u.provider_id.clone(),
+                node,
+                why,
+                since,
+            }),
+            _ => None,
+        },
+        Ok(None) => None,
+        Err(e) => {
+            tracing::warn!(node = %u.node.name, error = %e, "node not read again before marking: left for a later pass");
+            None
+        }
+    }
+}
+
 async fn mark_unhealthy(ctx: &Context, u: &Unhealthy, now: DateTime<Utc>, report: &mut SweepReport) -> StoreResult<bool> {
     let why = detail(u);
     let written = mark_offline_for_node(&u.node.name, u.why, &why, u.since, now)
@@ -202,7 +224,10 @@ pub async fn sweep_node_health(ctx: &Context, now: DateTime<Utc>, report: &mut S
         return Ok(());
     }
     for u in &judged.unhealthy {
-        if mark_unhealthy(ctx, u, now, report).await? {
+        let Some(u) = still_unhealthy(ctx, u, now, policy).await else {
+            continue;
+        };
+        if mark_unhealthy(ctx, &u, now, report).await? {
             report.node_health.marked_offline += 1;
         }
     }

@@ -277,6 +277,23 @@ async fn a_cluster_read_failure_marks_nobody() {
     assert_eq!((r.node_health.read_failed, r.node_health.marked_offline), (false, 1), "{r:?}");
 }
 
+/// A window's list may be older than the sweep (its `continue` token reads the first page's
+/// snapshot): a node that was Unknown in it and is Ready again now is read again, alone, before
+/// it is marked — and kept. Before, the snapshot alone marked it offline (attacker review).
+#[tokio::test]
+async fn a_node_recovered_since_the_windows_snapshot_is_kept() {
+    let fleet = Fleet::new(2).await;
+    fleet.set(0, ReadyStatus::Unknown, t(10), t(5));
+    fleet.beat(0..2, t(150)).await;
+    let snapshot = fleet.sim.provider_node_health(None, 100).await.unwrap().nodes;
+    fleet.set(0, ReadyStatus::True, t(140), t(150));
+    let stale = Arc::new(FaultyCluster::new(fleet.sim.clone()).listing_snapshot(snapshot));
+    let r = fleet.sweep_on(stale, t(160)).await;
+    assert_eq!((r.node_health.unhealthy, r.node_health.marked_offline), (1, 0), "{r:?}");
+    assert_eq!(fleet.record(0).await.state, ProviderState::Available);
+    assert!(!fleet.marked(0));
+}
+
 #[tokio::test]
 async fn each_sweep_reads_a_bounded_window_and_the_next_one_goes_on_from_there() {
     use staleness_sweeper::node_health::{NODE_PAGE, NODE_PAGES_PER_SWEEP};

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::ListParams;
@@ -55,13 +55,23 @@ async fn lease_renewed(client: &Client, name: &str) -> ClusterResult<Option<Date
     Ok(lease.and_then(|l| l.spec).and_then(|s| s.renew_time).and_then(|t| chrono_of(t.0)))
 }
 
-/// A Node's health with its Lease's (owned, so that a page's reads can run together). A Node
-/// marked offline is returned without: its provider is offline already, nobody judges it.
+/// A Node's health with its Lease's (owned, so that a page's reads can run together).
 async fn with_lease(client: Client, mut health: NodeHealth) -> ClusterResult<NodeHealth> {
-    if !health.marked_offline {
-        health.lease_renewed = lease_renewed(&client, &health.name).await?;
-    }
+    health.lease_renewed = lease_renewed(&client, &health.name).await?;
     Ok(health)
+}
+
+/// A page's node with its Lease, or `None` (logged) when the Lease could not be read: that node
+/// is judged on a later pass, the rest of the window now.
+async fn with_lease_or_skip(client: Client, health: NodeHealth) -> Option<NodeHealth> {
+    let name = health.name.clone();
+    match with_lease(client, health).await {
+        Ok(h) => Some(h),
+        Err(e) => {
+            tracing::warn!(node = %name, error = %e, "node's Lease not read: its health is judged on a later pass");
+            None
+        }
+    }
 }
 
 async fn bounded<T>(what: &str, f: impl std::future::Future<Output = ClusterResult<T>>) -> ClusterResult<T> {
@@ -74,7 +84,10 @@ async fn bounded<T>(what: &str, f: impl std::future::Future<Output = ClusterResu
 pub(super) async fn page(client: &Client, cursor: Option<&str>, limit: u32) -> ClusterResult<NodeHealthPage> {
     bounded("provider nodes' health", async {
         let nodes: Api<Node> = Api::all(client.clone());
-        let mut params = ListParams::default().labels(labels::PROVIDER_ID).limit(limit.max(1));
+        // Nodes already marked offline are not listed: their providers are offline, nobody
+        // judges them, and they must not fill the window.
+        let selector = format!("{},{}!={}", labels::PROVIDER_ID, labels::STATUS, labels::STATUS_OFFLINE);
+        let mut params = ListParams::default().labels(&selector).limit(limit.max(1));
         if let Some(c) = cursor {
             params = params.continue_token(c);
         }
@@ -82,12 +95,13 @@ pub(super) async fn page(client: &Client, cursor: Option<&str>, limit: u32) -> C
         let next = listed.metadata.continue_.clone().filter(|c| !c.is_empty());
         let reads = listed.items.iter().map(node_part).map({
             let client = client.clone();
-            move |h| with_lease(client.clone(), h)
+            move |h| with_lease_or_skip(client.clone(), h)
         });
         let healths: Vec<NodeHealth> = futures::stream::iter(reads.collect::<Vec<_>>())
             .buffered(LEASE_READS)
-            .try_collect()
-            .await?;
+            .filter_map(std::future::ready)
+            .collect()
+            .await;
         Ok(NodeHealthPage { nodes: healths, next })
     })
     .await

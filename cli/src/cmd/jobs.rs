@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use clap::Subcommand;
 use worldland_core::bus::{self, Bus};
 use worldland_core::job;
-use worldland_core::messages::jobs::{AllocateRequest, ReleaseRequest};
+use worldland_core::messages::jobs::{AllocateRequest, ReleaseRequest, Workload};
 use worldland_core::state::{Item, ItemStore, Table, Value};
 use worldland_runtime::backends;
 
@@ -39,6 +39,9 @@ enum JobsCommand {
         max_price: Option<f64>,
         #[arg(long)]
         duration_s: Option<u64>,
+        /// The OCI image the rental runs, e.g. docker.io/library/python:3.12-slim (a digest allowed).
+        #[arg(long)]
+        image: String,
     },
     /// Publishes job.release and waits until it is closed.
     Release {
@@ -71,6 +74,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             model,
             max_price,
             duration_s,
+            image,
         } => {
             let bus = backends::rabbit(&cfg).await.context("connecting to RabbitMQ")?;
             let job_id = job_id.unwrap_or_else(|| format!("job-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]));
@@ -83,6 +87,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 memory_mb,
                 max_price_per_gpu_hour: max_price,
                 duration_s,
+                workload: Workload::of_image(image),
             };
             allocate(store.as_ref(), &bus, req).await
         }

@@ -15,7 +15,7 @@ use worldland_adapters::state::memory::MemoryStore;
 use worldland_core::bus::{Bus, QueueSpec, Subscription};
 use worldland_core::job::{self, audit, JobState};
 use worldland_core::ledger::{commit_allocation, Allocation, Ledger};
-use worldland_core::messages::jobs::{AllocateRequest, ReleaseRequest};
+use worldland_core::messages::jobs::{AllocateRequest, ReleaseRequest, Workload};
 use worldland_core::messages::{topics, MiningConfig};
 use worldland_core::state::{Cond, ItemStore, Op, Table, Value};
 use worldland_provider_sdk::simulated::SimulatedProvider;
@@ -161,6 +161,7 @@ fn alloc(job: &str, gpus: u32) -> AllocateRequest {
         memory_mb: 4096,
         max_price_per_gpu_hour: None,
         duration_s: None,
+        workload: Workload::of_image("docker.io/library/python:3.12-slim"),
     }
 }
 

@@ -410,7 +410,7 @@ async fn bad_job_messages_are_refused_with_a_reason() {
     seed_available(store.as_ref(), &provider(6, "NVIDIA GeForce RTX 4090", 4, 0, 1.0).registration, now).await;
     let mut fx = Fixture::new(store.clone()).await;
     let handler = allocator::Allocator(fx.ctx());
-    let good = json!({"job_id": "job-x", "customer_id": "c", "gpus": 1, "cpu_cores": 1, "memory_mb": 1024});
+    let good = json!({"job_id": "job-x", "customer_id": "c", "gpus": 1, "cpu_cores": 1, "memory_mb": 1024, "image": "python:3.12-slim"});
     let with = |f: &dyn Fn(&mut serde_json::Value)| {
         let mut v = good.clone();
         f(&mut v);

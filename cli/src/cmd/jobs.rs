@@ -13,6 +13,8 @@ use worldland_runtime::backends;
 
 use super::{attr_i64 as n, attr_str as s};
 
+mod workload;
+
 #[derive(clap::Args)]
 pub struct Args {
     #[command(subcommand)]
@@ -39,6 +41,21 @@ enum JobsCommand {
         max_price: Option<f64>,
         #[arg(long)]
         duration_s: Option<u64>,
+        /// The OCI image the rental runs, e.g. docker.io/library/python:3.12-slim (a digest allowed).
+        #[arg(long)]
+        image: String,
+        /// The container's entrypoint, one item per flag (`--command python --command -u`); the image's own when absent.
+        #[arg(long = "command", allow_hyphen_values = true)]
+        command: Vec<String>,
+        /// An argument to it, one per flag (`--arg train.py --arg --epochs --arg 3`).
+        #[arg(long = "arg", allow_hyphen_values = true)]
+        args: Vec<String>,
+        /// An environment variable, NAME=VALUE; repeat for more.
+        #[arg(long = "env")]
+        env: Vec<String>,
+        /// A file holding the one OpenSSH public key (ed25519, ECDSA, or RSA of 3072+ bits) let into the rental.
+        #[arg(long)]
+        ssh_key_file: Option<std::path::PathBuf>,
     },
     /// Publishes job.release and waits until it is closed.
     Release {
@@ -71,7 +88,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             model,
             max_price,
             duration_s,
+            image,
+            command,
+            args,
+            env,
+            ssh_key_file,
         } => {
+            // Checked before connecting: a bad flag, or a private key, never reaches the bus.
+            let workload = workload::from_flags(image, command, args, &env, ssh_key_file.as_deref())?;
             let bus = backends::rabbit(&cfg).await.context("connecting to RabbitMQ")?;
             let job_id = job_id.unwrap_or_else(|| format!("job-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]));
             let req = AllocateRequest {
@@ -83,6 +107,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 memory_mb,
                 max_price_per_gpu_hour: max_price,
                 duration_s,
+                workload,
             };
             allocate(store.as_ref(), &bus, req).await
         }
@@ -152,6 +177,7 @@ fn job_json(item: &Item) -> serde_json::Value {
         "ended_at": n(item, job::attr::ENDED_AT), "end_reason": text(job::attr::END_REASON),
         "duration_ms": n(item, job::attr::DURATION_MS), "cost_micros": n(item, job::attr::COST_MICROS),
         "rejection": text(job::attr::REJECTION),
+        "image": job::workload(s(item, "id"), item).ok().flatten().map(|w| w.image),
     })
 }
 
@@ -195,8 +221,27 @@ async fn list(store: &dyn ItemStore, state: Option<String>, json: bool) -> anyho
     Ok(())
 }
 
+/// The request as stored, less its workload (printed apart by [`workload::describe`]: env
+/// values may be secrets).
+fn request_without_workload(item: &Item) -> String {
+    let mut v: serde_json::Value = serde_json::from_str(s(item, job::attr::REQUEST)).unwrap_or_default();
+    if let Some(fields) = v.as_object_mut() {
+        for k in ["image", "command", "args", "env", "ssh_public_key"] {
+            fields.remove(k);
+        }
+    }
+    v.to_string()
+}
+
 fn show_item(item: &Item) {
     for (k, v) in item {
+        if k == job::attr::REQUEST {
+            println!("{k:<18} {}", request_without_workload(item));
+            for (field, line) in workload::describe(s(item, "id"), item) {
+                println!("{field:<18} {line}");
+            }
+            continue;
+        }
         let shown = match v {
             Value::S(s) => s.clone(),
             Value::N(n) => n.to_string(),

@@ -27,6 +27,7 @@ use worldland_core::state::ms;
 use worldland_core::state::{Cond, Item, ItemStore, Op, Table, Value};
 use worldland_core::validation::check_provider_id;
 use worldland_core::worker::{Consume, Failure};
+use worldland_core::workload::check_workload;
 use worldland_runtime::backends::BackendError;
 use worldland_runtime::worker::Worker;
 use worldland_runtime::Backends;
@@ -76,7 +77,7 @@ fn invalid(msg: impl Into<String>) -> Rejection {
     Rejection::new(Reason::InvalidRequest, msg)
 }
 
-/// The rules a request must meet; pure.
+/// The rules a request must meet, its workload's included; pure.
 pub fn validate_allocate(r: &AllocateRequest) -> Result<(), Rejection> {
     check_job_id(&r.job_id)?;
     if r.customer_id.trim().is_empty() || r.customer_id.len() > 128 {
@@ -100,7 +101,8 @@ pub fn validate_allocate(r: &AllocateRequest) -> Result<(), Rejection> {
     if r.gpu_model.as_ref().is_some_and(|m| m.trim().is_empty() || m.len() > 128) {
         return Err(invalid("gpu_model, when given, must be 1-128 characters"));
     }
-    Ok(())
+    // What the rental runs, last: each of its faults has a code of its own (`image_missing`, …).
+    check_workload(&r.workload)
 }
 
 /// Job ids name map keys and items: the provider-id alphabet, no dots.

@@ -2,7 +2,8 @@
 //! the ports they reach the world through. No IO crate is in this crate's dependency tree (no
 //! tokio, redis, lapin, aws-*, kube, lambda_runtime); `scripts/test` checks it.
 //!
-//! - Wire and bus: [`messages`], [`streams`], [`refusal`], [`validation`], [`signature`], [`sealed`].
+//! - Wire and bus: [`messages`], [`streams`], [`refusal`], [`validation`], [`workload`] (what a
+//!   rental runs, and its rules), [`signature`], [`sealed`].
 //! - Decisions, one concept a module: [`provider`] (the provider item's schema, record and
 //!   transitions), [`ledger`] (capacity: what a provider offers, has free and has allocated),
 //!   [`placement`] (which provider a job goes to, and the placement index), [`job`] (states,
@@ -40,3 +41,4 @@ pub mod state;
 pub mod streams;
 pub mod validation;
 pub mod worker;
+pub mod workload;

@@ -85,6 +85,22 @@ pub enum Reason {
     StaleHeartbeat,
     /// A job request that breaks the allocator's rules (ids, counts, model, price, reason).
     InvalidRequest,
+    /// A job request without an `image` (a request from before workloads, or one that left it out).
+    ImageMissing,
+    /// `image` is not an OCI image reference, or is over 255 characters.
+    InvalidImage,
+    /// `command` or `args` break their bounds: too many items, an item or the whole too large, a
+    /// NUL, or an empty program name.
+    InvalidCommand,
+    /// `env` breaks its rules: too many, a name that is not a C identifier or is reserved
+    /// (`NVIDIA_*`, `WORLDLAND_*`), a duplicate, a value or the whole too large, a NUL.
+    InvalidEnv,
+    /// `ssh_public_key` is not one OpenSSH public key line of an accepted type (ed25519, ECDSA,
+    /// RSA): a private key, a certificate, options, several lines, a blob that does not match
+    /// its type, or over 16 KiB.
+    InvalidSshKey,
+    /// `ssh_public_key` is a well-formed key too weak to accept: RSA under 3072 bits, or DSA.
+    SshKeyTooWeak,
     /// A stored record the worker cannot read: retrying will not mend it.
     CorruptRecord,
     /// The Kubernetes API said 401 or 403: the worker's credentials or RBAC are wrong.
@@ -138,6 +154,12 @@ impl Reason {
             Self::TooManyPendingJoins => "too_many_pending_joins",
             Self::StaleHeartbeat => "stale_heartbeat",
             Self::InvalidRequest => "invalid_request",
+            Self::ImageMissing => "image_missing",
+            Self::InvalidImage => "invalid_image",
+            Self::InvalidCommand => "invalid_command",
+            Self::InvalidEnv => "invalid_env",
+            Self::InvalidSshKey => "invalid_ssh_key",
+            Self::SshKeyTooWeak => "ssh_key_too_weak",
             Self::CorruptRecord => "corrupt_record",
             Self::ClusterForbidden => "cluster_forbidden",
             Self::ClusterInvalid => "cluster_invalid",

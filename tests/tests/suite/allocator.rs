@@ -13,7 +13,7 @@ use worldland_adapters::state::memory::MemoryStore;
 use worldland_core::bus::{Bus, QueueSpec, Subscription};
 use worldland_core::job::audit;
 use worldland_core::ledger::{Ledger, ModelCounts};
-use worldland_core::messages::jobs::{AllocateRequest, JobAllocated, JobRejected, JobReleased, ReleaseRequest};
+use worldland_core::messages::jobs::{AllocateRequest, JobAllocated, JobRejected, JobReleased, ReleaseRequest, Workload};
 use worldland_core::messages::{topics, MiningConfig};
 use worldland_core::state::{ItemStore, Table, Value};
 use worldland_core::worker::{Failure, Handler};
@@ -103,6 +103,7 @@ fn alloc(job: &str, gpus: u32, model: Option<&str>, cap: Option<f64>) -> Allocat
         memory_mb: 8192,
         max_price_per_gpu_hour: cap,
         duration_s: None,
+        workload: Workload::of_image("docker.io/library/python:3.12-slim"),
     }
 }
 
@@ -410,7 +411,7 @@ async fn bad_job_messages_are_refused_with_a_reason() {
     seed_available(store.as_ref(), &provider(6, "NVIDIA GeForce RTX 4090", 4, 0, 1.0).registration, now).await;
     let mut fx = Fixture::new(store.clone()).await;
     let handler = allocator::Allocator(fx.ctx());
-    let good = json!({"job_id": "job-x", "customer_id": "c", "gpus": 1, "cpu_cores": 1, "memory_mb": 1024});
+    let good = json!({"job_id": "job-x", "customer_id": "c", "gpus": 1, "cpu_cores": 1, "memory_mb": 1024, "image": "python:3.12-slim"});
     let with = |f: &dyn Fn(&mut serde_json::Value)| {
         let mut v = good.clone();
         f(&mut v);

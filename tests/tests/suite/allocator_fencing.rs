@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use worldland_core::job::JobState;
-use worldland_core::messages::jobs::{AllocateRequest, ReleaseRequest};
+use worldland_core::messages::jobs::{AllocateRequest, ReleaseRequest, Workload};
 use worldland_core::messages::topics;
 use worldland_core::state::Table;
 use worldland_core::worker::Failure;
@@ -29,6 +29,7 @@ fn alloc(job: &str, gpus: u32) -> AllocateRequest {
         memory_mb: 4096,
         max_price_per_gpu_hour: None,
         duration_s: None,
+        workload: Workload::of_image("docker.io/library/python:3.12-slim"),
     }
 }
 

@@ -15,7 +15,7 @@ use worldland_adapters::bus::memory::MemoryBus;
 use worldland_adapters::replies::MemoryReplies;
 use worldland_core::bus::{Bus, QueueSpec};
 use worldland_core::job;
-use worldland_core::messages::jobs::AllocateRequest;
+use worldland_core::messages::jobs::{AllocateRequest, Workload};
 use worldland_core::messages::{topics, ProviderState, StreamEnvelope};
 use worldland_core::provider::ProviderRecord;
 use worldland_core::state::{ItemStore, Table, Value};
@@ -79,6 +79,7 @@ async fn an_agent_clock_290_s_fast_neither_delays_offline_nor_bills_the_future()
         memory_mb: 4096,
         max_price_per_gpu_hour: None,
         duration_s: None,
+        workload: Workload::of_image("docker.io/library/python:3.12-slim"),
     };
     allocator::allocate(&req, &allocator, t0 + Duration::seconds(5)).await.unwrap();
 

@@ -415,6 +415,7 @@ async fn customer(c: usize, cfg: Config, figures: Arc<Figures>, deadline: Instan
             memory_mb: 1024,
             max_price_per_gpu_hour: None,
             duration_s: None,
+            workload: worldland_core::messages::jobs::Workload::of_image("docker.io/library/python:3.12-slim"),
         };
         publish_retrying(
             &bus,

@@ -5,7 +5,7 @@
 //! is as if each good message had arrived once.
 
 use serde_json::json;
-use worldland_core::messages::jobs::AllocateRequest;
+use worldland_core::messages::jobs::{AllocateRequest, Workload};
 use worldland_core::messages::topics;
 use worldland_core::state::{ItemStore, Table, Value};
 use worldland_provider_sdk::simulated::SimulatedProvider;
@@ -119,6 +119,7 @@ async fn allocator_lambda_parks_the_bad_records() {
             memory_mb: 1024,
             max_price_per_gpu_hour: None,
             duration_s: None,
+            workload: Workload::of_image("docker.io/library/python:3.12-slim"),
         })
         .unwrap()
     };

@@ -12,7 +12,7 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use worldland_adapters::state::memory::MemoryStore;
 use worldland_core::job::{self, audit, JobState};
 use worldland_core::ledger::{commit_allocation, Allocation};
-use worldland_core::messages::jobs::{AllocateRequest, ReleaseRequest};
+use worldland_core::messages::jobs::{AllocateRequest, ReleaseRequest, Workload};
 use worldland_core::messages::topics;
 use worldland_core::state::{Cond, ItemStore, Op, Table, Value};
 use worldland_tests::faulty_store::{Fault, FaultyStore};
@@ -32,6 +32,7 @@ pub(crate) fn alloc(job: &str, gpus: u32) -> AllocateRequest {
         memory_mb: 4096,
         max_price_per_gpu_hour: None,
         duration_s: None,
+        workload: Workload::of_image("docker.io/library/python:3.12-slim"),
     }
 }
 

@@ -5,6 +5,7 @@ mod agent_clock_steps;
 mod agent_made_streams;
 mod allocator;
 mod allocator_fencing;
+mod allocator_workloads;
 mod bad_registrations;
 mod bounds;
 mod broker_clock;

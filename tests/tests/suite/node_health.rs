@@ -109,6 +109,7 @@ impl Fleet {
             memory_mb: 8192,
             max_price_per_gpu_hour: None,
             duration_s: None,
+            workload: worldland_core::messages::jobs::Workload::of_image("docker.io/library/python:3.12-slim"),
         };
         allocator::allocate(&req, &ctx, at).await.unwrap();
         let job = self.job(job_id).await;

@@ -156,6 +156,7 @@ async fn allocate(store: &Arc<dyn ItemStore>, job_id: &str, at: DateTime<Utc>) -
         memory_mb: 8192,
         max_price_per_gpu_hour: None,
         duration_s: None,
+        workload: worldland_core::messages::jobs::Workload::of_image("docker.io/library/python:3.12-slim"),
     };
     allocator::allocate(&req, &ctx, at).await.unwrap();
     job(store.as_ref(), job_id).await[job_attr::PROVIDER].as_str().unwrap().to_string()

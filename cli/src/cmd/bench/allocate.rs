@@ -11,7 +11,7 @@ use worldland_adapters::bus::memory::MemoryBus;
 use worldland_adapters::replies::MemoryReplies;
 use worldland_adapters::state::memory::MemoryStore;
 use worldland_core::bus::{Bus, QueueSpec};
-use worldland_core::messages::jobs::{AllocateRequest, ReleaseRequest};
+use worldland_core::messages::jobs::{AllocateRequest, ReleaseRequest, Workload};
 use worldland_core::messages::topics;
 use worldland_core::placement::seed_available;
 use worldland_core::state::ItemStore;
@@ -252,6 +252,7 @@ async fn allocate_and_release(
             memory_mb: 1024,
             max_price_per_gpu_hour: None,
             duration_s: None,
+            workload: Workload::of_image("docker.io/library/python:3.12-slim"),
         };
         let a = allocator::allocate(&req, &ctx, now).await;
         let r = allocator::release(

@@ -14,7 +14,7 @@ use worldland_adapters::state::counting::{CountingStore, Counts};
 use worldland_adapters::state::memory::MemoryStore;
 use worldland_core::bus::QueueSpec;
 use worldland_core::cluster::NodeInfo;
-use worldland_core::messages::jobs::AllocateRequest;
+use worldland_core::messages::jobs::{AllocateRequest, Workload};
 use worldland_core::messages::topics;
 use worldland_core::placement::seed_available;
 use worldland_core::state::units::billed_size;
@@ -140,6 +140,7 @@ async fn placement(
         memory_mb: 1024,
         max_price_per_gpu_hour: None,
         duration_s: None,
+        workload: Workload::of_image("docker.io/library/python:3.12-slim"),
     };
     counting.take();
     let started = Instant::now();

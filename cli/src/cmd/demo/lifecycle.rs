@@ -25,6 +25,8 @@ pub use summary::*;
 const HEARTBEAT_EVERY_S: i64 = 30;
 const SWEEP_EVERY_S: i64 = 15;
 const STALE_AFTER_S: i64 = 120;
+/// What the demo's customers run: a small public image, as a real request names one.
+const DEMO_IMAGE: &str = "docker.io/library/python:3.12-slim";
 /// The virtual second the doomed providers fall silent (minute 7).
 const DIE_AT: i64 = 420;
 /// The virtual second every other one of them comes back (minute 12).
@@ -270,6 +272,7 @@ impl<'a> Lifecycle<'a> {
             memory_mb: 1024 * (1 + rng.next(16)),
             max_price_per_gpu_hour: (rng.next(6) == 0).then_some(0.3),
             duration_s: Some(120 + rng.next(360)),
+            workload: worldland_core::messages::jobs::Workload::of_image(DEMO_IMAGE),
         };
         let _ = allocator::allocate(&req, &self.alloc_ctx, now).await;
         if self.rng.next(3) == 0 {

@@ -1,7 +1,7 @@
 //! A job: its states, its item's schema, and its transitions ([`transitions`]: each one
 //! conditional write on the jobs table); closing a job and answering for it ([`closing`]); the
-//! claims that fence the deliveries placing it ([`claims`]); an allocated job's rental stage
-//! ([`rental`]).
+//! claims that fence the deliveries placing it ([`claims`]); the workload it runs ([`workload()`]);
+//! an allocated job's rental stage ([`rental`]).
 
 use crate::messages::jobs::AllocateRequest;
 use crate::state::{Item, Value};
@@ -10,10 +10,12 @@ mod claims;
 mod closing;
 pub mod rental;
 mod transitions;
+mod workload;
 
 pub use claims::*;
 pub use closing::*;
 pub use transitions::*;
+pub use workload::workload;
 
 /// A conditional write on the jobs table.
 pub type Transition = crate::state::Transition<crate::state::JobsTable>;
@@ -94,7 +96,8 @@ impl EndReason {
 pub mod attr {
     /// `pending`, `allocated`, `rejected`, `released` or `cancelled`; the partition key of the jobs' state index.
     pub const STATE: &str = "state";
-    /// The `AllocateRequest`, as JSON.
+    /// The `AllocateRequest`, as JSON, with its workload (read it with [`super::workload`]); at
+    /// most the 64 KiB a `job.allocate` body may be, as the workload's bounds keep it.
     pub const REQUEST: &str = "request";
     /// The customer's id.
     pub const CUSTOMER: &str = "customer";

@@ -26,6 +26,55 @@ pub struct AllocateRequest {
     /// Seconds after allocation at which the sweeper releases the job as `expired`; open-ended when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_s: Option<u64>,
+    /// What the rental runs: `image`, `command`, `args`, `env`, `ssh_public_key` — at the top
+    /// level of the message, beside the fields above.
+    #[serde(flatten)]
+    pub workload: Workload,
+}
+
+/// What a rental runs, as `job.allocate` carries it; the rules it must meet are
+/// [`crate::workload::check_workload`]'s.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Workload {
+    /// OCI image reference (`[registry[:port]/]path[:tag][@sha256:<hex>]`); required. Absent
+    /// decodes as empty, so a request from before workloads (or without one) is answered
+    /// `job.rejected` `image_missing` instead of failing to decode, which answers nobody.
+    #[serde(default)]
+    pub image: String,
+    /// The container's entrypoint (Kubernetes `command`); the image's own when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    /// Arguments to it (Kubernetes `args`); the image's own `CMD` when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    /// Environment variables, in order. A list of name/value pairs rather than a JSON object, so
+    /// a name given twice is refused instead of one value silently winning.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<EnvVar>,
+    /// One OpenSSH public key line (`ssh-ed25519 AAAA… comment`) let into the rental; no SSH
+    /// access when absent. Never a password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_public_key: Option<String>,
+}
+
+impl Workload {
+    /// A workload that runs `image` as it is built (its own entrypoint, no env, no SSH).
+    pub fn of_image(image: impl Into<String>) -> Self {
+        Self {
+            image: image.into(),
+            ..Self::default()
+        }
+    }
+}
+
+/// One environment variable of a [`Workload`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnvVar {
+    /// A C identifier (`[A-Za-z_][A-Za-z0-9_]*`).
+    pub name: String,
+    /// Its value (may be empty).
+    #[serde(default)]
+    pub value: String,
 }
 
 /// `job.release`.
@@ -70,7 +119,9 @@ pub struct JobAllocated {
 pub struct JobRejected {
     /// The job refused.
     pub job_id: String,
-    /// Stable code: `no_capacity`, `price_too_low`, `unknown_model`, `invalid_request` or `cancelled`.
+    /// Stable code: `no_capacity`, `price_too_low`, `unknown_model`, `invalid_request`, `cancelled`,
+    /// or one of the workload's (`image_missing`, `invalid_image`, `invalid_command`, `invalid_env`,
+    /// `invalid_ssh_key`, `ssh_key_too_weak`).
     pub reason: String,
     /// Explanation for the customer.
     pub message: String,

@@ -36,6 +36,7 @@ fn req(gpus: u32, model: Option<&str>, cap: Option<f64>) -> AllocateRequest {
         memory_mb: 8192,
         max_price_per_gpu_hour: cap,
         duration_s: None,
+        workload: crate::messages::jobs::Workload::of_image("docker.io/library/python:3.12-slim"),
     }
 }
 

@@ -1,7 +1,7 @@
 //! A job: its states, its item's schema, and its transitions ([`transitions`]: each one
 //! conditional write on the jobs table); closing a job and answering for it ([`closing`]); the
 //! claims that fence the deliveries placing it ([`claims`]); the workload it runs ([`workload()`]);
-//! an allocated job's rental stage ([`rental`]).
+//! an allocated job's rental stage ([`rental`]) and its rental's objects ([`rental_spec`]).
 
 use crate::messages::jobs::AllocateRequest;
 use crate::state::{Item, Value};
@@ -9,6 +9,7 @@ use crate::state::{Item, Value};
 mod claims;
 mod closing;
 pub mod rental;
+pub mod rental_spec;
 mod transitions;
 mod workload;
 

@@ -6,6 +6,9 @@
 //! - [`life`]: what the broker does with what it observes of a rental's pod — mark it running
 //!   (billing starts on the broker's clock), wait, recreate it, delete it, or release the job
 //!   with its end reason. Pure: the controller reads the pod, this decides, the controller acts.
+//!
+//! What a rental's objects must be, built from the stored job, is the job's:
+//! `job::rental_spec` (it reads the job's request and allocation).
 
 pub mod life;
 pub mod names;

@@ -15,16 +15,13 @@ use worldland_core::messages::jobs::{EnvVar, Workload};
 use worldland_core::messages::topics;
 use worldland_core::state::{ItemStore, Table};
 use worldland_core::worker::{Failure, Handler};
+use worldland_core::workload::test_keys;
 use worldland_provider_sdk::simulated::SimulatedProvider;
 use worldland_tests::{event_sink, seed_available};
 
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/core/src/workload/fixtures");
-
-fn key(name: &str) -> String {
-    std::fs::read_to_string(format!("{FIXTURES}/{name}.pub"))
-        .unwrap()
-        .trim_end()
-        .to_string()
+/// A fixture key, as one line.
+fn key(text: &str) -> String {
+    text.trim_end().to_string()
 }
 
 fn t0() -> DateTime<Utc> {
@@ -116,22 +113,29 @@ async fn each_bad_workload_is_answered_with_its_reason_and_nothing_is_placed() {
         ("a private key", set("ssh_public_key", json!(private)), "invalid_ssh_key"),
         (
             "a certificate",
-            set("ssh_public_key", json!(key("ed25519-cert"))),
+            set("ssh_public_key", json!(key(test_keys::ED25519_CERT))),
             "invalid_ssh_key",
         ),
         (
             "an options prefix",
-            set("ssh_public_key", json!(format!("command=\"sh\" {}", key("ed25519")))),
+            set("ssh_public_key", json!(format!("command=\"sh\" {}", key(test_keys::ED25519)))),
             "invalid_ssh_key",
         ),
         (
             "two keys",
-            set("ssh_public_key", json!(format!("{}\n{}", key("ed25519"), key("rsa3072")))),
+            set(
+                "ssh_public_key",
+                json!(format!("{}\n{}", key(test_keys::ED25519), key(test_keys::RSA3072))),
+            ),
             "invalid_ssh_key",
         ),
         ("a password", set("ssh_public_key", json!("hunter2")), "invalid_ssh_key"),
-        ("rsa 2048", set("ssh_public_key", json!(key("rsa2048"))), "ssh_key_too_weak"),
-        ("dsa", set("ssh_public_key", json!(key("dsa"))), "ssh_key_too_weak"),
+        (
+            "rsa 2048",
+            set("ssh_public_key", json!(key(test_keys::RSA2048))),
+            "ssh_key_too_weak",
+        ),
+        ("dsa", set("ssh_public_key", json!(key(test_keys::DSA))), "ssh_key_too_weak"),
     ];
     let before = (
         fx.store.scan(Table::Providers).await.unwrap(),
@@ -170,7 +174,7 @@ async fn a_good_workload_is_placed_and_the_job_gives_it_back() {
     body["command"] = json!(["python", "-u"]);
     body["args"] = json!(["train.py", "--epochs", "3"]);
     body["env"] = json!([{"name": "HF_HOME", "value": "/data/hf"}, {"name": "EMPTY", "value": ""}]);
-    body["ssh_public_key"] = json!(key("ed25519"));
+    body["ssh_public_key"] = json!(key(test_keys::ED25519));
     fx.handler
         .handle(topics::JOB_ALLOCATE, &serde_json::to_vec(&body).unwrap(), t0())
         .await
@@ -191,7 +195,7 @@ async fn a_good_workload_is_placed_and_the_job_gives_it_back() {
                 value: String::new(),
             },
         ],
-        ssh_public_key: Some(key("ed25519")),
+        ssh_public_key: Some(key(test_keys::ED25519)),
         ..Workload::of_image(body["image"].as_str().unwrap())
     };
     assert_eq!(job::workload("job-good", &item).unwrap(), Some(want));

@@ -106,7 +106,7 @@ pub fn describe(job_id: &str, item: &Item) -> Vec<(&'static str, String)> {
 mod tests {
     use super::*;
 
-    const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/core/src/workload/fixtures");
+    use worldland_core::workload::test_keys;
 
     /// A file of its own under the temp dir, removed when dropped.
     struct TempFile(std::path::PathBuf);
@@ -132,26 +132,23 @@ mod tests {
 
     #[test]
     fn key_files_are_read_as_one_line_and_private_keys_never_leave() {
-        let fixture = Path::new(FIXTURES).join("ed25519.pub");
-        let w = flags(&[], Some(&fixture)).unwrap();
-        assert_eq!(
-            w.ssh_public_key.as_deref(),
-            Some(std::fs::read_to_string(&fixture).unwrap().trim_end())
-        );
+        let fixture = TempFile::with(test_keys::ED25519);
+        let w = flags(&[], Some(&fixture.0)).unwrap();
+        assert_eq!(w.ssh_public_key.as_deref(), Some(test_keys::ED25519.trim_end()));
         let private = TempFile::with("-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----\n");
         let err = flags(&[], Some(&private.0)).unwrap_err().to_string();
         assert!(err.contains("is a private key") && !err.contains("b3BlbnNz"), "{err}");
-        let ed = std::fs::read_to_string(&fixture).unwrap();
+        let ed = test_keys::ED25519;
         let two = TempFile::with(&format!("{ed}{ed}"));
         assert!(flags(&[], Some(&two.0)).unwrap_err().to_string().contains("holds 2 keys"));
-        let weak = Path::new(FIXTURES).join("rsa2048.pub");
-        assert!(flags(&[], Some(&weak)).unwrap_err().to_string().starts_with("ssh_key_too_weak"));
+        let weak = TempFile::with(test_keys::RSA2048);
+        assert!(flags(&[], Some(&weak.0)).unwrap_err().to_string().starts_with("ssh_key_too_weak"));
         assert!(flags(&[], Some(Path::new("/nonexistent/key.pub"))).is_err());
     }
 
     #[test]
     fn show_prints_the_image_and_hides_env_values() {
-        let key = std::fs::read_to_string(Path::new(FIXTURES).join("ed25519.pub")).unwrap();
+        let key = test_keys::ED25519;
         let req = worldland_core::messages::jobs::AllocateRequest {
             job_id: "j".into(),
             customer_id: "c".into(),

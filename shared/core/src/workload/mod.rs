@@ -11,6 +11,8 @@ use crate::refusal::{Reason, Rejection};
 
 mod image;
 mod ssh;
+#[cfg(any(test, feature = "test-support"))]
+pub mod test_keys;
 
 pub use image::{check_image, MAX_IMAGE_LEN};
 pub use ssh::{check_ssh_public_key, MAX_SSH_KEY_BYTES, MIN_RSA_BITS};

@@ -5,15 +5,7 @@ use base64::Engine;
 
 use super::*;
 
-const ED25519: &str = include_str!("fixtures/ed25519.pub");
-const ECDSA256: &str = include_str!("fixtures/ecdsa256.pub");
-const ECDSA384: &str = include_str!("fixtures/ecdsa384.pub");
-const ECDSA521: &str = include_str!("fixtures/ecdsa521.pub");
-const RSA2048: &str = include_str!("fixtures/rsa2048.pub");
-const RSA3072: &str = include_str!("fixtures/rsa3072.pub");
-const RSA4096: &str = include_str!("fixtures/rsa4096.pub");
-const DSA: &str = include_str!("fixtures/dsa.pub");
-const ED25519_CERT: &str = include_str!("fixtures/ed25519-cert.pub");
+use super::test_keys::*;
 
 /// A private key's shape (not a real key: the base64 body is cut short).
 const PRIVATE: &str = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW\n-----END OPENSSH PRIVATE KEY-----";

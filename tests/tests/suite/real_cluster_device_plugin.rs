@@ -9,7 +9,6 @@
 //! asserts only about the nodes it made, under names of its own.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use chrono::Utc;
 use k8s_openapi::api::apps::v1::DaemonSet;
@@ -198,15 +197,24 @@ async fn the_device_plugin_gets_a_pod_on_each_providers_node_and_none_elsewhere(
         assert_eq!(spec.priority_class_name.as_deref(), Some("system-node-critical"));
         assert!(spec.priority.is_some_and(|p| p >= 2_000_000_000), "{n}: a critical pod's priority");
     }
-    // ...and none, now or a moment later, for the broker or the control plane.
-    let others = [names["broker"].clone(), names["control-plane"].clone()];
-    for _ in 0..30 {
+    // ...and none for the broker or the control plane. Awaited on the controller's own account:
+    // once its status counts as many nodes to run on as there are pods, it has decided for
+    // every node it knows — a broker or control-plane node it found eligible would be counted,
+    // and its pod made, before the two agree.
+    let settled = until("the DaemonSet controller's status agrees with its pods", 60, || async {
+        let desired = Api::<DaemonSet>::namespaced(client.clone(), NAMESPACE)
+            .get(NAME)
+            .await
+            .ok()?
+            .status?
+            .desired_number_scheduled;
         let pods = pods_by_node(&client).await;
-        for n in &others {
-            let names: Vec<_> = pods.get(n).into_iter().flatten().map(|p| p.metadata.name.clone()).collect();
-            assert!(names.is_empty(), "{n}: device-plugin pods {names:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        (usize::try_from(desired).ok()? == pods.values().map(Vec::len).sum::<usize>()).then_some(pods)
+    })
+    .await;
+    for n in [&names["broker"], &names["control-plane"]] {
+        let pods: Vec<_> = settled.get(n).into_iter().flatten().map(|p| p.metadata.name.clone()).collect();
+        assert!(pods.is_empty(), "{n}: device-plugin pods {pods:?}");
     }
 
     // And the scheduler's filters, on the template as stored, against the nodes as stored.
